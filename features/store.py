@@ -1,0 +1,364 @@
+"""The token store: one Zarr v3 group per dataset x extraction config, written and read only through here.
+
+Layout (n = clips; V, Nv, Dv, Na, Da, K from the group's `token_layout` attribute):
+
+| array | dtype | shape | chunks |
+|---|---|---|---|
+| `clip_id`, `path`, `label`, `split` | string | (n,) | one chunk (written once, at creation) |
+| `status` (0 pending, 1 done, 2 failed) | uint8 | (n,) | one block |
+| `failure_reason` | string | (n,) | one block |
+| `has_audio` | bool | (n,) | one block |
+| `audio_frames` | int32 | (n,) | one block |
+| `video_tokens` | float16 | (n, V, Nv, Dv) | one clip (one block per shard with `shard_blocks`) |
+| `audio_tokens` | float16 | (n, Na, Da) | one clip (idem) |
+| `kinetics_logits` (absent when K = 0) | float32 | (n, V, K) | one clip (idem) |
+
+Safety: every per-clip array is chunked so that a block of `clips_per_block` clips never shares a chunk or
+shard with another block, and the runner gives each block to exactly one writer (two writers on one shard
+lose data). Zarr's local store writes each chunk to a temporary file and renames it, so a killed writer
+leaves either the old or the new chunk. A clip's status becomes "done" only after its tokens are written.
+The store itself is created in a temporary folder and renamed into place, so a half-created store never
+exists.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+import zarr.codecs
+
+from features.config import StoreConfig
+from features.manifest import ClipRecord
+
+__all__ = [
+    "PENDING",
+    "DONE",
+    "FAILED",
+    "STATUS_NAMES",
+    "StoreError",
+    "TokenStore",
+    "open_dask_arrays",
+    "package_versions",
+    "code_version",
+    "now_utc",
+]
+
+logger = logging.getLogger(__name__)
+
+PENDING, DONE, FAILED = 0, 1, 2
+STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
+STORE_FORMAT = "mzst-token-store"
+STORE_FORMAT_VERSION = 1
+_META_ARRAYS = ("clip_id", "path", "label", "split")
+_LAYOUT_KEYS = ("V", "Nv", "Dv", "Na", "Da", "kinetics_classes")
+
+
+class StoreError(ValueError):
+    """A store that does not exist, is not a token store, or does not match what the caller expects."""
+
+
+def _token_arrays(layout: dict) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Per-clip token arrays: name -> (dtype, per-clip shape)."""
+    arrays = {
+        "video_tokens": ("float16", (layout["V"], layout["Nv"], layout["Dv"])),
+        "audio_tokens": ("float16", (layout["Na"], layout["Da"])),
+    }
+    if layout["kinetics_classes"]:
+        arrays["kinetics_logits"] = ("float32", (layout["V"], layout["kinetics_classes"]))
+    return arrays
+
+
+_SMALL_ARRAYS = {"has_audio": ("bool", ()), "audio_frames": ("int32", ())}
+
+
+class TokenStore:
+    """A token store opened for reading (`mode="r"`) or for the runner's writes (`mode="r+"`)."""
+
+    def __init__(self, group: zarr.Group, path: Path, writable: bool) -> None:
+        self._group = group
+        self.path = path
+        self.writable = writable
+        attrs = dict(group.attrs)
+        self.token_layout: dict = attrs["token_layout"]
+        self.extract_config: dict = attrs["extract_config"]
+        self.provenance: dict = attrs["provenance"]
+        self.store_config = StoreConfig(**attrs["store_config"])
+        self.num_clips: int = group["status"].shape[0]
+        # Clip metadata never changes after creation: read it once.
+        self.clip_ids, self.paths, self.labels, self.splits = (np.asarray(group[name][:]) for name in _META_ARRAYS)
+        self.fields = tuple(_token_arrays(self.token_layout)) + tuple(_SMALL_ARRAYS)
+
+    # --- creation and opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        clips: Sequence[ClipRecord],
+        token_layout: dict,
+        extract_config: dict,
+        provenance: dict,
+        store_config: StoreConfig | None = None,
+    ) -> TokenStore:
+        """Create an empty store (all clips pending) for `clips`, atomically.
+
+        Raises:
+            FileExistsError: `path` exists.
+            ValueError: no clips, or a token layout without the required keys.
+        """
+        path = Path(path)
+        store_config = store_config or StoreConfig()
+        if path.exists():
+            raise FileExistsError(f"{path}: already exists")
+        if not clips:
+            raise ValueError(f"{path}: cannot create a store without clips")
+        missing = [key for key in _LAYOUT_KEYS if key not in token_layout]
+        if missing:
+            raise ValueError(f"token layout lacks {missing}: {token_layout}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.name}.creating-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        n, block = len(clips), store_config.clips_per_block
+        group = zarr.open_group(str(staging), mode="w-", zarr_format=3, attributes={
+            "format": STORE_FORMAT,
+            "format_version": STORE_FORMAT_VERSION,
+            "token_layout": token_layout,
+            "extract_config": extract_config,
+            "provenance": provenance,
+            "store_config": store_config.to_dict(),
+        })
+        for name, values in zip(_META_ARRAYS, _clip_columns(clips), strict=True):
+            group.create_array(name, shape=(n,), dtype=str, chunks=(n,), compressors=zarr.codecs.ZstdCodec(level=3))[:] = values
+        group.create_array("status", shape=(n,), dtype="uint8", chunks=(block,), fill_value=PENDING)
+        group.create_array("failure_reason", shape=(n,), dtype=str, chunks=(block,), fill_value="")
+        for name, (dtype, _) in _SMALL_ARRAYS.items():
+            group.create_array(name, shape=(n,), dtype=dtype, chunks=(block,), fill_value=0)
+        compressors = (zarr.codecs.ZstdCodec(level=store_config.compression_level),
+                       ) if store_config.compressor == "zstd" else None
+        for name, (dtype, clip_shape) in _token_arrays(token_layout).items():
+            group.create_array(
+                name, shape=(n, *clip_shape), dtype=dtype, chunks=(1, *clip_shape), fill_value=0,
+                shards=(block, *clip_shape) if store_config.shard_blocks else None, compressors=compressors,
+                dimension_names=("clip", *_DIMENSION_NAMES[name]),
+            )
+        os.replace(staging, path)
+        logger.info("created store %s: %d clips, layout %s", path, n, token_layout)
+        return cls.open(path, mode="r+")
+
+    @classmethod
+    def open(cls, path: str | Path, mode: str = "r") -> TokenStore:
+        """Open an existing store; `mode` "r" (read only) or "r+" (the runner's writes).
+
+        Raises:
+            StoreError: `path` is missing or is not a token store.
+        """
+        path = Path(path)
+        if mode not in ("r", "r+"):
+            raise ValueError(f"mode must be 'r' or 'r+', got {mode!r}")
+        if not (path / "zarr.json").is_file():
+            raise StoreError(f"{path}: not a token store (no zarr.json); create it with `cli.py extract`")
+        group = zarr.open_group(str(path), mode=mode, zarr_format=3)
+        if group.attrs.get("format") != STORE_FORMAT:
+            raise StoreError(f"{path}: a Zarr group but not an MZST token store (format={group.attrs.get('format')!r})")
+        if group.attrs.get("format_version") != STORE_FORMAT_VERSION:
+            raise StoreError(f"{path}: store format version {group.attrs.get('format_version')}, this code reads "
+                             f"{STORE_FORMAT_VERSION}")
+        return cls(group, path, writable=mode == "r+")
+
+    # --- per-clip state ---------------------------------------------------------------------------------
+
+    @property
+    def status(self) -> np.ndarray:
+        """Current status of every clip, read fresh from disk: (n,) uint8."""
+        return np.asarray(self._group["status"][:])
+
+    @property
+    def failure_reasons(self) -> np.ndarray:
+        return np.asarray(self._group["failure_reason"][:])
+
+    def block_ranges(self) -> list[tuple[int, int]]:
+        """[start, stop) clip ranges of the blocks: the unit one writer owns."""
+        block = self.store_config.clips_per_block
+        return [(start, min(start + block, self.num_clips)) for start in range(0, self.num_clips, block)]
+
+    def counts(self) -> dict[str, int]:
+        status = self.status
+        return {name: int((status == code).sum()) for code, name in STATUS_NAMES.items()}
+
+    def indices(self, status: int | None = DONE, splits: Sequence[str] | None = None) -> np.ndarray:
+        """Clip indices with the given status (None: any) and split (None: any), ascending."""
+        keep = np.ones(self.num_clips, dtype=bool)
+        if status is not None:
+            keep &= self.status == status
+        if splits is not None:
+            keep &= np.isin(self.splits, list(splits))
+        return np.flatnonzero(keep)
+
+    # --- writes (runner only) ---------------------------------------------------------------------------
+
+    def write_clips(self, indices: Sequence[int], clip_tokens: Sequence[Any]) -> None:
+        """Write the tokens of clips, then mark them done.
+
+        Args:
+            indices: clip indices, all inside one block (the caller's block).
+            clip_tokens: objects with the ClipTokens fields (extract.pipeline.ClipTokens).
+
+        Raises:
+            ValueError: a shape or dtype that does not match the store's token layout.
+        """
+        self._check_writable()
+        if len(indices) != len(clip_tokens):
+            raise ValueError(f"{len(indices)} indices for {len(clip_tokens)} clips")
+        if not indices:
+            return
+        order = np.argsort(indices)
+        index = np.asarray(indices, dtype=np.int64)[order]
+        tokens = [clip_tokens[i] for i in order]
+        for name, (dtype, clip_shape) in _token_arrays(self.token_layout).items():
+            values = np.stack([_checked(getattr(t, name), dtype, clip_shape, name, self.path) for t in tokens])
+            self._set(name, index, values)  # (k, *clip_shape)
+        self._set("has_audio", index, np.array([bool(t.has_audio) for t in tokens]))
+        self._set("audio_frames", index, np.array([int(t.audio_frames) for t in tokens], dtype=np.int32))
+        # Status last: a clip is done only once its data is on disk.
+        self._set("failure_reason", index, np.array([""] * len(index), dtype=object))
+        self._set("status", index, np.full(len(index), DONE, dtype=np.uint8))
+
+    def mark_failed(self, indices: Sequence[int], reasons: Sequence[str]) -> None:
+        """Record clips as failed with a one-line reason each."""
+        self._check_writable()
+        if not indices:
+            return
+        index = np.asarray(indices, dtype=np.int64)
+        order = np.argsort(index)
+        one_line = np.array([" ".join(str(reasons[i]).split()) for i in order], dtype=object)
+        self._set("failure_reason", index[order], one_line)
+        self._set("status", index[order], np.full(len(index), FAILED, dtype=np.uint8))
+
+    def _set(self, name: str, sorted_index: np.ndarray, values: np.ndarray) -> None:
+        """Write `values` at ascending clip indices, one slice per run of consecutive indices.
+
+        Slices rather than an orthogonal selection: zarr 3.1 rejects orthogonal writes into sharded arrays.
+        """
+        breaks = np.flatnonzero(np.diff(sorted_index) != 1) + 1
+        for run in np.split(np.arange(len(sorted_index)), breaks):
+            start = int(sorted_index[run[0]])
+            self._group[name][start:start + len(run)] = values[run[0]:run[-1] + 1]
+
+    def _check_writable(self) -> None:
+        if not self.writable:
+            raise StoreError(f"{self.path}: opened read-only")
+
+    # --- reads ------------------------------------------------------------------------------------------
+
+    def read(self, indices: Sequence[int] | np.ndarray, fields: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Read clips by index (any order, repeats allowed); only done clips hold data.
+
+        Returns:
+            field -> array with a leading axis of len(indices), in the order of `indices`.
+
+        Raises:
+            ValueError: an unknown field or an index out of range.
+        """
+        fields = self.fields if fields is None else tuple(fields)
+        unknown = [f for f in fields if f not in self.fields]
+        if unknown:
+            raise ValueError(f"{self.path}: no field(s) {unknown}; the store has {list(self.fields)}")
+        index = np.asarray(indices, dtype=np.int64)
+        if index.size and (index.min() < 0 or index.max() >= self.num_clips):
+            raise ValueError(f"{self.path}: clip index out of range 0..{self.num_clips - 1}")
+        # Zarr reads a sorted, unique selection fastest; restore the caller's order afterwards.
+        unique, inverse = np.unique(index, return_inverse=True)
+        out = {}
+        for name in fields:
+            values = np.asarray(self._group[name].get_orthogonal_selection((unique,)))
+            out[name] = values[inverse]
+        return out
+
+    def summary(self) -> dict:
+        """A JSON-able summary for people and scripts (`cli.py inspect`)."""
+        counts = self.counts()
+        status = self.status
+        splits = {}
+        for split in sorted(set(self.splits.tolist())):
+            mask = self.splits == split
+            splits[split or "(none)"] = {name: int(((status == code) & mask).sum()) for code, name in STATUS_NAMES.items()}
+        return {
+            "store": str(self.path),
+            "clips": self.num_clips,
+            **counts,
+            "classes": len(set(self.labels.tolist()) - {""}),
+            "splits": splits,
+            "bytes_on_disk": _folder_bytes(self.path),
+            "token_layout": self.token_layout,
+            "extract_config": self.extract_config,
+            "store_config": self.store_config.to_dict(),
+            "provenance": self.provenance,
+        }
+
+
+_DIMENSION_NAMES = {
+    "video_tokens": ("view", "video_token", "video_dim"),
+    "audio_tokens": ("audio_token", "audio_dim"),
+    "kinetics_logits": ("view", "kinetics_class"),
+}
+
+
+def _clip_columns(clips: Sequence[ClipRecord]) -> tuple[np.ndarray, ...]:
+    return tuple(np.array(column, dtype=object) for column in (
+        [c.clip_id for c in clips], [str(c.path) for c in clips], [c.label for c in clips], [c.split for c in clips]))
+
+
+def _checked(values: Any, dtype: str, shape: tuple[int, ...], name: str, path: Path) -> np.ndarray:
+    array = np.asarray(values)
+    if array.shape != shape:
+        raise ValueError(f"{path}: {name} has shape {array.shape}, the store's layout says {shape}")
+    if array.dtype != np.dtype(dtype):
+        raise ValueError(f"{path}: {name} has dtype {array.dtype}, the store holds {dtype}")
+    return array
+
+
+def _folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def open_dask_arrays(path: str | Path) -> dict[str, Any]:
+    """Open every array of a store lazily as dask arrays (nothing is read until computed)."""
+    import dask.array as da
+
+    store = TokenStore.open(path)
+    return {name: da.from_zarr(store._group[name]) for name in (*_META_ARRAYS, "status", *store.fields)}
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape the tokens (recorded in every store's provenance)."""
+    versions = {}
+    for name in ("torch", "torchvision", "torchaudio", "timm", "av", "zarr", "numpy"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def code_version() -> str:
+    """`git describe` of this checkout ("unknown" outside git), recorded in provenance."""
+    try:
+        result = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=Path(__file__).parent,
+                                capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip() or "unknown"
+
+
+def now_utc() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

@@ -1,0 +1,108 @@
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import zarr
+
+from features.config import StoreConfig
+from features.manifest import ClipRecord
+from features.store import DONE, FAILED, PENDING, StoreError, TokenStore, open_dask_arrays
+
+LAYOUT = {"V": 2, "Nv": 3, "Dv": 4, "Na": 5, "Da": 6, "kinetics_classes": 7}
+
+
+def _clips(n):
+    return [ClipRecord(f"c{i}", Path(f"/data/c{i}.mp4"), f"class{i % 3}", "seen" if i % 2 else "unseen")
+            for i in range(n)]
+
+
+def _tokens(seed, has_audio=True):
+    rng = np.random.default_rng(seed)
+    return SimpleNamespace(
+        video_tokens=rng.standard_normal((2, 3, 4)).astype(np.float16),
+        audio_tokens=rng.standard_normal((5, 6)).astype(np.float16),
+        kinetics_logits=rng.standard_normal((2, 7)).astype(np.float32),
+        has_audio=has_audio, audio_frames=17 if has_audio else 0)
+
+
+@pytest.mark.parametrize("shard_blocks", [False, True])
+def test_round_trip_statuses_and_order(tmp_path, shard_blocks):
+    store = TokenStore.create(tmp_path / "s.zarr", _clips(10), LAYOUT, {"profile": "x"}, {"video": "random-init"},
+                              StoreConfig(clips_per_block=4, shard_blocks=shard_blocks))
+    written = {3: _tokens(3), 1: _tokens(1, has_audio=False)}
+    store.write_clips(list(written), list(written.values()))
+    store.mark_failed([2], ["zero bytes:\n empty file"])
+
+    reopened = TokenStore.open(tmp_path / "s.zarr")
+    assert reopened.counts() == {"pending": 7, "done": 2, "failed": 1}
+    assert reopened.status[[1, 2, 3, 0]].tolist() == [DONE, FAILED, DONE, PENDING]
+    assert reopened.failure_reasons[2] == "zero bytes: empty file"
+    data = reopened.read([3, 1, 3])
+    np.testing.assert_array_equal(data["video_tokens"][0], written[3].video_tokens)
+    np.testing.assert_array_equal(data["video_tokens"][2], written[3].video_tokens)
+    np.testing.assert_array_equal(data["audio_tokens"][1], written[1].audio_tokens)
+    np.testing.assert_array_equal(data["kinetics_logits"][0], written[3].kinetics_logits)
+    assert data["has_audio"].tolist() == [True, False, True]
+    assert data["audio_frames"].tolist() == [17, 0, 17]
+    assert reopened.clip_ids.tolist() == [f"c{i}" for i in range(10)]
+    assert reopened.indices(DONE, splits=["seen"]).tolist() == [1, 3]
+    assert reopened.block_ranges() == [(0, 4), (4, 8), (8, 10)]
+
+
+def test_store_opens_with_plain_zarr_and_dask(tmp_path):
+    store = TokenStore.create(tmp_path / "s.zarr", _clips(3), LAYOUT, {}, {})
+    store.write_clips([0], [_tokens(0)])
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    assert group["video_tokens"].shape == (3, 2, 3, 4) and group["video_tokens"].dtype == np.float16
+    assert group["video_tokens"].metadata.dimension_names == ("clip", "view", "video_token", "video_dim")
+    lazy = open_dask_arrays(tmp_path / "s.zarr")
+    np.testing.assert_array_equal(lazy["video_tokens"][0].compute(), _tokens(0).video_tokens)
+    assert lazy["status"].compute().tolist() == [DONE, PENDING, PENDING]
+
+
+def test_writes_check_shapes_and_dtypes(tmp_path):
+    store = TokenStore.create(tmp_path / "s.zarr", _clips(2), LAYOUT, {}, {})
+    bad = _tokens(0)
+    bad.video_tokens = bad.video_tokens.astype(np.float32)
+    with pytest.raises(ValueError, match="video_tokens has dtype float32"):
+        store.write_clips([0], [bad])
+    bad = _tokens(0)
+    bad.audio_tokens = bad.audio_tokens[:4]
+    with pytest.raises(ValueError, match=r"audio_tokens has shape \(4, 6\)"):
+        store.write_clips([0], [bad])
+    assert store.counts()["done"] == 0
+    with pytest.raises(StoreError, match="read-only"):
+        TokenStore.open(tmp_path / "s.zarr").write_clips([0], [_tokens(0)])
+
+
+def test_open_rejects_non_stores_and_create_refuses_to_overwrite(tmp_path):
+    with pytest.raises(StoreError, match="not a token store"):
+        TokenStore.open(tmp_path / "nothing")
+    zarr.open_group(str(tmp_path / "other.zarr"), mode="w")
+    with pytest.raises(StoreError, match="not an MZST token store"):
+        TokenStore.open(tmp_path / "other.zarr")
+    TokenStore.create(tmp_path / "s.zarr", _clips(1), LAYOUT, {}, {})
+    with pytest.raises(FileExistsError):
+        TokenStore.create(tmp_path / "s.zarr", _clips(1), LAYOUT, {}, {})
+    assert not list(tmp_path.glob(".s.zarr.creating-*"))
+
+
+def test_store_without_kinetics_logits(tmp_path):
+    store = TokenStore.create(tmp_path / "s.zarr", _clips(2), {**LAYOUT, "kinetics_classes": 0}, {}, {})
+    assert "kinetics_logits" not in store.fields
+    tokens = _tokens(0)
+    del tokens.kinetics_logits
+    store.write_clips([1], [tokens])
+    assert set(store.read([1])) == {"video_tokens", "audio_tokens", "has_audio", "audio_frames"}
+
+
+def test_summary_is_json(tmp_path):
+    store = TokenStore.create(tmp_path / "s.zarr", _clips(4), LAYOUT, {"profile": "p"}, {"video": "random-init"})
+    store.write_clips([0], [_tokens(0)])
+    summary = json.loads(json.dumps(store.summary()))
+    assert (summary["clips"], summary["done"], summary["pending"], summary["failed"]) == (4, 1, 3, 0)
+    assert summary["splits"]["unseen"]["done"] == 1
+    assert summary["extract_config"] == {"profile": "p"} and summary["provenance"] == {"video": "random-init"}
+    assert summary["bytes_on_disk"] > 0
