@@ -15,12 +15,12 @@ class StoreConfig:
     """How the Zarr v3 token store is laid out on disk.
 
     The defaults were chosen by measurement (bench/store_io.py, BENCHMARKS.md): fp16 tokens compress only
-    about 1.1x, so zstd level 1 costs little and saves a little; one clip per chunk keeps random access by
-    clip index to one object per array.
+    about 1.09x with zstd, while decompression made batch reads about 4x slower, so token arrays are stored
+    uncompressed by default; one clip per chunk keeps random access by clip index to one file per array.
     """
 
     clips_per_block: int = 32  # unit of work of one writer; status / reason / small arrays chunk by it
-    compressor: str = "zstd"  # "zstd" or "none" for the token arrays
+    compressor: str = "none"  # "none" or "zstd" for the token arrays
     compression_level: int = 1  # zstd level (1-22)
     shard_blocks: bool = False  # bundle each block's per-clip chunks into one shard file (zarr sharding)
 

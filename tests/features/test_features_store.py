@@ -106,3 +106,18 @@ def test_summary_is_json(tmp_path):
     assert summary["splits"]["unseen"]["done"] == 1
     assert summary["extract_config"] == {"profile": "p"} and summary["provenance"] == {"video": "random-init"}
     assert summary["bytes_on_disk"] > 0
+
+
+@pytest.mark.parametrize("store_config", [StoreConfig(compressor="none"), StoreConfig(compressor="zstd"),
+                                          StoreConfig(compressor="none", shard_blocks=True)])
+def test_fast_raw_reads_equal_zarr_reads(tmp_path, store_config):
+    store = TokenStore.create(tmp_path / "s.zarr", _clips(6), LAYOUT, {}, {}, store_config)
+    store.write_clips([0, 1, 4], [_tokens(0), _tokens(1), _tokens(4)])
+    reopened = TokenStore.open(tmp_path / "s.zarr")
+    index = np.array([4, 0, 5, 1, 4])
+    ours = reopened.read(index)
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    for name in ("video_tokens", "audio_tokens", "kinetics_logits"):
+        np.testing.assert_array_equal(ours[name], group[name][:][index])
+        assert ours[name].dtype == group[name].dtype
+    assert bool(reopened._raw_chunk_dirs) == (store_config.compressor == "none" and not store_config.shard_blocks)
