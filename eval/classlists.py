@@ -1,0 +1,107 @@
+"""Class-name lists: the shipped public lists of the standard datasets and a user's class file.
+
+The shipped lists live in `data/classlists/` (one name per line, spelled as the source spells it, in the
+source's label-index order); their provenance, licences and cross-checks are in
+`data/classlists/SOURCES.md` and summarised in `CLASSLIST_SOURCES`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+__all__ = ["CLASSLIST_SOURCES", "available_classlists", "canonical_classlist", "load_classlist", "read_class_file"]
+
+logger = logging.getLogger(__name__)
+
+_CLASSLIST_DIR = Path(__file__).resolve().parents[1] / "data" / "classlists"
+_MMACTION2 = "open-mmlab/mmaction2 @ 4d6c93474730cad2f25e51109adcf96824efc7a3"
+_VGGSOUND = "hche11/VGGSound @ 9bbc7491c054a203e53584c0065df336e1322bb7 data/stat.csv column 1"
+
+# name -> (file in data/classlists, number of classes, source). The count guards against an edited copy.
+_CLASSLISTS: dict[str, tuple[str, int, str]] = {
+    "kinetics400": ("kinetics400.txt", 400, f"{_MMACTION2} tools/data/kinetics/label_map_k400.txt"),
+    "kinetics600": ("kinetics600.txt", 600, f"{_MMACTION2} tools/data/kinetics/label_map_k600.txt"),
+    "kinetics700": ("kinetics700.txt", 700, f"{_MMACTION2} tools/data/kinetics/label_map_k700.txt"),
+    "ucf101": ("ucf101.txt", 101, f"{_MMACTION2} tools/data/ucf101/label_map.txt"),
+    "hmdb51": ("hmdb51.txt", 51, f"{_MMACTION2} tools/data/hmdb51/label_map.txt"),
+    "activitynet200": ("activitynet200.txt", 200, f"{_MMACTION2} tools/data/activitynet/label_map.txt"),
+    "vggsound": ("vggsound.txt", 309, f"{_VGGSOUND}, sorted with Python sorted()"),
+}
+# The issue's command line spells ActivityNet v1.3 without its class count.
+_ALIASES = {"activitynet": "activitynet200"}
+
+CLASSLIST_SOURCES: dict[str, str] = {name: source for name, (_, _, source) in _CLASSLISTS.items()}
+
+
+def available_classlists() -> list[str]:
+    """Names accepted by `load_classlist` (aliases excluded), in a fixed order."""
+    return list(_CLASSLISTS)
+
+
+def canonical_classlist(name: str) -> str:
+    """The `available_classlists()` name of a shipped list ("ActivityNet" -> "activitynet200").
+
+    Raises:
+        ValueError: not a shipped list (the message names them).
+    """
+    key = _ALIASES.get(name.strip().lower(), name.strip().lower())
+    if key not in _CLASSLISTS:
+        known = ", ".join([*_CLASSLISTS, *_ALIASES])
+        raise ValueError(f"unknown class list {name!r}; shipped lists: {known}")
+    return key
+
+
+def load_classlist(name: str) -> list[str]:
+    """Class names of a shipped dataset list, in the source's label-index order.
+
+    Args:
+        name: one of `available_classlists()` (case-insensitive), or the alias "activitynet".
+
+    Returns:
+        The names exactly as the source spells them (typos included, e.g. Kinetics-400 "dying hair").
+
+    Raises:
+        ValueError: unknown name, or a shipped file whose class count differs from the source's.
+    """
+    key = canonical_classlist(name)
+    file_name, count, _ = _CLASSLISTS[key]
+    path = _CLASSLIST_DIR / file_name
+    names = path.read_text(encoding="utf-8").splitlines()
+    if len(names) != count or len(set(names)) != count:
+        raise ValueError(
+            f"{path}: expected {count} distinct class names for {key}, found {len(set(names))} distinct in "
+            f"{len(names)} lines; restore the file from the repository (data/classlists/SOURCES.md)"
+        )
+    return names
+
+
+def read_class_file(path: str | Path) -> list[str]:
+    """Read a user's class file: one class name per line.
+
+    Leading and trailing white space is stripped; blank lines and lines whose first non-blank character is
+    `#` are ignored (a `#` later in a line is part of the name).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file lists no class, or lists a class twice (the message gives the line numbers).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"class file {path} does not exist (expected one class name per line)")
+    first_line: dict[str, int] = {}
+    duplicates: list[str] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        name = line.strip()
+        if not name or name.startswith("#"):
+            continue
+        if name in first_line:
+            duplicates.append(f"{name!r} (lines {first_line[name]} and {number})")
+            continue
+        first_line[name] = number
+    if duplicates:
+        raise ValueError(f"{path}: class names listed more than once: {', '.join(duplicates)}")
+    if not first_line:
+        raise ValueError(f"{path}: no class names (one name per line; blank lines and # comments are ignored)")
+    logger.debug("read %d class names from %s", len(first_line), path)
+    return list(first_line)

