@@ -128,8 +128,8 @@ class TokenStore:
         if missing:
             raise ValueError(f"token layout lacks {missing}: {token_layout}")
         path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_staging(path)
         staging = path.with_name(f".{path.name}.creating-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
         n, block = len(clips), store_config.clips_per_block
         group = zarr.open_group(str(staging), mode="w-", zarr_format=3, attributes={
             "format": STORE_FORMAT,
@@ -333,6 +333,25 @@ _DIMENSION_NAMES = {
     "audio_tokens": ("audio_token", "audio_dim"),
     "kinetics_logits": ("view", "kinetics_class"),
 }
+
+
+def _remove_stale_staging(path: Path) -> None:
+    """Delete half-created stores left by killed processes (named after their process id)."""
+    for staging in path.parent.glob(f".{path.name}.creating-*"):
+        pid = staging.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and _process_alive(int(pid)):
+            continue
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _is_raw_per_clip(array: zarr.Array) -> bool:

@@ -1,0 +1,271 @@
+"""Resumable extraction of a clip list into a token store, on one process or a Dask cluster.
+
+The work is cut into blocks of `clips_per_block` clips (features.store): each block goes to exactly one
+writer, so no chunk or shard ever has two writers. Within a block, clips are decoded ahead while the
+backbones run (extract.pipeline.ClipExtractor.extract_many) and each clip is written, then marked done, as
+soon as it is ready, so an interrupted run loses at most the clips in flight. Re-running the same command
+skips done clips and retries pending ones; a clip that cannot be decoded is recorded as failed with its
+reason and the run goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from features.config import RunnerConfig
+from features.manifest import ClipRecord, read_clip_list
+from features.store import DONE, FAILED, PENDING, StoreError, TokenStore, code_version, now_utc, package_versions
+
+__all__ = ["ExtractionSummary", "build_extract_config", "failures_csv_path", "run_extraction"]
+
+logger = logging.getLogger(__name__)
+
+# Extraction settings that change how fast tokens are made, not what they are: a store may be resumed with
+# other values of these (e.g. on a GPU machine after a CPU start).
+_RUNTIME_KEYS = frozenset({"device", "compile", "batch_views", "decode_threads"})
+
+
+@dataclass
+class ExtractionSummary:
+    """What a run did, for the one-line CLI summary and for scripts."""
+
+    store: str
+    clips: int
+    done: int  # done clips in the store after the run
+    failed: int  # failed clips in the store after the run
+    pending: int  # clips still pending (non-zero only after block errors)
+    skipped: int  # clips already done (or failed, without retry) before the run
+    extracted: int  # clips this run made done
+    seconds: float
+    clips_per_second: float
+    failures_csv: str | None
+    dashboard: str | None = None
+    block_errors: list[str] = field(default_factory=list)
+
+
+def build_extract_config(
+    profile: str,
+    crops: int | None = None,
+    views: int | None = None,
+    random_init: bool = False,
+    full_tokens: bool = False,
+    gpus: int = 0,
+    compile: bool = False,
+    batch_views: int | None = None,
+) -> dict:
+    """The extraction config of a run: a named profile with the command line's overrides, as a dict.
+
+    The device follows the workers: CUDA when the run has GPUs, else CPU (never a silent fallback).
+    """
+    from extract.config import PROFILES
+
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
+    base = PROFILES[profile]
+    video = replace(base.video, **{k: v for k, v in (("crops", crops), ("temporal_views", views)) if v is not None})
+    config = replace(
+        base, video=video, random_init=base.random_init or random_init, full_tokens=full_tokens,
+        device="cuda" if gpus else "cpu", compile=compile,
+        precision=base.precision if gpus else "fp32",  # bf16 autocast is a GPU speed setting
+        batch_views=batch_views or base.batch_views,
+    )
+    return config.to_dict()
+
+
+def failures_csv_path(store_path: str | Path) -> Path:
+    """`<STORE>.failures.csv`, next to the store."""
+    return Path(f"{Path(store_path)}.failures.csv")
+
+
+def run_extraction(config: RunnerConfig) -> ExtractionSummary:
+    """Extract every pending clip of `config.videos` into the store `config.out`.
+
+    Everything that can be checked is checked before any clip is touched: the clip list, the weights (the
+    backbones are built once here), and, when the store exists, that it was made with the same extraction
+    config and clip list.
+
+    Raises:
+        FileNotFoundError: a missing manifest / folder / media file, or missing weights without random init.
+        ValueError: a malformed manifest, or an existing store made with another config or clip list.
+    """
+    from extract.config import ExtractConfig
+    from extract.pipeline import ClipExtractor
+
+    started = time.perf_counter()
+    clips = read_clip_list(config.videos)
+    extract_config = ExtractConfig.from_dict(config.extract)
+    extractor = ClipExtractor(extract_config, video_weights=config.video_weights, audio_weights=config.audio_weights)
+    store = _open_or_create(config, clips, extract_config.to_dict(), extractor)
+
+    status = store.status
+    todo_mask = (status == PENDING) | ((status == FAILED) if config.retry_failed else False)
+    skipped = int((~todo_mask).sum())
+    blocks = [(start, np.flatnonzero(todo_mask[start:stop]) + start) for start, stop in store.block_ranges()]
+    blocks = [(start, index) for start, index in blocks if index.size]
+    total = int(sum(index.size for _, index in blocks))
+    logger.info("%s: %d clips, %d to extract, %d skipped (done%s)", store.path, len(clips), total, skipped,
+                "" if config.retry_failed else " or failed")
+
+    block_errors: list[str] = []
+    dashboard = None
+    with tqdm(total=total, unit="clip", desc="extract", disable=not config.progress, dynamic_ncols=True) as bar:
+        if _uses_dask(config):
+            del extractor  # the workers build their own
+            dashboard = _run_on_dask(config, store, blocks, bar, block_errors)
+        else:
+            for start, index in blocks:
+                try:
+                    _extract_block(store, index, extractor, on_clip=lambda: bar.update(1))
+                except Exception as error:  # noqa: BLE001 - recorded; the block's clips stay pending for a re-run
+                    logger.exception("block starting at clip %d failed", start)
+                    block_errors.append(f"block {start}: {type(error).__name__}: {error}")
+
+    counts = store.counts()
+    failures = _write_failures_csv(store)
+    seconds = time.perf_counter() - started
+    extracted = counts["done"] - int((status == DONE).sum())
+    return ExtractionSummary(
+        store=str(store.path), clips=store.num_clips, done=counts["done"], failed=counts["failed"],
+        pending=counts["pending"], skipped=skipped, extracted=extracted, seconds=round(seconds, 2),
+        clips_per_second=round(total / seconds, 3) if seconds else 0.0,
+        failures_csv=str(failures) if failures else None, dashboard=dashboard, block_errors=block_errors,
+    )
+
+
+def _open_or_create(config: RunnerConfig, clips: Sequence[ClipRecord], extract_dict: dict, extractor) -> TokenStore:
+    layout = extractor.token_layout()
+    if not config.out.exists():
+        provenance = {**extractor.provenance(), "packages": package_versions(), "code_version": code_version(),
+                      "created": now_utc(), "source": str(config.videos)}
+        return TokenStore.create(config.out, clips, layout, extract_dict, provenance, config.store)
+    store = TokenStore.open(config.out, mode="r+")
+    differences = sorted(
+        key for key in set(extract_dict) | set(store.extract_config)
+        if key not in _RUNTIME_KEYS and extract_dict.get(key) != store.extract_config.get(key)
+    )
+    if differences or layout != store.token_layout:
+        raise StoreError(f"{config.out}: made with a different extraction config (differs in "
+                         f"{', '.join(differences) or 'token layout'}); choose a new --out or the same options")
+    if store.clip_ids.tolist() != [c.clip_id for c in clips] or store.paths.tolist() != [str(c.path) for c in clips]:
+        raise StoreError(f"{config.out}: made from a different clip list than {config.videos}; "
+                         "choose a new --out for new clips")
+    return store
+
+
+def _extract_block(store: TokenStore, index: np.ndarray, extractor, on_clip: Callable[[], None] | None = None) -> int:
+    """Extract the clips `index` (all in one block) and write each as soon as it is ready."""
+    from extract.pipeline import MediaError
+
+    paths = [Path(p) for p in store.paths[index]]
+    for clip_index, (path, result) in zip(index, extractor.extract_many(paths), strict=True):
+        if isinstance(result, MediaError):
+            logger.warning("failed: %s", result)
+            store.mark_failed([int(clip_index)], [result.reason])
+        else:
+            store.write_clips([int(clip_index)], [result])
+        if on_clip is not None:
+            on_clip()
+    return len(index)
+
+
+# --- Dask -----------------------------------------------------------------------------------------------
+
+def _uses_dask(config: RunnerConfig) -> bool:
+    return config.scheduler is not None or config.gpus > 1 or config.workers > 1
+
+
+def _run_on_dask(config: RunnerConfig, store: TokenStore, blocks, bar: tqdm, block_errors: list[str]) -> str | None:
+    from distributed import Client, as_completed
+
+    cluster = None if config.scheduler else _local_cluster(config)
+    client = Client(config.scheduler) if config.scheduler else Client(cluster)
+    try:
+        dashboard = client.dashboard_link
+        logger.info("Dask dashboard: %s", dashboard)
+        n_workers = max(1, len(client.scheduler_info()["workers"]))
+        torch_threads = max(1, (os.cpu_count() or 1) // n_workers) if not config.gpus else 1
+        futures = {
+            client.submit(
+                _worker_extract_block, str(store.path), index, config.extract, config.video_weights,
+                config.audio_weights, torch_threads, key=f"extract-block-{start}-{os.getpid()}", pure=False,
+            ): (start, index.size)
+            for start, index in blocks
+        }
+        for future in as_completed(futures):
+            start, size = futures[future]
+            try:
+                future.result()
+            except Exception as error:  # noqa: BLE001 - recorded; the block's clips stay pending for a re-run
+                logger.error("block starting at clip %d failed on a worker: %s", start, error)
+                block_errors.append(f"block {start}: {type(error).__name__}: {error}")
+            bar.update(size)
+        return dashboard
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _local_cluster(config: RunnerConfig):
+    """One worker process per GPU (each sees only its own GPU), or `workers` CPU processes."""
+    from distributed import LocalCluster, Nanny, Scheduler, SpecCluster
+
+    if config.gpus:
+        workers = {
+            f"gpu-{gpu}": {"cls": Nanny, "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": str(gpu)}}}
+            for gpu in range(config.gpus)
+        }
+        return SpecCluster(workers=workers, scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}},
+                           silence_logs=logging.WARNING)
+    return LocalCluster(n_workers=config.workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                        silence_logs=logging.WARNING)
+
+
+_WORKER_EXTRACTORS: dict[str, object] = {}
+
+
+def _worker_extract_block(store_path: str, index: np.ndarray, extract_dict: dict, video_weights, audio_weights,
+                          torch_threads: int) -> int:
+    """Runs on a Dask worker: build (once per process) the extractor, then extract one block."""
+    import json
+
+    import torch
+
+    from extract.config import ExtractConfig
+    from extract.pipeline import ClipExtractor
+
+    key = json.dumps([extract_dict, str(video_weights), str(audio_weights)], sort_keys=True)
+    if key not in _WORKER_EXTRACTORS:
+        torch.set_num_threads(torch_threads)
+        _WORKER_EXTRACTORS.clear()
+        _WORKER_EXTRACTORS[key] = ClipExtractor(ExtractConfig.from_dict(extract_dict), video_weights=video_weights,
+                                                audio_weights=audio_weights)
+    store = TokenStore.open(store_path, mode="r+")
+    return _extract_block(store, index, _WORKER_EXTRACTORS[key])
+
+
+def _write_failures_csv(store: TokenStore) -> Path | None:
+    """Rewrite `<STORE>.failures.csv` (path,reason) from the store; remove it when nothing failed."""
+    target = failures_csv_path(store.path)
+    failed = np.flatnonzero(store.status == FAILED)
+    if not failed.size:
+        target.unlink(missing_ok=True)
+        return None
+    reasons = store.failure_reasons
+    temporary = target.with_name(f".{target.name}.{os.getpid()}")
+    with temporary.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "reason"])
+        for i in failed:
+            writer.writerow([store.paths[i], reasons[i]])
+    os.replace(temporary, target)
+    return target

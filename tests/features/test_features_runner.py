@@ -1,0 +1,144 @@
+"""The extraction runner on real mp4 files with the cpu-small profile (random-init backbones)."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli import cli
+from features.config import RunnerConfig, StoreConfig
+from features.runner import build_extract_config, failures_csv_path, run_extraction
+from features.store import DONE, FAILED, StoreError, TokenStore
+
+REPO = Path(__file__).resolve().parents[2]
+CPU_SMALL = build_extract_config("cpu-small")
+
+
+def _run(videos, out, **overrides):
+    return run_extraction(RunnerConfig(videos=videos, out=out, extract=overrides.pop("extract", CPU_SMALL),
+                                       progress=False, **overrides))
+
+
+def _assert_same_store(a: Path, b: Path):
+    left, right = TokenStore.open(a), TokenStore.open(b)
+    assert left.clip_ids.tolist() == right.clip_ids.tolist()
+    assert left.labels.tolist() == right.labels.tolist() and left.splits.tolist() == right.splits.tolist()
+    np.testing.assert_array_equal(left.status, right.status)
+    assert left.failure_reasons.tolist() == right.failure_reasons.tolist()
+    done = left.indices()
+    ours, theirs = left.read(done), right.read(done)
+    for name in ("has_audio", "audio_frames"):
+        np.testing.assert_array_equal(ours[name], theirs[name])
+    for name in ("video_tokens", "audio_tokens", "kinetics_logits"):
+        # Equal up to floating-point reduction order (views batched differently), i.e. within fp16 rounding.
+        np.testing.assert_allclose(ours[name].astype(np.float32), theirs[name].astype(np.float32),
+                                   rtol=2e-3, atol=2e-3)
+
+
+def test_run_records_failures_and_a_rerun_skips_everything(clip_folder, tmp_path):
+    _, manifest = clip_folder
+    summary = _run(manifest, tmp_path / "store.zarr")
+    assert (summary.clips, summary.done, summary.failed, summary.pending) == (8, 6, 2, 0)
+    assert summary.extracted == 6 and summary.skipped == 0
+    store = TokenStore.open(tmp_path / "store.zarr")
+    reasons = dict(zip(store.clip_ids.tolist(), store.failure_reasons.tolist(), strict=True))
+    assert reasons["barking/empty"] and reasons["drumming/truncated"] and reasons["barking/clip0"] == ""
+    data = store.read(store.indices())
+    assert data["has_audio"].sum() == 5  # drumming/clip1 has no audio track: done, not failed
+    assert data["video_tokens"].dtype == np.float16 and np.isfinite(data["video_tokens"]).all()
+    with failures_csv_path(tmp_path / "store.zarr").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(Path(r["path"]).name for r in rows) == ["empty.mp4", "truncated.mp4"]
+    assert all(r["reason"] for r in rows)
+    assert store.provenance["video"]["weights"] == "random-init" or "random-init" in json.dumps(store.provenance)
+
+    again = _run(manifest, tmp_path / "store.zarr")
+    assert (again.extracted, again.skipped, again.done, again.failed) == (0, 8, 6, 2)
+    retried = _run(manifest, tmp_path / "store.zarr", retry_failed=True)
+    assert (retried.extracted, retried.skipped, retried.failed) == (0, 6, 2)
+
+
+def test_folder_input_keeps_equal_stems_apart(clip_folder, tmp_path):
+    folder, _ = clip_folder
+    summary = _run(folder, tmp_path / "store.zarr")
+    store = TokenStore.open(tmp_path / "store.zarr")
+    assert summary.clips == 8 and "barking/clip0" in store.clip_ids and "drumming/clip0" in store.clip_ids
+    assert set(store.labels.tolist()) == {"barking", "drumming"}
+
+
+def test_one_and_three_workers_make_the_same_store(clip_folder, tmp_path):
+    _, manifest = clip_folder
+    store_config = StoreConfig(clips_per_block=2)  # four blocks, so three workers share the work
+    _run(manifest, tmp_path / "one.zarr", store=store_config)
+    three = _run(manifest, tmp_path / "three.zarr", store=store_config, workers=3)
+    assert three.dashboard and (three.done, three.failed) == (6, 2)
+    _assert_same_store(tmp_path / "one.zarr", tmp_path / "three.zarr")
+
+
+def test_sigkill_at_several_points_then_resume_equals_an_uninterrupted_run(clip_folder, tmp_path):
+    _, manifest = clip_folder
+    _run(manifest, tmp_path / "reference.zarr")
+    target = tmp_path / "killed.zarr"
+    command = [sys.executable, str(REPO / "cli.py"), "extract", "--videos", str(manifest), "--out", str(target),
+               "--profile", "cpu-small", "--no-progress"]
+    kills_mid_run = 0
+    for kill_after_done in (1, 2, 4):
+        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            if (target / "zarr.json").exists():
+                status = TokenStore.open(target).status
+                if (status == DONE).sum() >= kill_after_done:
+                    os.kill(process.pid, signal.SIGKILL)
+                    process.wait()
+                    kills_mid_run += TokenStore.open(target).counts()["pending"] > 0
+                    break
+            time.sleep(0.01)
+        process.wait()
+    assert kills_mid_run >= 2, "the runs finished before they could be killed; the test needs slower clips"
+    resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    _assert_same_store(tmp_path / "reference.zarr", target)
+    assert (TokenStore.open(target).status == FAILED).sum() == 2
+
+
+def test_clear_errors_before_any_work(clip_folder, tmp_path):
+    _, manifest = clip_folder
+    runner = CliRunner()
+    missing = runner.invoke(cli, ["extract", "--videos", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "s")])
+    assert missing.exit_code == 1 and "nope.csv: no such manifest" in missing.output
+    no_weights = runner.invoke(cli, ["extract", "--videos", str(manifest), "--out", str(tmp_path / "w.zarr"),
+                                     "--profile", "paper"], env={"TORCH_HOME": str(tmp_path / "empty-hub")})
+    assert no_weights.exit_code == 1 and "Error:" in no_weights.output and "weights" in no_weights.output.lower()
+    assert not (tmp_path / "w.zarr").exists()
+
+    _run(manifest, tmp_path / "store.zarr")
+    other = build_extract_config("cpu-small", views=3)
+    with pytest.raises(StoreError, match="different extraction config"):
+        _run(manifest, tmp_path / "store.zarr", extract=other)
+    reordered = tmp_path / "videos" / "other.csv"
+    lines = manifest.read_text().splitlines()
+    reordered.write_text("\n".join([lines[0], *reversed(lines[1:])]) + "\n")
+    with pytest.raises(StoreError, match="different clip list"):
+        _run(reordered, tmp_path / "store.zarr")
+
+
+def test_inspect_json(clip_folder, tmp_path):
+    _, manifest = clip_folder
+    _run(manifest, tmp_path / "store.zarr")
+    result = CliRunner().invoke(cli, ["inspect", str(tmp_path / "store.zarr"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert (summary["clips"], summary["done"], summary["failed"], summary["pending"]) == (8, 6, 2, 0)
+    assert summary["extract_config"]["profile"] == "cpu-small"
+    assert summary["splits"]["seen"]["done"] == 3
+    text = CliRunner().invoke(cli, ["inspect", str(tmp_path / "store.zarr")])
+    assert text.exit_code == 0 and "6 done, 2 failed, 0 pending" in text.output
