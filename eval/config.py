@@ -1,0 +1,271 @@
+"""Configuration of the evaluation stage: zero-shot inference, protocols, reports, importers (defaults live here)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from eval import metrics
+
+__all__ = [
+    "DEFAULT_BETAS",
+    "ReportConfig",
+    "PlotConfig",
+    "ZeroShotConfig",
+    "AVCAProtocolConfig",
+    "MZSLProtocolConfig",
+    "AVCAImportConfig",
+]
+
+DEFAULT_BETAS: tuple[float, ...] = tuple(float(b) for b in metrics.DEFAULT_BETAS)  # 0, 0.2, ..., 3.0
+_RULES = metrics.RULES
+_CHECKPOINTS = ("best", "last")
+
+
+def _to_dict(config) -> dict:
+    """asdict with paths as strings, so that the result is JSON-able."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+
+
+def _check_betas(betas: tuple[float, ...]) -> None:
+    if not betas:
+        raise ValueError("betas must hold at least one value")
+    if any(b < 0 for b in betas):
+        raise ValueError(f"betas must be >= 0 (beta penalises seen classes), got {betas}")
+
+
+@dataclass(frozen=True)
+class PlotConfig:
+    """Figures written beside a report."""
+
+    tsne: bool = True  # t-SNE of predicted and class embeddings (the paper's Fig. 6-7)
+    tsne_max_points: int = 2000  # clips drawn at most (a deterministic sample); t-SNE is O(N log N) on CPU
+    tsne_perplexity: float = 30.0  # capped at (points - 1) / 3 for small sets
+    tsne_iterations: int = 1000  # optimisation steps (sklearn's max_iter, at least 250)
+    per_class_bars: bool = True  # per-class accuracy bar chart
+    seed: int = 0  # t-SNE initialisation and point sampling
+
+    def __post_init__(self) -> None:
+        if self.tsne_max_points < 2:
+            raise ValueError(f"tsne_max_points must be >= 2, got {self.tsne_max_points}")
+        if self.tsne_iterations < 250:
+            raise ValueError(f"tsne_iterations must be >= 250 (sklearn), got {self.tsne_iterations}")
+        if self.tsne_perplexity <= 0:
+            raise ValueError(f"tsne_perplexity must be > 0, got {self.tsne_perplexity}")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """`cli.py report`: compare evaluated runs side by side."""
+
+    runs: tuple[Path, ...]  # folders with a metrics.json (zeroshot --out; a protocol --out stands for its seeds)
+    out: Path | None = None  # where to write comparison.md / comparison.json (None: only return the table)
+    group_seeds: bool = True  # runs whose metrics.json share a "group" (same config but the seed) -> mean +- std
+
+    def __post_init__(self) -> None:
+        if not self.runs:
+            raise ValueError("give at least one run folder")
+
+    def to_dict(self) -> dict:
+        return {**_to_dict(self), "runs": [str(r) for r in self.runs]}
+
+
+@dataclass(frozen=True)
+class ZeroShotConfig:
+    """`cli.py zeroshot`: nearest-class zero-shot inference of a trained run on a token store.
+
+    Classes: without `classes` / `class_names` / `seen` / `unseen`, the seen and unseen classes are the labels
+    of the store's clips with split "seen" / "unseen". `classes` (a file, one name per line) or `class_names`
+    ranks every clip against those names (open vocabulary; clips whose label is among them are scored).
+    `seen` + `unseen` files name the two class sets of GZSL explicitly.
+    """
+
+    run_dir: Path
+    store: Path
+    checkpoint: str = "best"  # "best" (chosen on validation) or "last"
+    classes: Path | None = None  # class names, one per line: open-vocabulary ranking
+    class_names: tuple[str, ...] = ()  # the same, typed on the command line
+    seen: Path | None = None  # seen class names (GZSL candidates with unseen)
+    unseen: Path | None = None  # unseen class names
+    rule: str | None = None  # decision rule; None: the rule recorded in the run's config.json
+    calibrated_stacking: bool = False  # also report GZSL with beta chosen on a validation split
+    val_split: str | None = None  # validation clips: this split of `val_store` (or of `store`); "run": the clips
+    # the run validated on (its classes.json), e.g. classes held out with train-fusion --val-unseen-fraction
+    val_store: Path | None = None  # a separate validation store (with "run": where the run's validation clips are)
+    betas: tuple[float, ...] = DEFAULT_BETAS  # calibrated-stacking sweep
+    splits: tuple[str, ...] = ()  # evaluate only store clips of these splits (empty: all done clips)
+    include_training_clips: bool = False  # also score clips the run trained / validated on (S is then biased)
+    out: Path | None = None  # report folder: metrics.json, predictions.csv, report.md, plots
+    label: str | None = None  # row label in reports (default: the run folder's name)
+    top_k: int = 5  # candidates listed per clip in the open-vocabulary ranking
+    worst_classes: int = 5  # classes shown with their confusions
+    batch_size: int = 64
+    device: str = "cpu"
+    plots: PlotConfig = field(default_factory=PlotConfig)
+
+    def __post_init__(self) -> None:
+        if self.checkpoint not in _CHECKPOINTS:
+            raise ValueError(f"checkpoint must be one of {_CHECKPOINTS}, got {self.checkpoint!r}")
+        if self.rule is not None and self.rule not in _RULES:
+            raise ValueError(f"rule must be one of {_RULES}, got {self.rule!r}")
+        vocabulary = self.classes is not None or bool(self.class_names)
+        if self.classes is not None and self.class_names:
+            raise ValueError("give --classes or --class-names, not both")
+        if (self.seen is None) != (self.unseen is None):
+            raise ValueError("--seen and --unseen go together")
+        if vocabulary and self.seen is not None:
+            raise ValueError("--classes/--class-names (open vocabulary) and --seen/--unseen (GZSL) exclude each other")
+        if self.calibrated_stacking and self.val_split is None:
+            raise ValueError(
+                "--calibrated-stacking needs --val-split (with --val-store, or clips of --store): beta is chosen "
+                "on validation data only, never on the evaluated clips"
+            )
+        if self.val_split is not None and not self.val_split.strip():
+            raise ValueError("--val-split is empty")
+        if self.val_store is not None and self.val_split is None:
+            raise ValueError("--val-store needs --val-split (which split of that store is validation)")
+        if self.calibrated_stacking and vocabulary:
+            raise ValueError("--calibrated-stacking applies to GZSL (seen / unseen classes), not to a class list")
+        if self.val_split is not None and self.val_split in self.splits and self.val_store is None:
+            raise ValueError(f"split {self.val_split!r} cannot be both validation and evaluated")
+        _check_betas(self.betas)
+        if self.top_k < 1 or self.worst_classes < 0 or self.batch_size < 1:
+            raise ValueError("top_k and batch_size must be >= 1, worst_classes >= 0")
+
+    def to_dict(self) -> dict:
+        return {**_to_dict(self), "plots": asdict(self.plots)}
+
+
+# Training options a protocol sets itself (which clips train and validate, the seed, the run folder).
+_PROTOCOL_OWNED = ("store", "out", "train_splits", "val_store", "val_splits", "val_unseen_fraction", "seed", "resume",
+                   "device")
+
+
+def _check_train_options(train: dict) -> None:
+    owned = sorted(set(train) & set(_PROTOCOL_OWNED))
+    if owned:
+        raise ValueError(f"training options {owned} are set by the protocol; leave them out")
+
+
+@dataclass(frozen=True)
+class AVCAProtocolConfig:
+    """`cli.py protocol avca`: the AVCA two-stage protocol on VGGSound / UCF / ActivityNet (DESIGN section 3).
+
+    The store holds the benchmark's videos with `clip_id` = AVCA's video id (the split CSVs' `filename`, e.g.
+    "v_ApplyEyeMakeup_g01_c02") and `split` = the video's stage (stage_1_train, stage_1_val_seen,
+    stage_1_val_unseen, stage_2_test_seen or stage_2_test_unseen; `import-avca` writes such stores). Stage 1
+    trains on stage_1_train and selects the epoch (and beta) on stage_1_val_{seen,unseen}; stage 2 retrains on
+    stage_2_train (= the three stage-1 parts) for that many epochs and is tested once on stage_2_test_{seen,unseen}.
+    """
+
+    dataset: str  # "UCF", "ActivityNet" or "VGGSound"
+    store: Path
+    out: Path
+    split: str = "main_split"  # "main_split" (SeLaVi features) or "cls_split" (C3D / VGGish)
+    train: dict = field(default_factory=dict)  # TrainConfig / FusionConfig fields (epochs, lr, width, ...)
+    preset: str | None = None  # fusion.config.PRESETS head size
+    ablations: tuple[str, ...] = ()  # fusion.config.ABLATIONS names
+    calibrated_stacking: bool = False  # also choose beta on stage-1 validation and apply it to the test
+    betas: tuple[float, ...] = DEFAULT_BETAS
+    seeds: tuple[int, ...] = (0,)  # one full two-stage run per seed; reports give mean +- std
+    device: str = "cpu"
+    batch_size: int = 64  # inference batch size
+    plots: PlotConfig = field(default_factory=PlotConfig)
+    splits_root: Path | None = None  # folder holding <DS>/class-split (None: the shipped data/avgzsl)
+
+    def __post_init__(self) -> None:
+        from eval import splits  # a leaf module; kept local so that this module stays import-light
+
+        splits.dataset_folder(self.dataset)  # raises ValueError for an unknown dataset
+        if self.split not in splits.SPLITS:
+            raise ValueError(f"split must be one of {splits.SPLITS}, got {self.split!r}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"give distinct seeds, got {self.seeds}")
+        _check_train_options(self.train)
+        _check_betas(self.betas)
+
+    def to_dict(self) -> dict:
+        return {**_to_dict(self), "plots": asdict(self.plots)}
+
+
+@dataclass(frozen=True)
+class MZSLProtocolConfig:
+    """`cli.py protocol mzsl`: the paper's MZSL-50 protocol.
+
+    Train on all classes of a benchmark dataset (clips of `train_splits` of `train_store`) and evaluate zero-shot
+    on `eval_store`, whose classes carry easy / medium / hard groups (`groups`: a CSV with columns
+    `class_name,group`, e.g. the evaluation set's manifest). The epoch is chosen in a first stage that holds out
+    `val_unseen_fraction` of the training classes as validation-unseen; the second stage retrains on all
+    training clips for that many epochs (0: no first stage, `epochs` of the training options). GZSL: seen = the
+    benchmark's test clips (`test_split` of `train_store`), unseen = the evaluation set.
+    """
+
+    train_store: Path
+    eval_store: Path
+    groups: Path  # CSV with columns class_name,group (easy / medium / hard)
+    out: Path
+    train_splits: tuple[str, ...] = ("train",)  # clips of train_store that train the head
+    test_split: str | None = "test"  # clips of train_store forming the GZSL seen part (None: ZSL only)
+    val_unseen_fraction: float = 0.2  # stage 1: share of training classes held out to choose the epoch
+    val_seen_fraction: float = 0.2  # stage 1: share of the other classes' clips held out as validation-seen
+    train: dict = field(default_factory=dict)
+    preset: str | None = None
+    ablations: tuple[str, ...] = ()
+    calibrated_stacking: bool = False  # also choose beta on the stage-1 hold-out and apply it to the GZSL test
+    betas: tuple[float, ...] = DEFAULT_BETAS
+    seeds: tuple[int, ...] = (0,)
+    device: str = "cpu"
+    batch_size: int = 64
+    plots: PlotConfig = field(default_factory=PlotConfig)
+
+    def __post_init__(self) -> None:
+        if not self.train_splits:
+            raise ValueError("give at least one training split")
+        if self.test_split is not None and self.test_split in self.train_splits:
+            raise ValueError(f"test split {self.test_split!r} is also a training split")
+        if not 0 <= self.val_unseen_fraction < 1 or not 0 <= self.val_seen_fraction < 1:
+            raise ValueError("val_unseen_fraction and val_seen_fraction must be in [0, 1)")
+        if self.calibrated_stacking and not self.val_unseen_fraction:
+            raise ValueError("calibrated stacking chooses beta on the stage-1 hold-out: set val_unseen_fraction > 0")
+        if self.calibrated_stacking and self.test_split is None:
+            raise ValueError("calibrated stacking is a GZSL option: give a test split (the seen part)")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"give distinct seeds, got {self.seeds}")
+        _check_train_options(self.train)
+        _check_betas(self.betas)
+
+    def to_dict(self) -> dict:
+        return {**_to_dict(self), "plots": asdict(self.plots)}
+
+
+@dataclass(frozen=True)
+class AVCAImportConfig:
+    """`cli.py import-avca`: AVCA-GZSL (or TCAF) feature files -> a token store the fusion head trains on.
+
+    AVCA layout: `<features>/{audio,video}/<stage>/<Class>.h5` with datasets `data` (clips, D) and `video_urls`.
+    TCAF ships pickles (`.pkl`) of temporal features; reading them runs arbitrary code from the file, so it
+    needs `trust_pickle=True`.
+    """
+
+    features: Path  # the feature folder (holding audio/ and video/), e.g. .../features/cls_features
+    dataset: str  # "UCF", "ActivityNet" or "VGGSound": class names resolve against its all_class.txt
+    out: Path  # the new store
+    stages: tuple[str, ...] = ()  # stages to import (empty: every stage folder present)
+    trust_pickle: bool = False  # allow TCAF .pkl files (unpickling runs code from the file)
+    sequence_tokens: int = 8  # tokens per modality for temporal features (segment means); vectors keep 1
+    clips_per_block: int = 256  # store write block (vectors are small)
+
+    def __post_init__(self) -> None:
+        from eval import splits
+
+        splits.dataset_folder(self.dataset)
+        unknown = [s for s in self.stages if s not in splits.STAGES]
+        if unknown:
+            raise ValueError(f"unknown stages {unknown}; choose from {splits.STAGES}")
+        if self.clips_per_block < 1:
+            raise ValueError(f"clips_per_block must be >= 1, got {self.clips_per_block}")
+        if self.sequence_tokens < 1:
+            raise ValueError(f"sequence_tokens must be >= 1, got {self.sequence_tokens}")
+
+    def to_dict(self) -> dict:
+        return _to_dict(self)

@@ -1,0 +1,434 @@
+"""Evaluation protocols that run every stage: the AVCA two-stage protocol and the paper's MZSL-50 protocol.
+
+Both train the fusion head in two stages (DESIGN section 3): stage 1 trains with a validation part and selects
+the epoch (and, with calibrated stacking, beta) on it; stage 2 retrains on the training and validation clips for
+the selected number of epochs, without validation, and its last checkpoint is tested once. Nothing is chosen
+on the test clips: stage 2 has no validation to choose with, beta comes from stage-1 validation clips through
+`eval.zeroshot.ValidationSplit` (which refuses test clips and test-unseen classes), and the test evaluation only
+measures.
+
+- AVCA (VGGSound / UCF / ActivityNet with the shipped split files): stage 1 trains on stage_1_train and
+  validates on stage_1_val_{seen,unseen}; stage 2 trains on stage_2_train (= the three stage-1 parts) and is
+  tested on stage_2_test_{seen,unseen}. Stage membership comes from the split CSVs by clip id; the store's
+  split column must agree (it names each clip's stage, as `import-avca` writes it).
+- MZSL-50: stage 1 holds out a share of the benchmark's training classes as validation-unseen (and of the other
+  classes' clips as validation-seen); stage 2 trains on all training clips. ZSL on the evaluation set by
+  difficulty group (easy / medium / hard) and their average weighted by the classes per group; GZSL with the
+  benchmark's test clips as the seen part and the evaluation set as the unseen part.
+
+Every seed runs the whole protocol (`<out>/seed_<s>/{stage1,stage2,test}`); `<out>/metrics.json` holds the mean
+over seeds (and the per-seed values), `<out>/summary.md` the table with mean ± std.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eval import report, splits
+from eval.config import AVCAProtocolConfig, MZSLProtocolConfig
+from eval.zeroshot import (
+    ClassEmbedder,
+    ClipSet,
+    ValidationSplit,
+    evaluate_gzsl,
+    gzsl_metrics,
+    gzsl_rows,
+    score_clips,
+    write_outputs,
+)
+
+__all__ = [
+    "GROUPS",
+    "AVCA_STAGES",
+    "SeedResult",
+    "ProtocolResult",
+    "read_groups",
+    "group_scores",
+    "avca_stage_indices",
+    "run_avca_protocol",
+    "run_mzsl_protocol",
+]
+
+logger = logging.getLogger(__name__)
+
+GROUPS = ("easy", "medium", "hard")
+# The stage each AVCA video belongs to (stage_2_train is the union of the three stage-1 parts).
+AVCA_STAGES = ("stage_1_train", "stage_1_val_seen", "stage_1_val_unseen", "stage_2_test_seen", "stage_2_test_unseen")
+_STAGE1_TRAIN, _STAGE1_VAL = ("stage_1_train",), ("stage_1_val_seen", "stage_1_val_unseen")
+_STAGE2_TRAIN = _STAGE1_TRAIN + _STAGE1_VAL
+_TEST = ("stage_2_test_seen", "stage_2_test_unseen")
+_HEADLINE = tuple(key for key, _, _ in report.COLUMNS)
+# Config fields that do not change what a protocol computes: left out of the seed-group key.
+_FREE_FIELDS = ("seeds", "out", "device", "plots", "batch_size")
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    """One seed's pass through a protocol."""
+
+    seed: int
+    folder: Path
+    best_epoch: int  # epochs of stage 2 (selected on stage-1 validation)
+    beta: float | None  # calibrated-stacking beta from stage-1 validation
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ProtocolResult:
+    """A protocol over all seeds: pooled metrics (mean over seeds) and each seed's result."""
+
+    out: Path
+    metrics: dict[str, Any]
+    seeds: tuple[SeedResult, ...]
+
+    def summary(self) -> str:
+        """One line for the CLI."""
+        m, std = self.metrics, self.metrics.get("std", {})
+        shown = [(k, t) for k, t, pct in report.COLUMNS if pct and m.get(k) is not None]
+        parts = [f"{t} {m[k]:.2f}" + (f" ± {std[k]:.2f}" if std.get(k) is not None else "") for k, t in shown]
+        epochs = ", ".join(str(s.best_epoch) for s in self.seeds)
+        return f"{m['title']} ({len(self.seeds)} seed(s), stage-2 epochs {epochs}): " + "; ".join(parts)
+
+
+def read_groups(path: Path) -> dict[str, str]:
+    """Difficulty group per class from a CSV with columns `class_name,group` (a manifest works too).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: missing columns, an unknown group, or one class with two groups.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"groups file {path} does not exist (a CSV with columns class_name,group)")
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not {"class_name", "group"} <= set(reader.fieldnames or ()):
+            raise ValueError(f"{path}: expected columns class_name,group; got {reader.fieldnames}")
+        groups: dict[str, str] = {}
+        for line, row in enumerate(reader, start=2):
+            name, group = row["class_name"].strip(), row["group"].strip().lower()
+            if group not in GROUPS:
+                raise ValueError(f"{path} line {line}: group {row['group']!r} of {name!r} is not one of {GROUPS}")
+            if groups.setdefault(name, group) != group:
+                raise ValueError(f"{path} line {line}: class {name!r} is in groups {groups[name]!r} and {group!r}")
+    if not groups:
+        raise ValueError(f"{path}: no classes")
+    return groups
+
+
+def group_scores(per_class_zsl: dict[str, float], groups: dict[str, str]) -> dict[str, Any]:
+    """E, M, H (mean per-class ZSL accuracy of each group) and their average weighted by classes per group.
+
+    Args:
+        per_class_zsl: ZSL accuracy (percent) of each evaluated class that has clips.
+        groups: difficulty group per class.
+
+    Raises:
+        ValueError: an evaluated class without a group.
+    """
+    ungrouped = sorted(set(per_class_zsl) - set(groups))
+    if ungrouped:
+        raise ValueError(f"evaluated classes without a difficulty group: {ungrouped[:5]}; add them to the groups file")
+    out: dict[str, Any] = {"groups": {}}
+    total = weighted = 0.0
+    for group in GROUPS:
+        values = [acc for name, acc in per_class_zsl.items() if groups[name] == group]
+        mean = float(np.mean(values)) if values else None
+        out["groups"][group] = {"classes": len(values), "zsl": mean}
+        out[f"mzsl_{group}"] = mean
+        if values:
+            total += len(values)
+            weighted += len(values) * mean
+    out["mzsl_weighted"] = weighted / total if total else None
+    return out
+
+
+def avca_stage_indices(store, class_split: splits.ClassSplit, root: Path = splits.DATA_ROOT) -> dict[str, np.ndarray]:
+    """Store clip indices per AVCA stage, from the split CSVs by clip id, checked against the store's split column.
+
+    Raises:
+        ValueError: a clip whose split column is not the stage the CSVs give it, a stage_2_train video outside
+            stage 1, or a stage without done clips.
+    """
+    from features.store import DONE
+
+    stage_of: dict[str, str] = {}
+    for stage in AVCA_STAGES:
+        for video_id in splits.load_stage_videos(class_split, stage, root).video_ids:
+            stage_of.setdefault(video_id, stage)
+    stage2 = set(splits.load_stage_videos(class_split, "stage_2_train", root).video_ids)
+    outside = sorted(v for v in stage2 if stage_of.get(v) not in _STAGE2_TRAIN)
+    if outside:
+        raise ValueError(f"{class_split.dataset}/{class_split.split}: stage_2_train videos outside stage 1, e.g. "
+                         f"{outside[:3]}; the protocol retrains stage 2 on the stage-1 parts")
+    expected = np.array([stage_of.get(c, "") for c in store.clip_ids.tolist()], dtype=object)
+    listed = expected != ""
+    wrong = np.flatnonzero(listed & (expected != store.splits.astype(object)))
+    if wrong.size:
+        i = wrong[0]
+        raise ValueError(f"{store.path}: {wrong.size} clips have a split that is not their AVCA stage, e.g. "
+                         f"{store.clip_ids[i]!r} has split {store.splits[i]!r}, the split files say {expected[i]!r}; "
+                         "write each clip's stage in the manifest's split column (import-avca does)")
+    if (~listed).any():
+        logger.info("%s: %d clips are in no stage of %s/%s and are not used", store.path, int((~listed).sum()),
+                    class_split.dataset, class_split.split)
+    done = store.status == DONE
+    indices = {stage: np.flatnonzero(done & (expected == stage)) for stage in AVCA_STAGES}
+    empty = [stage for stage, idx in indices.items() if not idx.size]
+    if empty:
+        raise ValueError(f"{store.path}: no done clips of stage(s) {empty}; the protocol needs every stage")
+    return indices
+
+
+def run_avca_protocol(config: AVCAProtocolConfig) -> ProtocolResult:
+    """The AVCA two-stage protocol for every seed; writes `<out>/seed_<s>/...`, `metrics.json`, `summary.md`.
+
+    Raises:
+        FileNotFoundError: a missing store or split file.
+        ValueError: a store whose clips and split files disagree, or training options the protocol owns.
+    """
+    from features.store import TokenStore
+
+    root = Path(config.splits_root) if config.splits_root is not None else splits.DATA_ROOT
+    class_split = splits.load_class_split(config.dataset, config.split, root)
+    store = TokenStore.open(config.store)
+    stage_indices = avca_stage_indices(store, class_split, root)
+    logger.info("AVCA %s/%s on %s: %s", class_split.dataset, class_split.split, store.path,
+                ", ".join(f"{s} {idx.size}" for s, idx in stage_indices.items()))
+    options = _avca_options(config, class_split.dataset)
+    seeds = []
+    for seed in config.seeds:
+        folder = Path(config.out) / f"seed_{seed}"
+        stage1, best_epoch = _train_stage1(config, options, seed, folder, {
+            "store": config.store, "train_splits": _STAGE1_TRAIN, "val_splits": _STAGE1_VAL})
+        stage2 = _train_stage2(config, options, seed, folder, best_epoch, {
+            "store": config.store, "train_splits": _STAGE2_TRAIN})
+        test = ClipSet.of(store.path, np.concatenate([stage_indices[s] for s in _TEST]))
+        validation = None
+        if config.calibrated_stacking:
+            val = np.concatenate([stage_indices[s] for s in _STAGE1_VAL])
+            validation = _validation(stage1, store, val, "stage_1_val", test, config)
+        model, info = _load(stage2, config)
+        scores = score_clips(model, info, store, test.parts[0][1], info.decision_rule, config.batch_size,
+                             config.device)
+        seen_names = class_split.stages["stage_2_test_seen"]
+        unseen_names = class_split.stages["stage_2_test_unseen"]
+        _warn_untrained(seen_names, info)
+        evaluation = evaluate_gzsl(scores, seen_names, unseen_names, ClassEmbedder(info), validation, config.betas)
+        metrics = {"protocol": "avca", "dataset": class_split.dataset, "split": class_split.split,
+                   **gzsl_metrics(evaluation)}
+        seeds.append(_finish_seed(config, seed, folder, best_epoch, metrics, evaluation, info, stage1))
+    return _finish(config, f"AVCA {class_split.dataset} {class_split.split}", seeds)
+
+
+def run_mzsl_protocol(config: MZSLProtocolConfig) -> ProtocolResult:
+    """The MZSL-50 protocol for every seed; writes `<out>/seed_<s>/...`, `metrics.json`, `summary.md`.
+
+    Raises:
+        FileNotFoundError: a missing store or groups file.
+        ValueError: evaluation classes the head trained on, classes without a group, options the protocol owns.
+    """
+    from features.store import DONE, TokenStore
+
+    groups = read_groups(config.groups)
+    train_store = TokenStore.open(config.train_store)
+    eval_store = TokenStore.open(config.eval_store)
+    eval_indices = eval_store.indices(DONE)
+    if not eval_indices.size:
+        raise ValueError(f"{eval_store.path}: no done clips to evaluate")
+    eval_classes = sorted(set(eval_store.labels[eval_indices].tolist()))
+    ungrouped = sorted(set(eval_classes) - set(groups))
+    if ungrouped:
+        raise ValueError(f"{config.groups}: no difficulty group for evaluation classes {ungrouped[:5]}")
+    test_indices = np.zeros(0, np.int64)
+    if config.test_split is not None:
+        test_indices = train_store.indices(DONE, [config.test_split])
+        if not test_indices.size:
+            raise ValueError(f"{train_store.path}: no done clips of test split {config.test_split!r} (the GZSL seen "
+                             f"part); splits: {sorted(set(train_store.splits.tolist()))}")
+    options = dict(config.train)
+    seeds = []
+    for seed in config.seeds:
+        folder = Path(config.out) / f"seed_{seed}"
+        stage1 = None
+        if config.val_unseen_fraction > 0:
+            stage1, best_epoch = _train_stage1(config, options, seed, folder, {
+                "store": config.train_store, "train_splits": config.train_splits,
+                "val_unseen_fraction": config.val_unseen_fraction, "val_seen_fraction": config.val_seen_fraction})
+        else:
+            best_epoch = int(options.get("epochs", _default_epochs()))
+        stage2 = _train_stage2(config, options, seed, folder, best_epoch, {
+            "store": config.train_store, "train_splits": config.train_splits})
+        model, info = _load(stage2, config)
+        leaked = sorted(set(eval_classes) & set(info.class_names))
+        if leaked:
+            raise ValueError(f"evaluation classes {leaked[:5]} are training classes of the benchmark; MZSL classes "
+                             "must be unseen")
+        rule = info.decision_rule
+        scores = score_clips(model, info, eval_store, eval_indices, rule, config.batch_size, config.device)
+        evaluated = scores.clips
+        if test_indices.size:
+            seen = score_clips(model, info, train_store, test_indices, rule, config.batch_size, config.device)
+            stray = sorted(set(seen.labels.tolist()) - set(info.class_names))
+            if stray:
+                raise ValueError(f"test split {config.test_split!r} has classes the head never trained on: {stray[:5]}")
+            scores = seen.concat(scores)
+            evaluated = scores.clips
+        validation = None
+        if config.calibrated_stacking:
+            held = _holdout_indices(stage1, train_store)
+            validation = _validation(stage1, train_store, held, "stage_1_holdout", evaluated, config)
+        evaluation = evaluate_gzsl(scores, info.class_names, eval_classes, ClassEmbedder(info), validation,
+                                   config.betas)
+        metrics = {"protocol": "mzsl", **gzsl_metrics(evaluation)}
+        per_class = {r["class"]: r["zsl_acc"] for r in metrics["per_class"] if r["split"] == "unseen" and r["clips"]}
+        metrics.update(group_scores(per_class, groups))
+        seeds.append(_finish_seed(config, seed, folder, best_epoch, metrics, evaluation, info, stage1))
+    return _finish(config, "MZSL-50", seeds)
+
+
+# --- stages -----------------------------------------------------------------------------------------------
+
+
+def _avca_options(config: AVCAProtocolConfig, dataset: str) -> dict[str, Any]:
+    """Training options: the user's, with the peers' class embeddings (AVCA's fastText table) by default."""
+    options = dict(config.train)
+    if "embeddings" not in options:
+        # The shipped table is L2-normalised and has no Kinetics labels (so no phi(s_v) term).
+        options.update(embeddings=f"avca:{dataset.lower()}")
+        options.setdefault("normalise_embeddings", True)
+        options.setdefault("se_target", "class")
+    elif not str(options["embeddings"]).startswith("avca:"):
+        options.setdefault("name_map", splits.name_map_path(dataset))  # AVCA's hand-edited names, as it embedded
+    return options
+
+
+def _default_epochs() -> int:
+    from fusion.config import TrainConfig
+
+    return next(f.default for f in dataclasses.fields(TrainConfig) if f.name == "epochs")
+
+
+def _train_config(config, options: dict, seed: int, out: Path, data: dict[str, Any]):
+    from fusion.config import train_config_from_options
+
+    values = {**options, **data, "out": out, "seed": seed, "device": config.device}
+    return train_config_from_options(values, preset=config.preset, ablations=tuple(config.ablations))
+
+
+def _train_stage1(config, options: dict, seed: int, folder: Path, data: dict[str, Any]) -> tuple[Path, int]:
+    """Train with validation; return the run folder and the epoch of its best validation score."""
+    from fusion.trainer import train
+
+    stage_config = _train_config(config, options, seed, folder / "stage1", data)
+    if not stage_config.has_validation:
+        raise ValueError("stage 1 needs a validation part to choose the epoch")
+    summary = train(stage_config)
+    if summary.best_epoch is None:
+        raise ValueError(f"{folder / 'stage1'}: stage 1 selected no epoch (no validation score)")
+    logger.info("seed %d stage 1: best epoch %d by %s %.4f", seed, summary.best_epoch, summary.best_metric,
+                summary.best_score)
+    return folder / "stage1", int(summary.best_epoch)
+
+
+def _train_stage2(config, options: dict, seed: int, folder: Path, epochs: int, data: dict[str, Any]) -> Path:
+    """Retrain on training + validation clips for `epochs`, without validation (nothing left to select)."""
+    from fusion.trainer import train
+
+    stage_config = _train_config(config, {**options, "epochs": epochs}, seed, folder / "stage2", data)
+    assert not stage_config.has_validation  # stage 2 measures nothing, so it can select nothing
+    train(stage_config)
+    return folder / "stage2"
+
+
+def _load(run_dir: Path, config, checkpoint: str = "last"):
+    from fusion.predict import load_run
+
+    return load_run(run_dir, checkpoint, config.device)
+
+
+def _validation(stage1: Path | None, store, indices: np.ndarray, name: str, evaluated: ClipSet,
+                config) -> ValidationSplit:
+    """Stage-1 validation clips scored by stage 1's best checkpoint: where beta is chosen."""
+    if stage1 is None:
+        raise ValueError("calibrated stacking needs stage 1 (its validation clips choose beta)")
+    model, info = _load(stage1, config, "best")
+    scores = score_clips(model, info, store, indices, info.decision_rule, config.batch_size, config.device)
+    return ValidationSplit.build(scores, name, info.class_names, evaluated)
+
+
+def _holdout_indices(stage1: Path | None, store) -> np.ndarray:
+    """Clip indices of the stage-1 run's validation clips (held-out classes and clips) in `store`."""
+    if stage1 is None:
+        raise ValueError("calibrated stacking needs stage 1 (its validation clips choose beta)")
+    recorded = json.loads((stage1 / "classes.json").read_text(encoding="utf-8"))["validation"]
+    return np.flatnonzero(np.isin(store.clip_ids, recorded["clip_ids"]))
+
+
+def _warn_untrained(seen_names, info) -> None:
+    untrained = sorted(set(seen_names) - set(info.class_names))
+    if untrained:
+        logger.warning("%d seen classes have no training clip in the store (e.g. %s); they stay candidates",
+                       len(untrained), untrained[:3])
+
+
+# --- outputs ----------------------------------------------------------------------------------------------
+
+
+def _finish_seed(config, seed: int, folder: Path, best_epoch: int, metrics: dict, evaluation, info,
+                 stage1: Path | None) -> SeedResult:
+    stage1_log = _read_log(stage1) if stage1 is not None else []
+    metrics = {
+        "label": Path(config.out).name,
+        "seed": seed,
+        "group": _group_key(config),
+        "rule": info.decision_rule,
+        "checkpoint": "last (stage 2)",
+        "stage2_epochs": best_epoch,
+        "stage1_selection": None if not stage1_log else {
+            "epoch": best_epoch, "metric": stage1_log[best_epoch - 1]["val"].get("selection"),
+            "score": stage1_log[best_epoch - 1]["val"].get("score"), "validation": "stage-1 validation clips"},
+        "config": config.to_dict(),
+        **metrics,
+    }
+    header, rows = gzsl_rows(evaluation)
+    write_outputs(folder / "test", metrics, header, rows, evaluation, ClassEmbedder(info), config.plots)
+    beta = evaluation.calibrated.beta if evaluation.calibrated is not None else None
+    return SeedResult(seed=seed, folder=folder, best_epoch=best_epoch, beta=beta, metrics=metrics)
+
+
+def _finish(config, title: str, seeds: list[SeedResult]) -> ProtocolResult:
+    out = Path(config.out)
+    pooled: dict[str, Any] = {"label": out.name, "protocol": seeds[0].metrics["protocol"], "title": title,
+                              "group": _group_key(config), "seeds": [s.seed for s in seeds],
+                              "stage2_epochs": [s.best_epoch for s in seeds], "betas": [s.beta for s in seeds],
+                              "seed_runs": [str(s.folder.relative_to(out) / "test") for s in seeds], "std": {},
+                              "config": config.to_dict()}
+    for key in _HEADLINE:
+        values = [s.metrics.get(key) for s in seeds]
+        if all(v is not None for v in values):
+            pooled[key] = float(np.mean(values))
+            pooled["std"][key] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+    report.write_json(out / "metrics.json", pooled)
+    rows = report.comparison_rows([(str(s.folder / "test"), s.metrics) for s in seeds])
+    (out / "summary.md").write_text(f"# {title}\n\n" + report.comparison_markdown(rows), encoding="utf-8")
+    return ProtocolResult(out=out, metrics=pooled, seeds=tuple(seeds))
+
+
+def _read_log(run_dir: Path) -> list[dict[str, Any]]:
+    lines = (run_dir / "log.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _group_key(config) -> str:
+    values = {k: v for k, v in config.to_dict().items() if k not in _FREE_FIELDS}
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,275 @@
+"""Report tables: one evaluated run as Markdown, and several runs side by side (mean +- std over seeds).
+
+Every evaluation writes a `metrics.json` whose headline values are percentages (fractions x 100, DESIGN
+section 3) under the keys of `COLUMNS`, plus `label` (the row name), `group` (runs that differ only in their
+seed share it) and `seed`. Tables print two decimals; a row that pools several seeds prints `mean ± std`
+(sample standard deviation, ddof = 1) and the number of seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from eval.config import ReportConfig
+
+__all__ = [
+    "COLUMNS",
+    "ComparisonRow",
+    "ReportSummary",
+    "load_metrics",
+    "comparison_rows",
+    "comparison_markdown",
+    "comparison_json",
+    "run_markdown",
+    "write_json",
+    "write_report",
+]
+
+logger = logging.getLogger(__name__)
+
+# (metrics.json key, column title, is a percentage). Only columns that some run reports are shown.
+COLUMNS: tuple[tuple[str, str, bool], ...] = (
+    ("zsl", "ZSL", True),
+    ("gzsl_s", "S", True),
+    ("gzsl_u", "U", True),
+    ("gzsl_hm", "HM", True),
+    ("calibrated_beta", "beta", False),
+    ("calibrated_gzsl_s", "S (cal.)", True),
+    ("calibrated_gzsl_u", "U (cal.)", True),
+    ("calibrated_gzsl_hm", "HM (cal.)", True),
+    ("mzsl_easy", "E", True),
+    ("mzsl_medium", "M", True),
+    ("mzsl_hard", "H", True),
+    ("mzsl_weighted", "E/M/H avg", True),
+    ("top1", "Top-1", True),
+    ("topk", "Top-k", True),
+)
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    """One row of a comparison: a run, or several seeds of one configuration.
+
+    Attributes:
+        label: row name.
+        runs: the folders pooled into this row.
+        seeds: their seeds (None where a run records none).
+        values: column key -> the runs' values (percent, or beta), NaN where a run lacks the key.
+    """
+
+    label: str
+    runs: tuple[str, ...]
+    seeds: tuple[int | None, ...]
+    values: dict[str, tuple[float, ...]]
+
+    def mean_std(self, key: str) -> tuple[float, float | None]:
+        """Mean and sample std (None for one run) of a column over the runs that report it."""
+        values = np.array([v for v in self.values.get(key, ()) if not math.isnan(v)])
+        if values.size == 0:
+            return math.nan, None
+        return float(values.mean()), (float(values.std(ddof=1)) if values.size > 1 else None)
+
+
+@dataclass(frozen=True)
+class ReportSummary:
+    """What `write_report` produced."""
+
+    markdown: str
+    rows: tuple[ComparisonRow, ...]
+    paths: tuple[Path, ...]
+
+
+def load_metrics(folder: Path) -> dict:
+    """Read `folder/metrics.json` (written by `zeroshot --out` or `protocol`).
+
+    Raises:
+        FileNotFoundError: no metrics.json there.
+        ValueError: not a JSON object.
+    """
+    path = Path(folder) / "metrics.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; evaluate the run first (`cli.py zeroshot --out {folder}` or "
+                                "`cli.py protocol ... --out`)")
+    try:
+        metrics = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return metrics
+
+
+def comparison_rows(entries: Sequence[tuple[str, dict]], group_seeds: bool = True) -> list[ComparisonRow]:
+    """Rows of a comparison, in first-appearance order.
+
+    Args:
+        entries: (run folder, its metrics.json) pairs.
+        group_seeds: pool runs that share `group` into one row (mean ± std over their seeds).
+    """
+    groups: dict[str, list[tuple[str, dict]]] = {}
+    for folder, metrics in entries:
+        key = metrics.get("group") if group_seeds and metrics.get("group") else f"run:{folder}"
+        groups.setdefault(key, []).append((folder, metrics))
+    rows = []
+    for members in groups.values():
+        labels = sorted({m.get("label") or Path(f).name for f, m in members})
+        values = {key: tuple(_number(m.get(key)) for _, m in members) for key, _, _ in COLUMNS}
+        rows.append(ComparisonRow(
+            label=" / ".join(labels),
+            runs=tuple(f for f, _ in members),
+            seeds=tuple(m.get("seed") for _, m in members),
+            values=values,
+        ))
+    return rows
+
+
+def comparison_markdown(rows: Sequence[ComparisonRow]) -> str:
+    """A Markdown table: one row per configuration, columns that some row reports, `mean ± std` over seeds."""
+    columns = [c for c in COLUMNS if any(not math.isnan(v) for row in rows for v in row.values.get(c[0], ()))]
+    header = ["Run", "Seeds", *(title for _, title, _ in columns)]
+    lines = [_md_row(header), _md_row(["---"] * len(header))]
+    for row in rows:
+        cells = [row.label, str(len(row.runs))]
+        for key, _, _ in columns:
+            mean, std = row.mean_std(key)
+            cells.append(_format(mean, std))
+        lines.append(_md_row(cells))
+    return "\n".join(lines) + "\n"
+
+
+def comparison_json(rows: Sequence[ComparisonRow]) -> dict:
+    """The comparison as JSON: per row and column the values, mean and std, two decimals."""
+    out = []
+    for row in rows:
+        columns = {}
+        for key, _, _ in COLUMNS:
+            mean, std = row.mean_std(key)
+            if math.isnan(mean):
+                continue
+            columns[key] = {
+                "mean": round(mean, 2),
+                "std": None if std is None else round(std, 2),
+                "values": [None if math.isnan(v) else round(v, 2) for v in row.values[key]],
+            }
+        out.append({"label": row.label, "runs": list(row.runs), "seeds": list(row.seeds), "metrics": columns})
+    return {"columns": {key: title for key, title, _ in COLUMNS}, "unit": "percent (beta: distance units)",
+            "rows": out}
+
+
+def run_markdown(metrics: dict) -> str:
+    """One evaluated run as Markdown: headline table, per-class accuracy, worst classes and their confusions."""
+    title = metrics.get("label") or "zero-shot evaluation"
+    lines = [f"# {title}", ""]
+    described = [(k, v) for k, v in (
+        ("protocol", metrics.get("protocol")),
+        ("decision rule", metrics.get("rule")),
+        ("checkpoint", metrics.get("checkpoint")),
+        ("clips", metrics.get("num_clips")),
+        ("seen / unseen classes", _pair(metrics.get("num_seen_classes"), metrics.get("num_unseen_classes"))),
+        ("calibrated stacking", _calibration_note(metrics)),
+    ) if v is not None]
+    lines += [f"- {k}: {v}" for k, v in described] + [""]
+    lines.append(comparison_markdown(comparison_rows([(title, metrics)], group_seeds=False)))
+    if metrics.get("groups"):
+        lines += ["## Difficulty groups", "", _md_row(["Group", "Classes", "ZSL"]), _md_row(["---"] * 3)]
+        lines += [_md_row([g, str(v["classes"]), _format(v["zsl"], None)]) for g, v in metrics["groups"].items()]
+        lines.append("")
+    per_class = metrics.get("per_class") or []
+    if per_class:
+        keys = [k for k in ("gzsl_acc", "zsl_acc", "top1_acc") if any(r.get(k) is not None for r in per_class)]
+        lines += ["## Per-class accuracy (%)", "", _md_row(["Class", "Split", "Clips", *keys]),
+                  _md_row(["---"] * (3 + len(keys)))]
+        for r in per_class:
+            if r.get("clips") == 0:
+                continue  # a candidate without evaluated clips has no accuracy
+            lines.append(_md_row([r["class"], r.get("split", ""), str(r.get("clips", "")),
+                                  *(_format(_number(r.get(k)), None) for k in keys)]))
+        lines.append("")
+    worst = metrics.get("worst_classes") or []
+    if worst:
+        lines += ["## Worst classes and what they were taken for", "", _md_row(["Class", "Accuracy", "Predicted as"]),
+                  _md_row(["---"] * 3)]
+        for r in worst:
+            confused = ", ".join(f"{c['class']} ({c['share']:.2f}%)" for c in r["confused_with"])
+            lines.append(_md_row([r["class"], _format(r["acc"], None), confused]))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_json(path: Path, payload: dict) -> Path:
+    """Write JSON atomically (temp file + rename), so that a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def write_report(config: ReportConfig) -> ReportSummary:
+    """Compare evaluated runs side by side; write `comparison.md` and `comparison.json` when `config.out` is set.
+
+    Raises:
+        FileNotFoundError: a run folder without metrics.json.
+    """
+    entries = [entry for folder in config.runs for entry in _expand(Path(folder))]
+    rows = comparison_rows(entries, group_seeds=config.group_seeds)
+    markdown = comparison_markdown(rows)
+    paths: tuple[Path, ...] = ()
+    if config.out is not None:
+        out = Path(config.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "comparison.md").write_text(markdown)
+        write_json(out / "comparison.json", {**comparison_json(rows), "config": config.to_dict()})
+        paths = (out / "comparison.md", out / "comparison.json")
+        logger.info("wrote %s", ", ".join(str(p) for p in paths))
+    return ReportSummary(markdown=markdown, rows=tuple(rows), paths=paths)
+
+
+def _expand(folder: Path) -> list[tuple[str, dict]]:
+    """A protocol folder lists its seeds' evaluations (`seed_runs`): compare those; other folders are one run."""
+    metrics = load_metrics(folder)
+    if metrics.get("seed_runs"):
+        return [(str(folder / sub), load_metrics(folder / sub)) for sub in metrics["seed_runs"]]
+    return [(str(folder), metrics)]
+
+
+def _number(value) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _format(mean: float, std: float | None) -> str:
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def _md_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def _pair(a, b) -> str | None:
+    return None if a is None and b is None else f"{a} / {b}"
+
+
+def _calibration_note(metrics: dict) -> str | None:
+    if metrics.get("calibrated_beta") is None:
+        return None
+    return (f"beta = {metrics['calibrated_beta']:g}, chosen on {metrics.get('calibrated_val_split')!r} "
+            f"(validation HM {metrics.get('calibrated_val_hm', math.nan):.2f}%)")
+
+
+def _json_default(value):
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")

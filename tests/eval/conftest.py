@@ -1,0 +1,143 @@
+"""Fixtures of the eval tests: a tiny word-vector file, a learnable token store and a briefly trained run.
+
+A clip's tokens are fixed random linear maps of its class-name embedding plus noise (so the zero-shot
+assumption holds by construction), and the Kinetics logits peak on one class per class name. The store's
+splits: "seen" (training clips), "val" (seen-class clips and clips of validation-unseen classes), "test_seen"
+(held-out clips of the seen classes) and "unseen" (test-unseen classes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from features.manifest import ClipRecord
+from features.store import TokenStore
+from fusion.class_embeddings import tokenize_class_name
+
+SEEN = ["playing guitar", "dog barking", "riding bike", "cooking pasta", "opera singing", "chopping wood"]
+VAL_UNSEEN = ["car engine", "ballet dancing"]
+UNSEEN = ["playing piano", "cat meowing", "riding horse"]
+EXTRA = ["blowing trumpet"]  # a name only the open-vocabulary test types
+LAYOUT = {"V": 2, "Nv": 3, "Dv": 12, "Na": 2, "Da": 8, "kinetics_classes": 400}
+WORD_DIM = 8
+_KINETICS = Path(__file__).resolve().parents[2] / "data" / "classlists" / "kinetics400.txt"
+
+
+@pytest.fixture(scope="session")
+def eval_vectors(tmp_path_factory) -> Path:
+    """A word2vec text file with random vectors for every word of the class names and the Kinetics-400 labels."""
+    words = set()
+    for name in SEEN + VAL_UNSEEN + UNSEEN + EXTRA + _KINETICS.read_text(encoding="utf-8").splitlines():
+        words.update(tokenize_class_name(name))
+    rng = np.random.default_rng(11)
+    lines = [f"{len(words)} {WORD_DIM}"]
+    lines += [f"{w} " + " ".join(f"{x:.5f}" for x in rng.normal(size=WORD_DIM)) for w in sorted(words)]
+    path = tmp_path_factory.mktemp("vectors") / "eval.w2v.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _vectors(path: Path) -> dict[str, np.ndarray]:
+    rows = path.read_text(encoding="utf-8").splitlines()[1:]
+    return {r.split()[0]: np.array(r.split()[1:], dtype=np.float64) for r in rows}
+
+
+def build_store(path: Path, vectors_file: Path | None, plan: list[tuple[str, str, int]], layout: dict = LAYOUT,
+                noise: float = 0.2, seed: int = 0, clip_id=None, phi=None,
+                scramble: tuple[str, ...] = ()) -> TokenStore:
+    """A done store: `plan` lists (class name, split, clips); tokens are linear maps of phi(name) + noise.
+
+    `phi(name)` defaults to the mean word vector of `vectors_file`; `clip_id(name, split, k)` names clips; clips
+    of the `scramble` splits get pure noise instead (same everything else), to show a result does not depend
+    on them.
+    """
+    if phi is None:
+        vectors = _vectors(vectors_file)
+
+        def phi(name):
+            return np.mean([vectors[w] for w in tokenize_class_name(name)], axis=0)
+
+    dim = len(phi(plan[0][0]))
+    rng = np.random.default_rng(seed)
+    video_map = rng.normal(size=(layout["Nv"], layout["Dv"], dim)) / np.sqrt(dim)
+    audio_map = rng.normal(size=(layout["Na"], layout["Da"], dim)) / np.sqrt(dim)
+    names = sorted({name for name, _, _ in plan})
+    kinetics_of = {name: (37 * k + 5) % 400 for k, name in enumerate(names)}
+    clips, tokens = [], []
+    for name, split, count in plan:
+        vector = phi(name)
+        for k in range(count):
+            i = len(clips)
+            clip_rng = np.random.default_rng([seed, i])
+            cid = clip_id(name, split, k) if clip_id else f"{split}/{name}/{k}"
+            clips.append(ClipRecord(cid, Path(f"/data/{i}.mp4"), name, split))
+            video = np.einsum("ndw,w->nd", video_map, vector)[None] + noise * clip_rng.normal(
+                size=(layout["V"], layout["Nv"], layout["Dv"]))
+            audio = np.einsum("ndw,w->nd", audio_map, vector) + noise * clip_rng.normal(size=(layout["Na"],
+                                                                                             layout["Da"]))
+            if split in scramble:
+                video, audio = clip_rng.normal(size=video.shape), clip_rng.normal(size=audio.shape)
+            fields = {"video_tokens": video.astype(np.float16), "audio_tokens": audio.astype(np.float16),
+                      "has_audio": True, "audio_frames": 100}
+            if layout["kinetics_classes"]:
+                kinetics = clip_rng.normal(size=(layout["V"], layout["kinetics_classes"]))
+                kinetics[:, kinetics_of[name]] += 6.0
+                fields["kinetics_logits"] = kinetics.astype(np.float32)
+            tokens.append(SimpleNamespace(**fields))
+    store = TokenStore.create(path, clips, dict(layout), {"profile": "eval-test"}, {"weights": "random-init"})
+    for start, stop in store.block_ranges():
+        store.write_clips(list(range(start, stop)), tokens[start:stop])
+    return TokenStore.open(path)
+
+
+def default_plan() -> list[tuple[str, str, int]]:
+    return ([(n, "seen", 8) for n in SEEN] + [(n, "val", 3) for n in SEEN] + [(n, "val", 4) for n in VAL_UNSEEN]
+            + [(n, "test_seen", 3) for n in SEEN] + [(n, "unseen", 4) for n in UNSEEN])
+
+
+@pytest.fixture(scope="session")
+def classes() -> SimpleNamespace:
+    """The class names of the fixtures' store."""
+    return SimpleNamespace(seen=list(SEEN), val_unseen=list(VAL_UNSEEN), unseen=list(UNSEEN), extra=list(EXTRA))
+
+
+@pytest.fixture(scope="session")
+def store_builder():
+    """`build_store(path, vectors_file, plan, layout=..., ...)` for tests that need their own store."""
+    return build_store
+
+
+@pytest.fixture(scope="session")
+def run_trainer():
+    """`train_run(store_path, out, vectors, **overrides)`: a tiny head trained for a few epochs."""
+    return train_run
+
+
+@pytest.fixture(scope="session")
+def eval_store(tmp_path_factory, eval_vectors) -> TokenStore:
+    return build_store(tmp_path_factory.mktemp("stores") / "eval.zarr", eval_vectors, default_plan())
+
+
+def train_run(store_path: Path, out: Path, vectors: Path, **overrides):
+    """Train a tiny head on a store (a few epochs, seconds on CPU) and return the run directory."""
+    from fusion.config import FusionConfig, TrainConfig
+    from fusion.trainer import train
+
+    fusion = FusionConfig(width=32, num_blocks=1, num_heads=2, dropout=0.0,
+                          **overrides.pop("fusion", {}))
+    config = TrainConfig(**{
+        "store": store_path, "out": out, "fusion": fusion, "embeddings": f"word2vec:{vectors}",
+        "train_splits": ("seen",), "val_splits": ("val",), "epochs": 3, "batch_size": 16, "lr": 3e-3,
+        "warmup_epochs": 0.0, "progress": False, "prefetch_batches": 0, **overrides,
+    })
+    train(config)
+    return out
+
+
+@pytest.fixture(scope="session")
+def eval_run(tmp_path_factory, eval_store, eval_vectors) -> Path:
+    return train_run(eval_store.path, tmp_path_factory.mktemp("runs") / "run", eval_vectors)

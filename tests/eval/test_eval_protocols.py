@@ -1,0 +1,241 @@
+"""eval.protocols: AVCA two-stage on the real UCF split files (a small store) and MZSL-50, a few epochs each.
+
+The central check: the epoch and beta a protocol selects do not depend on the test clips at all (a store whose
+test clips are pure noise selects exactly the same), and stage 2 has no validation to select with.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from eval import protocols, splits
+from eval.config import AVCAProtocolConfig, MZSLProtocolConfig, PlotConfig, ReportConfig
+from eval.report import write_report
+from fusion.class_embeddings import load_embedding_source
+
+_TINY = {"epochs": 3, "batch_size": 16, "lr": 3e-3, "warmup_epochs": 0.0, "progress": False, "prefetch_batches": 0,
+         "width": 32, "num_blocks": 1, "num_heads": 2, "dropout": 0.0}
+_NO_PLOTS = PlotConfig(tsne=False, per_class_bars=False)
+# clips taken per class from each stage's CSV
+_PER_STAGE = {"stage_1_train": 4, "stage_1_val_seen": 2, "stage_1_val_unseen": 4, "stage_2_test_seen": 2,
+              "stage_2_test_unseen": 3}
+
+
+def _ucf_plan():
+    """A subset of UCF-GZSL main_split: 6 train classes, 3 val-unseen, 3 test-unseen; real video ids and stages."""
+    ucf = splits.load_class_split("UCF")
+    train, val_unseen, test_unseen = (list(ucf.stages[s])[:n] for s, n in
+                                      (("stage_1_train", 6), ("stage_1_val_unseen", 3), ("stage_2_test_unseen", 3)))
+    wanted = {"stage_1_train": train, "stage_1_val_seen": train, "stage_1_val_unseen": val_unseen,
+              "stage_2_test_seen": train + val_unseen, "stage_2_test_unseen": test_unseen}
+    ids, plan = {}, []
+    for stage, names in wanted.items():
+        videos = splits.load_stage_videos(ucf, stage)
+        for name in names:
+            mine = [v for v, label in zip(videos.video_ids, videos.labels, strict=True) if label == name]
+            ids[(name, stage)] = mine[: _PER_STAGE[stage]]
+            plan.append((name, stage, len(ids[(name, stage)])))
+    return plan, ids
+
+
+@pytest.fixture(scope="module")
+def ucf_stores(tmp_path_factory, store_builder):
+    table = load_embedding_source("avca:ucf", normalise=True)
+    plan, ids = _ucf_plan()
+
+    def phi(name):
+        return table.embed([name])[0]
+
+    root = tmp_path_factory.mktemp("ucf")
+    layout = {"V": 1, "Nv": 1, "Dv": 16, "Na": 1, "Da": 12, "kinetics_classes": 0}
+    common = {"layout": layout, "phi": phi, "clip_id": lambda name, stage, k: ids[(name, stage)][k], "noise": 0.05}
+    clean = store_builder(root / "clean.zarr", None, plan, **common)
+    noisy = store_builder(root / "noisy.zarr", None, plan, scramble=("stage_2_test_seen", "stage_2_test_unseen"),
+                          **common)
+    return clean, noisy
+
+
+def _avca(store, out, **kw):
+    return AVCAProtocolConfig(dataset="UCF", store=store.path, out=out, train=dict(_TINY), plots=_NO_PLOTS, **kw)
+
+
+def test_avca_selects_nothing_on_the_test_clips(ucf_stores, tmp_path):
+    clean, noisy = ucf_stores
+    a = protocols.run_avca_protocol(_avca(clean, tmp_path / "clean", calibrated_stacking=True))
+    b = protocols.run_avca_protocol(_avca(noisy, tmp_path / "noisy", calibrated_stacking=True))
+    # epoch and beta come from stage-1 validation only: identical although the test clips differ completely
+    assert (a.seeds[0].best_epoch, a.seeds[0].beta) == (b.seeds[0].best_epoch, b.seeds[0].beta)
+    assert a.seeds[0].beta in [round(0.2 * k, 10) for k in range(16)]
+    stage1 = json.loads((tmp_path / "clean" / "seed_0" / "stage1" / "config.json").read_text())["train"]
+    stage2 = json.loads((tmp_path / "clean" / "seed_0" / "stage2" / "config.json").read_text())["train"]
+    assert stage1["train_splits"] == ["stage_1_train"]
+    assert stage1["val_splits"] == ["stage_1_val_seen", "stage_1_val_unseen"]
+    assert stage2["train_splits"] == ["stage_1_train", "stage_1_val_seen", "stage_1_val_unseen"]
+    assert stage2["val_splits"] == [] and stage2["val_store"] is None and stage2["val_unseen_fraction"] == 0
+    assert stage2["epochs"] == a.seeds[0].best_epoch
+    assert not (tmp_path / "clean" / "seed_0" / "stage2" / "best.pt").exists()
+    # the selected epoch is the stage-1 validation optimum (first one on ties)
+    log = [json.loads(x) for x in (tmp_path / "clean" / "seed_0" / "stage1" / "log.jsonl").read_text().splitlines()]
+    scores = [line["val"]["score"] for line in log]
+    assert a.seeds[0].best_epoch == int(np.argmax(scores)) + 1
+    # the embeddings default to AVCA's table, without the Kinetics term (the table cannot embed Kinetics labels)
+    assert stage1["embeddings"] == "avca:ucf" and stage1["fusion"]["se_target"] == "class"
+
+
+def test_avca_outputs_and_report(ucf_stores, tmp_path):
+    clean, _ = ucf_stores
+    result = protocols.run_avca_protocol(_avca(clean, tmp_path / "p", seeds=(0, 1)))
+    out = tmp_path / "p"
+    pooled = json.loads((out / "metrics.json").read_text())
+    assert pooled["seeds"] == [0, 1] and pooled["seed_runs"] == ["seed_0/test", "seed_1/test"]
+    per_seed = [json.loads((out / f"seed_{s}" / "test" / "metrics.json").read_text()) for s in (0, 1)]
+    assert pooled["zsl"] == pytest.approx(np.mean([m["zsl"] for m in per_seed]))
+    assert per_seed[0]["group"] == per_seed[1]["group"] and per_seed[0]["protocol"] == "avca"
+    # only the test stages are scored: 9 test-seen classes x 2 clips + 3 test-unseen classes x 3 clips
+    assert per_seed[0]["num_clips"] == 9 * 2 + 3 * 3
+    assert per_seed[0]["num_seen_classes"] == 42 and per_seed[0]["num_unseen_classes"] == 9
+    summary = write_report(ReportConfig(runs=(out,)))
+    assert len(summary.rows) == 1 and len(summary.rows[0].runs) == 2
+    assert "| p | 2 |" in (out / "summary.md").read_text()
+    assert "AVCA" in result.summary() and "±" in result.summary()
+
+
+def test_avca_store_split_column_must_match_the_split_files(store_builder, tmp_path):
+    plan, ids = _ucf_plan()
+    in_order = iter([v for name, stage, n in plan for v in ids[(name, stage)][:n]])
+    # the stage-1 validation-seen clips claim to be training clips
+    wrong = [(name, "stage_1_train" if stage == "stage_1_val_seen" else stage, n) for name, stage, n in plan]
+    layout = {"V": 1, "Nv": 1, "Dv": 4, "Na": 1, "Da": 4, "kinetics_classes": 0}
+    store = store_builder(tmp_path / "wrong.zarr", None, wrong, layout=layout, phi=lambda name: np.ones(3),
+                          clip_id=lambda *_: next(in_order))
+    with pytest.raises(ValueError, match="split 'stage_1_train', the split files say 'stage_1_val_seen'"):
+        protocols.run_avca_protocol(_avca(store, tmp_path / "x"))
+
+
+def test_protocol_configs_reject_owned_options():
+    with pytest.raises(ValueError, match="set by the protocol"):
+        AVCAProtocolConfig(dataset="UCF", store="s", out="o", train={"val_splits": ("stage_2_test_seen",)})
+    with pytest.raises(ValueError, match="set by the protocol"):
+        MZSLProtocolConfig(train_store="a", eval_store="b", groups="g", out="o", train={"train_splits": ("test",)})
+    with pytest.raises(ValueError, match="also a training split"):
+        MZSLProtocolConfig(train_store="a", eval_store="b", groups="g", out="o", test_split="train")
+
+
+def test_group_scores_by_hand():
+    per_class = {"a": 100.0, "b": 50.0, "c": 0.0, "d": 30.0}
+    groups = {"a": "easy", "b": "medium", "c": "medium", "d": "hard", "unused": "hard"}
+    scores = protocols.group_scores(per_class, groups)
+    assert (scores["mzsl_easy"], scores["mzsl_medium"], scores["mzsl_hard"]) == (100.0, 25.0, 30.0)
+    # weighted by classes per group: (1 * 100 + 2 * 25 + 1 * 30) / 4 = 45
+    assert scores["mzsl_weighted"] == pytest.approx(45.0)
+    assert scores["groups"]["medium"] == {"classes": 2, "zsl": 25.0}
+    with pytest.raises(ValueError, match="without a difficulty group"):
+        protocols.group_scores({"x": 1.0}, groups)
+
+
+def test_read_groups_errors(tmp_path):
+    path = tmp_path / "g.csv"
+    path.write_text("class_name,group\na,Easy\nb,medium\n")
+    assert protocols.read_groups(path) == {"a": "easy", "b": "medium"}
+    path.write_text("class_name,group\na,easy\na,hard\n")
+    with pytest.raises(ValueError, match="in groups 'easy' and 'hard'"):
+        protocols.read_groups(path)
+    path.write_text("class_name,group\na,trivial\n")
+    with pytest.raises(ValueError, match="not one of"):
+        protocols.read_groups(path)
+
+
+@pytest.fixture(scope="module")
+def mzsl_stores(tmp_path_factory, store_builder, eval_vectors, classes):
+    root = tmp_path_factory.mktemp("mzsl")
+    bench = store_builder(root / "bench.zarr", eval_vectors,
+                          [(n, "train", 8) for n in classes.seen] + [(n, "test", 3) for n in classes.seen])
+    evaluation = store_builder(root / "mzsl.zarr", eval_vectors,
+                               [(n, "mzsl", 4) for n in classes.unseen + classes.val_unseen], seed=1)
+    groups = root / "groups.csv"
+    names = classes.unseen + classes.val_unseen
+    assigned = ["easy", "medium", "medium", "hard", "hard"]
+    groups.write_text("class_name,group\n" + "".join(f"{n},{g}\n" for n, g in zip(names, assigned, strict=True)))
+    return bench, evaluation, groups
+
+
+def test_mzsl_protocol(mzsl_stores, eval_vectors, tmp_path):
+    bench, evaluation, groups = mzsl_stores
+    config = MZSLProtocolConfig(train_store=bench.path, eval_store=evaluation.path, groups=groups, out=tmp_path / "m",
+                                train={**_TINY, "embeddings": f"word2vec:{eval_vectors}"}, seeds=(0, 1),
+                                calibrated_stacking=True, plots=_NO_PLOTS)
+    result = protocols.run_mzsl_protocol(config)
+    m = result.seeds[0].metrics
+    per_class = {r["class"]: r["zsl_acc"] for r in m["per_class"] if r["split"] == "unseen" and r["clips"]}
+    assert len(per_class) == 5 and m["groups"]["medium"]["classes"] == 2
+    assert m["mzsl_weighted"] == pytest.approx(np.mean(list(per_class.values())))
+    # GZSL: the benchmark's 6 classes x 3 test clips are the seen part, the evaluation set the unseen part
+    assert m["num_clips"] == 6 * 3 + 5 * 4 and m["num_seen_classes"] == 6
+    assert m["calibrated_val_split"] == "stage_1_holdout" and m["calibrated_beta"] is not None
+    stage1 = json.loads((tmp_path / "m" / "seed_0" / "stage1" / "config.json").read_text())["train"]
+    assert stage1["val_unseen_fraction"] == 0.2 and stage1["train_splits"] == ["train"]
+    assert result.metrics["mzsl_weighted"] == pytest.approx(np.mean([s.metrics["mzsl_weighted"] for s in result.seeds]))
+    assert "E/M/H avg" in (tmp_path / "m" / "summary.md").read_text()
+
+
+def test_mzsl_refuses_evaluation_classes_the_head_trained_on(mzsl_stores, store_builder, eval_vectors, classes,
+                                                               tmp_path):
+    bench, _, groups = mzsl_stores
+    overlap = store_builder(tmp_path / "overlap.zarr", eval_vectors, [(classes.seen[0], "mzsl", 2)])
+    (tmp_path / "g.csv").write_text(f"class_name,group\n{classes.seen[0]},easy\n")
+    config = MZSLProtocolConfig(train_store=bench.path, eval_store=overlap.path, groups=tmp_path / "g.csv",
+                                out=tmp_path / "m", val_unseen_fraction=0.0, test_split=None,
+                                train={**_TINY, "embeddings": f"word2vec:{eval_vectors}", "epochs": 1},
+                                plots=_NO_PLOTS)
+    with pytest.raises(ValueError, match="MZSL classes must be unseen"):
+        protocols.run_mzsl_protocol(config)
+
+
+def test_cli_protocol_avca(ucf_stores, tmp_path):
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    clean, _ = ucf_stores
+    args = ["protocol", "avca", "--dataset", "UCF", "--store", str(clean.path), "--out", str(tmp_path / "cli"),
+            "--epochs", "2", "--lr", "0.003", "--train-batch-size", "16", "--no-plots", "--seeds", "3"]
+    for key, value in (("width", 32), ("num_blocks", 1), ("num_heads", 2), ("warmup_epochs", 0.0),
+                       ("progress", "false"), ("prefetch_batches", 0)):
+        args += ["--option", f"{key}={value}"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "AVCA UCF main_split (1 seed(s)" in result.output
+    assert (tmp_path / "cli" / "seed_3" / "test" / "predictions.csv").is_file()
+    bad = CliRunner().invoke(cli, ["protocol", "avca", "--dataset", "UCF", "--store", str(clean.path), "--out",
+                                   str(tmp_path / "bad"), "--option", "val_splits=[\"stage_2_test_seen\"]"])
+    assert bad.exit_code == 1 and "set by the protocol" in bad.output
+
+
+def test_imported_avca_features_run_the_avca_protocol(tmp_path):
+    """The "MZST (VGG+)" route: AVCA feature files -> import-avca -> protocol avca."""
+    import h5py
+
+    from eval.config import AVCAImportConfig
+    from eval.importers import import_avca_features
+
+    plan, ids = _ucf_plan()
+    table = load_embedding_source("avca:ucf", normalise=True)
+    rng = np.random.default_rng(0)
+    maps = {"audio": rng.normal(size=(6, 300)), "video": rng.normal(size=(10, 300))}
+    for name, stage, _ in plan:
+        for modality, projection in maps.items():
+            folder = tmp_path / "features" / modality / stage
+            folder.mkdir(parents=True, exist_ok=True)
+            videos = ids[(name, stage)]
+            data = projection @ table.embed([name])[0] + 0.05 * rng.normal(size=(len(videos), projection.shape[0]))
+            with h5py.File(folder / f"{name}.h5", "w") as f:
+                f["data"] = data.astype(np.float32)
+                f["video_urls"] = np.array([f"{v}.avi".encode() for v in videos])
+    store = tmp_path / "imported.zarr"
+    import_avca_features(AVCAImportConfig(features=tmp_path / "features", dataset="UCF", out=store))
+    config = AVCAProtocolConfig(dataset="UCF", store=store, out=tmp_path / "p", train={**_TINY, "epochs": 2},
+                                plots=_NO_PLOTS)
+    result = protocols.run_avca_protocol(config)
+    assert result.seeds[0].metrics["num_clips"] == 9 * 2 + 3 * 3
+    assert 1 <= result.seeds[0].best_epoch <= 2

@@ -1,0 +1,108 @@
+"""eval.report (tables, mean ± std over seeds) and eval.plots (PNG figures)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from eval import plots, report
+from eval.config import ReportConfig
+
+
+def _write(folder, **metrics):
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def test_report_pools_seeds_and_keeps_other_runs_apart(tmp_path):
+    a = _write(tmp_path / "a_s0", label="mzst", group="g1", seed=0, zsl=44.0, gzsl_s=80.0, gzsl_u=10.0, gzsl_hm=17.777)
+    b = _write(tmp_path / "a_s1", label="mzst", group="g1", seed=1, zsl=46.0, gzsl_s=82.0, gzsl_u=12.0, gzsl_hm=20.94)
+    c = _write(tmp_path / "base", label="baseline", group="g2", seed=0, zsl=20.0, gzsl_s=90.0, gzsl_u=1.0,
+               gzsl_hm=1.978, calibrated_beta=0.4, calibrated_gzsl_hm=30.0)
+    summary = report.write_report(ReportConfig(runs=(a, b, c), out=tmp_path / "cmp"))
+    assert [row.label for row in summary.rows] == ["mzst", "baseline"]
+    assert summary.rows[0].seeds == (0, 1)
+    # mean 45, sample std sqrt(2) = 1.41
+    assert "| mzst | 2 | 45.00 ± 1.41 | 81.00 ± 1.41 | 11.00 ± 1.41 | 19.36 ± 2.24 | – | – |" in summary.markdown
+    assert "| baseline | 1 | 20.00 | 90.00 | 1.00 | 1.98 | 0.40 | 30.00 |" in summary.markdown
+    saved = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert saved["rows"][0]["metrics"]["zsl"] == {"mean": 45.0, "std": 1.41, "values": [44.0, 46.0]}
+    assert "calibrated_beta" not in saved["rows"][0]["metrics"]
+    assert (tmp_path / "cmp" / "comparison.md").read_text() == summary.markdown
+
+
+def test_report_without_grouping_lists_every_run(tmp_path):
+    a = _write(tmp_path / "a", group="g", seed=0, zsl=40.0)
+    b = _write(tmp_path / "b", group="g", seed=1, zsl=50.0)
+    summary = report.write_report(ReportConfig(runs=(a, b), group_seeds=False))
+    assert [row.label for row in summary.rows] == ["a", "b"]
+    assert summary.paths == ()
+    assert "| a | 1 | 40.00 |" in summary.markdown
+
+
+def test_report_missing_metrics_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="metrics.json not found; evaluate the run first"):
+        report.write_report(ReportConfig(runs=(tmp_path,)))
+    with pytest.raises(ValueError, match="at least one run"):
+        ReportConfig(runs=())
+
+
+def test_run_markdown_lists_classes_and_confusions():
+    metrics = {
+        "label": "run1", "rule": "kinetics", "zsl": 50.0, "gzsl_s": 75.0, "gzsl_u": 25.0, "gzsl_hm": 37.5,
+        "calibrated_beta": 0.2, "calibrated_val_split": "val", "calibrated_val_hm": 40.0, "calibrated_gzsl_hm": 41.0,
+        "per_class": [{"class": "dog", "split": "unseen", "clips": 4, "gzsl_acc": 25.0, "zsl_acc": 50.0}],
+        "worst_classes": [{"class": "dog", "acc": 25.0, "confused_with": [{"class": "cat", "share": 75.0}]}],
+    }
+    text = report.run_markdown(metrics)
+    assert "| dog | unseen | 4 | 25.00 | 50.00 |" in text
+    assert "| dog | 25.00 | cat (75.00%) |" in text
+    assert "beta = 0.2, chosen on 'val'" in text
+    assert "| run1 | 1 | 50.00 | 75.00 | 25.00 | 37.50 | 0.20 | 41.00 |" in text  # only reported columns
+
+
+def _is_png(path):
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 2000
+
+
+def test_tsne_plot_writes_png_and_samples(tmp_path):
+    rng = np.random.default_rng(0)
+    classes = rng.normal(size=(4, 6)) * 5
+    labels = np.repeat(np.arange(4), 30)
+    labels[:3] = -1  # clips of no listed class are drawn grey
+    predicted = classes[np.maximum(labels, 0)] + rng.normal(size=(120, 6))
+    path = plots.plot_tsne(tmp_path / "tsne.png", predicted, labels, classes, ["a", "b", "c", "d"],
+                           unseen=[False, False, True, True], max_points=50, iterations=250)
+    assert _is_png(path)
+    xy = plots.tsne_embedding(np.concatenate([predicted[:40], classes]), perplexity=10.0, seed=0, iterations=250)
+    assert xy.shape == (44, 2) and np.isfinite(xy).all()
+    with pytest.raises(ValueError, match="3 class names for 4"):
+        plots.plot_tsne(tmp_path / "x.png", predicted, labels, classes, ["a", "b", "c"])
+
+
+def test_tsne_is_deterministic_for_a_seed():
+    points = np.random.default_rng(1).normal(size=(20, 5))
+    first = plots.tsne_embedding(points, perplexity=5.0, seed=3, iterations=250)
+    np.testing.assert_array_equal(first, plots.tsne_embedding(points, perplexity=5.0, seed=3, iterations=250))
+
+
+def test_per_class_bars(tmp_path):
+    path = plots.plot_per_class_accuracy(tmp_path / "bars.png", ["a", "b", "c"], [50.0, np.nan, 100.0],
+                                         unseen=[False, True, True])
+    assert _is_png(path)
+    with pytest.raises(ValueError, match="2 class names for 3"):
+        plots.plot_per_class_accuracy(tmp_path / "x.png", ["a", "b"], [1.0, 2.0, 3.0])
+
+
+def test_cli_report(tmp_path):
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    a = _write(tmp_path / "a", label="x", group="g", seed=0, zsl=10.0)
+    b = _write(tmp_path / "b", label="x", group="g", seed=1, zsl=20.0)
+    result = CliRunner().invoke(cli, ["report", str(a), str(b), "--out", str(tmp_path / "cmp")])
+    assert result.exit_code == 0, result.output
+    assert "| x | 2 | 15.00 ± 7.07 |" in result.output and "2 runs in 1 rows" in result.output
+    assert (tmp_path / "cmp" / "comparison.json").is_file()

@@ -1,0 +1,246 @@
+"""eval.zeroshot on a trained tiny run: outputs, held-out clips only, beta from validation only, open vocabulary."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from eval import metrics
+from eval.config import PlotConfig, ZeroShotConfig
+from eval.zeroshot import (
+    ClassEmbedder,
+    ClipScores,
+    ClipSet,
+    ValidationSplit,
+    evaluate_gzsl,
+    run_zeroshot,
+    score_clips,
+)
+from features.store import DONE
+from fusion.predict import load_run
+
+_NO_PLOTS = PlotConfig(tsne=False, per_class_bars=False)
+# The fixtures' class names (tests/eval/conftest.py).
+SEEN = ["playing guitar", "dog barking", "riding bike", "cooking pasta", "opera singing", "chopping wood"]
+VAL_UNSEEN = ["car engine", "ballet dancing"]
+UNSEEN = ["playing piano", "cat meowing", "riding horse"]
+EXTRA = ["blowing trumpet"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _same_names_as_the_fixtures(classes):
+    assert (classes.seen, classes.val_unseen, classes.unseen, classes.extra) == (SEEN, VAL_UNSEEN, UNSEEN, EXTRA)
+
+
+def _config(run, store, **kw):
+    return ZeroShotConfig(run_dir=run, store=store.path, plots=kw.pop("plots", _NO_PLOTS), **kw)
+
+
+def test_default_gzsl_writes_metrics_predictions_report_and_plots(eval_run, eval_store, tmp_path):
+    result = run_zeroshot(_config(eval_run, eval_store, out=tmp_path / "rep",
+                                  plots=PlotConfig(tsne_max_points=20, tsne_iterations=250)))
+    names = {p.name for p in result.paths}
+    assert names == {"metrics.json", "predictions.csv", "report.md", "per_class_accuracy.png", "tsne.png"}
+    saved = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    for key in ("zsl", "gzsl_s", "gzsl_u", "gzsl_hm"):
+        assert 0.0 <= saved[key] <= 100.0
+    assert saved["rule"] == "kinetics" and saved["classes"]["seen"] == sorted(SEEN)
+    assert saved["classes"]["unseen"] == sorted(UNSEEN)
+    with (tmp_path / "rep" / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["clip_id", "true_class", "pred_gzsl", "pred_zsl", "split"]
+    # only held-out clips: test_seen (3 per seen class) and unseen (4 per class); never the training clips
+    assert len(rows) == 3 * len(SEEN) + 4 * len(UNSEEN)
+    assert all(r["clip_id"].split("/")[0] in ("test_seen", "unseen") for r in rows)
+    assert {r["split"] for r in rows if r["true_class"] in UNSEEN} == {"unseen"}
+    assert all(r["pred_zsl"] in UNSEEN for r in rows if r["split"] == "unseen")
+    assert all(r["pred_zsl"] == "" for r in rows if r["split"] == "seen")
+    # the headline numbers are the metrics of the written predictions
+    for name in UNSEEN:
+        mine = [r for r in rows if r["true_class"] == name]
+        zsl_acc = 100 * np.mean([r["pred_zsl"] == name for r in mine])
+        assert next(p for p in saved["per_class"] if p["class"] == name)["zsl_acc"] == pytest.approx(zsl_acc)
+    zsl = np.mean([100 * np.mean([r["pred_zsl"] == n for r in rows if r["true_class"] == n]) for n in UNSEEN])
+    assert saved["zsl"] == pytest.approx(zsl)
+    assert "| Class | Accuracy | Predicted as |" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_scores_match_a_recomputation_with_metrics(eval_run, eval_store):
+    result = run_zeroshot(_config(eval_run, eval_store, rule="plain"))
+    model, info = load_run(eval_run)
+    keep = np.flatnonzero(np.isin(eval_store.splits, ["test_seen", "unseen"]))
+    scores = score_clips(model, info, eval_store, keep, "plain", 64, "cpu")
+    names = sorted(SEEN + UNSEEN)
+    d = metrics.class_distances(scores.embeddings, ClassEmbedder(info)(names), "plain")
+    y = np.array([names.index(n) for n in scores.labels])
+    unseen = np.array([names.index(n) for n in UNSEEN])
+    seen = np.array([names.index(n) for n in SEEN])
+    assert result.metrics["zsl"] == pytest.approx(100 * metrics.zsl(d, y, unseen))
+    assert result.metrics["gzsl_hm"] == pytest.approx(100 * metrics.gzsl(d, y, seen, unseen).hm)
+    # the kinetics rule subtracts phi(s_v(x)): a different score than the plain rule
+    kin = run_zeroshot(_config(eval_run, eval_store))
+    assert kin.metrics["rule"] == "kinetics" and kin.metrics["group"] != result.metrics["group"]
+
+
+def test_training_clips_only_on_request(eval_run, eval_store):
+    held_out = run_zeroshot(_config(eval_run, eval_store))
+    everything = run_zeroshot(_config(eval_run, eval_store, include_training_clips=True))
+    # + the 8 training clips per seen class and the 3 validation clips per seen class
+    assert everything.metrics["num_clips"] == held_out.metrics["num_clips"] + 11 * len(SEEN)
+    assert everything.metrics["includes_training_clips"] is True
+
+
+def test_calibrated_stacking_takes_beta_from_validation(eval_run, eval_store):
+    result = run_zeroshot(_config(eval_run, eval_store, calibrated_stacking=True, val_split="val"))
+    m = result.metrics
+    # the same sweep by hand, on the validation clips only
+    model, info = load_run(eval_run)
+    val = eval_store.indices(DONE, ["val"])
+    scores = score_clips(model, info, eval_store, val, "kinetics", 64, "cpu")
+    names = sorted(SEEN + VAL_UNSEEN)
+    d = scores.distances(ClassEmbedder(info)(names))
+    y = np.array([names.index(n) for n in scores.labels])
+    beta, hm = metrics.select_beta(d, y, [names.index(n) for n in SEEN], [names.index(n) for n in VAL_UNSEEN])
+    assert m["calibrated_beta"] == beta and m["calibrated_val_hm"] == pytest.approx(100 * hm)
+    assert m["calibrated_val_split"] == "val"
+    assert m["calibrated_beta"] in metrics.DEFAULT_BETAS.tolist()
+    assert "calibrated" in result.summary()
+
+
+@pytest.mark.parametrize("split", ["unseen", "test_seen"])
+def test_beta_is_never_chosen_on_test_splits(eval_run, eval_store, split):
+    with pytest.raises(ValueError, match="is test data"):
+        run_zeroshot(_config(eval_run, eval_store, calibrated_stacking=True, val_split=split))
+
+
+def test_calibrated_stacking_needs_a_validation_split(eval_run, eval_store):
+    with pytest.raises(ValueError, match="needs --val-split"):
+        _config(eval_run, eval_store, calibrated_stacking=True)
+    with pytest.raises(ValueError, match="cannot be both validation and evaluated"):
+        _config(eval_run, eval_store, calibrated_stacking=True, val_split="val", splits=("val",))
+
+
+def test_validation_split_cannot_be_built_from_evaluated_clips(eval_run, eval_store):
+    model, info = load_run(eval_run)
+    test = np.flatnonzero(np.isin(eval_store.splits, ["test_seen", "unseen"]))
+    val = eval_store.indices(DONE, ["val"])
+    test_scores = score_clips(model, info, eval_store, test, "kinetics", 64, "cpu")
+    val_scores = score_clips(model, info, eval_store, val, "kinetics", 64, "cpu")
+    with pytest.raises(TypeError, match="ValidationSplit.build"):
+        ValidationSplit(test_scores, "val", tuple(SEEN), tuple(UNSEEN))
+    # renaming the test clips does not help: their store split says test, and they are the evaluated clips
+    with pytest.raises(ValueError, match="'my_val' is test data"):
+        ValidationSplit.build(test_scores, "my_val", info.class_names, ClipSet.of(eval_store.path, []))
+    with pytest.raises(ValueError, match="shares clips with the evaluated clips"):
+        ValidationSplit.build(val_scores, "val", info.class_names, ClipSet.of(eval_store.path, val[:1]))
+    # a validation split built against other clips still cannot calibrate an overlapping evaluation
+    validation = ValidationSplit.build(val_scores, "val", info.class_names, ClipSet.of(eval_store.path, []))
+    embed = ClassEmbedder(info)
+    with pytest.raises(ValueError, match="shares clips"):
+        evaluate_gzsl(val_scores, SEEN, VAL_UNSEEN, embed, validation)
+    # and not when its unseen classes are the evaluated unseen classes
+    with pytest.raises(ValueError, match="evaluated unseen classes"):
+        evaluate_gzsl(test_scores, [n for n in SEEN], UNSEEN + VAL_UNSEEN,
+                      embed, validation)
+    assert evaluate_gzsl(test_scores, SEEN, UNSEEN, embed, validation).calibrated is not None
+
+
+def test_oracle_predictions_score_100(eval_run):
+    """Ids, labels and candidates line up: clips predicting exactly phi(label) + offset are all right."""
+    _, info = load_run(eval_run)
+    embed = ClassEmbedder(info)
+    names = SEEN[:2] + UNSEEN[:2]
+    labels = np.array([n for n in names for _ in range(3)])
+    offsets = np.random.default_rng(0).normal(size=(labels.size, embed(names).shape[1]))
+    scores = ClipScores(clips=ClipSet.of("x", np.arange(labels.size)), clip_ids=labels, labels=labels,
+                        splits=labels, embeddings=embed(list(labels)) + offsets, offsets=offsets, rule="kinetics")
+    evaluation = evaluate_gzsl(scores, SEEN[:2], UNSEEN[:2], embed)
+    assert (evaluation.zsl, evaluation.gzsl.s, evaluation.gzsl.u) == (1.0, 1.0, 1.0)
+
+
+def test_class_lists_must_respect_what_the_run_trained(eval_run, eval_store, tmp_path):
+    (tmp_path / "seen.txt").write_text("\n".join(SEEN[1:]) + "\n")
+    (tmp_path / "unseen.txt").write_text("\n".join(UNSEEN + SEEN[:1]) + "\n")
+    with pytest.raises(ValueError, match="trained on them"):
+        run_zeroshot(_config(eval_run, eval_store, seen=tmp_path / "seen.txt", unseen=tmp_path / "unseen.txt"))
+    (tmp_path / "unseen.txt").write_text("\n".join(UNSEEN[:2]) + "\n")
+    (tmp_path / "seen.txt").write_text("\n".join(SEEN + VAL_UNSEEN[:1]) + "\n")
+    with pytest.raises(ValueError, match="were not training classes"):
+        run_zeroshot(_config(eval_run, eval_store, seen=tmp_path / "seen.txt", unseen=tmp_path / "unseen.txt"))
+    (tmp_path / "seen.txt").write_text("\n".join(SEEN) + "\n")
+    result = run_zeroshot(_config(eval_run, eval_store, seen=tmp_path / "seen.txt", unseen=tmp_path / "unseen.txt"))
+    assert result.metrics["num_unseen_classes"] == 2
+    assert result.metrics["num_clips"] == 3 * len(SEEN) + 4 * 2
+
+
+def test_open_vocabulary_ranks_typed_names(eval_run, eval_store, tmp_path):
+    names = (UNSEEN[0], UNSEEN[1], EXTRA[0])
+    result = run_zeroshot(_config(eval_run, eval_store, class_names=names, splits=("unseen",), top_k=2,
+                                  out=tmp_path / "voc"))
+    m = result.metrics
+    assert m["mode"] == "vocabulary" and m["num_clips"] == 4 * len(UNSEEN)
+    assert m["num_labelled_clips"] == 8 and 0 <= m["top1"] <= m["topk"] <= 100
+    with (tmp_path / "voc" / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert all(r["pred"] in names and r["top_k"].split(";")[0] == r["pred"] and len(r["top_k"].split(";")) == 2
+               for r in rows)
+
+
+def test_kinetics_rule_needs_kinetics_logits(eval_run, eval_vectors, store_builder, tmp_path):
+    layout = {"V": 2, "Nv": 3, "Dv": 12, "Na": 2, "Da": 8, "kinetics_classes": 0}
+    store = store_builder(tmp_path / "nok.zarr", eval_vectors, [(n, "unseen", 2) for n in UNSEEN], layout=layout)
+    with pytest.raises(ValueError, match="no Kinetics logits"):
+        run_zeroshot(_config(eval_run, store))
+    assert run_zeroshot(_config(eval_run, store, rule="plain")).metrics["gzsl_hm"] is None  # no seen clips: ZSL only
+
+
+def test_cli_zeroshot(eval_run, eval_store, tmp_path):
+    from cli import cli
+
+    result = CliRunner().invoke(cli, ["zeroshot", "--run", str(eval_run), "--store", str(eval_store.path),
+                                      "--calibrated-stacking", "--val-split", "val", "--no-plots",
+                                      "--out", str(tmp_path / "rep")])
+    assert result.exit_code == 0, result.output
+    assert "ZSL" in result.output and "calibrated (beta" in result.output
+    assert (tmp_path / "rep" / "metrics.json").is_file()
+    bad = CliRunner().invoke(cli, ["zeroshot", "--run", str(eval_run), "--store", str(eval_store.path),
+                                   "--calibrated-stacking", "--val-split", "unseen"])
+    assert bad.exit_code == 1 and "Error:" in bad.output and "test data" in bad.output
+
+
+@pytest.fixture(scope="module")
+def held_run(eval_store, eval_vectors, run_trainer, tmp_path_factory):
+    """A run validated on 2 of the 6 seen classes held out as validation-unseen (train-fusion --val-unseen-fraction)."""
+    out = tmp_path_factory.mktemp("held") / "run"
+    return run_trainer(eval_store.path, out, eval_vectors, val_splits=(), val_unseen_fraction=0.34)
+
+
+def test_classes_held_out_for_validation_leave_the_candidates(eval_store, held_run):
+    run = held_run
+    _, info = load_run(run)
+    held = info.validation["unseen_classes"]
+    assert len(held) == 2 and not set(held) & set(info.class_names)
+    result = run_zeroshot(_config(run, eval_store))
+    assert result.metrics["classes"]["seen"] == sorted(info.class_names)
+    # clips of the 4 trained classes this run never saw (3 test_seen + 3 "val" each, a split it did not use) and
+    # every unseen clip; clips of the 2 held-out classes are not scored
+    assert result.metrics["num_clips"] == 4 * (3 + 3) + 4 * len(UNSEEN)
+    assert result.metrics["gzsl_hm"] is not None
+
+
+def test_beta_from_the_runs_own_validation_clips(eval_store, held_run):
+    run = held_run
+    result = run_zeroshot(_config(run, eval_store, calibrated_stacking=True, val_split="run"))
+    # the same sweep by hand on the clips classes.json records
+    model, info = load_run(run)
+    val = np.flatnonzero(np.isin(eval_store.clip_ids, info.validation["clip_ids"]))
+    scores = score_clips(model, info, eval_store, val, "kinetics", 64, "cpu")
+    names = sorted(list(info.class_names) + info.validation["unseen_classes"])
+    y = np.array([names.index(n) for n in scores.labels])
+    seen = [names.index(n) for n in info.class_names]
+    unseen = [names.index(n) for n in info.validation["unseen_classes"]]
+    beta, hm = metrics.select_beta(scores.distances(ClassEmbedder(info)(names)), y, seen, unseen)
+    assert result.metrics["calibrated_val_split"] == "run"
+    assert (result.metrics["calibrated_beta"], result.metrics["calibrated_val_hm"]) == (beta, pytest.approx(100 * hm))
