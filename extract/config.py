@@ -1,0 +1,231 @@
+"""Configuration of the extraction stage: how clips become views and spectrograms, and which frozen backbones
+turn them into tokens. Every default lives here, once; `PROFILES` holds the named presets.
+
+Profiles (docs/extract.md explains each):
+- `paper`: the MZST paper's setting: 3 crops x 4 temporal views of 16 frames, torchvision `mvit_v2_s`, AST ViT-B
+  on 1024 fbank frames, pooled tokens, bf16 on a CUDA device.
+- `mvit-1x5`: the published MViT-v2-S Kinetics-400 protocol (1 crop x 5 views); otherwise as `paper`.
+- `cpu-small`: tests and the demo on a laptop CPU: 1 crop x 2 views at 112 px and small random-init backbones
+  built with the same classes (torchvision `MViT`, timm `VisionTransformerDistilled`) on 512 fbank frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+__all__ = [
+    "VIDEO_ARCHITECTURES",
+    "AUDIO_ARCHITECTURES",
+    "VideoConfig",
+    "AudioConfig",
+    "TokenConfig",
+    "ExtractConfig",
+    "PROFILES",
+]
+
+# Architectures with published weights take a fixed input; the small ones exist only with random weights.
+VIDEO_ARCHITECTURES = ("mvit_v2_s", "mvit_tiny")
+AUDIO_ARCHITECTURES = ("ast_vit_b", "ast_tiny")
+_PRETRAINED_VIDEO_INPUT = {"mvit_v2_s": (16, 224)}  # (frames per view, crop size px): the weights' meta
+_PRETRAINED_AUDIO_INPUT = {"ast_vit_b": (128, 1024)}  # (mel bins, fbank frames): AST's AudioSet checkpoints
+_PRECISIONS = ("fp32", "bf16")
+_CROP_MULTIPLE_PX = 16  # MViT's patch stride (4) times mvit_tiny's two spatial query poolings (2 x 2)
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """Video views: SlowFast test-time multi-view sampling (DESIGN section 2).
+
+    Temporal view i of n covers `frames_per_view * frame_stride` frames of a `sampling_fps` time grid and starts
+    at `i * floor(delta / (n - 1))` grid frames (`delta` = clip length minus view span, at least 0; one view is
+    centred). With 3 crops the short side is resized to `crop_size_px` and crops are taken at the start, centre
+    and end of the long side (left / centre / right, or top / centre / bottom for portrait video); with 1 crop
+    the short side is resized to `crop_size_px * 256 / 224` and the centre is cropped (`resize_short_side_px`).
+    View v = temporal_view * crops + crop (SlowFast's ensemble order).
+    """
+
+    architecture: str = "mvit_v2_s"  # one of VIDEO_ARCHITECTURES
+    crops: int = 3  # spatial crops per temporal view: 1 (centre) or 3
+    temporal_views: int = 4  # temporal views per clip
+    frames_per_view: int = 16  # frames fed to the backbone per view (mvit_v2_s: 16)
+    frame_stride: int = 4  # a view takes every `frame_stride`-th frame of the `sampling_fps` grid
+    sampling_fps: float = 30.0  # the time grid the views are sampled on (K400 "16x4" at 30 fps = 7.5 fps)
+    crop_size_px: int = 224  # side of the square crop fed to the backbone (mvit_v2_s: 224)
+
+    def __post_init__(self) -> None:
+        if self.architecture not in VIDEO_ARCHITECTURES:
+            raise ValueError(f"video architecture must be one of {VIDEO_ARCHITECTURES}, got {self.architecture!r}")
+        if self.crops not in (1, 3):
+            raise ValueError(f"crops must be 1 or 3 (SlowFast test-time crops), got {self.crops}")
+        if self.temporal_views < 1:
+            raise ValueError(f"temporal_views must be >= 1, got {self.temporal_views}")
+        if self.frames_per_view < 2 or self.frames_per_view % 2:
+            raise ValueError(f"frames_per_view must be even and >= 2 (MViT's temporal patch stride is 2), "
+                             f"got {self.frames_per_view}")
+        if self.frame_stride < 1:
+            raise ValueError(f"frame_stride must be >= 1, got {self.frame_stride}")
+        if not self.sampling_fps > 0:
+            raise ValueError(f"sampling_fps must be > 0, got {self.sampling_fps}")
+        if self.crop_size_px < _CROP_MULTIPLE_PX or self.crop_size_px % _CROP_MULTIPLE_PX:
+            raise ValueError(f"crop_size_px must be a positive multiple of {_CROP_MULTIPLE_PX}, "
+                             f"got {self.crop_size_px}")
+        fixed = _PRETRAINED_VIDEO_INPUT.get(self.architecture)
+        if fixed is not None and (self.frames_per_view, self.crop_size_px) != fixed:
+            raise ValueError(f"{self.architecture} takes exactly {fixed[0]} frames of {fixed[1]} px, got "
+                             f"frames_per_view={self.frames_per_view}, crop_size_px={self.crop_size_px}")
+
+    @property
+    def views(self) -> int:
+        """V: views per clip (crops x temporal views)."""
+        return self.crops * self.temporal_views
+
+    @property
+    def resize_short_side_px(self) -> int:
+        """Short side after resizing: the crop size for 3 crops, 256/224 of it for 1 crop (SlowFast / torchvision)."""
+        return self.crop_size_px if self.crops == 3 else round(self.crop_size_px * 256 / 224)
+
+    @property
+    def view_span_s(self) -> float:
+        """Seconds covered by one temporal view."""
+        return self.frames_per_view * self.frame_stride / self.sampling_fps
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Audio: mono (mean of channels) at `sample_rate_hz`, Kaldi fbank with AST's arguments, `target_frames` frames.
+
+    A clip longer than the fbank window (`target_frames` frames of 10 ms, 10.24 s for 1024) is cut to the window
+    centred on the middle of the span the video views cover; shorter clips are padded with zeros in the log-mel
+    domain, as AST does.
+    """
+
+    architecture: str = "ast_vit_b"  # one of AUDIO_ARCHITECTURES
+    sample_rate_hz: int = 16000  # AST's rate; audio is resampled to it
+    num_mel_bins: int = 128  # F: mel bins of the fbank
+    target_frames: int = 1024  # fbank frames fed to the backbone (pad or cut); 10 ms each
+
+    def __post_init__(self) -> None:
+        if self.architecture not in AUDIO_ARCHITECTURES:
+            raise ValueError(f"audio architecture must be one of {AUDIO_ARCHITECTURES}, got {self.architecture!r}")
+        if self.sample_rate_hz != 16000:
+            raise ValueError(f"sample_rate_hz must be 16000 (AST's fbank arguments assume it), got "
+                             f"{self.sample_rate_hz}")
+        if self.num_mel_bins < 16 or self.target_frames < 16:
+            raise ValueError(f"num_mel_bins and target_frames must be >= 16 (one 16 x 16 patch), got "
+                             f"{self.num_mel_bins} and {self.target_frames}")
+        fixed = _PRETRAINED_AUDIO_INPUT.get(self.architecture)
+        if fixed is not None and (self.num_mel_bins, self.target_frames) != fixed:
+            raise ValueError(f"{self.architecture} takes exactly {fixed[0]} mel bins x {fixed[1]} frames, got "
+                             f"num_mel_bins={self.num_mel_bins}, target_frames={self.target_frames}")
+
+    @property
+    def window_samples(self) -> int:
+        """Samples that give exactly `target_frames` fbank frames (25 ms window, 10 ms shift)."""
+        return (self.target_frames - 1) * self.sample_rate_hz // 100 + self.sample_rate_hz * 25 // 1000
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    """What is stored per clip when `ExtractConfig.full_tokens` is False (docs/extract.md has the arithmetic).
+
+    Video: per view the CLS token and the (T, H, W) token grid (8 x 7 x 7 for mvit_v2_s) adaptively
+    average-pooled to `video_pooled_grid`. Audio: CLS, DIST and the (F, T) patch grid (12 x 101 for AST)
+    average-pooled over time to `audio_pooled_time` columns, each frequency row kept.
+    """
+
+    video_pooled_grid: tuple[int, int, int] = (4, 2, 2)  # (T, H, W) after pooling: 17 tokens per view with CLS
+    audio_pooled_time: int = 8  # time columns after pooling: 2 + 12 x 8 = 98 tokens for AST
+
+    def __post_init__(self) -> None:
+        if len(self.video_pooled_grid) != 3 or min(self.video_pooled_grid) < 1:
+            raise ValueError(f"video_pooled_grid must be three sizes >= 1, got {self.video_pooled_grid}")
+        if self.audio_pooled_time < 1:
+            raise ValueError(f"audio_pooled_time must be >= 1, got {self.audio_pooled_time}")
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """One extraction setting; recorded in the token store (`to_dict`).
+
+    Override a preset with `dataclasses.replace`, e.g. `replace(PROFILES["paper"], video=replace(
+    PROFILES["paper"].video, crops=1))`. `device`, `compile`, `batch_views` and `decode_threads` change speed,
+    not tokens (the store may be resumed with other values); everything else defines the tokens.
+    """
+
+    profile: str = "paper"  # name of the preset this config came from (informational)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    tokens: TokenConfig = field(default_factory=TokenConfig)
+    full_tokens: bool = False  # store every token ((V, 393, 768) and (1214, 768)) instead of the pooled ones
+    random_init: bool = False  # build backbones with seeded random weights instead of loading weights
+    seed: int = 0  # seeds random init: every process builds bit-identical random backbones
+    precision: str = "bf16"  # "bf16" (autocast) or "fp32" for the backbone forwards
+    device: str = "cuda"  # torch device of the backbones and of resize / crop / normalise ("cpu", "cuda:1")
+    compile: bool = False  # torch.compile the backbone forwards (pays off on GPU for large runs)
+    batch_views: int = 96  # video views per backbone forward; views of several clips share a forward
+    decode_threads: int = 8  # clips decoded concurrently (one thread each, single-threaded codecs)
+
+    def __post_init__(self) -> None:
+        for name, kind in (("video", VideoConfig), ("audio", AudioConfig), ("tokens", TokenConfig)):
+            if not isinstance(getattr(self, name), kind):
+                raise ValueError(f"{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}")
+        if not self.profile:
+            raise ValueError("profile must be a non-empty name")
+        if self.precision not in _PRECISIONS:
+            raise ValueError(f"precision must be one of {_PRECISIONS}, got {self.precision!r}")
+        if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if self.batch_views < 1:
+            raise ValueError(f"batch_views must be >= 1, got {self.batch_views}")
+        if self.decode_threads < 1:
+            raise ValueError(f"decode_threads must be >= 1, got {self.decode_threads}")
+        small = [a for a in (self.video.architecture, self.audio.architecture)
+                 if a not in _PRETRAINED_VIDEO_INPUT and a not in _PRETRAINED_AUDIO_INPUT]
+        if small and not self.random_init:
+            raise ValueError(f"{' and '.join(small)} exist only with random weights (no published checkpoint); "
+                             "set random_init (--random-init) or use the paper / mvit-1x5 profile")
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (tuples become lists, so it compares equal to what a store reads back)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ExtractConfig:
+        """Inverse of `to_dict`; unknown or missing keys raise ValueError."""
+        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown extract config keys {unknown}; known: {sorted(known)}")
+        parts = {"video": VideoConfig, "audio": AudioConfig, "tokens": TokenConfig}
+        for name, kind in parts.items():
+            if name in data:
+                data[name] = _sub_config(kind, data[name], name)
+        return cls(**data)
+
+
+def _sub_config(kind: type, values: dict, name: str):
+    known = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {name} config keys {unknown}; known: {sorted(known)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return kind(**values)
+
+
+PROFILES: dict[str, ExtractConfig] = {
+    "paper": ExtractConfig(profile="paper"),
+    "mvit-1x5": ExtractConfig(profile="mvit-1x5", video=VideoConfig(crops=1, temporal_views=5), batch_views=80),
+    "cpu-small": ExtractConfig(
+        profile="cpu-small",
+        video=VideoConfig(architecture="mvit_tiny", crops=1, temporal_views=2, crop_size_px=112),
+        audio=AudioConfig(architecture="ast_tiny", target_frames=512),
+        random_init=True,
+        precision="fp32",
+        device="cpu",
+        batch_views=16,
+        decode_threads=2,
+    ),
+}

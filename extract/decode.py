@@ -1,0 +1,322 @@
+"""Decode one clip with PyAV: the frames its video views need (by presentation time) and its mono 16 kHz audio.
+
+One demux pass reads every packet: audio is decoded on the way, video packets are kept compressed. The video
+packets' presentation times give the clip's duration, hence the view sample times (extract.views); the video is
+then decoded in order and only the frames shown at a sample time are converted to RGB, which is where most of
+the decode time would otherwise go (DESIGN section 5). Audio is resampled to 16 kHz by FFmpeg's swresample (as
+`ffmpeg -ar 16000` would), averaged over channels, and cut to the fbank window centred on the middle of the
+views' span.
+
+Bad input raises `MediaError` (a ValueError) naming the file and the reason; a clip without an audio stream is
+not an error (`has_audio` False).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+from av.video.reformatter import VideoReformatter
+
+from extract import views
+from extract.config import AudioConfig, VideoConfig
+
+__all__ = ["MediaError", "DecodedClip", "decode_clip", "MIN_AUDIO_S"]
+
+logger = logging.getLogger(__name__)
+
+MIN_AUDIO_S = 0.025  # one 25 ms fbank window; Kaldi's fbank asserts on less
+
+
+class MediaError(ValueError):
+    """A clip that cannot be used: not media, empty, truncated, no video, undecodable, or audio under 25 ms.
+
+    Attributes:
+        path: the clip's file.
+        reason: one line saying what is wrong.
+    """
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+    def __reduce__(self):  # keeps the two-argument constructor picklable (worker processes)
+        return type(self), (self.path, self.reason)
+
+
+@dataclass
+class DecodedClip:
+    """What the backbones need from one clip, before any resizing.
+
+    Attributes:
+        path: the clip's file.
+        frames: the distinct RGB frames the views use (display orientation), uint8.
+        frame_index: for every temporal view and frame position, the row of `frames` shown at that time.
+        frame_times_s: presentation time of each row of `frames`, seconds from the first frame.
+        duration_s: first frame's time to the end of the last frame.
+        audio: mono waveform at 16 kHz in [-1, 1] (the fbank window at most), float32; None without audio.
+        audio_start_s: time of `audio[0]`, seconds from the first video frame; None without audio.
+
+    Shapes:
+        frames: (N, H, W, 3). frame_index: (temporal_views, frames_per_view). frame_times_s: (N,). audio: (S,).
+    """
+
+    path: Path
+    frames: np.ndarray
+    frame_index: np.ndarray
+    frame_times_s: np.ndarray
+    duration_s: float
+    audio: np.ndarray | None
+    audio_start_s: float | None
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio is not None
+
+
+def decode_clip(path: str | Path, video: VideoConfig, audio: AudioConfig, codec_threads: int = 1) -> DecodedClip:
+    """Decode the frames of `video`'s views and the audio window of `audio` from one media file.
+
+    Args:
+        path: any container and codecs FFmpeg (in PyAV's wheel) reads.
+        video: view sampling settings.
+        audio: audio settings (rate, fbank window length).
+        codec_threads: decoder threads for this clip (1: parallelism comes from decoding several clips at once).
+
+    Returns:
+        The decoded clip.
+
+    Raises:
+        MediaError: missing, empty, not media, truncated, no video stream, no decodable video frame, an audio
+            stream that cannot be decoded or gives less than 25 ms.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise MediaError(path, "empty file (0 bytes)")
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except av.FFmpegError as error:
+        raise MediaError(path, f"cannot be opened as media, not a media file or truncated ({_describe(error)})") \
+            from error
+    with container:
+        if not container.streams.video:
+            raise MediaError(path, "no video stream")
+        video_stream = container.streams.video[0]
+        audio_stream = container.streams.audio[0] if container.streams.audio else None
+        for stream in (video_stream, audio_stream):
+            if stream is not None:
+                if stream.codec_context is None:  # PyAV leaves it unset when FFmpeg has no decoder for the codec
+                    raise MediaError(path, f"{stream.type} stream in a codec this FFmpeg build cannot decode")
+                stream.codec_context.thread_count = codec_threads
+        packets, mono_audio = _demux(path, container, video_stream, audio_stream, audio.sample_rate_hz)
+        t0, duration_s = _video_timing(path, video_stream, packets, 1.0 / video.sampling_fps)
+        times = views.view_times(duration_s, video)  # (n_t, T) seconds from the first frame
+        targets, inverse = np.unique(times, return_inverse=True)
+        frames, frame_times, slots = _decode_frames(path, video_stream, packets, t0, targets)
+
+    frame_index = slots[inverse.reshape(times.shape)]  # (n_t, T) rows of `frames`
+    waveform = start_s = None
+    if mono_audio is not None:
+        waveform, start_s = _audio_window(path, mono_audio, audio, t0, _views_centre_s(duration_s, video))
+    logger.debug("%s: %.2f s, %d packets, %d frames converted, audio %s", path, duration_s, len(packets),
+                 len(frames), "none" if waveform is None else f"{waveform.size} samples from {start_s:.2f} s")
+    return DecodedClip(path, frames, frame_index, frame_times, duration_s, waveform, start_s)
+
+
+# --- demux and video ------------------------------------------------------------------------------------
+
+
+def _describe(error: av.FFmpegError) -> str:
+    return f"{type(error).__name__}: {error.strerror or error}"  # strerror: FFmpeg's text without the path
+
+
+def _demux(path: Path, container, video_stream, audio_stream, sample_rate_hz: int
+           ) -> tuple[list, _MonoAudio | None]:
+    """Read every packet: keep the video packets, decode the audio to mono `sample_rate_hz` on the way."""
+    packets = []
+    audio = _MonoAudio(audio_stream, sample_rate_hz) if audio_stream is not None else None
+    streams = [s for s in (video_stream, audio_stream) if s is not None]
+    last = None  # the last packet read, to say where a failure happened
+    try:
+        for packet in container.demux(streams):
+            last = packet
+            if packet.stream is video_stream:
+                if packet.size:  # the demuxer's final empty packet is a flush marker, added later
+                    packets.append(packet)
+            else:
+                for frame in packet.decode():
+                    audio.push(frame)
+        if audio is not None:
+            audio.flush()
+    except av.FFmpegError as error:
+        where = float(last.pts * last.time_base) if last is not None and last.pts is not None else 0.0
+        raise MediaError(path, f"demuxing or audio decoding failed near {where:.2f} s, corrupt or truncated "
+                               f"({_describe(error)})") from error
+    return packets, audio
+
+
+def _video_timing(path: Path, stream, packets: list, fallback_frame_s: float) -> tuple[float, float]:
+    """(time of the first frame, duration) from the packets' presentation times, never from header counts.
+
+    The last frame lasts its packet's duration, else the median frame interval, else one frame of the stream's
+    average rate, else `fallback_frame_s` (a single frame of unknown length).
+    """
+    timed = [p for p in packets if p.pts is not None]
+    if not timed:
+        raise MediaError(path, "video stream has no packets with timestamps")
+    pts = np.array(sorted(p.pts for p in timed), dtype=np.int64)
+    time_base = stream.time_base  # a Fraction: times as exact as the frames' own `frame.time`
+    last = max(timed, key=lambda p: p.pts)
+    if last.duration and last.duration > 0:
+        last_s = float(last.duration * time_base)
+    elif pts.size > 1 and np.median(np.diff(pts)) > 0:
+        last_s = float(np.median(np.diff(pts)) * float(time_base))
+    elif stream.average_rate:
+        last_s = 1.0 / float(stream.average_rate)
+    else:
+        last_s = fallback_frame_s
+    return float(int(pts[0]) * time_base), float(int(pts[-1] - pts[0]) * time_base) + last_s
+
+
+def _frames(stream, packets: list) -> Iterator:
+    for packet in packets:
+        yield from stream.decode(packet)
+    yield from stream.decode(None)  # flush the decoder's delayed frames
+
+
+def _decode_frames(path: Path, stream, packets: list, t0: float, targets: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode in order; convert to RGB only the frames shown at a target time (views.select_frames' rule).
+
+    Returns:
+        (frames (N, H, W, 3) uint8, their times (N,), for each target the row of its frame).
+    """
+    kept, kept_times = [], []
+    slots = np.empty(len(targets), dtype=np.int64)
+    size: tuple[int, int] | None = None  # (width, height) of the first frame: every frame is converted to it
+    reformatter = VideoReformatter()  # one per clip: reuses its swscale context (3x faster than to_ndarray)
+    time_base = float(stream.time_base)
+    prev = prev_time = None
+    prev_slot = -1
+    j = decoded = 0
+
+    def keep(frame, frame_time: float, slot: int) -> int:
+        if slot < 0:
+            rgb = reformatter.reformat(frame, width=size[0], height=size[1], format="rgb24").to_ndarray()  # (H, W, 3)
+            kept.append(_display_orientation(rgb, frame.rotation))
+            kept_times.append(frame_time)
+            slot = len(kept) - 1
+        return slot
+
+    try:
+        for frame in _frames(stream, packets):
+            if frame.pts is None:
+                raise MediaError(path, "decoded a video frame without a timestamp")
+            decoded += 1
+            # From pts and the stream's time base: flushed frames carry no time base of their own in PyAV.
+            frame_time = frame.pts * time_base - t0
+            size = size or (frame.width, frame.height)
+            if prev is None:  # sample times before the first frame show the first frame
+                prev, prev_time = frame, frame_time
+            # Every target before this frame's time is shown as the previous frame.
+            while j < len(targets) and frame_time > targets[j] + views.TIME_TOLERANCE_S:
+                prev_slot = keep(prev, prev_time, prev_slot)
+                slots[j] = prev_slot
+                j += 1
+            if frame is not prev:
+                prev, prev_time, prev_slot = frame, frame_time, -1
+    except av.FFmpegError as error:
+        raise MediaError(path, f"video decoding failed after {decoded} frames, corrupt or truncated "
+                               f"({_describe(error)})") from error
+    if prev is None:
+        raise MediaError(path, f"video stream has no decodable frame ({len(packets)} packets, codec "
+                               f"{stream.codec_context.name})")
+    while j < len(targets):  # targets after the last frame repeat it
+        prev_slot = keep(prev, prev_time, prev_slot)
+        slots[j] = prev_slot
+        j += 1
+    return np.stack(kept), np.asarray(kept_times, dtype=np.float64), slots
+
+
+def _display_orientation(rgb: np.ndarray, rotation_deg: int) -> np.ndarray:
+    """Apply the stream's display rotation (counter-clockwise degrees), as players and ffmpeg do."""
+    turns = round(rotation_deg / 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, k=turns)) if turns else rgb
+
+
+def _views_centre_s(duration_s: float, video: VideoConfig) -> float:
+    """Middle of the span from the first view's start to the last view's end, seconds from the first frame."""
+    grid = views.view_grid_indices(max(1, round(duration_s * video.sampling_fps)), video)  # (n_t, T)
+    clip_size = video.frames_per_view * video.frame_stride
+    return (int(grid[0, 0]) + int(grid[-1, 0]) + clip_size) / 2 / video.sampling_fps
+
+
+# --- audio ----------------------------------------------------------------------------------------------
+
+
+class _MonoAudio:
+    """Decoded audio frames -> one mono float32 waveform at the target rate.
+
+    FFmpeg's swresample changes only the sample format (to planar float) and the rate; the channels are then
+    averaged here, because swresample's downmix matrix is not a plain mean (AST takes the mean). A new
+    resampler starts, after flushing the old one, whenever the format, layout or rate changes mid-stream
+    (PyAV's resampler raises on such a change).
+    """
+
+    def __init__(self, stream, sample_rate_hz: int) -> None:
+        self.stream = stream
+        self.rate = sample_rate_hz
+        self.start_s: float | None = None  # presentation time of the first decoded sample
+        self._resampler = None
+        self._key = None
+        self._chunks: list[np.ndarray] = []
+
+    def push(self, frame) -> None:
+        if self.start_s is None and frame.pts is not None:
+            self.start_s = float(frame.pts * self.stream.time_base)
+        key = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if key != self._key:
+            self.flush()
+            self._resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=self.rate)
+            self._key = key
+        self._collect(self._resampler.resample(frame))
+
+    def flush(self) -> None:
+        if self._resampler is not None:
+            self._collect(self._resampler.resample(None))  # the resampler's buffered tail
+            self._resampler = self._key = None
+
+    def waveform(self) -> np.ndarray:
+        """Shapes: returns (S,)."""
+        return np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.float32)
+
+    def _collect(self, frames) -> None:
+        for frame in frames:
+            self._chunks.append(frame.to_ndarray().mean(axis=0, dtype=np.float32))  # (C, S) planar -> (S,)
+
+
+def _audio_window(path: Path, audio: _MonoAudio, config: AudioConfig, video_t0: float, centre_s: float
+                  ) -> tuple[np.ndarray, float]:
+    """The fbank window of the mono waveform centred on `centre_s` (the whole waveform when shorter).
+
+    Returns:
+        (waveform (S,) float32, its start in seconds from the first video frame).
+    """
+    waveform, rate = audio.waveform(), config.sample_rate_hz
+    if waveform.size < round(MIN_AUDIO_S * rate):
+        raise MediaError(path, f"audio track shorter than 25 ms ({waveform.size / rate * 1000:.1f} ms at "
+                               f"{rate} Hz); remove the track or the clip")
+    audio_t0 = video_t0 if audio.start_s is None else audio.start_s
+    start = 0
+    if waveform.size > config.window_samples:
+        centre = round((video_t0 + centre_s - audio_t0) * rate)
+        start = min(max(centre - config.window_samples // 2, 0), waveform.size - config.window_samples)
+        waveform = waveform[start:start + config.window_samples]
+    return np.ascontiguousarray(waveform), audio_t0 - video_t0 + start / rate

@@ -1,0 +1,278 @@
+"""Clips to tokens: decode (PyAV), views and fbank, frozen MViT-v2-S and AST forwards, pooled tokens.
+
+`ClipExtractor` builds both frozen backbones once; `extract_many` decodes the next clips in a thread pool
+(PyAV and torch release the GIL) while the backbones run on the current ones, batches the views of several clips
+into one forward, and yields results in input order. A clip that cannot be used yields its `MediaError` instead
+of tokens; the batch goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from extract import ast_audio, mvit, spectrogram, tokens, views
+from extract.config import ExtractConfig
+from extract.decode import MediaError, decode_clip
+
+__all__ = ["ClipTokens", "MediaError", "ClipExtractor"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ClipTokens:
+    """The tokens of one clip, as the token store holds them (docs/ARCHITECTURE.md).
+
+    Attributes:
+        video_tokens: per view the MViT CLS token then the pooled token grid, float16.
+        kinetics_logits: the video backbone's Kinetics-400 classifier logits per view, float32.
+        audio_tokens: AST CLS, DIST, then the time-pooled patch grid, float16; zeros when `has_audio` is False.
+        has_audio: the clip has a decodable audio track of at least 25 ms.
+        audio_frames: valid fbank frames before padding or cutting (0 without audio).
+
+    Shapes:
+        video_tokens: (V, Nv, Dv). kinetics_logits: (V, 400). audio_tokens: (Na, Da).
+    """
+
+    video_tokens: np.ndarray
+    kinetics_logits: np.ndarray
+    audio_tokens: np.ndarray
+    has_audio: bool
+    audio_frames: int
+
+
+@dataclass
+class _Prepared:
+    """One decoded clip ready for the backbones: views made (CPU device) or frames to make them from (GPU)."""
+
+    path: Path
+    views: torch.Tensor | None  # (V, 3, T, S, S) float32 when made in the decode thread
+    frames: torch.Tensor  # (N, H, W, 3) uint8
+    frame_index: torch.Tensor  # (temporal_views, T) rows of `frames`
+    fbank: torch.Tensor | None  # (S, F) float32; None without audio
+    audio_frames: int
+
+
+class ClipExtractor:
+    """Frozen MViT-v2-S and AST turning media files into `ClipTokens`.
+
+    Args:
+        config: extraction settings (a profile of extract.config.PROFILES, possibly overridden).
+        video_weights: torchvision-format mvit_v2_s weights; None: the torch hub cache file. Must be None with
+            `config.random_init`.
+        audio_weights: AST weights (AST original, HF transformers, or timm DeiT); required unless
+            `config.random_init`.
+
+    Raises:
+        FileNotFoundError: missing weights without `config.random_init` (names the file and how to get it).
+        ValueError: a CUDA device without CUDA, weights that do not fit, or a pooled grid larger than the grid.
+    """
+
+    def __init__(self, config: ExtractConfig, video_weights: Path | None = None,
+                 audio_weights: Path | None = None) -> None:
+        self.config = config
+        self.device = _device(config.device)
+        video, self._video_provenance = mvit.build_mvit(config.video, video_weights, config.random_init, config.seed)
+        audio, self._audio_provenance = ast_audio.build_ast(config.audio, audio_weights, config.random_init,
+                                                            config.seed + 1)
+        self.video_backbone = video.to(self.device)
+        self.audio_backbone = audio.to(self.device)
+        if not config.full_tokens:  # fails here rather than on the first clip
+            tokens.pool_video_tokens(torch.zeros(1, 1 + math.prod(video.grid), 1), video.grid,
+                                     config.tokens.video_pooled_grid)
+            tokens.pool_audio_tokens(torch.zeros(1, 2 + math.prod(audio.grid), 1), audio.grid,
+                                     config.tokens.audio_pooled_time)
+        self._clips_per_batch = max(1, config.batch_views // config.video.views)
+        self._video_forward: Callable = self.video_backbone
+        self._audio_forward: Callable = self.audio_backbone
+        if config.compile:
+            # Fixed shapes: batches are padded to full size, so each backbone compiles once.
+            self._video_forward = torch.compile(self.video_backbone, dynamic=False)
+            self._audio_forward = torch.compile(self.audio_backbone, dynamic=False)
+        logger.info("extractor %s on %s: video %s (%s), audio %s (%s), %d views per clip", config.profile,
+                    self.device, config.video.architecture, self._video_provenance["weights"],
+                    config.audio.architecture, self._audio_provenance["weights"], config.video.views)
+
+    # --- public API -------------------------------------------------------------------------------------
+
+    def extract(self, path: str | Path) -> ClipTokens:
+        """Tokens of one clip.
+
+        Raises:
+            MediaError: the clip cannot be used (the message names the file and the reason).
+        """
+        prepared = self._prepare(Path(path))
+        if isinstance(prepared, MediaError):
+            raise prepared
+        return self._forward([prepared])[0]
+
+    def extract_many(self, paths: Iterable[str | Path], prefetch: int = 2
+                     ) -> Iterator[tuple[Path, ClipTokens | MediaError]]:
+        """Tokens of many clips, in input order; a clip that cannot be used gives its MediaError instead.
+
+        Args:
+            paths: media files.
+            prefetch: batches decoded ahead of the one in the backbones (0: decode, then run, in turn).
+        """
+        if prefetch < 0:
+            raise ValueError(f"prefetch must be >= 0, got {prefetch}")
+        per_batch = self._clips_per_batch
+        remaining = iter(paths)
+        pool = ThreadPoolExecutor(self.config.decode_threads, thread_name_prefix="mzst-decode")
+        pending: deque[tuple[Path, Future]] = deque()
+        try:
+            while True:
+                # Submit this batch and the `prefetch` after it: those decode while this one runs.
+                while len(pending) < per_batch * (1 + prefetch):
+                    path = next(remaining, None)
+                    if path is None:
+                        break
+                    pending.append((Path(path), pool.submit(self._prepare, Path(path))))
+                if not pending:
+                    return
+                batch = [pending.popleft() for _ in range(min(per_batch, len(pending)))]
+                results = [(path, future.result()) for path, future in batch]
+                ready = [r for _, r in results if not isinstance(r, MediaError)]
+                outputs = iter(self._forward(ready) if ready else [])
+                for path, result in results:
+                    yield path, result if isinstance(result, MediaError) else next(outputs)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def token_layout(self) -> dict:
+        """Shapes of `ClipTokens` and the grids behind them (JSON-ready; recorded in the store)."""
+        cfg = self.config
+        video_grid, audio_grid = list(self.video_backbone.grid), list(self.audio_backbone.grid)
+        video_kept = video_grid if cfg.full_tokens else list(cfg.tokens.video_pooled_grid)
+        audio_kept = audio_grid if cfg.full_tokens else [audio_grid[0], cfg.tokens.audio_pooled_time]
+        return {
+            "V": cfg.video.views,
+            "Nv": 1 + math.prod(video_kept),
+            "Dv": self.video_backbone.width,
+            "Na": 2 + math.prod(audio_kept),
+            "Da": self.audio_backbone.width,
+            "kinetics_classes": len(mvit.KINETICS400_CATEGORIES),
+            "crops": cfg.video.crops,
+            "temporal_views": cfg.video.temporal_views,
+            "view_order": "temporal_view * crops + crop",
+            "video_grid": video_grid,  # (T, H, W) of the backbone's token grid
+            "video_token_grid": video_kept,  # (T, H, W) of the stored grid, after the CLS token
+            "audio_grid": audio_grid,  # (F, T) of AST's patch grid
+            "audio_token_grid": audio_kept,  # (F, T) of the stored grid, after CLS and DIST
+            "full_tokens": cfg.full_tokens,
+        }
+
+    def provenance(self) -> dict:
+        """Where each backbone's weights came from (path and SHA-256, or "random-init"), architecture, size."""
+        return {"video": dict(self._video_provenance), "audio": dict(self._audio_provenance),
+                "random_init": self.config.random_init, "seed": self.config.seed}
+
+    # --- decode side (worker threads) -------------------------------------------------------------------
+
+    def _prepare(self, path: Path) -> _Prepared | MediaError:
+        cfg = self.config
+        try:
+            clip = decode_clip(path, cfg.video, cfg.audio)
+        except MediaError as error:
+            return error
+        frames = torch.from_numpy(clip.frames)
+        frame_index = torch.from_numpy(clip.frame_index)
+        made = None
+        if self.device.type == "cpu":  # off the backbones' thread; on a GPU the device does it
+            made = views.make_views(frames, frame_index, cfg.video, mvit.VIDEO_MEAN, mvit.VIDEO_STD)
+        fbank, valid = None, 0
+        if clip.has_audio:
+            fbank, valid = spectrogram.log_mel(torch.from_numpy(clip.audio), cfg.audio.sample_rate_hz,
+                                               cfg.audio.num_mel_bins, cfg.audio.target_frames)
+        return _Prepared(path, made, frames, frame_index, fbank, valid)
+
+    # --- backbone side (calling thread) -----------------------------------------------------------------
+
+    def _forward(self, clips: list[_Prepared]) -> list[ClipTokens]:
+        cfg = self.config
+        started = time.perf_counter()
+        n_views = cfg.video.views
+        with torch.inference_mode():
+            clip_views = torch.cat([self._views(c) for c in clips])  # (B * V, 3, T, S, S)
+            kept, logits = [], []
+            for chunk in clip_views.split(cfg.batch_views):
+                video_tokens, video_logits = self._run(self._video_forward, chunk, cfg.batch_views)
+                kept.append(self._keep_video(video_tokens))
+                logits.append(video_logits.float())
+            video = torch.cat(kept).cpu().numpy()  # (B * V, Nv, Dv) float16
+            kinetics = torch.cat(logits).cpu().numpy()  # (B * V, 400) float32
+            with_audio = [i for i, c in enumerate(clips) if c.fbank is not None]
+            audio = np.zeros((0,), dtype=np.float16)
+            if with_audio:
+                fbanks = torch.stack([clips[i].fbank for i in with_audio]).to(self.device)  # (B_a, S, F)
+                audio = torch.cat([self._keep_audio(self._run(self._audio_forward, chunk, self._clips_per_batch))
+                                   for chunk in fbanks.split(self._clips_per_batch)]).cpu().numpy()  # (B_a, Na, Da)
+        layout = self.token_layout()
+        silent = np.zeros((layout["Na"], layout["Da"]), dtype=np.float16)
+        audio_row = {clip: row for row, clip in enumerate(with_audio)}
+        out = [
+            ClipTokens(
+                video_tokens=video[i * n_views:(i + 1) * n_views],
+                kinetics_logits=kinetics[i * n_views:(i + 1) * n_views],
+                audio_tokens=audio[audio_row[i]] if i in audio_row else silent.copy(),
+                has_audio=i in audio_row,
+                audio_frames=clip.audio_frames,
+            )
+            for i, clip in enumerate(clips)
+        ]
+        logger.debug("forward of %d clips (%d views) in %.3f s", len(clips), len(clips) * n_views,
+                     time.perf_counter() - started)
+        return out
+
+    def _views(self, clip: _Prepared) -> torch.Tensor:
+        if clip.views is not None:
+            return clip.views.to(self.device)
+        frames = clip.frames.to(self.device, non_blocking=True)
+        return views.make_views(frames, clip.frame_index, self.config.video, mvit.VIDEO_MEAN, mvit.VIDEO_STD)
+
+    def _run(self, forward: Callable, batch: torch.Tensor, size: int):
+        """Run one backbone (under autocast when bf16); with torch.compile, pad the batch to `size` so the
+        compiled shape never changes."""
+        n = batch.shape[0]
+        if self.config.compile and n < size:
+            batch = torch.cat([batch, batch.new_zeros((size - n, *batch.shape[1:]))])  # (n, ...) -> (size, ...)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
+            out = forward(batch)
+        return tuple(o[:n] for o in out) if isinstance(out, tuple) else out[:n]
+
+    def _keep_video(self, video_tokens: torch.Tensor) -> torch.Tensor:
+        """Shapes: (B, 1 + T*H*W, D) -> (B, Nv, D) float16, still on the device."""
+        video_tokens = video_tokens.float()
+        if not self.config.full_tokens:
+            video_tokens = tokens.pool_video_tokens(video_tokens, self.video_backbone.grid,
+                                                    self.config.tokens.video_pooled_grid)
+        return video_tokens.half()
+
+    def _keep_audio(self, audio_tokens: torch.Tensor) -> torch.Tensor:
+        """Shapes: (B, 2 + F*T, D) -> (B, Na, D) float16, still on the device."""
+        audio_tokens = audio_tokens.float()
+        if not self.config.full_tokens:
+            audio_tokens = tokens.pool_audio_tokens(audio_tokens, self.audio_backbone.grid,
+                                                    self.config.tokens.audio_pooled_time)
+        return audio_tokens.half()
+
+
+def _device(name: str) -> torch.device:
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} asked for, but torch {torch.__version__} sees no CUDA device; pass "
+                             "--device cpu (and a CPU profile such as cpu-small)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r} asked for, but only {torch.cuda.device_count()} CUDA devices exist")
+    return device

@@ -1,0 +1,156 @@
+"""Decoding real files: frames picked by presentation time, audio to mono 16 kHz, and every kind of bad input."""
+
+import pickle
+from dataclasses import replace
+
+import av
+import numpy as np
+import pytest
+
+from extract import views
+from extract.config import PROFILES
+from extract.decode import MediaError, decode_clip
+from extract.encode import write_mp4
+
+VIDEO, AUDIO = PROFILES["paper"].video, PROFILES["paper"].audio
+
+
+def _picked_numbers(clip, helpers):
+    """Frame number (from the grey level) shown at each view position."""
+    numbers = np.array([helpers.frame_number(frame) for frame in clip.frames])
+    return numbers[clip.frame_index]
+
+
+def test_constant_frame_rate_picks_the_frame_shown_at_each_sample_time(numbered_clip, helpers):
+    path = numbered_clip("cfr.mp4", frames=100, fps=25, audio=helpers.tone(4.0, 440))
+    clip = decode_clip(path, VIDEO, AUDIO)
+    assert clip.duration_s == pytest.approx(4.0)
+    expected = views.select_frames(np.arange(100) / 25, views.view_times(4.0, VIDEO))  # (4, 16)
+    assert clip.frame_index.shape == (4, 16)
+    np.testing.assert_array_equal(_picked_numbers(clip, helpers), expected)
+    # Hand check: grid index 4 is 0.133 s, shown by frame 3 (0.12 s); only the distinct frames are converted.
+    assert expected[0, 1] == 3
+    assert clip.frames.shape == (len(np.unique(expected)), 48, 64, 3) and clip.frames.dtype == np.uint8
+    np.testing.assert_allclose(clip.frame_times_s, np.unique(expected) / 25, atol=1e-9)
+
+
+def test_variable_frame_rate_is_sampled_by_timestamp(timed_clip, helpers):
+    pts_ms = [0, 40, 50, 200, 210, 220, 500, 900, 905, 1300]
+    clip = decode_clip(timed_clip("vfr.mp4", pts_ms), VIDEO, AUDIO)
+    assert clip.duration_s == pytest.approx(1.3 + 1 / 30, abs=1e-3)  # last frame lasts one frame of the rate
+    times = views.view_times(clip.duration_s, VIDEO)
+    expected = views.select_frames(np.array(pts_ms) / 1000, times)
+    np.testing.assert_array_equal(_picked_numbers(clip, helpers), expected)
+    assert expected[0, :4].tolist() == [0, 2, 5, 5]  # 0, 0.133 -> 0.05 s, 0.267 -> 0.22 s, 0.4 -> 0.22 s
+    assert expected[0, -1] == 9  # 1.3 s shows the frame at exactly 1.3 s
+
+
+def test_short_video_repeats_its_last_frame(numbered_clip, helpers):
+    clip = decode_clip(numbered_clip("short.mp4", frames=10, fps=25), VIDEO, AUDIO)  # 0.4 s < one 2.13 s view
+    picked = _picked_numbers(clip, helpers)
+    assert (picked == picked[0]).all()  # every temporal view is the same
+    assert picked[0, -6:].tolist() == [9] * 6 and picked[0, 0] == 0
+    assert not clip.has_audio and clip.audio is None and clip.audio_start_s is None
+
+
+def test_display_rotation_gives_portrait_frames(timed_clip):
+    clip = decode_clip(timed_clip("rotated.mp4", [0, 40, 80], rotation=90), VIDEO, AUDIO)
+    assert clip.frames.shape[1:] == (64, 48, 3)  # stored 48 x 64 landscape, shown portrait
+    # Rotated 90 degrees counter-clockwise, the white mark of the stored top-left corner is at the bottom left.
+    assert clip.frames[0, -4:, :4].min() > 200 and clip.frames[0, :4, :4].max() < 200
+
+
+def test_stereo_44k_audio_is_the_mean_of_channels_at_16k(numbered_clip, helpers):
+    left, right = helpers.tone(4.0, 440, 44100, 0.6), helpers.tone(4.0, 440, 44100, 0.2)
+    clip = decode_clip(numbered_clip("stereo.mp4", 100, 25, audio=np.stack([left, right]), rate=44100),
+                       VIDEO, AUDIO)
+    assert clip.has_audio and clip.audio.dtype == np.float32
+    assert abs(clip.audio.size - 64000) < 1200  # 4 s at 16 kHz, give or take AAC's frame padding
+    middle = clip.audio[8000:56000]
+    assert np.sqrt(np.mean(middle**2)) == pytest.approx(0.4 / np.sqrt(2), rel=0.05)  # mean of 0.6 and 0.2
+    spectrum = np.abs(np.fft.rfft(middle))
+    assert np.fft.rfftfreq(middle.size, 1 / 16000)[spectrum.argmax()] == pytest.approx(440, abs=2)
+
+
+def test_long_audio_window_is_centred_on_the_views(numbered_clip, helpers):
+    seconds = 12.0
+    t = np.arange(round(seconds * 16000)) / 16000
+    ramp = (0.05 + 0.5 * t / seconds) * np.sin(2 * np.pi * 440 * t)  # the amplitude tells the time
+    clip = decode_clip(numbered_clip("long.mp4", 120, 10, audio=ramp.astype(np.float32)), VIDEO, AUDIO)
+    assert clip.audio.size == AUDIO.window_samples == 164080  # exactly 1024 fbank frames
+    starts = views.view_starts(360, 64, 4)  # 12 s on the 30 fps grid; views of 64 grid frames
+    centre_s = (starts[0] + starts[-1] + 64) / 2 / 30
+    assert clip.audio_start_s == pytest.approx(centre_s - AUDIO.window_samples / 2 / 16000, abs=1e-3)
+    head = clip.audio[:1600]  # the first 0.1 s of the window
+    heard_start_s = (np.sqrt(2 * np.mean(head**2)) - 0.05) / 0.5 * seconds - 0.05
+    assert heard_start_s == pytest.approx(clip.audio_start_s, abs=0.1)
+
+
+def test_no_audio_track_is_not_an_error(numbered_clip):
+    clip = decode_clip(numbered_clip("silent.mp4", 25, 25), VIDEO, AUDIO)
+    assert not clip.has_audio
+
+
+def test_audio_shorter_than_25_ms_is_a_media_error(pcm_clip):
+    with pytest.raises(MediaError, match="shorter than 25 ms"):
+        decode_clip(pcm_clip("short_audio.mkv", 300), VIDEO, AUDIO)  # 18.75 ms
+    clip = decode_clip(pcm_clip("enough_audio.mkv", 400), VIDEO, AUDIO)  # exactly one 25 ms window
+    assert clip.has_audio and clip.audio.size == 400
+
+
+@pytest.fixture
+def valid_mp4(numbered_clip, helpers):
+    return numbered_clip("valid.mp4", 50, 25, audio=helpers.tone(2.0, 440))
+
+
+def _bad_files(tmp_path, valid_mp4, numbered_clip, helpers):
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 50)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    data = valid_mp4.read_bytes()
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(data[: len(data) // 2])
+    audio_only = write_mp4(tmp_path / "audio_only.mp4", None, 25, helpers.tone(1.0, 440), 16000)
+    faststart = tmp_path / "faststart.mp4"  # index first: a cut file still opens, its packets run out
+    with av.open(str(valid_mp4)) as source, av.open(str(faststart), "w", options={"movflags": "faststart"}) as out:
+        streams = {stream: out.add_stream_from_template(stream) for stream in source.streams}
+        for packet in source.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream]
+                out.mux(packet)
+    cut = tmp_path / "faststart_truncated.mp4"
+    cut.write_bytes(faststart.read_bytes()[: faststart.stat().st_size * 3 // 4])
+    corrupt_audio, corrupt_video = tmp_path / "corrupt_audio.mp4", tmp_path / "corrupt_video.mp4"
+    video_only = numbered_clip("video_only.mp4", 50, 25).read_bytes()
+    for target, source in ((corrupt_audio, data), (corrupt_video, video_only)):
+        mdat = source.index(b"mdat") + 4  # the media payload starts after the box header; moov is at the end
+        end = source.index(b"moov") - 4
+        target.write_bytes(source[:mdat] + bytes(end - mdat) + source[end:])  # every packet zeroed
+    return {
+        text: "not a media file", empty: "empty file", truncated: "not a media file or truncated",
+        cut: "corrupt or truncated", audio_only: "no video stream", corrupt_audio: "audio decoding failed",
+        corrupt_video: "video decoding failed", tmp_path / "missing.mp4": "file not found",
+    }
+
+
+def test_every_bad_input_is_a_media_error_naming_file_and_reason(tmp_path, valid_mp4, numbered_clip, helpers):
+    for path, reason in _bad_files(tmp_path, valid_mp4, numbered_clip, helpers).items():
+        with pytest.raises(MediaError) as caught:
+            decode_clip(path, VIDEO, AUDIO)
+        error = caught.value
+        assert error.path == path and reason in error.reason, (path, error.reason)
+        assert str(error).startswith(f"{path}: ") and "\n" not in str(error)
+    assert decode_clip(valid_mp4, VIDEO, AUDIO).has_audio  # the same writer's intact file is fine
+
+
+def test_media_error_survives_pickling():
+    error = pickle.loads(pickle.dumps(MediaError("/a/b.mp4", "empty file (0 bytes)")))
+    assert (str(error.path), error.reason, str(error)) == ("/a/b.mp4", "empty file (0 bytes)",
+                                                           "/a/b.mp4: empty file (0 bytes)")
+
+
+def test_one_view_is_centred(numbered_clip, helpers):
+    config = replace(VIDEO, temporal_views=1)
+    clip = decode_clip(numbered_clip("centred.mp4", 100, 25), config, AUDIO)  # 120 grid frames, delta 56
+    assert _picked_numbers(clip, helpers)[0, 0] == views.select_frames(np.arange(100) / 25, np.array([28 / 30]))[0]
