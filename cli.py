@@ -51,5 +51,463 @@ def cli(verbose: bool) -> None:
 # Each command: options -> config dataclass -> one library call -> a one-line summary.
 
 
+# Option defaults repeat extract.synthetic.SyntheticConfig's so that --help shows them without importing the
+# library; tests/extract/test_synthetic.py checks that they agree.
+@cli.command("make-synthetic")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--classes", type=int, default=24, show_default=True,
+              help="Number of classes drawn from the embedding table.")
+@click.option("--clips-per-class", type=int, default=8, show_default=True, help="Clips rendered per class.")
+@click.option("--seconds", type=float, default=4.0, show_default=True,
+              help="Nominal clip length in seconds; each clip lasts seconds x U(0.75, 1.25).")
+@click.option("--unseen-fraction", type=float, default=0.25, show_default=True,
+              help="Share of the classes held out as unseen.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the class draw, the split and every clip; same seed, same bytes.")
+@click.option("--embedding-table", type=click.Choice(["vggsound", "ucf", "activitynet"]), default="vggsound",
+              show_default=True, help="Shipped 300-d class-name embeddings the classes come from.")
+@click.option("--workers", type=int, default=2, show_default=True,
+              help="Processes rendering and encoding clips (the output does not depend on it).")
+@_user_errors
+def make_synthetic(out_dir: Path, classes: int, clips_per_class: int, seconds: float, unseen_fraction: float,
+                   seed: int, embedding_table: str, workers: int) -> None:
+    """Render the built-in synthetic audio-visual benchmark into OUT_DIR.
+
+    Real H.264 / AAC mp4 clips whose picture and sound are a fixed function of real class names' embeddings,
+    plus manifest.csv, classes.csv, benchmark.json and README.md (docs/synthetic.md).
+    """
+    from extract import synthetic
+
+    config = synthetic.SyntheticConfig(out_dir=out_dir, classes=classes, clips_per_class=clips_per_class,
+                                       seconds=seconds, unseen_fraction=unseen_fraction, seed=seed,
+                                       embedding_table=embedding_table, workers=workers)
+    summary = synthetic.make_synthetic(config, progress=True)
+    click.echo(f"Wrote {summary.n_clips} clips ({len(summary.seen_classes)} seen / {len(summary.unseen_classes)} "
+               f"unseen classes, {summary.n_no_audio} without audio, {summary.n_portrait} portrait) in "
+               f"{summary.elapsed_s:.1f} s: {summary.manifest_path}")
+
+
+# --- features: extract, inspect ------------------------------------------------------------------------
+
+
+@cli.command("extract")
+@click.option("--videos", required=True, type=click.Path(path_type=Path),
+              help="A manifest CSV (path[,clip_id,class_name,split]), a folder scanned for videos, or one video.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Token store to create, or to resume when it exists (same config and clip list).")
+@click.option("--gpus", type=int, default=0, show_default=True,
+              help="GPUs to use: one Dask worker process per GPU (0: CPU).")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="CPU worker processes when --gpus 0 (1 runs in this process).")
+@click.option("--scheduler", default=None, help="Address of an existing Dask scheduler to run on (multi-node).")
+@click.option("--profile", type=click.Choice(["paper", "mvit-1x5", "cpu-small"]), default="paper", show_default=True,
+              help="Extraction preset (docs/extract.md): paper = 3 crops x 4 views, MViT-v2-S + AST ViT-B.")
+@click.option("--crops", type=click.Choice(["1", "3"]), default=None, help="Spatial crops per view (profile's).")
+@click.option("--views", type=int, default=None, help="Temporal views per clip (profile's).")
+@click.option("--video-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="MViT-v2-S weights in torchvision format (default: the torch hub cache).")
+@click.option("--audio-weights", type=click.Path(exists=True, path_type=Path), default=None,
+              help="AST weights (file or HF model folder): original AST, HF transformers, or timm DeiT-base-384.")
+@click.option("--random-init", is_flag=True, help="Random backbones instead of weights (recorded in the store).")
+@click.option("--full-tokens", is_flag=True, help="Keep every token (about 8.7 MiB per clip) instead of pooled ones.")
+@click.option("--retry-failed", is_flag=True, help="Also retry clips that failed in an earlier run.")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the backbones (GPU runs).")
+@click.option("--batch-views", type=int, default=None, help="Video views per backbone forward (profile's).")
+@click.option("--clips-per-block", type=int, default=None,
+              help="Clips per unit of work and per status chunk (default 32; fixed when the store is created).")
+@click.option("--shard", is_flag=True, help="Bundle each block's chunks into one Zarr shard file (fewer files).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@_user_errors
+def extract_command(videos: Path, out: Path, gpus: int, workers: int, scheduler: str | None, profile: str,
+                    crops: str | None, views: int | None, video_weights: Path | None, audio_weights: Path | None,
+                    random_init: bool, full_tokens: bool, retry_failed: bool, compile_: bool, batch_views: int | None,
+                    clips_per_block: int | None, shard: bool, progress: bool) -> None:
+    """Run the frozen backbones over every clip into a Zarr token store (resumable; bad clips are recorded)."""
+    from features.config import RunnerConfig, StoreConfig
+    from features.runner import build_extract_config, run_extraction
+
+    extract = build_extract_config(profile, crops=int(crops) if crops else None, views=views, random_init=random_init,
+                                   full_tokens=full_tokens, gpus=gpus, compile=compile_, batch_views=batch_views)
+    store = StoreConfig(**({"clips_per_block": clips_per_block} if clips_per_block else {}), shard_blocks=shard)
+    summary = run_extraction(RunnerConfig(
+        videos=videos, out=out, extract=extract, store=store, gpus=gpus, workers=workers, scheduler=scheduler,
+        video_weights=video_weights, audio_weights=audio_weights, retry_failed=retry_failed, progress=progress))
+    click.echo(f"{summary.store}: {summary.extracted} extracted, {summary.failed} failed, {summary.skipped} skipped, "
+               f"{summary.pending} pending of {summary.clips} clips; {summary.clips_per_second:.2f} clips/s in "
+               f"{summary.seconds:.1f} s" + (f"; failures: {summary.failures_csv}" if summary.failures_csv else ""))
+    if summary.block_errors:
+        raise click.ClickException(f"{len(summary.block_errors)} block(s) hit errors, their clips stay pending "
+                                   f"(re-run to retry): {summary.block_errors[0]}")
+
+
+@cli.command("inspect")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the full summary as JSON (for scripts).")
+@_user_errors
+def inspect_command(store: Path, as_json: bool) -> None:
+    """Summarise a token store: clip counts by status and split, layout, config and provenance."""
+    import json
+
+    from features.store import TokenStore
+
+    summary = TokenStore.open(store).summary()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    layout = summary["token_layout"]
+    click.echo(f"{summary['store']}: {summary['clips']} clips: {summary['done']} done, {summary['failed']} failed, "
+               f"{summary['pending']} pending; {summary['classes']} classes; "
+               f"{summary['bytes_on_disk'] / max(summary['done'], 1) / 2**10:.0f} KiB per done clip")
+    click.echo(f"video tokens (V, Nv, Dv) = ({layout['V']}, {layout['Nv']}, {layout['Dv']}), audio tokens "
+               f"(Na, Da) = ({layout['Na']}, {layout['Da']}); profile {summary['extract_config'].get('profile')}")
+    for split, counts in summary["splits"].items():
+        click.echo(f"  split {split}: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
+
+
+# --- fusion: train-fusion -----------------------------------------------------------------------------
+
+
+def _split_list(value: str | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@cli.command("train-fusion")
+@click.option("--store", type=click.Path(path_type=Path), default=None, help="Training token store.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run directory (created; must be empty unless --resume).")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A run's config.json (or a TrainConfig JSON) to start from; explicit options override it.")
+@click.option("--preset", type=click.Choice(["default", "demo"]), default=None,
+              help="Head size: default (width 512, 4 blocks, 8 heads) or demo (width 128, 2 blocks, 4 heads).")
+@click.option("--ablation", "ablations", multiple=True,
+              type=click.Choice(["concat", "no-text", "no-se", "no-mlm", "normalised", "audio-only", "video-only"]),
+              help="Paper ablation (Tables 7, 8; repeatable): concat = no fusion, no-text = bottleneck without "
+                   "text, no-se = SE regresses phi(class) only, no-mlm, normalised embeddings, one modality.")
+@click.option("--val-store", type=click.Path(path_type=Path), default=None, help="A separate validation store.")
+@click.option("--val-split", default=None,
+              help="Comma-separated validation split(s) of --store (or of --val-store); never a test split.")
+@click.option("--val-unseen-fraction", type=float, default=None,
+              help="Hold out this share of the training classes as validation-unseen (plus --val-seen-fraction of "
+                   "the other classes' clips as validation-seen); for stores with only seen / unseen splits.")
+@click.option("--val-seen-fraction", type=float, default=None,
+              help="With --val-unseen-fraction: share of each kept class's clips held out as validation-seen "
+                   "(default 0.2).")
+@click.option("--select-by", type=click.Choice(["gzsl_hm", "gzsl_hm_calibrated", "zsl"]), default=None,
+              help="Validation score that picks best.pt: raw GZSL HM (default), HM after calibrated stacking with "
+                   "beta chosen on the validation data (AVCA stage 1), or ZSL; ties go to the higher ZSL.")
+@click.option("--train-splits", default=None, help="Comma-separated store splits that train the head (default seen).")
+@click.option("--classes", "classes_file", type=click.Path(path_type=Path), default=None,
+              help="Training class list, one per line, class id = line order (default: the sorted training labels).")
+@click.option("--embeddings", default=None,
+              help="Class-name embeddings: glove-6b-50d (default), word2vec:PATH, fasttext:PATH, avca:ucf|...")
+@click.option("--name-map", type=click.Path(path_type=Path), default=None,
+              help="CSV original,manual rewriting class names before embedding.")
+@click.option("--se-target", type=click.Choice(["kinetics+class", "class"]), default=None,
+              help="SE regression target: phi(s_v) + phi(class) (paper, default) or phi(class) only.")
+@click.option("--view-mode", type=click.Choice(["ensemble", "mean"]), default=None,
+              help="ensemble (default): one random view per step, mean of f(x) over views at inference; "
+                   "mean: tokens averaged over views.")
+@click.option("--epochs", type=int, default=None, help="Training epochs (default 100).")
+@click.option("--batch-size", type=int, default=None, help="Clips per step (default 64).")
+@click.option("--lr", type=float, default=None, help="Peak AdamW learning rate (default 1e-4).")
+@click.option("--weight-decay", type=float, default=None, help="AdamW weight decay of weight matrices (default 0.05).")
+@click.option("--lr-schedule", type=click.Choice(["cosine", "step"]), default=None,
+              help="After linear warmup: cosine decay (default) or x0.1 steps after epochs 20 and 40.")
+@click.option("--warmup-epochs", type=float, default=None, help="Linear warmup length in epochs (default 2).")
+@click.option("--grad-clip-norm", type=float, default=None, help="Gradient norm clipping, 0 = off (default 1.0).")
+@click.option("--seed", type=int, default=None, help="Seed of init, data order, views, masks, dropout (default 0).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
+              help="cpu (default) or cuda (bf16 autocast); no silent fallback.")
+@click.option("--resume", is_flag=True, default=None, help="Continue the run in --out from its last.pt.")
+@click.option("--progress/--no-progress", default=None, help="Show a progress bar (default on).")
+@_user_errors
+def train_fusion_command(config_file: Path | None, preset: str | None, ablations: tuple[str, ...],
+                         val_split: str | None, train_splits: str | None, **options) -> None:
+    """Train the MZST fusion head on a token store (writes config, classes, checkpoints, log to --out)."""
+    import json
+
+    from fusion.config import train_config_from_options
+    from fusion.trainer import train
+
+    base = None
+    if config_file is not None:
+        recorded = json.loads(config_file.read_text(encoding="utf-8"))
+        base = recorded.get("train", recorded)
+    options.update(val_splits=_split_list(val_split), train_splits=_split_list(train_splits))
+    explicit = {name: value for name, value in options.items() if value is not None}
+    config = train_config_from_options(explicit, base=base, preset=preset, ablations=ablations)
+    summary = train(config)
+    best = ("no validation, only last.pt" if summary.best_epoch is None
+            else f"best epoch {summary.best_epoch} by {summary.best_metric} {100 * summary.best_score:.2f}")
+    click.echo(f"trained {summary.epochs} epochs on {summary.train_clips} clips of {summary.num_classes} classes "
+               f"({summary.val_clips} validation clips; {best}); run in {summary.run_dir}")
+
+
+# --- eval: zeroshot -----------------------------------------------------------------------------------
+
+
+def _comma_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+@cli.command("zeroshot")
+@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Run directory written by train-fusion.")
+@click.option("--store", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Token store of the clips to recognise.")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="best.pt (chosen on validation) or last.pt.")
+@click.option("--classes", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Open vocabulary: rank every clip against these class names (one per line).")
+@click.option("--class-names", default="", help='Open vocabulary typed here: "name a,name b,...".')
+@click.option("--seen", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Seen class names for GZSL (one per line); default: labels of the store's split 'seen'.")
+@click.option("--unseen", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Unseen class names for ZSL / GZSL; default: labels of the store's split 'unseen'.")
+@click.option("--rule", type=click.Choice(["kinetics", "plain", "cosine"]), default=None,
+              help="Decision rule: kinetics ||f(x)-phi(s_v)-phi(c)||, plain ||f(x)-phi(c)||, cosine; default: the "
+                   "run's.")
+@click.option("--calibrated-stacking", is_flag=True,
+              help="Also report GZSL with a seen-class penalty beta chosen on --val-split (never on test clips).")
+@click.option("--val-split", default=None,
+              help="Validation split for beta (of --val-store, or of --store); 'run': the clips the run validated on.")
+@click.option("--val-store", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="A separate store holding the validation split.")
+@click.option("--splits", default="", help="Score only clips of these comma-separated store splits.")
+@click.option("--include-training-clips", is_flag=True,
+              help="Also score clips the run trained or validated on (S is then biased; marked in the report).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Report folder: metrics.json, predictions.csv, report.md and plots.")
+@click.option("--label", default=None, help="Row name in reports (default: the run folder's name).")
+@click.option("--top-k", default=5, show_default=True, type=int, help="Candidates listed per clip (open vocabulary).")
+@click.option("--no-plots", is_flag=True, help="Skip the t-SNE and per-class accuracy figures.")
+@click.option("--batch-size", default=64, show_default=True, type=int, help="Clips per forward pass.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where the head runs.")
+@_user_errors
+def zeroshot_command(run_dir: Path, store: Path, checkpoint: str, classes: Path | None, class_names: str,
+                     seen: Path | None, unseen: Path | None, rule: str | None, calibrated_stacking: bool,
+                     val_split: str | None, val_store: Path | None, splits: str, include_training_clips: bool,
+                     out: Path | None, label: str | None, top_k: int, no_plots: bool, batch_size: int,
+                     device: str) -> None:
+    """Zero-shot recognition: nearest class per clip, ZSL and GZSL S / U / HM (or a ranking of any class names)."""
+    from eval.config import PlotConfig, ZeroShotConfig
+    from eval.zeroshot import run_zeroshot
+
+    config = ZeroShotConfig(
+        run_dir=run_dir, store=store, checkpoint=checkpoint, classes=classes, class_names=_comma_list(class_names),
+        seen=seen, unseen=unseen, rule=rule, calibrated_stacking=calibrated_stacking, val_split=val_split,
+        val_store=val_store, splits=_comma_list(splits), include_training_clips=include_training_clips, out=out,
+        label=label, top_k=top_k, batch_size=batch_size, device=device,
+        plots=PlotConfig(tsne=not no_plots, per_class_bars=not no_plots),
+    )
+    result = run_zeroshot(config)
+    where = f"; wrote {out}" if out is not None else ""
+    click.echo(result.summary() + where)
+
+
+# --- eval: protocol -----------------------------------------------------------------------------------
+
+
+def _protocol_training_options(command):
+    """Options shared by the protocols: how the head trains (the protocol decides which clips)."""
+    options = [
+        click.option("--epochs", type=int, default=None, help="Stage-1 epochs (the most stage 2 can get)."),
+        click.option("--lr", type=float, default=None, help="Peak learning rate (default: train-fusion's)."),
+        click.option("--train-batch-size", type=int, default=None, help="Training batch size."),
+        click.option("--embeddings", default=None,
+                     help="Class-name embedding source spec (avca: default AVCA's table; mzsl: glove-6b-50d)."),
+        click.option("--preset", default=None, help="Head size preset of train-fusion (e.g. default, demo)."),
+        click.option("--ablation", "ablations", multiple=True, help="Ablation of train-fusion; repeatable."),
+        click.option("--option", "extra", multiple=True,
+                     help="Any other training field as KEY=VALUE (JSON values), e.g. --option width=256; repeatable."),
+        click.option("--calibrated-stacking", is_flag=True,
+                     help="Also report GZSL with beta chosen on the stage-1 validation clips."),
+        click.option("--seeds", default="0", show_default=True, help="Comma-separated seeds; each runs every stage."),
+        click.option("--batch-size", default=64, show_default=True, type=int, help="Inference batch size."),
+        click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+                     help="Where training and inference run."),
+        click.option("--no-plots", is_flag=True, help="Skip the t-SNE and per-class accuracy figures."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _training_overrides(epochs, lr, train_batch_size, embeddings, extra) -> dict:
+    import json
+
+    values = {"epochs": epochs, "lr": lr, "batch_size": train_batch_size, "embeddings": embeddings}
+    overrides = {k: v for k, v in values.items() if v is not None}
+    for item in extra:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--option")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        overrides[key.strip()] = tuple(value) if isinstance(value, list) else value
+    return overrides
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in _comma_list(text))
+    except ValueError as error:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint="--seeds") from error
+
+
+@cli.group("protocol")
+def protocol_group() -> None:
+    """Run an evaluation protocol end to end: train (stage 1 selects, stage 2 retrains), test once, report."""
+
+
+@protocol_group.command("avca")
+@click.option("--dataset", required=True, type=click.Choice(["UCF", "ActivityNet", "VGGSound"], case_sensitive=False),
+              help="Benchmark whose shipped split files define the stages.")
+@click.option("--store", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Token store of the benchmark (clip_id = AVCA video id, split = its stage; see import-avca).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (seed_<s>/stage1, stage2, test; metrics.json; summary.md).")
+@click.option("--split", type=click.Choice(["main_split", "cls_split"]), default="main_split", show_default=True,
+              help="main_split (SeLaVi features) or cls_split (C3D / VGGish).")
+@_protocol_training_options
+@_user_errors
+def protocol_avca_command(dataset, store, out, split, epochs, lr, train_batch_size, embeddings, preset, ablations,
+                          extra, calibrated_stacking, seeds, batch_size, device, no_plots) -> None:
+    """AVCA two-stage protocol: select epoch (and beta) on stage-1 validation, retrain on train + val, test once."""
+    from eval.config import AVCAProtocolConfig, PlotConfig
+    from eval.protocols import run_avca_protocol
+
+    config = AVCAProtocolConfig(
+        dataset=dataset, store=store, out=out, split=split,
+        train=_training_overrides(epochs, lr, train_batch_size, embeddings, extra), preset=preset,
+        ablations=tuple(ablations), calibrated_stacking=calibrated_stacking, seeds=_seeds(seeds), device=device,
+        batch_size=batch_size, plots=PlotConfig(tsne=not no_plots, per_class_bars=not no_plots),
+    )
+    click.echo(run_avca_protocol(config).summary() + f"; wrote {out}")
+
+
+@protocol_group.command("mzsl")
+@click.option("--train-store", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Token store of the benchmark dataset the head trains on (all its classes).")
+@click.option("--eval-store", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Token store of the MZSL evaluation set (its classes are the unseen ones).")
+@click.option("--groups", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CSV with class_name,group (easy / medium / hard), e.g. the evaluation set's manifest.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (seed_<s>/stage1, stage2, test; metrics.json; summary.md).")
+@click.option("--train-splits", default="train", show_default=True,
+              help="Comma-separated splits of --train-store that train the head.")
+@click.option("--test-split", default="test", show_default=True,
+              help="Split of --train-store that is the GZSL seen part ('none': ZSL only).")
+@click.option("--val-unseen-fraction", default=0.2, show_default=True, type=float,
+              help="Stage 1 holds out this share of training classes to choose the epoch (0: no stage 1).")
+@_protocol_training_options
+@_user_errors
+def protocol_mzsl_command(train_store, eval_store, groups, out, train_splits, test_split, val_unseen_fraction, epochs,
+                          lr, train_batch_size, embeddings, preset, ablations, extra, calibrated_stacking, seeds,
+                          batch_size, device, no_plots) -> None:
+    """MZSL-50 protocol: train on a benchmark, ZSL by easy / medium / hard group and GZSL on the evaluation set."""
+    from eval.config import MZSLProtocolConfig, PlotConfig
+    from eval.protocols import run_mzsl_protocol
+
+    config = MZSLProtocolConfig(
+        train_store=train_store, eval_store=eval_store, groups=groups, out=out,
+        train_splits=_comma_list(train_splits), test_split=None if test_split.lower() == "none" else test_split,
+        val_unseen_fraction=val_unseen_fraction,
+        train=_training_overrides(epochs, lr, train_batch_size, embeddings, extra), preset=preset,
+        ablations=tuple(ablations), calibrated_stacking=calibrated_stacking, seeds=_seeds(seeds), device=device,
+        batch_size=batch_size, plots=PlotConfig(tsne=not no_plots, per_class_bars=not no_plots),
+    )
+    click.echo(run_mzsl_protocol(config).summary() + f"; wrote {out}")
+
+
+# --- eval: report -------------------------------------------------------------------------------------
+
+
+@cli.command("report")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for comparison.md and comparison.json (default: print the table only).")
+@click.option("--group-seeds/--no-group-seeds", default=True, show_default=True,
+              help="Pool runs that differ only in their seed into one row (mean ± std).")
+@_user_errors
+def report_command(runs: tuple[Path, ...], out: Path | None, group_seeds: bool) -> None:
+    """Compare evaluated runs side by side (each RUN folder holds a metrics.json from zeroshot / protocol)."""
+    from eval.config import ReportConfig
+    from eval.report import write_report
+
+    summary = write_report(ReportConfig(runs=runs, out=out, group_seeds=group_seeds))
+    click.echo(summary.markdown, nl=False)
+    where = f"; wrote {', '.join(str(p) for p in summary.paths)}" if summary.paths else ""
+    click.echo(f"{len(runs)} runs in {len(summary.rows)} rows{where}")
+
+
+# --- eval: import-avca --------------------------------------------------------------------------------
+
+
+@cli.command("import-avca")
+@click.option("--features", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="AVCA-GZSL / TCAF feature folder holding audio/<stage>/<Class>.h5 (or .pkl) and video/...")
+@click.option("--dataset", required=True, type=click.Choice(["UCF", "ActivityNet", "VGGSound"], case_sensitive=False),
+              help="Benchmark whose all_class.txt names the class files.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="The token store to create.")
+@click.option("--stages", default="", help="Comma-separated stage folders to import (default: all present).")
+@click.option("--trust-pickle", is_flag=True,
+              help="Allow TCAF .pkl files; unpickling runs code from the file, so only for files you trust.")
+@click.option("--sequence-tokens", default=8, show_default=True, type=int,
+              help="Tokens per modality kept from temporal (TCAF) features, as segment means.")
+@_user_errors
+def import_avca_command(features: Path, dataset: str, out: Path, stages: str, trust_pickle: bool,
+                        sequence_tokens: int) -> None:
+    """Import AVCA-GZSL (.h5) or TCAF (.pkl) features into a token store that fusion heads train on."""
+    from eval.config import AVCAImportConfig
+    from eval.importers import import_avca_features
+
+    config = AVCAImportConfig(features=features, dataset=dataset, out=out, trust_pickle=trust_pickle,
+                              stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
+                              sequence_tokens=sequence_tokens)
+    summary = import_avca_features(config)
+    click.echo(f"imported {summary.clips} clips of {summary.classes} classes ({summary.format}, "
+               f"{summary.duplicates} repeated across stages) into {summary.store}")
+
+
+# --- eval: relatedness --------------------------------------------------------------------------------
+
+
+@cli.command("relatedness")
+@click.option("--classes", required=True,
+              help="Class file (one name per line; blank lines and # comments ignored) or a shipped list: "
+                   "kinetics400, kinetics600, kinetics700, ucf101, hmdb51, activitynet, vggsound.")
+@click.option("--seen", default=None,
+              help="Comma-separated seen class lists (shipped). Default: kinetics400,kinetics600,kinetics700,"
+                   "vggsound,ucf101,activitynet without the evaluated list when --classes names one.")
+@click.option("--vectors", default="glove-6b-50d", show_default=True,
+              help="Word vectors: glove-6b-50d, word2vec:PATH (binary or text), fasttext:PATH (.bin, mean of "
+                   "word vectors) or fasttext-phrase:PATH (vector of the whole name, as AVCA-GZSL).")
+@click.option("--name-map", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="CSV with columns original,manual: names rewritten before embedding (e.g. AVCA-GZSL's "
+                   "*_w2v_class_names.csv).")
+@click.option("--missing", type=click.Choice(["error", "skip"]), default="error", show_default=True,
+              help="Words not in the vectors: error lists them all; skip drops them from their names.")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/relatedness"),
+              show_default=True, help="Folder for relatedness.csv, .png (histogram), .md (summary) and .json.")
+@_user_errors
+def relatedness_command(classes: str, seen: str | None, vectors: str, name_map: Path | None, missing: str,
+                        out_dir: Path) -> None:
+    """Semantic relatedness (eq. 1) of each class to the seen datasets, its group and overlap flags."""
+    from eval.relatedness import RelatednessConfig, run_relatedness
+
+    seen_lists = None if seen is None else tuple(name.strip() for name in seen.split(",") if name.strip())
+    config = RelatednessConfig(classes=classes, out_dir=out_dir, seen=seen_lists, vectors=vectors,
+                               name_map=name_map, missing=missing)
+    summary = run_relatedness(config)
+    counts = ", ".join(f"{group} {count}" for group, count in summary.counts.items())
+    click.echo(f"{summary.n_classes} classes vs {','.join(summary.seen)}: {counts}; "
+               f"SR < 0.2: {summary.share_sr_below_0_2:.1%}; wrote {summary.csv_path.parent}")
+
+
 if __name__ == "__main__":
     cli()

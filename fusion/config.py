@@ -1,0 +1,315 @@
+"""Configuration of the MZST fusion head and of its training (defaults documented once, here).
+
+`FusionConfig` is the head and its losses, including every ablation of the paper's Tables 7 and 8 as a field
+(never a copy of the model); `TrainConfig` is one training run. `PRESETS` holds named head sizes and
+`ABLATIONS` the field overrides that reproduce each ablation row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "FUSION_MODES",
+    "MODALITIES",
+    "VIEW_MODES",
+    "SE_TARGETS",
+    "LR_SCHEDULES",
+    "SELECTION_METRICS",
+    "DEVICES",
+    "ARCHITECTURE_FIELDS",
+    "FusionConfig",
+    "TrainConfig",
+    "PRESETS",
+    "ABLATIONS",
+    "apply_ablations",
+    "train_config_from_options",
+]
+
+FUSION_MODES = ("bottleneck", "concat")
+MODALITIES = ("av", "audio", "video")
+VIEW_MODES = ("ensemble", "mean")
+SE_TARGETS = ("kinetics+class", "class")
+LR_SCHEDULES = ("cosine", "step")
+SELECTION_METRICS = ("gzsl_hm", "gzsl_hm_calibrated", "zsl")
+DEVICES = ("cpu", "cuda")
+
+# Fields that shape the parameters of the model: a checkpoint only loads into a model built with the same.
+ARCHITECTURE_FIELDS = ("width", "num_blocks", "num_heads", "num_fusion_tokens", "mlp_ratio", "fusion_mode",
+                       "use_text", "modalities")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _check_keys(cls: type, values: Mapping[str, Any], what: str) -> None:
+    unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"{what} has unknown field(s) {sorted(unknown)}; was it written by another version?")
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """The AVT fusion head, its heads and losses, and the ablation switches.
+
+    The loss is `L = task_weight * TASK + lambda_SE(epoch) * SE + sigma(epoch) * MLM`. `se_weights` and
+    `mlm_weights` are step schedules over epochs: one value (constant) or one more value than
+    `weight_milestones_epochs` (value k applies from the epoch after milestone k-1 up to milestone k, 1-based
+    epochs). The default is the paper's 0.25 (epochs 1-20), 0.1 (21-40), 0.05 (41-) for both (DESIGN 1).
+    """
+
+    width: int = 512  # D, the width of every token in the head
+    num_blocks: int = 4  # K fusion blocks (an AV+F layer, then a T+F layer)
+    num_heads: int = 8  # attention heads per layer; must divide width
+    num_fusion_tokens: int = 4  # L bottleneck tokens, initialised N(0, 0.02)
+    mlp_ratio: float = 4.0  # hidden width of each layer's FFN as a multiple of width
+    dropout: float = 0.1  # dropout on the residual branches, inside the FFNs and on the heads' input
+    attention_dropout: float = 0.0  # dropout on attention probabilities (0, as in ViT: it costs ~20% of a CPU step)
+    fusion_mode: str = "bottleneck"  # "bottleneck" (the paper's AVT network) or "concat" (Table 7: no fusion)
+    use_text: bool = True  # False: no T+F layers and no MLM loss (Table 7: bottleneck without text)
+    modalities: str = "av"  # "av", or "audio" / "video" only (the other modality is left out)
+    view_mode: str = "ensemble"  # "ensemble": 1 random view per step, mean of f(x) over views at inference;
+    # "mean": tokens averaged over views, one pass
+    se_target: str = "kinetics+class"  # SE regresses phi(s_v) + phi(s_t) (paper) or "class": phi(s_t) only
+    normalise_embeddings: bool = False  # L2-normalise the class-name embeddings (Table 8; raw is the paper's)
+    task_weight: float = 1.0  # weight of the cross-entropy over seen classes
+    se_weights: tuple[float, ...] = (0.25, 0.1, 0.05)  # lambda_SE step schedule
+    mlm_weights: tuple[float, ...] = (0.25, 0.1, 0.05)  # sigma step schedule (all 0: no MLM)
+    weight_milestones_epochs: tuple[int, ...] = (20, 40)  # last epoch of each step of the schedules
+    mlm_mask_probability: float = 0.15  # each word of a class name is masked with this probability (>= 1 word)
+
+    def __post_init__(self) -> None:
+        for name in ("width", "num_blocks", "num_heads", "num_fusion_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.width % self.num_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must divide width ({self.width})")
+        if self.mlp_ratio <= 0:
+            raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
+        if not 0 <= self.dropout < 1 or not 0 <= self.attention_dropout < 1:
+            raise ValueError(f"dropout and attention_dropout must be in [0, 1), got {self.dropout}, "
+                             f"{self.attention_dropout}")
+        _check_choice("fusion_mode", self.fusion_mode, FUSION_MODES)
+        _check_choice("modalities", self.modalities, MODALITIES)
+        _check_choice("view_mode", self.view_mode, VIEW_MODES)
+        _check_choice("se_target", self.se_target, SE_TARGETS)
+        if self.task_weight < 0:
+            raise ValueError(f"task_weight must be >= 0, got {self.task_weight}")
+        milestones = tuple(self.weight_milestones_epochs)
+        if any(m < 1 for m in milestones) or list(milestones) != sorted(set(milestones)):
+            raise ValueError(f"weight_milestones_epochs must be increasing epochs >= 1, got {milestones}")
+        for name in ("se_weights", "mlm_weights"):
+            weights = tuple(getattr(self, name))
+            if len(weights) not in (1, len(milestones) + 1):
+                raise ValueError(f"{name} needs 1 value (constant) or {len(milestones) + 1} (one per step of "
+                                 f"weight_milestones_epochs={milestones}), got {weights}")
+            if any(w < 0 for w in weights):
+                raise ValueError(f"{name} must be >= 0, got {weights}")
+        if not 0 < self.mlm_mask_probability <= 1:
+            raise ValueError(f"mlm_mask_probability must be in (0, 1], got {self.mlm_mask_probability}")
+        if any(self.mlm_weights) and not self.use_text:
+            raise ValueError("mlm_weights must all be 0 without the text stream (use_text=False); "
+                             "use the 'no-text' ablation, which sets both")
+        if self.fusion_mode == "concat" and self.use_text:
+            raise ValueError("fusion_mode 'concat' has no fusion tokens to carry text: set use_text=False "
+                             "(the 'concat' ablation sets it)")
+
+    @property
+    def uses_mlm(self) -> bool:
+        """Whether any epoch trains the MLM loss (and so runs the text pass)."""
+        return self.use_text and any(w > 0 for w in self.mlm_weights)
+
+    @property
+    def decision_rule(self) -> str:
+        """The zero-shot rule consistent with the SE target (`eval.metrics.RULES`; DESIGN 1, open point 2)."""
+        return "kinetics" if self.se_target == "kinetics+class" else "plain"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> FusionConfig:
+        """Rebuild from `to_dict()` output (JSON turns tuples into lists)."""
+        _check_keys(cls, values, "fusion config")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run of the fusion head on a token store.
+
+    Training clips are the done clips of `store` whose split is in `train_splits`. Validation comes from one of
+    (a) `val_store` (its done clips, filtered by `val_splits` when given), (b) `val_splits` of `store`, or
+    (c) `val_unseen_fraction` > 0: a deterministic share of the training classes held out as validation-unseen
+    plus `val_seen_fraction` of the remaining classes' clips as validation-seen (AVCA stage-1 style). No
+    validation: only `last.pt` is written. Splits named "unseen" or containing "test" never validate.
+    """
+
+    store: Path  # the training token store
+    out: Path  # the run directory
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    embeddings: str = "glove-6b-50d"  # class-name embedding source spec (fusion.class_embeddings)
+    name_map: Path | None = None  # CSV `original,manual` mapping class names before embedding
+    classes_file: Path | None = None  # training classes, one per line, id = line order; None: sorted labels
+    train_splits: tuple[str, ...] = ("seen",)  # store splits whose clips train the head
+    val_store: Path | None = None  # a separate validation store
+    val_splits: tuple[str, ...] = ()  # validation splits (of val_store, or of store without val_store)
+    val_unseen_fraction: float = 0.0  # share of training classes held out as validation-unseen (0: off)
+    val_seen_fraction: float = 0.2  # with val_unseen_fraction: share of each kept class's clips for val-seen
+    # (rounded; at least 1 clip of a class with 2 or more, so small stores still validate GZSL)
+    val_split_seed: int = 0  # seed of that hold-out draw (independent of `seed` so seeds share one split)
+    select_by: str = "gzsl_hm"  # best.pt by validation "gzsl_hm" (raw), "gzsl_hm_calibrated" (beta chosen on the
+    # validation data, AVCA's stage 1) or "zsl"; without a seen part ZSL, without an unseen part seen accuracy
+    epochs: int = 100
+    batch_size: int = 64
+    eval_batch_size: int = 128
+    lr: float = 1e-4  # peak learning rate of AdamW
+    weight_decay: float = 0.05  # AdamW decay of weight matrices (not of norms, biases, embeddings, tokens)
+    lr_schedule: str = "cosine"  # "cosine": linear warmup then cosine to lr * min_lr_ratio; "step"
+    warmup_epochs: float = 2.0  # linear warmup length (both schedules)
+    min_lr_ratio: float = 0.01  # cosine floor as a fraction of lr
+    lr_milestones_epochs: tuple[int, ...] = (20, 40)  # "step": lr *= lr_step_gamma after each of these epochs
+    lr_step_gamma: float = 0.1
+    grad_clip_norm: float = 1.0  # max global gradient norm (0: no clipping)
+    seed: int = 0  # model init, data order, view draws, word masks, dropout
+    device: str = "cpu"  # "cpu" or "cuda" (bf16 autocast); no silent fallback
+    resume: bool = False  # continue the run in `out` from its last.pt
+    prefetch_batches: int = 2  # batches read ahead in a background thread
+    progress: bool = True  # show a progress bar
+    log_every_steps: int = 50  # a log line every this many steps
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size", "log_every_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0 or self.grad_clip_norm < 0 or self.warmup_epochs < 0:
+            raise ValueError("weight_decay, grad_clip_norm and warmup_epochs must be >= 0")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not 0 < self.lr_step_gamma <= 1:
+            raise ValueError(f"lr_step_gamma must be in (0, 1], got {self.lr_step_gamma}")
+        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _check_choice("select_by", self.select_by, SELECTION_METRICS)
+        _check_choice("device", self.device, DEVICES)
+        if not self.train_splits:
+            raise ValueError("train_splits is empty; name the store splits that train the head (e.g. seen)")
+        if set(self.train_splits) & set(self.val_splits) and self.val_store is None:
+            raise ValueError(f"splits {sorted(set(self.train_splits) & set(self.val_splits))} are both training "
+                             "and validation splits")
+        if not 0 <= self.val_unseen_fraction < 1 or not 0 <= self.val_seen_fraction < 1:
+            raise ValueError("val_unseen_fraction and val_seen_fraction must be in [0, 1)")
+        if self.val_unseen_fraction and (self.val_store is not None or self.val_splits):
+            raise ValueError("choose one validation source: val_store, val_splits or val_unseen_fraction")
+        if self.prefetch_batches < 0:
+            raise ValueError(f"prefetch_batches must be >= 0, got {self.prefetch_batches}")
+
+    @property
+    def has_validation(self) -> bool:
+        return self.val_store is not None or bool(self.val_splits) or self.val_unseen_fraction > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: paths as strings, the fusion config nested."""
+        values = asdict(self)
+        for key, value in values.items():
+            if isinstance(value, Path):
+                values[key] = str(value)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """Rebuild from `to_dict()` output."""
+        _check_keys(cls, values, "training config")
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            if key == "fusion":
+                value = FusionConfig.from_dict(value)
+            elif key in _PATH_FIELDS and value is not None:
+                value = Path(value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            kwargs[key] = value
+        return cls(**kwargs)
+
+
+_PATH_FIELDS = ("store", "out", "name_map", "classes_file", "val_store")
+
+# Named head sizes. "demo" trains ~150 clips for tens of epochs on 2 CPU cores in about a minute
+# (BENCHMARKS.md, bench/fusion_step.py).
+PRESETS: dict[str, FusionConfig] = {
+    "default": FusionConfig(),
+    "demo": FusionConfig(width=128, num_blocks=2, num_heads=4, dropout=0.1),
+}
+
+# Field overrides for the ablations of the paper's Tables 7 (fusion, text, losses) and 8 (normalisation), plus
+# single-modality runs. "no-se" drops the phi(s_v) term of the SE target: without any embedding regression there
+# would be no zero-shot output at all. With our leakage-free design (SE and TASK read an AV-only pass) "no-mlm"
+# and "no-text" leave the same AV path: text reaches the AV weights only through MLM gradients.
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "concat": {"fusion_mode": "concat", "use_text": False, "mlm_weights": (0.0,)},
+    "no-text": {"use_text": False, "mlm_weights": (0.0,)},
+    "no-se": {"se_target": "class"},
+    "no-mlm": {"mlm_weights": (0.0,)},
+    "normalised": {"normalise_embeddings": True},
+    "audio-only": {"modalities": "audio"},
+    "video-only": {"modalities": "video"},
+}
+
+
+def apply_ablations(config: FusionConfig, names: tuple[str, ...] | list[str]) -> FusionConfig:
+    """`config` with the overrides of each named ablation applied in order.
+
+    Raises:
+        ValueError: an unknown ablation name, or a combination the config rejects.
+    """
+    overrides: dict[str, Any] = {}
+    for name in names:
+        if name not in ABLATIONS:
+            raise ValueError(f"unknown ablation {name!r}; choose from {sorted(ABLATIONS)}")
+        overrides.update(ABLATIONS[name])
+    return dataclasses.replace(config, **overrides)
+
+
+def train_config_from_options(
+    options: Mapping[str, Any],
+    base: Mapping[str, Any] | None = None,
+    preset: str | None = None,
+    ablations: tuple[str, ...] = (),
+) -> TrainConfig:
+    """Build a training config from flat option values (the CLI's), over a base config and a preset.
+
+    Precedence: `base` (a recorded `TrainConfig.to_dict()`, e.g. a run's config.json "train" entry) < `preset`
+    (head size) < `ablations` < `options`. Keys of `options` are field names of `TrainConfig` or of
+    `FusionConfig` (the latter go into the nested fusion config).
+
+    Raises:
+        ValueError: unknown preset, ablation or option name, or invalid values.
+    """
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"fusion"}
+    fusion_fields = {f.name for f in dataclasses.fields(FusionConfig)}
+    unknown = set(options) - train_fields - fusion_fields
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)}")
+    base_values = dict(base or {})
+    fusion = FusionConfig.from_dict(base_values.pop("fusion")) if "fusion" in base_values else FusionConfig()
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+        size = {name: getattr(PRESETS[preset], name) for name in ARCHITECTURE_FIELDS + ("dropout", "attention_dropout")
+                if name not in ("fusion_mode", "use_text", "modalities")}
+        fusion = dataclasses.replace(fusion, **size)
+    fusion = apply_ablations(fusion, ablations)
+    fusion = dataclasses.replace(fusion, **{k: v for k, v in options.items() if k in fusion_fields})
+    merged = {**base_values, **{k: v for k, v in options.items() if k in train_fields}}
+    missing = {"store", "out"} - set(merged)
+    if missing:
+        raise ValueError(f"missing {sorted(missing)}: pass --store and --out (or a --config that has them)")
+    return TrainConfig.from_dict({**merged, "fusion": fusion.to_dict()})
+

@@ -1,0 +1,222 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import cli
+from fusion import trainer
+from fusion.class_embeddings import MissingWordsError
+from fusion.config import ABLATIONS, FusionConfig, TrainConfig, apply_ablations
+from fusion.trainer import train
+
+TINY = FusionConfig(width=32, num_blocks=1, num_heads=2, num_fusion_tokens=2, dropout=0.1,
+                    se_weights=(0.25, 0.1), mlm_weights=(0.5, 0.25), weight_milestones_epochs=(3,))
+_TIMING = ("samples_per_s", "data_time_s", "step_time_s", "epoch_time_s")
+
+
+def _config(store, out, vectors_file, **overrides) -> TrainConfig:
+    values = dict(store=store.path, out=out, fusion=TINY, embeddings=f"word2vec:{vectors_file}", epochs=4,
+                  batch_size=8, lr=3e-3, warmup_epochs=0.5, val_unseen_fraction=0.25, progress=False)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def _log(run_dir):
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_run_directory_and_every_loss_decreases(synthetic_store, vectors_file, tmp_path, kit):
+    summary = train(_config(synthetic_store, tmp_path / "run", vectors_file, epochs=8))
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "class_embeddings.npz", "classes.json",
+                                                     "config.json", "last.pt", "log.jsonl"]
+    lines = _log(run)
+    assert [line["epoch"] for line in lines] == list(range(1, 9)) and lines[-1]["step"] == summary.epochs * 5
+    for part in ("loss_task", "loss_se", "loss_mlm"):
+        assert lines[-1][part] < 0.8 * lines[0][part], part
+    assert lines[0]["weight_se"] == 0.25 and lines[-1]["weight_se"] == 0.1 and lines[-1]["weight_mlm"] == 0.25
+    assert {"lr", "val", "samples_per_s", "data_time_s", "step_time_s"} <= set(lines[0])
+    assert set(lines[0]["val"]) >= {"zsl", "gzsl_s", "gzsl_u", "gzsl_hm", "selection", "score"}
+    config = json.loads((run / "config.json").read_text())
+    assert config["decision_rule"] == "kinetics" and config["train"]["fusion"]["width"] == 32
+    classes = json.loads((run / "classes.json").read_text())
+    held = classes["validation"]["unseen_classes"]
+    assert len(held) == 2 and set(held) <= set(kit.SEEN) and not set(held) & set(classes["classes"])
+    assert classes["classes"] == sorted(set(kit.SEEN) - set(held)) and classes["mlm_vocabulary"][:4] == [
+        "<pad>", "<mask>", "<unk>", "<cls>"]
+    assert not set(kit.UNSEEN) & set(classes["validation"]["seen_classes"] + held)  # test classes never validate
+    assert classes["embedding"]["spec"].startswith("word2vec:") and len(classes["kinetics_labels"]) == 400
+    best = torch.load(run / "best.pt", weights_only=True)
+    assert best["epoch"] == summary.best_epoch and best["metrics"]["score"] == summary.best_score
+    ranks = [(line["val"]["gzsl_hm"], line["val"]["zsl"]) for line in lines]  # HM, ties broken by ZSL
+    assert summary.best_epoch == 1 + ranks.index(max(ranks)) and summary.best_score == max(ranks)[0]
+    assert 0 <= lines[0]["val"]["calibration_beta"] <= 3 and lines[0]["val"]["gzsl_hm_calibrated"] >= lines[0][
+        "val"]["gzsl_hm"]
+    with np.load(run / "class_embeddings.npz") as arrays:
+        assert arrays["class_embeddings"].shape == (8, 16) and arrays["kinetics_embeddings"].shape == (400, 16)
+
+
+def test_zero_shot_beats_chance_on_the_learnable_store(synthetic_store, vectors_file, tmp_path, kit):
+    # 4 truly unseen classes validate here through --val-split... of a second store that holds them as "val".
+    val = kit.make_store(tmp_path / "val.zarr", vectors_file, seen=[], unseen=[],
+                     extra_splits={"val": ["playing piano", "cat meowing", "riding horse", "folk dancing"]})
+    train_store = kit.make_store(tmp_path / "train.zarr", vectors_file, unseen=[])
+    config = _config(train_store, tmp_path / "run", vectors_file, val_unseen_fraction=0.0, val_store=val.path,
+                     epochs=6, fusion=FusionConfig(width=32, num_blocks=1, num_heads=2, dropout=0.0,
+                                                    se_target="class", se_weights=(1.0,), mlm_weights=(0.1,),
+                                                    weight_milestones_epochs=()))
+    summary = train(config)
+    assert summary.best_metric == "zsl" and summary.best_score >= 0.5  # chance: 1 / 4
+
+
+def test_resume_equals_uninterrupted(synthetic_store, vectors_file, tmp_path, monkeypatch):
+    train(_config(synthetic_store, tmp_path / "whole", vectors_file))
+    save = trainer._save_checkpoint
+
+    def crash_in_epoch_3(path, payload):
+        if payload["epoch"] == 3:  # after epoch 3's log line, before its checkpoints
+            raise RuntimeError("power cut")
+        save(path, payload)
+
+    monkeypatch.setattr(trainer, "_save_checkpoint", crash_in_epoch_3)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(_config(synthetic_store, tmp_path / "cut", vectors_file))
+    monkeypatch.setattr(trainer, "_save_checkpoint", save)
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["epoch"] == 2
+    train(_config(synthetic_store, tmp_path / "cut", vectors_file, resume=True))
+
+    for name in ("last.pt", "best.pt"):
+        whole = torch.load(tmp_path / "whole" / name, weights_only=True)
+        cut = torch.load(tmp_path / "cut" / name, weights_only=True)
+        assert whole["epoch"] == cut["epoch"] and whole["step"] == cut["step"] and whole["best"] == cut["best"]
+        for key, tensor in whole["model"].items():
+            assert torch.equal(tensor, cut["model"][key]), key
+        assert whole["optimizer"]["state"][0]["exp_avg"].equal(cut["optimizer"]["state"][0]["exp_avg"])
+        assert whole["scheduler"] == cut["scheduler"]
+
+    def strip(lines):
+        return [{k: v for k, v in line.items() if k not in _TIMING} for line in lines]
+
+    assert strip(_log(tmp_path / "whole")) == strip(_log(tmp_path / "cut"))  # epoch 3 logged once
+
+
+def test_resume_refuses_other_settings_or_store(synthetic_store, vectors_file, tmp_path, kit):
+    run = tmp_path / "run"
+    train(_config(synthetic_store, run, vectors_file, epochs=1))
+    with pytest.raises(ValueError, match="lr"):
+        train(_config(synthetic_store, run, vectors_file, epochs=1, lr=1e-3, resume=True))
+    with pytest.raises(ValueError, match="architecture differs: width"):
+        train(_config(synthetic_store, run, vectors_file, resume=True, fusion=FusionConfig(
+            width=64, num_blocks=1, num_heads=2, num_fusion_tokens=2, se_weights=(0.25, 0.1),
+            mlm_weights=(0.5, 0.25), weight_milestones_epochs=(3,))))
+    with pytest.raises(ValueError, match=r"other settings.*\['store'\]"):
+        train(_config(kit.make_store(tmp_path / "o.zarr", vectors_file), run, vectors_file, epochs=1, resume=True))
+    # The same path holding other clips since: caught by the recorded classes.
+    swap = kit.make_store(tmp_path / "swap.zarr", vectors_file, clips_per_class=2)
+    train(_config(swap, tmp_path / "run2", vectors_file, epochs=1))
+    shutil.rmtree(swap.path)
+    swap = kit.make_store(swap.path, vectors_file, clips_per_class=2, seen=kit.SEEN[:8] + ["playing piano"],
+                          unseen=[])
+    with pytest.raises(ValueError, match="different store or class list"):
+        train(_config(swap, tmp_path / "run2", vectors_file, epochs=1, resume=True))
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(_config(synthetic_store, run, vectors_file, epochs=1))
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train(_config(synthetic_store, tmp_path / "fresh", vectors_file, resume=True))
+
+
+def test_store_and_class_list_must_agree(synthetic_store, vectors_file, tmp_path, kit):
+    listed = tmp_path / "classes.txt"
+    listed.write_text("# training classes\n" + "\n".join(kit.SEEN[:-1]) + "\n")
+    with pytest.raises(ValueError, match=r"disagree.*'car engine': 6"):
+        train(_config(synthetic_store, tmp_path / "a", vectors_file, classes_file=listed, val_unseen_fraction=0.0))
+    listed.write_text("\n".join(reversed(kit.SEEN)) + "\n")
+    train(_config(synthetic_store, tmp_path / "b", vectors_file, classes_file=listed, val_unseen_fraction=0.0,
+                  epochs=1))
+    assert json.loads((tmp_path / "b" / "classes.json").read_text())["classes"] == list(reversed(kit.SEEN))
+
+
+def test_a_label_the_source_cannot_embed_is_named(vectors_file, tmp_path, kit):
+    store = kit.make_store(tmp_path / "s.zarr", vectors_file, seen=kit.SEEN[:3] + ["car engine"], unseen=[],
+                           clips_per_class=2)
+    words = vectors_file.read_text().splitlines()
+    kept = [line for line in words[1:] if not line.startswith("engine ")]
+    trimmed = tmp_path / "trimmed.txt"
+    trimmed.write_text(f"{len(kept)} {words[0].split()[1]}\n" + "\n".join(kept) + "\n")
+    with pytest.raises(MissingWordsError, match="'engine' \\(in 'car engine'\\)"):
+        train(_config(store, tmp_path / "run", trimmed, val_unseen_fraction=0.0))
+    assert not (tmp_path / "run").exists()  # refused before creating the run directory
+
+
+def test_kinetics_target_needs_kinetics_logits(vectors_file, tmp_path, kit):
+    store = kit.make_store(tmp_path / "s.zarr", vectors_file, clips_per_class=2,
+                       layout={**kit.LAYOUT, "kinetics_classes": 7})
+    with pytest.raises(ValueError, match="--se-target class"):
+        train(_config(store, tmp_path / "run", vectors_file))
+    summary = train(_config(store, tmp_path / "run", vectors_file, epochs=1,
+                            fusion=apply_ablations(TINY, ["no-se"])))
+    assert summary.epochs == 1
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["decision_rule"] == "plain"
+
+
+def test_validation_never_uses_test_data(synthetic_store, vectors_file, tmp_path, kit):
+    with pytest.raises(ValueError, match="test split"):
+        train(_config(synthetic_store, tmp_path / "a", vectors_file, val_unseen_fraction=0.0, val_splits=("unseen",)))
+    store = kit.make_store(tmp_path / "s.zarr", vectors_file, clips_per_class=2,
+                       extra_splits={"val": ["playing piano"], "stage_2_test_seen": ["dog barking"]})
+    with pytest.raises(ValueError, match="test-unseen classes"):
+        train(_config(store, tmp_path / "b", vectors_file, val_unseen_fraction=0.0, val_splits=("val",)))
+    with pytest.raises(ValueError, match=r"test split\(s\) \['stage_2_test_seen'\]"):
+        train(_config(store, tmp_path / "c", vectors_file, val_unseen_fraction=0.0,
+                      val_splits=("stage_2_test_seen",)))
+    leaky = kit.make_store(tmp_path / "leaky.zarr", vectors_file, clips_per_class=2, seen=kit.SEEN + ["playing piano"])
+    with pytest.raises(ValueError, match="never be trained on"):
+        train(_config(leaky, tmp_path / "d", vectors_file))
+
+
+@pytest.mark.parametrize("ablation", sorted(ABLATIONS))
+def test_every_ablation_trains(ablation, synthetic_store, vectors_file, tmp_path):
+    config = _config(synthetic_store, tmp_path / "run", vectors_file, epochs=1,
+                     fusion=apply_ablations(TINY, [ablation]))
+    summary = train(config)
+    line = _log(tmp_path / "run")[0]
+    assert summary.best_epoch == 1 and np.isfinite(line["loss"])
+    assert (line["loss_mlm"] is None) == (ablation in ("concat", "no-text", "no-mlm"))
+
+
+def test_best_epoch_by_calibrated_hm(synthetic_store, vectors_file, tmp_path):
+    summary = train(_config(synthetic_store, tmp_path / "run", vectors_file, epochs=3, select_by="gzsl_hm_calibrated"))
+    lines = _log(tmp_path / "run")
+    ranks = [(line["val"]["gzsl_hm_calibrated"], line["val"]["zsl"]) for line in lines]
+    assert summary.best_metric == "gzsl_hm_calibrated" and summary.best_epoch == 1 + ranks.index(max(ranks))
+    with pytest.raises(ValueError, match="select_by"):
+        _config(synthetic_store, tmp_path / "x", vectors_file, select_by="hm")
+
+
+def test_no_validation_writes_only_last(synthetic_store, vectors_file, tmp_path):
+    summary = train(_config(synthetic_store, tmp_path / "run", vectors_file, epochs=1, val_unseen_fraction=0.0))
+    assert summary.best_epoch is None and not (tmp_path / "run" / "best.pt").exists()
+    assert (tmp_path / "run" / "last.pt").is_file()
+
+
+def test_cli_train_fusion(synthetic_store, vectors_file, tmp_path):
+    runner = CliRunner()
+    args = ["train-fusion", "--store", str(synthetic_store.path), "--out", str(tmp_path / "run"), "--preset", "demo",
+            "--embeddings", f"word2vec:{vectors_file}", "--epochs", "1", "--batch-size", "16",
+            "--val-unseen-fraction", "0.25", "--ablation", "no-mlm", "--no-progress"]
+    result = runner.invoke(cli.cli, args)
+    assert result.exit_code == 0, result.output
+    assert "trained 1 epochs on" in result.output and "best epoch 1 by gzsl_hm" in result.output
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
+    assert recorded["fusion"]["width"] == 128 and recorded["fusion"]["mlm_weights"] == [0.0]
+    assert recorded["batch_size"] == 16 and recorded["lr"] == 1e-4  # unset options keep the config defaults
+    again = runner.invoke(cli.cli, ["train-fusion", "--config", str(tmp_path / "run" / "config.json"), "--resume",
+                                    "--epochs", "2"])
+    assert again.exit_code == 1 and "Error:" in again.output and "epochs" in again.output
+    resumed = runner.invoke(cli.cli, ["train-fusion", "--config", str(tmp_path / "run" / "config.json"), "--resume"])
+    assert resumed.exit_code == 0, resumed.output  # epoch 1 of 1 is done: nothing left, same summary
+    bad = runner.invoke(cli.cli, ["train-fusion", "--store", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 1 and bad.output.startswith("Error:") and "nowhere" in bad.output
