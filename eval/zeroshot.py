@@ -430,13 +430,17 @@ class ZeroShotResult:
 def run_clip_indices(info, store) -> np.ndarray:
     """Clip indices of `store` that the run trained or validated on (any status), ascending.
 
-    The trainer trains and validates on clips of `train_splits` of its store (held-out classes and clips
-    included) and validates on `validation.clip_ids` of its validation store.
+    The run records the clips it trained on (`train_clip_ids`) and validated on (`validation.clip_ids`); clips
+    it held out as test-seen (`--test-seen-fraction`) are in neither. Runs without the record count every clip
+    of their training splits as used.
     """
     here = Path(store.path).resolve()
     used = []
     if info.train.get("store") is not None and Path(info.train["store"]).resolve() == here:
-        used.append(store.indices(None, list(info.train.get("train_splits") or ())))
+        if info.train_clip_ids is not None:
+            used.append(np.flatnonzero(np.isin(store.clip_ids, list(info.train_clip_ids))))
+        else:
+            used.append(store.indices(None, list(info.train.get("train_splits") or ())))
     validation = info.validation or {}
     if validation.get("store") is not None and Path(validation["store"]).resolve() == here:
         used.append(np.flatnonzero(np.isin(store.clip_ids, list(validation.get("clip_ids") or ()))))

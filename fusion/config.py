@@ -164,8 +164,14 @@ class TrainConfig:
     val_seen_fraction: float = 0.2  # with val_unseen_fraction: share of each kept class's clips for val-seen
     # (rounded; at least 1 clip of a class with 2 or more, so small stores still validate GZSL)
     val_split_seed: int = 0  # seed of that hold-out draw (independent of `seed` so seeds share one split)
-    select_by: str = "gzsl_hm"  # best.pt by validation "gzsl_hm" (raw), "gzsl_hm_calibrated" (beta chosen on the
-    # validation data, AVCA's stage 1) or "zsl"; without a seen part ZSL, without an unseen part seen accuracy
+    test_seen_fraction: float = 0.0  # share of each training class's clips held out as test-seen: never trained,
+    # validated or selected on; `zeroshot` scores them as GZSL's seen part (stores with only seen / unseen splits)
+    shuffle_class_embeddings: bool = False  # control run: SE targets use a permutation of the training classes'
+    # embeddings (seeded by val_split_seed), so nothing links content to names; zero-shot must fall to chance
+    select_by: str = "gzsl_hm_calibrated"  # best.pt by validation HM after calibrated stacking (beta chosen on the
+    # validation data, AVCA's stage 1), "gzsl_hm" (raw) or "zsl"; without a seen part ZSL, without an unseen part
+    # seen accuracy. Not raw HM by default: it is 0 in most epochs while GZSL collapses onto the seen classes
+    # (DESIGN section 7), so it picks an arbitrary early epoch.
     epochs: int = 100
     batch_size: int = 64
     eval_batch_size: int = 128
@@ -206,6 +212,8 @@ class TrainConfig:
                              "and validation splits")
         if not 0 <= self.val_unseen_fraction < 1 or not 0 <= self.val_seen_fraction < 1:
             raise ValueError("val_unseen_fraction and val_seen_fraction must be in [0, 1)")
+        if not 0 <= self.test_seen_fraction < 1:
+            raise ValueError(f"test_seen_fraction must be in [0, 1), got {self.test_seen_fraction}")
         if self.val_unseen_fraction and (self.val_store is not None or self.val_splits):
             raise ValueError("choose one validation source: val_store, val_splits or val_unseen_fraction")
         if self.prefetch_batches < 0:

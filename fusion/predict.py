@@ -64,6 +64,7 @@ class RunInfo:
         embedding_provenance: the source's provenance record.
         decision_rule: the zero-shot rule consistent with training (`eval.metrics.RULES`).
         validation: the validation classes and clips of the run (seen / unseen class names, source).
+        train_clip_ids: ids of the clips of the training store the run trained on (None in older runs).
     """
 
     run_dir: Path
@@ -81,6 +82,7 @@ class RunInfo:
     embedding_provenance: dict[str, Any]
     decision_rule: str
     validation: dict[str, Any]
+    train_clip_ids: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
         embedding_provenance=classes["embedding"]["provenance"],
         decision_rule=config_json["decision_rule"],
         validation=classes.get("validation") or {},
+        train_clip_ids=tuple(classes["train_clip_ids"]) if classes.get("train_clip_ids") is not None else None,
     )
     return model, info
 

@@ -107,6 +107,7 @@ class _Plan:
     train_labels: np.ndarray
     class_names: tuple[str, ...]
     validation: ValidationSet | None
+    test_seen_indices: np.ndarray  # held out of training and validation, for `zeroshot`'s GZSL seen part
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,10 @@ def _plan_data(config: TrainConfig, store: TokenStore, val_store: TokenStore | N
         raise ValueError(f"{store.path}: {(labels == '').sum()} training clip(s) have no class label (e.g. "
                          f"{store.clip_ids[candidates[labels == ''][0]]!r}); give the manifest a class_name column")
     test_unseen = _test_unseen_classes(store)
+    test_seen_indices = np.zeros(0, dtype=np.int64)
+    if config.test_seen_fraction > 0:
+        candidates, test_seen_indices = _hold_out_test_seen(candidates, labels, config)
+        labels = store.labels[candidates]
     train_indices = candidates
     held_unseen: list[str] = []
     if config.val_unseen_fraction > 0:
@@ -231,7 +236,21 @@ def _plan_data(config: TrainConfig, store: TokenStore, val_store: TokenStore | N
         validation = _validation(store, indices, class_names, test_unseen,
                                  f"{store.path} splits {list(config.val_splits)}")
     return _Plan(train_indices=train_indices, train_labels=train_labels, class_names=class_names,
-                 validation=validation)
+                 validation=validation, test_seen_indices=test_seen_indices)
+
+
+def _hold_out_test_seen(candidates: np.ndarray, labels: np.ndarray, config: TrainConfig
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Split off `test_seen_fraction` of every class's clips (at least one of a class with two or more) as
+    test-seen, before any validation hold-out: (remaining candidates, test-seen indices). Deterministic."""
+    rng = np.random.default_rng([config.val_split_seed, 1])
+    test = []
+    for name in sorted(set(labels.tolist())):
+        mine = candidates[labels == name]
+        take = max(1, round(config.test_seen_fraction * len(mine))) if len(mine) > 1 else 0
+        test.extend(mine[rng.permutation(len(mine))[:take]].tolist())
+    test_indices = np.sort(np.asarray(test, dtype=np.int64))
+    return np.setdiff1d(candidates, test_indices), test_indices
 
 
 def _validation(
@@ -432,7 +451,7 @@ def evaluate(
     rule: str,
     batch_size: int,
     device: torch.device,
-    select_by: str = "gzsl_hm",
+    select_by: str = "gzsl_hm_calibrated",
 ) -> dict[str, Any]:
     """ZSL / GZSL on the validation classes only (fractions), and which score selects the best epoch.
 
@@ -514,6 +533,10 @@ def _run_records(
         "kinetics_labels": list(kinetics_names) if kinetics_names is not None else None,
         "mlm_vocabulary": list(vocabulary.words) if vocabulary is not None else None,
         "train_clips": int(plan.train_indices.size),
+        "train_clip_ids": store.clip_ids[plan.train_indices].tolist(),
+        "test_seen_clip_ids": store.clip_ids[plan.test_seen_indices].tolist(),
+        "shuffled_class_embeddings": _embedding_permutation(config, len(plan.class_names)).tolist()
+        if config.shuffle_class_embeddings else None,
         "validation": None if validation is None else {
             "source": validation.description,
             "store": str(validation.store.path),
@@ -523,6 +546,17 @@ def _run_records(
         },
     }
     return config_record, classes_record
+
+
+def _embedding_permutation(config: TrainConfig, num_classes: int) -> np.ndarray:
+    """The control run's permutation of the training classes' embeddings: a derangement (no class keeps its own)."""
+    if num_classes < 2:
+        raise ValueError("shuffle_class_embeddings needs at least 2 training classes")
+    rng = np.random.default_rng([config.val_split_seed, 2])
+    while True:
+        permutation = rng.permutation(num_classes)
+        if (permutation != np.arange(num_classes)).all():
+            return permutation
 
 
 def _check_resume(config: TrainConfig, out: Path, config_record: dict, classes_record: dict, emb_id: str) -> dict:
@@ -641,9 +675,12 @@ def train(config: TrainConfig) -> TrainSummary:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     label_of_clip = torch.full((store.num_clips,), -1, dtype=torch.int64)
     label_of_clip[torch.from_numpy(plan.train_indices)] = torch.from_numpy(plan.train_labels)
+    target_embeddings = class_embeddings
+    if config.shuffle_class_embeddings:  # the control: class c is taught the name embedding of class perm[c]
+        target_embeddings = class_embeddings[_embedding_permutation(config, len(plan.class_names))]
     targets = ClassTargets(
         label_of_clip=label_of_clip,
-        class_embeddings=torch.from_numpy(class_embeddings).to(device),
+        class_embeddings=torch.from_numpy(target_embeddings).to(device),
         kinetics_embeddings=torch.from_numpy(kinetics).to(device) if kinetics is not None else None,
         class_text_ids=class_text_ids,
     )

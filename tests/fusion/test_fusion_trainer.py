@@ -29,7 +29,7 @@ def _log(run_dir):
 
 
 def test_run_directory_and_every_loss_decreases(synthetic_store, vectors_file, tmp_path, kit):
-    summary = train(_config(synthetic_store, tmp_path / "run", vectors_file, epochs=8))
+    summary = train(_config(synthetic_store, tmp_path / "run", vectors_file, epochs=8, select_by="gzsl_hm"))
     run = tmp_path / "run"
     assert sorted(p.name for p in run.iterdir()) == ["best.pt", "class_embeddings.npz", "classes.json",
                                                      "config.json", "last.pt", "log.jsonl"]
@@ -220,3 +220,35 @@ def test_cli_train_fusion(synthetic_store, vectors_file, tmp_path):
     assert resumed.exit_code == 0, resumed.output  # epoch 1 of 1 is done: nothing left, same summary
     bad = runner.invoke(cli.cli, ["train-fusion", "--store", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])
     assert bad.exit_code == 1 and bad.output.startswith("Error:") and "nowhere" in bad.output
+
+
+def test_test_seen_hold_out_is_never_trained_or_validated_on(synthetic_store, vectors_file, tmp_path):
+    train(_config(synthetic_store, tmp_path / "run", vectors_file, epochs=1, test_seen_fraction=0.25))
+    classes = json.loads((tmp_path / "run" / "classes.json").read_text())
+    test_seen = set(classes["test_seen_clip_ids"])
+    trained, validated = set(classes["train_clip_ids"]), set(classes["validation"]["clip_ids"])
+    assert test_seen and not test_seen & trained and not test_seen & validated
+    labels = dict(zip(synthetic_store.clip_ids.tolist(), synthetic_store.labels.tolist(), strict=True))
+    splits = dict(zip(synthetic_store.clip_ids.tolist(), synthetic_store.splits.tolist(), strict=True))
+    assert {splits[c] for c in test_seen} == {"seen"}
+    assert {labels[c] for c in test_seen} == {labels[c] for c in trained | validated if splits[c] == "seen"}
+    assert len(trained) == classes["train_clips"]
+
+
+def test_shuffled_embeddings_control_teaches_other_classes_names(synthetic_store, vectors_file, tmp_path,
+                                                                 monkeypatch):
+    taught = {}
+    original = trainer.ClassTargets
+
+    def spy(**kwargs):
+        taught["embeddings"] = kwargs["class_embeddings"].cpu().numpy()
+        return original(**kwargs)
+
+    monkeypatch.setattr(trainer, "ClassTargets", spy)
+    train(_config(synthetic_store, tmp_path / "control", vectors_file, epochs=1, shuffle_class_embeddings=True))
+    classes = json.loads((tmp_path / "control" / "classes.json").read_text())
+    permutation = np.asarray(classes["shuffled_class_embeddings"])
+    assert (permutation != np.arange(len(permutation))).all()
+    with np.load(tmp_path / "control" / "class_embeddings.npz") as arrays:
+        true = arrays["class_embeddings"]  # the run records the true embeddings; only the targets are permuted
+    np.testing.assert_array_equal(taught["embeddings"], true[permutation])
