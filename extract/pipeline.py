@@ -272,7 +272,7 @@ def _device(name: str) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {name!r} asked for, but torch {torch.__version__} sees no CUDA device; pass "
-                             "--device cpu (and a CPU profile such as cpu-small)")
+                             "--gpus 0 to `extract` (device 'cpu' in the library) and a CPU profile such as cpu-small")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"device {name!r} asked for, but only {torch.cuda.device_count()} CUDA devices exist")
     return device
