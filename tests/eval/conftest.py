@@ -24,21 +24,12 @@ UNSEEN = ["playing piano", "cat meowing", "riding horse"]
 EXTRA = ["blowing trumpet"]  # a name only the open-vocabulary test types
 LAYOUT = {"V": 2, "Nv": 3, "Dv": 12, "Na": 2, "Da": 8, "kinetics_classes": 400}
 WORD_DIM = 8
-_KINETICS = Path(__file__).resolve().parents[2] / "data" / "classlists" / "kinetics400.txt"
 
 
 @pytest.fixture(scope="session")
-def eval_vectors(tmp_path_factory) -> Path:
+def eval_vectors(write_word_vectors) -> Path:
     """A word2vec text file with random vectors for every word of the class names and the Kinetics-400 labels."""
-    words = set()
-    for name in SEEN + VAL_UNSEEN + UNSEEN + EXTRA + _KINETICS.read_text(encoding="utf-8").splitlines():
-        words.update(tokenize_class_name(name))
-    rng = np.random.default_rng(11)
-    lines = [f"{len(words)} {WORD_DIM}"]
-    lines += [f"{w} " + " ".join(f"{x:.5f}" for x in rng.normal(size=WORD_DIM)) for w in sorted(words)]
-    path = tmp_path_factory.mktemp("vectors") / "eval.w2v.txt"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_word_vectors(SEEN + VAL_UNSEEN + UNSEEN + EXTRA, WORD_DIM, seed=11)
 
 
 def _vectors(path: Path) -> dict[str, np.ndarray]:

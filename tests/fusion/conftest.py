@@ -23,22 +23,12 @@ SEEN = ["playing guitar", "playing drums", "dog barking", "riding bike", "swimmi
 UNSEEN = ["playing piano", "cat meowing", "riding horse", "folk dancing"]
 LAYOUT = {"V": 2, "Nv": 5, "Dv": 24, "Na": 4, "Da": 16, "kinetics_classes": 400}
 WORD_DIM = 16
-_KINETICS = Path(__file__).resolve().parents[2] / "data" / "classlists" / "kinetics400.txt"
 
 
 @pytest.fixture(scope="session")
-def vectors_file(tmp_path_factory) -> Path:
+def vectors_file(write_word_vectors) -> Path:
     """A word2vec text file with random vectors for the class-name words and the Kinetics-400 words."""
-    words = set()
-    for name in SEEN + UNSEEN + _KINETICS.read_text(encoding="utf-8").splitlines():
-        words.update(tokenize_class_name(name))
-    words.add("unused")
-    rng = np.random.default_rng(7)
-    path = tmp_path_factory.mktemp("vectors") / "tiny.w2v.txt"
-    lines = [f"{len(words)} {WORD_DIM}"]
-    lines += [f"{w} " + " ".join(f"{x:.5f}" for x in rng.normal(size=WORD_DIM)) for w in sorted(words)]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_word_vectors(SEEN + UNSEEN, WORD_DIM, seed=7, extra_words=("unused",))
 
 
 def _phi(name: str, vectors: dict[str, np.ndarray]) -> np.ndarray:

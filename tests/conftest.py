@@ -1,0 +1,29 @@
+"""Fixtures shared by every package's tests."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fusion.class_embeddings import tokenize_class_name
+
+KINETICS400 = Path(__file__).resolve().parents[1] / "data" / "classlists" / "kinetics400.txt"
+
+
+@pytest.fixture(scope="session")
+def write_word_vectors(tmp_path_factory):
+    """`write_word_vectors(names, dim, seed, extra_words=())`: a word2vec text file with random vectors for every
+    word of `names` and of the Kinetics-400 labels (the SE target's phi(s_v) needs them)."""
+
+    def write(names, dim: int, seed: int, extra_words=()) -> Path:
+        words = set(extra_words)
+        for name in list(names) + KINETICS400.read_text(encoding="utf-8").splitlines():
+            words.update(tokenize_class_name(name))
+        rng = np.random.default_rng(seed)
+        lines = [f"{len(words)} {dim}"]
+        lines += [f"{w} " + " ".join(f"{x:.5f}" for x in rng.normal(size=dim)) for w in sorted(words)]
+        path = tmp_path_factory.mktemp("vectors") / f"words{dim}-{seed}.w2v.txt"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
+
+    return write
