@@ -173,7 +173,8 @@ def _run_state(run_dir: Path, train_config) -> str:
     wanted = json.loads(json.dumps(replace(train_config, resume=False).to_dict()))
     if {k: v for k, v in recorded.items() if k != "resume"} != {k: v for k, v in wanted.items() if k != "resume"}:
         return "other"
-    epochs = [json.loads(line)["epoch"] for line in log.read_text(encoding="utf-8").splitlines()] if log.is_file() else []
+    lines = log.read_text(encoding="utf-8").splitlines() if log.is_file() else []
+    epochs = [json.loads(line)["epoch"] for line in lines]
     if epochs and epochs[-1] == train_config.epochs and (run_dir / "last.pt").is_file():
         return "finished"
     return "partial" if (run_dir / "last.pt").is_file() else "other"

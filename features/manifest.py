@@ -44,7 +44,8 @@ def read_clip_list(videos: str | Path) -> list[ClipRecord]:
         return _read_manifest(videos)
     if videos.suffix.lower() in VIDEO_SUFFIXES:
         return [ClipRecord(clip_id=videos.stem, path=videos.resolve())]
-    raise ValueError(f"{videos}: not a manifest (.csv), a folder, or a media file ({', '.join(sorted(VIDEO_SUFFIXES))})")
+    raise ValueError(f"{videos}: not a manifest (.csv), a folder, or a media file "
+                     f"({', '.join(sorted(VIDEO_SUFFIXES))})")
 
 
 def _scan_folder(root: Path) -> list[ClipRecord]:

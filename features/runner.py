@@ -166,7 +166,7 @@ def _extract_block(store: TokenStore, index: np.ndarray, extractor, on_clip: Cal
     from extract.pipeline import MediaError
 
     paths = [Path(p) for p in store.paths[index]]
-    for clip_index, (path, result) in zip(index, extractor.extract_many(paths), strict=True):
+    for clip_index, (_, result) in zip(index, extractor.extract_many(paths), strict=True):
         if isinstance(result, MediaError):
             logger.warning("failed: %s", result)
             store.mark_failed([int(clip_index)], [result.reason])

@@ -140,7 +140,9 @@ class TokenStore:
             "store_config": store_config.to_dict(),
         })
         for name, values in zip(_META_ARRAYS, _clip_columns(clips), strict=True):
-            group.create_array(name, shape=(n,), dtype=str, chunks=(n,), compressors=zarr.codecs.ZstdCodec(level=3))[:] = values
+            column = group.create_array(name, shape=(n,), dtype=str, chunks=(n,),
+                                        compressors=zarr.codecs.ZstdCodec(level=3))
+            column[:] = values
         group.create_array("status", shape=(n,), dtype="uint8", chunks=(block,), fill_value=PENDING)
         group.create_array("failure_reason", shape=(n,), dtype=str, chunks=(block,), fill_value="")
         for name, (dtype, _) in _SMALL_ARRAYS.items():
@@ -313,7 +315,8 @@ class TokenStore:
         splits = {}
         for split in sorted(set(self.splits.tolist())):
             mask = self.splits == split
-            splits[split or "(none)"] = {name: int(((status == code) & mask).sum()) for code, name in STATUS_NAMES.items()}
+            splits[split or "(none)"] = {name: int(((status == code) & mask).sum())
+                                         for code, name in STATUS_NAMES.items()}
         return {
             "store": str(self.path),
             "clips": self.num_clips,
