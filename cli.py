@@ -87,6 +87,37 @@ def make_synthetic(out_dir: Path, classes: int, clips_per_class: int, seconds: f
                f"{summary.elapsed_s:.1f} s: {summary.manifest_path}")
 
 
+# --- the main job --------------------------------------------------------------------------------------
+
+
+@cli.command("demo")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"), show_default=True,
+              help="Folder for the benchmark, store, runs and report; a second run reuses what is finished.")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated training seeds (mean +- std).")
+@click.option("--epochs", type=int, default=40, show_default=True, help="Training epochs per run.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+@_user_errors
+def demo_command(out: Path, seeds: str, epochs: int, progress: bool) -> None:
+    """Run the whole pipeline on the built-in synthetic benchmark and print the ZSL / GZSL table.
+
+    make-synthetic -> extract (cpu-small, random-init backbones) -> train-fusion (one run per seed, plus a control
+    with shuffled class embeddings) -> zeroshot -> OUT/demo_results.json and OUT/report/.
+    """
+    from eval.demo import DemoConfig, run_demo
+
+    seed_list = tuple(int(part) for part in seeds.split(",") if part.strip())
+    result = run_demo(DemoConfig(out=out, seeds=seed_list, epochs=epochs, progress=progress))
+    r = result.results
+    click.echo("")
+    click.echo(r["note"])
+    click.echo("")
+    click.echo(result.table)
+    click.echo("")
+    click.echo(f"ZSL {r['zsl']:.2f}% = {r['zsl_over_chance']:.1f}x chance ({r['chance_zsl']:.2f}%); control "
+               f"{r['control_zsl']:.2f}% = {r['control_zsl_over_chance']:.1f}x chance. {r['seconds']:.0f} s. "
+               f"Results: {result.results_path}; report: {result.report_dir / 'README.md'}")
+
+
 # --- features: extract, inspect ------------------------------------------------------------------------
 
 
@@ -193,8 +224,14 @@ def _split_list(value: str | None) -> tuple[str, ...] | None:
               help="With --val-unseen-fraction: share of each kept class's clips held out as validation-seen "
                    "(default 0.2).")
 @click.option("--select-by", type=click.Choice(["gzsl_hm", "gzsl_hm_calibrated", "zsl"]), default=None,
-              help="Validation score that picks best.pt: raw GZSL HM (default), HM after calibrated stacking with "
-                   "beta chosen on the validation data (AVCA stage 1), or ZSL; ties go to the higher ZSL.")
+              help="Validation score that picks best.pt: HM after calibrated stacking with beta chosen on the "
+                   "validation data (default; AVCA stage 1), raw GZSL HM, or ZSL; ties go to the higher ZSL.")
+@click.option("--test-seen-fraction", type=float, default=None,
+              help="Hold out this share of each training class's clips as test-seen (never trained or validated "
+                   "on; zeroshot scores them as GZSL's seen part); for stores with only seen / unseen splits.")
+@click.option("--shuffle-class-embeddings", is_flag=True, default=None,
+              help="Control run: train on a permutation of the training classes' embeddings (zero-shot must fall "
+                   "to chance).")
 @click.option("--train-splits", default=None, help="Comma-separated store splits that train the head (default seen).")
 @click.option("--classes", "classes_file", type=click.Path(path_type=Path), default=None,
               help="Training class list, one per line, class id = line order (default: the sorted training labels).")
@@ -507,6 +544,128 @@ def relatedness_command(classes: str, seen: str | None, vectors: str, name_map: 
     counts = ", ".join(f"{group} {count}" for group, count in summary.counts.items())
     click.echo(f"{summary.n_classes} classes vs {','.join(summary.seen)}: {counts}; "
                f"SR < 0.2: {summary.share_sr_below_0_2:.1%}; wrote {summary.csv_path.parent}")
+
+
+# --- eval: curate -------------------------------------------------------------------------------------
+
+
+@cli.group("curate")
+def curate_group() -> None:
+    """Build an MZSL-style evaluation set (docs/curation.md): select -> filmstrips -> sheets -> merge -> build."""
+
+
+@curate_group.command("select")
+@click.option("--candidates", required=True,
+              help="Candidate class names: a file (one per line; # comments) or a shipped list name.")
+@click.option("--seen", default=None,
+              help="Comma-separated shipped seen lists (default: kinetics400,kinetics600,kinetics700,vggsound,ucf101,"
+                   "activitynet, without the candidates' own list).")
+@click.option("--vectors", default="glove-6b-50d", show_default=True,
+              help="Word vectors: glove-6b-50d, word2vec:PATH, fasttext:PATH or fasttext-phrase:PATH.")
+@click.option("--name-map", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="CSV original,manual rewriting names before embedding.")
+@click.option("--missing", type=click.Choice(["error", "skip"]), default="error", show_default=True,
+              help="Words not in the vectors: error lists them; skip drops them from their names.")
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for classes.csv (kept classes) and relatedness.csv/.png/.md/.json (every candidate).")
+@_user_errors
+def curate_select_command(candidates: str, seen: str | None, vectors: str, name_map: Path | None, missing: str,
+                          out_dir: Path) -> None:
+    """Keep candidate classes with 0.1 < SR <= 0.8 to the seen datasets, graded easy / medium / hard."""
+    from eval.curation import SelectConfig, select_classes
+
+    summary = select_classes(SelectConfig(candidates=candidates, out_dir=out_dir, seen=_split_list(seen),
+                                          vectors=vectors, name_map=name_map, missing=missing))
+    counts = ", ".join(f"{group} {count}" for group, count in summary.counts.items())
+    click.echo(f"kept {len(summary.kept)} of {summary.n_candidates} candidate classes ({counts}); "
+               f"class table {summary.classes_path}")
+
+
+@curate_group.command("filmstrips")
+@click.option("--videos", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Candidate videos: CSV with path,class_name (paths relative to it) or a folder <class>/<video>.")
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for filmstrips/, filmstrips.csv (index) and failures.csv.")
+@click.option("--classes", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Class table of curate select: only videos of its classes.")
+@click.option("--rows", type=int, default=None, help="Grid rows (default 10).")
+@click.option("--columns", type=int, default=None, help="Grid columns (default 10).")
+@click.option("--seconds-per-frame", type=float, default=None, help="Seconds between cells (default 1.0: 1 fps).")
+@click.option("--cell-width-px", type=int, default=None, help="Cell width in pixels (default 192).")
+@click.option("--cell-height-px", type=int, default=None, help="Cell height in pixels (default 108).")
+@click.option("--image-format", type=click.Choice(["jpg", "png"]), default=None, help="Image format (default jpg).")
+@click.option("--jpeg-quality", type=int, default=None, help="JPEG quality 1-95 (default 85).")
+@click.option("--workers", type=int, default=2, show_default=True, help="Processes decoding videos in parallel.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@_user_errors
+def curate_filmstrips_command(videos: Path, out_dir: Path, classes: Path | None, workers: int, progress: bool,
+                              **layout_options) -> None:
+    """One 10 x 10 filmstrip (1 fps, first 100 s) per video; undecodable videos are listed in failures.csv."""
+    from eval.curation import FilmstripConfig, make_filmstrips
+    from eval.filmstrip import FilmstripLayout
+
+    layout = FilmstripLayout(**{k: v for k, v in layout_options.items() if v is not None})
+    summary = make_filmstrips(FilmstripConfig(videos=videos, out_dir=out_dir, classes=classes, layout=layout,
+                                              workers=workers, progress=progress))
+    skipped = f", {summary.n_skipped} skipped (class not in the table)" if summary.n_skipped else ""
+    click.echo(f"{summary.n_ok} filmstrips, {summary.n_failed} videos failed{skipped}; {summary.videos_per_s:.1f} "
+               f"videos/s; index {summary.index_path}")
+
+
+@curate_group.command("sheets")
+@click.option("--filmstrips", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The filmstrips.csv index of curate filmstrips.")
+@click.option("--reviewers", required=True, help="Comma-separated reviewer names; one sheet <name>.csv each.")
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the sheets (existing sheets are never overwritten).")
+@_user_errors
+def curate_sheets_command(filmstrips: Path, reviewers: str, out_dir: Path) -> None:
+    """Write one blank annotation sheet per reviewer (label each video yes / no / unsure)."""
+    from eval.curation import SheetsConfig, make_sheets
+
+    summary = make_sheets(SheetsConfig(filmstrips=filmstrips, reviewers=_comma_list(reviewers), out_dir=out_dir))
+    click.echo(f"{len(summary.sheets)} sheets of {summary.n_videos} videos ({summary.n_failed} without a filmstrip "
+               f"left out) in {out_dir}")
+
+
+@curate_group.command("merge")
+@click.argument("sheets", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for decisions.csv, agreement.json and agreement.md.")
+@_user_errors
+def curate_merge_command(sheets: tuple[Path, ...], out_dir: Path) -> None:
+    """Merge filled SHEETS (one per reviewer): keep all-yes videos, drop mixed ones, report Fleiss' / Cohen's kappa."""
+    from eval.curation import MergeConfig, merge_annotations
+
+    summary = merge_annotations(MergeConfig(sheets=sheets, out_dir=out_dir))
+    kappa = "n/a" if summary.fleiss_kappa is None else f"{summary.fleiss_kappa:.3f}"
+    click.echo(f"{summary.n_videos} videos, {len(summary.reviewers)} reviewers: keep {summary.decisions['keep']}, "
+               f"mixed {summary.decisions['mixed']}, rejected {summary.decisions['rejected']}; Fleiss' kappa {kappa}; "
+               f"unanimous {summary.unanimous:.1%}; wrote {out_dir}")
+
+
+@curate_group.command("build")
+@click.option("--decisions", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="decisions.csv of curate merge.")
+@click.option("--classes", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Class table of curate select (class_name,sr,group).")
+@click.option("--filmstrips", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="filmstrips.csv index of curate filmstrips (video paths, decode failures).")
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for manifest.csv, classes.csv, dropped.csv, statistics.md, videos_per_class.png.")
+@click.option("--min-videos-per-class", type=int, default=1, show_default=True,
+              help="Drop classes with fewer kept videos (noted in statistics.md).")
+@_user_errors
+def curate_build_command(decisions: Path, classes: Path, filmstrips: Path, out_dir: Path,
+                         min_videos_per_class: int) -> None:
+    """Write the evaluation set: manifest (split unseen, group, SR), class table, Table 2 / Fig. 3 statistics."""
+    from eval.curation import BuildConfig, build_evaluation_set
+
+    summary = build_evaluation_set(BuildConfig(decisions=decisions, classes=classes, filmstrips=filmstrips,
+                                               out_dir=out_dir, min_videos_per_class=min_videos_per_class))
+    groups = ", ".join(f"{g} {n['classes']}/{n['videos']}" for g, n in summary.groups.items())
+    click.echo(f"{summary.n_classes} classes, {summary.n_videos} videos (classes/videos: {groups}); "
+               f"{sum(summary.dropped.values())} videos dropped; manifest {summary.manifest_path}")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from extract.decode import decode_clip  # noqa: E402
 from extract.encode import write_mp4  # noqa: E402
 
 
-def _write_clip(path: Path, seconds: float, width: int, height: int) -> Path:
+def write_motion_clip(path: Path, seconds: float, width: int, height: int) -> Path:
     """Moving coloured stripes and a bouncing square over noise: real motion for the encoder and decoder."""
     rng = np.random.default_rng(0)
     fps, count = 30, round(seconds * 30)
@@ -103,7 +103,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as folder:
-        path = args.file or _write_clip(Path(folder) / "clip.mp4", args.seconds, args.width, args.height)
+        path = args.file or write_motion_clip(Path(folder) / "clip.mp4", args.seconds, args.width, args.height)
         frames, duration_s = _count_frames(path)
         config = PROFILES["paper"]
         clip = decode_clip(path, config.video, config.audio)

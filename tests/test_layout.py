@@ -18,9 +18,10 @@ import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Commands the design card and the issues name (STYLE.md "CLI"); add `protocol` and `curate` when they land.
+# Commands the design card and the issues name (STYLE.md "CLI"); add `protocol` when it lands.
 # Every command of the click group must be listed by --help, and these must be among them.
-REQUIRED_COMMANDS = ("make-synthetic", "extract", "train-fusion", "zeroshot", "inspect", "relatedness", "report")
+REQUIRED_COMMANDS = ("make-synthetic", "extract", "train-fusion", "zeroshot", "inspect", "relatedness", "report",
+                     "curate", "protocol", "demo", "import-avca")
 
 LAYOUT = ("cli.py", "extract", "features", "fusion", "eval", "tests", "environment.yml", "pyproject.toml", "Makefile",
           "README.md", ".ci/run", ".gitignore", "BENCHMARKS.md")

@@ -10,27 +10,18 @@ import numpy as np
 import pytest
 
 from extract.encode import write_mp4
+from tests import media
+from tests.media import numbered_frames
 
 _BITS = 8
 
 
 def _numbered_frames(count: int, height: int, width: int) -> np.ndarray:
-    """Frames whose lower half shows the frame number in binary (8 stripes, white = 1) over mid grey."""
-    frames = np.full((count, height, width, 3), 128, dtype=np.uint8)
-    stripe = width // _BITS
-    for i in range(count):
-        for bit in range(_BITS):
-            frames[i, height // 2:, bit * stripe:(bit + 1) * stripe] = 255 if (i >> bit) & 1 else 0
-    return frames
+    return numbered_frames(count, height, width, _BITS)
 
 
 def frame_number(rgb: np.ndarray) -> int:
-    """Inverse of `_numbered_frames` on a decoded (possibly resized) frame."""
-    height, width = rgb.shape[:2]
-    stripe = width / _BITS
-    lower = rgb[height // 2 + 2:, :, 0].astype(np.float64)
-    return sum(1 << bit for bit in range(_BITS)
-               if lower[:, round(bit * stripe) + 2:round((bit + 1) * stripe) - 2].mean() > 128)
+    return media.frame_number(rgb, _BITS, margin_px=2)
 
 
 @pytest.fixture

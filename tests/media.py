@@ -1,0 +1,25 @@
+"""Test media whose frames carry their own number, so a test can tell which frame a decoder returned."""
+
+import numpy as np
+
+
+def numbered_frames(count: int, height: int, width: int, bits: int) -> np.ndarray:
+    """Frames whose lower half shows the frame number in binary (`bits` stripes, white = 1) over mid grey.
+
+    Shapes: (count, height, width, 3) uint8.
+    """
+    frames = np.full((count, height, width, 3), 128, dtype=np.uint8)
+    stripe = width // bits
+    for i in range(count):
+        for bit in range(bits):
+            frames[i, height // 2:, bit * stripe:(bit + 1) * stripe] = 255 if (i >> bit) & 1 else 0
+    return frames
+
+
+def frame_number(rgb: np.ndarray, bits: int, margin_px: int = 1) -> int:
+    """Inverse of `numbered_frames` on a decoded (possibly resized) frame; `margin_px` skips stripe edges."""
+    height, width = rgb.shape[:2]
+    stripe = width / bits
+    lower = rgb[height // 2 + 2:, :, 0].astype(np.float64)
+    return sum(1 << bit for bit in range(bits)
+               if lower[:, round(bit * stripe) + margin_px:round((bit + 1) * stripe) - margin_px].mean() > 128)
