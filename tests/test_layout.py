@@ -110,3 +110,10 @@ def test_ci_runs_make_test():
 def test_gitignore_keeps_generated_data_out():
     ignored = {line.strip() for line in (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()}
     assert {".venv/", "runs/", "__pycache__/"} <= ignored
+
+
+def test_ruff_is_clean():
+    """The style rules (pyproject.toml [tool.ruff]) hold for the whole tree."""
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", str(ROOT)],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
