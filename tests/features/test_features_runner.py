@@ -142,3 +142,18 @@ def test_inspect_json(clip_folder, tmp_path):
     assert summary["splits"]["seen"]["done"] == 3
     text = CliRunner().invoke(cli, ["inspect", str(tmp_path / "store.zarr")])
     assert text.exit_code == 0 and "6 done, 2 failed, 0 pending" in text.output
+
+
+def test_gpu_cluster_pins_one_gpu_per_worker_process(tmp_path):
+    """`--gpus N` starts N worker processes, each seeing only its own GPU (checked without a GPU: the pinning is
+    the environment each worker process gets)."""
+    from distributed import Client
+
+    from features.runner import _local_cluster
+
+    config = RunnerConfig(videos=tmp_path, out=tmp_path / "s.zarr", extract=CPU_SMALL, gpus=2, progress=False)
+    with _local_cluster(config) as cluster, Client(cluster) as client:
+        client.wait_for_workers(2, timeout=60)
+        visible = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
+        threads = {info["nthreads"] for info in client.scheduler_info()["workers"].values()}
+    assert sorted(visible.values()) == ["0", "1"] and threads == {1}
