@@ -37,7 +37,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 from PIL import Image, ImageDraw, ImageFont
 
-from extract.decode import MediaError
+from extract.decode import MediaError, describe, open_video
 from extract.views import TIME_TOLERANCE_S
 
 __all__ = [
@@ -189,18 +189,7 @@ def sample_frames(path: str | Path, times_s: np.ndarray, cell_px: tuple[int, int
     times_s = np.asarray(times_s, dtype=np.float64)
     if times_s.ndim != 1 or times_s.size == 0 or np.any(np.diff(times_s) <= 0) or times_s[0] < 0:
         raise ValueError(f"times_s must be a non-empty increasing sequence of times >= 0, got {times_s}")
-    if not path.is_file():
-        raise MediaError(path, "file not found")
-    if path.stat().st_size == 0:
-        raise MediaError(path, "empty file (0 bytes)")
-    try:
-        container = av.open(str(path), metadata_errors="ignore")
-    except av.FFmpegError as error:
-        raise MediaError(path, f"cannot be opened as media, not a media file or truncated ({_describe(error)})") \
-            from error
-    with container:
-        if not container.streams.video:
-            raise MediaError(path, "no video stream")
+    with open_video(path) as container:
         stream = container.streams.video[0]
         if stream.codec_context is None:  # PyAV leaves it unset when FFmpeg has no decoder for the codec
             raise MediaError(path, "video stream in a codec this FFmpeg build cannot decode")
@@ -230,10 +219,6 @@ def sample_frames(path: str | Path, times_s: np.ndarray, cell_px: tuple[int, int
     return SampledVideo(frames, duration_s, width_px, height_px, frames_decoded=frames_decoded, **info)
 
 
-def _describe(error: av.FFmpegError) -> str:
-    return f"{type(error).__name__}: {error.strerror or error}"  # strerror: FFmpeg's text without the path
-
-
 def _demux(path: Path, container, stream, last_time_s: float) -> tuple[list, bool]:
     """Video packets in decode order up to the last one whose decode time is <= the last cell's time.
 
@@ -259,7 +244,7 @@ def _demux(path: Path, container, stream, last_time_s: float) -> tuple[list, boo
     except av.FFmpegError as error:
         where = float(last.pts * last.time_base) if last is not None and last.pts is not None else 0.0
         raise MediaError(path, f"demuxing failed near {where:.2f} s, corrupt or truncated "
-                                   f"({_describe(error)})") from error
+                                   f"({describe(error)})") from error
     return packets, True
 
 
@@ -382,7 +367,7 @@ def _decode(path: Path, stream, packets: list, first_pts: int, targets_s: np.nda
             prev = frame
     except av.FFmpegError as error:
         raise MediaError(path, f"video decoding failed after {decoded} frames, corrupt or truncated "
-                                   f"({_describe(error)})") from error
+                                   f"({describe(error)})") from error
     if prev is None:
         raise MediaError(path, f"video stream has no decodable frame ({len(packets)} packets, codec "
                                    f"{codec.name})")

@@ -25,7 +25,7 @@ from av.video.reformatter import VideoReformatter
 from extract import views
 from extract.config import AudioConfig, VideoConfig
 
-__all__ = ["MediaError", "DecodedClip", "decode_clip", "MIN_AUDIO_S"]
+__all__ = ["MediaError", "DecodedClip", "decode_clip", "open_video", "describe", "MIN_AUDIO_S"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,24 +96,12 @@ def decode_clip(path: str | Path, video: VideoConfig, audio: AudioConfig, codec_
             stream that cannot be decoded or gives less than 25 ms.
     """
     path = Path(path)
-    if not path.is_file():
-        raise MediaError(path, "file not found")
-    if path.stat().st_size == 0:
-        raise MediaError(path, "empty file (0 bytes)")
-    try:
-        container = av.open(str(path), metadata_errors="ignore")
-    except av.FFmpegError as error:
-        raise MediaError(path, f"cannot be opened as media, not a media file or truncated ({_describe(error)})") \
-            from error
-    with container:
-        if not container.streams.video:
-            raise MediaError(path, "no video stream")
+    with open_video(path) as container:
         video_stream = container.streams.video[0]
         audio_stream = container.streams.audio[0] if container.streams.audio else None
         for stream in (video_stream, audio_stream):
             if stream is not None:
-                if stream.codec_context is None:  # PyAV leaves it unset when FFmpeg has no decoder for the codec
-                    raise MediaError(path, f"{stream.type} stream in a codec this FFmpeg build cannot decode")
+                _check_decodable(path, stream)
                 stream.codec_context.thread_count = codec_threads
         packets, mono_audio = _demux(path, container, video_stream, audio_stream, audio.sample_rate_hz)
         t0, duration_s = _video_timing(path, video_stream, packets, 1.0 / video.sampling_fps)
@@ -133,7 +121,34 @@ def decode_clip(path: str | Path, video: VideoConfig, audio: AudioConfig, codec_
 # --- demux and video ------------------------------------------------------------------------------------
 
 
-def _describe(error: av.FFmpegError) -> str:
+def open_video(path: Path):
+    """Open a media file that has a video stream (the container must be closed: use it in a `with`).
+
+    Raises:
+        MediaError: missing, empty, not media or unreadable, or without a video stream.
+    """
+    if not path.is_file():
+        raise MediaError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise MediaError(path, "empty file (0 bytes)")
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except av.FFmpegError as error:
+        raise MediaError(path, f"cannot be opened as media, not a media file or truncated ({describe(error)})") \
+            from error
+    if not container.streams.video:
+        container.close()
+        raise MediaError(path, "no video stream")
+    return container
+
+
+def _check_decodable(path: Path, stream) -> None:
+    if stream.codec_context is None:  # PyAV leaves it unset when FFmpeg has no decoder for the codec
+        raise MediaError(path, f"{stream.type} stream in a codec this FFmpeg build cannot decode")
+
+
+def describe(error: av.FFmpegError) -> str:
+    """One line for an FFmpeg error, without the file path (the caller's message names it)."""
     return f"{type(error).__name__}: {error.strerror or error}"  # strerror: FFmpeg's text without the path
 
 
@@ -158,7 +173,7 @@ def _demux(path: Path, container, video_stream, audio_stream, sample_rate_hz: in
     except av.FFmpegError as error:
         where = float(last.pts * last.time_base) if last is not None and last.pts is not None else 0.0
         raise MediaError(path, f"demuxing or audio decoding failed near {where:.2f} s, corrupt or truncated "
-                               f"({_describe(error)})") from error
+                               f"({describe(error)})") from error
     return packets, audio
 
 
@@ -234,7 +249,7 @@ def _decode_frames(path: Path, stream, packets: list, t0: float, targets: np.nda
                 prev, prev_time, prev_slot = frame, frame_time, -1
     except av.FFmpegError as error:
         raise MediaError(path, f"video decoding failed after {decoded} frames, corrupt or truncated "
-                               f"({_describe(error)})") from error
+                               f"({describe(error)})") from error
     if prev is None:
         raise MediaError(path, f"video stream has no decodable frame ({len(packets)} packets, codec "
                                f"{stream.codec_context.name})")
