@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from fusion.class_embeddings import read_class_file  # re-exported: the one reader of class files
+
 __all__ = ["CLASSLIST_SOURCES", "available_classlists", "canonical_classlist", "load_classlist", "read_class_file"]
 
 logger = logging.getLogger(__name__)
@@ -74,34 +76,3 @@ def load_classlist(name: str) -> list[str]:
             f"{len(names)} lines; restore the file from the repository (data/classlists/SOURCES.md)"
         )
     return names
-
-
-def read_class_file(path: str | Path) -> list[str]:
-    """Read a user's class file: one class name per line.
-
-    Leading and trailing white space is stripped; blank lines and lines whose first non-blank character is
-    `#` are ignored (a `#` later in a line is part of the name).
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: the file lists no class, or lists a class twice (the message gives the line numbers).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"class file {path} does not exist (expected one class name per line)")
-    first_line: dict[str, int] = {}
-    duplicates: list[str] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        name = line.strip()
-        if not name or name.startswith("#"):
-            continue
-        if name in first_line:
-            duplicates.append(f"{name!r} (lines {first_line[name]} and {number})")
-            continue
-        first_line[name] = number
-    if duplicates:
-        raise ValueError(f"{path}: class names listed more than once: {', '.join(duplicates)}")
-    if not first_line:
-        raise ValueError(f"{path}: no class names (one name per line; blank lines and # comments are ignored)")
-    logger.debug("read %d class names from %s", len(first_line), path)
-    return list(first_line)

@@ -31,6 +31,8 @@ import numpy as np
 
 from eval import metrics, report
 from eval.config import PlotConfig, ZeroShotConfig
+from fusion.class_embeddings import read_class_file
+from fusion.trainer import is_test_split
 
 __all__ = [
     "RUN_VALIDATION",
@@ -40,8 +42,6 @@ __all__ = [
     "ValidationSplit",
     "GZSLEvaluation",
     "ZeroShotResult",
-    "is_test_split",
-    "read_class_file",
     "run_clip_indices",
     "score_clips",
     "evaluate_gzsl",
@@ -58,29 +58,6 @@ RUN_VALIDATION = "run"  # --val-split run: the validation clips the run itself v
 # Training-config fields that do not change what a run computes: left out of the seed-group key.
 _RUN_FREE_FIELDS = ("seed", "out", "resume", "progress", "device", "prefetch_batches", "log_every_steps",
                     "eval_batch_size")
-
-
-def is_test_split(split: str) -> bool:
-    """Whether clips of this split are test data: "unseen" (the synthetic benchmark) or any "*test*" name.
-
-    The same rule as the trainer's (`fusion.trainer.is_test_split`).
-    """
-    name = split.strip().lower()
-    return name == "unseen" or "test" in name
-
-
-def read_class_file(path: Path) -> list[str]:
-    """Class names, one per line; blank lines and `#` comments ignored; duplicates are an error."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"class list {path} does not exist")
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    names = [n for n in names if n and not n.startswith("#")]
-    if not names:
-        raise ValueError(f"{path}: no class names")
-    if len(set(names)) != len(names):
-        raise ValueError(f"{path}: a class is listed twice")
-    return names
 
 
 @dataclass(frozen=True)

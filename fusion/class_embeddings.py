@@ -35,6 +35,7 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_SPEC",
+    "read_class_file",
     "GLOVE_SPELLING_MAP",
     "EmbeddingSource",
     "EmbeddingSpec",
@@ -585,3 +586,34 @@ def kinetics400_embeddings(source: EmbeddingSource) -> tuple[list[str], np.ndarr
     if len(labels) != 400:
         raise ValueError(f"{_DATA_DIR / 'classlists' / 'kinetics400.txt'}: expected 400 labels, found {len(labels)}")
     return labels, source.embed(labels)
+
+
+def read_class_file(path: str | Path) -> list[str]:
+    """Read a user's class file: one class name per line.
+
+    Leading and trailing white space is stripped; blank lines and lines whose first non-blank character is
+    `#` are ignored (a `#` later in a line is part of the name).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file lists no class, or lists a class twice (the message gives the line numbers).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"class file {path} does not exist (expected one class name per line)")
+    first_line: dict[str, int] = {}
+    duplicates: list[str] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        name = line.strip()
+        if not name or name.startswith("#"):
+            continue
+        if name in first_line:
+            duplicates.append(f"{name!r} (lines {first_line[name]} and {number})")
+            continue
+        first_line[name] = number
+    if duplicates:
+        raise ValueError(f"{path}: class names listed more than once: {', '.join(duplicates)}")
+    if not first_line:
+        raise ValueError(f"{path}: no class names (one name per line; blank lines and # comments are ignored)")
+    logger.debug("read %d class names from %s", len(first_line), path)
+    return list(first_line)

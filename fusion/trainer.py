@@ -31,7 +31,7 @@ from tqdm import tqdm
 from eval import metrics
 from features.reader import BatchReader
 from features.store import DONE, TokenStore
-from fusion.class_embeddings import EmbeddingSource, kinetics400_embeddings, load_embedding_source
+from fusion.class_embeddings import EmbeddingSource, kinetics400_embeddings, load_embedding_source, read_class_file
 from fusion.config import ARCHITECTURE_FIELDS, FusionConfig, TrainConfig
 from fusion.losses import FusionLoss, LossWeights, kinetics_class, loss_weights, se_targets
 from fusion.model import FusionModel, ModelDims, build_model, count_parameters
@@ -139,18 +139,6 @@ def _test_unseen_classes(store: TokenStore) -> set[str]:
             if _is_test_unseen_split(split)}
 
 
-def _read_class_file(path: Path) -> list[str]:
-    if not path.is_file():
-        raise FileNotFoundError(f"class list {path} does not exist")
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    names = [name for name in names if name and not name.startswith("#")]
-    if len(set(names)) != len(names):
-        raise ValueError(f"{path}: a class is listed twice")
-    if not names:
-        raise ValueError(f"{path}: no class names")
-    return names
-
-
 def _hold_out(
     candidates: np.ndarray, labels: np.ndarray, config: TrainConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
@@ -200,7 +188,7 @@ def _plan_data(config: TrainConfig, store: TokenStore, val_store: TokenStore | N
 
     present = sorted(set(train_labels_text.tolist()))
     if config.classes_file is not None:
-        listed = [name for name in _read_class_file(config.classes_file) if name not in held_unseen]
+        listed = [name for name in read_class_file(config.classes_file) if name not in held_unseen]
         stray = sorted(set(present) - set(listed))
         if stray:
             counts = {name: int((train_labels_text == name).sum()) for name in stray[:10]}
