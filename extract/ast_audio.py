@@ -33,6 +33,7 @@ from torch import nn
 
 from extract import weights as weight_files
 from extract.config import AudioConfig
+from extract.errors import InputError
 
 __all__ = [
     "AST_PATCH_PX",
@@ -177,7 +178,7 @@ def remap_original_ast(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     state = _drop(state, _AST_HEADS)
     stray = sorted(k for k in state if not k.startswith(_AST_PREFIX))
     if stray:
-        raise ValueError(f"keys outside {_AST_PREFIX!r} in an AST checkpoint: {stray[:5]}")
+        raise InputError(f"keys outside {_AST_PREFIX!r} in an AST checkpoint: {stray[:5]}")
     return {k.removeprefix(_AST_PREFIX): v for k, v in state.items()}
 
 
@@ -197,7 +198,7 @@ def remap_hf_ast(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             continue
         match = _HF_LAYER_KEY.fullmatch(key)
         if match is None:
-            raise ValueError(f"unknown key {key!r} in an HF AST state dict")
+            raise InputError(f"unknown key {key!r} in an HF AST state dict")
         layer, name, kind = match.groups()
         projection = _HF_QKV.fullmatch(name)
         if projection is not None:
@@ -206,10 +207,10 @@ def remap_hf_ast(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         elif name in _HF_LAYER:
             out[f"blocks.{layer}.{_HF_LAYER[name]}.{kind}"] = value
         else:
-            raise ValueError(f"unknown key {key!r} in an HF AST state dict")
+            raise InputError(f"unknown key {key!r} in an HF AST state dict")
     for (layer, kind), parts in qkv.items():
         if sorted(parts) != [0, 1, 2]:
-            raise ValueError(f"layer {layer} lacks one of query / key / value {kind}")
+            raise InputError(f"layer {layer} lacks one of query / key / value {kind}")
         out[f"blocks.{layer}.attn.qkv.{kind}"] = torch.cat([parts[0], parts[1], parts[2]])  # 3 x (D, ...) -> (3D, ...)
     return out
 
@@ -230,10 +231,10 @@ def adapt_deit(state: dict[str, torch.Tensor], grid: tuple[int, int]) -> dict[st
     state = _drop(state, _DEIT_HEADS)
     kernel, pos = state.get("patch_embed.proj.weight"), state.get("pos_embed")
     if kernel is None or pos is None or kernel.shape[1] != 3:
-        raise ValueError("not a DeiT checkpoint with an RGB patch embedding and a position embedding")
+        raise InputError("not a DeiT checkpoint with an RGB patch embedding and a position embedding")
     side = math.isqrt(pos.shape[1] - 2)
     if side * side != pos.shape[1] - 2:
-        raise ValueError(f"DeiT position embedding of {pos.shape[1] - 2} patches is not a square grid")
+        raise InputError(f"DeiT position embedding of {pos.shape[1] - 2} patches is not a square grid")
     freq, time = grid
     width = pos.shape[2]
     patches = pos[:, 2:].reshape(1, side, side, width).permute(0, 3, 1, 2)  # (1, G*G, D) -> (1, D, G, G)
@@ -277,7 +278,7 @@ def ast_state_dict(path: Path, grid: tuple[int, int]) -> tuple[dict[str, torch.T
     kernel = state.get("patch_embed.proj.weight")
     if kernel is not None and kernel.ndim == 4 and kernel.shape[1] == 3:
         return adapt_deit(state, grid), "timm-deit"
-    raise ValueError(f"{path}: not AST weights in a known format ({', '.join(WEIGHT_FORMATS)}); first keys: "
+    raise InputError(f"{path}: not AST weights in a known format ({', '.join(WEIGHT_FORMATS)}); first keys: "
                      f"{sorted(state)[:5]}")
 
 
@@ -298,13 +299,13 @@ def build_ast(config: AudioConfig, weights: Path | None, random_init: bool, seed
         ValueError: weights and `random_init` both given, or weights that do not fit the architecture.
     """
     if random_init and weights is not None:
-        raise ValueError(f"both audio weights ({weights}) and random init were asked for; choose one")
+        raise InputError(f"both audio weights ({weights}) and random init were asked for; choose one")
     if not random_init:
         if weights is None:
             raise FileNotFoundError(
-                "no AST weights given: pass --audio-weights with AST's audioset_10_10_0.4593.pth (github.com/"
+                "no AST weights given: set `audio_weights` to AST's audioset_10_10_0.4593.pth (github.com/"
                 "YuanGongND/ast), an HF MIT/ast-finetuned-audioset-10-10-0.4593 folder or safetensors file, or timm "
-                "deit_base_distilled_patch16_384 ImageNet weights; or pass --random-init for random weights")
+                "deit_base_distilled_patch16_384 ImageNet weights; or `random_init=True` for random weights")
         weight_files.weights_file(Path(weights))  # raises FileNotFoundError before anything is built
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -15,6 +15,8 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
+from extract.errors import InputError
+
 __all__ = [
     "VIDEO_ARCHITECTURES",
     "AUDIO_ARCHITECTURES",
@@ -56,24 +58,24 @@ class VideoConfig:
 
     def __post_init__(self) -> None:
         if self.architecture not in VIDEO_ARCHITECTURES:
-            raise ValueError(f"video architecture must be one of {VIDEO_ARCHITECTURES}, got {self.architecture!r}")
+            raise InputError(f"video architecture must be one of {VIDEO_ARCHITECTURES}, got {self.architecture!r}")
         if self.crops not in (1, 3):
-            raise ValueError(f"crops must be 1 or 3 (SlowFast test-time crops), got {self.crops}")
+            raise InputError(f"crops must be 1 or 3 (SlowFast test-time crops), got {self.crops}")
         if self.temporal_views < 1:
-            raise ValueError(f"temporal_views must be >= 1, got {self.temporal_views}")
+            raise InputError(f"temporal_views must be >= 1, got {self.temporal_views}")
         if self.frames_per_view < 2 or self.frames_per_view % 2:
-            raise ValueError(f"frames_per_view must be even and >= 2 (MViT's temporal patch stride is 2), "
+            raise InputError(f"frames_per_view must be even and >= 2 (MViT's temporal patch stride is 2), "
                              f"got {self.frames_per_view}")
         if self.frame_stride < 1:
-            raise ValueError(f"frame_stride must be >= 1, got {self.frame_stride}")
+            raise InputError(f"frame_stride must be >= 1, got {self.frame_stride}")
         if not self.sampling_fps > 0:
-            raise ValueError(f"sampling_fps must be > 0, got {self.sampling_fps}")
+            raise InputError(f"sampling_fps must be > 0, got {self.sampling_fps}")
         if self.crop_size_px < _CROP_MULTIPLE_PX or self.crop_size_px % _CROP_MULTIPLE_PX:
-            raise ValueError(f"crop_size_px must be a positive multiple of {_CROP_MULTIPLE_PX}, "
+            raise InputError(f"crop_size_px must be a positive multiple of {_CROP_MULTIPLE_PX}, "
                              f"got {self.crop_size_px}")
         fixed = _PRETRAINED_VIDEO_INPUT.get(self.architecture)
         if fixed is not None and (self.frames_per_view, self.crop_size_px) != fixed:
-            raise ValueError(f"{self.architecture} takes exactly {fixed[0]} frames of {fixed[1]} px, got "
+            raise InputError(f"{self.architecture} takes exactly {fixed[0]} frames of {fixed[1]} px, got "
                              f"frames_per_view={self.frames_per_view}, crop_size_px={self.crop_size_px}")
 
     @property
@@ -108,16 +110,16 @@ class AudioConfig:
 
     def __post_init__(self) -> None:
         if self.architecture not in AUDIO_ARCHITECTURES:
-            raise ValueError(f"audio architecture must be one of {AUDIO_ARCHITECTURES}, got {self.architecture!r}")
+            raise InputError(f"audio architecture must be one of {AUDIO_ARCHITECTURES}, got {self.architecture!r}")
         if self.sample_rate_hz != 16000:
-            raise ValueError(f"sample_rate_hz must be 16000 (AST's fbank arguments assume it), got "
+            raise InputError(f"sample_rate_hz must be 16000 (AST's fbank arguments assume it), got "
                              f"{self.sample_rate_hz}")
         if self.num_mel_bins < 16 or self.target_frames < 16:
-            raise ValueError(f"num_mel_bins and target_frames must be >= 16 (one 16 x 16 patch), got "
+            raise InputError(f"num_mel_bins and target_frames must be >= 16 (one 16 x 16 patch), got "
                              f"{self.num_mel_bins} and {self.target_frames}")
         fixed = _PRETRAINED_AUDIO_INPUT.get(self.architecture)
         if fixed is not None and (self.num_mel_bins, self.target_frames) != fixed:
-            raise ValueError(f"{self.architecture} takes exactly {fixed[0]} mel bins x {fixed[1]} frames, got "
+            raise InputError(f"{self.architecture} takes exactly {fixed[0]} mel bins x {fixed[1]} frames, got "
                              f"num_mel_bins={self.num_mel_bins}, target_frames={self.target_frames}")
 
     @property
@@ -140,9 +142,9 @@ class TokenConfig:
 
     def __post_init__(self) -> None:
         if len(self.video_pooled_grid) != 3 or min(self.video_pooled_grid) < 1:
-            raise ValueError(f"video_pooled_grid must be three sizes >= 1, got {self.video_pooled_grid}")
+            raise InputError(f"video_pooled_grid must be three sizes >= 1, got {self.video_pooled_grid}")
         if self.audio_pooled_time < 1:
-            raise ValueError(f"audio_pooled_time must be >= 1, got {self.audio_pooled_time}")
+            raise InputError(f"audio_pooled_time must be >= 1, got {self.audio_pooled_time}")
 
 
 @dataclass(frozen=True)
@@ -170,22 +172,22 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         for name, kind in (("video", VideoConfig), ("audio", AudioConfig), ("tokens", TokenConfig)):
             if not isinstance(getattr(self, name), kind):
-                raise ValueError(f"{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}")
+                raise InputError(f"{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}")
         if not self.profile:
-            raise ValueError("profile must be a non-empty name")
+            raise InputError("profile must be a non-empty name")
         if self.precision not in _PRECISIONS:
-            raise ValueError(f"precision must be one of {_PRECISIONS}, got {self.precision!r}")
+            raise InputError(f"precision must be one of {_PRECISIONS}, got {self.precision!r}")
         if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
-            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+            raise InputError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if self.batch_views < 1:
-            raise ValueError(f"batch_views must be >= 1, got {self.batch_views}")
+            raise InputError(f"batch_views must be >= 1, got {self.batch_views}")
         if self.decode_threads < 1:
-            raise ValueError(f"decode_threads must be >= 1, got {self.decode_threads}")
+            raise InputError(f"decode_threads must be >= 1, got {self.decode_threads}")
         small = [a for a in (self.video.architecture, self.audio.architecture)
                  if a not in _PRETRAINED_VIDEO_INPUT and a not in _PRETRAINED_AUDIO_INPUT]
         if small and not self.random_init:
-            raise ValueError(f"{' and '.join(small)} exist only with random weights (no published checkpoint); "
-                             "set random_init (--random-init) or use the paper / mvit-1x5 profile")
+            raise InputError(f"{' and '.join(small)} exist only with random weights (no published checkpoint); "
+                             "set `random_init=True` or use the paper / mvit-1x5 profile")
 
     def to_dict(self) -> dict:
         """JSON-ready dict (tuples become lists, so it compares equal to what a store reads back)."""
@@ -198,7 +200,7 @@ class ExtractConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown extract config keys {unknown}; known: {sorted(known)}")
+            raise InputError(f"unknown extract config keys {unknown}; known: {sorted(known)}")
         parts = {"video": VideoConfig, "audio": AudioConfig, "tokens": TokenConfig}
         for name, kind in parts.items():
             if name in data:
@@ -210,7 +212,7 @@ def _sub_config(kind: type, values: dict, name: str):
     known = {f.name for f in dataclasses.fields(kind)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"unknown {name} config keys {unknown}; known: {sorted(known)}")
+        raise InputError(f"unknown {name} config keys {unknown}; known: {sorted(known)}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     return kind(**values)
 

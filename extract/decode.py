@@ -7,8 +7,8 @@ the decode time would otherwise go (DESIGN section 5). Audio is resampled to 16 
 `ffmpeg -ar 16000` would), averaged over channels, and cut to the fbank window centred on the middle of the
 views' span.
 
-Bad input raises `MediaError` (a ValueError) naming the file and the reason; a clip without an audio stream is
-not an error (`has_audio` False).
+Bad input raises `extract.media.MediaError` (an InputError) naming the file and the reason; a clip without an audio
+stream is not an error (`has_audio` False).
 """
 
 from __future__ import annotations
@@ -22,31 +22,15 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from extract import views
+from extract import media, views
 from extract.config import AudioConfig, VideoConfig
+from extract.media import MediaError
 
-__all__ = ["MediaError", "DecodedClip", "decode_clip", "open_video", "describe", "MIN_AUDIO_S"]
+__all__ = ["DecodedClip", "decode_clip", "MIN_AUDIO_S"]
 
 logger = logging.getLogger(__name__)
 
 MIN_AUDIO_S = 0.025  # one 25 ms fbank window; Kaldi's fbank asserts on less
-
-
-class MediaError(ValueError):
-    """A clip that cannot be used: not media, empty, truncated, no video, undecodable, or audio under 25 ms.
-
-    Attributes:
-        path: the clip's file.
-        reason: one line saying what is wrong.
-    """
-
-    def __init__(self, path: str | Path, reason: str) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
-
-    def __reduce__(self):  # keeps the two-argument constructor picklable (worker processes)
-        return type(self), (self.path, self.reason)
 
 
 @dataclass
@@ -96,7 +80,7 @@ def decode_clip(path: str | Path, video: VideoConfig, audio: AudioConfig, codec_
             stream that cannot be decoded or gives less than 25 ms.
     """
     path = Path(path)
-    with open_video(path) as container:
+    with media.open_video(path) as container:
         video_stream = container.streams.video[0]
         audio_stream = container.streams.audio[0] if container.streams.audio else None
         for stream in (video_stream, audio_stream):
@@ -104,10 +88,11 @@ def decode_clip(path: str | Path, video: VideoConfig, audio: AudioConfig, codec_
                 _check_decodable(path, stream)
                 stream.codec_context.thread_count = codec_threads
         packets, mono_audio = _demux(path, container, video_stream, audio_stream, audio.sample_rate_hz)
-        t0, duration_s = _video_timing(path, video_stream, packets, 1.0 / video.sampling_fps)
+        first_pts, duration_s = media.presentation_span(path, video_stream, packets, 1.0 / video.sampling_fps)
+        t0 = float(first_pts * video_stream.time_base)
         times = views.view_times(duration_s, video)  # (n_t, T) seconds from the first frame
         targets, inverse = np.unique(times, return_inverse=True)
-        frames, frame_times, slots = _decode_frames(path, video_stream, packets, t0, targets)
+        frames, frame_times, slots = _decode_frames(path, video_stream, packets, first_pts, targets)
 
     frame_index = slots[inverse.reshape(times.shape)]  # (n_t, T) rows of `frames`
     waveform = start_s = None
@@ -121,35 +106,9 @@ def decode_clip(path: str | Path, video: VideoConfig, audio: AudioConfig, codec_
 # --- demux and video ------------------------------------------------------------------------------------
 
 
-def open_video(path: Path):
-    """Open a media file that has a video stream (the container must be closed: use it in a `with`).
-
-    Raises:
-        MediaError: missing, empty, not media or unreadable, or without a video stream.
-    """
-    if not path.is_file():
-        raise MediaError(path, "file not found")
-    if path.stat().st_size == 0:
-        raise MediaError(path, "empty file (0 bytes)")
-    try:
-        container = av.open(str(path), metadata_errors="ignore")
-    except av.FFmpegError as error:
-        raise MediaError(path, f"cannot be opened as media, not a media file or truncated ({describe(error)})") \
-            from error
-    if not container.streams.video:
-        container.close()
-        raise MediaError(path, "no video stream")
-    return container
-
-
 def _check_decodable(path: Path, stream) -> None:
     if stream.codec_context is None:  # PyAV leaves it unset when FFmpeg has no decoder for the codec
         raise MediaError(path, f"{stream.type} stream in a codec this FFmpeg build cannot decode")
-
-
-def describe(error: av.FFmpegError) -> str:
-    """One line for an FFmpeg error, without the file path (the caller's message names it)."""
-    return f"{type(error).__name__}: {error.strerror or error}"  # strerror: FFmpeg's text without the path
 
 
 def _demux(path: Path, container, video_stream, audio_stream, sample_rate_hz: int
@@ -173,31 +132,8 @@ def _demux(path: Path, container, video_stream, audio_stream, sample_rate_hz: in
     except av.FFmpegError as error:
         where = float(last.pts * last.time_base) if last is not None and last.pts is not None else 0.0
         raise MediaError(path, f"demuxing or audio decoding failed near {where:.2f} s, corrupt or truncated "
-                               f"({describe(error)})") from error
+                               f"({media.describe(error)})") from error
     return packets, audio
-
-
-def _video_timing(path: Path, stream, packets: list, fallback_frame_s: float) -> tuple[float, float]:
-    """(time of the first frame, duration) from the packets' presentation times, never from header counts.
-
-    The last frame lasts its packet's duration, else the median frame interval, else one frame of the stream's
-    average rate, else `fallback_frame_s` (a single frame of unknown length).
-    """
-    timed = [p for p in packets if p.pts is not None]
-    if not timed:
-        raise MediaError(path, "video stream has no packets with timestamps")
-    pts = np.array(sorted(p.pts for p in timed), dtype=np.int64)
-    time_base = stream.time_base  # a Fraction: times as exact as the frames' own `frame.time`
-    last = max(timed, key=lambda p: p.pts)
-    if last.duration and last.duration > 0:
-        last_s = float(last.duration * time_base)
-    elif pts.size > 1 and np.median(np.diff(pts)) > 0:
-        last_s = float(np.median(np.diff(pts)) * float(time_base))
-    elif stream.average_rate:
-        last_s = 1.0 / float(stream.average_rate)
-    else:
-        last_s = fallback_frame_s
-    return float(int(pts[0]) * time_base), float(int(pts[-1] - pts[0]) * time_base) + last_s
 
 
 def _frames(stream, packets: list) -> Iterator:
@@ -206,9 +142,9 @@ def _frames(stream, packets: list) -> Iterator:
     yield from stream.decode(None)  # flush the decoder's delayed frames
 
 
-def _decode_frames(path: Path, stream, packets: list, t0: float, targets: np.ndarray
+def _decode_frames(path: Path, stream, packets: list, first_pts: int, targets: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decode in order; convert to RGB only the frames shown at a target time (views.select_frames' rule).
+    """Decode in order; convert to RGB only the frames shown at a target time (`extract.media`'s rule).
 
     Returns:
         (frames (N, H, W, 3) uint8, their times (N,), for each target the row of its frame).
@@ -217,53 +153,29 @@ def _decode_frames(path: Path, stream, packets: list, t0: float, targets: np.nda
     slots = np.empty(len(targets), dtype=np.int64)
     size: tuple[int, int] | None = None  # (width, height) of the first frame: every frame is converted to it
     reformatter = VideoReformatter()  # one per clip: reuses its swscale context (3x faster than to_ndarray)
-    time_base = float(stream.time_base)
-    prev = prev_time = None
-    prev_slot = -1
-    j = decoded = 0
+    decoded = 0
+    last_kept = None
 
-    def keep(frame, frame_time: float, slot: int) -> int:
-        if slot < 0:
-            rgb = reformatter.reformat(frame, width=size[0], height=size[1], format="rgb24").to_ndarray()  # (H, W, 3)
-            kept.append(_display_orientation(rgb, frame.rotation))
-            kept_times.append(frame_time)
-            slot = len(kept) - 1
-        return slot
+    def counted_frames() -> Iterator:
+        nonlocal decoded, size
+        for frame in _frames(stream, packets):
+            decoded += 1
+            size = size or (frame.width, frame.height)
+            yield frame
 
     try:
-        for frame in _frames(stream, packets):
-            if frame.pts is None:
-                raise MediaError(path, "decoded a video frame without a timestamp")
-            decoded += 1
-            # From pts and the stream's time base: flushed frames carry no time base of their own in PyAV.
-            frame_time = frame.pts * time_base - t0
-            size = size or (frame.width, frame.height)
-            if prev is None:  # sample times before the first frame show the first frame
-                prev, prev_time = frame, frame_time
-            # Every target before this frame's time is shown as the previous frame.
-            while j < len(targets) and frame_time > targets[j] + views.TIME_TOLERANCE_S:
-                prev_slot = keep(prev, prev_time, prev_slot)
-                slots[j] = prev_slot
-                j += 1
-            if frame is not prev:
-                prev, prev_time, prev_slot = frame, frame_time, -1
+        for target, frame, frame_s in media.frames_shown_at(path, counted_frames(), targets, first_pts,
+                                                            stream.time_base):
+            if frame is not last_kept:
+                rgb = reformatter.reformat(frame, width=size[0], height=size[1], format="rgb24").to_ndarray()
+                kept.append(media.display_orientation(rgb, frame.rotation))  # (H, W, 3)
+                kept_times.append(frame_s)
+                last_kept = frame
+            slots[target] = len(kept) - 1
     except av.FFmpegError as error:
         raise MediaError(path, f"video decoding failed after {decoded} frames, corrupt or truncated "
-                               f"({describe(error)})") from error
-    if prev is None:
-        raise MediaError(path, f"video stream has no decodable frame ({len(packets)} packets, codec "
-                               f"{stream.codec_context.name})")
-    while j < len(targets):  # targets after the last frame repeat it
-        prev_slot = keep(prev, prev_time, prev_slot)
-        slots[j] = prev_slot
-        j += 1
+                               f"({media.describe(error)})") from error
     return np.stack(kept), np.asarray(kept_times, dtype=np.float64), slots
-
-
-def _display_orientation(rgb: np.ndarray, rotation_deg: int) -> np.ndarray:
-    """Apply the stream's display rotation (counter-clockwise degrees), as players and ffmpeg do."""
-    turns = round(rotation_deg / 90) % 4
-    return np.ascontiguousarray(np.rot90(rgb, k=turns)) if turns else rgb
 
 
 def _views_centre_s(duration_s: float, video: VideoConfig) -> float:

@@ -22,6 +22,7 @@ from torchvision.models.video.mvit import MSBlockConfig
 
 from extract import weights as weight_files
 from extract.config import VideoConfig
+from extract.errors import InputError
 
 __all__ = [
     "KINETICS400_CATEGORIES",
@@ -152,14 +153,14 @@ def build_mvit(config: VideoConfig, weights: Path | None, random_init: bool, see
             or weights that do not fit the architecture.
     """
     if random_init and weights is not None:
-        raise ValueError(f"both video weights ({weights}) and random init were asked for; choose one")
+        raise InputError(f"both video weights ({weights}) and random init were asked for; choose one")
     path = None
     if not random_init:  # checked before anything is built
         path = Path(weights) if weights is not None else hub_cache_path()
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path}: MViT-v2-S weights not found. Download {WEIGHTS_URL} to {hub_cache_path()} (torchvision's "
-                f"cache; TORCH_HOME moves it) or pass --video-weights FILE, or pass --random-init for random weights")
+                f"cache; TORCH_HOME moves it) or set `video_weights`, or `random_init=True` for random weights")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = mvit_v2_s() if config.architecture == "mvit_v2_s" else _tiny(config)
@@ -168,7 +169,7 @@ def build_mvit(config: VideoConfig, weights: Path | None, random_init: bool, see
         source, sha256 = str(path.resolve()), weight_files.sha256_file(path)
         expected = _HASH_IN_NAME.search(path.name)
         if expected and not sha256.startswith(expected.group(1)):
-            raise ValueError(f"{path}: SHA-256 does not start with {expected.group(1)} as its name says; the "
+            raise InputError(f"{path}: SHA-256 does not start with {expected.group(1)} as its name says; the "
                              f"file is corrupt, fetch {WEIGHTS_URL} again")
         weight_files.load_strict(model, weight_files.read_state_dict(path), path)
         logger.info("video backbone %s: weights %s", config.architecture, path)

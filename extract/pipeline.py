@@ -22,33 +22,14 @@ import torch
 
 from extract import ast_audio, mvit, spectrogram, tokens, views
 from extract.config import ExtractConfig
-from extract.decode import MediaError, decode_clip
+from extract.decode import decode_clip
+from extract.errors import InputError
+from extract.media import MediaError
+from extract.outputs import ClipTokens, TokenLayout
 
-__all__ = ["ClipTokens", "MediaError", "ClipExtractor"]
+__all__ = ["ClipExtractor"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ClipTokens:
-    """The tokens of one clip, as the token store holds them (docs/ARCHITECTURE.md).
-
-    Attributes:
-        video_tokens: per view the MViT CLS token then the pooled token grid, float16.
-        kinetics_logits: the video backbone's Kinetics-400 classifier logits per view, float32.
-        audio_tokens: AST CLS, DIST, then the time-pooled patch grid, float16; zeros when `has_audio` is False.
-        has_audio: the clip has a decodable audio track of at least 25 ms.
-        audio_frames: valid fbank frames before padding or cutting (0 without audio).
-
-    Shapes:
-        video_tokens: (V, Nv, Dv). kinetics_logits: (V, 400). audio_tokens: (Na, Da).
-    """
-
-    video_tokens: np.ndarray
-    kinetics_logits: np.ndarray
-    audio_tokens: np.ndarray
-    has_audio: bool
-    audio_frames: int
 
 
 @dataclass
@@ -75,7 +56,7 @@ class ClipExtractor:
 
     Raises:
         FileNotFoundError: missing weights without `config.random_init` (names the file and how to get it).
-        ValueError: a CUDA device without CUDA, weights that do not fit, or a pooled grid larger than the grid.
+        InputError: a CUDA device without CUDA, weights that do not fit, or a pooled grid larger than the grid.
     """
 
     def __init__(self, config: ExtractConfig, video_weights: Path | None = None,
@@ -149,28 +130,19 @@ class ClipExtractor:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def token_layout(self) -> dict:
-        """Shapes of `ClipTokens` and the grids behind them (JSON-ready; recorded in the store)."""
+    def token_layout(self) -> TokenLayout:
+        """Shapes of `ClipTokens` and the grids behind them (recorded in the store)."""
         cfg = self.config
-        video_grid, audio_grid = list(self.video_backbone.grid), list(self.audio_backbone.grid)
-        video_kept = video_grid if cfg.full_tokens else list(cfg.tokens.video_pooled_grid)
-        audio_kept = audio_grid if cfg.full_tokens else [audio_grid[0], cfg.tokens.audio_pooled_time]
-        return {
-            "V": cfg.video.views,
-            "Nv": 1 + math.prod(video_kept),
-            "Dv": self.video_backbone.width,
-            "Na": 2 + math.prod(audio_kept),
-            "Da": self.audio_backbone.width,
-            "kinetics_classes": len(mvit.KINETICS400_CATEGORIES),
-            "crops": cfg.video.crops,
-            "temporal_views": cfg.video.temporal_views,
-            "view_order": "temporal_view * crops + crop",
-            "video_grid": video_grid,  # (T, H, W) of the backbone's token grid
-            "video_token_grid": video_kept,  # (T, H, W) of the stored grid, after the CLS token
-            "audio_grid": audio_grid,  # (F, T) of AST's patch grid
-            "audio_token_grid": audio_kept,  # (F, T) of the stored grid, after CLS and DIST
-            "full_tokens": cfg.full_tokens,
-        }
+        video_grid, audio_grid = tuple(self.video_backbone.grid), tuple(self.audio_backbone.grid)
+        video_kept = video_grid if cfg.full_tokens else tuple(cfg.tokens.video_pooled_grid)
+        audio_kept = audio_grid if cfg.full_tokens else (audio_grid[0], cfg.tokens.audio_pooled_time)
+        return TokenLayout(
+            views=cfg.video.views, video_tokens=1 + math.prod(video_kept), video_dim=self.video_backbone.width,
+            audio_tokens=2 + math.prod(audio_kept), audio_dim=self.audio_backbone.width,
+            kinetics_classes=len(mvit.KINETICS400_CATEGORIES), crops=cfg.video.crops,
+            temporal_views=cfg.video.temporal_views, video_grid=video_grid, video_token_grid=video_kept,
+            audio_grid=audio_grid, audio_token_grid=audio_kept, full_tokens=cfg.full_tokens,
+        )
 
     def provenance(self) -> dict:
         """Where each backbone's weights came from (path and SHA-256, or "random-init"), architecture, size."""
@@ -217,8 +189,7 @@ class ClipExtractor:
                 fbanks = torch.stack([clips[i].fbank for i in with_audio]).to(self.device)  # (B_a, S, F)
                 audio = torch.cat([self._keep_audio(self._run(self._audio_forward, chunk, self._clips_per_batch))
                                    for chunk in fbanks.split(self._clips_per_batch)]).cpu().numpy()  # (B_a, Na, Da)
-        layout = self.token_layout()
-        silent = np.zeros((layout["Na"], layout["Da"]), dtype=np.float16)
+        silent = np.zeros(self.token_layout().shape("audio_tokens"), dtype=np.float16)
         audio_row = {clip: row for row, clip in enumerate(with_audio)}
         out = [
             ClipTokens(
@@ -271,8 +242,8 @@ def _device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} asked for, but torch {torch.__version__} sees no CUDA device; pass "
-                             "--gpus 0 to `extract` (device 'cpu' in the library) and a CPU profile such as cpu-small")
+            raise InputError(f"device {name!r} asked for, but torch {torch.__version__} sees no CUDA device; extract "
+                             "on the CPU (`gpus=0`) with a CPU profile such as cpu-small")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r} asked for, but only {torch.cuda.device_count()} CUDA devices exist")
+            raise InputError(f"device {name!r} asked for, but only {torch.cuda.device_count()} CUDA devices exist")
     return device

@@ -11,8 +11,8 @@ frame rates and headers that lie about the frame count change nothing:
 2. Temporal view i of n starts at `i * floor(delta / (n - 1))` (one view: `floor(delta / 2)`), `delta =
    max(video_size - clip_size, 0)`; its `frames_per_view` grid indices are `linspace(start, start + clip_size - 1)`
    (float32, as SlowFast), clamped to `video_size - 1` and truncated, so short clips repeat their last frame.
-3. Grid index g is time `g / sampling_fps`; the frame shown at that time (the last frame whose presentation
-   time is <= it; the first frame for earlier times) is used.
+3. Grid index g is time `g / sampling_fps`; the frame shown at that time is used (`extract.media`'s rule: the
+   last frame whose presentation time is <= it; the first frame for earlier times).
 4. Frames are resized (bilinear, no antialias, as torchvision's `MViT_V2_S_Weights` transforms) so the short
    side is `resize_short_side_px`, cropped, and normalised with the weights' mean and std.
 """
@@ -28,20 +28,13 @@ import torch.nn.functional as F
 from extract.config import VideoConfig
 
 __all__ = [
-    "TIME_TOLERANCE_S",
     "view_starts",
     "view_grid_indices",
     "view_times",
-    "select_frames",
     "resized_size",
     "crop_offsets",
     "make_views",
 ]
-
-# Presentation times are rationals turned into floats; a frame whose time is within this of a sample time
-# counts as shown at that time.
-TIME_TOLERANCE_S = 1e-6
-
 
 def view_starts(video_size: int, clip_size: int, n_views: int) -> list[int]:
     """Start grid index of each temporal view (SlowFast `get_start_end_idx`, test mode, `use_offset=True`).
@@ -85,23 +78,6 @@ def view_times(duration_s: float, config: VideoConfig) -> np.ndarray:
         raise ValueError(f"duration_s must be > 0, got {duration_s}")
     video_size = max(1, round(duration_s * config.sampling_fps))
     return view_grid_indices(video_size, config) / config.sampling_fps
-
-
-def select_frames(frame_times: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """For each sample time, the index of the frame shown then: the last frame with time <= it (else frame 0).
-
-    Args:
-        frame_times: presentation times of the frames in seconds, non-decreasing.
-        times: sample times in seconds, any shape.
-
-    Returns:
-        Frame indices with the shape of `times`.
-    """
-    frame_times = np.asarray(frame_times, dtype=np.float64)
-    if frame_times.ndim != 1 or frame_times.size == 0:
-        raise ValueError(f"frame_times must be a non-empty 1-d array, got shape {frame_times.shape}")
-    index = np.searchsorted(frame_times, np.asarray(times) + TIME_TOLERANCE_S, side="right") - 1
-    return np.maximum(index, 0)
 
 
 def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:

@@ -14,6 +14,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from extract.errors import InputError
+
 __all__ = ["read_state_dict", "sha256_file", "load_strict", "weights_file"]
 
 _HF_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -50,7 +52,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means the same thing here
-        raise ValueError(f"{file}: not a PyTorch checkpoint readable without running code "
+        raise InputError(f"{file}: not a PyTorch checkpoint readable without running code "
                          f"({type(error).__name__}: {error})") from error
     if isinstance(state, dict):
         for key in _WRAPPER_KEYS:
@@ -58,7 +60,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 state = state[key]
                 break
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{file}: not a state dict (name -> tensor)")
+        raise InputError(f"{file}: not a state dict (name -> tensor)")
     return state
 
 
@@ -82,7 +84,7 @@ def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: Path) 
     wrong = sorted(f"{k} {tuple(state[k].shape)} (model: {tuple(own[k].shape)})"
                    for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
     if missing or unexpected or wrong:
-        raise ValueError(f"{source}: weights do not fit the {type(model).__name__} of this config: "
+        raise InputError(f"{source}: weights do not fit the {type(model).__name__} of this config: "
                          f"{len(missing)} missing {missing[:4]}, {len(unexpected)} unexpected {unexpected[:4]}, "
                          f"{len(wrong)} of another shape {wrong[:4]}")
     model.load_state_dict(state, strict=True)

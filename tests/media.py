@@ -23,3 +23,10 @@ def frame_number(rgb: np.ndarray, bits: int, margin_px: int = 1) -> int:
     lower = rgb[height // 2 + 2:, :, 0].astype(np.float64)
     return sum(1 << bit for bit in range(bits)
                if lower[:, round(bit * stripe) + margin_px:round((bit + 1) * stripe) - margin_px].mean() > 128)
+
+
+def shown_frame_index(frame_times: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """The test oracle of `extract.media`'s rule: for each time (any order), the index of the last frame whose
+    time is <= it (within 1e-6 s), else frame 0."""
+    index = np.searchsorted(np.asarray(frame_times, dtype=np.float64), np.asarray(times) + 1e-6, side="right") - 1
+    return np.maximum(index, 0)

@@ -101,7 +101,7 @@ def test_deit_imagenet_weights_are_adapted_as_ast_does(tmp_path):
 
 
 def test_missing_and_unknown_weights(tmp_path):
-    with pytest.raises(FileNotFoundError, match="--random-init"):
+    with pytest.raises(FileNotFoundError, match="`random_init=True`"):
         ast_audio.build_ast(PROFILES["paper"].audio, None, random_init=False, seed=0)
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         ast_audio.build_ast(TINY, tmp_path / "nope.pth", random_init=False, seed=0)
@@ -112,6 +112,7 @@ def test_missing_and_unknown_weights(tmp_path):
         ast_audio.build_ast(TINY, tmp_path / "other.pth", random_init=False, seed=0)
 
 
+@pytest.mark.slow
 def test_architecture_grids_and_input_checks():
     paper, provenance = ast_audio.build_ast(PROFILES["paper"].audio, None, random_init=True, seed=0)
     assert paper.grid == (12, 101) and paper.width == 768  # 1212 patches + CLS + DIST = 1214 tokens

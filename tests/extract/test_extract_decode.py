@@ -9,8 +9,10 @@ import pytest
 
 from extract import views
 from extract.config import PROFILES
-from extract.decode import MediaError, decode_clip
+from extract.decode import decode_clip
 from extract.encode import write_mp4
+from extract.media import MediaError
+from tests.media import shown_frame_index
 
 VIDEO, AUDIO = PROFILES["paper"].video, PROFILES["paper"].audio
 
@@ -25,7 +27,7 @@ def test_constant_frame_rate_picks_the_frame_shown_at_each_sample_time(numbered_
     path = numbered_clip("cfr.mp4", frames=100, fps=25, audio=helpers.tone(4.0, 440))
     clip = decode_clip(path, VIDEO, AUDIO)
     assert clip.duration_s == pytest.approx(4.0)
-    expected = views.select_frames(np.arange(100) / 25, views.view_times(4.0, VIDEO))  # (4, 16)
+    expected = shown_frame_index(np.arange(100) / 25, views.view_times(4.0, VIDEO))  # (4, 16)
     assert clip.frame_index.shape == (4, 16)
     np.testing.assert_array_equal(_picked_numbers(clip, helpers), expected)
     # Hand check: grid index 4 is 0.133 s, shown by frame 3 (0.12 s); only the distinct frames are converted.
@@ -39,7 +41,7 @@ def test_variable_frame_rate_is_sampled_by_timestamp(timed_clip, helpers):
     clip = decode_clip(timed_clip("vfr.mp4", pts_ms), VIDEO, AUDIO)
     assert clip.duration_s == pytest.approx(1.3 + 1 / 30, abs=1e-3)  # last frame lasts one frame of the rate
     times = views.view_times(clip.duration_s, VIDEO)
-    expected = views.select_frames(np.array(pts_ms) / 1000, times)
+    expected = shown_frame_index(np.array(pts_ms) / 1000, times)
     np.testing.assert_array_equal(_picked_numbers(clip, helpers), expected)
     assert expected[0, :4].tolist() == [0, 2, 5, 5]  # 0, 0.133 -> 0.05 s, 0.267 -> 0.22 s, 0.4 -> 0.22 s
     assert expected[0, -1] == 9  # 1.3 s shows the frame at exactly 1.3 s
@@ -153,4 +155,4 @@ def test_media_error_survives_pickling():
 def test_one_view_is_centred(numbered_clip, helpers):
     config = replace(VIDEO, temporal_views=1)
     clip = decode_clip(numbered_clip("centred.mp4", 100, 25), config, AUDIO)  # 120 grid frames, delta 56
-    assert _picked_numbers(clip, helpers)[0, 0] == views.select_frames(np.arange(100) / 25, np.array([28 / 30]))[0]
+    assert _picked_numbers(clip, helpers)[0, 0] == shown_frame_index(np.arange(100) / 25, np.array([28 / 30]))[0]

@@ -23,7 +23,7 @@ def _torchvision_reference(model, video):
     return captured["tokens"], logits
 
 
-@pytest.mark.parametrize("config", [TINY, PAPER], ids=["mvit_tiny", "mvit_v2_s"])
+@pytest.mark.parametrize("config", [TINY, pytest.param(PAPER, marks=pytest.mark.slow)], ids=["mvit_tiny", "mvit_v2_s"])
 def test_tokens_and_logits_equal_torchvision_forward_exactly(config):
     backbone, provenance = mvit.build_mvit(config, None, random_init=True, seed=3)
     video = torch.randn(1, 3, 16, config.crop_size_px, config.crop_size_px, generator=torch.Generator().manual_seed(0))
@@ -72,7 +72,7 @@ def test_missing_weights_name_the_hub_cache_file_and_the_way_out(tmp_path, monke
     message = str(caught.value)
     expected = tmp_path / "hub" / "hub" / "checkpoints" / "mvit_v2_s-ae3be167.pth"
     assert mvit.hub_cache_path() == expected
-    assert str(expected) in message and mvit.WEIGHTS_URL in message and "--random-init" in message
+    assert str(expected) in message and mvit.WEIGHTS_URL in message and "`random_init=True`" in message
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         mvit.build_mvit(PAPER, tmp_path / "nope.pth", random_init=False, seed=0)
 

@@ -12,7 +12,9 @@ import pytest
 
 from extract.config import PROFILES
 from extract.encode import write_mp4
-from extract.pipeline import ClipExtractor, ClipTokens, MediaError
+from extract.media import MediaError
+from extract.outputs import ClipTokens, TokenLayout
+from extract.pipeline import ClipExtractor
 
 SMALL = PROFILES["cpu-small"]
 REPO = Path(__file__).resolve().parents[2]
@@ -57,19 +59,20 @@ def clips(tmp_path_factory):
     return made
 
 
-def _check(tokens: ClipTokens, layout: dict) -> None:
-    assert tokens.video_tokens.shape == (layout["V"], layout["Nv"], layout["Dv"])
+def _check(tokens: ClipTokens, layout: TokenLayout) -> None:
+    assert tokens.video_tokens.shape == (layout.views, layout.video_tokens, layout.video_dim)
     assert tokens.video_tokens.dtype == np.float16
-    assert tokens.kinetics_logits.shape == (layout["V"], layout["kinetics_classes"])
+    assert tokens.kinetics_logits.shape == (layout.views, layout.kinetics_classes)
     assert tokens.kinetics_logits.dtype == np.float32
-    assert tokens.audio_tokens.shape == (layout["Na"], layout["Da"]) and tokens.audio_tokens.dtype == np.float16
+    assert tokens.audio_tokens.shape == layout.shape("audio_tokens") and tokens.audio_tokens.dtype == np.float16
     assert np.isfinite(tokens.video_tokens).all() and np.isfinite(tokens.audio_tokens).all()
 
 
 def test_cpu_small_tokens_have_the_layouts_shapes(extractor, clips):
     layout = extractor.token_layout()
-    assert (layout["V"], layout["Nv"], layout["Dv"], layout["Na"], layout["Da"]) == (2, 17, 384, 98, 192)
-    assert json.loads(json.dumps(layout)) == layout
+    assert (layout.views, layout.video_tokens, layout.video_dim, layout.audio_tokens, layout.audio_dim) == (
+        2, 17, 384, 98, 192)
+    assert TokenLayout.from_dict(json.loads(json.dumps(layout.to_dict()))) == layout  # what a store records
     with_audio = extractor.extract(clips["red", 0])
     _check(with_audio, layout)
     assert with_audio.has_audio and abs(with_audio.audio_frames - 398) <= 3  # 4 s: (64000 - 400) // 160 + 1
@@ -101,6 +104,7 @@ def test_extract_many_keeps_order_and_yields_errors_in_place(extractor, clips):
         next(extractor.extract_many(order, prefetch=-1))
 
 
+@pytest.mark.slow
 def test_random_init_small_profile_keeps_colour_and_pitch(extractor, clips):
     """Random backbones keep global statistics (DESIGN section 7): red / 200 Hz clips and blue / 2 kHz clips must
     be far apart compared with clips of one kind that differ in motion, phase, envelope and noise."""
@@ -121,7 +125,7 @@ def test_random_init_small_profile_keeps_colour_and_pitch(extractor, clips):
 def test_full_tokens_keep_every_token(clips):
     full = ClipExtractor(replace(SMALL, full_tokens=True))
     layout = full.token_layout()
-    assert (layout["Nv"], layout["Na"]) == (1 + 8 * 7 * 7, 2 + 12 * 50) and layout["full_tokens"]
+    assert (layout.video_tokens, layout.audio_tokens) == (1 + 8 * 7 * 7, 2 + 12 * 50) and layout.full_tokens
     _check(full.extract(clips["red", 1]), layout)
 
 
@@ -133,6 +137,7 @@ def test_bf16_autocast_gives_close_tokens(extractor, clips):
         assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.99
 
 
+@pytest.mark.slow
 def test_fresh_process_builds_identical_backbones_and_tokens(extractor, clips):
     script = (
         "import sys, json; sys.path.insert(0, '.'); import numpy as np; "
@@ -163,17 +168,19 @@ def test_provenance_records_random_init(extractor):
     assert provenance["video"]["architecture"] == "mvit_tiny" and provenance["video"]["parameters"] > 0
 
 
+@pytest.mark.slow  # builds the full-size MViT-v2-S and AST
 def test_paper_profiles_layouts_without_a_forward():
     paper = ClipExtractor(replace(PROFILES["paper"], device="cpu", random_init=True))
     layout = paper.token_layout()
-    assert {k: layout[k] for k in ("V", "Nv", "Dv", "Na", "Da", "kinetics_classes")} == {
+    assert {k: layout.to_dict()[k] for k in ("V", "Nv", "Dv", "Na", "Da", "kinetics_classes")} == {
         "V": 12, "Nv": 17, "Dv": 768, "Na": 98, "Da": 768, "kinetics_classes": 400}
-    assert layout["video_grid"] == [8, 7, 7] and layout["audio_grid"] == [12, 101]
-    assert (layout["V"] * layout["Nv"] * layout["Dv"] + layout["Na"] * layout["Da"]) * 2 == 453 * 1024  # fp16 bytes
+    assert layout.video_grid == (8, 7, 7) and layout.audio_grid == (12, 101)
+    fp16_bytes = (layout.views * layout.video_tokens * layout.video_dim + layout.audio_tokens * layout.audio_dim) * 2
+    assert fp16_bytes == 453 * 1024
     assert paper.provenance()["video"]["parameters"] == 34_537_744
     full = ClipExtractor(replace(PROFILES["mvit-1x5"], device="cpu", random_init=True, full_tokens=True))
     layout = full.token_layout()
-    assert (layout["V"], layout["Nv"], layout["Na"]) == (5, 393, 1214)
+    assert (layout.views, layout.video_tokens, layout.audio_tokens) == (5, 393, 1214)
 
 
 def test_construction_errors_come_before_any_work(tmp_path, monkeypatch):
@@ -184,3 +191,17 @@ def test_construction_errors_come_before_any_work(tmp_path, monkeypatch):
         ClipExtractor(replace(SMALL, device="cuda:99"))
     with pytest.raises(ValueError, match="pooled grid"):
         ClipExtractor(replace(SMALL, tokens=replace(SMALL.tokens, audio_pooled_time=64)))  # 50 time columns
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_tokens_match_the_cpu_tokens(extractor, clips, precision):
+    on_gpu = ClipExtractor(replace(SMALL, device="cuda", precision=precision))
+    for key in (("red", 0), "silent", "portrait"):
+        gpu, cpu = on_gpu.extract(clips[key]), extractor.extract(clips[key])
+        assert gpu.has_audio == cpu.has_audio and gpu.audio_frames == cpu.audio_frames
+        for a, b in ((gpu.video_tokens, cpu.video_tokens), (gpu.audio_tokens, cpu.audio_tokens),
+                     (gpu.kinetics_logits, cpu.kinetics_logits)):
+            a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+            if np.linalg.norm(b) > 0:
+                assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.99, key

@@ -43,12 +43,6 @@ def test_view_times_use_the_sampling_grid():
         views.view_times(0.0, PAPER)
 
 
-def test_select_frames_takes_the_frame_shown_at_each_time_under_variable_frame_rate():
-    frame_times = np.array([0.0, 0.1, 0.15, 0.5, 0.52])
-    times = np.array([0.0, 0.12, 0.15 - 1e-9, 0.4, 0.6, -0.1, 0.1])
-    assert views.select_frames(frame_times, times).tolist() == [0, 1, 2, 2, 4, 0, 1]
-
-
 def test_resized_size_floors_the_long_side():
     assert views.resized_size(120, 160, 224) == (224, 298)  # 160 / 120 * 224 = 298.7
     assert views.resized_size(160, 120, 224) == (298, 224)  # portrait
