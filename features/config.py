@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from extract.config import ExtractConfig
+from extract.errors import InputError
+
 __all__ = ["StoreConfig", "RunnerConfig"]
 
 _COMPRESSORS = ("zstd", "none")
@@ -26,11 +29,11 @@ class StoreConfig:
 
     def __post_init__(self) -> None:
         if self.clips_per_block < 1:
-            raise ValueError(f"clips_per_block must be >= 1, got {self.clips_per_block}")
+            raise InputError(f"clips_per_block must be >= 1, got {self.clips_per_block}")
         if self.compressor not in _COMPRESSORS:
-            raise ValueError(f"compressor must be one of {_COMPRESSORS}, got {self.compressor!r}")
+            raise InputError(f"compressor must be one of {_COMPRESSORS}, got {self.compressor!r}")
         if not 1 <= self.compression_level <= 22:
-            raise ValueError(f"compression_level must be in 1..22, got {self.compression_level}")
+            raise InputError(f"compression_level must be in 1..22, got {self.compression_level}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,7 +50,7 @@ class RunnerConfig:
 
     videos: Path  # manifest CSV, a folder scanned for media files, or one media file
     out: Path  # the store folder (created, or resumed when it exists with the same config)
-    extract: dict  # extract.config.ExtractConfig.to_dict(): what the workers rebuild
+    extract: ExtractConfig  # how clips become tokens (what every worker builds its extractor from)
     store: StoreConfig = field(default_factory=StoreConfig)
     gpus: int = 0  # local GPU workers (one process per GPU)
     workers: int = 1  # CPU worker processes when gpus == 0
@@ -59,8 +62,8 @@ class RunnerConfig:
 
     def __post_init__(self) -> None:
         if self.gpus < 0:
-            raise ValueError(f"--gpus must be >= 0, got {self.gpus}")
+            raise InputError(f"`gpus` must be >= 0, got {self.gpus}")
         if self.workers < 1:
-            raise ValueError(f"--workers must be >= 1, got {self.workers}")
+            raise InputError(f"`workers` must be >= 1, got {self.workers}")
         if self.gpus and self.workers != 1:
-            raise ValueError("--workers is for CPU runs; with --gpus N the run uses one worker per GPU")
+            raise InputError("`workers` is for CPU runs; with `gpus=N` the run uses one worker per GPU")

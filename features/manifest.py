@@ -13,6 +13,8 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from extract.errors import InputError
+
 __all__ = ["ClipRecord", "VIDEO_SUFFIXES", "read_clip_list"]
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".flv", ".mpg", ".mpeg", ".ts", ".3gp"})
@@ -44,14 +46,14 @@ def read_clip_list(videos: str | Path) -> list[ClipRecord]:
         return _read_manifest(videos)
     if videos.suffix.lower() in VIDEO_SUFFIXES:
         return [ClipRecord(clip_id=videos.stem, path=videos.resolve())]
-    raise ValueError(f"{videos}: not a manifest (.csv), a folder, or a media file "
+    raise InputError(f"{videos}: not a manifest (.csv), a folder, or a media file "
                      f"({', '.join(sorted(VIDEO_SUFFIXES))})")
 
 
 def _scan_folder(root: Path) -> list[ClipRecord]:
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
     if not files:
-        raise ValueError(f"{root}: no media files found (looked for {', '.join(sorted(VIDEO_SUFFIXES))})")
+        raise InputError(f"{root}: no media files found (looked for {', '.join(sorted(VIDEO_SUFFIXES))})")
     records = []
     for path in files:
         relative = path.relative_to(root)
@@ -65,16 +67,16 @@ def _read_manifest(manifest: Path) -> list[ClipRecord]:
         with manifest.open(newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise ValueError(f"{manifest}: cannot read the manifest ({error})") from error
+        raise InputError(f"{manifest}: cannot read the manifest ({error})") from error
     if not rows:
-        raise ValueError(f"{manifest}: the manifest has no clips")
+        raise InputError(f"{manifest}: the manifest has no clips")
     if "path" not in rows[0]:
-        raise ValueError(f"{manifest}: the manifest needs a 'path' column, found {sorted(rows[0])}")
+        raise InputError(f"{manifest}: the manifest needs a 'path' column, found {sorted(rows[0])}")
     base = manifest.parent.resolve()
     records = []
     for line, row in enumerate(rows, start=2):
         if not row["path"]:
-            raise ValueError(f"{manifest}:{line}: empty path")
+            raise InputError(f"{manifest}:{line}: empty path")
         relative = Path(row["path"])
         clip_id = row.get("clip_id") or relative.with_suffix("").as_posix()
         records.append(ClipRecord(
@@ -90,7 +92,7 @@ def _check_unique(records: list[ClipRecord], source: Path) -> list[ClipRecord]:
     seen: dict[str, Path] = {}
     for record in records:
         if record.clip_id in seen:
-            raise ValueError(f"{source}: clip id {record.clip_id!r} appears twice ({seen[record.clip_id]} and "
+            raise InputError(f"{source}: clip id {record.clip_id!r} appears twice ({seen[record.clip_id]} and "
                              f"{record.path}); give the manifest a unique clip_id column")
         seen[record.clip_id] = record.path
     return records

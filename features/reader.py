@@ -9,19 +9,42 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from features.store import TokenStore
 
-__all__ = ["BatchReader"]
+__all__ = ["TokenBatch", "BatchReader"]
 
 _END = object()
 
 
+@dataclass(frozen=True)
+class TokenBatch:
+    """A batch of cached tokens as the reader hands it to the trainer and to inference (CPU tensors).
+
+    A field the reader was not asked for is None.
+
+    Shapes:
+        index (B,) int64: clip indices in the store. video_tokens (B, V, Nv, Dv) float32. audio_tokens
+        (B, Na, Da) float32. has_audio (B,) bool. kinetics_logits (B, V, K) float32. audio_frames (B,) int32.
+    """
+
+    index: torch.Tensor
+    video_tokens: torch.Tensor | None = None
+    audio_tokens: torch.Tensor | None = None
+    has_audio: torch.Tensor | None = None
+    kinetics_logits: torch.Tensor | None = None
+    audio_frames: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+
 class BatchReader:
-    """Batches of clips from a token store as dicts of torch tensors (docs/ARCHITECTURE.md, "Batches").
+    """Batches of clips from a token store as `TokenBatch`es (docs/ARCHITECTURE.md, "Batches").
 
     Args:
         store: an open token store.
@@ -31,10 +54,7 @@ class BatchReader:
         seed: the shuffling seed.
         drop_last: drop a last batch smaller than `batch_size`.
         prefetch: batches read ahead in a background thread (0 reads in the caller's thread).
-        fields: store fields to read (default: all token fields).
-
-    Shapes (per batch): video_tokens (B, V, Nv, Dv) float32, audio_tokens (B, Na, Da) float32,
-    kinetics_logits (B, V, K) float32, has_audio (B,) bool, audio_frames (B,) int32, index (B,) int64.
+        fields: store fields to read (default: all token fields); fp16 tokens become float32.
     """
 
     def __init__(
@@ -78,7 +98,7 @@ class BatchReader:
             batches.pop()
         return batches
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+    def __iter__(self) -> Iterator[TokenBatch]:
         batches = self.batch_indices()
         if self.prefetch <= 0:
             for index in batches:
@@ -86,17 +106,15 @@ class BatchReader:
             return
         yield from _read_ahead(self._read, batches, self.prefetch)
 
-    def _read(self, index: np.ndarray) -> dict[str, torch.Tensor]:
-        arrays = self.store.read(index, self.fields)
-        batch = {}
-        for name, values in arrays.items():
+    def _read(self, index: np.ndarray) -> TokenBatch:
+        tensors = {}
+        for name, values in self.store.read(index, self.fields).items():
             tensor = torch.from_numpy(np.ascontiguousarray(values))
-            batch[name] = tensor.float() if tensor.dtype == torch.float16 else tensor
-        batch["index"] = torch.from_numpy(index.copy())
-        return batch
+            tensors[name] = tensor.float() if tensor.dtype == torch.float16 else tensor
+        return TokenBatch(index=torch.from_numpy(index.copy()), **tensors)
 
 
-def _read_ahead(read, batches: list[np.ndarray], depth: int) -> Iterator[dict[str, torch.Tensor]]:
+def _read_ahead(read, batches: list[np.ndarray], depth: int) -> Iterator[TokenBatch]:
     """Run `read` over `batches` in a background thread, at most `depth` batches ahead of the consumer."""
     results: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()

@@ -10,7 +10,6 @@ reason and the run goes on.
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import time
@@ -21,6 +20,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from extract.config import PROFILES, ExtractConfig
+from extract.errors import InputError
+from extract.files import write_csv
+from extract.media import MediaError
 from features.config import RunnerConfig
 from features.manifest import ClipRecord, read_clip_list
 from features.store import DONE, FAILED, PENDING, StoreError, TokenStore, code_version, now_utc, package_versions
@@ -55,30 +58,29 @@ class ExtractionSummary:
 def build_extract_config(
     profile: str,
     crops: int | None = None,
-    views: int | None = None,
+    temporal_views: int | None = None,
     random_init: bool = False,
     full_tokens: bool = False,
     gpus: int = 0,
     compile: bool = False,
     batch_views: int | None = None,
-) -> dict:
-    """The extraction config of a run: a named profile with the command line's overrides, as a dict.
+) -> ExtractConfig:
+    """The extraction config of a run: a named profile with the command line's overrides (None: the profile's).
 
     The device follows the workers: CUDA when the run has GPUs, else CPU (never a silent fallback).
     """
-    from extract.config import PROFILES
-
     if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
+        raise InputError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
     base = PROFILES[profile]
-    video = replace(base.video, **{k: v for k, v in (("crops", crops), ("temporal_views", views)) if v is not None})
+    overrides = {"crops": crops, "temporal_views": temporal_views}
+    video = replace(base.video, **{k: v for k, v in overrides.items() if v is not None})
     config = replace(
         base, video=video, random_init=base.random_init or random_init, full_tokens=full_tokens,
         device="cuda" if gpus else "cpu", compile=compile,
         precision=base.precision if gpus else "fp32",  # bf16 autocast is a GPU speed setting
         batch_views=batch_views or base.batch_views,
     )
-    return config.to_dict()
+    return config
 
 
 def failures_csv_path(store_path: str | Path) -> Path:
@@ -97,14 +99,12 @@ def run_extraction(config: RunnerConfig) -> ExtractionSummary:
         FileNotFoundError: a missing manifest / folder / media file, or missing weights without random init.
         ValueError: a malformed manifest, or an existing store made with another config or clip list.
     """
-    from extract.config import ExtractConfig
     from extract.pipeline import ClipExtractor
 
     started = time.perf_counter()
     clips = read_clip_list(config.videos)
-    extract_config = ExtractConfig.from_dict(config.extract)
-    extractor = ClipExtractor(extract_config, video_weights=config.video_weights, audio_weights=config.audio_weights)
-    store = _open_or_create(config, clips, extract_config.to_dict(), extractor)
+    extractor = ClipExtractor(config.extract, video_weights=config.video_weights, audio_weights=config.audio_weights)
+    store = _open_or_create(config, clips, extractor)
 
     status = store.status
     todo_mask = (status == PENDING) | ((status == FAILED) if config.retry_failed else False)
@@ -141,8 +141,9 @@ def run_extraction(config: RunnerConfig) -> ExtractionSummary:
     )
 
 
-def _open_or_create(config: RunnerConfig, clips: Sequence[ClipRecord], extract_dict: dict, extractor) -> TokenStore:
+def _open_or_create(config: RunnerConfig, clips: Sequence[ClipRecord], extractor) -> TokenStore:
     layout = extractor.token_layout()
+    extract_dict = config.extract.to_dict()
     if not config.out.exists():
         provenance = {**extractor.provenance(), "packages": package_versions(), "code_version": code_version(),
                       "created": now_utc(), "source": str(config.videos)}
@@ -154,17 +155,15 @@ def _open_or_create(config: RunnerConfig, clips: Sequence[ClipRecord], extract_d
     )
     if differences or layout != store.token_layout:
         raise StoreError(f"{config.out}: made with a different extraction config (differs in "
-                         f"{', '.join(differences) or 'token layout'}); choose a new --out or the same options")
+                         f"{', '.join(differences) or 'token layout'}); choose a new `out` or the same settings")
     if store.clip_ids.tolist() != [c.clip_id for c in clips] or store.paths.tolist() != [str(c.path) for c in clips]:
         raise StoreError(f"{config.out}: made from a different clip list than {config.videos}; "
-                         "choose a new --out for new clips")
+                         "choose a new `out` for new clips")
     return store
 
 
 def _extract_block(store: TokenStore, index: np.ndarray, extractor, on_clip: Callable[[], None] | None = None) -> int:
     """Extract the clips `index` (all in one block) and write each as soon as it is ready."""
-    from extract.pipeline import MediaError
-
     paths = [Path(p) for p in store.paths[index]]
     for clip_index, (_, result) in zip(index, extractor.extract_many(paths), strict=True):
         if isinstance(result, MediaError):
@@ -233,22 +232,20 @@ def _local_cluster(config: RunnerConfig):
 _WORKER_EXTRACTORS: dict[str, object] = {}
 
 
-def _worker_extract_block(store_path: str, index: np.ndarray, extract_dict: dict, video_weights, audio_weights,
+def _worker_extract_block(store_path: str, index: np.ndarray, extract: ExtractConfig, video_weights, audio_weights,
                           torch_threads: int) -> int:
     """Runs on a Dask worker: build (once per process) the extractor, then extract one block."""
     import json
 
     import torch
 
-    from extract.config import ExtractConfig
     from extract.pipeline import ClipExtractor
 
-    key = json.dumps([extract_dict, str(video_weights), str(audio_weights)], sort_keys=True)
+    key = json.dumps([extract.to_dict(), str(video_weights), str(audio_weights)], sort_keys=True)
     if key not in _WORKER_EXTRACTORS:
         torch.set_num_threads(torch_threads)
         _WORKER_EXTRACTORS.clear()
-        _WORKER_EXTRACTORS[key] = ClipExtractor(ExtractConfig.from_dict(extract_dict), video_weights=video_weights,
-                                                audio_weights=audio_weights)
+        _WORKER_EXTRACTORS[key] = ClipExtractor(extract, video_weights=video_weights, audio_weights=audio_weights)
     store = TokenStore.open(store_path, mode="r+")
     return _extract_block(store, index, _WORKER_EXTRACTORS[key])
 
@@ -261,11 +258,4 @@ def _write_failures_csv(store: TokenStore) -> Path | None:
         target.unlink(missing_ok=True)
         return None
     reasons = store.failure_reasons
-    temporary = target.with_name(f".{target.name}.{os.getpid()}")
-    with temporary.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "reason"])
-        for i in failed:
-            writer.writerow([store.paths[i], reasons[i]])
-    os.replace(temporary, target)
-    return target
+    return write_csv(target, ("path", "reason"), [[store.paths[i], reasons[i]] for i in failed])

@@ -1,6 +1,6 @@
 """The token store: one Zarr v3 group per dataset x extraction config, written and read only through here.
 
-Layout (n = clips; V, Nv, Dv, Na, Da, K from the group's `token_layout` attribute):
+Layout (n = clips; V, Nv, Dv, Na, Da, K from the group's `token_layout` attribute, an `extract.outputs.TokenLayout`):
 
 | array | dtype | shape | chunks |
 |---|---|---|---|
@@ -37,6 +37,8 @@ import numpy as np
 import zarr
 import zarr.codecs
 
+from extract.errors import InputError
+from extract.outputs import ClipTokens, TokenLayout
 from features.config import StoreConfig
 from features.manifest import ClipRecord
 
@@ -60,21 +62,18 @@ STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
 STORE_FORMAT = "mzst-token-store"
 STORE_FORMAT_VERSION = 1
 _META_ARRAYS = ("clip_id", "path", "label", "split")
-_LAYOUT_KEYS = ("V", "Nv", "Dv", "Na", "Da", "kinetics_classes")
 
 
-class StoreError(ValueError):
+class StoreError(InputError):
     """A store that does not exist, is not a token store, or does not match what the caller expects."""
 
 
-def _token_arrays(layout: dict) -> dict[str, tuple[str, tuple[int, ...]]]:
+def _token_arrays(layout: TokenLayout) -> dict[str, tuple[str, tuple[int, ...]]]:
     """Per-clip token arrays: name -> (dtype, per-clip shape)."""
-    arrays = {
-        "video_tokens": ("float16", (layout["V"], layout["Nv"], layout["Dv"])),
-        "audio_tokens": ("float16", (layout["Na"], layout["Da"])),
-    }
-    if layout["kinetics_classes"]:
-        arrays["kinetics_logits"] = ("float32", (layout["V"], layout["kinetics_classes"]))
+    arrays = {"video_tokens": ("float16", layout.shape("video_tokens")),
+              "audio_tokens": ("float16", layout.shape("audio_tokens"))}
+    if layout.kinetics_classes:
+        arrays["kinetics_logits"] = ("float32", layout.shape("kinetics_logits"))
     return arrays
 
 
@@ -89,7 +88,7 @@ class TokenStore:
         self.path = path
         self.writable = writable
         attrs = dict(group.attrs)
-        self.token_layout: dict = attrs["token_layout"]
+        self.token_layout = TokenLayout.from_dict(attrs["token_layout"])
         self.extract_config: dict = attrs["extract_config"]
         self.provenance: dict = attrs["provenance"]
         self.store_config = StoreConfig(**attrs["store_config"])
@@ -107,7 +106,7 @@ class TokenStore:
         cls,
         path: str | Path,
         clips: Sequence[ClipRecord],
-        token_layout: dict,
+        token_layout: TokenLayout,
         extract_config: dict,
         provenance: dict,
         store_config: StoreConfig | None = None,
@@ -116,17 +115,14 @@ class TokenStore:
 
         Raises:
             FileExistsError: `path` exists.
-            ValueError: no clips, or a token layout without the required keys.
+            InputError: no clips.
         """
         path = Path(path)
         store_config = store_config or StoreConfig()
         if path.exists():
             raise FileExistsError(f"{path}: already exists")
         if not clips:
-            raise ValueError(f"{path}: cannot create a store without clips")
-        missing = [key for key in _LAYOUT_KEYS if key not in token_layout]
-        if missing:
-            raise ValueError(f"token layout lacks {missing}: {token_layout}")
+            raise InputError(f"{path}: cannot create a store without clips")
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_staging(path)
         staging = path.with_name(f".{path.name}.creating-{os.getpid()}")
@@ -134,7 +130,7 @@ class TokenStore:
         group = zarr.open_group(str(staging), mode="w-", zarr_format=3, attributes={
             "format": STORE_FORMAT,
             "format_version": STORE_FORMAT_VERSION,
-            "token_layout": token_layout,
+            "token_layout": token_layout.to_dict(),
             "extract_config": extract_config,
             "provenance": provenance,
             "store_config": store_config.to_dict(),
@@ -210,12 +206,12 @@ class TokenStore:
 
     # --- writes (runner only) ---------------------------------------------------------------------------
 
-    def write_clips(self, indices: Sequence[int], clip_tokens: Sequence[Any]) -> None:
+    def write_clips(self, indices: Sequence[int], clip_tokens: Sequence[ClipTokens]) -> None:
         """Write the tokens of clips, then mark them done.
 
         Args:
             indices: clip indices, all inside one block (the caller's block).
-            clip_tokens: objects with the ClipTokens fields (extract.pipeline.ClipTokens).
+            clip_tokens: the clips' tokens.
 
         Raises:
             ValueError: a shape or dtype that does not match the store's token layout.
@@ -324,7 +320,7 @@ class TokenStore:
             "classes": len(set(self.labels.tolist()) - {""}),
             "splits": splits,
             "bytes_on_disk": _folder_bytes(self.path),
-            "token_layout": self.token_layout,
+            "token_layout": self.token_layout.to_dict(),
             "extract_config": self.extract_config,
             "store_config": self.store_config.to_dict(),
             "provenance": self.provenance,
@@ -384,9 +380,9 @@ def _clip_columns(clips: Sequence[ClipRecord]) -> tuple[np.ndarray, ...]:
 def _checked(values: Any, dtype: str, shape: tuple[int, ...], name: str, path: Path) -> np.ndarray:
     array = np.asarray(values)
     if array.shape != shape:
-        raise ValueError(f"{path}: {name} has shape {array.shape}, the store's layout says {shape}")
+        raise InputError(f"{path}: {name} has shape {array.shape}, the store's layout says {shape}")
     if array.dtype != np.dtype(dtype):
-        raise ValueError(f"{path}: {name} has dtype {array.dtype}, the store holds {dtype}")
+        raise InputError(f"{path}: {name} has dtype {array.dtype}, the store holds {dtype}")
     return array
 
 

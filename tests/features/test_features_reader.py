@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import torch
 
+from extract.outputs import TokenLayout
 from features.manifest import ClipRecord
 from features.reader import BatchReader
 from features.store import TokenStore
 
-LAYOUT = {"V": 1, "Nv": 2, "Dv": 3, "Na": 2, "Da": 3, "kinetics_classes": 4}
+LAYOUT = TokenLayout(views=1, video_tokens=2, video_dim=3, audio_tokens=2, audio_dim=3, kinetics_classes=4)
 
 
 @pytest.fixture
@@ -27,11 +28,11 @@ def test_batches_carry_the_clips_they_name(store):
     reader = BatchReader(store, np.arange(11), batch_size=4, shuffle=True, seed=3)
     seen = []
     for batch in reader:
-        assert batch["video_tokens"].dtype == torch.float32 and batch["video_tokens"].shape[1:] == (1, 2, 3)
-        assert torch.equal(batch["video_tokens"][:, 0, 0, 0], batch["index"].float())
-        assert torch.equal(batch["audio_tokens"][:, 0, 0], -batch["index"].float())
-        assert torch.equal(batch["has_audio"], batch["index"] % 2 == 0)
-        seen += batch["index"].tolist()
+        assert batch.video_tokens.dtype == torch.float32 and batch.video_tokens.shape[1:] == (1, 2, 3)
+        assert torch.equal(batch.video_tokens[:, 0, 0, 0], batch.index.float())
+        assert torch.equal(batch.audio_tokens[:, 0, 0], -batch.index.float())
+        assert torch.equal(batch.has_audio, batch.index % 2 == 0)
+        seen += batch.index.tolist()
     assert sorted(seen) == list(range(11)) and seen != list(range(11))
     assert len(reader) == 3
 
@@ -40,7 +41,7 @@ def test_order_depends_on_seed_and_epoch_only(store):
     def order(seed, epoch, prefetch):
         reader = BatchReader(store, np.arange(11), batch_size=4, shuffle=True, seed=seed, prefetch=prefetch)
         reader.set_epoch(epoch)
-        return [i for b in reader for i in b["index"].tolist()]
+        return [i for b in reader for i in b.index.tolist()]
 
     assert order(0, 1, prefetch=2) == order(0, 1, prefetch=0)
     assert order(0, 1, prefetch=2) != order(0, 2, prefetch=2)
@@ -49,7 +50,7 @@ def test_order_depends_on_seed_and_epoch_only(store):
 
 def test_drop_last_and_stopping_early(store):
     reader = BatchReader(store, np.arange(11), batch_size=4, drop_last=True)
-    assert len(reader) == 2 and [len(b["index"]) for b in reader] == [4, 4]
+    assert len(reader) == 2 and [len(b.index) for b in reader] == [4, 4]
     iterator = iter(BatchReader(store, np.arange(11), batch_size=1, prefetch=1))
     next(iterator)
     iterator.close()  # the read-ahead thread must not hang on a full queue

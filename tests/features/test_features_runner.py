@@ -66,6 +66,7 @@ def test_run_records_failures_and_a_rerun_skips_everything(clip_folder, tmp_path
     assert (retried.extracted, retried.skipped, retried.failed) == (0, 6, 2)
 
 
+@pytest.mark.slow
 def test_folder_input_keeps_equal_stems_apart(clip_folder, tmp_path):
     folder, _ = clip_folder
     summary = _run(folder, tmp_path / "store.zarr")
@@ -74,6 +75,7 @@ def test_folder_input_keeps_equal_stems_apart(clip_folder, tmp_path):
     assert set(store.labels.tolist()) == {"barking", "drumming"}
 
 
+@pytest.mark.slow
 def test_one_and_three_workers_make_the_same_store(clip_folder, tmp_path):
     _, manifest = clip_folder
     store_config = StoreConfig(clips_per_block=2)  # four blocks, so three workers share the work
@@ -83,6 +85,7 @@ def test_one_and_three_workers_make_the_same_store(clip_folder, tmp_path):
     _assert_same_store(tmp_path / "one.zarr", tmp_path / "three.zarr")
 
 
+@pytest.mark.slow
 def test_sigkill_at_several_points_then_resume_equals_an_uninterrupted_run(clip_folder, tmp_path):
     _, manifest = clip_folder
     _run(manifest, tmp_path / "reference.zarr")
@@ -110,6 +113,7 @@ def test_sigkill_at_several_points_then_resume_equals_an_uninterrupted_run(clip_
     assert (TokenStore.open(target).status == FAILED).sum() == 2
 
 
+@pytest.mark.slow
 def test_clear_errors_before_any_work(clip_folder, tmp_path):
     _, manifest = clip_folder
     runner = CliRunner()
@@ -121,7 +125,7 @@ def test_clear_errors_before_any_work(clip_folder, tmp_path):
     assert not (tmp_path / "w.zarr").exists()
 
     _run(manifest, tmp_path / "store.zarr")
-    other = build_extract_config("cpu-small", views=3)
+    other = build_extract_config("cpu-small", temporal_views=3)
     with pytest.raises(StoreError, match="different extraction config"):
         _run(manifest, tmp_path / "store.zarr", extract=other)
     reordered = tmp_path / "videos" / "other.csv"
@@ -131,6 +135,7 @@ def test_clear_errors_before_any_work(clip_folder, tmp_path):
         _run(reordered, tmp_path / "store.zarr")
 
 
+@pytest.mark.slow
 def test_inspect_json(clip_folder, tmp_path):
     _, manifest = clip_folder
     _run(manifest, tmp_path / "store.zarr")
@@ -144,6 +149,7 @@ def test_inspect_json(clip_folder, tmp_path):
     assert text.exit_code == 0 and "6 done, 2 failed, 0 pending" in text.output
 
 
+@pytest.mark.slow
 def test_gpu_cluster_pins_one_gpu_per_worker_process(tmp_path):
     """`--gpus N` starts N worker processes, each seeing only its own GPU (checked without a GPU: the pinning is
     the environment each worker process gets)."""

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -6,11 +7,12 @@ import numpy as np
 import pytest
 import zarr
 
+from extract.outputs import TokenLayout
 from features.config import StoreConfig
 from features.manifest import ClipRecord
 from features.store import DONE, FAILED, PENDING, StoreError, TokenStore, open_dask_arrays
 
-LAYOUT = {"V": 2, "Nv": 3, "Dv": 4, "Na": 5, "Da": 6, "kinetics_classes": 7}
+LAYOUT = TokenLayout(views=2, video_tokens=3, video_dim=4, audio_tokens=5, audio_dim=6, kinetics_classes=7)
 
 
 def _clips(n):
@@ -90,7 +92,7 @@ def test_open_rejects_non_stores_and_create_refuses_to_overwrite(tmp_path):
 
 
 def test_store_without_kinetics_logits(tmp_path):
-    store = TokenStore.create(tmp_path / "s.zarr", _clips(2), {**LAYOUT, "kinetics_classes": 0}, {}, {})
+    store = TokenStore.create(tmp_path / "s.zarr", _clips(2), dataclasses.replace(LAYOUT, kinetics_classes=0), {}, {})
     assert "kinetics_logits" not in store.fields
     tokens = _tokens(0)
     del tokens.kinetics_logits
