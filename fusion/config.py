@@ -13,6 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from extract.errors import InputError
+from fusion.class_embeddings import EmbeddingSpec
+
 __all__ = [
     "FUSION_MODES",
     "MODALITIES",
@@ -27,6 +30,7 @@ __all__ = [
     "PRESETS",
     "ABLATIONS",
     "apply_ablations",
+    "embedding_settings",
     "train_config_from_options",
 ]
 
@@ -45,13 +49,13 @@ ARCHITECTURE_FIELDS = ("width", "num_blocks", "num_heads", "num_fusion_tokens", 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+        raise InputError(f"{name} must be one of {choices}, got {value!r}")
 
 
 def _check_keys(cls: type, values: Mapping[str, Any], what: str) -> None:
     unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
-        raise ValueError(f"{what} has unknown field(s) {sorted(unknown)}; was it written by another version?")
+        raise InputError(f"{what} has unknown field(s) {sorted(unknown)}; was it written by another version?")
 
 
 @dataclass(frozen=True)
@@ -87,37 +91,37 @@ class FusionConfig:
     def __post_init__(self) -> None:
         for name in ("width", "num_blocks", "num_heads", "num_fusion_tokens"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.width % self.num_heads:
-            raise ValueError(f"num_heads ({self.num_heads}) must divide width ({self.width})")
+            raise InputError(f"num_heads ({self.num_heads}) must divide width ({self.width})")
         if self.mlp_ratio <= 0:
-            raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
+            raise InputError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
         if not 0 <= self.dropout < 1 or not 0 <= self.attention_dropout < 1:
-            raise ValueError(f"dropout and attention_dropout must be in [0, 1), got {self.dropout}, "
+            raise InputError(f"dropout and attention_dropout must be in [0, 1), got {self.dropout}, "
                              f"{self.attention_dropout}")
         _check_choice("fusion_mode", self.fusion_mode, FUSION_MODES)
         _check_choice("modalities", self.modalities, MODALITIES)
         _check_choice("view_mode", self.view_mode, VIEW_MODES)
         _check_choice("se_target", self.se_target, SE_TARGETS)
         if self.task_weight < 0:
-            raise ValueError(f"task_weight must be >= 0, got {self.task_weight}")
+            raise InputError(f"task_weight must be >= 0, got {self.task_weight}")
         milestones = tuple(self.weight_milestones_epochs)
         if any(m < 1 for m in milestones) or list(milestones) != sorted(set(milestones)):
-            raise ValueError(f"weight_milestones_epochs must be increasing epochs >= 1, got {milestones}")
+            raise InputError(f"weight_milestones_epochs must be increasing epochs >= 1, got {milestones}")
         for name in ("se_weights", "mlm_weights"):
             weights = tuple(getattr(self, name))
             if len(weights) not in (1, len(milestones) + 1):
-                raise ValueError(f"{name} needs 1 value (constant) or {len(milestones) + 1} (one per step of "
+                raise InputError(f"{name} needs 1 value (constant) or {len(milestones) + 1} (one per step of "
                                  f"weight_milestones_epochs={milestones}), got {weights}")
             if any(w < 0 for w in weights):
-                raise ValueError(f"{name} must be >= 0, got {weights}")
+                raise InputError(f"{name} must be >= 0, got {weights}")
         if not 0 < self.mlm_mask_probability <= 1:
-            raise ValueError(f"mlm_mask_probability must be in (0, 1], got {self.mlm_mask_probability}")
+            raise InputError(f"mlm_mask_probability must be in (0, 1], got {self.mlm_mask_probability}")
         if any(self.mlm_weights) and not self.use_text:
-            raise ValueError("mlm_weights must all be 0 without the text stream (use_text=False); "
+            raise InputError("mlm_weights must all be 0 without the text stream (use_text=False); "
                              "use the 'no-text' ablation, which sets both")
         if self.fusion_mode == "concat" and self.use_text:
-            raise ValueError("fusion_mode 'concat' has no fusion tokens to carry text: set use_text=False "
+            raise InputError("fusion_mode 'concat' has no fusion tokens to carry text: set use_text=False "
                              "(the 'concat' ablation sets it)")
 
     @property
@@ -193,31 +197,44 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "log_every_steps"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise InputError(f"lr must be > 0, got {self.lr}")
         if self.weight_decay < 0 or self.grad_clip_norm < 0 or self.warmup_epochs < 0:
-            raise ValueError("weight_decay, grad_clip_norm and warmup_epochs must be >= 0")
+            raise InputError("weight_decay, grad_clip_norm and warmup_epochs must be >= 0")
         if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+            raise InputError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if not 0 < self.lr_step_gamma <= 1:
-            raise ValueError(f"lr_step_gamma must be in (0, 1], got {self.lr_step_gamma}")
+            raise InputError(f"lr_step_gamma must be in (0, 1], got {self.lr_step_gamma}")
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _check_choice("select_by", self.select_by, SELECTION_METRICS)
         _check_choice("device", self.device, DEVICES)
         if not self.train_splits:
-            raise ValueError("train_splits is empty; name the store splits that train the head (e.g. seen)")
+            raise InputError("train_splits is empty; name the store splits that train the head (e.g. seen)")
         if set(self.train_splits) & set(self.val_splits) and self.val_store is None:
-            raise ValueError(f"splits {sorted(set(self.train_splits) & set(self.val_splits))} are both training "
+            raise InputError(f"splits {sorted(set(self.train_splits) & set(self.val_splits))} are both training "
                              "and validation splits")
         if not 0 <= self.val_unseen_fraction < 1 or not 0 <= self.val_seen_fraction < 1:
-            raise ValueError("val_unseen_fraction and val_seen_fraction must be in [0, 1)")
+            raise InputError("val_unseen_fraction and val_seen_fraction must be in [0, 1)")
         if not 0 <= self.test_seen_fraction < 1:
-            raise ValueError(f"test_seen_fraction must be in [0, 1), got {self.test_seen_fraction}")
+            raise InputError(f"test_seen_fraction must be in [0, 1), got {self.test_seen_fraction}")
         if self.val_unseen_fraction and (self.val_store is not None or self.val_splits):
-            raise ValueError("choose one validation source: val_store, val_splits or val_unseen_fraction")
+            raise InputError("choose one validation source: val_store, val_splits or val_unseen_fraction")
         if self.prefetch_batches < 0:
-            raise ValueError(f"prefetch_batches must be >= 0, got {self.prefetch_batches}")
+            raise InputError(f"prefetch_batches must be >= 0, got {self.prefetch_batches}")
+        spec = self.embedding_spec
+        if spec.is_table and not self.fusion.normalise_embeddings:
+            raise InputError(f"the {spec.text} table is stored L2-normalised (raw vectors do not exist): train on it "
+                             "with `normalise_embeddings=True`, or pick a word-vector source for raw embeddings")
+        if self.fusion.se_target == "kinetics+class" and not spec.has_kinetics_labels:
+            raise InputError(f"{spec.text} holds only its dataset's class names, no Kinetics-400 labels for the SE "
+                             "target's phi(s_v) term: set `se_target='class'`, or pick a word-vector source")
+
+    @property
+    def embedding_spec(self) -> EmbeddingSpec:
+        """The class-name embedding source of the run (`embeddings`, `name_map`, `fusion.normalise_embeddings`)."""
+        return EmbeddingSpec.parse(self.embeddings, name_map=self.name_map,
+                                   normalise=self.fusion.normalise_embeddings)
 
     @property
     def has_validation(self) -> bool:
@@ -280,9 +297,24 @@ def apply_ablations(config: FusionConfig, names: tuple[str, ...] | list[str]) ->
     overrides: dict[str, Any] = {}
     for name in names:
         if name not in ABLATIONS:
-            raise ValueError(f"unknown ablation {name!r}; choose from {sorted(ABLATIONS)}")
+            raise InputError(f"unknown ablation {name!r}; choose from {sorted(ABLATIONS)}")
         overrides.update(ABLATIONS[name])
     return dataclasses.replace(config, **overrides)
+
+
+def embedding_settings(embeddings: str) -> dict[str, Any]:
+    """The head's settings a class-embedding source requires (`FusionConfig` fields; none for word vectors).
+
+    A table (`EmbeddingSpec.is_table`) exists only L2-normalised and holds no Kinetics-400 labels, so the SE
+    target regresses phi(class) only; the demo and the AVCA protocol train on AVCA's tables with these.
+    """
+    spec = EmbeddingSpec.parse(embeddings)
+    settings: dict[str, Any] = {}
+    if spec.is_table:
+        settings["normalise_embeddings"] = True
+    if not spec.has_kinetics_labels:
+        settings["se_target"] = "class"
+    return settings
 
 
 def train_config_from_options(
@@ -304,12 +336,12 @@ def train_config_from_options(
     fusion_fields = {f.name for f in dataclasses.fields(FusionConfig)}
     unknown = set(options) - train_fields - fusion_fields
     if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)}")
+        raise InputError(f"unknown option(s) {sorted(unknown)}")
     base_values = dict(base or {})
     fusion = FusionConfig.from_dict(base_values.pop("fusion")) if "fusion" in base_values else FusionConfig()
     if preset is not None:
         if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+            raise InputError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
         size = {name: getattr(PRESETS[preset], name) for name in ARCHITECTURE_FIELDS + ("dropout", "attention_dropout")
                 if name not in ("fusion_mode", "use_text", "modalities")}
         fusion = dataclasses.replace(fusion, **size)
@@ -318,6 +350,6 @@ def train_config_from_options(
     merged = {**base_values, **{k: v for k, v in options.items() if k in train_fields}}
     missing = {"store", "out"} - set(merged)
     if missing:
-        raise ValueError(f"missing {sorted(missing)}: pass --store and --out (or a --config that has them)")
+        raise InputError(f"missing {sorted(missing)}: give `store` and `out` (or a recorded config that has them)")
     return TrainConfig.from_dict({**merged, "fusion": fusion.to_dict()})
 

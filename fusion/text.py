@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from extract.errors import InputError
+
 __all__ = ["PAD", "MASK", "UNK", "CLS", "SPECIAL_WORDS", "IGNORE_INDEX", "Vocabulary", "mask_words"]
 
 PAD, MASK, UNK, CLS = 0, 1, 2, 3
@@ -44,7 +46,7 @@ class Vocabulary:
         for name in names:
             tokens = tokenize(name)
             if not tokens:
-                raise ValueError(f"class name {name!r} has no word to build the MLM vocabulary from")
+                raise InputError(f"class name {name!r} has no word to build the MLM vocabulary from")
             words.update(tokens)
         return cls(SPECIAL_WORDS + tuple(sorted(words)))
 

@@ -14,9 +14,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from extract.outputs import TokenLayout
 from features.manifest import ClipRecord
 from features.store import TokenStore
-from fusion.class_embeddings import tokenize_class_name
+from fusion.class_names import tokenize_class_name
 
 SEEN = ["playing guitar", "playing drums", "dog barking", "riding bike", "swimming pool", "cooking pasta",
         "ballet dancing", "opera singing", "chopping wood", "car engine"]
@@ -85,7 +86,8 @@ def make_store(
                 video_tokens=video.astype(np.float16), audio_tokens=audio.astype(np.float16),
                 kinetics_logits=kinetics.astype(np.float32),
                 has_audio=has_audio, audio_frames=100 if has_audio else 0))
-    store = TokenStore.create(path, clips, layout, {"profile": "test"}, {"weights": "random-init"})
+    store = TokenStore.create(path, clips, TokenLayout.from_dict(layout), {"profile": "test"},
+                              {"weights": "random-init"})
     for start, stop in store.block_ranges():
         store.write_clips(list(range(start, stop)), tokens[start:stop])
     return TokenStore.open(path)

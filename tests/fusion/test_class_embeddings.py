@@ -1,4 +1,5 @@
-"""fusion.class_embeddings: tokenisation, word2vec / fastText / GloVe / AVCA sources, name maps, missing words."""
+"""fusion.class_embeddings and fusion.word_vectors: word2vec / fastText / GloVe / AVCA sources, name maps, missing
+words."""
 
 import csv
 import hashlib
@@ -12,6 +13,7 @@ from gensim.models import FastText, KeyedVectors
 from gensim.models.fasttext import save_facebook_model
 
 from fusion import class_embeddings as ce
+from fusion import class_names, word_vectors
 
 _DATA = Path(__file__).resolve().parents[2] / "data"
 _WORDS = {
@@ -50,41 +52,13 @@ def _write_map(path: Path, rows) -> Path:
     return path
 
 
-# --- tokenisation -----------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("name", "words"),
-    [
-        ("ApplyEyeMakeup", ["apply", "eye", "makeup"]),
-        ("BMXRacing", ["bmx", "racing"]),
-        ("YoYo", ["yo", "yo"]),
-        ("brush_hair", ["brush", "hair"]),
-        ("passing American football (not in game)", ["passing", "american", "football"]),
-        ("passing American football (in game)", ["passing", "american", "football", "game"]),
-        ("throwing ball (not baseball or American football)", ["throwing", "ball"]),
-        ("curling (sport)", ["curling", "sport"]),
-        ("bird chirping, tweeting", ["bird", "chirping", "tweeting"]),
-        ("bee, wasp, etc. buzzing", ["bee", "wasp", "buzzing"]),
-        ("riding or walking with horse", ["riding", "walking", "horse"]),
-        ("hula-hooping", ["hula", "hooping"]),
-        ("The Who", ["who"]),
-        ("to be or not", ["be", "not"]),
-        ("on and on", ["on", "and", "on"]),  # nothing but stop words: all are kept
-        ("()", []),
-    ],
-)
-def test_tokenize_class_name(name, words):
-    assert ce.tokenize_class_name(name) == words
-
-
 # --- word2vec files ----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("binary", [False, True])
 def test_word2vec_mean_of_words_text_and_binary(tmp_path, binary):
     path = _write_vectors(tmp_path / ("v.bin" if binary else "v.txt"), binary=binary)
-    assert ce._word2vec_layout(path) == (binary, True)
+    assert word_vectors._word2vec_layout(path) == (binary, True)
     source = ce.load_embedding_source(f"word2vec:{path}")
     assert (source.dim, source.normalised, source.spec) == (4, False, f"word2vec:{path}")
     emb = source.embed(["playing guitar", "riding the horse", "Weight_Lifting"])
@@ -98,7 +72,7 @@ def test_word2vec_mean_of_words_text_and_binary(tmp_path, binary):
 def test_word2vec_text_without_header_like_glove_txt(tmp_path):
     path = tmp_path / "glove_style.txt"
     path.write_text("".join(f"{w} {' '.join(str(x) for x in v)}\n" for w, v in _WORDS.items()))
-    assert ce._word2vec_layout(path) == (False, False)
+    assert word_vectors._word2vec_layout(path) == (False, False)
     emb = ce.load_embedding_source(f"word2vec:{path}").embed(["riding horse"])
     np.testing.assert_allclose(emb, [[0.0, 0.0, 2.0, 0.5]])
 
@@ -139,17 +113,17 @@ def test_name_map_applies_case_insensitively_before_tokenising(text_vectors, tmp
 
 def test_name_map_rejects_duplicates_and_bad_headers(tmp_path):
     with pytest.raises(ValueError, match="already mapped"):
-        ce.read_name_map(_write_map(tmp_path / "dup.csv", [("Skijet", "jet ski"), ("SKIJET", "jet skiing")]))
+        class_names.read_name_map(_write_map(tmp_path / "dup.csv", [("Skijet", "jet ski"), ("SKIJET", "jet skiing")]))
     bad = tmp_path / "bad.csv"
     bad.write_text("from,to\na,b\n")
     with pytest.raises(ValueError, match="'original' and 'manual'"):
-        ce.read_name_map(bad)
+        class_names.read_name_map(bad)
     with pytest.raises(FileNotFoundError, match="name map"):
         ce.load_embedding_source(name_map=tmp_path / "absent.csv")
 
 
 def test_avca_name_map_file_reads_names_with_commas():
-    mapping = ce.read_name_map(_DATA / "avgzsl/VGGSound/class-split/vggsound_w2v_class_names.csv")
+    mapping = class_names.read_name_map(_DATA / "avgzsl/VGGSound/class-split/vggsound_w2v_class_names.csv")
     assert mapping["bird chirping, tweeting"] == "bird chirping"
     assert len(mapping) == 309
 
@@ -263,7 +237,7 @@ def test_avca_tables_resolve_every_class_and_split_name(table, folder):
     assert emb.shape == (len(all_classes), 300) and source.dim == 300 and source.normalised
     with np.load(_DATA / f"avgzsl/class_embeddings/{table}_fasttext300_l2.npz") as shipped:
         rows = {str(name): vector for name, vector in zip(shipped["names"], shipped["emb"], strict=True)}
-    manual = ce.read_name_map(class_split / f"{table}_w2v_class_names.csv")
+    manual = class_names.read_name_map(class_split / f"{table}_w2v_class_names.csv")
     expected = np.stack([rows[manual[name]] for name in all_classes])
     np.testing.assert_array_equal(emb, expected)
     assert len({tuple(row) for row in emb}) == len(all_classes)  # the map never sends two classes to one row
@@ -316,7 +290,7 @@ def test_glove_default_loads_fast_and_is_cached():
 def test_kinetics400_labels_match_torchvision_and_glove_covers_them():
     from torchvision.models.video import MViT_V2_S_Weights
 
-    from eval import classlists
+    from curate import classlists
 
     source = ce.load_embedding_source()
     labels, emb = ce.kinetics400_embeddings(source)
@@ -324,15 +298,15 @@ def test_kinetics400_labels_match_torchvision_and_glove_covers_them():
     assert emb.shape == (400, 50) and emb.dtype == np.float32 and np.isfinite(emb).all()
     # Coverage: 388 of 400 labels have every word in GloVe 6B as spelled; the shipped spelling map
     # (data/name_maps/glove6b_spelling.csv) respells the other 12, so none is dropped.
-    vocabulary = ce._glove_keyed_vectors()
-    as_spelled = [label for label in labels if all(w in vocabulary for w in ce.tokenize_class_name(label))]
+    vocabulary = word_vectors.glove_6b_50d()
+    as_spelled = [label for label in labels if all(w in vocabulary for w in class_names.tokenize_class_name(label))]
     assert len(as_spelled) == 388
     assert source.provenance()["skipped_words"] == {}
     assert source.tokenize("jetskiing") == ["jet", "skiing"]
 
 
 def test_glove_spelling_map_covers_every_shipped_list():
-    from eval import classlists
+    from curate import classlists
 
     source = ce.load_embedding_source()
     for name in classlists.available_classlists():

@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 import torch
 
+from extract.outputs import TokenLayout
 from features.store import TokenStore
 from fusion.config import FusionConfig, TrainConfig
 from fusion.losses import kinetics_class
-from fusion.predict import load_run, predict_embeddings, resolve_device
+from fusion.predict import predict_embeddings, resolve_device
+from fusion.run_dir import load_run
 from fusion.trainer import train
 
 TINY = FusionConfig(width=32, num_blocks=1, num_heads=2, num_fusion_tokens=2, se_weights=(0.25,),
@@ -58,9 +60,9 @@ def test_predict_refuses_pending_clips_and_other_layouts(run_dir, synthetic_stor
     model, _ = load_run(run_dir)
     other = kit.make_store(tmp_path / "wide.zarr", vectors_file, clips_per_class=1,
                            layout={**kit.LAYOUT, "Dv": 8})
-    with pytest.raises(ValueError, match="Dv=8 \\(model: 24\\)"):
+    with pytest.raises(ValueError, match="video_dim=8 \\(model: 24\\)"):
         predict_embeddings(model, other, [0])
-    pending = TokenStore.create(tmp_path / "pending.zarr", [_record("a")], kit.LAYOUT, {}, {})
+    pending = TokenStore.create(tmp_path / "pending.zarr", [_record("a")], TokenLayout.from_dict(kit.LAYOUT), {}, {})
     with pytest.raises(ValueError, match="not done.*'a'"):
         predict_embeddings(model, pending, [0])
 

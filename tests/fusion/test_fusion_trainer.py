@@ -1,5 +1,6 @@
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 import cli
-from fusion import trainer
+from fusion import run_dir, trainer
 from fusion.class_embeddings import MissingWordsError
 from fusion.config import ABLATIONS, FusionConfig, TrainConfig, apply_ablations
 from fusion.trainer import train
@@ -59,6 +60,7 @@ def test_run_directory_and_every_loss_decreases(synthetic_store, vectors_file, t
         assert arrays["class_embeddings"].shape == (8, 16) and arrays["kinetics_embeddings"].shape == (400, 16)
 
 
+@pytest.mark.slow
 def test_zero_shot_beats_chance_on_the_learnable_store(synthetic_store, vectors_file, tmp_path, kit):
     # 4 truly unseen classes validate here through --val-split... of a second store that holds them as "val".
     val = kit.make_store(tmp_path / "val.zarr", vectors_file, seen=[], unseen=[],
@@ -72,19 +74,20 @@ def test_zero_shot_beats_chance_on_the_learnable_store(synthetic_store, vectors_
     assert summary.best_metric == "zsl" and summary.best_score >= 0.5  # chance: 1 / 4
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(synthetic_store, vectors_file, tmp_path, monkeypatch):
     train(_config(synthetic_store, tmp_path / "whole", vectors_file))
-    save = trainer._save_checkpoint
+    save = run_dir.save_checkpoint
 
     def crash_in_epoch_3(path, payload):
         if payload["epoch"] == 3:  # after epoch 3's log line, before its checkpoints
             raise RuntimeError("power cut")
         save(path, payload)
 
-    monkeypatch.setattr(trainer, "_save_checkpoint", crash_in_epoch_3)
+    monkeypatch.setattr(run_dir, "save_checkpoint", crash_in_epoch_3)
     with pytest.raises(RuntimeError, match="power cut"):
         train(_config(synthetic_store, tmp_path / "cut", vectors_file))
-    monkeypatch.setattr(trainer, "_save_checkpoint", save)
+    monkeypatch.setattr(run_dir, "save_checkpoint", save)
     assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["epoch"] == 2
     train(_config(synthetic_store, tmp_path / "cut", vectors_file, resume=True))
 
@@ -122,7 +125,7 @@ def test_resume_refuses_other_settings_or_store(synthetic_store, vectors_file, t
                           unseen=[])
     with pytest.raises(ValueError, match="different store or class list"):
         train(_config(swap, tmp_path / "run2", vectors_file, epochs=1, resume=True))
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(FileExistsError, match="`resume=True`"):
         train(_config(synthetic_store, run, vectors_file, epochs=1))
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         train(_config(synthetic_store, tmp_path / "fresh", vectors_file, resume=True))
@@ -154,7 +157,7 @@ def test_a_label_the_source_cannot_embed_is_named(vectors_file, tmp_path, kit):
 def test_kinetics_target_needs_kinetics_logits(vectors_file, tmp_path, kit):
     store = kit.make_store(tmp_path / "s.zarr", vectors_file, clips_per_class=2,
                        layout={**kit.LAYOUT, "kinetics_classes": 7})
-    with pytest.raises(ValueError, match="--se-target class"):
+    with pytest.raises(ValueError, match="`se_target='class'`"):
         train(_config(store, tmp_path / "run", vectors_file))
     summary = train(_config(store, tmp_path / "run", vectors_file, epochs=1,
                             fusion=apply_ablations(TINY, ["no-se"])))
@@ -177,6 +180,7 @@ def test_validation_never_uses_test_data(synthetic_store, vectors_file, tmp_path
         train(_config(leaky, tmp_path / "d", vectors_file))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ablation", sorted(ABLATIONS))
 def test_every_ablation_trains(ablation, synthetic_store, vectors_file, tmp_path):
     config = _config(synthetic_store, tmp_path / "run", vectors_file, epochs=1,
@@ -187,6 +191,7 @@ def test_every_ablation_trains(ablation, synthetic_store, vectors_file, tmp_path
     assert (line["loss_mlm"] is None) == (ablation in ("concat", "no-text", "no-mlm"))
 
 
+@pytest.mark.slow
 def test_best_epoch_by_calibrated_hm(synthetic_store, vectors_file, tmp_path):
     summary = train(_config(synthetic_store, tmp_path / "run", vectors_file, epochs=3, select_by="gzsl_hm_calibrated"))
     lines = _log(tmp_path / "run")
@@ -238,13 +243,14 @@ def test_test_seen_hold_out_is_never_trained_or_validated_on(synthetic_store, ve
 def test_shuffled_embeddings_control_teaches_other_classes_names(synthetic_store, vectors_file, tmp_path,
                                                                  monkeypatch):
     taught = {}
-    original = trainer.ClassTargets
+    original = trainer.ClassTargets.of.__func__
 
-    def spy(**kwargs):
-        taught["embeddings"] = kwargs["class_embeddings"].cpu().numpy()
-        return original(**kwargs)
+    def spy(cls, *args):
+        targets = original(cls, *args)
+        taught["embeddings"] = targets.class_embeddings.cpu().numpy()
+        return targets
 
-    monkeypatch.setattr(trainer, "ClassTargets", spy)
+    monkeypatch.setattr(trainer.ClassTargets, "of", classmethod(spy))
     train(_config(synthetic_store, tmp_path / "control", vectors_file, epochs=1, shuffle_class_embeddings=True))
     classes = json.loads((tmp_path / "control" / "classes.json").read_text())
     permutation = np.asarray(classes["shuffled_class_embeddings"])
@@ -252,3 +258,15 @@ def test_shuffled_embeddings_control_teaches_other_classes_names(synthetic_store
     with np.load(tmp_path / "control" / "class_embeddings.npz") as arrays:
         true = arrays["class_embeddings"]  # the run records the true embeddings; only the targets are permuted
     np.testing.assert_array_equal(taught["embeddings"], true[permutation])
+
+
+@pytest.mark.gpu
+def test_cuda_training_follows_the_cpu_run(synthetic_store, vectors_file, tmp_path):
+    # bf16 autocast on the GPU: the same seed and data order give losses within a few percent of the CPU's.
+    train(_config(synthetic_store, tmp_path / "cpu", vectors_file, epochs=2, fusion=replace(TINY, dropout=0.0)))
+    train(_config(synthetic_store, tmp_path / "cuda", vectors_file, epochs=2, fusion=replace(TINY, dropout=0.0),
+                  device="cuda"))
+    cpu, cuda = _log(tmp_path / "cpu"), _log(tmp_path / "cuda")
+    for part in ("loss_task", "loss_se", "loss_mlm"):
+        assert cuda[0][part] == pytest.approx(cpu[0][part], rel=0.05), part
+    assert cuda[-1]["loss"] < cuda[0]["loss"] and torch.load(tmp_path / "cuda" / "last.pt", weights_only=True)

@@ -1,0 +1,330 @@
+"""The run directory of a training run: what it records, how it is written, how a run resumes and is loaded.
+
+Layout (docs/ARCHITECTURE.md, "Run directory"): `config.json` (the training and head configs, the data-fixed
+sizes, the decision rule, the store), `classes.json` (training classes in id order, the embedding source spec
+and provenance, the MLM vocabulary, the clips that trained, validated or were held out), `class_embeddings.npz`
+(the embeddings as used), `last.pt` every epoch, `best.pt` (best validation score; only with validation),
+`log.jsonl` (one line per epoch). Every file is written through a temporary file and a rename
+(`extract.files`); checkpoints load with `torch.load(..., weights_only=True)`.
+
+`start_run` creates a run directory or checks that a resumed run is the recorded one; `save_epoch` writes an
+epoch's log line and checkpoints; `load_run` rebuilds a trained head for the eval stage.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from extract.errors import InputError
+from extract.files import atomic_write, write_json, write_text
+from fusion.config import ARCHITECTURE_FIELDS, FusionConfig, TrainConfig
+from fusion.model import FusionModel, ModelDims, build_model
+from fusion.plan import TrainingPlan, embedding_permutation
+from fusion.predict import resolve_device
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "RunInfo",
+    "embedding_id",
+    "start_run",
+    "checkpoint_payload",
+    "save_epoch",
+    "load_run",
+    "read_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "mzst-fusion-checkpoint"
+CHECKPOINT_VERSION = 1
+# Fields that may differ when a run is resumed: they change how it runs, not what it computes.
+_RESUME_FREE_FIELDS = ("resume", "progress", "device", "prefetch_batches", "log_every_steps", "eval_batch_size")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a run directory records besides the weights.
+
+    Attributes:
+        run_dir: the run directory.
+        checkpoint: the checkpoint file loaded.
+        epoch: the epoch the checkpoint was written after (1-based).
+        fusion: the head's config (incl. its ablation switches).
+        train: the training config as recorded (`TrainConfig.to_dict()`).
+        dims: the data-fixed sizes the model was built with.
+        class_names: the training (seen) classes in id order: row c of `class_embeddings`, logit c of TASK.
+        class_embeddings: phi of the training classes as used in training, (C, E).
+        kinetics_names: the Kinetics-400 labels (None when trained without the phi(s_v) term).
+        kinetics_embeddings: phi of the Kinetics-400 labels, (400, E), or None.
+        embedding_spec: the embedding source spec (`fusion.class_embeddings.load_embedding_source`).
+        embedding_normalised: whether class embeddings were L2-normalised.
+        embedding_provenance: the source's provenance record.
+        decision_rule: the zero-shot rule consistent with training (`eval.metrics.RULES`).
+        validation: the validation classes and clips of the run (seen / unseen class names, source).
+        train_clip_ids: ids of the clips of the training store the run trained on (None in older runs).
+    """
+
+    run_dir: Path
+    checkpoint: Path
+    epoch: int
+    fusion: FusionConfig
+    train: dict[str, Any]
+    dims: ModelDims
+    class_names: tuple[str, ...]
+    class_embeddings: np.ndarray
+    kinetics_names: tuple[str, ...] | None
+    kinetics_embeddings: np.ndarray | None
+    embedding_spec: str
+    embedding_normalised: bool
+    embedding_provenance: dict[str, Any]
+    decision_rule: str
+    validation: dict[str, Any]
+    train_clip_ids: tuple[str, ...] | None = None
+
+
+def embedding_id(class_names: Sequence[str], class_embeddings: np.ndarray, kinetics: np.ndarray | None) -> str:
+    """A SHA-256 over the class names and the embeddings used in training: ties checkpoints to their classes."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(list(class_names)).encode())
+    digest.update(np.ascontiguousarray(class_embeddings, dtype=np.float32).tobytes())
+    if kinetics is not None:
+        digest.update(np.ascontiguousarray(kinetics, dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def start_run(config: TrainConfig, plan: TrainingPlan) -> dict[str, Any] | None:
+    """Make the run directory `config.out` for a new run, or check that a resumed one is the recorded run.
+
+    Returns:
+        None for a new run (config.json, classes.json and class_embeddings.npz written); the payload of last.pt
+        for a resumed one (its log cut back to the checkpoint's epoch).
+
+    Raises:
+        FileNotFoundError: resume without a complete run directory.
+        FileExistsError: a new run into a folder that exists and is not empty.
+        InputError: a resumed run whose architecture, settings, classes, clips, sizes or embeddings differ.
+    """
+    config_record, classes_record = _records(config, plan)
+    classes = plan.classes
+    emb_id = embedding_id(plan.clips.class_names, classes.class_embeddings, classes.kinetics_embeddings)
+    out = config.out
+    if config.resume:
+        for name in ("config.json", "classes.json", "last.pt"):
+            if not (out / name).is_file():
+                raise FileNotFoundError(f"{out}: nothing to resume (no {name}); start the run without `resume`")
+        payload = _check_resume(config, out, config_record, classes_record, emb_id)
+        _truncate_log(out / "log.jsonl", int(payload["epoch"]))
+        return payload
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out}: exists and is not empty; set `resume=True` to continue that run, or choose "
+                              "another `out`")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", config_record)
+    write_json(out / "classes.json", classes_record)
+    arrays = {"class_names": np.asarray(plan.clips.class_names), "class_embeddings": classes.class_embeddings}
+    if classes.kinetics_embeddings is not None:
+        arrays.update(kinetics_labels=np.asarray(classes.kinetics_names),
+                      kinetics_embeddings=classes.kinetics_embeddings)
+    atomic_write(out / "class_embeddings.npz", functools.partial(_write_npz, arrays=arrays))
+    return None
+
+
+def checkpoint_payload(config: TrainConfig, plan: TrainingPlan, model: FusionModel, optimizer, scheduler, *,
+                       epoch: int, step: int, best: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint holds: model, optimiser and scheduler states, progress, config, sizes, class embeddings."""
+    classes = plan.classes
+    return {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "epoch": epoch, "step": step, "best": best, "metrics": metrics, "rng": {"torch": torch.get_rng_state()},
+        "config": config.to_dict(), "dims": plan.dims.to_dict(),
+        "class_embedding_id": embedding_id(plan.clips.class_names, classes.class_embeddings,
+                                           classes.kinetics_embeddings),
+    }
+
+
+def save_epoch(out: Path, log_line: dict[str, Any], payload: dict[str, Any], is_best: bool) -> None:
+    """Append the epoch's log line, then write best.pt (when best) and last.pt.
+
+    best.pt goes before last.pt: a crash in between re-runs this epoch, which rewrites best.pt identically.
+    """
+    with (out / "log.jsonl").open("a", encoding="utf-8") as log:
+        log.write(json.dumps(log_line) + "\n")
+    if is_best:
+        save_checkpoint(out / "best.pt", payload)
+    save_checkpoint(out / "last.pt", payload)
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write a checkpoint atomically: a crash leaves the previous file, never half of one."""
+    atomic_write(path, lambda temporary: torch.save(payload, temporary))
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with path.open("wb") as handle:  # a file handle: np.savez would append ".npz" to the temporary name
+        np.savez(handle, **arrays)
+
+
+def _records(config: TrainConfig, plan: TrainingPlan) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What config.json and classes.json hold (JSON-ready)."""
+    store, clips, classes = plan.store, plan.clips, plan.classes
+    config_record = {
+        "train": json.loads(json.dumps(config.to_dict())),  # tuples -> lists, as read back
+        "dims": plan.dims.to_dict(),
+        "decision_rule": config.fusion.decision_rule,
+        "store": {"path": str(store.path), "token_layout": store.token_layout.to_dict(),
+                  "provenance": store.provenance},
+    }
+    source, validation = classes.source, clips.validation
+    classes_record = {
+        "classes": list(clips.class_names),
+        "embedding": {"spec": source.spec, "normalised": source.normalised, "dim": source.dim,
+                      "provenance": source.provenance()},
+        "kinetics_labels": list(classes.kinetics_names) if classes.kinetics_names is not None else None,
+        "mlm_vocabulary": list(classes.vocabulary.words) if classes.vocabulary is not None else None,
+        "train_clips": int(clips.train_indices.size),
+        "train_clip_ids": store.clip_ids[clips.train_indices].tolist(),
+        "test_seen_clip_ids": store.clip_ids[clips.test_seen_indices].tolist(),
+        "shuffled_class_embeddings": embedding_permutation(config, len(clips.class_names)).tolist()
+        if config.shuffle_class_embeddings else None,
+        "validation": None if validation is None else {
+            "source": validation.description,
+            "store": str(validation.store.path),
+            "seen_classes": list(validation.class_names[: validation.seen_ids.size]),
+            "unseen_classes": list(validation.class_names[validation.seen_ids.size:]),
+            "clip_ids": validation.store.clip_ids[validation.indices].tolist(),
+        },
+    }
+    return config_record, classes_record
+
+
+def _check_resume(config: TrainConfig, out: Path, config_record: dict, classes_record: dict, emb_id: str) -> dict:
+    recorded = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    old, new = dict(recorded["train"]), json.loads(json.dumps(config.to_dict()))  # tuples -> lists, as recorded
+    old_fusion, new_fusion = old.pop("fusion"), new.pop("fusion")
+    arch = [k for k in ARCHITECTURE_FIELDS if old_fusion.get(k) != new_fusion.get(k)]
+    if arch:
+        raise InputError(f"{out}: cannot resume, the head's architecture differs: "
+                         + ", ".join(f"{k} {old_fusion.get(k)!r} -> {new_fusion.get(k)!r}" for k in arch))
+    changed = [k for k in sorted(set(old) | set(new)) if k not in _RESUME_FREE_FIELDS and old.get(k) != new.get(k)]
+    changed += [f"fusion.{k}" for k in sorted(new_fusion) if old_fusion.get(k) != new_fusion.get(k)]
+    if changed:
+        raise InputError(f"{out}: cannot resume with other settings than the run was started with ({changed}); "
+                         f"pass the options recorded in {out / 'config.json'}")
+    classes = json.loads((out / "classes.json").read_text(encoding="utf-8"))
+    if classes["classes"] != classes_record["classes"] or classes["validation"] != classes_record["validation"]:
+        raise InputError(f"{out}: cannot resume against a different store or class list: the training / validation "
+                         f"classes or clips differ from {out / 'classes.json'}")
+    if recorded["dims"] != config_record["dims"]:
+        raise InputError(f"{out}: cannot resume, the store's sizes {config_record['dims']} differ from the run's "
+                         f"{recorded['dims']}")
+    payload = read_checkpoint(out / "last.pt", torch.device("cpu"))
+    if payload["class_embedding_id"] != emb_id:
+        raise InputError(f"{out}: cannot resume, the class embeddings differ from the run's (another source or "
+                         "vectors file?)")
+    return payload
+
+
+def _truncate_log(path: Path, epoch: int) -> None:
+    """Keep the log lines of epochs up to `epoch` (a crash may have logged an epoch without its checkpoint)."""
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines()
+             if line.strip() and json.loads(line)["epoch"] <= epoch]
+    write_text(path, "".join(f"{line}\n" for line in lines))
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> tuple[FusionModel, RunInfo]:
+    """Rebuild the trained head of a run directory, in eval mode on `device`.
+
+    Args:
+        run_dir: a run directory written by `fusion.trainer.train`.
+        checkpoint: "best" (chosen on validation), "last", or a path to a checkpoint file.
+        device: "cpu" or "cuda".
+
+    Raises:
+        FileNotFoundError: no run directory, no such checkpoint (a run without validation has no best.pt).
+        InputError: a file that is not a fusion checkpoint, or a checkpoint that does not belong to the run's
+            class embeddings.
+    """
+    run_dir = Path(run_dir)
+    for name in ("config.json", "classes.json", "class_embeddings.npz"):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir}: not a fusion run directory (no {name}); train one first "
+                                    "(`fusion.trainer.train`, the train-fusion command)")
+    if checkpoint in ("best", "last"):
+        path = run_dir / f"{checkpoint}.pt"
+        if not path.is_file():
+            hint = " (the run had no validation, so only last.pt exists)" if checkpoint == "best" else ""
+            raise FileNotFoundError(f"{path} does not exist{hint}; choose `checkpoint='last'` or a checkpoint file")
+    else:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {path} does not exist")
+    torch_device = resolve_device(device)
+    payload = read_checkpoint(path, torch_device)
+    fusion = FusionConfig.from_dict(payload["config"]["fusion"])
+    dims = ModelDims(**payload["dims"])
+    model = build_model(fusion, dims)
+    model.load_state_dict(payload["model"])
+    model.to(torch_device).eval()
+
+    classes = json.loads((run_dir / "classes.json").read_text(encoding="utf-8"))
+    with np.load(run_dir / "class_embeddings.npz", allow_pickle=False) as arrays:
+        class_embeddings = np.asarray(arrays["class_embeddings"], dtype=np.float32)
+        kinetics = None
+        if "kinetics_embeddings" in arrays:
+            kinetics = np.asarray(arrays["kinetics_embeddings"], dtype=np.float32)
+    class_names = tuple(classes["classes"])
+    if embedding_id(class_names, class_embeddings, kinetics) != payload["class_embedding_id"]:
+        raise InputError(f"{path}: the checkpoint was trained with other class embeddings than {run_dir}/"
+                         "class_embeddings.npz; do not mix files of different runs")
+    config_json = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    info = RunInfo(
+        run_dir=run_dir,
+        checkpoint=path,
+        epoch=int(payload["epoch"]),
+        fusion=fusion,
+        train=payload["config"],
+        dims=dims,
+        class_names=class_names,
+        class_embeddings=class_embeddings,
+        kinetics_names=tuple(classes["kinetics_labels"]) if kinetics is not None else None,
+        kinetics_embeddings=kinetics,
+        embedding_spec=classes["embedding"]["spec"],
+        embedding_normalised=bool(classes["embedding"]["normalised"]),
+        embedding_provenance=classes["embedding"]["provenance"],
+        decision_rule=config_json["decision_rule"],
+        validation=classes.get("validation") or {},
+        train_clip_ids=tuple(classes["train_clip_ids"]) if classes.get("train_clip_ids") is not None else None,
+    )
+    return model, info
+
+
+def read_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
+    """Load a fusion checkpoint safely (`weights_only=True`) and check its format.
+
+    Raises:
+        InputError: the file is not a fusion checkpoint of this version.
+    """
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError) as error:  # a corrupt, truncated or foreign file
+        raise InputError(f"{path}: cannot read as a fusion checkpoint ({type(error).__name__}: {error})") from error
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"{path}: not an MZST fusion checkpoint")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise InputError(f"{path}: checkpoint version {payload.get('version')}, this code reads {CHECKPOINT_VERSION}")
+    return payload
