@@ -13,8 +13,6 @@ JSON record of the config and the embedding provenance into one folder.
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -23,13 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from eval import classlists
+from curate import classlists
+from curate.config import RelatednessConfig
+from extract.files import write_csv, write_json, write_text
 from fusion import class_embeddings
+from fusion.class_names import read_class_file
 
 __all__ = [
     "DATASETS",
+    "DIFFICULTY_GROUPS",
     "GROUPS",
-    "RelatednessConfig",
     "RelatednessRow",
     "RelatednessSummary",
     "SR_DECIMALS",
@@ -45,6 +46,7 @@ logger = logging.getLogger(__name__)
 DATASETS = ("kinetics400", "kinetics600", "kinetics700", "vggsound", "ucf101", "activitynet")
 # (group, upper bound of SR, inclusive); "too-far" takes everything above 0.8.
 GROUPS = (("overlap", 0.1), ("easy", 0.33), ("medium", 0.66), ("hard", 0.8), ("too-far", math.inf))
+DIFFICULTY_GROUPS = ("easy", "medium", "hard")  # the groups an evaluation set keeps (MZSL-50's E / M / H)
 SR_DECIMALS = 6
 _SHARE_BELOW = 0.2  # the paper: "80% of UCF-101's classes have SR < 0.2"
 _GROUP_COLOURS = {
@@ -55,35 +57,6 @@ _GROUP_COLOURS = {
     "too-far": "#9467bd",
 }
 _CSV_COLUMNS = ("class", "words", "sr", "group", "flag", "nearest_seen_class", "nearest_seen_dataset")
-
-
-@dataclass(frozen=True)
-class RelatednessConfig:
-    """One relatedness run (the `relatedness` command)."""
-
-    classes: str  # a class file (one name per line, # comments) or the name of a shipped list, e.g. "ucf101"
-    out_dir: Path  # output folder (created): relatedness.{csv,png,md,json}
-    seen: tuple[str, ...] | None = None  # shipped lists of seen classes; None: `default_seen(classes)`
-    vectors: str = class_embeddings.DEFAULT_SPEC  # embedding source spec (word vectors; not an avca table)
-    name_map: Path | None = None  # CSV original,manual applied to every name before embedding
-    missing: str = "error"  # words missing from the vectors: "error" or "skip" (drop them)
-
-    def __post_init__(self) -> None:
-        if not self.classes.strip():
-            raise ValueError("classes must name a class file or a shipped class list")
-        if self.seen is not None:
-            if not self.seen:
-                raise ValueError("seen must name at least one class list")
-            canonical = [classlists.canonical_classlist(name) for name in self.seen]  # ValueError if unknown
-            if len(set(canonical)) != len(canonical):
-                raise ValueError(f"seen lists a dataset twice: {', '.join(self.seen)}")
-        if self.vectors.strip().lower().startswith("avca"):
-            raise ValueError(
-                f"{self.vectors}: the avca tables embed only their own dataset's names; relatedness needs word "
-                "vectors (glove-6b-50d, word2vec:PATH, fasttext:PATH or fasttext-phrase:PATH)"
-            )
-        if self.missing not in ("error", "skip"):
-            raise ValueError(f"missing must be 'error' or 'skip', got {self.missing!r}")
 
 
 @dataclass(frozen=True)
@@ -212,25 +185,12 @@ def _load_classes(classes: str) -> tuple[list[str], str]:
     if _is_shipped(classes):
         key = classlists.canonical_classlist(classes)
         return classlists.load_classlist(key), f"shipped list {key}: {classlists.CLASSLIST_SOURCES[key]}"
-    return classlists.read_class_file(classes), f"file {Path(classes).resolve()}"
+    return read_class_file(classes), f"file {Path(classes).resolve()}"
 
 
 def _write_csv(path: Path, rows: Sequence[RelatednessRow]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(_CSV_COLUMNS)
-        for row in rows:
-            writer.writerow(
-                [
-                    row.class_name,
-                    " ".join(row.words),
-                    f"{row.sr:.{SR_DECIMALS}f}",
-                    row.group,
-                    row.flag,
-                    row.nearest_seen_class,
-                    row.nearest_seen_dataset,
-                ]
-            )
+    write_csv(path, _CSV_COLUMNS, [[row.class_name, " ".join(row.words), f"{row.sr:.{SR_DECIMALS}f}", row.group,
+                                    row.flag, row.nearest_seen_class, row.nearest_seen_dataset] for row in rows])
 
 
 def _write_histogram(path: Path, rows: Sequence[RelatednessRow], title: str) -> None:
@@ -281,7 +241,7 @@ def run_relatedness(config: RelatednessConfig) -> RelatednessSummary:
         logger.warning(
             "the seen lists include the evaluated list %s: each class overlaps itself (SR 0)", config.classes
         )
-    source = class_embeddings.load_embedding_source(config.vectors, name_map=config.name_map, missing=config.missing)
+    source = class_embeddings.load_embedding_source(config.embeddings, name_map=config.name_map, missing=config.missing)
     seen_names = {dataset: classlists.load_classlist(dataset) for dataset in seen}
     rows = semantic_relatedness(names, seen_names, source)
 
@@ -302,7 +262,7 @@ def run_relatedness(config: RelatednessConfig) -> RelatednessSummary:
     )
     _write_csv(summary.csv_path, rows)
     _write_histogram(summary.png_path, rows, title)
-    summary.markdown_path.write_text(_markdown(rows, counts, share, title), encoding="utf-8")
+    write_text(summary.markdown_path, _markdown(rows, counts, share, title))
     record = {
         "config": {key: None if value is None else str(value) for key, value in asdict(config).items()}
         | {"seen": list(seen)},
@@ -313,6 +273,6 @@ def run_relatedness(config: RelatednessConfig) -> RelatednessSummary:
         "counts": counts,
         "share_sr_below_0_2": share,
     }
-    summary.json_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_json(summary.json_path, record)
     logger.info("relatedness of %d classes vs %s written to %s", len(rows), ", ".join(seen), out_dir)
     return summary

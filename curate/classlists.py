@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from fusion.class_embeddings import read_class_file  # re-exported: the one reader of class files
+from extract.errors import InputError
 
-__all__ = ["CLASSLIST_SOURCES", "available_classlists", "canonical_classlist", "load_classlist", "read_class_file"]
+__all__ = ["CLASSLIST_SOURCES", "available_classlists", "canonical_classlist", "load_classlist"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +45,12 @@ def canonical_classlist(name: str) -> str:
     """The `available_classlists()` name of a shipped list ("ActivityNet" -> "activitynet200").
 
     Raises:
-        ValueError: not a shipped list (the message names them).
+        InputError: not a shipped list (the message names them).
     """
     key = _ALIASES.get(name.strip().lower(), name.strip().lower())
     if key not in _CLASSLISTS:
         known = ", ".join([*_CLASSLISTS, *_ALIASES])
-        raise ValueError(f"unknown class list {name!r}; shipped lists: {known}")
+        raise InputError(f"unknown class list {name!r}; shipped lists: {known}")
     return key
 
 
@@ -64,14 +64,14 @@ def load_classlist(name: str) -> list[str]:
         The names exactly as the source spells them (typos included, e.g. Kinetics-400 "dying hair").
 
     Raises:
-        ValueError: unknown name, or a shipped file whose class count differs from the source's.
+        InputError: unknown name, or a shipped file whose class count differs from the source's.
     """
     key = canonical_classlist(name)
     file_name, count, _ = _CLASSLISTS[key]
     path = _CLASSLIST_DIR / file_name
     names = path.read_text(encoding="utf-8").splitlines()
     if len(names) != count or len(set(names)) != count:
-        raise ValueError(
+        raise InputError(
             f"{path}: expected {count} distinct class names for {key}, found {len(set(names))} distinct in "
             f"{len(names)} lines; restore the file from the repository (data/classlists/SOURCES.md)"
         )

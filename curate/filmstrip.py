@@ -14,18 +14,17 @@ Decoding (PyAV) reads only what the grid needs:
   `skip_frame`, set per packet from the packets' presentation times, known before decoding);
 - only the frame shown at each cell's time is converted to RGB, at the cell's size in the same swscale call.
 
-The frame shown at time t is the last frame whose presentation time is <= t, times counted from the first frame
-(the rule of `extract.views.select_frames`). `extract.decode.decode_clip` does not fit this sampling: it samples the
-backbones' views, converts at full size, decodes the audio, and imports torch (about 1 s in every worker process).
+The frame shown at time t is `extract.media`'s rule, the one the backbones' views use (`extract.decode`); that
+module's clip decoder does not fit this sampling: it samples the views, converts at full size, decodes the audio,
+and imports torch (about 1 s in every worker process), where this module needs only PyAV, numpy and Pillow.
 Text is drawn with Pillow's built-in default font, so the images do not depend on the fonts a system has.
 
-`render_filmstrip` makes one image; `render_job` is the process-pool entry of `eval.curation.make_filmstrips`.
+`render_filmstrip` makes one image; `render_job` is the process-pool entry of `curate.render.make_filmstrips`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from bisect import bisect_right
@@ -37,13 +36,19 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 from PIL import Image, ImageDraw, ImageFont
 
-from extract.decode import MediaError, describe, open_video
-from extract.views import TIME_TOLERANCE_S
+from curate.config import FilmstripLayout
+from extract.media import (
+    TIME_TOLERANCE_S,
+    MediaError,
+    describe,
+    display_orientation,
+    frames_shown_at,
+    open_video,
+    presentation_span,
+)
 
 __all__ = [
-    "IMAGE_FORMATS",
     "FilmstripJob",
-    "FilmstripLayout",
     "FilmstripResult",
     "SampledVideo",
     "render_filmstrip",
@@ -53,53 +58,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-IMAGE_FORMATS = ("jpg", "png")
 _BACKGROUND = (40, 40, 40)  # the grid and blank cells; frames are letterboxed on black
 _LETTERBOX = (0, 0, 0)
 _GUTTER_PX = 2
 _HEADER_PX = 18
-
-
-@dataclass(frozen=True)
-class FilmstripLayout:
-    """How a filmstrip looks. The defaults are the paper's: 10 x 10 frames, one per second (the first 100 s).
-
-    Attributes:
-        rows: grid rows.
-        columns: grid columns; cells are filled row by row.
-        seconds_per_frame: time between the frames of consecutive cells (1.0: 1 fps).
-        cell_width_px: width of a cell; the frame is scaled to fit the cell and keeps its aspect ratio.
-        cell_height_px: height of a cell (192 x 108: a 10 x 10 grid fills a 1920 x 1080 screen).
-        image_format: "jpg" or "png".
-        jpeg_quality: JPEG quality (1-95, Pillow's scale).
-    """
-
-    rows: int = 10
-    columns: int = 10
-    seconds_per_frame: float = 1.0
-    cell_width_px: int = 192
-    cell_height_px: int = 108
-    image_format: str = "jpg"
-    jpeg_quality: int = 85
-
-    def __post_init__(self) -> None:
-        for name in ("rows", "columns"):
-            if not 1 <= getattr(self, name) <= 100:
-                raise ValueError(f"{name} must be in [1, 100], got {getattr(self, name)}")
-        if not (math.isfinite(self.seconds_per_frame) and self.seconds_per_frame > 0):
-            raise ValueError(f"seconds_per_frame must be > 0, got {self.seconds_per_frame}")
-        for name in ("cell_width_px", "cell_height_px"):
-            if not 16 <= getattr(self, name) <= 4096:
-                raise ValueError(f"{name} must be in [16, 4096], got {getattr(self, name)}")
-        if self.image_format not in IMAGE_FORMATS:
-            raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {self.image_format!r}")
-        if not 1 <= self.jpeg_quality <= 95:
-            raise ValueError(f"jpeg_quality must be in [1, 95], got {self.jpeg_quality}")
-
-    @property
-    def times_s(self) -> np.ndarray:
-        """Sample time of every cell, seconds from the first frame, row by row. Shapes: (rows * columns,)."""
-        return np.arange(self.rows * self.columns) * self.seconds_per_frame
 
 
 @dataclass
@@ -196,12 +158,9 @@ def sample_frames(path: str | Path, times_s: np.ndarray, cell_px: tuple[int, int
         stream.codec_context.thread_count = 1  # parallelism comes from decoding several videos at once
         audio = container.streams.audio[0] if container.streams.audio else None
         packets, complete = _demux(path, container, stream, float(times_s[-1]))
-        timed = [p for p in packets if p.pts is not None]
-        if not timed:
-            raise MediaError(path, "video stream has no packets with timestamps")
-        first_pts = min(p.pts for p in timed)
-        duration_s = _duration_s(stream, timed, first_pts) if complete else _header_duration_s(
-            stream, container)
+        # A single frame of unknown length lasts 0 s: it fills the first cell only.
+        first_pts, read_duration_s = presentation_span(path, stream, packets, 0.0)
+        duration_s = read_duration_s if complete else _header_duration_s(stream, container)
         # Cells at or after the end stay blank; a video demuxed past the last cell shows something at every cell.
         valid = times_s if not complete else times_s[times_s < duration_s - TIME_TOLERANCE_S]
         valid = valid if valid.size else times_s[:1]  # a single frame of unknown length still fills the first cell
@@ -246,22 +205,6 @@ def _demux(path: Path, container, stream, last_time_s: float) -> tuple[list, boo
         raise MediaError(path, f"demuxing failed near {where:.2f} s, corrupt or truncated "
                                    f"({describe(error)})") from error
     return packets, True
-
-
-def _duration_s(stream, timed: list, first_pts: int) -> float:
-    """First frame to the end of the last one, from presentation times (never from header frame counts)."""
-    pts = np.array(sorted(p.pts for p in timed), dtype=np.int64)
-    last = max(timed, key=lambda p: p.pts)
-    time_base = float(stream.time_base)
-    if last.duration and last.duration > 0:
-        last_s = last.duration * time_base
-    elif pts.size > 1 and np.median(np.diff(pts)) > 0:
-        last_s = float(np.median(np.diff(pts))) * time_base
-    elif stream.average_rate:
-        last_s = 1.0 / float(stream.average_rate)
-    else:
-        last_s = 0.0  # one frame of unknown length: it fills the first cell only
-    return float(pts[-1] - first_pts) * time_base + last_s
 
 
 def _header_duration_s(stream, container) -> float | None:
@@ -330,50 +273,36 @@ def _decode(path: Path, stream, packets: list, first_pts: int, targets_s: np.nda
     kept: list[np.ndarray] = []
     convert_size: tuple[int, int] | None = None
     display_size = (0, 0)
-    prev = None
-    j = decoded = 0
-
-    def keep(frame) -> None:
-        rgb = reformatter.reformat(frame, width=convert_size[0], height=convert_size[1], format="rgb24",
-                                   interpolation="AREA", threads=1).to_ndarray()  # (h, w, 3)
-        turns = round(frame.rotation / 90) % 4  # display rotation, counter-clockwise degrees
-        kept.append(np.ascontiguousarray(np.rot90(rgb, k=turns)) if turns else rgb)
+    decoded = 0
 
     def frames():
+        nonlocal convert_size, display_size, decoded
         for packet, g in zip(packets, group, strict=True):
             if g in decoded_groups:
                 codec.skip_frame = "DEFAULT" if packet.pts in wanted else "NONREF"
-                yield from stream.decode(packet)
+                for frame in stream.decode(packet):
+                    decoded += 1
+                    if convert_size is None:
+                        convert_size, display_size = _fitted_size(frame.width, frame.height, sar,
+                                                                  round(frame.rotation / 90) % 4, cell_px)
+                    yield frame
         codec.skip_frame = "DEFAULT"
-        yield from stream.decode(None)  # the decoder's delayed frames
-
-    try:
-        for frame in frames():
-            if frame.pts is None:
-                raise MediaError(path, "decoded a video frame without a timestamp")
+        for frame in stream.decode(None):  # the decoder's delayed frames
             decoded += 1
-            frame_time = (frame.pts - first_pts) * time_base
-            if convert_size is None:
-                convert_size, display_size = _fitted_size(frame.width, frame.height, sar,
-                                                          round(frame.rotation / 90) % 4, cell_px)
-            if prev is None:  # times before the first frame show the first frame
-                prev = frame
-            # Every target before this frame's time shows the previous frame.
-            while j < len(targets_s) and frame_time > targets_s[j] + TIME_TOLERANCE_S:
-                keep(prev)
-                j += 1
-            if j == len(targets_s):
-                break
-            prev = frame
+            yield frame
+
+    last_frame = None
+    try:
+        for _, frame, _ in frames_shown_at(path, frames(), targets_s, first_pts, stream.time_base):
+            if frame is not last_frame:
+                rgb = reformatter.reformat(frame, width=convert_size[0], height=convert_size[1], format="rgb24",
+                                           interpolation="AREA", threads=1).to_ndarray()  # (h, w, 3)
+                last = display_orientation(rgb, frame.rotation)
+                last_frame = frame
+            kept.append(last)
     except av.FFmpegError as error:
         raise MediaError(path, f"video decoding failed after {decoded} frames, corrupt or truncated "
-                                   f"({describe(error)})") from error
-    if prev is None:
-        raise MediaError(path, f"video stream has no decodable frame ({len(packets)} packets, codec "
-                                   f"{codec.name})")
-    while j < len(targets_s):  # targets after the last decoded frame show it
-        keep(prev)
-        j += 1
+                               f"({describe(error)})") from error
     return kept, decoded, display_size
 
 

@@ -1,8 +1,8 @@
-"""eval.classlists: the shipped class lists and a user's class file."""
+"""curate.classlists: the shipped class lists."""
 
 import pytest
 
-from eval import classlists
+from curate import classlists
 
 _COUNTS = {
     "kinetics400": 400,
@@ -37,22 +37,3 @@ def test_unknown_list_names_the_shipped_ones():
     with pytest.raises(ValueError, match="unknown class list 'kinetics999'.*kinetics400"):
         classlists.load_classlist("kinetics999")
     assert classlists.canonical_classlist(" ActivityNet ") == "activitynet200"
-
-
-def test_read_class_file_skips_blanks_and_comments(tmp_path):
-    path = tmp_path / "classes.txt"
-    path.write_text("# my classes\n\nplaying guitar\n  riding horse  \n   # indented comment\nC# programming\n")
-    assert classlists.read_class_file(path) == ["playing guitar", "riding horse", "C# programming"]
-
-
-def test_read_class_file_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="absent.txt"):
-        classlists.read_class_file(tmp_path / "absent.txt")
-    empty = tmp_path / "empty.txt"
-    empty.write_text("# nothing\n\n")
-    with pytest.raises(ValueError, match="no class names"):
-        classlists.read_class_file(empty)
-    dup = tmp_path / "dup.txt"
-    dup.write_text("a\nb\n a\n")
-    with pytest.raises(ValueError, match=r"'a' \(lines 1 and 3\)"):
-        classlists.read_class_file(dup)

@@ -1,4 +1,4 @@
-"""eval.filmstrip: the frame shown at each second (by timestamp, any GOP structure), blank cells after the end,
+"""curate.filmstrip: the frame shown at each second (by timestamp, any GOP structure), blank cells after the end,
 stopping after 100 s, rotation, the image grid, and every undecodable input as a MediaError with its reason."""
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from eval import filmstrip
-from eval.filmstrip import FilmstripJob, FilmstripLayout, render_filmstrip, render_job, sample_frames
-from extract.decode import MediaError
+from curate import filmstrip
+from curate.config import FilmstripLayout
+from curate.filmstrip import FilmstripJob, render_filmstrip, render_job, sample_frames
 from extract.encode import write_mp4
+from extract.media import MediaError
 from tests.media import frame_number, numbered_frames
 
 _BITS = 12  # frame numbers up to 4095

@@ -1,4 +1,4 @@
-"""eval.relatedness: SR (eq. 1) on a tiny vector file with hand-computed values, groups, outputs, CLI."""
+"""curate.relatedness: SR (eq. 1) on a tiny vector file with hand-computed values, groups, outputs, CLI."""
 
 import csv
 import json
@@ -9,9 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from cli import cli
-from eval import classlists
-from eval import relatedness as rel
+from curate import classlists
+from curate import relatedness as rel
+from curate.config import RelatednessConfig
 from fusion import class_embeddings as ce
+from fusion.class_names import tokenize_class_name
 
 
 def _write_text_vectors(path, vectors):
@@ -131,19 +133,19 @@ def test_default_seen_excludes_the_evaluated_list():
 
 def test_config_validation(tmp_path):
     with pytest.raises(ValueError, match="unknown class list 'kinetics999'"):
-        rel.RelatednessConfig(classes="ucf101", out_dir=tmp_path, seen=("kinetics999",))
+        RelatednessConfig(classes="ucf101", out_dir=tmp_path, seen=("kinetics999",))
     with pytest.raises(ValueError, match="twice"):
-        rel.RelatednessConfig(classes="ucf101", out_dir=tmp_path, seen=("activitynet", "activitynet200"))
+        RelatednessConfig(classes="ucf101", out_dir=tmp_path, seen=("activitynet", "activitynet200"))
     with pytest.raises(ValueError, match="word vectors"):
-        rel.RelatednessConfig(classes="ucf101", out_dir=tmp_path, vectors="avca:ucf")
+        RelatednessConfig(classes="ucf101", out_dir=tmp_path, embeddings="avca:ucf")
     with pytest.raises(ValueError, match="at least one"):
-        rel.RelatednessConfig(classes="ucf101", out_dir=tmp_path, seen=())
+        RelatednessConfig(classes="ucf101", out_dir=tmp_path, seen=())
 
 
 @pytest.fixture
 def hmdb_vectors(tmp_path):
     """Random 6-d vectors for every word of the HMDB-51 list (so it can serve as the seen list)."""
-    words = sorted({w for name in classlists.load_classlist("hmdb51") for w in ce.tokenize_class_name(name)})
+    words = sorted({w for name in classlists.load_classlist("hmdb51") for w in tokenize_class_name(name)})
     rng = np.random.default_rng(0)
     return _write_text_vectors(tmp_path / "hmdb.txt", dict(zip(words, rng.normal(size=(len(words), 6)), strict=True)))
 
@@ -151,8 +153,8 @@ def hmdb_vectors(tmp_path):
 def test_run_relatedness_writes_csv_png_markdown_json(tmp_path, hmdb_vectors):
     class_file = tmp_path / "classes.txt"
     class_file.write_text("# candidates\nbrush hair\n\nride horse\nclimb stairs pour\n")
-    config = rel.RelatednessConfig(
-        classes=str(class_file), out_dir=tmp_path / "out", vectors=f"word2vec:{hmdb_vectors}", seen=("hmdb51",)
+    config = RelatednessConfig(
+        classes=str(class_file), out_dir=tmp_path / "out", embeddings=f"word2vec:{hmdb_vectors}", seen=("hmdb51",)
     )
     summary = rel.run_relatedness(config)
     assert summary.n_classes == 3 and summary.seen == ("hmdb51",)
@@ -190,7 +192,7 @@ def test_cli_relatedness_writes_outputs(tmp_path, hmdb_vectors):
             str(class_file),
             "--seen",
             "hmdb51",
-            "--vectors",
+            "--embeddings",
             f"word2vec:{hmdb_vectors}",
             "--out-dir",
             str(out),
@@ -204,7 +206,7 @@ def test_cli_relatedness_writes_outputs(tmp_path, hmdb_vectors):
 
 def test_cli_relatedness_reports_errors_in_one_line(tmp_path, hmdb_vectors):
     result = CliRunner().invoke(
-        cli, ["relatedness", "--classes", str(tmp_path / "absent.txt"), "--vectors", f"word2vec:{hmdb_vectors}"]
+        cli, ["relatedness", "--classes", str(tmp_path / "absent.txt"), "--embeddings", f"word2vec:{hmdb_vectors}"]
     )
     assert result.exit_code == 1 and "Error: class file" in result.output
     result = CliRunner().invoke(cli, ["relatedness", "--classes", "ucf101", "--seen", "kinetics9"])
@@ -219,10 +221,10 @@ def test_cli_relatedness_reports_errors_in_one_line(tmp_path, hmdb_vectors):
             str(class_file),
             "--seen",
             "hmdb51",
-            "--vectors",
+            "--embeddings",
             f"word2vec:{hmdb_vectors}",
             "--out-dir",
             str(tmp_path / "o"),
         ],
     )
-    assert result.exit_code == 1 and "'zumba'" in result.output and "missing='skip'" in result.output
+    assert result.exit_code == 1 and "'zumba'" in result.output and "--missing skip" in result.output

@@ -1,6 +1,7 @@
-"""eval.curation: select by SR (exact groups on constructed vectors, and GloVe), filmstrips of the synthetic benchmark's
-clips with undecodable videos recorded, annotation sheets, merging with hand-computed Fleiss' / Cohen's kappa,
-the final manifest (read back by features.manifest and eval.protocols) and its statistics, and the CLI end to end."""
+"""curate select / filmstrips / sheets / merge / build: select by SR (exact groups on constructed vectors, and
+GloVe), filmstrips of the synthetic benchmark's clips with undecodable videos recorded, annotation sheets, merging
+with hand-computed Fleiss' / Cohen's kappa, the final manifest (read back by features.manifest and eval.protocols)
+and its statistics, and the CLI end to end."""
 
 from __future__ import annotations
 
@@ -14,13 +15,19 @@ from click.testing import CliRunner
 from sklearn.metrics import cohen_kappa_score
 
 from cli import cli
-from eval import classlists
-from eval import curation as cur
+from curate import classlists, tables
+from curate.build import build_evaluation_set
+from curate.config import BuildConfig, FilmstripConfig, MergeConfig, SelectConfig, SheetsConfig, SyntheticConfig
+from curate.merge import cohen_kappa, fleiss_kappa, label_counts, merge_annotations
+from curate.render import make_filmstrips
+from curate.select import select_classes
+from curate.sheets import make_sheets
+from curate.synthetic import make_synthetic
 from eval.protocols import read_groups
 from extract.encode import write_mp4
-from extract.synthetic import SyntheticConfig, make_synthetic
 from features.manifest import read_clip_list
 from fusion import class_embeddings as ce
+from fusion.class_names import tokenize_class_name
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -54,38 +61,38 @@ def test_fleiss_kappa_of_the_published_example():
     counts = np.array([[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
                        [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]])
     p_bar, p_e = 0.378021978021978, 0.21275510204081632
-    assert cur.fleiss_kappa(counts) == pytest.approx((p_bar - p_e) / (1 - p_e), abs=1e-12)
-    assert round(cur.fleiss_kappa(counts), 3) == 0.210
+    assert fleiss_kappa(counts) == pytest.approx((p_bar - p_e) / (1 - p_e), abs=1e-12)
+    assert round(fleiss_kappa(counts), 3) == 0.210
 
 
 def test_fleiss_kappa_by_hand_undefined_and_invalid():
     labels = np.array([["yes", "yes", "yes"], ["yes", "yes", "no"], ["no", "no", "no"], ["yes", "unsure", "yes"]])
-    counts = cur.label_counts(labels)
+    counts = label_counts(labels)
     np.testing.assert_array_equal(counts, [[3, 0, 0], [2, 1, 0], [0, 3, 0], [2, 0, 1]])
     # P_bar = (1 + 1/3 + 1 + 1/3) / 4 = 2/3; p = (7, 4, 1) / 12, P_e = 66/144; kappa = (96 - 66) / (144 - 66) = 5/13.
-    assert cur.fleiss_kappa(counts) == pytest.approx(5 / 13, abs=1e-12)
-    assert cur.fleiss_kappa(np.array([[3, 0], [3, 0]])) is None  # every rating "yes": 0 / 0
-    assert cur.fleiss_kappa(np.array([[2, 0], [0, 2]])) == pytest.approx(1.0)
-    assert cur.fleiss_kappa(np.array([[1, 1], [1, 1]])) == pytest.approx(-1.0)  # two raters never agree
+    assert fleiss_kappa(counts) == pytest.approx(5 / 13, abs=1e-12)
+    assert fleiss_kappa(np.array([[3, 0], [3, 0]])) is None  # every rating "yes": 0 / 0
+    assert fleiss_kappa(np.array([[2, 0], [0, 2]])) == pytest.approx(1.0)
+    assert fleiss_kappa(np.array([[1, 1], [1, 1]])) == pytest.approx(-1.0)  # two raters never agree
     with pytest.raises(ValueError, match="same number"):
-        cur.fleiss_kappa(np.array([[2, 1], [1, 1]]))
+        fleiss_kappa(np.array([[2, 1], [1, 1]]))
     with pytest.raises(ValueError, match=">= 2"):
-        cur.fleiss_kappa(np.array([[1, 0], [0, 1]]))
+        fleiss_kappa(np.array([[1, 0], [0, 1]]))
     with pytest.raises(ValueError, match="at least one subject"):
-        cur.fleiss_kappa(np.zeros((0, 3)))
+        fleiss_kappa(np.zeros((0, 3)))
 
 
 def test_cohen_kappa_by_hand_and_against_scikit_learn():
     # p_o = 3/4; marginals A (3/4 yes, 1/4 no), B (1/2 yes, 1/4 no, 1/4 unsure): p_e = 3/8 + 1/16 = 7/16 -> 5/9.
-    assert cur.cohen_kappa(["yes", "yes", "no", "yes"], ["yes", "yes", "no", "unsure"]) == pytest.approx(5 / 9)
-    assert cur.cohen_kappa(["yes", "yes"], ["yes", "yes"]) is None
+    assert cohen_kappa(["yes", "yes", "no", "yes"], ["yes", "yes", "no", "unsure"]) == pytest.approx(5 / 9)
+    assert cohen_kappa(["yes", "yes"], ["yes", "yes"]) is None
     rng = np.random.default_rng(3)
     for _ in range(20):
-        a = rng.choice(cur.LABELS, size=25, p=[0.6, 0.3, 0.1])
-        b = np.where(rng.random(25) < 0.7, a, rng.choice(cur.LABELS, size=25))
-        assert cur.cohen_kappa(a, b) == pytest.approx(cohen_kappa_score(a, b), abs=1e-12)
+        a = rng.choice(tables.LABELS, size=25, p=[0.6, 0.3, 0.1])
+        b = np.where(rng.random(25) < 0.7, a, rng.choice(tables.LABELS, size=25))
+        assert cohen_kappa(a, b) == pytest.approx(cohen_kappa_score(a, b), abs=1e-12)
     with pytest.raises(ValueError, match="same"):
-        cur.cohen_kappa(["yes"], ["yes", "no"])
+        cohen_kappa(["yes"], ["yes", "no"])
 
 
 # --- merge (hand-made sheets) -------------------------------------------------------------------------------------
@@ -109,7 +116,7 @@ def _hand_sheets(folder, hand=_HAND, reviewers=("a", "b", "c")):
 
 def test_merge_keeps_unanimous_yes_and_reports_hand_computed_agreement(tmp_path):
     sheets = _hand_sheets(tmp_path / "sheets")
-    summary = cur.merge_annotations(cur.MergeConfig(sheets=sheets, out_dir=tmp_path / "merged"))
+    summary = merge_annotations(MergeConfig(sheets=sheets, out_dir=tmp_path / "merged"))
     assert summary.reviewers == ("a", "b", "c") and summary.n_videos == 5
     assert summary.decisions == {"keep": 2, "mixed": 2, "rejected": 1}
     decisions = {row["clip_id"]: row for row in _rows(summary.decisions_path)}
@@ -137,16 +144,16 @@ def test_merge_keeps_unanimous_yes_and_reports_hand_computed_agreement(tmp_path)
 def test_merge_rejects_incomplete_wrong_or_mismatched_sheets(tmp_path):
     sheets = _hand_sheets(tmp_path / "ok")
     with pytest.raises(ValueError, match="at least 2 reviewers"):
-        cur.MergeConfig(sheets=sheets[:1], out_dir=tmp_path / "m")
+        MergeConfig(sheets=sheets[:1], out_dir=tmp_path / "m")
     blank = dict(_HAND, v2=("class x", ("yes", "", "no")))
     with pytest.raises(ValueError, match=r"b\.csv: 1 rows have no label \(lines 3\)"):
-        cur.merge_annotations(cur.MergeConfig(sheets=_hand_sheets(tmp_path / "blank", blank), out_dir=tmp_path / "m"))
+        merge_annotations(MergeConfig(sheets=_hand_sheets(tmp_path / "blank", blank), out_dir=tmp_path / "m"))
     wrong = dict(_HAND, v3=("class y", ("no", "maybe", "no")))
     with pytest.raises(ValueError, match="yes, no or unsure.*'maybe'"):
-        cur.merge_annotations(cur.MergeConfig(sheets=_hand_sheets(tmp_path / "wrong", wrong), out_dir=tmp_path / "m"))
+        merge_annotations(MergeConfig(sheets=_hand_sheets(tmp_path / "wrong", wrong), out_dir=tmp_path / "m"))
     other = _hand_sheets(tmp_path / "other", {k: v for k, v in _HAND.items() if k != "v5"}, ("d",))
     with pytest.raises(ValueError, match="do not list the same videos"):
-        cur.merge_annotations(cur.MergeConfig(sheets=(sheets[0], *other), out_dir=tmp_path / "m"))
+        merge_annotations(MergeConfig(sheets=(sheets[0], *other), out_dir=tmp_path / "m"))
     assert not (tmp_path / "m").exists()  # nothing written on error
 
 
@@ -170,7 +177,7 @@ def constructed_vectors(tmp_path_factory):
     """(vectors file with every HMDB-51 word and the _TARGET_SR words, anchor HMDB class of each candidate)."""
     folder = tmp_path_factory.mktemp("vectors")
     hmdb = classlists.load_classlist("hmdb51")
-    words = sorted({w for name in hmdb for w in ce.tokenize_class_name(name)})
+    words = sorted({w for name in hmdb for w in tokenize_class_name(name)})
     rng = np.random.default_rng(0)
     vectors = dict(zip(words, rng.normal(size=(len(words), 128)), strict=True))
     seen = ce.load_embedding_source(f"word2vec:{_write_vectors(folder / 'hmdb.txt', vectors)}").embed(hmdb)
@@ -190,11 +197,11 @@ def test_select_keeps_0_1_to_0_8_with_groups(tmp_path, constructed_vectors):
     vectors, anchors = constructed_vectors
     candidates = tmp_path / "candidates.txt"
     candidates.write_text("# candidates\n" + "\n".join(_TARGET_SR) + "\n")
-    summary = cur.select_classes(cur.SelectConfig(candidates=str(candidates), out_dir=tmp_path / "select",
-                                                  seen=("hmdb51",), vectors=f"word2vec:{vectors}"))
+    summary = select_classes(SelectConfig(candidates=str(candidates), out_dir=tmp_path / "select",
+                                                  seen=("hmdb51",), embeddings=f"word2vec:{vectors}"))
     assert summary.n_candidates == 5 and summary.kept == ("xeasy", "xmedium", "xhard")
     assert summary.counts == {"overlap": 1, "easy": 1, "medium": 1, "hard": 1, "too-far": 1}
-    table = cur.read_class_table(summary.classes_path)
+    table = tables.read_class_table(summary.classes_path)
     assert [(row.class_name, row.group) for row in table] == [("xeasy", "easy"), ("xmedium", "medium"),
                                                               ("xhard", "hard")]
     for row in table:
@@ -208,25 +215,25 @@ def test_select_keeps_0_1_to_0_8_with_groups(tmp_path, constructed_vectors):
 def test_select_with_the_default_glove_vectors(tmp_path):
     candidates = tmp_path / "candidates.txt"
     candidates.write_text("playing guitar\nknitting a scarf\n")
-    summary = cur.select_classes(cur.SelectConfig(candidates=str(candidates), out_dir=tmp_path / "select"))
+    summary = select_classes(SelectConfig(candidates=str(candidates), out_dir=tmp_path / "select"))
     assert summary.seen == ("kinetics400", "kinetics600", "kinetics700", "vggsound", "ucf101", "activitynet")
     assert summary.kept == ("knitting a scarf",) and summary.counts["overlap"] == 1  # Kinetics' own class
-    (row,) = cur.read_class_table(summary.classes_path)
+    (row,) = tables.read_class_table(summary.classes_path)
     assert row.group == "easy" and 0.1 < row.sr <= 0.33 and row.nearest_seen_class == "knitting"
 
 
 def test_class_table_validation(tmp_path):
     bad = _write_rows(tmp_path / "bad.csv", ("class_name", "sr", "group"), [["a", "0.2", "easy"], ["b", "x", "hard"]])
     with pytest.raises(ValueError, match="line 3: sr 'x'"):
-        cur.read_class_table(bad)
+        tables.read_class_table(bad)
     flagged = _write_rows(tmp_path / "flagged.csv", ("class_name", "sr", "group"), [["a", "0.05", "overlap"]])
     with pytest.raises(ValueError, match="not one of"):
-        cur.read_class_table(flagged)
+        tables.read_class_table(flagged)
     twice = _write_rows(tmp_path / "twice.csv", ("class_name", "sr", "group"), [["a", "0.2", "easy"]] * 2)
     with pytest.raises(ValueError, match="listed twice"):
-        cur.read_class_table(twice)
+        tables.read_class_table(twice)
     with pytest.raises(ValueError, match="missing sr"):
-        cur.read_class_table(_write_rows(tmp_path / "cols.csv", ("class_name", "group"), [["a", "easy"]]))
+        tables.read_class_table(_write_rows(tmp_path / "cols.csv", ("class_name", "group"), [["a", "easy"]]))
 
 
 # --- the synthetic benchmark's clips: filmstrips, sheets, merge, build ---------------------------------------------
@@ -250,12 +257,13 @@ def curation(tmp_path_factory):
     videos = _write_rows(candidates / "videos.csv", ("clip_id", "path", "class_name"), rows)
     table = _write_rows(root / "classes.csv", ("class_name", "sr", "group"),
                         [[classes[0], "0.2", "easy"], [classes[1], "0.45", "medium"], [classes[2], "0.7", "hard"]])
-    summary = cur.make_filmstrips(cur.FilmstripConfig(videos=videos, out_dir=root / "filmstrips", classes=table,
+    summary = make_filmstrips(FilmstripConfig(videos=videos, out_dir=root / "filmstrips", classes=table,
                                                       workers=2))
     return {"root": root, "synthetic": synthetic, "manifest": manifest, "classes": classes, "table": table,
             "summary": summary}
 
 
+@pytest.mark.slow
 def test_filmstrips_of_synthetic_clips_record_undecodable_videos(curation):
     summary, manifest = curation["summary"], {row["clip_id"]: row for row in curation["manifest"]}
     assert (summary.n_videos, summary.n_ok, summary.n_failed, summary.n_skipped) == (12, 9, 3, 3)
@@ -284,16 +292,17 @@ def test_filmstrip_images_stay_in_the_output_folder_whatever_the_clip_id(tmp_pat
     videos.mkdir()
     write_mp4(tmp_path / "v.mp4", np.zeros((5, 32, 32, 3), np.uint8), 5)
     clip_list = _write_rows(videos / "videos.csv", ("path", "class_name"), [["../v.mp4", "c"]])  # id "../v"
-    summary = cur.make_filmstrips(cur.FilmstripConfig(videos=clip_list, out_dir=tmp_path / "out", workers=1))
+    summary = make_filmstrips(FilmstripConfig(videos=clip_list, out_dir=tmp_path / "out", workers=1))
     (row,) = _rows(summary.index_path)
     assert row["clip_id"] == "../v" and row["status"] == "ok"
     assert row["filmstrip"].startswith("filmstrips/v~") and (tmp_path / "out" / row["filmstrip"]).is_file()
     assert not (tmp_path / "out" / "v.jpg").exists()
 
 
+@pytest.mark.slow
 def test_sheets_one_blank_sheet_per_reviewer_never_overwritten(curation, tmp_path):
     index = curation["summary"].index_path
-    summary = cur.make_sheets(cur.SheetsConfig(filmstrips=index, reviewers=("alice", "bob"), out_dir=tmp_path))
+    summary = make_sheets(SheetsConfig(filmstrips=index, reviewers=("alice", "bob"), out_dir=tmp_path))
     assert [p.name for p in summary.sheets] == ["alice.csv", "bob.csv"]
     assert (summary.n_videos, summary.n_failed) == (9, 3)
     alice, bob = _rows(summary.sheets[0]), _rows(summary.sheets[1])
@@ -301,18 +310,18 @@ def test_sheets_one_blank_sheet_per_reviewer_never_overwritten(curation, tmp_pat
     assert all(row["label"] == "" and (tmp_path / row["filmstrip"]).is_file() for row in alice)
     assert all((tmp_path / row["video"]).is_file() for row in alice)
     with pytest.raises(FileExistsError, match="may hold labels"):
-        cur.make_sheets(cur.SheetsConfig(filmstrips=index, reviewers=("carol", "bob"), out_dir=tmp_path))
+        make_sheets(SheetsConfig(filmstrips=index, reviewers=("carol", "bob"), out_dir=tmp_path))
     assert not (tmp_path / "carol.csv").exists()
     with pytest.raises(ValueError, match="file names"):
-        cur.SheetsConfig(filmstrips=index, reviewers=("al/ice",), out_dir=tmp_path)
+        SheetsConfig(filmstrips=index, reviewers=("al/ice",), out_dir=tmp_path)
     with pytest.raises(ValueError, match="distinct"):
-        cur.SheetsConfig(filmstrips=index, reviewers=("bob", "Bob"), out_dir=tmp_path)
+        SheetsConfig(filmstrips=index, reviewers=("bob", "Bob"), out_dir=tmp_path)
 
 
 def _annotate(curation, folder, bob_also_rejects: int | None = None):
     """Three reviewers: all yes except a mixed video (bob: no), a rejected one (all no) and an unsure (carol);
     bob also says no to the easy class's video `bob_also_rejects` when given."""
-    sheets = cur.make_sheets(cur.SheetsConfig(filmstrips=curation["summary"].index_path,
+    sheets = make_sheets(SheetsConfig(filmstrips=curation["summary"].index_path,
                                               reviewers=("alice", "bob", "carol"), out_dir=folder)).sheets
     clips = [row["clip_id"] for row in _rows(sheets[0])]
     by_class = {}
@@ -328,11 +337,12 @@ def _annotate(curation, folder, bob_also_rejects: int | None = None):
     return sheets, {"mixed": {easy[0], hard[1]}, "rejected": {medium[0]}}
 
 
+@pytest.mark.slow
 def test_build_the_evaluation_set_from_synthetic_annotations(curation, tmp_path):
     sheets, expected = _annotate(curation, tmp_path / "sheets")
-    merged = cur.merge_annotations(cur.MergeConfig(sheets=sheets, out_dir=tmp_path / "merged"))
+    merged = merge_annotations(MergeConfig(sheets=sheets, out_dir=tmp_path / "merged"))
     assert merged.decisions == {"keep": 6, "mixed": 2, "rejected": 1}
-    summary = cur.build_evaluation_set(cur.BuildConfig(decisions=merged.decisions_path, classes=curation["table"],
+    summary = build_evaluation_set(BuildConfig(decisions=merged.decisions_path, classes=curation["table"],
                                                        filmstrips=curation["summary"].index_path,
                                                        out_dir=tmp_path / "final"))
     easy, medium, hard = curation["classes"][:3]
@@ -374,24 +384,25 @@ def test_build_the_evaluation_set_from_synthetic_annotations(curation, tmp_path)
     assert record["videos"] == 6 and record["dropped"]["mixed annotations"] == 2
 
 
+@pytest.mark.slow
 def test_build_drops_thin_classes_and_refuses_foreign_decisions(curation, tmp_path):
     sheets, _ = _annotate(curation, tmp_path / "sheets", bob_also_rejects=1)  # the easy class keeps 1 video
-    merged = cur.merge_annotations(cur.MergeConfig(sheets=sheets, out_dir=tmp_path / "merged"))
+    merged = merge_annotations(MergeConfig(sheets=sheets, out_dir=tmp_path / "merged"))
     inputs = dict(decisions=merged.decisions_path, classes=curation["table"],
                   filmstrips=curation["summary"].index_path)
-    summary = cur.build_evaluation_set(cur.BuildConfig(**inputs, out_dir=tmp_path / "final", min_videos_per_class=2))
+    summary = build_evaluation_set(BuildConfig(**inputs, out_dir=tmp_path / "final", min_videos_per_class=2))
     easy = curation["classes"][0]
     assert summary.dropped_classes == (easy,) and (summary.n_classes, summary.n_videos) == (2, 4)
     assert summary.dropped["class has fewer than 2 kept videos"] == 1
     assert easy not in {row["class_name"] for row in _rows(summary.manifest_path)}
     assert f"Classes dropped for want of videos: {easy}" in summary.statistics_md.read_text()
     with pytest.raises(ValueError, match="no video is left"):
-        cur.build_evaluation_set(cur.BuildConfig(**inputs, out_dir=tmp_path / "none", min_videos_per_class=3))
+        build_evaluation_set(BuildConfig(**inputs, out_dir=tmp_path / "none", min_videos_per_class=3))
     rows = _rows(merged.decisions_path)
     foreign = _write_rows(tmp_path / "foreign.csv", list(rows[0]),
                           [list(row.values()) for row in rows] + [["someone_else", easy, "keep"] + [""] * 6])
     with pytest.raises(ValueError, match="'someone_else' is not in the filmstrip index"):
-        cur.build_evaluation_set(cur.BuildConfig(**dict(inputs, decisions=foreign), out_dir=tmp_path / "x"))
+        build_evaluation_set(BuildConfig(**dict(inputs, decisions=foreign), out_dir=tmp_path / "x"))
 
 
 # --- CLI --------------------------------------------------------------------------------------------------------------
@@ -415,7 +426,7 @@ def test_cli_curate_end_to_end_from_a_class_folder(tmp_path, constructed_vectors
     candidates = tmp_path / "candidates.txt"
     candidates.write_text("\n".join(_TARGET_SR) + "\n")
     work = tmp_path / "work"
-    output = _invoke(["curate", "select", "--candidates", str(candidates), "--seen", "hmdb51", "--vectors",
+    output = _invoke(["curate", "select", "--candidates", str(candidates), "--seen", "hmdb51", "--embeddings",
                       f"word2vec:{vectors}", "--out-dir", str(work / "select")])
     assert "kept 3 of 5 candidate classes" in output
     output = _invoke(["curate", "filmstrips", "--videos", str(folder), "--out-dir", str(work / "strips"),
@@ -449,7 +460,7 @@ def test_cli_curate_end_to_end_from_a_class_folder(tmp_path, constructed_vectors
 def test_cli_filmstrip_help_states_the_layout_defaults():
     from dataclasses import fields
 
-    from eval.filmstrip import FilmstripLayout
+    from curate.config import FilmstripLayout
 
     options = {param.name: param.help for param in cli.commands["curate"].commands["filmstrips"].params}
     for field in fields(FilmstripLayout):

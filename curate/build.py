@@ -1,0 +1,225 @@
+"""`curate build`: the evaluation set from the annotators' decisions (the paper's section 3, step 4).
+
+The kept videos become a manifest in the extraction format (split "unseen", with each class's group and SR),
+beside the class table with video counts, the videos dropped and why, and the statistics of the paper's Table 2
+(classes and videos per group) and Fig. 3 (videos per class by SR).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from curate.config import BuildConfig
+from curate.relatedness import DIFFICULTY_GROUPS
+from curate.tables import (
+    LABELS,
+    MANIFEST_COLUMNS,
+    ClassRow,
+    read_class_table,
+    read_decisions,
+    read_index,
+    relative_path,
+    resolve_path,
+)
+from extract.errors import InputError
+from extract.files import write_csv, write_json, write_text
+
+__all__ = ["SPLIT", "BuildSummary", "build_evaluation_set"]
+
+logger = logging.getLogger(__name__)
+
+SPLIT = "unseen"  # the split of every clip of the evaluation set
+_SR_BOUNDS = {"easy": "(0.1, 0.33]", "medium": "(0.33, 0.66]", "hard": "(0.66, 0.8]"}
+
+
+@dataclass(frozen=True)
+class BuildSummary:
+    """The evaluation set `build_evaluation_set` wrote."""
+
+    n_classes: int
+    n_videos: int
+    groups: dict[str, dict[str, int]]  # group -> {"classes": n, "videos": n}
+    dropped: dict[str, int]  # reason (without details) -> videos
+    dropped_classes: tuple[str, ...]  # classes of the table left without enough videos
+    manifest_path: Path
+    classes_path: Path
+    dropped_path: Path
+    statistics_md: Path
+    figure_png: Path
+
+
+def _statistics_markdown(classes: list[ClassRow], videos: dict[str, list[dict[str, str]]],
+                         dropped: Counter, dropped_classes: list[str], title: str) -> str:
+    lines = [f"# {title}", "", "Classes and videos per group (the paper's Table 2):", "",
+             "| group | SR | classes | videos | videos per class (min / mean / max) | hours | with audio |",
+             "|---|---|---:|---:|---|---:|---:|"]
+
+    def row(name: str, bounds: str, members: list[ClassRow]) -> str:
+        counts = [len(videos[c.class_name]) for c in members]
+        clips = [v for c in members for v in videos[c.class_name]]
+        hours = sum(float(v["duration_s"] or 0.0) for v in clips) / 3600
+        audio = sum(v["has_audio"] == "1" for v in clips)
+        spread = f"{min(counts)} / {np.mean(counts):.1f} / {max(counts)}" if counts else "-"
+        share = f"{audio / len(clips):.0%}" if clips else "-"
+        return f"| {name} | {bounds} | {len(members)} | {len(clips)} | {spread} | {hours:.2f} | {share} |"
+
+    for group in DIFFICULTY_GROUPS:
+        lines.append(row(group, _SR_BOUNDS[group], [c for c in classes if c.group == group]))
+    lines.append(row("**all**", "(0.1, 0.8]", classes))
+    lines += ["", "Videos per class, by SR (the paper's Fig. 3: videos_per_class.png):", "",
+              "| class | group | SR | videos | nearest seen class |", "|---|---|---:|---:|---|"]
+    for c in sorted(classes, key=lambda c: (c.sr, c.class_name)):
+        nearest = f"{c.nearest_seen_class} ({c.nearest_seen_dataset})" if c.nearest_seen_class else ""
+        lines.append(f"| {c.class_name} | {c.group} | {c.sr:.3f} | {len(videos[c.class_name])} | {nearest} |")
+    lines += ["", f"Dropped videos: {sum(dropped.values())} (dropped.csv lists each with its reason)", ""]
+    lines += [f"- {reason}: {count}" for reason, count in sorted(dropped.items())]
+    if dropped_classes:
+        lines += ["", f"Classes dropped for want of videos: {', '.join(dropped_classes)}"]
+    return "\n".join(lines) + "\n"
+
+
+def _videos_per_class_figure(path: Path, classes: list[ClassRow], videos: dict[str, list], title: str) -> None:
+    """Bars of videos per class, classes in order of SR, coloured by SR, group boundaries marked (Fig. 3)."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg renders the PNG
+    from matplotlib.ticker import MaxNLocator
+
+    ordered = sorted(classes, key=lambda c: (c.sr, c.class_name))
+    figure = Figure(figsize=(max(6.0, 0.28 * len(ordered) + 2.0), 4.5), dpi=120)
+    axes = figure.add_subplot()
+    norm, cmap = Normalize(0.1, 0.8), colormaps["viridis"]
+    x = np.arange(len(ordered))
+    axes.bar(x, [len(videos[c.class_name]) for c in ordered], color=[cmap(norm(c.sr)) for c in ordered])
+    for k in range(1, len(ordered)):
+        if ordered[k].group != ordered[k - 1].group:
+            axes.axvline(k - 0.5, color="black", linestyle="--", linewidth=0.8)
+    for group in DIFFICULTY_GROUPS:
+        members = [k for k, c in enumerate(ordered) if c.group == group]
+        if members:
+            axes.text((members[0] + members[-1]) / 2, 1.01, group, transform=axes.get_xaxis_transform(),
+                      ha="center", va="bottom", fontsize=9)
+    axes.set_xticks(x, [c.class_name for c in ordered], rotation=90, fontsize=7)
+    axes.set_xlim(-0.6, len(ordered) - 0.4)
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_ylabel("videos")
+    axes.set_title(title, fontsize=9, pad=16)
+    figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, label="SR (min cosine distance to a seen class)")
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+
+
+def build_evaluation_set(config: BuildConfig) -> BuildSummary:
+    """Assemble the evaluation set from the annotators' decisions, the class table and the filmstrip index.
+
+    A video is kept when it has a filmstrip, its class is in the class table, and every reviewer said yes; a
+    class keeps its videos when it has at least `min_videos_per_class` of them. Everything else is dropped with
+    its reason (a video that could not be decoded is noted with the decoder's reason, never an error).
+
+    Writes into `out_dir`: `manifest.csv` (clip_id, path relative to it, class_name, split "unseen", group, sr,
+    has_audio, duration_s, width_px, height_px, fps, sample_rate_hz, audio_channels: the synthetic benchmark's
+    columns plus group and sr; `features.manifest.read_clip_list` and the MZSL protocol's groups file read it),
+    `classes.csv` (class_name, sr, group, videos, nearest seen class and dataset), `dropped.csv` (clip_id,
+    class_name, reason), `statistics.md` (classes and videos per group, videos per class), `videos_per_class.png`
+    and `build.json`.
+
+    Raises:
+        FileNotFoundError: a missing input.
+        ValueError: malformed inputs, decisions for videos the index does not list or of another class, or no
+            video left.
+    """
+    classes = {row.class_name: row for row in read_class_table(config.classes)}
+    index_path = Path(config.filmstrips)
+    index = {row["clip_id"]: row for row in read_index(index_path)}
+    decisions = read_decisions(Path(config.decisions))
+    dropped_rows: list[list[str]] = []
+    dropped: Counter = Counter()
+
+    def drop(clip_id: str, class_name: str, reason: str, detail: str = "") -> None:
+        dropped[reason] += 1
+        dropped_rows.append([clip_id, class_name, f"{reason}: {detail}" if detail else reason])
+
+    decided: set[str] = set()
+    kept: dict[str, list[dict[str, str]]] = {name: [] for name in classes}
+    for line, row in enumerate(decisions, start=2):
+        clip_id, name = row["clip_id"], row["class_name"]
+        if clip_id not in index:
+            raise InputError(f"{config.decisions} line {line}: clip {clip_id!r} is not in the filmstrip index "
+                             f"{index_path}; use the decisions made from that index's sheets")
+        if index[clip_id]["class_name"] != name:
+            raise InputError(f"{config.decisions} line {line}: clip {clip_id!r} has class {name!r}, the index "
+                             f"{index_path} says {index[clip_id]['class_name']!r}")
+        if clip_id in decided:
+            raise InputError(f"{config.decisions} line {line}: clip {clip_id!r} is listed twice")
+        decided.add(clip_id)
+        video = index[clip_id]
+        if video["status"] != "ok":
+            drop(clip_id, name, "could not be decoded", video["reason"])
+        elif name not in classes:
+            drop(clip_id, name, "class not in the class table")
+        elif row["decision"] == "mixed":
+            votes = ", ".join(f"{c} {row[c]}" for c in LABELS if row.get(c, "0") != "0")
+            drop(clip_id, name, "mixed annotations", votes)
+        elif row["decision"] == "rejected":
+            drop(clip_id, name, "no reviewer said yes")
+        else:
+            kept[name].append(video)
+    for clip_id, video in index.items():
+        if clip_id in decided:
+            continue
+        if video["status"] != "ok":
+            drop(clip_id, video["class_name"], "could not be decoded", video["reason"])
+        else:
+            drop(clip_id, video["class_name"], "not annotated")
+    dropped_classes = [name for name, videos in kept.items() if len(videos) < config.min_videos_per_class]
+    for name in dropped_classes:
+        for video in kept[name]:
+            drop(video["clip_id"], name, f"class has fewer than {config.min_videos_per_class} kept videos")
+        del kept[name]
+    if not kept:
+        raise InputError(f"{config.decisions}: no video is left for the evaluation set (dropped: "
+                         f"{dict(dropped)}); check the annotations and the class table")
+
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = [classes[name] for name in classes if name in kept]  # class table order
+    manifest_rows = []
+    for row in final:
+        for video in sorted(kept[row.class_name], key=lambda v: v["clip_id"]):
+            path = relative_path(resolve_path(video["video"], index_path.parent), out_dir)
+            manifest_rows.append([video["clip_id"], path, row.class_name, SPLIT, row.group, f"{row.sr:.6f}",
+                                  *(video.get(c, "") for c in MANIFEST_COLUMNS[6:])])
+    manifest_path, classes_path = out_dir / "manifest.csv", out_dir / "classes.csv"
+    dropped_path, statistics_md = out_dir / "dropped.csv", out_dir / "statistics.md"
+    figure_png = out_dir / "videos_per_class.png"
+    write_csv(classes_path, ("class_name", "sr", "group", "videos", "nearest_seen_class", "nearest_seen_dataset"),
+               [[c.class_name, f"{c.sr:.6f}", c.group, len(kept[c.class_name]), c.nearest_seen_class,
+                 c.nearest_seen_dataset] for c in final])
+    write_csv(dropped_path, ("clip_id", "class_name", "reason"), dropped_rows)
+    title = f"{len(final)} classes, {len(manifest_rows)} videos ({out_dir.name})"
+    write_text(statistics_md, _statistics_markdown(final, kept, dropped, dropped_classes, title))
+    _videos_per_class_figure(figure_png, final, kept, title)
+    groups = {g: {"classes": sum(c.group == g for c in final),
+                  "videos": sum(len(kept[c.class_name]) for c in final if c.group == g)} for g in DIFFICULTY_GROUPS}
+    record = {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+        "classes": len(final),
+        "videos": len(manifest_rows),
+        "groups": groups,
+        "dropped": dict(dropped),
+        "dropped_classes": dropped_classes,
+    }
+    write_json(out_dir / "build.json", record)
+    # The manifest is written last: its presence means the set is complete.
+    write_csv(manifest_path, MANIFEST_COLUMNS, manifest_rows)
+    logger.info("evaluation set: %d classes, %d videos (%s); %d videos dropped", len(final), len(manifest_rows),
+                ", ".join(f"{g} {groups[g]['classes']}/{groups[g]['videos']}" for g in DIFFICULTY_GROUPS),
+                sum(dropped.values()))
+    return BuildSummary(len(final), len(manifest_rows), groups, dict(dropped), tuple(dropped_classes),
+                        manifest_path, classes_path, dropped_path, statistics_md, figure_png)

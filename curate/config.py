@@ -1,0 +1,280 @@
+"""Configuration of the curate stage: where clips and class lists come from (defaults documented once, here).
+
+`SyntheticConfig` is the built-in benchmark (`make-synthetic`); `RelatednessConfig` scores class names against
+the seen datasets (`relatedness`); the rest are the steps of building an MZSL-style evaluation set (`curate ...`,
+docs/curation.md): `SelectConfig` -> `FilmstripConfig` (with its `FilmstripLayout`) -> `SheetsConfig` ->
+`MergeConfig` -> `BuildConfig`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from curate import classlists
+from extract.errors import InputError
+from fusion.class_embeddings import AVCA_TABLES, DEFAULT_SPEC, EmbeddingSpec
+
+__all__ = [
+    "IMAGE_FORMATS",
+    "round_half_up",
+    "SyntheticConfig",
+    "RelatednessConfig",
+    "SelectConfig",
+    "FilmstripLayout",
+    "FilmstripConfig",
+    "SheetsConfig",
+    "MergeConfig",
+    "BuildConfig",
+]
+
+IMAGE_FORMATS = ("jpg", "png")  # filmstrip image formats
+_REVIEWER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a reviewer's name becomes a file name
+
+
+def round_half_up(value: float) -> int:
+    """Round half up (Python's round() rounds half to even: 2.5 -> 2)."""
+    return math.floor(value + 0.5)
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """What `make_synthetic` generates. The defaults are the demo's benchmark (24 classes x 8 clips of ~4 s).
+
+    Attributes:
+        out_dir: output folder; must not exist yet or be empty.
+        classes: number of classes drawn from the embedding table.
+        clips_per_class: clips rendered per class, seen and unseen alike.
+        seconds: nominal clip length; each clip lasts `seconds * U(0.75, 1.25)` (the short clip excepted).
+        unseen_fraction: share of the classes held out as unseen (rounded half up; at least one seen and one
+            unseen).
+        seed: seeds the class draw, the seen / unseen split, the special clips and every clip's randomness.
+        embedding_table: which shipped AVCA table the class names and embeddings come from
+            (`fusion.class_embeddings.AVCA_TABLES`).
+        frame_width_px: width of landscape clips; portrait clips swap width and height.
+        frame_height_px: height of landscape clips.
+        fps: video frame rate.
+        sample_rate_hz: sample rate of the mono audio of most clips.
+        no_audio_fraction: share of clips written without an audio track (at least one when > 0).
+        portrait_fraction: share of clips written in portrait orientation (at least one when > 0).
+        other_audio_fraction: share of the clips with audio written at 44.1 kHz stereo or 22.05 kHz mono
+            instead (alternating), so that the extractor's resampling and downmix are exercised.
+        short_clip_seconds: length of the one clip that is shorter than a 16-frame view (64 frames at 30 fps).
+        workers: processes rendering and encoding clips; the output does not depend on it.
+    """
+
+    out_dir: Path
+    classes: int = 24
+    clips_per_class: int = 8
+    seconds: float = 4.0
+    unseen_fraction: float = 0.25
+    seed: int = 0
+    embedding_table: str = "vggsound"
+    frame_width_px: int = 160
+    frame_height_px: int = 120
+    fps: float = 25.0
+    sample_rate_hz: int = 16000
+    no_audio_fraction: float = 0.05
+    portrait_fraction: float = 0.1
+    other_audio_fraction: float = 0.25
+    short_clip_seconds: float = 0.6
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.classes < 2:
+            raise InputError(f"classes must be at least 2 (one seen, one unseen), got {self.classes}")
+        if self.clips_per_class < 1:
+            raise InputError(f"clips_per_class must be at least 1, got {self.clips_per_class}")
+        if self.classes * self.clips_per_class < 4:
+            raise InputError("classes x clips_per_class must be at least 4 (the special clips need room), got "
+                             f"{self.classes} x {self.clips_per_class}")
+        if not 0.0 < self.unseen_fraction < 1.0:
+            raise InputError(f"unseen_fraction must be in (0, 1), got {self.unseen_fraction}")
+        n_unseen = round_half_up(self.unseen_fraction * self.classes)
+        if not 1 <= n_unseen <= self.classes - 1:
+            raise InputError(f"unseen_fraction {self.unseen_fraction} of {self.classes} classes gives {n_unseen} "
+                             "unseen classes; choose a fraction that leaves at least one seen and one unseen")
+        if self.seed < 0:
+            raise InputError(f"seed must be non-negative, got {self.seed}")
+        if self.embedding_table not in AVCA_TABLES:
+            raise InputError(f"embedding_table must be one of {sorted(AVCA_TABLES)}, got "
+                             f"{self.embedding_table!r}")
+        if not 0.5 <= self.seconds <= 60.0:
+            raise InputError(f"seconds must be in [0.5, 60], got {self.seconds}")
+        for name in ("frame_width_px", "frame_height_px"):
+            value = getattr(self, name)
+            if value < 32 or value % 2:
+                raise InputError(f"{name} must be even and at least 32 (H.264 yuv420p), got {value}")
+        if not 1.0 <= self.fps <= 120.0:
+            raise InputError(f"fps must be in [1, 120], got {self.fps}")
+        if not 8000 <= self.sample_rate_hz <= 48000:
+            raise InputError(f"sample_rate_hz must be in [8000, 48000], got {self.sample_rate_hz}")
+        for name in ("no_audio_fraction", "portrait_fraction", "other_audio_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 0.5:
+                raise InputError(f"{name} must be in [0, 0.5], got {value}")
+        if not 2.0 / self.fps <= self.short_clip_seconds < 0.75 * self.seconds:
+            raise InputError(f"short_clip_seconds must be at least 2 frames and below 0.75 x seconds, got "
+                             f"{self.short_clip_seconds}")
+        if self.workers < 1:
+            raise InputError(f"workers must be at least 1, got {self.workers}")
+
+
+@dataclass(frozen=True)
+class RelatednessConfig:
+    """One relatedness run (the `relatedness` command)."""
+
+    classes: str  # a class file (one name per line, # comments) or the name of a shipped list, e.g. "ucf101"
+    out_dir: Path  # output folder (created): relatedness.{csv,png,md,json}
+    seen: tuple[str, ...] | None = None  # shipped lists of seen classes; None: `default_seen(classes)`
+    embeddings: str = DEFAULT_SPEC  # embedding source spec (word vectors: a table embeds only its own names)
+    name_map: Path | None = None  # CSV original,manual applied to every name before embedding
+    missing: str = "error"  # words missing from the vectors: "error" or "skip" (drop them)
+
+    def __post_init__(self) -> None:
+        if not self.classes.strip():
+            raise InputError("classes must name a class file or a shipped class list")
+        if self.seen is not None:
+            if not self.seen:
+                raise InputError("seen must name at least one class list")
+            canonical = [classlists.canonical_classlist(name) for name in self.seen]  # ValueError if unknown
+            if len(set(canonical)) != len(canonical):
+                raise InputError(f"seen lists a dataset twice: {', '.join(self.seen)}")
+        if not EmbeddingSpec.parse(self.embeddings).embeds_any_name:
+            raise InputError(
+                f"{self.embeddings}: the avca tables embed only their own dataset's names; relatedness needs word "
+                "vectors (glove-6b-50d, word2vec:PATH, fasttext:PATH or fasttext-phrase:PATH)"
+            )
+        if self.missing not in ("error", "skip"):
+            raise InputError(f"missing must be 'error' or 'skip', got {self.missing!r}")
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    """`curate select`: candidate class names -> the class table of the evaluation set."""
+
+    candidates: str  # class file (one name per line, # comments) or a shipped list name, e.g. "hmdb51"
+    out_dir: Path  # classes.csv (kept classes) and relatedness.{csv,png,md,json} (every candidate)
+    seen: tuple[str, ...] | None = None  # shipped seen lists; None: curate.relatedness.default_seen(candidates)
+    embeddings: str = DEFAULT_SPEC  # word vectors (phi of eq. 1)
+    name_map: Path | None = None  # CSV original,manual applied to every name before embedding
+    missing: str = "error"  # words missing from the vectors: "error" or "skip"
+
+    def __post_init__(self) -> None:
+        # The relatedness config validates the shared fields (seen lists, embeddings, missing).
+        self.relatedness_config()
+
+    def relatedness_config(self) -> RelatednessConfig:
+        return RelatednessConfig(classes=self.candidates, out_dir=Path(self.out_dir), seen=self.seen,
+                                 embeddings=self.embeddings, name_map=self.name_map, missing=self.missing)
+
+
+@dataclass(frozen=True)
+class FilmstripLayout:
+    """How a filmstrip looks. The defaults are the paper's: 10 x 10 frames, one per second (the first 100 s).
+
+    Attributes:
+        rows: grid rows.
+        columns: grid columns; cells are filled row by row.
+        seconds_per_frame: time between the frames of consecutive cells (1.0: 1 fps).
+        cell_width_px: width of a cell; the frame is scaled to fit the cell and keeps its aspect ratio.
+        cell_height_px: height of a cell (192 x 108: a 10 x 10 grid fills a 1920 x 1080 screen).
+        image_format: "jpg" or "png".
+        jpeg_quality: JPEG quality (1-95, Pillow's scale).
+    """
+
+    rows: int = 10
+    columns: int = 10
+    seconds_per_frame: float = 1.0
+    cell_width_px: int = 192
+    cell_height_px: int = 108
+    image_format: str = "jpg"
+    jpeg_quality: int = 85
+
+    def __post_init__(self) -> None:
+        for name in ("rows", "columns"):
+            if not 1 <= getattr(self, name) <= 100:
+                raise InputError(f"{name} must be in [1, 100], got {getattr(self, name)}")
+        if not (math.isfinite(self.seconds_per_frame) and self.seconds_per_frame > 0):
+            raise InputError(f"seconds_per_frame must be > 0, got {self.seconds_per_frame}")
+        for name in ("cell_width_px", "cell_height_px"):
+            if not 16 <= getattr(self, name) <= 4096:
+                raise InputError(f"{name} must be in [16, 4096], got {getattr(self, name)}")
+        if self.image_format not in IMAGE_FORMATS:
+            raise InputError(f"image_format must be one of {IMAGE_FORMATS}, got {self.image_format!r}")
+        if not 1 <= self.jpeg_quality <= 95:
+            raise InputError(f"jpeg_quality must be in [1, 95], got {self.jpeg_quality}")
+
+    @property
+    def times_s(self) -> np.ndarray:
+        """Sample time of every cell, seconds from the first frame, row by row. Shapes: (rows * columns,)."""
+        return np.arange(self.rows * self.columns) * self.seconds_per_frame
+
+
+
+@dataclass(frozen=True)
+class FilmstripConfig:
+    """`curate filmstrips`: one filmstrip image per candidate video."""
+
+    videos: Path  # candidate videos: a CSV with path,class_name (paths relative to it) or a folder <class>/<video>
+    out_dir: Path  # filmstrips/<clip_id>.<jpg|png>, filmstrips.csv (index), failures.csv
+    classes: Path | None = None  # a class table (curate select's classes.csv): only videos of its classes
+    layout: FilmstripLayout = field(default_factory=FilmstripLayout)
+    workers: int = 2  # processes decoding videos in parallel (1: in this process)
+    progress: bool = False  # tqdm bar on stderr
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise InputError(f"workers must be at least 1, got {self.workers}")
+
+
+@dataclass(frozen=True)
+class SheetsConfig:
+    """`curate sheets`: one blank annotation sheet per reviewer."""
+
+    filmstrips: Path  # the index written by make_filmstrips (filmstrips.csv)
+    reviewers: tuple[str, ...]  # names; each sheet is <out_dir>/<name>.csv
+    out_dir: Path
+
+    def __post_init__(self) -> None:
+        if not self.reviewers:
+            raise InputError("name at least one reviewer")
+        bad = [name for name in self.reviewers if not _REVIEWER.match(name)]
+        if bad:
+            raise InputError(f"reviewer names become file names: use letters, digits, '_', '-', '.'; got {bad}")
+        if len({name.lower() for name in self.reviewers}) != len(self.reviewers):
+            raise InputError(f"reviewer names must be distinct (ignoring case), got {list(self.reviewers)}")
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    """`curate merge`: the reviewers' filled sheets -> decisions and agreement."""
+
+    sheets: tuple[Path, ...]  # one CSV per reviewer; the reviewer's name is the file's stem
+    out_dir: Path  # decisions.csv, agreement.json, agreement.md
+
+    def __post_init__(self) -> None:
+        if len(self.sheets) < 2:
+            raise InputError(f"merging needs the sheets of at least 2 reviewers, got {len(self.sheets)}")
+        names = [Path(p).stem for p in self.sheets]
+        if len({n.lower() for n in names}) != len(names):
+            raise InputError(f"two sheets have the same reviewer name (file stem): {names}; rename one")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """`curate build`: the final evaluation set and its statistics."""
+
+    decisions: Path  # decisions.csv of merge_annotations
+    classes: Path  # the class table (classes.csv of select_classes)
+    filmstrips: Path  # the index of make_filmstrips (video paths, decode failures, durations)
+    out_dir: Path  # manifest.csv, classes.csv, dropped.csv, statistics.md, videos_per_class.png, build.json
+    min_videos_per_class: int = 1  # a class with fewer kept videos is dropped (with its videos), and noted
+
+    def __post_init__(self) -> None:
+        if self.min_videos_per_class < 1:
+            raise InputError(f"min_videos_per_class must be at least 1, got {self.min_videos_per_class}")

@@ -1,0 +1,61 @@
+"""`curate sheets`: one blank annotation sheet per reviewer (the paper's section 3, step 3).
+
+Every sheet lists the same videos (those with a filmstrip) in the index's order; a reviewer fills `label` with
+yes (the video shows the class), no or unsure. Sheets are never overwritten: they may hold annotations.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from curate.config import SheetsConfig
+from curate.tables import SHEET_COLUMNS, read_index, relative_path, resolve_path
+from extract.errors import InputError
+from extract.files import write_csv
+
+__all__ = ["SheetsSummary", "make_sheets"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SheetsSummary:
+    """The sheets `make_sheets` wrote."""
+
+    sheets: tuple[Path, ...]
+    n_videos: int  # rows per sheet
+    n_failed: int  # videos without a filmstrip, left out
+
+
+def make_sheets(config: SheetsConfig) -> SheetsSummary:
+    """Write one blank annotation sheet per reviewer: clip_id, class_name, video, filmstrip, label (to fill in).
+
+    Every sheet lists the same videos (those with a filmstrip) in the index's order; paths are relative to the
+    sheet. A reviewer fills `label` with yes (the video shows the class), no or unsure.
+
+    Raises:
+        FileNotFoundError: no index.
+        FileExistsError: a reviewer's sheet exists already (it may hold annotations): it is never overwritten.
+        ValueError: a malformed index, or an index without any filmstrip.
+    """
+    index_path = Path(config.filmstrips)
+    rows = read_index(index_path)
+    ok = [row for row in rows if row["status"] == "ok"]
+    if not ok:
+        raise InputError(f"{index_path}: no video has a filmstrip; nothing to annotate")
+    out_dir = Path(config.out_dir)
+    sheets = [out_dir / f"{name}.csv" for name in config.reviewers]
+    existing = [str(p) for p in sheets if p.exists()]
+    if existing:
+        raise FileExistsError(f"annotation sheets exist already and may hold labels: {', '.join(existing)}; move "
+                              "them away or choose another output folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = index_path.parent
+    table = [[row["clip_id"], row["class_name"], relative_path(resolve_path(row["video"], base), out_dir),
+              relative_path(resolve_path(row["filmstrip"], base), out_dir), ""] for row in ok]
+    for sheet in sheets:
+        write_csv(sheet, SHEET_COLUMNS, table)
+    logger.info("wrote %d sheets of %d videos to %s", len(sheets), len(ok), out_dir)
+    return SheetsSummary(tuple(sheets), len(ok), len(rows) - len(ok))
