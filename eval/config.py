@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from eval import metrics
+from extract.errors import InputError
 
 __all__ = [
     "DEFAULT_BETAS",
@@ -29,9 +30,9 @@ def _to_dict(config) -> dict:
 
 def _check_betas(betas: tuple[float, ...]) -> None:
     if not betas:
-        raise ValueError("betas must hold at least one value")
+        raise InputError("betas must hold at least one value")
     if any(b < 0 for b in betas):
-        raise ValueError(f"betas must be >= 0 (beta penalises seen classes), got {betas}")
+        raise InputError(f"betas must be >= 0 (beta penalises seen classes), got {betas}")
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,11 @@ class PlotConfig:
 
     def __post_init__(self) -> None:
         if self.tsne_max_points < 2:
-            raise ValueError(f"tsne_max_points must be >= 2, got {self.tsne_max_points}")
+            raise InputError(f"tsne_max_points must be >= 2, got {self.tsne_max_points}")
         if self.tsne_iterations < 250:
-            raise ValueError(f"tsne_iterations must be >= 250 (sklearn), got {self.tsne_iterations}")
+            raise InputError(f"tsne_iterations must be >= 250 (sklearn), got {self.tsne_iterations}")
         if self.tsne_perplexity <= 0:
-            raise ValueError(f"tsne_perplexity must be > 0, got {self.tsne_perplexity}")
+            raise InputError(f"tsne_perplexity must be > 0, got {self.tsne_perplexity}")
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class ReportConfig:
 
     def __post_init__(self) -> None:
         if not self.runs:
-            raise ValueError("give at least one run folder")
+            raise InputError("give at least one run folder")
 
     def to_dict(self) -> dict:
         return {**_to_dict(self), "runs": [str(r) for r in self.runs]}
@@ -90,7 +91,7 @@ class ZeroShotConfig:
     rule: str | None = None  # decision rule; None: the rule recorded in the run's config.json
     calibrated_stacking: bool = False  # also report GZSL with beta chosen on a validation split
     val_split: str | None = None  # validation clips: this split of `val_store` (or of `store`); "run": the clips
-    # the run validated on (its classes.json), e.g. classes held out with train-fusion --val-unseen-fraction
+    # the run validated on (its classes.json), e.g. classes held out by the trainer's val_unseen_fraction
     val_store: Path | None = None  # a separate validation store (with "run": where the run's validation clips are)
     betas: tuple[float, ...] = DEFAULT_BETAS  # calibrated-stacking sweep
     splits: tuple[str, ...] = ()  # evaluate only store clips of these splits (empty: all done clips)
@@ -105,32 +106,33 @@ class ZeroShotConfig:
 
     def __post_init__(self) -> None:
         if self.checkpoint not in _CHECKPOINTS:
-            raise ValueError(f"checkpoint must be one of {_CHECKPOINTS}, got {self.checkpoint!r}")
+            raise InputError(f"checkpoint must be one of {_CHECKPOINTS}, got {self.checkpoint!r}")
         if self.rule is not None and self.rule not in _RULES:
-            raise ValueError(f"rule must be one of {_RULES}, got {self.rule!r}")
+            raise InputError(f"rule must be one of {_RULES}, got {self.rule!r}")
         vocabulary = self.classes is not None or bool(self.class_names)
         if self.classes is not None and self.class_names:
-            raise ValueError("give --classes or --class-names, not both")
+            raise InputError("give `classes` or `class_names`, not both")
         if (self.seen is None) != (self.unseen is None):
-            raise ValueError("--seen and --unseen go together")
+            raise InputError("`seen` and `unseen` go together")
         if vocabulary and self.seen is not None:
-            raise ValueError("--classes/--class-names (open vocabulary) and --seen/--unseen (GZSL) exclude each other")
+            raise InputError("`classes` / `class_names` (open vocabulary) and `seen` / `unseen` (GZSL) exclude each "
+                             "other")
         if self.calibrated_stacking and self.val_split is None:
-            raise ValueError(
-                "--calibrated-stacking needs --val-split (with --val-store, or clips of --store): beta is chosen "
+            raise InputError(
+                "`calibrated_stacking` needs `val_split` (of `val_store`, or clips of `store`): beta is chosen "
                 "on validation data only, never on the evaluated clips"
             )
         if self.val_split is not None and not self.val_split.strip():
-            raise ValueError("--val-split is empty")
+            raise InputError("`val_split` is empty")
         if self.val_store is not None and self.val_split is None:
-            raise ValueError("--val-store needs --val-split (which split of that store is validation)")
+            raise InputError("`val_store` needs `val_split` (which split of that store is validation)")
         if self.calibrated_stacking and vocabulary:
-            raise ValueError("--calibrated-stacking applies to GZSL (seen / unseen classes), not to a class list")
+            raise InputError("`calibrated_stacking` applies to GZSL (seen / unseen classes), not to a class list")
         if self.val_split is not None and self.val_split in self.splits and self.val_store is None:
-            raise ValueError(f"split {self.val_split!r} cannot be both validation and evaluated")
+            raise InputError(f"split {self.val_split!r} cannot be both validation and evaluated")
         _check_betas(self.betas)
         if self.top_k < 1 or self.worst_classes < 0 or self.batch_size < 1:
-            raise ValueError("top_k and batch_size must be >= 1, worst_classes >= 0")
+            raise InputError("top_k and batch_size must be >= 1, worst_classes >= 0")
 
     def to_dict(self) -> dict:
         return {**_to_dict(self), "plots": asdict(self.plots)}
@@ -141,10 +143,13 @@ _PROTOCOL_OWNED = ("store", "out", "train_splits", "val_store", "val_splits", "v
                    "device")
 
 
-def _check_train_options(train: dict) -> None:
+def _check_protocol_settings(seeds: tuple[int, ...], train: dict, betas: tuple[float, ...]) -> None:
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise InputError(f"give distinct seeds, got {seeds}")
     owned = sorted(set(train) & set(_PROTOCOL_OWNED))
     if owned:
-        raise ValueError(f"training options {owned} are set by the protocol; leave them out")
+        raise InputError(f"training options {owned} are set by the protocol; leave them out")
+    _check_betas(betas)
 
 
 @dataclass(frozen=True)
@@ -178,11 +183,8 @@ class AVCAProtocolConfig:
 
         splits.dataset_folder(self.dataset)  # raises ValueError for an unknown dataset
         if self.split not in splits.SPLITS:
-            raise ValueError(f"split must be one of {splits.SPLITS}, got {self.split!r}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"give distinct seeds, got {self.seeds}")
-        _check_train_options(self.train)
-        _check_betas(self.betas)
+            raise InputError(f"split must be one of {splits.SPLITS}, got {self.split!r}")
+        _check_protocol_settings(self.seeds, self.train, self.betas)
 
     def to_dict(self) -> dict:
         return {**_to_dict(self), "plots": asdict(self.plots)}
@@ -220,19 +222,16 @@ class MZSLProtocolConfig:
 
     def __post_init__(self) -> None:
         if not self.train_splits:
-            raise ValueError("give at least one training split")
+            raise InputError("give at least one training split")
         if self.test_split is not None and self.test_split in self.train_splits:
-            raise ValueError(f"test split {self.test_split!r} is also a training split")
+            raise InputError(f"test split {self.test_split!r} is also a training split")
         if not 0 <= self.val_unseen_fraction < 1 or not 0 <= self.val_seen_fraction < 1:
-            raise ValueError("val_unseen_fraction and val_seen_fraction must be in [0, 1)")
+            raise InputError("val_unseen_fraction and val_seen_fraction must be in [0, 1)")
         if self.calibrated_stacking and not self.val_unseen_fraction:
-            raise ValueError("calibrated stacking chooses beta on the stage-1 hold-out: set val_unseen_fraction > 0")
+            raise InputError("calibrated stacking chooses beta on the stage-1 hold-out: set val_unseen_fraction > 0")
         if self.calibrated_stacking and self.test_split is None:
-            raise ValueError("calibrated stacking is a GZSL option: give a test split (the seen part)")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"give distinct seeds, got {self.seeds}")
-        _check_train_options(self.train)
-        _check_betas(self.betas)
+            raise InputError("calibrated stacking is a GZSL option: give a test split (the seen part)")
+        _check_protocol_settings(self.seeds, self.train, self.betas)
 
     def to_dict(self) -> dict:
         return {**_to_dict(self), "plots": asdict(self.plots)}
@@ -261,11 +260,11 @@ class AVCAImportConfig:
         splits.dataset_folder(self.dataset)
         unknown = [s for s in self.stages if s not in splits.STAGES]
         if unknown:
-            raise ValueError(f"unknown stages {unknown}; choose from {splits.STAGES}")
+            raise InputError(f"unknown stages {unknown}; choose from {splits.STAGES}")
         if self.clips_per_block < 1:
-            raise ValueError(f"clips_per_block must be >= 1, got {self.clips_per_block}")
+            raise InputError(f"clips_per_block must be >= 1, got {self.clips_per_block}")
         if self.sequence_tokens < 1:
-            raise ValueError(f"sequence_tokens must be >= 1, got {self.sequence_tokens}")
+            raise InputError(f"sequence_tokens must be >= 1, got {self.sequence_tokens}")
 
     def to_dict(self) -> dict:
         return _to_dict(self)

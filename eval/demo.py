@@ -24,9 +24,14 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from extract.errors import InputError
+from extract.files import write_json, write_text
+
 __all__ = ["DemoConfig", "DemoResult", "run_demo"]
 
 logger = logging.getLogger(__name__)
+
+_EMBEDDING_TABLE = "vggsound"  # the shipped table the benchmark is rendered from, and the head learns
 
 _HONESTY = ("Backbones are RANDOM-INIT (no pretrained weights can be downloaded here) and the data is SYNTHETIC "
             "(the built-in benchmark): these numbers show that the pipeline learns a zero-shot mapping, they say "
@@ -54,9 +59,9 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         if not self.seeds:
-            raise ValueError("give at least one training seed")
+            raise InputError("give at least one training seed")
         if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+            raise InputError(f"epochs must be >= 1, got {self.epochs}")
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,8 @@ class DemoResult:
 
 def run_demo(config: DemoConfig) -> DemoResult:
     """Run every stage into `config.out` (reusing finished work) and write demo_results.json and a report."""
-    from extract.synthetic import SyntheticConfig, make_synthetic
+    from curate.config import SyntheticConfig
+    from curate.synthetic import make_synthetic
     from features.config import RunnerConfig
     from features.runner import build_extract_config, run_extraction
 
@@ -81,7 +87,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
     data = out / "data"
     synthetic = SyntheticConfig(out_dir=data, classes=config.classes, clips_per_class=config.clips_per_class,
                                 seconds=config.seconds, unseen_fraction=config.unseen_fraction, seed=config.data_seed,
-                                workers=config.synthetic_workers)
+                                embedding_table=_EMBEDDING_TABLE, workers=config.synthetic_workers)
     logger.info("[1/5] synthetic benchmark -> %s", data)
     if not _benchmark_complete(data, synthetic):
         shutil.rmtree(data, ignore_errors=True)  # an incomplete or different benchmark of ours: make it anew
@@ -112,7 +118,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
     report_dir = out / "report"
     _write_report(report_dir, results, table, config)
     results_path = out / "demo_results.json"
-    results_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    write_json(results_path, results)
     return DemoResult(results=results, table=table, results_path=results_path, report_dir=report_dir)
 
 
@@ -128,17 +134,17 @@ def _benchmark_complete(data: Path, synthetic) -> bool:
 
 
 def _train_config(config: DemoConfig, store: Path, run_dir: Path, seed: int, control: bool):
-    from fusion.config import train_config_from_options
+    from fusion.config import embedding_settings, train_config_from_options
 
+    # The synthetic clips are rendered from the shipped fastText table (avca:vggsound): the head learns that
+    # table's embeddings, with the settings a table requires (README, "Demo").
+    embeddings = f"avca:{_EMBEDDING_TABLE}"
     return train_config_from_options(
-        {"store": store, "out": run_dir, "embeddings": "avca:vggsound", "se_target": "class", "epochs": config.epochs,
-         "lr": config.lr, "seed": seed, "val_unseen_fraction": config.val_unseen_fraction,
+        {"store": store, "out": run_dir, "embeddings": embeddings, **embedding_settings(embeddings),
+         "epochs": config.epochs, "lr": config.lr, "seed": seed, "val_unseen_fraction": config.val_unseen_fraction,
          "test_seen_fraction": config.test_seen_fraction, "shuffle_class_embeddings": control,
          "select_by": "gzsl_hm_calibrated", "progress": config.progress},
         preset="demo",
-        # The synthetic clips are rendered from the shipped, L2-normalised fastText table (avca:vggsound), which
-        # has no Kinetics labels: so normalised embeddings and the SE target phi(class) only (README, "Demo").
-        ablations=("normalised",),
     )
 
 
@@ -261,4 +267,4 @@ def _write_report(report_dir: Path, results: dict, table: str, config: DemoConfi
         "Settings: " + json.dumps({k: str(v) if isinstance(v, Path) else v
                                    for k, v in config.__dict__.items()}), "",
     ]
-    (report_dir / "README.md").write_text("\n".join(text), encoding="utf-8")
+    write_text(report_dir / "README.md", "\n".join(text))

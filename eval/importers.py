@@ -4,7 +4,7 @@ AVCA-GZSL layout (`src/dataset.py`, `src/utils.py:read_features`): `<features>/{
 one file per class and stage, with datasets `data` (clips, D) and `video_urls` (clips,) of byte strings; the
 audio and video files of a class list the same clips. TCAF-GZSL uses the same folders with `<Class>.pkl`:
 a pickled dict with `features` (one (T, D) sequence per clip), `video_names` and `fps`. Unpickling runs code
-from the file, so `.pkl` files are read only with `trust_pickle=True` (`--trust-pickle`).
+from the file, so `.pkl` files are read only with `trust_pickle=True`.
 
 Mapping to the store (docs/ARCHITECTURE.md): a per-clip vector becomes `video_tokens` (V=1, Nv=1, Dv) and
 `audio_tokens` (Na=1, Da); a temporal sequence is cut into `sequence_tokens` equal time segments and each is
@@ -23,12 +23,13 @@ import logging
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
 from eval import splits
 from eval.config import AVCAImportConfig
+from extract.errors import InputError
+from extract.outputs import ClipTokens, TokenLayout
 
 __all__ = ["ImportSummary", "import_avca_features", "resample_sequence"]
 
@@ -48,7 +49,7 @@ class ImportSummary:
     stages: dict[str, int]  # clips per stage folder, before removing clips repeated across stages
     duplicates: int  # clips found in more than one stage folder (stored once)
     format: str  # "avca-h5" or "tcaf-pkl"
-    token_layout: dict
+    token_layout: TokenLayout
 
 
 @dataclass
@@ -69,7 +70,7 @@ def resample_sequence(values: np.ndarray, tokens: int) -> np.ndarray:
     """
     values = np.asarray(values, dtype=np.float32)
     if values.ndim != 2 or values.shape[0] == 0:
-        raise ValueError(f"expected a non-empty (T, D) sequence, got shape {values.shape}")
+        raise InputError(f"expected a non-empty (T, D) sequence, got shape {values.shape}")
     steps = values.shape[0]
     if steps == tokens:
         return values
@@ -96,12 +97,12 @@ def import_avca_features(config: AVCAImportConfig) -> ImportSummary:
     root = Path(config.features)
     out = Path(config.out)
     if out.exists():
-        raise FileExistsError(f"{out}: already exists; choose a new --out")
+        raise FileExistsError(f"{out}: already exists; choose a new `out`")
     class_split = splits.load_class_split(config.dataset)
     stages, file_format = _stage_folders(root, config.stages)
     if file_format == "tcaf-pkl" and not config.trust_pickle:
-        raise ValueError(
-            f"{root} holds TCAF .pkl files: unpickling runs code from the file; pass --trust-pickle only if you "
+        raise InputError(
+            f"{root} holds TCAF .pkl files: unpickling runs code from the file; set `trust_pickle` only if you "
             "trust where they come from"
         )
     clips: dict[str, _Clip] = {}
@@ -117,12 +118,12 @@ def import_avca_features(config: AVCAImportConfig) -> ImportSummary:
                 continue
             duplicates += 1
             if first.label != clip.label or not (_same(first.video, clip.video) and _same(first.audio, clip.audio)):
-                raise ValueError(
+                raise InputError(
                     f"clip {clip.clip_id!r} is in {first.stage} ({first.label}) and {stage} ({clip.label}) with "
                     "different features or classes"
                 )
     if not clips:
-        raise ValueError(f"{root}: the stage folders hold no clips")
+        raise InputError(f"{root}: the stage folders hold no clips")
     ordered = list(clips.values())
     layout = _layout(ordered, file_format, config.sequence_tokens)
     records = [ClipRecord(clip_id=c.clip_id, path=c.source, label=c.label, split=c.stage) for c in ordered]
@@ -133,6 +134,7 @@ def import_avca_features(config: AVCAImportConfig) -> ImportSummary:
         "dataset": class_split.dataset,
         "stages": list(stages),
         "sequence_tokens": config.sequence_tokens,
+        "temporal": _is_temporal(ordered, file_format),
     }
     provenance = {
         "video_weights": "imported features (not extracted here)",
@@ -172,9 +174,9 @@ def _stage_folders(root: Path, wanted: tuple[str, ...]) -> tuple[tuple[str, ...]
                 raise FileNotFoundError(f"{folder} not found (stage {stage} needs both modalities)")
             suffixes |= {p.suffix for p in folder.iterdir() if p.suffix in (".h5", ".pkl")}
     if len(suffixes) > 1:
-        raise ValueError(f"{root} mixes .h5 and .pkl feature files; import one format at a time")
+        raise InputError(f"{root} mixes .h5 and .pkl feature files; import one format at a time")
     if not suffixes:
-        raise ValueError(f"{root}: no .h5 or .pkl feature files in the stage folders {list(stages)}")
+        raise InputError(f"{root}: no .h5 or .pkl feature files in the stage folders {list(stages)}")
     return stages, "avca-h5" if suffixes == {".h5"} else "tcaf-pkl"
 
 
@@ -184,14 +186,14 @@ def _read_stage(root: Path, stage: str, class_split: splits.ClassSplit, file_for
     video_files = {p.stem: p for p in sorted((root / "video" / stage).glob(f"*{suffix}"))}
     if set(audio_files) != set(video_files):
         only = sorted(set(audio_files) ^ set(video_files))
-        raise ValueError(f"{root}/{{audio,video}}/{stage}: classes with features of one modality only: {only[:5]}")
+        raise InputError(f"{root}/{{audio,video}}/{stage}: classes with features of one modality only: {only[:5]}")
     clips = []
     for name in sorted(audio_files):
         label = class_split.canonical(name)  # raises ValueError naming all_class.txt for an unknown class
         audio, audio_ids = _read_file(audio_files[name], file_format)
         video, video_ids = _read_file(video_files[name], file_format)
         if sorted(audio_ids) != sorted(video_ids) or len(set(audio_ids)) != len(audio_ids):
-            raise ValueError(f"{audio_files[name]} and {video_files[name]} list different (or repeated) clips")
+            raise InputError(f"{audio_files[name]} and {video_files[name]} list different (or repeated) clips")
         video_row = {clip_id: i for i, clip_id in enumerate(video_ids)}  # AVCA assumes equal order; we match ids
         for i, clip_id in enumerate(audio_ids):
             clips.append(_Clip(clip_id=clip_id, label=label, stage=stage, video=video[video_row[clip_id]],
@@ -206,21 +208,21 @@ def _read_file(path: Path, file_format: str) -> tuple[list[np.ndarray], list[str
 
         with h5py.File(path, "r") as f:
             if "data" not in f or "video_urls" not in f:
-                raise ValueError(f"{path}: an AVCA feature file needs datasets 'data' and 'video_urls'")
+                raise InputError(f"{path}: an AVCA feature file needs datasets 'data' and 'video_urls'")
             data = np.asarray(f["data"][()], dtype=np.float32)
             urls = [u.decode("utf-8") if isinstance(u, bytes) else str(u) for u in f["video_urls"][()]]
         if data.ndim not in (2, 3):
-            raise ValueError(f"{path}: 'data' must be (clips, D) or (clips, T, D), got shape {data.shape}")
+            raise InputError(f"{path}: 'data' must be (clips, D) or (clips, T, D), got shape {data.shape}")
         sequences = [row[None, :] if data.ndim == 2 else row for row in data]  # (D,) -> (1, D)
     else:
         with open(path, "rb") as f:
             payload = pickle.load(f)  # only reached with trust_pickle (checked by the caller)
         if not isinstance(payload, dict) or "features" not in payload or "video_names" not in payload:
-            raise ValueError(f"{path}: a TCAF feature file is a dict with 'features' and 'video_names'")
+            raise InputError(f"{path}: a TCAF feature file is a dict with 'features' and 'video_names'")
         sequences = [np.atleast_2d(np.asarray(x, dtype=np.float32)) for x in payload["features"]]
         urls = [str(u) for u in payload["video_names"]]
     if len(sequences) != len(urls):
-        raise ValueError(f"{path}: {len(sequences)} feature rows but {len(urls)} clip names")
+        raise InputError(f"{path}: {len(sequences)} feature rows but {len(urls)} clip names")
     return sequences, [_clip_id(u) for u in urls]
 
 
@@ -231,38 +233,33 @@ def _clip_id(url: str) -> str:
     return stem if dot and f".{suffix.lower()}" in _MEDIA_SUFFIXES else name
 
 
-def _layout(clips: list[_Clip], file_format: str, sequence_tokens: int) -> dict:
+def _layout(clips: list[_Clip], file_format: str, sequence_tokens: int) -> TokenLayout:
     dims_v = {c.video.shape[1] for c in clips}
     dims_a = {c.audio.shape[1] for c in clips}
     if len(dims_v) != 1 or len(dims_a) != 1:
-        raise ValueError(f"feature sizes differ between files: video {sorted(dims_v)}, audio {sorted(dims_a)}")
-    temporal = file_format == "tcaf-pkl" or any(c.video.shape[0] > 1 or c.audio.shape[0] > 1 for c in clips)
-    tokens = sequence_tokens if temporal else 1
-    return {
-        "V": 1,
-        "Nv": tokens,
-        "Dv": dims_v.pop(),
-        "Na": tokens,
-        "Da": dims_a.pop(),
-        "kinetics_classes": 0,
-        "has_kinetics_logits": False,
-        "source": file_format,
-        "temporal": temporal,
-        "audio_frames": "time steps of the source audio sequence",
-    }
+        raise InputError(f"feature sizes differ between files: video {sorted(dims_v)}, audio {sorted(dims_a)}")
+    tokens = sequence_tokens if _is_temporal(clips, file_format) else 1
+    return TokenLayout(views=1, video_tokens=tokens, video_dim=dims_v.pop(), audio_tokens=tokens,
+                       audio_dim=dims_a.pop(), kinetics_classes=0, source=file_format)
 
 
-def _tokens(clip: _Clip, layout: dict) -> SimpleNamespace:
-    video = resample_sequence(clip.video, layout["Nv"])  # (Tv, Dv) -> (Nv, Dv)
-    audio = resample_sequence(clip.audio, layout["Na"])  # (Ta, Da) -> (Na, Da)
+def _is_temporal(clips: list[_Clip], file_format: str) -> bool:
+    """TCAF features, or AVCA files with a time axis: sequences, resampled to `sequence_tokens` segment means."""
+    return file_format == "tcaf-pkl" or any(c.video.shape[0] > 1 or c.audio.shape[0] > 1 for c in clips)
+
+
+def _tokens(clip: _Clip, layout: TokenLayout) -> ClipTokens:
+    video = resample_sequence(clip.video, layout.video_tokens)  # (Tv, Dv) -> (Nv, Dv)
+    audio = resample_sequence(clip.audio, layout.audio_tokens)  # (Ta, Da) -> (Na, Da)
     for name, values in (("video", video), ("audio", audio)):
         if not np.all(np.isfinite(values)) or np.abs(values).max() > _FLOAT16_MAX:
-            raise ValueError(f"clip {clip.clip_id!r} ({clip.source}): {name} features are NaN/inf or exceed float16")
-    return SimpleNamespace(
+            raise InputError(f"clip {clip.clip_id!r} ({clip.source}): {name} features are NaN/inf or exceed float16")
+    return ClipTokens(
         video_tokens=video[None].astype(np.float16),  # (Nv, Dv) -> (1, Nv, Dv): one view
+        kinetics_logits=np.zeros((1, 0), dtype=np.float32),  # (V, K = 0): imported features carry no logits
         audio_tokens=audio.astype(np.float16),
         has_audio=True,
-        audio_frames=int(clip.audio.shape[0]),
+        audio_frames=int(clip.audio.shape[0]),  # time steps of the source audio sequence
     )
 
 

@@ -22,9 +22,7 @@ over seeds (and the per-seed values), `<out>/summary.md` the table with mean ± 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -33,21 +31,16 @@ from typing import Any
 
 import numpy as np
 
+from curate.relatedness import DIFFICULTY_GROUPS
 from eval import report, splits
 from eval.config import AVCAProtocolConfig, MZSLProtocolConfig
-from eval.zeroshot import (
-    ClassEmbedder,
-    ClipSet,
-    ValidationSplit,
-    evaluate_gzsl,
-    gzsl_metrics,
-    gzsl_rows,
-    score_clips,
-    write_outputs,
-)
+from eval.gzsl import ValidationSplit, evaluate_gzsl, gzsl_metrics, gzsl_rows
+from eval.scoring import ClassEmbedder, ClipSet, score_clips
+from eval.zeroshot import write_outputs
+from extract.errors import InputError
+from extract.files import read_csv, write_json, write_text
 
 __all__ = [
-    "GROUPS",
     "AVCA_STAGES",
     "SeedResult",
     "ProtocolResult",
@@ -60,7 +53,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-GROUPS = ("easy", "medium", "hard")
 # The stage each AVCA video belongs to (stage_2_train is the union of the three stage-1 parts).
 AVCA_STAGES = ("stage_1_train", "stage_1_val_seen", "stage_1_val_unseen", "stage_2_test_seen", "stage_2_test_unseen")
 _STAGE1_TRAIN, _STAGE1_VAL = ("stage_1_train",), ("stage_1_val_seen", "stage_1_val_unseen")
@@ -104,24 +96,18 @@ def read_groups(path: Path) -> dict[str, str]:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: missing columns, an unknown group, or one class with two groups.
+        InputError: missing columns, an unknown group, or one class with two groups.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"groups file {path} does not exist (a CSV with columns class_name,group)")
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not {"class_name", "group"} <= set(reader.fieldnames or ()):
-            raise ValueError(f"{path}: expected columns class_name,group; got {reader.fieldnames}")
-        groups: dict[str, str] = {}
-        for line, row in enumerate(reader, start=2):
-            name, group = row["class_name"].strip(), row["group"].strip().lower()
-            if group not in GROUPS:
-                raise ValueError(f"{path} line {line}: group {row['group']!r} of {name!r} is not one of {GROUPS}")
-            if groups.setdefault(name, group) != group:
-                raise ValueError(f"{path} line {line}: class {name!r} is in groups {groups[name]!r} and {group!r}")
+    groups: dict[str, str] = {}
+    for line, row in enumerate(read_csv(path, ("class_name", "group"), "groups file"), start=2):
+        name, group = row["class_name"], row["group"].lower()
+        if group not in DIFFICULTY_GROUPS:
+            raise InputError(f"{path} line {line}: group {row['group']!r} of {name!r} is not one of "
+                             f"{DIFFICULTY_GROUPS}")
+        if groups.setdefault(name, group) != group:
+            raise InputError(f"{path} line {line}: class {name!r} is in groups {groups[name]!r} and {group!r}")
     if not groups:
-        raise ValueError(f"{path}: no classes")
+        raise InputError(f"{path}: no classes")
     return groups
 
 
@@ -133,14 +119,14 @@ def group_scores(per_class_zsl: dict[str, float], groups: dict[str, str]) -> dic
         groups: difficulty group per class.
 
     Raises:
-        ValueError: an evaluated class without a group.
+        InputError: an evaluated class without a group.
     """
     ungrouped = sorted(set(per_class_zsl) - set(groups))
     if ungrouped:
-        raise ValueError(f"evaluated classes without a difficulty group: {ungrouped[:5]}; add them to the groups file")
+        raise InputError(f"evaluated classes without a difficulty group: {ungrouped[:5]}; add them to the groups file")
     out: dict[str, Any] = {"groups": {}}
     total = weighted = 0.0
-    for group in GROUPS:
+    for group in DIFFICULTY_GROUPS:
         values = [acc for name, acc in per_class_zsl.items() if groups[name] == group]
         mean = float(np.mean(values)) if values else None
         out["groups"][group] = {"classes": len(values), "zsl": mean}
@@ -156,7 +142,7 @@ def avca_stage_indices(store, class_split: splits.ClassSplit, root: Path = split
     """Store clip indices per AVCA stage, from the split CSVs by clip id, checked against the store's split column.
 
     Raises:
-        ValueError: a clip whose split column is not the stage the CSVs give it, a stage_2_train video outside
+        InputError: a clip whose split column is not the stage the CSVs give it, a stage_2_train video outside
             stage 1, or a stage without done clips.
     """
     from features.store import DONE
@@ -168,14 +154,14 @@ def avca_stage_indices(store, class_split: splits.ClassSplit, root: Path = split
     stage2 = set(splits.load_stage_videos(class_split, "stage_2_train", root).video_ids)
     outside = sorted(v for v in stage2 if stage_of.get(v) not in _STAGE2_TRAIN)
     if outside:
-        raise ValueError(f"{class_split.dataset}/{class_split.split}: stage_2_train videos outside stage 1, e.g. "
+        raise InputError(f"{class_split.dataset}/{class_split.split}: stage_2_train videos outside stage 1, e.g. "
                          f"{outside[:3]}; the protocol retrains stage 2 on the stage-1 parts")
     expected = np.array([stage_of.get(c, "") for c in store.clip_ids.tolist()], dtype=object)
     listed = expected != ""
     wrong = np.flatnonzero(listed & (expected != store.splits.astype(object)))
     if wrong.size:
         i = wrong[0]
-        raise ValueError(f"{store.path}: {wrong.size} clips have a split that is not their AVCA stage, e.g. "
+        raise InputError(f"{store.path}: {wrong.size} clips have a split that is not their AVCA stage, e.g. "
                          f"{store.clip_ids[i]!r} has split {store.splits[i]!r}, the split files say {expected[i]!r}; "
                          "write each clip's stage in the manifest's split column (import-avca does)")
     if (~listed).any():
@@ -185,7 +171,7 @@ def avca_stage_indices(store, class_split: splits.ClassSplit, root: Path = split
     indices = {stage: np.flatnonzero(done & (expected == stage)) for stage in AVCA_STAGES}
     empty = [stage for stage, idx in indices.items() if not idx.size]
     if empty:
-        raise ValueError(f"{store.path}: no done clips of stage(s) {empty}; the protocol needs every stage")
+        raise InputError(f"{store.path}: no done clips of stage(s) {empty}; the protocol needs every stage")
     return indices
 
 
@@ -194,7 +180,7 @@ def run_avca_protocol(config: AVCAProtocolConfig) -> ProtocolResult:
 
     Raises:
         FileNotFoundError: a missing store or split file.
-        ValueError: a store whose clips and split files disagree, or training options the protocol owns.
+        InputError: a store whose clips and split files disagree, or training options the protocol owns.
     """
     from features.store import TokenStore
 
@@ -235,7 +221,7 @@ def run_mzsl_protocol(config: MZSLProtocolConfig) -> ProtocolResult:
 
     Raises:
         FileNotFoundError: a missing store or groups file.
-        ValueError: evaluation classes the head trained on, classes without a group, options the protocol owns.
+        InputError: evaluation classes the head trained on, classes without a group, options the protocol owns.
     """
     from features.store import DONE, TokenStore
 
@@ -244,16 +230,16 @@ def run_mzsl_protocol(config: MZSLProtocolConfig) -> ProtocolResult:
     eval_store = TokenStore.open(config.eval_store)
     eval_indices = eval_store.indices(DONE)
     if not eval_indices.size:
-        raise ValueError(f"{eval_store.path}: no done clips to evaluate")
+        raise InputError(f"{eval_store.path}: no done clips to evaluate")
     eval_classes = sorted(set(eval_store.labels[eval_indices].tolist()))
     ungrouped = sorted(set(eval_classes) - set(groups))
     if ungrouped:
-        raise ValueError(f"{config.groups}: no difficulty group for evaluation classes {ungrouped[:5]}")
+        raise InputError(f"{config.groups}: no difficulty group for evaluation classes {ungrouped[:5]}")
     test_indices = np.zeros(0, np.int64)
     if config.test_split is not None:
         test_indices = train_store.indices(DONE, [config.test_split])
         if not test_indices.size:
-            raise ValueError(f"{train_store.path}: no done clips of test split {config.test_split!r} (the GZSL seen "
+            raise InputError(f"{train_store.path}: no done clips of test split {config.test_split!r} (the GZSL seen "
                              f"part); splits: {sorted(set(train_store.splits.tolist()))}")
     options = dict(config.train)
     seeds = []
@@ -271,7 +257,7 @@ def run_mzsl_protocol(config: MZSLProtocolConfig) -> ProtocolResult:
         model, info = _load(stage2, config)
         leaked = sorted(set(eval_classes) & set(info.class_names))
         if leaked:
-            raise ValueError(f"evaluation classes {leaked[:5]} are training classes of the benchmark; MZSL classes "
+            raise InputError(f"evaluation classes {leaked[:5]} are training classes of the benchmark; MZSL classes "
                              "must be unseen")
         rule = info.decision_rule
         scores = score_clips(model, info, eval_store, eval_indices, rule, config.batch_size, config.device)
@@ -280,7 +266,7 @@ def run_mzsl_protocol(config: MZSLProtocolConfig) -> ProtocolResult:
             seen = score_clips(model, info, train_store, test_indices, rule, config.batch_size, config.device)
             stray = sorted(set(seen.labels.tolist()) - set(info.class_names))
             if stray:
-                raise ValueError(f"test split {config.test_split!r} has classes the head never trained on: {stray[:5]}")
+                raise InputError(f"test split {config.test_split!r} has classes the head never trained on: {stray[:5]}")
             scores = seen.concat(scores)
             evaluated = scores.clips
         validation = None
@@ -301,13 +287,15 @@ def run_mzsl_protocol(config: MZSLProtocolConfig) -> ProtocolResult:
 
 def _avca_options(config: AVCAProtocolConfig, dataset: str) -> dict[str, Any]:
     """Training options: the user's, with the peers' class embeddings (AVCA's fastText table) by default."""
+    from fusion.class_embeddings import EmbeddingSpec
+    from fusion.config import embedding_settings
+
     options = dict(config.train)
     if "embeddings" not in options:
-        # The shipped table is L2-normalised and has no Kinetics labels (so no phi(s_v) term).
-        options.update(embeddings=f"avca:{dataset.lower()}")
-        options.setdefault("normalise_embeddings", True)
-        options.setdefault("se_target", "class")
-    elif not str(options["embeddings"]).startswith("avca:"):
+        options["embeddings"] = f"avca:{dataset.lower()}"
+        for key, value in embedding_settings(options["embeddings"]).items():
+            options.setdefault(key, value)
+    elif not EmbeddingSpec.parse(str(options["embeddings"])).is_table:
         options.setdefault("name_map", splits.name_map_path(dataset))  # AVCA's hand-edited names, as it embedded
     return options
 
@@ -331,10 +319,10 @@ def _train_stage1(config, options: dict, seed: int, folder: Path, data: dict[str
 
     stage_config = _train_config(config, options, seed, folder / "stage1", data)
     if not stage_config.has_validation:
-        raise ValueError("stage 1 needs a validation part to choose the epoch")
+        raise InputError("stage 1 needs a validation part to choose the epoch")
     summary = train(stage_config)
     if summary.best_epoch is None:
-        raise ValueError(f"{folder / 'stage1'}: stage 1 selected no epoch (no validation score)")
+        raise InputError(f"{folder / 'stage1'}: stage 1 selected no epoch (no validation score)")
     logger.info("seed %d stage 1: best epoch %d by %s %.4f", seed, summary.best_epoch, summary.best_metric,
                 summary.best_score)
     return folder / "stage1", int(summary.best_epoch)
@@ -351,7 +339,7 @@ def _train_stage2(config, options: dict, seed: int, folder: Path, epochs: int, d
 
 
 def _load(run_dir: Path, config, checkpoint: str = "last"):
-    from fusion.predict import load_run
+    from fusion.run_dir import load_run
 
     return load_run(run_dir, checkpoint, config.device)
 
@@ -360,7 +348,7 @@ def _validation(stage1: Path | None, store, indices: np.ndarray, name: str, eval
                 config) -> ValidationSplit:
     """Stage-1 validation clips scored by stage 1's best checkpoint: where beta is chosen."""
     if stage1 is None:
-        raise ValueError("calibrated stacking needs stage 1 (its validation clips choose beta)")
+        raise InputError("calibrated stacking needs stage 1 (its validation clips choose beta)")
     model, info = _load(stage1, config, "best")
     scores = score_clips(model, info, store, indices, info.decision_rule, config.batch_size, config.device)
     return ValidationSplit.build(scores, name, info.class_names, evaluated)
@@ -369,7 +357,7 @@ def _validation(stage1: Path | None, store, indices: np.ndarray, name: str, eval
 def _holdout_indices(stage1: Path | None, store) -> np.ndarray:
     """Clip indices of the stage-1 run's validation clips (held-out classes and clips) in `store`."""
     if stage1 is None:
-        raise ValueError("calibrated stacking needs stage 1 (its validation clips choose beta)")
+        raise InputError("calibrated stacking needs stage 1 (its validation clips choose beta)")
     recorded = json.loads((stage1 / "classes.json").read_text(encoding="utf-8"))["validation"]
     return np.flatnonzero(np.isin(store.clip_ids, recorded["clip_ids"]))
 
@@ -418,9 +406,9 @@ def _finish(config, title: str, seeds: list[SeedResult]) -> ProtocolResult:
         if all(v is not None for v in values):
             pooled[key] = float(np.mean(values))
             pooled["std"][key] = float(np.std(values, ddof=1)) if len(values) > 1 else None
-    report.write_json(out / "metrics.json", pooled)
+    write_json(out / "metrics.json", pooled)
     rows = report.comparison_rows([(str(s.folder / "test"), s.metrics) for s in seeds])
-    (out / "summary.md").write_text(f"# {title}\n\n" + report.comparison_markdown(rows), encoding="utf-8")
+    write_text(out / "summary.md", f"# {title}\n\n" + report.comparison_markdown(rows))
     return ProtocolResult(out=out, metrics=pooled, seeds=tuple(seeds))
 
 
@@ -431,4 +419,4 @@ def _read_log(run_dir: Path) -> list[dict[str, Any]]:
 
 def _group_key(config) -> str:
     values = {k: v for k, v in config.to_dict().items() if k not in _FREE_FIELDS}
-    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return report.group_key(values)

@@ -8,6 +8,7 @@ seed share it) and `seed`. Tables print two decimals; a row that pools several s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -18,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from eval.config import ReportConfig
+from extract.errors import InputError
+from extract.files import write_json, write_text
 
 __all__ = [
     "COLUMNS",
@@ -28,7 +31,7 @@ __all__ = [
     "comparison_markdown",
     "comparison_json",
     "run_markdown",
-    "write_json",
+    "group_key",
     "write_report",
 ]
 
@@ -95,14 +98,14 @@ def load_metrics(folder: Path) -> dict:
     """
     path = Path(folder) / "metrics.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; evaluate the run first (`cli.py zeroshot --out {folder}` or "
-                                "`cli.py protocol ... --out`)")
+        raise FileNotFoundError(f"{path} not found; evaluate the run first, writing its report to {folder} "
+                                "(the zeroshot or protocol command)")
     try:
         metrics = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
+        raise InputError(f"{path}: not valid JSON ({error})") from error
     if not isinstance(metrics, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+        raise InputError(f"{path}: expected a JSON object")
     return metrics
 
 
@@ -203,13 +206,9 @@ def run_markdown(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: Path, payload: dict) -> Path:
-    """Write JSON atomically (temp file + rename), so that a reader never sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n")
-    tmp.replace(path)
-    return path
+def group_key(values: dict) -> str:
+    """A short hash of what makes runs comparable: runs with the same key pool into one row (mean +- std)."""
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def write_report(config: ReportConfig) -> ReportSummary:
@@ -225,7 +224,7 @@ def write_report(config: ReportConfig) -> ReportSummary:
     if config.out is not None:
         out = Path(config.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "comparison.md").write_text(markdown)
+        write_text(out / "comparison.md", markdown)
         write_json(out / "comparison.json", {**comparison_json(rows), "config": config.to_dict()})
         paths = (out / "comparison.md", out / "comparison.json")
         logger.info("wrote %s", ", ".join(str(p) for p in paths))
@@ -263,13 +262,3 @@ def _calibration_note(metrics: dict) -> str | None:
         return None
     return (f"beta = {metrics['calibrated_beta']:g}, chosen on {metrics.get('calibrated_val_split')!r} "
             f"(validation HM {metrics.get('calibrated_val_hm', math.nan):.2f}%)")
-
-
-def _json_default(value):
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from extract.errors import InputError
+
 __all__ = [
     "DATA_ROOT",
     "DATASETS",
@@ -90,7 +92,7 @@ class ClassSplit:
         """The id of a class name (index in the sorted class list); case-insensitive like AVCA's UCF reader."""
         index = self._index.get(name.lower())
         if index is None:
-            raise ValueError(f"class {name!r} is not in {self.dataset}/class-split/all_class.txt")
+            raise InputError(f"class {name!r} is not in {self.dataset}/class-split/all_class.txt")
         return index
 
     def canonical(self, name: str) -> str:
@@ -107,7 +109,7 @@ class ClassSplit:
             return self.ids("stage_1_train"), self.ids("stage_1_val_unseen")
         if stage == 2:
             return self.ids("stage_2_train"), self.ids("stage_2_test_unseen")
-        raise ValueError(f"stage must be 1 or 2, got {stage}")
+        raise InputError(f"stage must be 1 or 2, got {stage}")
 
     @functools.cached_property
     def _index(self) -> dict[str, int]:
@@ -115,7 +117,7 @@ class ClassSplit:
 
     def _stage(self, stage: str) -> tuple[str, ...]:
         if stage not in self.stages:
-            raise ValueError(f"unknown stage {stage!r}; choose one of {STAGES}")
+            raise InputError(f"unknown stage {stage!r}; choose one of {STAGES}")
         return self.stages[stage]
 
 
@@ -148,7 +150,7 @@ def dataset_folder(dataset: str) -> str:
         return dataset
     folder = _ALIASES.get(dataset.lower())
     if folder is None:
-        raise ValueError(f"unknown AVCA dataset {dataset!r}; choose one of {DATASETS}")
+        raise InputError(f"unknown AVCA dataset {dataset!r}; choose one of {DATASETS}")
     return folder
 
 
@@ -162,22 +164,22 @@ def load_class_split(dataset: str, split: str = "main_split", root: Path = DATA_
     """
     folder = Path(root) / dataset_folder(dataset) / "class-split"
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+        raise InputError(f"unknown split {split!r}; choose one of {SPLITS}")
     all_classes = tuple(sorted(_read_lines(folder / "all_class.txt")))
     lowered = [name.lower() for name in all_classes]
     if len(set(lowered)) != len(lowered):
-        raise ValueError(f"{folder / 'all_class.txt'} has names that differ only in case; class lookup is case-free")
+        raise InputError(f"{folder / 'all_class.txt'} has names that differ only in case; class lookup is case-free")
     known = {name.lower(): name for name in all_classes}
     stages = {}
     for stage in STAGES:
         names = _read_lines(folder / split / f"{stage}.txt")
         unknown = [n for n in names if n.lower() not in known]
         if unknown:
-            raise ValueError(f"{folder / split / stage}.txt lists classes not in all_class.txt: {unknown[:5]}")
+            raise InputError(f"{folder / split / stage}.txt lists classes not in all_class.txt: {unknown[:5]}")
         stages[stage] = tuple(known[n.lower()] for n in names)
     leaked = set(stages["stage_2_test_unseen"]) & (set(stages["stage_1_train"]) | set(stages["stage_1_val_unseen"]))
     if leaked:
-        raise ValueError(f"{folder / split}: test-unseen classes also in stage 1: {sorted(leaked)[:5]}")
+        raise InputError(f"{folder / split}: test-unseen classes also in stage 1: {sorted(leaked)[:5]}")
     return ClassSplit(dataset=dataset_folder(dataset), split=split, all_classes=all_classes, stages=stages)
 
 
@@ -224,7 +226,7 @@ def load_name_map(dataset: str, root: Path = DATA_ROOT) -> dict[str, str]:
     with _open_text(path) as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"original", "manual"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: expected columns original,manual; got {reader.fieldnames}")
+            raise InputError(f"{path}: expected columns original,manual; got {reader.fieldnames}")
         return {row["original"]: row["manual"] for row in reader}
 
 
@@ -233,12 +235,12 @@ def _read_stage_csv(path: Path, class_split: ClassSplit) -> Iterator[tuple[str, 
         reader = csv.DictReader(f)
         fields = set(reader.fieldnames or ())
         if not {"filename", "label", "label_code"} <= fields:
-            raise ValueError(f"{path}: expected columns filename,label,label_code; got {reader.fieldnames}")
+            raise InputError(f"{path}: expected columns filename,label,label_code; got {reader.fieldnames}")
         rows = list(reader)
     for line, row in enumerate(rows, start=2):
         class_id = class_split.class_id(row["label"])
         if int(row["label_code"]) != class_id:
-            raise ValueError(
+            raise InputError(
                 f"{path} line {line}: label_code {row['label_code']} of {row['label']!r} is not its class id "
                 f"{class_id} (index in the sorted all_class.txt)"
             )
@@ -249,10 +251,10 @@ def _read_all_stages(path: Path, stage: str) -> Iterator[tuple[str, str]]:
     with _open_text(path) as f:
         reader = csv.DictReader(f)
         if not {"split", "class_name", "video_id"} <= set(reader.fieldnames or ()):
-            raise ValueError(f"{path}: expected columns split,class_name,video_id; got {reader.fieldnames}")
+            raise InputError(f"{path}: expected columns split,class_name,video_id; got {reader.fieldnames}")
         rows = [(row["video_id"], row["class_name"]) for row in reader if row["split"] == stage]
     if not rows:
-        raise ValueError(f"{path} has no rows of stage {stage!r}")
+        raise InputError(f"{path} has no rows of stage {stage!r}")
     yield from rows
 
 

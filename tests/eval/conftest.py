@@ -14,9 +14,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from extract.outputs import TokenLayout
 from features.manifest import ClipRecord
 from features.store import TokenStore
-from fusion.class_embeddings import tokenize_class_name
+from fusion.class_names import tokenize_class_name
 
 SEEN = ["playing guitar", "dog barking", "riding bike", "cooking pasta", "opera singing", "chopping wood"]
 VAL_UNSEEN = ["car engine", "ballet dancing"]
@@ -79,7 +80,8 @@ def build_store(path: Path, vectors_file: Path | None, plan: list[tuple[str, str
                 kinetics[:, kinetics_of[name]] += 6.0
                 fields["kinetics_logits"] = kinetics.astype(np.float32)
             tokens.append(SimpleNamespace(**fields))
-    store = TokenStore.create(path, clips, dict(layout), {"profile": "eval-test"}, {"weights": "random-init"})
+    store = TokenStore.create(path, clips, TokenLayout.from_dict(layout), {"profile": "eval-test"},
+                              {"weights": "random-init"})
     for start, stop in store.block_ranges():
         store.write_clips(list(range(start, stop)), tokens[start:stop])
     return TokenStore.open(path)

@@ -45,8 +45,9 @@ def test_h5_round_trip(tmp_path):
     assert summary.stages == {"stage_1_train": 3, "stage_2_test_unseen": 3}
     store = TokenStore.open(tmp_path / "s.zarr")
     layout = store.token_layout
-    assert (layout["V"], layout["Nv"], layout["Dv"], layout["Na"], layout["Da"]) == (1, 1, 6, 1, 4)
-    assert layout["kinetics_classes"] == 0 and layout["has_kinetics_logits"] is False
+    assert (layout.views, layout.video_tokens, layout.video_dim, layout.audio_tokens, layout.audio_dim) == (
+        1, 1, 6, 1, 4)
+    assert layout.kinetics_classes == 0 and layout.source == "avca-h5"
     assert "kinetics_logits" not in store.fields
     assert (store.status == DONE).all()
     ids = store.clip_ids.tolist()
@@ -60,8 +61,8 @@ def test_h5_round_trip(tmp_path):
     assert labels["v_Archery_g01_c01"] == "Archery"
     assert dict(zip(ids, store.splits.tolist(), strict=True))["v_Basketball_g02_c01"] == "stage_2_test_unseen"
     batch = next(iter(BatchReader(store, np.arange(3), batch_size=3, prefetch=0)))
-    assert batch["video_tokens"].shape == (3, 1, 1, 6) and batch["audio_tokens"].shape == (3, 1, 4)
-    assert bool(batch["has_audio"].all())
+    assert batch.video_tokens.shape == (3, 1, 1, 6) and batch.audio_tokens.shape == (3, 1, 4)
+    assert bool(batch.has_audio.all())
 
 
 def test_clip_in_two_stages_is_stored_once(tmp_path):
@@ -110,13 +111,14 @@ def _write_pkl(root, lengths):
 def test_tcaf_pickles_need_explicit_trust(tmp_path):
     ids = [c for classes in _CLIPS.values() for v in classes.values() for c in v]
     root = _write_pkl(tmp_path / "features", {c: 2 + i for i, c in enumerate(ids)})
-    with pytest.raises(ValueError, match="--trust-pickle"):
+    with pytest.raises(ValueError, match="`trust_pickle`"):
         importers.import_avca_features(AVCAImportConfig(features=root, dataset="UCF", out=tmp_path / "s.zarr"))
     assert not (tmp_path / "s.zarr").exists()
     config = AVCAImportConfig(features=root, dataset="UCF", out=tmp_path / "s.zarr", trust_pickle=True,
                               sequence_tokens=4)
     summary = importers.import_avca_features(config)
-    assert summary.format == "tcaf-pkl" and summary.token_layout["Nv"] == 4 and summary.token_layout["Na"] == 4
+    assert summary.format == "tcaf-pkl"
+    assert summary.token_layout.video_tokens == 4 and summary.token_layout.audio_tokens == 4
     store = TokenStore.open(tmp_path / "s.zarr")
     row = store.clip_ids.tolist().index(ids[2])  # a 4-step sequence: stored unchanged
     video = store.read([row])["video_tokens"][0, 0]

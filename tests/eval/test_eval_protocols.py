@@ -60,6 +60,7 @@ def _avca(store, out, **kw):
     return AVCAProtocolConfig(dataset="UCF", store=store.path, out=out, train=dict(_TINY), plots=_NO_PLOTS, **kw)
 
 
+@pytest.mark.slow
 def test_avca_selects_nothing_on_the_test_clips(ucf_stores, tmp_path):
     clean, noisy = ucf_stores
     a = protocols.run_avca_protocol(_avca(clean, tmp_path / "clean", calibrated_stacking=True))
@@ -160,6 +161,7 @@ def mzsl_stores(tmp_path_factory, store_builder, eval_vectors, classes):
     return bench, evaluation, groups
 
 
+@pytest.mark.slow
 def test_mzsl_protocol(mzsl_stores, eval_vectors, tmp_path):
     bench, evaluation, groups = mzsl_stores
     config = MZSLProtocolConfig(train_store=bench.path, eval_store=evaluation.path, groups=groups, out=tmp_path / "m",
@@ -179,6 +181,7 @@ def test_mzsl_protocol(mzsl_stores, eval_vectors, tmp_path):
     assert "E/M/H avg" in (tmp_path / "m" / "summary.md").read_text()
 
 
+@pytest.mark.slow
 def test_mzsl_refuses_evaluation_classes_the_head_trained_on(mzsl_stores, store_builder, eval_vectors, classes,
                                                                tmp_path):
     bench, _, groups = mzsl_stores
@@ -212,6 +215,7 @@ def test_cli_protocol_avca(ucf_stores, tmp_path):
     assert bad.exit_code == 1 and "set by the protocol" in bad.output
 
 
+@pytest.mark.slow
 def test_imported_avca_features_run_the_avca_protocol(tmp_path):
     """The "MZST (VGG+)" route: AVCA feature files -> import-avca -> protocol avca."""
     import h5py

@@ -52,6 +52,7 @@ def test_stage_structure(main_split):
     assert main_split.all_classes[main_split.class_id(name)] == name
 
 
+@pytest.mark.slow
 def test_video_counts_match_readme(main_split):
     train, test_seen, test_unseen = (
         splits.load_stage_videos(main_split, s) for s in ("stage_2_train", "stage_2_test_seen", "stage_2_test_unseen")
@@ -90,6 +91,7 @@ def test_ucf_case_mismatch_resolves_to_all_class_spelling():
     assert videos.labels.count("HandstandPushups") > 0
 
 
+@pytest.mark.slow
 def test_vggsound_all_stages_table_agrees_with_shipped_csvs():
     vgg = splits.load_class_split("VGGSound")
     path = splits.DATA_ROOT / "VGGSound" / "class-split" / "main_split_videos_all_stages.csv.gz"

@@ -9,17 +9,11 @@ from click.testing import CliRunner
 
 from eval import metrics
 from eval.config import PlotConfig, ZeroShotConfig
-from eval.zeroshot import (
-    ClassEmbedder,
-    ClipScores,
-    ClipSet,
-    ValidationSplit,
-    evaluate_gzsl,
-    run_zeroshot,
-    score_clips,
-)
+from eval.gzsl import ValidationSplit, evaluate_gzsl
+from eval.scoring import ClassEmbedder, ClipScores, ClipSet, score_clips
+from eval.zeroshot import run_zeroshot
 from features.store import DONE
-from fusion.predict import load_run
+from fusion.run_dir import load_run
 
 _NO_PLOTS = PlotConfig(tsne=False, per_class_bars=False)
 # The fixtures' class names (tests/eval/conftest.py).
@@ -116,7 +110,7 @@ def test_beta_is_never_chosen_on_test_splits(eval_run, eval_store, split):
 
 
 def test_calibrated_stacking_needs_a_validation_split(eval_run, eval_store):
-    with pytest.raises(ValueError, match="needs --val-split"):
+    with pytest.raises(ValueError, match="needs `val_split`"):
         _config(eval_run, eval_store, calibrated_stacking=True)
     with pytest.raises(ValueError, match="cannot be both validation and evaluated"):
         _config(eval_run, eval_store, calibrated_stacking=True, val_split="val", splits=("val",))

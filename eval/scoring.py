@@ -1,0 +1,157 @@
+"""Clips scored by a trained head: f(x) and what the decision rule needs, and phi(name) exactly as the run made it.
+
+A clip is scored by the distance of the head's f(x) to each candidate class embedding phi(c) under the run's
+decision rule (DESIGN section 1, open point 2; `eval.metrics.class_distances`): "kinetics" subtracts phi(s_v(x)),
+the embedding of the Kinetics class the video backbone predicts for the clip. Class names are embedded as the run
+embedded its training classes (same source, name map and normalisation); the recorded embeddings of the training
+classes are used as they are, and a source that no longer reproduces them is an error (`ClassEmbedder`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from eval import metrics
+from extract.errors import InputError
+
+__all__ = ["ClipSet", "ClipScores", "score_clips", "ClassEmbedder"]
+
+
+@dataclass(frozen=True)
+class ClipSet:
+    """Clips of one or more stores: per resolved store path, ascending clip indices."""
+
+    parts: tuple[tuple[Path, np.ndarray], ...]
+
+    @classmethod
+    def of(cls, store_path: str | Path, indices: Sequence[int] | np.ndarray) -> ClipSet:
+        return cls(parts=((Path(store_path).resolve(), np.unique(np.asarray(indices, dtype=np.int64))),))
+
+    def union(self, other: ClipSet) -> ClipSet:
+        merged: dict[Path, np.ndarray] = {}
+        for path, indices in self.parts + other.parts:
+            merged[path] = np.union1d(merged.get(path, np.zeros(0, np.int64)), indices)
+        return ClipSet(parts=tuple(merged.items()))
+
+    def overlaps(self, other: ClipSet) -> bool:
+        return any(a == b and np.intersect1d(i, j).size > 0 for a, i in self.parts for b, j in other.parts)
+
+
+@dataclass(frozen=True)
+class ClipScores:
+    """What the head predicts for a set of clips, ready for class distances.
+
+    Shapes:
+        clip_ids (N,), labels (N,) class names, embeddings (N, E) f(x), offsets (N, E) phi(s_v(x)) or None.
+    """
+
+    clips: ClipSet
+    clip_ids: np.ndarray
+    labels: np.ndarray
+    splits: np.ndarray
+    embeddings: np.ndarray
+    offsets: np.ndarray | None
+    rule: str
+
+    def distances(self, class_embeddings: np.ndarray) -> np.ndarray:
+        """Distances to the given class embeddings under the rule. Shapes: (C, E) -> (N, C)."""
+        offsets = self.offsets if self.rule != "plain" else None
+        return metrics.class_distances(self.embeddings, class_embeddings, self.rule, offsets)
+
+    def aligned_embeddings(self) -> np.ndarray:
+        """f(x) - phi(s_v(x)) where the rule subtracts it: the points that sit near phi(c). Shapes: (N, E)."""
+        return self.embeddings if self.offsets is None or self.rule == "plain" else self.embeddings - self.offsets
+
+    def concat(self, other: ClipScores) -> ClipScores:
+        """The clips of both (e.g. a benchmark's seen test clips and another store's unseen clips)."""
+        if other.rule != self.rule:
+            raise InputError(f"cannot pool clips scored with rules {self.rule!r} and {other.rule!r}")
+        if (self.offsets is None) != (other.offsets is None) and self.rule != "plain":
+            raise InputError(f"rule {self.rule!r}: one store has Kinetics logits and the other not")
+        offsets = None if self.offsets is None or other.offsets is None else np.concatenate([self.offsets,
+                                                                                           other.offsets])
+        return ClipScores(
+            clips=self.clips.union(other.clips),
+            clip_ids=np.concatenate([self.clip_ids, other.clip_ids]),
+            labels=np.concatenate([self.labels, other.labels]),
+            splits=np.concatenate([self.splits, other.splits]),
+            embeddings=np.concatenate([self.embeddings, other.embeddings]),
+            offsets=offsets,
+            rule=self.rule,
+        )
+
+
+def score_clips(model, info, store, indices: np.ndarray, rule: str, batch_size: int, device: str) -> ClipScores:
+    """Run the head's AV-only pass over clips of a store and attach what the decision rule needs.
+
+    Raises:
+        ValueError: rule "kinetics" on a run trained without phi(s_v) or a store without Kinetics logits.
+    """
+    from fusion.predict import predict_embeddings
+
+    indices = np.asarray(indices, dtype=np.int64)
+    if rule == "kinetics":
+        if info.kinetics_embeddings is None:
+            raise InputError(f"{info.run_dir} was trained without the phi(s_v) term (se_target 'class'): its rule "
+                             "is 'plain'; `rule='kinetics'` does not apply")
+        if not store.token_layout.kinetics_classes:
+            raise InputError(f"{store.path} has no Kinetics logits, which rule 'kinetics' needs; use `rule='plain'`")
+    predictions = predict_embeddings(model, store, indices, batch_size, device)
+    offsets = None
+    if predictions.kinetics_pred is not None and info.kinetics_embeddings is not None:
+        offsets = info.kinetics_embeddings[predictions.kinetics_pred]  # (400, E) -> (N, E)
+    return ClipScores(
+        clips=ClipSet.of(store.path, indices),
+        clip_ids=store.clip_ids[predictions.index],
+        labels=store.labels[predictions.index],
+        splits=store.splits[predictions.index],
+        embeddings=predictions.embeddings,
+        offsets=offsets,
+        rule=rule,
+    )
+
+
+class ClassEmbedder:
+    """phi(name) exactly as the run computed it: recorded rows for its training classes, its source for others.
+
+    The source is opened on first need, and it must reproduce the recorded training-class embeddings (otherwise
+    the vectors file or name map changed since training, and distances would mix two embedding spaces).
+    """
+
+    def __init__(self, info) -> None:
+        self._info = info
+        self._recorded = {name: info.class_embeddings[i] for i, name in enumerate(info.class_names)}
+        self._source = None
+
+    @property
+    def spec(self) -> str:
+        return self._info.embedding_spec
+
+    def __call__(self, names: Sequence[str]) -> np.ndarray:
+        """Shapes: C names -> (C, E) float32."""
+        names = list(names)
+        other = [n for n in names if n not in self._recorded]
+        fresh = dict(zip(other, self._open().embed(other), strict=True)) if other else {}
+        return np.stack([self._recorded[n] if n in self._recorded else fresh[n] for n in names]).astype(np.float32)
+
+    def _open(self):
+        if self._source is None:
+            from fusion.class_embeddings import load_embedding_source
+
+            info = self._info
+            provenance = info.embedding_provenance or {}
+            name_map = (provenance.get("name_map") or {}).get("path") or info.train.get("name_map")
+            source = load_embedding_source(info.embedding_spec, name_map=name_map,
+                                           normalise=info.embedding_normalised,
+                                           missing=provenance.get("missing", "error"))
+            again = source.embed(list(info.class_names))
+            if not np.allclose(again, info.class_embeddings, rtol=1e-4, atol=1e-5):
+                raise InputError(f"embedding source {info.embedding_spec!r} no longer gives the class embeddings "
+                                 f"{info.run_dir} was trained with (vectors file or name map changed?); embed with "
+                                 "the same files, or retrain")
+            self._source = source
+        return self._source
