@@ -7,28 +7,104 @@ stage. Heavy imports (torch, zarr, dask) happen inside the commands so that `--h
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import re
 import sys
 from pathlib import Path
 
 import click
 
-# Errors raised by the library for bad input (missing files, wrong formats, mismatched configs). The CLI
-# turns them into one line "Error: ..." and exit code 1; anything else keeps its traceback.
-_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError)
+from extract.errors import InputError
+
+# Errors the user can fix: the library's InputError (bad values, files, combinations) and the file system's
+# own. The CLI prints them as one line "Error: ..." with exit code 1; anything else is a bug and keeps its
+# traceback.
+_USER_ERRORS = (InputError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError,
+                IsADirectoryError)
+# A config field named in a library message: `resume`, `resume=True`, `se_target='class'` (extract.errors).
+_FIELD = re.compile(r"`([a-z_][a-z0-9_]*)(?:=([^`]*))?`")
+# Fields that a command sets through another option than their own.
+_FIELD_OPTIONS = {"normalise_embeddings": "--ablation normalised"}
+
+EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+EXISTING_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+NEW_DIR = click.Path(file_okay=False, path_type=Path)
+ANY_PATH = click.Path(path_type=Path)
 
 
 def _user_errors(command):
-    """Map the library's bad-input exceptions to a one-line click error."""
+    """Map the library's bad-input exceptions to a one-line click error that names this command's options."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
         except _USER_ERRORS as error:
-            raise click.ClickException(str(error)) from error
+            raise click.ClickException(_as_options(str(error), click.get_current_context().command)) from error
 
     return wrapper
+
+
+def _as_options(message: str, command: click.Command) -> str:
+    """Write each backticked config field of a library message as the command's option (`resume` -> --resume)."""
+    options = {p.name: p for p in command.params if isinstance(p, click.Option)}
+
+    def option_text(match: re.Match) -> str:
+        name, value = match.group(1), match.group(2)
+        option = options.get(name)
+        if option is None:
+            return _FIELD_OPTIONS.get(name, match.group(0))
+        if option.is_flag:
+            off = value is not None and value.strip() == "False"
+            return option.secondary_opts[0] if off and option.secondary_opts else option.opts[0]
+        return option.opts[0] if value is None else f"{option.opts[0]} {value.strip().strip(chr(39))}"
+
+    return _FIELD.sub(option_text, message)
+
+
+class _CommaList(click.ParamType):
+    """A comma-separated list ("a, b,c" -> ("a", "b", "c"); blank items dropped), items converted by `item`."""
+
+    name = "list"
+
+    def __init__(self, item: type = str) -> None:
+        self.item = item
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(self.item(part.strip()) for part in str(value).split(",") if part.strip())
+        except ValueError:
+            self.fail(f"expected comma-separated {self.item.__name__} values, got {value!r}", param, ctx)
+
+
+class _KeyValue(click.ParamType):
+    """KEY=VALUE with a JSON value (a string when it is not JSON; lists become tuples), as a (key, value) pair."""
+
+    name = "key=value"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        key, sep, text = str(value).partition("=")
+        if not sep or not key.strip():
+            self.fail(f"expected KEY=VALUE, got {value!r}", param, ctx)
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError:
+            parsed = text
+        return key.strip(), tuple(parsed) if isinstance(parsed, list) else parsed
+
+
+NAMES = _CommaList(str)
+INTEGERS = _CommaList(int)
+
+
+def _given(**values) -> dict:
+    """The options the user gave: those that are not None (options without a default are None when not given)."""
+    return {name: value for name, value in values.items() if value is not None}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -51,10 +127,10 @@ def cli(verbose: bool) -> None:
 # Each command: options -> config dataclass -> one library call -> a one-line summary.
 
 
-# Option defaults repeat extract.synthetic.SyntheticConfig's so that --help shows them without importing the
-# library; tests/extract/test_synthetic.py checks that they agree.
+# Option defaults repeat curate.config.SyntheticConfig's so that --help shows them without importing the
+# library; tests/curate/test_synthetic.py checks that they agree.
 @cli.command("make-synthetic")
-@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out_dir", type=NEW_DIR)
 @click.option("--classes", type=int, default=24, show_default=True,
               help="Number of classes drawn from the embedding table.")
 @click.option("--clips-per-class", type=int, default=8, show_default=True, help="Clips rendered per class.")
@@ -76,12 +152,13 @@ def make_synthetic(out_dir: Path, classes: int, clips_per_class: int, seconds: f
     Real H.264 / AAC mp4 clips whose picture and sound are a fixed function of real class names' embeddings,
     plus manifest.csv, classes.csv, benchmark.json and README.md (docs/synthetic.md).
     """
-    from extract import synthetic
+    from curate.config import SyntheticConfig
+    from curate.synthetic import make_synthetic
 
-    config = synthetic.SyntheticConfig(out_dir=out_dir, classes=classes, clips_per_class=clips_per_class,
-                                       seconds=seconds, unseen_fraction=unseen_fraction, seed=seed,
-                                       embedding_table=embedding_table, workers=workers)
-    summary = synthetic.make_synthetic(config, progress=True)
+    config = SyntheticConfig(out_dir=out_dir, classes=classes, clips_per_class=clips_per_class, seconds=seconds,
+                             unseen_fraction=unseen_fraction, seed=seed, embedding_table=embedding_table,
+                             workers=workers)
+    summary = make_synthetic(config, progress=True)
     click.echo(f"Wrote {summary.n_clips} clips ({len(summary.seen_classes)} seen / {len(summary.unseen_classes)} "
                f"unseen classes, {summary.n_no_audio} without audio, {summary.n_portrait} portrait) in "
                f"{summary.elapsed_s:.1f} s: {summary.manifest_path}")
@@ -91,13 +168,14 @@ def make_synthetic(out_dir: Path, classes: int, clips_per_class: int, seconds: f
 
 
 @cli.command("demo")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"), show_default=True,
+@click.option("--out", type=NEW_DIR, default=Path("runs/demo"), show_default=True,
               help="Folder for the benchmark, store, runs and report; a second run reuses what is finished.")
-@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated training seeds (mean +- std).")
+@click.option("--seeds", type=INTEGERS, default="0,1,2", show_default=True,
+              help="Comma-separated training seeds (mean +- std).")
 @click.option("--epochs", type=int, default=40, show_default=True, help="Training epochs per run.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
 @_user_errors
-def demo_command(out: Path, seeds: str, epochs: int, progress: bool) -> None:
+def demo_command(out: Path, seeds: tuple[int, ...], epochs: int, progress: bool) -> None:
     """Run the whole pipeline on the built-in synthetic benchmark and print the ZSL / GZSL table.
 
     make-synthetic -> extract (cpu-small, random-init backbones) -> train-fusion (one run per seed, plus a control
@@ -105,8 +183,7 @@ def demo_command(out: Path, seeds: str, epochs: int, progress: bool) -> None:
     """
     from eval.demo import DemoConfig, run_demo
 
-    seed_list = tuple(int(part) for part in seeds.split(",") if part.strip())
-    result = run_demo(DemoConfig(out=out, seeds=seed_list, epochs=epochs, progress=progress))
+    result = run_demo(DemoConfig(out=out, seeds=seeds, epochs=epochs, progress=progress))
     r = result.results
     click.echo("")
     click.echo(r["note"])
@@ -122,9 +199,9 @@ def demo_command(out: Path, seeds: str, epochs: int, progress: bool) -> None:
 
 
 @cli.command("extract")
-@click.option("--videos", required=True, type=click.Path(path_type=Path),
+@click.option("--videos", required=True, type=ANY_PATH,
               help="A manifest CSV (path[,clip_id,class_name,split]), a folder scanned for videos, or one video.")
-@click.option("--out", required=True, type=click.Path(path_type=Path),
+@click.option("--out", required=True, type=ANY_PATH,
               help="Token store to create, or to resume when it exists (same config and clip list).")
 @click.option("--gpus", type=int, default=0, show_default=True,
               help="GPUs to use: one Dask worker process per GPU (0: CPU).")
@@ -133,9 +210,11 @@ def demo_command(out: Path, seeds: str, epochs: int, progress: bool) -> None:
 @click.option("--scheduler", default=None, help="Address of an existing Dask scheduler to run on (multi-node).")
 @click.option("--profile", type=click.Choice(["paper", "mvit-1x5", "cpu-small"]), default="paper", show_default=True,
               help="Extraction preset (docs/extract.md): paper = 3 crops x 4 views, MViT-v2-S + AST ViT-B.")
-@click.option("--crops", type=click.Choice(["1", "3"]), default=None, help="Spatial crops per view (profile's).")
-@click.option("--views", type=int, default=None, help="Temporal views per clip (profile's).")
-@click.option("--video-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+@click.option("--crops", type=click.Choice(["1", "3"]), default=None,
+              help="Spatial crops per temporal view (profile's).")
+@click.option("--temporal-views", type=int, default=None,
+              help="Temporal views per clip (profile's); a clip has crops x temporal views views in all.")
+@click.option("--video-weights", type=EXISTING_FILE, default=None,
               help="MViT-v2-S weights in torchvision format (default: the torch hub cache).")
 @click.option("--audio-weights", type=click.Path(exists=True, path_type=Path), default=None,
               help="AST weights (file or HF model folder): original AST, HF transformers, or timm DeiT-base-384.")
@@ -150,15 +229,17 @@ def demo_command(out: Path, seeds: str, epochs: int, progress: bool) -> None:
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @_user_errors
 def extract_command(videos: Path, out: Path, gpus: int, workers: int, scheduler: str | None, profile: str,
-                    crops: str | None, views: int | None, video_weights: Path | None, audio_weights: Path | None,
+                    crops: str | None, temporal_views: int | None, video_weights: Path | None,
+                    audio_weights: Path | None,
                     random_init: bool, full_tokens: bool, retry_failed: bool, compile_: bool, batch_views: int | None,
                     clips_per_block: int | None, shard: bool, progress: bool) -> None:
     """Run the frozen backbones over every clip into a Zarr token store (resumable; bad clips are recorded)."""
     from features.config import RunnerConfig, StoreConfig
     from features.runner import build_extract_config, run_extraction
 
-    extract = build_extract_config(profile, crops=int(crops) if crops else None, views=views, random_init=random_init,
-                                   full_tokens=full_tokens, gpus=gpus, compile=compile_, batch_views=batch_views)
+    extract = build_extract_config(profile, crops=int(crops) if crops else None, temporal_views=temporal_views,
+                                   random_init=random_init, full_tokens=full_tokens, gpus=gpus, compile=compile_,
+                                   batch_views=batch_views)
     store = StoreConfig(**({"clips_per_block": clips_per_block} if clips_per_block else {}), shard_blocks=shard)
     summary = run_extraction(RunnerConfig(
         videos=videos, out=out, extract=extract, store=store, gpus=gpus, workers=workers, scheduler=scheduler,
@@ -172,7 +253,7 @@ def extract_command(videos: Path, out: Path, gpus: int, workers: int, scheduler:
 
 
 @cli.command("inspect")
-@click.argument("store", type=click.Path(path_type=Path))
+@click.argument("store", type=ANY_PATH)
 @click.option("--json", "as_json", is_flag=True, help="Print the full summary as JSON (for scripts).")
 @_user_errors
 def inspect_command(store: Path, as_json: bool) -> None:
@@ -198,15 +279,10 @@ def inspect_command(store: Path, as_json: bool) -> None:
 # --- fusion: train-fusion -----------------------------------------------------------------------------
 
 
-def _split_list(value: str | None) -> tuple[str, ...] | None:
-    return None if value is None else tuple(part.strip() for part in value.split(",") if part.strip())
-
-
 @cli.command("train-fusion")
-@click.option("--store", type=click.Path(path_type=Path), default=None, help="Training token store.")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Run directory (created; must be empty unless --resume).")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+@click.option("--store", type=ANY_PATH, default=None, help="Training token store.")
+@click.option("--out", type=ANY_PATH, default=None, help="Run directory (created; must be empty unless --resume).")
+@click.option("--config", "config_file", type=EXISTING_FILE, default=None,
               help="A run's config.json (or a TrainConfig JSON) to start from; explicit options override it.")
 @click.option("--preset", type=click.Choice(["default", "demo"]), default=None,
               help="Head size: default (width 512, 4 blocks, 8 heads) or demo (width 128, 2 blocks, 4 heads).")
@@ -214,8 +290,8 @@ def _split_list(value: str | None) -> tuple[str, ...] | None:
               type=click.Choice(["concat", "no-text", "no-se", "no-mlm", "normalised", "audio-only", "video-only"]),
               help="Paper ablation (Tables 7, 8; repeatable): concat = no fusion, no-text = bottleneck without "
                    "text, no-se = SE regresses phi(class) only, no-mlm, normalised embeddings, one modality.")
-@click.option("--val-store", type=click.Path(path_type=Path), default=None, help="A separate validation store.")
-@click.option("--val-split", default=None,
+@click.option("--val-store", type=ANY_PATH, default=None, help="A separate validation store.")
+@click.option("--val-split", "val_splits", type=NAMES, default=None,
               help="Comma-separated validation split(s) of --store (or of --val-store); never a test split.")
 @click.option("--val-unseen-fraction", type=float, default=None,
               help="Hold out this share of the training classes as validation-unseen (plus --val-seen-fraction of "
@@ -232,12 +308,13 @@ def _split_list(value: str | None) -> tuple[str, ...] | None:
 @click.option("--shuffle-class-embeddings", is_flag=True, default=None,
               help="Control run: train on a permutation of the training classes' embeddings (zero-shot must fall "
                    "to chance).")
-@click.option("--train-splits", default=None, help="Comma-separated store splits that train the head (default seen).")
-@click.option("--classes", "classes_file", type=click.Path(path_type=Path), default=None,
+@click.option("--train-splits", type=NAMES, default=None,
+              help="Comma-separated store splits that train the head (default seen).")
+@click.option("--classes", "classes_file", type=ANY_PATH, default=None,
               help="Training class list, one per line, class id = line order (default: the sorted training labels).")
 @click.option("--embeddings", default=None,
               help="Class-name embeddings: glove-6b-50d (default), word2vec:PATH, fasttext:PATH, avca:ucf|...")
-@click.option("--name-map", type=click.Path(path_type=Path), default=None,
+@click.option("--name-map", type=ANY_PATH, default=None,
               help="CSV original,manual rewriting class names before embedding.")
 @click.option("--se-target", type=click.Choice(["kinetics+class", "class"]), default=None,
               help="SE regression target: phi(s_v) + phi(class) (paper, default) or phi(class) only.")
@@ -258,21 +335,21 @@ def _split_list(value: str | None) -> tuple[str, ...] | None:
 @click.option("--resume", is_flag=True, default=None, help="Continue the run in --out from its last.pt.")
 @click.option("--progress/--no-progress", default=None, help="Show a progress bar (default on).")
 @_user_errors
-def train_fusion_command(config_file: Path | None, preset: str | None, ablations: tuple[str, ...],
-                         val_split: str | None, train_splits: str | None, **options) -> None:
+def train_fusion_command(config_file: Path | None, preset: str | None, ablations: tuple[str, ...], **options) -> None:
     """Train the MZST fusion head on a token store (writes config, classes, checkpoints, log to --out)."""
-    import json
-
     from fusion.config import train_config_from_options
     from fusion.trainer import train
 
     base = None
     if config_file is not None:
-        recorded = json.loads(config_file.read_text(encoding="utf-8"))
-        base = recorded.get("train", recorded)
-    options.update(val_splits=_split_list(val_split), train_splits=_split_list(train_splits))
-    explicit = {name: value for name, value in options.items() if value is not None}
-    config = train_config_from_options(explicit, base=base, preset=preset, ablations=ablations)
+        try:
+            recorded = json.loads(config_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise click.BadParameter(f"{config_file}: not a JSON file ({error})", param_hint="--config") from error
+        base = recorded.get("train", recorded) if isinstance(recorded, dict) else None
+        if base is None:
+            raise click.BadParameter(f"{config_file}: not a training config (a JSON object)", param_hint="--config")
+    config = train_config_from_options(_given(**options), base=base, preset=preset, ablations=ablations)
     summary = train(config)
     best = ("no validation, only last.pt" if summary.best_epoch is None
             else f"best epoch {summary.best_epoch} by {summary.best_metric} {100 * summary.best_score:.2f}")
@@ -283,23 +360,17 @@ def train_fusion_command(config_file: Path | None, preset: str | None, ablations
 # --- eval: zeroshot -----------------------------------------------------------------------------------
 
 
-def _comma_list(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
-
-
 @cli.command("zeroshot")
-@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Run directory written by train-fusion.")
-@click.option("--store", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Token store of the clips to recognise.")
+@click.option("--run", "run_dir", required=True, type=EXISTING_DIR, help="Run directory written by train-fusion.")
+@click.option("--store", required=True, type=EXISTING_DIR, help="Token store of the clips to recognise.")
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
               help="best.pt (chosen on validation) or last.pt.")
-@click.option("--classes", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+@click.option("--classes", type=EXISTING_FILE, default=None,
               help="Open vocabulary: rank every clip against these class names (one per line).")
-@click.option("--class-names", default="", help='Open vocabulary typed here: "name a,name b,...".')
-@click.option("--seen", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+@click.option("--class-names", type=NAMES, default="", help='Open vocabulary typed here: "name a,name b,...".')
+@click.option("--seen", type=EXISTING_FILE, default=None,
               help="Seen class names for GZSL (one per line); default: labels of the store's split 'seen'.")
-@click.option("--unseen", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+@click.option("--unseen", type=EXISTING_FILE, default=None,
               help="Unseen class names for ZSL / GZSL; default: labels of the store's split 'unseen'.")
 @click.option("--rule", type=click.Choice(["kinetics", "plain", "cosine"]), default=None,
               help="Decision rule: kinetics ||f(x)-phi(s_v)-phi(c)||, plain ||f(x)-phi(c)||, cosine; default: the "
@@ -308,12 +379,11 @@ def _comma_list(text: str) -> tuple[str, ...]:
               help="Also report GZSL with a seen-class penalty beta chosen on --val-split (never on test clips).")
 @click.option("--val-split", default=None,
               help="Validation split for beta (of --val-store, or of --store); 'run': the clips the run validated on.")
-@click.option("--val-store", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="A separate store holding the validation split.")
-@click.option("--splits", default="", help="Score only clips of these comma-separated store splits.")
+@click.option("--val-store", type=EXISTING_DIR, default=None, help="A separate store holding the validation split.")
+@click.option("--splits", type=NAMES, default="", help="Score only clips of these comma-separated store splits.")
 @click.option("--include-training-clips", is_flag=True,
               help="Also score clips the run trained or validated on (S is then biased; marked in the report).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", type=NEW_DIR, default=None,
               help="Report folder: metrics.json, predictions.csv, report.md and plots.")
 @click.option("--label", default=None, help="Row name in reports (default: the run folder's name).")
 @click.option("--top-k", default=5, show_default=True, type=int, help="Candidates listed per clip (open vocabulary).")
@@ -322,19 +392,19 @@ def _comma_list(text: str) -> tuple[str, ...]:
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where the head runs.")
 @_user_errors
-def zeroshot_command(run_dir: Path, store: Path, checkpoint: str, classes: Path | None, class_names: str,
+def zeroshot_command(run_dir: Path, store: Path, checkpoint: str, classes: Path | None, class_names: tuple[str, ...],
                      seen: Path | None, unseen: Path | None, rule: str | None, calibrated_stacking: bool,
-                     val_split: str | None, val_store: Path | None, splits: str, include_training_clips: bool,
-                     out: Path | None, label: str | None, top_k: int, no_plots: bool, batch_size: int,
-                     device: str) -> None:
+                     val_split: str | None, val_store: Path | None, splits: tuple[str, ...],
+                     include_training_clips: bool, out: Path | None, label: str | None, top_k: int, no_plots: bool,
+                     batch_size: int, device: str) -> None:
     """Zero-shot recognition: nearest class per clip, ZSL and GZSL S / U / HM (or a ranking of any class names)."""
     from eval.config import PlotConfig, ZeroShotConfig
     from eval.zeroshot import run_zeroshot
 
     config = ZeroShotConfig(
-        run_dir=run_dir, store=store, checkpoint=checkpoint, classes=classes, class_names=_comma_list(class_names),
+        run_dir=run_dir, store=store, checkpoint=checkpoint, classes=classes, class_names=class_names,
         seen=seen, unseen=unseen, rule=rule, calibrated_stacking=calibrated_stacking, val_split=val_split,
-        val_store=val_store, splits=_comma_list(splits), include_training_clips=include_training_clips, out=out,
+        val_store=val_store, splits=splits, include_training_clips=include_training_clips, out=out,
         label=label, top_k=top_k, batch_size=batch_size, device=device,
         plots=PlotConfig(tsne=not no_plots, per_class_bars=not no_plots),
     )
@@ -356,11 +426,12 @@ def _protocol_training_options(command):
                      help="Class-name embedding source spec (avca: default AVCA's table; mzsl: glove-6b-50d)."),
         click.option("--preset", default=None, help="Head size preset of train-fusion (e.g. default, demo)."),
         click.option("--ablation", "ablations", multiple=True, help="Ablation of train-fusion; repeatable."),
-        click.option("--option", "extra", multiple=True,
+        click.option("--option", "extra", multiple=True, type=_KeyValue(),
                      help="Any other training field as KEY=VALUE (JSON values), e.g. --option width=256; repeatable."),
         click.option("--calibrated-stacking", is_flag=True,
                      help="Also report GZSL with beta chosen on the stage-1 validation clips."),
-        click.option("--seeds", default="0", show_default=True, help="Comma-separated seeds; each runs every stage."),
+        click.option("--seeds", type=INTEGERS, default="0", show_default=True,
+                     help="Comma-separated seeds; each runs every stage."),
         click.option("--batch-size", default=64, show_default=True, type=int, help="Inference batch size."),
         click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
                      help="Where training and inference run."),
@@ -371,28 +442,15 @@ def _protocol_training_options(command):
     return command
 
 
-def _training_overrides(epochs, lr, train_batch_size, embeddings, extra) -> dict:
-    import json
+def _protocol_settings(epochs, lr, train_batch_size, embeddings, preset, ablations, extra, calibrated_stacking,
+                       seeds, batch_size, device, no_plots) -> dict:
+    """The protocol config fields the shared options give (`_protocol_training_options`)."""
+    from eval.config import PlotConfig
 
-    values = {"epochs": epochs, "lr": lr, "batch_size": train_batch_size, "embeddings": embeddings}
-    overrides = {k: v for k, v in values.items() if v is not None}
-    for item in extra:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--option")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
-        overrides[key.strip()] = tuple(value) if isinstance(value, list) else value
-    return overrides
-
-
-def _seeds(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(s) for s in _comma_list(text))
-    except ValueError as error:
-        raise click.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint="--seeds") from error
+    train = {**_given(epochs=epochs, lr=lr, batch_size=train_batch_size, embeddings=embeddings), **dict(extra)}
+    return dict(train=train, preset=preset, ablations=tuple(ablations), calibrated_stacking=calibrated_stacking,
+                seeds=seeds, device=device, batch_size=batch_size,
+                plots=PlotConfig(tsne=not no_plots, per_class_bars=not no_plots))
 
 
 @cli.group("protocol")
@@ -403,39 +461,33 @@ def protocol_group() -> None:
 @protocol_group.command("avca")
 @click.option("--dataset", required=True, type=click.Choice(["UCF", "ActivityNet", "VGGSound"], case_sensitive=False),
               help="Benchmark whose shipped split files define the stages.")
-@click.option("--store", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.option("--store", required=True, type=EXISTING_DIR,
               help="Token store of the benchmark (clip_id = AVCA video id, split = its stage; see import-avca).")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", required=True, type=NEW_DIR,
               help="Output folder (seed_<s>/stage1, stage2, test; metrics.json; summary.md).")
 @click.option("--split", type=click.Choice(["main_split", "cls_split"]), default="main_split", show_default=True,
               help="main_split (SeLaVi features) or cls_split (C3D / VGGish).")
 @_protocol_training_options
 @_user_errors
-def protocol_avca_command(dataset, store, out, split, epochs, lr, train_batch_size, embeddings, preset, ablations,
-                          extra, calibrated_stacking, seeds, batch_size, device, no_plots) -> None:
+def protocol_avca_command(dataset: str, store: Path, out: Path, split: str, **training) -> None:
     """AVCA two-stage protocol: select epoch (and beta) on stage-1 validation, retrain on train + val, test once."""
-    from eval.config import AVCAProtocolConfig, PlotConfig
+    from eval.config import AVCAProtocolConfig
     from eval.protocols import run_avca_protocol
 
-    config = AVCAProtocolConfig(
-        dataset=dataset, store=store, out=out, split=split,
-        train=_training_overrides(epochs, lr, train_batch_size, embeddings, extra), preset=preset,
-        ablations=tuple(ablations), calibrated_stacking=calibrated_stacking, seeds=_seeds(seeds), device=device,
-        batch_size=batch_size, plots=PlotConfig(tsne=not no_plots, per_class_bars=not no_plots),
-    )
+    config = AVCAProtocolConfig(dataset=dataset, store=store, out=out, split=split, **_protocol_settings(**training))
     click.echo(run_avca_protocol(config).summary() + f"; wrote {out}")
 
 
 @protocol_group.command("mzsl")
-@click.option("--train-store", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.option("--train-store", required=True, type=EXISTING_DIR,
               help="Token store of the benchmark dataset the head trains on (all its classes).")
-@click.option("--eval-store", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.option("--eval-store", required=True, type=EXISTING_DIR,
               help="Token store of the MZSL evaluation set (its classes are the unseen ones).")
-@click.option("--groups", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--groups", required=True, type=EXISTING_FILE,
               help="CSV with class_name,group (easy / medium / hard), e.g. the evaluation set's manifest.")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", required=True, type=NEW_DIR,
               help="Output folder (seed_<s>/stage1, stage2, test; metrics.json; summary.md).")
-@click.option("--train-splits", default="train", show_default=True,
+@click.option("--train-splits", type=NAMES, default="train", show_default=True,
               help="Comma-separated splits of --train-store that train the head.")
 @click.option("--test-split", default="test", show_default=True,
               help="Split of --train-store that is the GZSL seen part ('none': ZSL only).")
@@ -443,21 +495,16 @@ def protocol_avca_command(dataset, store, out, split, epochs, lr, train_batch_si
               help="Stage 1 holds out this share of training classes to choose the epoch (0: no stage 1).")
 @_protocol_training_options
 @_user_errors
-def protocol_mzsl_command(train_store, eval_store, groups, out, train_splits, test_split, val_unseen_fraction, epochs,
-                          lr, train_batch_size, embeddings, preset, ablations, extra, calibrated_stacking, seeds,
-                          batch_size, device, no_plots) -> None:
+def protocol_mzsl_command(train_store: Path, eval_store: Path, groups: Path, out: Path, train_splits: tuple[str, ...],
+                          test_split: str, val_unseen_fraction: float, **training) -> None:
     """MZSL-50 protocol: train on a benchmark, ZSL by easy / medium / hard group and GZSL on the evaluation set."""
-    from eval.config import MZSLProtocolConfig, PlotConfig
+    from eval.config import MZSLProtocolConfig
     from eval.protocols import run_mzsl_protocol
 
     config = MZSLProtocolConfig(
-        train_store=train_store, eval_store=eval_store, groups=groups, out=out,
-        train_splits=_comma_list(train_splits), test_split=None if test_split.lower() == "none" else test_split,
-        val_unseen_fraction=val_unseen_fraction,
-        train=_training_overrides(epochs, lr, train_batch_size, embeddings, extra), preset=preset,
-        ablations=tuple(ablations), calibrated_stacking=calibrated_stacking, seeds=_seeds(seeds), device=device,
-        batch_size=batch_size, plots=PlotConfig(tsne=not no_plots, per_class_bars=not no_plots),
-    )
+        train_store=train_store, eval_store=eval_store, groups=groups, out=out, train_splits=train_splits,
+        test_split=None if test_split.lower() == "none" else test_split, val_unseen_fraction=val_unseen_fraction,
+        **_protocol_settings(**training))
     click.echo(run_mzsl_protocol(config).summary() + f"; wrote {out}")
 
 
@@ -465,8 +512,8 @@ def protocol_mzsl_command(train_store, eval_store, groups, out, train_splits, te
 
 
 @cli.command("report")
-@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.argument("runs", nargs=-1, required=True, type=EXISTING_DIR)
+@click.option("--out", type=NEW_DIR, default=None,
               help="Folder for comparison.md and comparison.json (default: print the table only).")
 @click.option("--group-seeds/--no-group-seeds", default=True, show_default=True,
               help="Pool runs that differ only in their seed into one row (mean ± std).")
@@ -486,67 +533,71 @@ def report_command(runs: tuple[Path, ...], out: Path | None, group_seeds: bool) 
 
 
 @cli.command("import-avca")
-@click.option("--features", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.option("--features", required=True, type=EXISTING_DIR,
               help="AVCA-GZSL / TCAF feature folder holding audio/<stage>/<Class>.h5 (or .pkl) and video/...")
 @click.option("--dataset", required=True, type=click.Choice(["UCF", "ActivityNet", "VGGSound"], case_sensitive=False),
               help="Benchmark whose all_class.txt names the class files.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="The token store to create.")
-@click.option("--stages", default="", help="Comma-separated stage folders to import (default: all present).")
+@click.option("--out", required=True, type=ANY_PATH, help="The token store to create.")
+@click.option("--stages", type=NAMES, default="",
+              help="Comma-separated stage folders to import (default: all present).")
 @click.option("--trust-pickle", is_flag=True,
               help="Allow TCAF .pkl files; unpickling runs code from the file, so only for files you trust.")
 @click.option("--sequence-tokens", default=8, show_default=True, type=int,
               help="Tokens per modality kept from temporal (TCAF) features, as segment means.")
 @_user_errors
-def import_avca_command(features: Path, dataset: str, out: Path, stages: str, trust_pickle: bool,
+def import_avca_command(features: Path, dataset: str, out: Path, stages: tuple[str, ...], trust_pickle: bool,
                         sequence_tokens: int) -> None:
     """Import AVCA-GZSL (.h5) or TCAF (.pkl) features into a token store that fusion heads train on."""
     from eval.config import AVCAImportConfig
     from eval.importers import import_avca_features
 
-    config = AVCAImportConfig(features=features, dataset=dataset, out=out, trust_pickle=trust_pickle,
-                              stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
+    config = AVCAImportConfig(features=features, dataset=dataset, out=out, trust_pickle=trust_pickle, stages=stages,
                               sequence_tokens=sequence_tokens)
     summary = import_avca_features(config)
     click.echo(f"imported {summary.clips} clips of {summary.classes} classes ({summary.format}, "
                f"{summary.duplicates} repeated across stages) into {summary.store}")
 
 
-# --- eval: relatedness --------------------------------------------------------------------------------
+# --- curate: relatedness, and building an evaluation set ---------------------------------------------------
+
+
+def _relatedness_options(command):
+    """Options shared by relatedness and curate select: the seen lists and the embeddings (phi of eq. 1)."""
+    options = [
+        click.option("--seen", type=NAMES, default=None,
+                     help="Comma-separated seen class lists (shipped). Default: kinetics400,kinetics600,kinetics700,"
+                          "vggsound,ucf101,activitynet, without the evaluated list when it is a shipped one."),
+        click.option("--embeddings", default="glove-6b-50d", show_default=True,
+                     help="Word vectors: glove-6b-50d, word2vec:PATH (binary or text), fasttext:PATH (.bin, mean of "
+                          "word vectors) or fasttext-phrase:PATH (vector of the whole name, as AVCA-GZSL)."),
+        click.option("--name-map", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="CSV with columns original,manual: names rewritten before embedding (e.g. AVCA-GZSL's "
+                          "*_w2v_class_names.csv)."),
+        click.option("--missing", type=click.Choice(["error", "skip"]), default="error", show_default=True,
+                     help="Words not in the vectors: error lists them all; skip drops them from their names."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 @cli.command("relatedness")
 @click.option("--classes", required=True,
               help="Class file (one name per line; blank lines and # comments ignored) or a shipped list: "
                    "kinetics400, kinetics600, kinetics700, ucf101, hmdb51, activitynet, vggsound.")
-@click.option("--seen", default=None,
-              help="Comma-separated seen class lists (shipped). Default: kinetics400,kinetics600,kinetics700,"
-                   "vggsound,ucf101,activitynet without the evaluated list when --classes names one.")
-@click.option("--vectors", default="glove-6b-50d", show_default=True,
-              help="Word vectors: glove-6b-50d, word2vec:PATH (binary or text), fasttext:PATH (.bin, mean of "
-                   "word vectors) or fasttext-phrase:PATH (vector of the whole name, as AVCA-GZSL).")
-@click.option("--name-map", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="CSV with columns original,manual: names rewritten before embedding (e.g. AVCA-GZSL's "
-                   "*_w2v_class_names.csv).")
-@click.option("--missing", type=click.Choice(["error", "skip"]), default="error", show_default=True,
-              help="Words not in the vectors: error lists them all; skip drops them from their names.")
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/relatedness"),
-              show_default=True, help="Folder for relatedness.csv, .png (histogram), .md (summary) and .json.")
+@_relatedness_options
+@click.option("--out-dir", type=NEW_DIR, default=Path("runs/relatedness"), show_default=True,
+              help="Folder for relatedness.csv, .png (histogram), .md (summary) and .json.")
 @_user_errors
-def relatedness_command(classes: str, seen: str | None, vectors: str, name_map: Path | None, missing: str,
-                        out_dir: Path) -> None:
-    """Semantic relatedness (eq. 1) of each class to the seen datasets, its group and overlap flags."""
-    from eval.relatedness import RelatednessConfig, run_relatedness
+def relatedness_command(classes: str, out_dir: Path, **embedding) -> None:
+    """Semantic relatedness SR of each class to the seen datasets (the paper's equation 1), its group and flags."""
+    from curate.config import RelatednessConfig
+    from curate.relatedness import run_relatedness
 
-    seen_lists = None if seen is None else tuple(name.strip() for name in seen.split(",") if name.strip())
-    config = RelatednessConfig(classes=classes, out_dir=out_dir, seen=seen_lists, vectors=vectors,
-                               name_map=name_map, missing=missing)
-    summary = run_relatedness(config)
+    summary = run_relatedness(RelatednessConfig(classes=classes, out_dir=out_dir, **embedding))
     counts = ", ".join(f"{group} {count}" for group, count in summary.counts.items())
     click.echo(f"{summary.n_classes} classes vs {','.join(summary.seen)}: {counts}; "
                f"SR < 0.2: {summary.share_sr_below_0_2:.1%}; wrote {summary.csv_path.parent}")
-
-
-# --- eval: curate -------------------------------------------------------------------------------------
 
 
 @cli.group("curate")
@@ -557,25 +608,16 @@ def curate_group() -> None:
 @curate_group.command("select")
 @click.option("--candidates", required=True,
               help="Candidate class names: a file (one per line; # comments) or a shipped list name.")
-@click.option("--seen", default=None,
-              help="Comma-separated shipped seen lists (default: kinetics400,kinetics600,kinetics700,vggsound,ucf101,"
-                   "activitynet, without the candidates' own list).")
-@click.option("--vectors", default="glove-6b-50d", show_default=True,
-              help="Word vectors: glove-6b-50d, word2vec:PATH, fasttext:PATH or fasttext-phrase:PATH.")
-@click.option("--name-map", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="CSV original,manual rewriting names before embedding.")
-@click.option("--missing", type=click.Choice(["error", "skip"]), default="error", show_default=True,
-              help="Words not in the vectors: error lists them; skip drops them from their names.")
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+@_relatedness_options
+@click.option("--out-dir", required=True, type=NEW_DIR,
               help="Folder for classes.csv (kept classes) and relatedness.csv/.png/.md/.json (every candidate).")
 @_user_errors
-def curate_select_command(candidates: str, seen: str | None, vectors: str, name_map: Path | None, missing: str,
-                          out_dir: Path) -> None:
+def curate_select_command(candidates: str, out_dir: Path, **embedding) -> None:
     """Keep candidate classes with 0.1 < SR <= 0.8 to the seen datasets, graded easy / medium / hard."""
-    from eval.curation import SelectConfig, select_classes
+    from curate.config import SelectConfig
+    from curate.select import select_classes
 
-    summary = select_classes(SelectConfig(candidates=candidates, out_dir=out_dir, seen=_split_list(seen),
-                                          vectors=vectors, name_map=name_map, missing=missing))
+    summary = select_classes(SelectConfig(candidates=candidates, out_dir=out_dir, **embedding))
     counts = ", ".join(f"{group} {count}" for group, count in summary.counts.items())
     click.echo(f"kept {len(summary.kept)} of {summary.n_candidates} candidate classes ({counts}); "
                f"class table {summary.classes_path}")
@@ -584,9 +626,9 @@ def curate_select_command(candidates: str, seen: str | None, vectors: str, name_
 @curate_group.command("filmstrips")
 @click.option("--videos", required=True, type=click.Path(exists=True, path_type=Path),
               help="Candidate videos: CSV with path,class_name (paths relative to it) or a folder <class>/<video>.")
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out-dir", required=True, type=NEW_DIR,
               help="Folder for filmstrips/, filmstrips.csv (index) and failures.csv.")
-@click.option("--classes", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+@click.option("--classes", type=EXISTING_FILE, default=None,
               help="Class table of curate select: only videos of its classes.")
 @click.option("--rows", type=int, default=None, help="Grid rows (default 10).")
 @click.option("--columns", type=int, default=None, help="Grid columns (default 10).")
@@ -601,10 +643,10 @@ def curate_select_command(candidates: str, seen: str | None, vectors: str, name_
 def curate_filmstrips_command(videos: Path, out_dir: Path, classes: Path | None, workers: int, progress: bool,
                               **layout_options) -> None:
     """One 10 x 10 filmstrip (1 fps, first 100 s) per video; undecodable videos are listed in failures.csv."""
-    from eval.curation import FilmstripConfig, make_filmstrips
-    from eval.filmstrip import FilmstripLayout
+    from curate.config import FilmstripConfig, FilmstripLayout
+    from curate.render import make_filmstrips
 
-    layout = FilmstripLayout(**{k: v for k, v in layout_options.items() if v is not None})
+    layout = FilmstripLayout(**_given(**layout_options))
     summary = make_filmstrips(FilmstripConfig(videos=videos, out_dir=out_dir, classes=classes, layout=layout,
                                               workers=workers, progress=progress))
     skipped = f", {summary.n_skipped} skipped (class not in the table)" if summary.n_skipped else ""
@@ -613,29 +655,31 @@ def curate_filmstrips_command(videos: Path, out_dir: Path, classes: Path | None,
 
 
 @curate_group.command("sheets")
-@click.option("--filmstrips", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The filmstrips.csv index of curate filmstrips.")
-@click.option("--reviewers", required=True, help="Comma-separated reviewer names; one sheet <name>.csv each.")
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--filmstrips", required=True, type=EXISTING_FILE, help="The filmstrips.csv index of curate filmstrips.")
+@click.option("--reviewers", required=True, type=NAMES,
+              help="Comma-separated reviewer names; one sheet <name>.csv each.")
+@click.option("--out-dir", required=True, type=NEW_DIR,
               help="Folder for the sheets (existing sheets are never overwritten).")
 @_user_errors
-def curate_sheets_command(filmstrips: Path, reviewers: str, out_dir: Path) -> None:
+def curate_sheets_command(filmstrips: Path, reviewers: tuple[str, ...], out_dir: Path) -> None:
     """Write one blank annotation sheet per reviewer (label each video yes / no / unsure)."""
-    from eval.curation import SheetsConfig, make_sheets
+    from curate.config import SheetsConfig
+    from curate.sheets import make_sheets
 
-    summary = make_sheets(SheetsConfig(filmstrips=filmstrips, reviewers=_comma_list(reviewers), out_dir=out_dir))
+    summary = make_sheets(SheetsConfig(filmstrips=filmstrips, reviewers=reviewers, out_dir=out_dir))
     click.echo(f"{len(summary.sheets)} sheets of {summary.n_videos} videos ({summary.n_failed} without a filmstrip "
                f"left out) in {out_dir}")
 
 
 @curate_group.command("merge")
-@click.argument("sheets", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.argument("sheets", nargs=-1, required=True, type=EXISTING_FILE)
+@click.option("--out-dir", required=True, type=NEW_DIR,
               help="Folder for decisions.csv, agreement.json and agreement.md.")
 @_user_errors
 def curate_merge_command(sheets: tuple[Path, ...], out_dir: Path) -> None:
     """Merge filled SHEETS (one per reviewer): keep all-yes videos, drop mixed ones, report Fleiss' / Cohen's kappa."""
-    from eval.curation import MergeConfig, merge_annotations
+    from curate.config import MergeConfig
+    from curate.merge import merge_annotations
 
     summary = merge_annotations(MergeConfig(sheets=sheets, out_dir=out_dir))
     kappa = "n/a" if summary.fleiss_kappa is None else f"{summary.fleiss_kappa:.3f}"
@@ -645,13 +689,12 @@ def curate_merge_command(sheets: tuple[Path, ...], out_dir: Path) -> None:
 
 
 @curate_group.command("build")
-@click.option("--decisions", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="decisions.csv of curate merge.")
-@click.option("--classes", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--decisions", required=True, type=EXISTING_FILE, help="decisions.csv of curate merge.")
+@click.option("--classes", required=True, type=EXISTING_FILE,
               help="Class table of curate select (class_name,sr,group).")
-@click.option("--filmstrips", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--filmstrips", required=True, type=EXISTING_FILE,
               help="filmstrips.csv index of curate filmstrips (video paths, decode failures).")
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out-dir", required=True, type=NEW_DIR,
               help="Folder for manifest.csv, classes.csv, dropped.csv, statistics.md, videos_per_class.png.")
 @click.option("--min-videos-per-class", type=int, default=1, show_default=True,
               help="Drop classes with fewer kept videos (noted in statistics.md).")
@@ -659,7 +702,8 @@ def curate_merge_command(sheets: tuple[Path, ...], out_dir: Path) -> None:
 def curate_build_command(decisions: Path, classes: Path, filmstrips: Path, out_dir: Path,
                          min_videos_per_class: int) -> None:
     """Write the evaluation set: manifest (split unseen, group, SR), class table, Table 2 / Fig. 3 statistics."""
-    from eval.curation import BuildConfig, build_evaluation_set
+    from curate.build import build_evaluation_set
+    from curate.config import BuildConfig
 
     summary = build_evaluation_set(BuildConfig(decisions=decisions, classes=classes, filmstrips=filmstrips,
                                                out_dir=out_dir, min_videos_per_class=min_videos_per_class))

@@ -1,0 +1,157 @@
+"""The command line as a user meets it: every command's --help, wrong usage, and the line between user errors
+(one line, exit 1, in the command's own flags) and bugs (a traceback)."""
+
+import ast
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+import cli
+from extract.errors import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+LIBRARY = ("extract", "features", "fusion", "eval", "curate")
+# Commands the design card and the issues name; every command of the group is listed by --help, these among them.
+REQUIRED_COMMANDS = ("make-synthetic", "extract", "train-fusion", "zeroshot", "inspect", "relatedness", "report",
+                     "curate", "protocol", "demo", "import-avca")
+
+
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command under `group`, depth first, as its argv path."""
+    found = []
+    for name, command in sorted(group.commands.items()):
+        found.append((*prefix, name))
+        if isinstance(command, click.Group):
+            found += _commands(command, (*prefix, name))
+    return found
+
+
+COMMANDS = _commands(cli.cli)
+
+
+def _command(path: tuple[str, ...]) -> click.Command:
+    command = cli.cli
+    for name in path:
+        command = command.commands[name]
+    return command
+
+
+def _run_python(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+
+
+def test_top_level_help_lists_every_command():
+    result = _run_python("cli.py", "--help")
+    assert result.returncode == 0, result.stderr
+    listed = set(re.findall(r"^  (\S+)", result.stdout.split("Commands:")[1], flags=re.MULTILINE))
+    assert set(cli.cli.commands) == listed and set(REQUIRED_COMMANDS) <= listed
+
+
+def test_help_does_not_import_heavy_libraries():
+    # Commands import torch / zarr / dask inside their bodies so that `--help` stays fast.
+    heavy = "import sys, cli; print(sorted(m for m in ('torch', 'zarr', 'dask') if m in sys.modules))"
+    result = _run_python("-c", heavy)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_command_tree_is_what_the_readme_documents():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    leaves = [path for path in COMMANDS if not isinstance(cli.cli.commands[path[0]], click.Group) or len(path) > 1]
+    assert len(leaves) >= 14
+    undocumented = [" ".join(path) for path in leaves if f"cli.py {' '.join(path)}" not in readme]
+    assert undocumented == []
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=" ".join)
+def test_every_command_documents_its_options(path):
+    command = _command(path)
+    result = CliRunner().invoke(cli.cli, [*path, "--help"])
+    assert result.exit_code == 0 and result.output.startswith("Usage: "), result.output
+    assert (command.help or "").strip(), f"{' '.join(path)} has no docstring"
+    for param in command.params:
+        if isinstance(param, click.Option):
+            assert (param.help or "").strip(), f"{' '.join(path)} {param.opts[0]} has no help text"
+            assert param.opts[0] in result.output
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=" ".join)
+def test_an_unknown_option_is_a_usage_error(path):
+    result = CliRunner().invoke(cli.cli, [*path, "--no-such-option"])
+    assert result.exit_code == 2 and "No such option '--no-such-option'" in result.output
+
+
+def test_missing_required_option_names_it():
+    result = CliRunner().invoke(cli.cli, ["extract", "--out", "somewhere.zarr"])
+    assert result.exit_code == 2 and "Missing option '--videos'" in result.output
+
+
+def test_views_help_says_what_it_counts():
+    text = CliRunner().invoke(cli.cli, ["extract", "--help"]).output
+    assert "--temporal-views" in text and "temporal views" in text and "--views " not in text
+
+
+def test_user_errors_name_the_commands_flags(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "something").write_text("x")
+    result = CliRunner().invoke(cli.cli, ["train-fusion", "--store", str(tmp_path / "missing.zarr"),
+                                          "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1 and result.output.startswith("Error: ")
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_backticked_fields_become_options():
+    command = cli.cli.commands["train-fusion"]
+    message = "run: exists; set `resume=True` to continue, or choose another `out`; or `se_target='class'`"
+    assert cli._as_options(message, command) == (
+        "run: exists; set --resume to continue, or choose another --out; or --se-target class")
+    assert cli._as_options("`normalise_embeddings`", command) == "--ablation normalised"
+    assert cli._as_options("`not_an_option`", command) == "`not_an_option`"
+    zeroshot = cli.cli.commands["zeroshot"]
+    assert cli._as_options("`calibrated_stacking` needs `val_split`", zeroshot) == (
+        "--calibrated-stacking needs --val-split")
+
+
+def _command_raising(error: Exception) -> click.Command:
+    @click.command()
+    @cli._user_errors
+    def command():
+        raise error
+
+    return command
+
+
+def test_input_errors_are_one_line_but_bugs_keep_their_traceback():
+    told = CliRunner().invoke(_command_raising(InputError("clips.csv: no 'path' column")), [])
+    assert told.exit_code == 1 and told.output == "Error: clips.csv: no 'path' column\n"
+    missing = CliRunner().invoke(_command_raising(FileNotFoundError("store.zarr does not exist")), [])
+    assert missing.exit_code == 1 and missing.output == "Error: store.zarr does not exist\n"
+    for bug in (ValueError("shapes (2, 3) and (4,) differ"), KeyError("video_tokens"), TypeError("None")):
+        result = CliRunner().invoke(_command_raising(bug), [])
+        assert result.exit_code == 1 and result.exception is bug and "Error:" not in result.output
+
+
+def _raised_texts(path: Path) -> list[tuple[int, str]]:
+    """The string literals (f-string parts included) of every `raise` in a module."""
+    texts = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            for part in ast.walk(node.exc):
+                if isinstance(part, ast.Constant) and isinstance(part.value, str):
+                    texts.append((node.lineno, part.value))
+    return texts
+
+
+def test_library_errors_name_config_fields_not_cli_flags():
+    flag = re.compile(r"(?<![\w-])--[a-z][a-z-]+")
+    offenders = [f"{path.relative_to(REPO)}:{line}: {text!r}"
+                 for package in LIBRARY for path in sorted((REPO / package).rglob("*.py"))
+                 for line, text in _raised_texts(path) if flag.search(text)]
+    assert offenders == []
