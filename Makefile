@@ -5,13 +5,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup demo test lint bench-cpu clean-demo
+.PHONY: setup demo test test-fast lint bench-cpu clean-demo
 
 setup: $(STAMP)
 
 # The stamp makes a second `make setup` a no-op until pyproject.toml changes. Only the dependencies are
 # installed: the toolkit runs from the checkout (`python cli.py ...`), so its top-level packages
-# (extract, features, fusion, eval) never land in site-packages.
+# (extract, features, fusion, eval, curate) never land in site-packages.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PYTHON) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
@@ -24,6 +24,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The edit-test loop: everything but the tests marked slow (end to end, worker clusters, killed processes).
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
 
 lint: setup
 	$(PY) -m ruff check .

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusion.class_embeddings import tokenize_class_name
+from fusion.class_names import tokenize_class_name
 
 KINETICS400 = Path(__file__).resolve().parents[1] / "data" / "classlists" / "kinetics400.txt"
 
@@ -27,3 +27,17 @@ def write_word_vectors(tmp_path_factory):
         return path
 
     return write
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` run where torch sees a CUDA device and are skipped, saying why, everywhere else."""
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_tests:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device: torch.cuda.is_available() is False on this machine")
+    for item in gpu_tests:
+        item.add_marker(skip)

@@ -2,12 +2,14 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from cli import cli
 from eval.demo import DemoConfig, run_demo
 
 
+@pytest.mark.slow
 def test_pipeline_end_to_end_learns_a_zero_shot_mapping_and_reuses_work(tmp_path):
     config = DemoConfig(out=tmp_path / "demo", classes=16, clips_per_class=8, seconds=1.5, seeds=(0,), epochs=30,
                         progress=False)
