@@ -28,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from curate.config import SyntheticConfig  # noqa: E402
+from curate.synthetic import make_synthetic  # noqa: E402
 from extract.config import ExtractConfig  # noqa: E402
 from extract.pipeline import ClipExtractor  # noqa: E402
-from extract.synthetic import SyntheticConfig, make_synthetic  # noqa: E402
 from features.config import RunnerConfig  # noqa: E402
 from features.runner import build_extract_config, run_extraction  # noqa: E402
 from features.store import package_versions  # noqa: E402

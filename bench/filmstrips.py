@@ -1,7 +1,7 @@
-"""Filmstrip throughput of `curate filmstrips` (eval.curation.make_filmstrips) on ~4 s clips and on 100 s clips.
+"""Filmstrip throughput of `curate filmstrips` (curate.render.make_filmstrips) on ~4 s clips and on 100 s clips.
 
 Two sets of videos, both written here: the synthetic benchmark's ~4 s clips (160 x 120, 25 fps, H.264 + AAC, via
-extract.synthetic.make_synthetic) and a 100 s clip (340 x 256, 30 fps, x264 veryfast crf 23 with its default GOP
+curate.synthetic.make_synthetic) and a 100 s clip (340 x 256, 30 fps, x264 veryfast crf 23 with its default GOP
 of up to 250 frames and B-frames, AAC) linked under several names. For each set: videos/s of the whole step
 (process pool, index, JPEG files) with 1 and with `--workers` processes, after a warm-up run.
 
@@ -33,16 +33,17 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.decode import write_motion_clip  # noqa: E402
-from eval import filmstrip  # noqa: E402
-from eval.curation import FilmstripConfig, make_filmstrips  # noqa: E402
-from extract.synthetic import SyntheticConfig, make_synthetic  # noqa: E402
+from curate import filmstrip  # noqa: E402
+from curate.config import FilmstripConfig, FilmstripLayout, SyntheticConfig  # noqa: E402
+from curate.render import make_filmstrips  # noqa: E402
+from curate.synthetic import make_synthetic  # noqa: E402
 
 
 def _write_long_clip(path: Path, seconds: float) -> Path:
     return write_motion_clip(path, seconds, width=340, height=256)
 
 
-def _naive_filmstrip(video: Path, out_path: Path, layout: filmstrip.FilmstripLayout) -> None:
+def _naive_filmstrip(video: Path, out_path: Path, layout: FilmstripLayout) -> None:
     """Baseline: decode and convert every frame of the first 100 s, keep the one shown at each second."""
     times = layout.times_s
     shown: list[np.ndarray | None] = [None] * times.size
@@ -102,7 +103,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="processes of the parallel run")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (best is reported)")
     args = parser.parse_args()
-    layout = filmstrip.FilmstripLayout()
+    layout = FilmstripLayout()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -25,12 +25,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from extract.outputs import TokenLayout  # noqa: E402
 from features.config import StoreConfig  # noqa: E402
 from features.manifest import ClipRecord  # noqa: E402
 from features.reader import BatchReader  # noqa: E402
 from features.store import TokenStore, package_versions  # noqa: E402
 
-PAPER_LAYOUT = {"V": 12, "Nv": 17, "Dv": 768, "Na": 98, "Da": 768, "kinetics_classes": 400}
+PAPER_LAYOUT = TokenLayout(views=12, video_tokens=17, video_dim=768, audio_tokens=98, audio_dim=768,
+                           kinetics_classes=400, crops=3, temporal_views=4)
 
 
 def _source_tokens(source: str | None, clips: int, seed: int):
@@ -38,9 +40,9 @@ def _source_tokens(source: str | None, clips: int, seed: int):
         rng = np.random.default_rng(seed)
         layout = PAPER_LAYOUT
         base = [SimpleNamespace(
-            video_tokens=rng.standard_normal((layout["V"], layout["Nv"], layout["Dv"])).astype(np.float16),
-            audio_tokens=rng.standard_normal((layout["Na"], layout["Da"])).astype(np.float16),
-            kinetics_logits=rng.standard_normal((layout["V"], layout["kinetics_classes"])).astype(np.float32),
+            video_tokens=rng.standard_normal(layout.shape("video_tokens")).astype(np.float16),
+            audio_tokens=rng.standard_normal(layout.shape("audio_tokens")).astype(np.float16),
+            kinetics_logits=rng.standard_normal(layout.shape("kinetics_logits")).astype(np.float32),
             has_audio=True, audio_frames=998) for _ in range(min(clips, 16))]
         return layout, "random-normal", base
     store = TokenStore.open(source)
@@ -50,7 +52,7 @@ def _source_tokens(source: str | None, clips: int, seed: int):
     return store.token_layout, f"store:{source}", base
 
 
-def _write_store(path: Path, layout: dict, base: list, clips: int, store_config: StoreConfig) -> float:
+def _write_store(path: Path, layout: TokenLayout, base: list, clips: int, store_config: StoreConfig) -> float:
     records = [ClipRecord(f"c{i}", Path(f"/c{i}.mp4"), "x", "seen") for i in range(clips)]
     store = TokenStore.create(path, records, layout, {}, {}, store_config)
     started = time.perf_counter()
@@ -109,7 +111,7 @@ def main() -> None:
             reader.set_epoch(epoch)
             for batch in reader:
                 batches += 1
-                batch["video_tokens"].sum()  # touch the data, as a training step would
+                batch.video_tokens.sum()  # touch the data, as a training step would
         return batches / (time.perf_counter() - started)
 
     def run_numpy() -> float:
@@ -131,7 +133,7 @@ def main() -> None:
     reader_rate, numpy_rate = run_reader(), run_numpy()
     print(json.dumps({
         "bench": "store_io", "machine": platform.machine(), "cpus": __import__("os").cpu_count(),
-        "versions": package_versions(), "data": data_kind, "layout": layout, "clips": args.clips,
+        "versions": package_versions(), "data": data_kind, "layout": layout.to_dict(), "clips": args.clips,
         "raw_token_bytes_per_clip": raw_bytes, "compression": compression,
         "reader": {"batch_size": args.batch_size, "batchreader_batches_per_s": round(reader_rate, 2),
                    "numpy_npy_files_batches_per_s": round(numpy_rate, 2),

@@ -1,6 +1,6 @@
 """How learnable is zero-shot on the synthetic benchmark? Per-clip features -> class embedding, ZSL on unseen classes.
 
-Renders a benchmark with `extract.synthetic.make_synthetic` (or reads one), computes per-clip features, then over
+Renders a benchmark with `curate.synthetic.make_synthetic` (or reads one), computes per-clip features, then over
 many random seen / unseen splits of its classes fits two linear heads on the seen classes and scores the unseen
 clips against the unseen classes only (ZSL, mean per-class accuracy, DESIGN section 3):
 - `regression`: ridge from standardised features to the class embedding; nearest unseen embedding by cosine.
@@ -37,7 +37,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from extract import synthetic  # noqa: E402
+from curate.config import SyntheticConfig  # noqa: E402
+from curate.synthetic import make_synthetic  # noqa: E402
+from fusion.class_embeddings import AVCA_TABLES  # noqa: E402
 
 
 def _decode(path: Path) -> tuple[np.ndarray, np.ndarray | None, int]:
@@ -179,11 +181,11 @@ def main() -> None:
     for seed in args.seeds:
         out = work / f"seed{seed}"
         if not (out / "manifest.csv").is_file():
-            synthetic.make_synthetic(synthetic.SyntheticConfig(out_dir=out, seed=seed, workers=args.workers))
+            make_synthetic(SyntheticConfig(out_dir=out, seed=seed, workers=args.workers))
         rows = [line.split(",") for line in (out / "manifest.csv").read_text().splitlines()[1:]]
         class_rows = [line.split(",") for line in (out / "classes.csv").read_text().splitlines()[1:]]
         names = [r[0] for r in class_rows]
-        with np.load(synthetic.EMBEDDING_TABLES["vggsound"]) as table:
+        with np.load(AVCA_TABLES["vggsound"].path) as table:
             emb = table["emb"][[int(r[3]) for r in class_rows]].astype(np.float64)
         labels = np.array([names.index(r[2]) for r in rows])
         t0 = time.perf_counter()

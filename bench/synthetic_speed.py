@@ -1,4 +1,4 @@
-"""Generation speed of the synthetic benchmark (`extract.synthetic.make_synthetic`), clips per second.
+"""Generation speed of the synthetic benchmark (`curate.synthetic.make_synthetic`), clips per second.
 
 Warms up with a tiny benchmark (imports, spawned workers' first use), then times the configured one for each
 worker count in the same process; one JSON line.
@@ -22,7 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from extract import synthetic  # noqa: E402
+from curate.config import SyntheticConfig  # noqa: E402
+from curate.synthetic import make_synthetic  # noqa: E402
 
 
 def main() -> None:
@@ -36,9 +37,9 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory(prefix="synthetic_speed_") as work:
         for workers in args.workers:
-            synthetic.make_synthetic(synthetic.SyntheticConfig(out_dir=Path(work) / f"warm{workers}", classes=4,
+            make_synthetic(SyntheticConfig(out_dir=Path(work) / f"warm{workers}", classes=4,
                                                                clips_per_class=1, seconds=1.0, workers=workers))
-            summary = synthetic.make_synthetic(synthetic.SyntheticConfig(
+            summary = make_synthetic(SyntheticConfig(
                 out_dir=Path(work) / f"run{workers}", classes=args.classes, clips_per_class=args.clips_per_class,
                 seconds=args.seconds, workers=workers))
             size = sum(p.stat().st_size for p in summary.out_dir.rglob("*.mp4"))
