@@ -180,24 +180,17 @@ def test_run_relatedness_writes_csv_png_markdown_json(tmp_path, hmdb_vectors):
     assert record["seen_sources"]["hmdb51"].startswith("open-mmlab/mmaction2")
 
 
+def _relatedness_of(class_file, vectors, out):
+    """`cli.py relatedness` of a class file against HMDB-51 with the test's word vectors."""
+    return CliRunner().invoke(cli, ["relatedness", "--classes", str(class_file), "--seen", "hmdb51",
+                                    "--embeddings", f"word2vec:{vectors}", "--out-dir", str(out)])
+
+
 def test_cli_relatedness_writes_outputs(tmp_path, hmdb_vectors):
     class_file = tmp_path / "classes.txt"
     class_file.write_text("smile laugh\nkick ball\n")
     out = tmp_path / "rel"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "relatedness",
-            "--classes",
-            str(class_file),
-            "--seen",
-            "hmdb51",
-            "--embeddings",
-            f"word2vec:{hmdb_vectors}",
-            "--out-dir",
-            str(out),
-        ],
-    )
+    result = _relatedness_of(class_file, hmdb_vectors, out)
     assert result.exit_code == 0, result.output
     assert "2 classes vs hmdb51" in result.output and "SR < 0.2" in result.output
     assert (out / "relatedness.csv").read_text().count("\n") == 3
@@ -213,18 +206,5 @@ def test_cli_relatedness_reports_errors_in_one_line(tmp_path, hmdb_vectors):
     assert result.exit_code == 1 and "unknown class list 'kinetics9'" in result.output
     class_file = tmp_path / "classes.txt"
     class_file.write_text("zumba dancing\n")
-    result = CliRunner().invoke(
-        cli,
-        [
-            "relatedness",
-            "--classes",
-            str(class_file),
-            "--seen",
-            "hmdb51",
-            "--embeddings",
-            f"word2vec:{hmdb_vectors}",
-            "--out-dir",
-            str(tmp_path / "o"),
-        ],
-    )
+    result = _relatedness_of(class_file, hmdb_vectors, tmp_path / "o")
     assert result.exit_code == 1 and "'zumba'" in result.output and "--missing skip" in result.output
