@@ -179,7 +179,7 @@ class AVCAProtocolConfig:
     splits_root: Path | None = None  # folder holding <DS>/class-split (None: the shipped data/avgzsl)
 
     def __post_init__(self) -> None:
-        from eval import splits  # a leaf module; kept local so that this module stays import-light
+        from curate import splits  # a leaf module; kept local so that this module stays import-light
 
         splits.dataset_folder(self.dataset)  # raises ValueError for an unknown dataset
         if self.split not in splits.SPLITS:
@@ -255,7 +255,7 @@ class AVCAImportConfig:
     clips_per_block: int = 256  # store write block (vectors are small)
 
     def __post_init__(self) -> None:
-        from eval import splits
+        from curate import splits
 
         splits.dataset_folder(self.dataset)
         unknown = [s for s in self.stages if s not in splits.STAGES]

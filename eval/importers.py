@@ -12,8 +12,8 @@ averaged (a shorter sequence repeats its steps), because the store holds a fixed
 has no padding mask. Kinetics logits are absent (`kinetics_classes: 0`, `has_kinetics_logits: false`): train
 such stores with `se_target "class"`. Tokens are stored as float16 like every store; values beyond its range
 raise. Clip ids are the file stems of the `video_urls` (e.g. "v_ApplyEyeMakeup_g01_c02"), which are the ids of
-the split CSVs (`eval.splits`); labels are class names spelled as in `all_class.txt`. A clip found in several
-stage folders is stored once, under the first stage in `eval.splits.STAGES` order (the protocols take stage
+the split CSVs (`curate.splits`); labels are class names spelled as in `all_class.txt`. A clip found in several
+stage folders is stored once, under the first stage in `curate.splits.STAGES` order (the protocols take stage
 membership from the split files, not from the store's split column); its features must agree.
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eval import splits
+from curate import splits
 from eval.config import AVCAImportConfig
 from extract.errors import InputError
 from extract.outputs import ClipTokens, TokenLayout

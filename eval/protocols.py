@@ -31,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from curate import splits
 from curate.relatedness import DIFFICULTY_GROUPS
-from eval import report, splits
+from eval import report
 from eval.config import AVCAProtocolConfig, MZSLProtocolConfig
 from eval.gzsl import ValidationSplit, evaluate_gzsl, gzsl_metrics, gzsl_rows
 from eval.scoring import ClassEmbedder, ClipSet, score_clips

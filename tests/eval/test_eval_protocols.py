@@ -9,7 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from eval import protocols, splits
+from curate import splits
+from eval import protocols
 from eval.config import AVCAProtocolConfig, MZSLProtocolConfig, PlotConfig, ReportConfig
 from eval.report import write_report
 from fusion.class_embeddings import load_embedding_source

@@ -1,4 +1,4 @@
-"""eval.splits: the shipped AVCA split files give the counts of data/README.md."""
+"""curate.splits: the shipped AVCA split files give the counts of data/README.md."""
 
 import csv
 import gzip
@@ -6,7 +6,7 @@ import gzip
 import numpy as np
 import pytest
 
-from eval import splits
+from curate import splits
 
 # data/README.md: class counts per stage (stage 1 train / val-unseen, stage 2 seen / unseen, cls-split unseen)
 _CLASSES = {
