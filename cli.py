@@ -558,6 +558,41 @@ def import_avca_command(features: Path, dataset: str, out: Path, stages: tuple[s
                f"{summary.duplicates} repeated across stages) into {summary.store}")
 
 
+# --- curate: manifests of dataset downloads -----------------------------------------------------------------
+
+
+@cli.group("manifest")
+def manifest_group() -> None:
+    """Write the manifest of a dataset download (docs/datasets.md), for extract and the protocols."""
+
+
+@manifest_group.command("avca")
+@click.option("--dataset", required=True, type=click.Choice(["ucf", "vggsound"], case_sensitive=False),
+              help="AVCA-GZSL benchmark whose split files name the videos (ActivityNet's are segments: not yet).")
+@click.option("--split", default="main_split", show_default=True, type=click.Choice(["main_split", "cls_split"]),
+              help="Benchmark split (main_split: SeLaVi features; cls_split: C3D / VGGish).")
+@click.option("--videos", required=True, type=EXISTING_DIR,
+              help="The download folder, scanned recursively: UCF-101 Class/v_*.avi; VGGSound <ytid>_<start:06d>.* "
+                   "or <ytid>_<start>_<end>.* (flat or in class folders).")
+@click.option("--out", required=True, type=ANY_PATH,
+              help="The manifest CSV (path,class_name,split,clip_id); ids not found go to NAME.missing.csv beside it.")
+@_user_errors
+def manifest_avca_command(dataset: str, split: str, videos: Path, out: Path) -> None:
+    """One manifest row per AVCA video found: clip_id = AVCA's id, split = its stage (what protocol avca reads)."""
+    from curate.config import AVCAManifestConfig
+    from curate.manifests import write_avca_manifest
+
+    summary = write_avca_manifest(AVCAManifestConfig(dataset=dataset, videos=videos, out=out, split=split))
+    for stage, count in summary.found.items():
+        if count or summary.missing[stage]:
+            click.echo(f"{stage}: {count} found, {summary.missing[stage]} missing")
+    if summary.ambiguous:
+        click.echo(f"{len(summary.ambiguous)} id(s) carried by several files, not written (listed as missing): "
+                   + ", ".join(sorted(summary.ambiguous)[:5]))
+    missing = "" if summary.missing_path is None else f"; missing videos: {summary.missing_path}"
+    click.echo(f"wrote {summary.total_found} clips to {summary.manifest_path}{missing}")
+
+
 # --- curate: relatedness, and building an evaluation set ---------------------------------------------------
 
 

@@ -3,7 +3,7 @@
 `SyntheticConfig` is the built-in benchmark (`make-synthetic`); `RelatednessConfig` scores class names against
 the seen datasets (`relatedness`); the rest are the steps of building an MZSL-style evaluation set (`curate ...`,
 docs/curation.md): `SelectConfig` -> `FilmstripConfig` (with its `FilmstripLayout`) -> `SheetsConfig` ->
-`MergeConfig` -> `BuildConfig`.
+`MergeConfig` -> `BuildConfig`; `AVCAManifestConfig` finds a benchmark's videos in a download (`manifest avca`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curate import classlists
+from curate import classlists, splits
 from extract.errors import InputError
 from fusion.class_embeddings import AVCA_TABLES, DEFAULT_SPEC, EmbeddingSpec
 
@@ -30,9 +30,12 @@ __all__ = [
     "SheetsConfig",
     "MergeConfig",
     "BuildConfig",
+    "MANIFEST_LAYOUTS",
+    "AVCAManifestConfig",
 ]
 
 IMAGE_FORMATS = ("jpg", "png")  # filmstrip image formats
+MANIFEST_LAYOUTS = ("UCF", "VGGSound")  # AVCA datasets whose clips are whole files (`manifest avca`)
 _REVIEWER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a reviewer's name becomes a file name
 
 
@@ -278,3 +281,30 @@ class BuildConfig:
     def __post_init__(self) -> None:
         if self.min_videos_per_class < 1:
             raise InputError(f"min_videos_per_class must be at least 1, got {self.min_videos_per_class}")
+
+
+@dataclass(frozen=True)
+class AVCAManifestConfig:
+    """`manifest avca`: the videos of an AVCA-GZSL benchmark found under a download folder -> a manifest.
+
+    Each AVCA video id becomes one row, `clip_id` = the id and `split` = its stage (the first of
+    `curate.splits.STAGES` that lists it), as `protocol avca` reads a store. Layouts found (any media extension,
+    flat or in class folders): UCF-101 `v_<Class>_gXX_cYY.*`; VGGSound 10 s cuts `<ytid>_<start:06d>.*` or
+    `<ytid>_<start>_<end>.*`.
+    """
+
+    dataset: str  # "ucf" or "vggsound" (any spelling `curate.splits.dataset_folder` takes)
+    videos: Path  # the download folder, scanned recursively
+    out: Path  # the manifest CSV; the videos not found go to <out stem>.missing.csv beside it
+    split: str = "main_split"  # "main_split" or "cls_split"
+    splits_root: Path | None = None  # folder holding <DS>/class-split (None: the shipped data/avgzsl)
+
+    def __post_init__(self) -> None:
+        folder = splits.dataset_folder(self.dataset)
+        if folder not in MANIFEST_LAYOUTS:
+            raise InputError(f"no manifest layout for {folder} yet: {folder} clips are segments of longer videos, "
+                             f"which extraction cannot cut yet; datasets with a layout: {', '.join(MANIFEST_LAYOUTS)}")
+        if self.split not in splits.SPLITS:
+            raise InputError(f"split must be one of {splits.SPLITS}, got {self.split!r}")
+        if Path(self.out).suffix.lower() != ".csv":
+            raise InputError(f"{self.out}: the manifest is a CSV file; name it *.csv")

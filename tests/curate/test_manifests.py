@@ -1,0 +1,121 @@
+"""`manifest avca`: AVCA's videos found in download folders laid out as UCF-101 and VGGSound name their files."""
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli import cli
+from curate import splits
+from curate.config import AVCAManifestConfig
+from curate.manifests import video_id_of, write_avca_manifest
+from extract.errors import InputError
+from extract.files import read_csv
+from extract.media import open_video
+from features.manifest import read_clip_list
+
+
+def _write_video(path: Path, frames: int = 4) -> Path:
+    """A real video file in the container its extension names (MPEG-4 Part 2, 32 x 32, 25 fps)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 40 * i, np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def _videos(dataset: str, stage: str) -> list[tuple[str, str]]:
+    class_split = splits.load_class_split(dataset)
+    videos = splits.load_stage_videos(class_split, stage)
+    return list(zip(videos.video_ids, videos.labels, strict=True))
+
+
+def _stage_of(dataset: str) -> dict[str, str]:
+    """Each video id -> the first stage that lists it (the manifest's split)."""
+    first = {}
+    for stage in splits.STAGES:
+        for video_id, _ in _videos(dataset, stage):
+            first.setdefault(video_id, stage)
+    return first
+
+
+def test_ucf_layout_finds_ids_lists_missing_and_ambiguous(tmp_path):
+    train, test = _videos("UCF", "stage_1_train"), _videos("UCF", "stage_2_test_unseen")
+    root = tmp_path / "UCF-101"
+    held = [train[0], train[1], test[0]]
+    for (video_id, label), suffix in zip(held, [".avi", ".mkv", ".avi"], strict=True):
+        _write_video(root / label / f"{video_id}{suffix}")
+    twice = train[2][0]
+    _write_video(root / train[2][1] / f"{twice}.avi")
+    _write_video(root / "copies" / f"{twice}.mp4")
+    (root / "notes.txt").write_text("not a video\n")
+
+    out = tmp_path / "lists" / "ucf.csv"
+    summary = write_avca_manifest(AVCAManifestConfig(dataset="ucf", videos=root, out=out))
+
+    clips = read_clip_list(out)
+    first_stage = _stage_of("UCF")
+    assert sorted(c.clip_id for c in clips) == sorted(video_id for video_id, _ in held)
+    for clip in clips:
+        assert clip.split == first_stage[clip.clip_id] and clip.path.is_file()
+        assert clip.label in splits.load_class_split("UCF").all_classes
+        open_video(clip.path).close()
+    assert {c.split for c in clips} == {"stage_1_train", "stage_2_test_unseen"}
+    assert summary.found["stage_1_train"] == 2 and summary.found["stage_2_test_unseen"] == 1
+    assert summary.total_found == 3 and summary.ambiguous.keys() == {twice}
+    missing = read_csv(summary.missing_path, ("clip_id", "class_name", "split", "reason"), "missing list")
+    assert len(missing) == len(first_stage) - 3 == sum(summary.missing.values())
+    reasons = {row["clip_id"]: row["reason"] for row in missing}
+    assert reasons[twice].startswith("2 files carry this id") and reasons[test[1][0]] == "no file carries this id"
+    assert all(Path(row["path"]).parts[0] == ".." for row in read_csv(out, ("path",), "manifest"))
+
+
+def test_vggsound_cuts_by_id_or_by_start_and_end(tmp_path):
+    (by_id, label_a), (by_seconds, label_b) = _videos("VGGSound", "stage_2_test_unseen")[:2]
+    ytid, start = by_seconds.rsplit("_", 1)
+    assert video_id_of("vggsound", f"{ytid}_{int(start)}_{int(start) + 10}") == by_seconds
+    assert video_id_of("ucf", "v_Drumming_g01_c01") == "v_Drumming_g01_c01"
+    root = tmp_path / "vggsound"
+    _write_video(root / label_a / f"{by_id}.mp4")
+    _write_video(root / f"{ytid}_{int(start)}_{int(start) + 10}.avi")
+
+    summary = write_avca_manifest(AVCAManifestConfig(dataset="VGGSound", videos=root, out=tmp_path / "vgg.csv"))
+
+    clips = {clip.clip_id: clip for clip in read_clip_list(tmp_path / "vgg.csv")}
+    assert clips.keys() == {by_id, by_seconds} and summary.found["stage_2_test_unseen"] == 2
+    assert clips[by_seconds].path.name == f"{ytid}_{int(start)}_{int(start) + 10}.avi"
+    assert clips[by_id].label == label_a and clips[by_seconds].label == label_b
+
+
+def test_bad_input_writes_nothing(tmp_path):
+    empty = tmp_path / "empty"
+    _write_video(empty / "holiday.avi")
+    out = tmp_path / "m.csv"
+    with pytest.raises(InputError, match="no file of UCF main_split found .* among 1 media files"):
+        write_avca_manifest(AVCAManifestConfig(dataset="ucf", videos=empty, out=out))
+    assert not out.exists() and not (tmp_path / "m.missing.csv").exists()
+    with pytest.raises(InputError, match="no manifest layout for ActivityNet"):
+        AVCAManifestConfig(dataset="activitynet", videos=empty, out=out)
+    with pytest.raises(InputError, match="name it \\*.csv"):
+        AVCAManifestConfig(dataset="ucf", videos=empty, out=tmp_path / "m.txt")
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        write_avca_manifest(AVCAManifestConfig(dataset="ucf", videos=tmp_path / "absent", out=out))
+
+
+def test_cli_manifest_avca(tmp_path):
+    video_id, label = _videos("UCF", "stage_1_val_unseen")[0]
+    _write_video(tmp_path / "UCF-101" / label / f"{video_id}.avi")
+    result = CliRunner().invoke(cli, ["manifest", "avca", "--dataset", "ucf", "--videos", str(tmp_path / "UCF-101"),
+                                      "--out", str(tmp_path / "ucf.csv")])
+    assert result.exit_code == 0, result.output
+    assert "stage_1_val_unseen: 1 found" in result.output and "wrote 1 clips to" in result.output
+    bad = CliRunner().invoke(cli, ["manifest", "avca", "--dataset", "ucf", "--videos", str(tmp_path),
+                                   "--out", str(tmp_path / "x.txt")])
+    assert bad.exit_code == 1 and bad.output.startswith("Error: ") and "name it *.csv" in bad.output
