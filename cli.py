@@ -567,22 +567,26 @@ def manifest_group() -> None:
 
 
 @manifest_group.command("avca")
-@click.option("--dataset", required=True, type=click.Choice(["ucf", "vggsound"], case_sensitive=False),
-              help="AVCA-GZSL benchmark whose split files name the videos (ActivityNet's are segments: not yet).")
+@click.option("--dataset", required=True, type=click.Choice(["ucf", "vggsound", "activitynet"], case_sensitive=False),
+              help="AVCA-GZSL benchmark whose split files name the videos.")
 @click.option("--split", default="main_split", show_default=True, type=click.Choice(["main_split", "cls_split"]),
               help="Benchmark split (main_split: SeLaVi features; cls_split: C3D / VGGish).")
 @click.option("--videos", required=True, type=EXISTING_DIR,
-              help="The download folder, scanned recursively: UCF-101 Class/v_*.avi; VGGSound <ytid>_<start:06d>.* "
-                   "or <ytid>_<start>_<end>.* (flat or in class folders).")
+              help="The download folder, scanned recursively: UCF-101 Class/v_*.avi; VGGSound <ytid>_<start:06d>.*, "
+                   "<ytid>_<start>_<end>.* or full videos <ytid>.*; ActivityNet full videos v_<ytid>.*.")
+@click.option("--annotations", type=EXISTING_FILE, default=None,
+              help="ActivityNet's activity_net.v1-3.min.json: its i-th segment of a video is AVCA's id <ytid>_<i>.")
 @click.option("--out", required=True, type=ANY_PATH,
               help="The manifest CSV (path,class_name,split,clip_id); ids not found go to NAME.missing.csv beside it.")
 @_user_errors
-def manifest_avca_command(dataset: str, split: str, videos: Path, out: Path) -> None:
-    """One manifest row per AVCA video found: clip_id = AVCA's id, split = its stage (what protocol avca reads)."""
+def manifest_avca_command(dataset: str, split: str, videos: Path, annotations: Path | None, out: Path) -> None:
+    """One manifest row per AVCA video found: clip_id = AVCA's id, split = its stage (what protocol avca reads),
+    start_s,end_s where the clip is a segment of a longer video."""
     from curate.config import AVCAManifestConfig
     from curate.manifests import write_avca_manifest
 
-    summary = write_avca_manifest(AVCAManifestConfig(dataset=dataset, videos=videos, out=out, split=split))
+    summary = write_avca_manifest(AVCAManifestConfig(dataset=dataset, videos=videos, out=out, split=split,
+                                                     annotations=annotations))
     for stage, count in summary.found.items():
         if count or summary.missing[stage]:
             click.echo(f"{stage}: {count} found, {summary.missing[stage]} missing")

@@ -30,12 +30,10 @@ __all__ = [
     "SheetsConfig",
     "MergeConfig",
     "BuildConfig",
-    "MANIFEST_LAYOUTS",
     "AVCAManifestConfig",
 ]
 
 IMAGE_FORMATS = ("jpg", "png")  # filmstrip image formats
-MANIFEST_LAYOUTS = ("UCF", "VGGSound")  # AVCA datasets whose clips are whole files (`manifest avca`)
 _REVIEWER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a reviewer's name becomes a file name
 
 
@@ -290,20 +288,25 @@ class AVCAManifestConfig:
     Each AVCA video id becomes one row, `clip_id` = the id and `split` = its stage (the first of
     `curate.splits.STAGES` that lists it), as `protocol avca` reads a store. Layouts found (any media extension,
     flat or in class folders): UCF-101 `v_<Class>_gXX_cYY.*`; VGGSound 10 s cuts `<ytid>_<start:06d>.*` or
-    `<ytid>_<start>_<end>.*`.
+    `<ytid>_<start>_<end>.*`, else the full video `<ytid>.*` with the segment from `start` to `start + 10` s;
+    ActivityNet full videos `v_<ytid>.*` or `<ytid>.*`, id `<ytid>_<i>` = the i-th annotated segment of the
+    official annotations (`annotations`, activity_net.v1-3.min.json).
     """
 
-    dataset: str  # "ucf" or "vggsound" (any spelling `curate.splits.dataset_folder` takes)
+    dataset: str  # "ucf", "vggsound" or "activitynet" (any spelling `curate.splits.dataset_folder` takes)
     videos: Path  # the download folder, scanned recursively
     out: Path  # the manifest CSV; the videos not found go to <out stem>.missing.csv beside it
     split: str = "main_split"  # "main_split" or "cls_split"
+    annotations: Path | None = None  # ActivityNet's activity_net.v1-3.min.json (required for ActivityNet)
     splits_root: Path | None = None  # folder holding <DS>/class-split (None: the shipped data/avgzsl)
 
     def __post_init__(self) -> None:
         folder = splits.dataset_folder(self.dataset)
-        if folder not in MANIFEST_LAYOUTS:
-            raise InputError(f"no manifest layout for {folder} yet: {folder} clips are segments of longer videos, "
-                             f"which extraction cannot cut yet; datasets with a layout: {', '.join(MANIFEST_LAYOUTS)}")
+        if folder == "ActivityNet" and self.annotations is None:
+            raise InputError("ActivityNet's AVCA ids are annotated segments of full videos: give `annotations` "
+                             "(the official activity_net.v1-3.min.json)")
+        if folder != "ActivityNet" and self.annotations is not None:
+            raise InputError(f"`annotations` are ActivityNet's; {folder} needs none")
         if self.split not in splits.SPLITS:
             raise InputError(f"split must be one of {splits.SPLITS}, got {self.split!r}")
         if Path(self.out).suffix.lower() != ".csv":

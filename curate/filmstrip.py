@@ -28,7 +28,7 @@ import logging
 import os
 import time
 from bisect import bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import av
@@ -40,6 +40,7 @@ from curate.config import FilmstripLayout
 from extract.media import (
     TIME_TOLERANCE_S,
     MediaError,
+    Segment,
     describe,
     display_orientation,
     frames_shown_at,
@@ -54,6 +55,7 @@ __all__ = [
     "render_filmstrip",
     "render_job",
     "sample_frames",
+    "sample_segment",
 ]
 
 logger = logging.getLogger(__name__)
@@ -101,6 +103,7 @@ class FilmstripJob:
     video: Path
     out_path: Path  # the image to write
     layout: FilmstripLayout
+    segment: Segment | None = None  # the part of the video that is the clip (None: all of it)
 
 
 @dataclass(frozen=True)
@@ -345,15 +348,33 @@ def _compose(frames: list[np.ndarray | None], layout: FilmstripLayout, title: st
     return image
 
 
-def render_filmstrip(video: str | Path, out_path: str | Path, layout: FilmstripLayout, title: str = ""
-                     ) -> tuple[Path, SampledVideo]:
+def sample_segment(video: str | Path, layout: FilmstripLayout, segment: Segment) -> SampledVideo:
+    """The cells of a segment: times from its start, cells at or after its end blank, the segment's duration.
+
+    Raises:
+        MediaError: the video cannot be decoded, or the segment starts after its end.
+    """
+    times = layout.times_s
+    length_s = segment.end_s - segment.start_s
+    inside = times[times < length_s - TIME_TOLERANCE_S]
+    sampled = sample_frames(video, segment.start_s + inside, (layout.cell_width_px, layout.cell_height_px))
+    if sampled.duration_s is not None and segment.start_s >= sampled.duration_s - TIME_TOLERANCE_S:
+        raise MediaError(video, f"segment {segment.start_s:g}-{segment.end_s:g} s starts after the end of the "
+                                f"video ({sampled.duration_s:.2f} s)")
+    duration_s = None if sampled.duration_s is None else min(length_s, sampled.duration_s - segment.start_s)
+    return replace(sampled, frames=sampled.frames + [None] * (times.size - inside.size), duration_s=duration_s)
+
+
+def render_filmstrip(video: str | Path, out_path: str | Path, layout: FilmstripLayout, title: str = "",
+                     segment: Segment | None = None) -> tuple[Path, SampledVideo]:
     """Decode `video` at the layout's cell times and write the filmstrip image to `out_path`.
 
     Args:
         video: the video file.
         out_path: image to write (its parent is created); written to a temporary name first, then renamed.
         layout: grid, timing and image format.
-        title: text of the header line (e.g. the clip id); the video's duration is added to it.
+        title: text of the header line (e.g. the clip id); the video's (or segment's) duration is added to it.
+        segment: the part of the video that is the clip; cells count from its start (None: the whole video).
 
     Returns:
         (the image path, the sampled video).
@@ -362,8 +383,13 @@ def render_filmstrip(video: str | Path, out_path: str | Path, layout: FilmstripL
         MediaError: the video cannot be decoded (see `sample_frames`).
     """
     out_path = Path(out_path)
-    sampled = sample_frames(video, layout.times_s, (layout.cell_width_px, layout.cell_height_px))
+    if segment is None:
+        sampled = sample_frames(video, layout.times_s, (layout.cell_width_px, layout.cell_height_px))
+    else:
+        sampled = sample_segment(video, layout, segment)
     duration = "duration unknown" if sampled.duration_s is None else f"{sampled.duration_s:.1f} s"
+    if segment is not None:
+        duration = f"{segment.start_s:g}-{segment.end_s:g} s, {duration}"
     image = _compose(sampled.frames, layout, f"{title}   ({duration})" if title else duration)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     partial = out_path.with_name(f".{out_path.name}.partial")
@@ -379,7 +405,7 @@ def render_job(job: FilmstripJob) -> FilmstripResult:
     """Render one video of the pool; a video that cannot be decoded gives a result with its reason, not an error."""
     start = time.perf_counter()
     try:
-        path, sampled = render_filmstrip(job.video, job.out_path, job.layout, title=job.clip_id)
+        path, sampled = render_filmstrip(job.video, job.out_path, job.layout, title=job.clip_id, segment=job.segment)
     except MediaError as error:  # recorded and logged by the caller (worker processes have no log handlers)
         return FilmstripResult(job.clip_id, job.video, None, reason=error.reason,
                                seconds=time.perf_counter() - start)

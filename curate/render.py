@@ -105,7 +105,7 @@ def make_filmstrips(config: FilmstripConfig) -> FilmstripSummary:
     image_root = out_dir / "filmstrips"
     layout = config.layout
     jobs = [filmstrip.FilmstripJob(clip.clip_id, clip.path, _filmstrip_path(image_root, clip.clip_id,
-                                                                            layout.image_format), layout)
+                                                                            layout.image_format), layout, clip.segment)
             for clip in clips]
     out_dir.mkdir(parents=True, exist_ok=True)
     results = list(_run_jobs(jobs, config.workers, config.progress))

@@ -7,6 +7,10 @@ the decode time would otherwise go (DESIGN section 5). Audio is resampled to 16 
 `ffmpeg -ar 16000` would), averaged over channels, and cut to the fbank window centred on the middle of the
 views' span.
 
+A clip can be a segment of its file (`extract.media.Segment`): the demuxer seeks to the key frame before the
+segment and stops soon after its end, and views and audio are sampled inside the segment only, with times counted
+from its start. A segment that starts at or after the end of the video is a MediaError.
+
 Bad input raises `extract.media.MediaError` (an InputError) naming the file and the reason; a clip without an audio
 stream is not an error (`has_audio` False).
 """
@@ -24,13 +28,16 @@ from av.video.reformatter import VideoReformatter
 
 from extract import media, views
 from extract.config import AudioConfig, VideoConfig
-from extract.media import MediaError
+from extract.media import MediaError, Segment
 
 __all__ = ["DecodedClip", "decode_clip", "MIN_AUDIO_S"]
 
 logger = logging.getLogger(__name__)
 
 MIN_AUDIO_S = 0.025  # one 25 ms fbank window; Kaldi's fbank asserts on less
+# A segment's demux goes this far past its end: packets arrive in decode order and interleaved by stream, so the
+# last frames and samples of the segment can follow packets of a later time.
+_SEGMENT_MARGIN_S = 2.0
 
 
 @dataclass
@@ -41,10 +48,12 @@ class DecodedClip:
         path: the clip's file.
         frames: the distinct RGB frames the views use (display orientation), uint8.
         frame_index: for every temporal view and frame position, the row of `frames` shown at that time.
-        frame_times_s: presentation time of each row of `frames`, seconds from the first frame.
-        duration_s: first frame's time to the end of the last frame.
+        frame_times_s: presentation time of each row of `frames`, seconds from the first frame (from the segment's
+            start for a segment; the frame shown at its start may begin before it).
+        duration_s: first frame's time to the end of the last frame (the segment's length, cut at the file's end).
         audio: mono waveform at 16 kHz in [-1, 1] (the fbank window at most), float32; None without audio.
-        audio_start_s: time of `audio[0]`, seconds from the first video frame; None without audio.
+        audio_start_s: time of `audio[0]`, seconds from the first video frame (or the segment's start); None
+            without audio.
 
     Shapes:
         frames: (N, H, W, 3). frame_index: (temporal_views, frames_per_view). frame_times_s: (N,). audio: (S,).
@@ -63,7 +72,8 @@ class DecodedClip:
         return self.audio is not None
 
 
-def decode_clip(path: str | Path, video: VideoConfig, audio: AudioConfig, codec_threads: int = 1) -> DecodedClip:
+def decode_clip(path: str | Path, video: VideoConfig, audio: AudioConfig, codec_threads: int = 1,
+                segment: Segment | None = None) -> DecodedClip:
     """Decode the frames of `video`'s views and the audio window of `audio` from one media file.
 
     Args:
@@ -71,13 +81,14 @@ def decode_clip(path: str | Path, video: VideoConfig, audio: AudioConfig, codec_
         video: view sampling settings.
         audio: audio settings (rate, fbank window length).
         codec_threads: decoder threads for this clip (1: parallelism comes from decoding several clips at once).
+        segment: the part of the file that is the clip (None: the whole file).
 
     Returns:
         The decoded clip.
 
     Raises:
         MediaError: missing, empty, not media, truncated, no video stream, no decodable video frame, an audio
-            stream that cannot be decoded or gives less than 25 ms.
+            stream that cannot be decoded or gives less than 25 ms, a segment that starts after the video ends.
     """
     path = Path(path)
     with media.open_video(path) as container:
@@ -87,8 +98,16 @@ def decode_clip(path: str | Path, video: VideoConfig, audio: AudioConfig, codec_
             if stream is not None:
                 _check_decodable(path, stream)
                 stream.codec_context.thread_count = codec_threads
-        packets, mono_audio = _demux(path, container, video_stream, audio_stream, audio.sample_rate_hz)
-        first_pts, duration_s = media.presentation_span(path, video_stream, packets, 1.0 / video.sampling_fps)
+        stop_s = None
+        if segment is not None:
+            origin_s = _seek(path, container, video_stream, segment)
+            stop_s = origin_s + segment.end_s + _SEGMENT_MARGIN_S
+        packets, mono_audio = _demux(path, container, video_stream, audio_stream, audio.sample_rate_hz, stop_s)
+        if segment is None:
+            first_pts, duration_s = media.presentation_span(path, video_stream, packets, 1.0 / video.sampling_fps)
+        else:
+            first_pts, duration_s = _segment_span(path, video_stream, packets, segment, origin_s,
+                                                  1.0 / video.sampling_fps)
         t0 = float(first_pts * video_stream.time_base)
         times = views.view_times(duration_s, video)  # (n_t, T) seconds from the first frame
         targets, inverse = np.unique(times, return_inverse=True)
@@ -97,7 +116,8 @@ def decode_clip(path: str | Path, video: VideoConfig, audio: AudioConfig, codec_
     frame_index = slots[inverse.reshape(times.shape)]  # (n_t, T) rows of `frames`
     waveform = start_s = None
     if mono_audio is not None:
-        waveform, start_s = _audio_window(path, mono_audio, audio, t0, _views_centre_s(duration_s, video))
+        waveform, start_s = _audio_window(path, mono_audio, audio, t0, _views_centre_s(duration_s, video),
+                                          None if segment is None else duration_s)
     logger.debug("%s: %.2f s, %d packets, %d frames converted, audio %s", path, duration_s, len(packets),
                  len(frames), "none" if waveform is None else f"{waveform.size} samples from {start_s:.2f} s")
     return DecodedClip(path, frames, frame_index, frame_times, duration_s, waveform, start_s)
@@ -111,9 +131,35 @@ def _check_decodable(path: Path, stream) -> None:
         raise MediaError(path, f"{stream.type} stream in a codec this FFmpeg build cannot decode")
 
 
-def _demux(path: Path, container, video_stream, audio_stream, sample_rate_hz: int
+def _seek(path: Path, container, stream, segment: Segment) -> float:
+    """Seek to the key frame at or before the segment's start; returns the time of the stream's start (s)."""
+    origin_s = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    try:
+        container.seek(int((origin_s + segment.start_s) / stream.time_base), stream=stream, backward=True)
+    except av.FFmpegError as error:
+        raise MediaError(path, f"cannot seek to the segment at {segment.start_s:g} s ({media.describe(error)})"
+                         ) from error
+    return origin_s
+
+
+def _segment_span(path: Path, stream, packets: list, segment: Segment, origin_s: float, unknown_frame_s: float
+                  ) -> tuple[int, float]:
+    """(presentation time stamp of the segment's start, its length cut at the video's end) in the stream."""
+    where = f"segment {segment.start_s:g}-{segment.end_s:g} s"
+    if not any(p.pts is not None for p in packets):
+        raise MediaError(path, f"{where} starts after the end of the video (no frame from there on)")
+    first_pts, span_s = media.presentation_span(path, stream, packets, unknown_frame_s)
+    video_end_s = float(first_pts * stream.time_base) + span_s
+    start_s = origin_s + segment.start_s
+    if start_s >= video_end_s - media.TIME_TOLERANCE_S:
+        raise MediaError(path, f"{where} starts after the end of the video ({video_end_s - origin_s:.2f} s)")
+    return round(start_s / stream.time_base), min(origin_s + segment.end_s, video_end_s) - start_s
+
+
+def _demux(path: Path, container, video_stream, audio_stream, sample_rate_hz: int, stop_s: float | None = None
            ) -> tuple[list, _MonoAudio | None]:
-    """Read every packet: keep the video packets, decode the audio to mono `sample_rate_hz` on the way."""
+    """Read the packets (every one, or up to a packet past `stop_s` seconds): keep the video packets, decode the
+    audio to mono `sample_rate_hz` on the way."""
     packets = []
     audio = _MonoAudio(audio_stream, sample_rate_hz) if audio_stream is not None else None
     streams = [s for s in (video_stream, audio_stream) if s is not None]
@@ -121,6 +167,8 @@ def _demux(path: Path, container, video_stream, audio_stream, sample_rate_hz: in
     try:
         for packet in container.demux(streams):
             last = packet
+            if stop_s is not None and packet.pts is not None and packet.pts * packet.time_base > stop_s:
+                break
             if packet.stream is video_stream:
                 if packet.size:  # the demuxer's final empty packet is a flush marker, added later
                     packets.append(packet)
@@ -229,18 +277,24 @@ class _MonoAudio:
             self._chunks.append(frame.to_ndarray().mean(axis=0, dtype=np.float32))  # (C, S) planar -> (S,)
 
 
-def _audio_window(path: Path, audio: _MonoAudio, config: AudioConfig, video_t0: float, centre_s: float
-                  ) -> tuple[np.ndarray, float]:
+def _audio_window(path: Path, audio: _MonoAudio, config: AudioConfig, video_t0: float, centre_s: float,
+                  span_s: float | None = None) -> tuple[np.ndarray, float]:
     """The fbank window of the mono waveform centred on `centre_s` (the whole waveform when shorter).
+
+    With `span_s` (a segment), only the samples from `video_t0` to `video_t0 + span_s` are used.
 
     Returns:
         (waveform (S,) float32, its start in seconds from the first video frame).
     """
     waveform, rate = audio.waveform(), config.sample_rate_hz
+    audio_t0 = video_t0 if audio.start_s is None else audio.start_s
+    if span_s is not None:
+        first = max(0, round((video_t0 - audio_t0) * rate))
+        waveform = waveform[first:max(first, round((video_t0 + span_s - audio_t0) * rate))]
+        audio_t0 += first / rate
     if waveform.size < round(MIN_AUDIO_S * rate):
         raise MediaError(path, f"audio track shorter than 25 ms ({waveform.size / rate * 1000:.1f} ms at "
                                f"{rate} Hz); remove the track or the clip")
-    audio_t0 = video_t0 if audio.start_s is None else audio.start_s
     start = 0
     if waveform.size > config.window_samples:
         centre = round((video_t0 + centre_s - audio_t0) * rate)

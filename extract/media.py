@@ -10,7 +10,9 @@ frames that some time shows: `extract.decode` (the backbones' views) and `curate
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,8 +21,8 @@ import numpy as np
 
 from extract.errors import InputError
 
-__all__ = ["TIME_TOLERANCE_S", "MediaError", "open_video", "describe", "presentation_span", "frames_shown_at",
-           "display_orientation"]
+__all__ = ["TIME_TOLERANCE_S", "MediaError", "Segment", "open_video", "describe", "presentation_span",
+           "frames_shown_at", "display_orientation"]
 
 TIME_TOLERANCE_S = 1e-6  # sample times within this of a frame's time count as at or after it (float rounding)
 
@@ -40,6 +42,21 @@ class MediaError(InputError):
 
     def __reduce__(self):  # keeps the two-argument constructor picklable (worker processes)
         return type(self), (self.path, self.reason)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A span of a media file that is the clip (an ActivityNet annotation, a VGGSound 10 s cut of a full video).
+
+    Seconds from the start of the file's video stream; `end_s` past the end of the file is cut to it.
+    """
+
+    start_s: float
+    end_s: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.start_s) and math.isfinite(self.end_s) and 0 <= self.start_s < self.end_s):
+            raise InputError(f"a segment needs 0 <= start_s < end_s, got {self.start_s}, {self.end_s}")
 
 
 def open_video(path: Path):

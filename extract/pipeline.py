@@ -24,7 +24,7 @@ from extract import ast_audio, mvit, spectrogram, tokens, views
 from extract.config import ExtractConfig
 from extract.decode import decode_clip
 from extract.errors import InputError
-from extract.media import MediaError
+from extract.media import MediaError, Segment
 from extract.outputs import ClipTokens, TokenLayout
 
 __all__ = ["ClipExtractor"]
@@ -86,29 +86,32 @@ class ClipExtractor:
 
     # --- public API -------------------------------------------------------------------------------------
 
-    def extract(self, path: str | Path) -> ClipTokens:
-        """Tokens of one clip.
+    def extract(self, path: str | Path, segment: Segment | None = None) -> ClipTokens:
+        """Tokens of one clip: a media file, or a segment of it.
 
         Raises:
             MediaError: the clip cannot be used (the message names the file and the reason).
         """
-        prepared = self._prepare(Path(path))
+        prepared = self._prepare(Path(path), segment)
         if isinstance(prepared, MediaError):
             raise prepared
         return self._forward([prepared])[0]
 
-    def extract_many(self, paths: Iterable[str | Path], prefetch: int = 2
+    def extract_many(self, paths: Iterable[str | Path], prefetch: int = 2,
+                     segments: Iterable[Segment | None] | None = None
                      ) -> Iterator[tuple[Path, ClipTokens | MediaError]]:
         """Tokens of many clips, in input order; a clip that cannot be used gives its MediaError instead.
 
         Args:
             paths: media files.
             prefetch: batches decoded ahead of the one in the backbones (0: decode, then run, in turn).
+            segments: per path the segment that is the clip, or None for the whole file (default: all None).
         """
         if prefetch < 0:
             raise ValueError(f"prefetch must be >= 0, got {prefetch}")
         per_batch = self._clips_per_batch
         remaining = iter(paths)
+        remaining_segments = iter(segments) if segments is not None else None
         pool = ThreadPoolExecutor(self.config.decode_threads, thread_name_prefix="mzst-decode")
         pending: deque[tuple[Path, Future]] = deque()
         try:
@@ -118,7 +121,8 @@ class ClipExtractor:
                     path = next(remaining, None)
                     if path is None:
                         break
-                    pending.append((Path(path), pool.submit(self._prepare, Path(path))))
+                    segment = None if remaining_segments is None else next(remaining_segments)
+                    pending.append((Path(path), pool.submit(self._prepare, Path(path), segment)))
                 if not pending:
                     return
                 batch = [pending.popleft() for _ in range(min(per_batch, len(pending)))]
@@ -151,10 +155,10 @@ class ClipExtractor:
 
     # --- decode side (worker threads) -------------------------------------------------------------------
 
-    def _prepare(self, path: Path) -> _Prepared | MediaError:
+    def _prepare(self, path: Path, segment: Segment | None = None) -> _Prepared | MediaError:
         cfg = self.config
         try:
-            clip = decode_clip(path, cfg.video, cfg.audio)
+            clip = decode_clip(path, cfg.video, cfg.audio, segment=segment)
         except MediaError as error:
             return error
         frames = torch.from_numpy(clip.frames)

@@ -1,7 +1,8 @@
 """The list of clips an extraction run works on: from a manifest CSV, a folder, or a single media file.
 
 A manifest is the synthetic benchmark's `manifest.csv` format (docs/ARCHITECTURE.md): required column
-`path`, optional `clip_id`, `class_name`, `split`; paths relative to the manifest's folder. A folder is
+`path`, optional `clip_id`, `class_name`, `split`, and `start_s`, `end_s` (seconds: the clip is that segment of
+the file; both blank for the whole file); paths relative to the manifest's folder. A folder is
 scanned recursively for video files; the clip id is the path relative to the folder without its
 extension, so equal file stems in different sub-folders never collide, and the label is the name of the
 clip's parent folder (the ImageFolder convention of UCF-101 and most action datasets).
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from extract.errors import InputError
+from extract.media import Segment
 
 __all__ = ["ClipRecord", "VIDEO_SUFFIXES", "read_clip_list"]
 
@@ -22,12 +24,13 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".f
 
 @dataclass(frozen=True)
 class ClipRecord:
-    """One clip of a run: its stable id, absolute path, class name and split ('' when unknown)."""
+    """One clip of a run: its stable id, absolute path, class name, split ('' when unknown) and segment."""
 
     clip_id: str
     path: Path
     label: str = ""
     split: str = ""
+    segment: Segment | None = None  # the part of the file that is the clip (None: all of it)
 
 
 def read_clip_list(videos: str | Path) -> list[ClipRecord]:
@@ -84,8 +87,22 @@ def _read_manifest(manifest: Path) -> list[ClipRecord]:
             path=(base / relative).resolve(),
             label=row.get("class_name") or "",
             split=row.get("split") or "",
+            segment=_segment(row, f"{manifest}:{line}"),
         ))
     return _check_unique(records, manifest)
+
+
+def _segment(row: dict, where: str) -> Segment | None:
+    start, end = (row.get("start_s") or "").strip(), (row.get("end_s") or "").strip()
+    if not start and not end:
+        return None
+    if not start or not end:
+        raise InputError(f"{where}: give both start_s and end_s (seconds) or neither, got {start!r}, {end!r}")
+    try:
+        return Segment(float(start), float(end))
+    except ValueError as error:
+        raise InputError(f"{where}: start_s / end_s must be seconds with 0 <= start_s < end_s, got {start!r}, "
+                         f"{end!r}") from error
 
 
 def _check_unique(records: list[ClipRecord], source: Path) -> list[ClipRecord]:

@@ -156,7 +156,8 @@ def _open_or_create(config: RunnerConfig, clips: Sequence[ClipRecord], extractor
     if differences or layout != store.token_layout:
         raise StoreError(f"{config.out}: made with a different extraction config (differs in "
                          f"{', '.join(differences) or 'token layout'}); choose a new `out` or the same settings")
-    if store.clip_ids.tolist() != [c.clip_id for c in clips] or store.paths.tolist() != [str(c.path) for c in clips]:
+    if (store.clip_ids.tolist() != [c.clip_id for c in clips] or store.paths.tolist() != [str(c.path) for c in clips]
+            or store.segments(np.arange(store.num_clips)) != [c.segment for c in clips]):
         raise StoreError(f"{config.out}: made from a different clip list than {config.videos}; "
                          "choose a new `out` for new clips")
     return store
@@ -165,7 +166,8 @@ def _open_or_create(config: RunnerConfig, clips: Sequence[ClipRecord], extractor
 def _extract_block(store: TokenStore, index: np.ndarray, extractor, on_clip: Callable[[], None] | None = None) -> int:
     """Extract the clips `index` (all in one block) and write each as soon as it is ready."""
     paths = [Path(p) for p in store.paths[index]]
-    for clip_index, (_, result) in zip(index, extractor.extract_many(paths), strict=True):
+    clips = extractor.extract_many(paths, segments=store.segments(index))
+    for clip_index, (_, result) in zip(index, clips, strict=True):
         if isinstance(result, MediaError):
             logger.warning("failed: %s", result)
             store.mark_failed([int(clip_index)], [result.reason])

@@ -5,6 +5,7 @@ Layout (n = clips; V, Nv, Dv, Na, Da, K from the group's `token_layout` attribut
 | array | dtype | shape | chunks |
 |---|---|---|---|
 | `clip_id`, `path`, `label`, `split` | string | (n,) | one chunk (written once, at creation) |
+| `segment_start_s`, `segment_end_s` (NaN: the whole file) | float64 | (n,) | one chunk (idem) |
 | `status` (0 pending, 1 done, 2 failed) | uint8 | (n,) | one block |
 | `failure_reason` | string | (n,) | one block |
 | `has_audio` | bool | (n,) | one block |
@@ -38,6 +39,7 @@ import zarr
 import zarr.codecs
 
 from extract.errors import InputError
+from extract.media import Segment
 from extract.outputs import ClipTokens, TokenLayout
 from features.config import StoreConfig
 from features.manifest import ClipRecord
@@ -62,6 +64,7 @@ STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
 STORE_FORMAT = "mzst-token-store"
 STORE_FORMAT_VERSION = 1
 _META_ARRAYS = ("clip_id", "path", "label", "split")
+_SEGMENT_ARRAYS = ("segment_start_s", "segment_end_s")  # absent in stores of whole files made before segments
 
 
 class StoreError(InputError):
@@ -95,6 +98,8 @@ class TokenStore:
         self.num_clips: int = group["status"].shape[0]
         # Clip metadata never changes after creation: read it once.
         self.clip_ids, self.paths, self.labels, self.splits = (np.asarray(group[name][:]) for name in _META_ARRAYS)
+        self.segment_bounds = (np.stack([np.asarray(group[name][:]) for name in _SEGMENT_ARRAYS], axis=1)
+                               if _SEGMENT_ARRAYS[0] in group else np.full((self.num_clips, 2), np.nan))  # (n, 2)
         self.fields = tuple(_token_arrays(self.token_layout)) + tuple(_SMALL_ARRAYS)
         self._raw_chunk_dirs = {name: path / name / "c" for name in _token_arrays(self.token_layout)
                                 if _is_raw_per_clip(group[name])}
@@ -139,6 +144,8 @@ class TokenStore:
             column = group.create_array(name, shape=(n,), dtype=str, chunks=(n,),
                                         compressors=zarr.codecs.ZstdCodec(level=3))
             column[:] = values
+        for name, values in zip(_SEGMENT_ARRAYS, _segment_columns(clips), strict=True):
+            group.create_array(name, shape=(n,), dtype="float64", chunks=(n,), fill_value=np.nan)[:] = values
         group.create_array("status", shape=(n,), dtype="uint8", chunks=(block,), fill_value=PENDING)
         group.create_array("failure_reason", shape=(n,), dtype=str, chunks=(block,), fill_value="")
         for name, (dtype, _) in _SMALL_ARRAYS.items():
@@ -185,6 +192,11 @@ class TokenStore:
     @property
     def failure_reasons(self) -> np.ndarray:
         return np.asarray(self._group["failure_reason"][:])
+
+    def segments(self, indices: Sequence[int] | np.ndarray) -> list[Segment | None]:
+        """The segment of the file that each clip is (None: the whole file)."""
+        return [None if np.isnan(start) else Segment(float(start), float(end))
+                for start, end in self.segment_bounds[np.asarray(indices, dtype=np.int64)]]
 
     def block_ranges(self) -> list[tuple[int, int]]:
         """[start, stop) clip ranges of the blocks: the unit one writer owns."""
@@ -375,6 +387,12 @@ def _is_raw_per_clip(array: zarr.Array) -> bool:
 def _clip_columns(clips: Sequence[ClipRecord]) -> tuple[np.ndarray, ...]:
     return tuple(np.array(column, dtype=object) for column in (
         [c.clip_id for c in clips], [str(c.path) for c in clips], [c.label for c in clips], [c.split for c in clips]))
+
+
+def _segment_columns(clips: Sequence[ClipRecord]) -> tuple[np.ndarray, np.ndarray]:
+    bounds = np.array([(np.nan, np.nan) if c.segment is None else (c.segment.start_s, c.segment.end_s)
+                       for c in clips], dtype=np.float64)  # (n, 2)
+    return bounds[:, 0], bounds[:, 1]
 
 
 def _checked(values: Any, dtype: str, shape: tuple[int, ...], name: str, path: Path) -> np.ndarray:

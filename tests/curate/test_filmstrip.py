@@ -13,9 +13,9 @@ from PIL import Image
 
 from curate import filmstrip
 from curate.config import FilmstripLayout
-from curate.filmstrip import FilmstripJob, render_filmstrip, render_job, sample_frames
+from curate.filmstrip import FilmstripJob, render_filmstrip, render_job, sample_frames, sample_segment
 from extract.encode import write_mp4
-from extract.media import MediaError
+from extract.media import MediaError, Segment
 from tests.media import frame_number, numbered_frames
 
 _BITS = 12  # frame numbers up to 4095
@@ -184,3 +184,18 @@ def test_layout_rejects_bad_values(field, value):
 def test_sample_times_must_increase(tmp_path):
     with pytest.raises(ValueError, match="increasing"):
         sample_frames(tmp_path / "any.mp4", np.array([1.0, 0.0]), (96, 48))
+
+
+def test_a_segment_fills_cells_from_its_start_and_blanks_after_its_end(tmp_path):
+    video = _clip(tmp_path, "long", 12.3, 10)  # 123 frames: frame k is shown from k / 10 s
+    layout = FilmstripLayout()
+    sampled = sample_segment(video, layout, Segment(4.0, 9.5))
+    assert [_number(f) for f in sampled.frames[:6]] == [40, 50, 60, 70, 80, 90]  # 4 s .. 9 s
+    assert all(f is None for f in sampled.frames[6:]) and sampled.duration_s == pytest.approx(5.5)
+    past = sample_segment(video, layout, Segment(10.0, 30.0))  # cut at the video's end
+    assert [_number(f) for f in past.frames[:3]] == [100, 110, 120] and past.frames[3] is None
+    assert past.duration_s == pytest.approx(2.3)
+    result = render_job(FilmstripJob("late", video, tmp_path / "late.jpg", layout, Segment(20.0, 30.0)))
+    assert not result.ok and "segment 20-30 s starts after the end of the video (12.30 s)" in result.reason
+    done = render_job(FilmstripJob("mid", video, tmp_path / "mid.jpg", layout, Segment(4.0, 9.5)))
+    assert done.ok and done.frames == 6 and done.duration_s == pytest.approx(5.5)

@@ -1,5 +1,7 @@
-"""`manifest avca`: AVCA's videos found in download folders laid out as UCF-101 and VGGSound name their files."""
+"""`manifest avca`: AVCA's videos found in download folders laid out as UCF-101, VGGSound and ActivityNet name them."""
 
+import json
+from collections import defaultdict
 from pathlib import Path
 
 import av
@@ -13,7 +15,7 @@ from curate.config import AVCAManifestConfig
 from curate.manifests import video_id_of, write_avca_manifest
 from extract.errors import InputError
 from extract.files import read_csv
-from extract.media import open_video
+from extract.media import Segment, open_video
 from features.manifest import read_clip_list
 
 
@@ -101,8 +103,16 @@ def test_bad_input_writes_nothing(tmp_path):
     with pytest.raises(InputError, match="no file of UCF main_split found .* among 1 media files"):
         write_avca_manifest(AVCAManifestConfig(dataset="ucf", videos=empty, out=out))
     assert not out.exists() and not (tmp_path / "m.missing.csv").exists()
-    with pytest.raises(InputError, match="no manifest layout for ActivityNet"):
+    with pytest.raises(InputError, match="give `annotations`"):
         AVCAManifestConfig(dataset="activitynet", videos=empty, out=out)
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps([{"segment": [0, 1]}]))
+    with pytest.raises(InputError, match="wrong.json: not ActivityNet's annotations"):
+        write_avca_manifest(AVCAManifestConfig(dataset="activitynet", videos=empty, out=out, annotations=wrong))
+    (tmp_path / "text.json").write_text("video_id,start\n")
+    with pytest.raises(InputError, match="text.json: not a JSON file"):
+        write_avca_manifest(AVCAManifestConfig(dataset="activitynet", videos=empty, out=out,
+                                               annotations=tmp_path / "text.json"))
     with pytest.raises(InputError, match="name it \\*.csv"):
         AVCAManifestConfig(dataset="ucf", videos=empty, out=tmp_path / "m.txt")
     with pytest.raises(FileNotFoundError, match="not a folder"):
@@ -119,3 +129,37 @@ def test_cli_manifest_avca(tmp_path):
     bad = CliRunner().invoke(cli, ["manifest", "avca", "--dataset", "ucf", "--videos", str(tmp_path),
                                    "--out", str(tmp_path / "x.txt")])
     assert bad.exit_code == 1 and bad.output.startswith("Error: ") and "name it *.csv" in bad.output
+
+
+def test_a_full_vggsound_video_gives_its_10_s_segment(tmp_path):
+    video_id, label = _videos("VGGSound", "stage_1_val_unseen")[0]
+    ytid, start = video_id.rsplit("_", 1)
+    _write_video(tmp_path / "full" / f"{ytid}.mp4")
+    write_avca_manifest(AVCAManifestConfig(dataset="vggsound", videos=tmp_path / "full", out=tmp_path / "m.csv"))
+    (clip,) = read_clip_list(tmp_path / "m.csv")
+    assert (clip.clip_id, clip.label, clip.split) == (video_id, label, "stage_1_val_unseen")
+    assert clip.segment == Segment(int(start), int(start) + 10)
+
+
+def test_activitynet_ids_are_annotated_segments_of_full_videos(tmp_path):
+    by_video = defaultdict(list)
+    for video_id, label in _videos("ActivityNet", "stage_1_train"):
+        by_video[video_id.rpartition("_")[0]].append((video_id, label))
+    ytid, held = next((ytid, ids) for ytid, ids in by_video.items() if len(ids) == 2)
+    other = next(ytid for ytid, ids in by_video.items() if len(ids) == 1)
+    annotations = tmp_path / "activity_net.v1-3.min.json"
+    annotations.write_text(json.dumps({"version": "VERSION 1.3", "database": {
+        ytid: {"subset": "training", "duration": 60.0, "annotations": [
+            {"segment": [3.5, 12.25], "label": "x"}, {"segment": [30.0, 41.0], "label": "x"}]},
+        other: {"subset": "training", "duration": 20.0, "annotations": []}}}))
+    _write_video(tmp_path / "anet" / f"v_{ytid}.mkv")
+    _write_video(tmp_path / "anet" / f"v_{other}.mp4")
+    summary = write_avca_manifest(AVCAManifestConfig(dataset="activitynet", videos=tmp_path / "anet",
+                                                     out=tmp_path / "anet.csv", annotations=annotations))
+    clips = {clip.clip_id: clip for clip in read_clip_list(tmp_path / "anet.csv")}
+    assert clips.keys() == {video_id for video_id, _ in held} and summary.found["stage_1_train"] == 2
+    first, second = (clips[f"{ytid}_{i}"] for i in (0, 1))
+    assert first.segment == Segment(3.5, 12.25) and second.segment == Segment(30.0, 41.0)
+    assert first.path == second.path == (tmp_path / "anet" / f"v_{ytid}.mkv").resolve()
+    reasons = {row["clip_id"]: row["reason"] for row in read_csv(summary.missing_path, ("clip_id", "reason"), "x")}
+    assert reasons[f"{other}_0"] == f"segment 0 of {other} is not in the annotations"

@@ -11,7 +11,8 @@ from extract import views
 from extract.config import PROFILES
 from extract.decode import decode_clip
 from extract.encode import write_mp4
-from extract.media import MediaError
+from extract.errors import InputError
+from extract.media import MediaError, Segment
 from tests.media import shown_frame_index
 
 VIDEO, AUDIO = PROFILES["paper"].video, PROFILES["paper"].audio
@@ -156,3 +157,33 @@ def test_one_view_is_centred(numbered_clip, helpers):
     config = replace(VIDEO, temporal_views=1)
     clip = decode_clip(numbered_clip("centred.mp4", 100, 25), config, AUDIO)  # 120 grid frames, delta 56
     assert _picked_numbers(clip, helpers)[0, 0] == shown_frame_index(np.arange(100) / 25, np.array([28 / 30]))[0]
+
+
+def test_a_segment_is_sampled_inside_itself(numbered_clip, helpers):
+    seconds = 12.0
+    t = np.arange(round(seconds * 16000)) / 16000
+    ramp = (0.05 + 0.5 * t / seconds) * np.sin(2 * np.pi * 440 * t)  # the amplitude tells the time
+    path = numbered_clip("long.mp4", 300, 25, audio=ramp.astype(np.float32))
+    clip = decode_clip(path, VIDEO, AUDIO, segment=Segment(5.0, 9.0))
+    assert clip.duration_s == pytest.approx(4.0)
+    expected = shown_frame_index(np.arange(300) / 25, 5.0 + views.view_times(4.0, VIDEO))
+    np.testing.assert_array_equal(_picked_numbers(clip, helpers), expected)
+    assert expected.min() == 125 and expected.max() <= 225  # frames from 5 s to 9 s only
+    # The 4 s segment is shorter than the fbank window: its audio is all of the segment's, and only that.
+    assert clip.audio.size == pytest.approx(4.0 * 16000, abs=2) and clip.audio_start_s == pytest.approx(0, abs=1e-3)
+    for part, at_s in ((clip.audio[:1600], 5.05), (clip.audio[-1600:], 8.95)):
+        heard_s = (np.sqrt(2 * np.mean(part**2)) - 0.05) / 0.5 * seconds
+        assert heard_s == pytest.approx(at_s, abs=0.15)
+    cut = decode_clip(path, VIDEO, AUDIO, segment=Segment(10.0, 20.0))  # past the end: cut at 12 s
+    assert cut.duration_s == pytest.approx(2.0)
+    expected = shown_frame_index(np.arange(300) / 25, 10.0 + views.view_times(2.0, VIDEO))
+    assert expected.min() == 250
+    np.testing.assert_array_equal(_picked_numbers(cut, helpers), expected % 256)  # frame numbers have 8 bits
+
+
+def test_a_segment_after_the_end_is_a_media_error(numbered_clip):
+    path = numbered_clip("short.mp4", 50, 25)  # 2 s
+    with pytest.raises(MediaError, match="segment 3-13 s starts after the end of the video"):
+        decode_clip(path, VIDEO, AUDIO, segment=Segment(3.0, 13.0))
+    with pytest.raises(InputError, match="0 <= start_s < end_s"):
+        Segment(4.0, 4.0)

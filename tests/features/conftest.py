@@ -42,3 +42,9 @@ def clip_folder(tmp_path):
         for p in sorted(folder.rglob("*.mp4"))]
     manifest.write_text("\n".join(rows) + "\n")
     return folder, manifest
+
+
+@pytest.fixture
+def write_clip():
+    """`write_clip(path, seconds=1.2, index=0, audio=True)`: `write_test_clip` for tests of this package."""
+    return write_test_clip

@@ -2,6 +2,8 @@ from pathlib import Path
 
 import pytest
 
+from extract.errors import InputError
+from extract.media import Segment
 from features.manifest import read_clip_list
 
 
@@ -56,3 +58,15 @@ def test_missing_input_and_empty_folder(tmp_path):
         read_clip_list(tmp_path)
     with pytest.raises(ValueError, match="not a manifest"):
         read_clip_list(_touch(tmp_path / "x.txt"))
+
+
+def test_segment_columns(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,start_s,end_s\na.mp4,,\nb.mp4,1.5,11.5\n")
+    whole, cut = read_clip_list(manifest)
+    assert whole.segment is None and cut.segment == Segment(1.5, 11.5)
+    for bad, message in (("1.5,", "give both start_s and end_s"), ("x,2", "start_s / end_s must be seconds"),
+                         ("5,2", "start_s / end_s must be seconds with 0 <= start_s < end_s")):
+        manifest.write_text(f"path,start_s,end_s\na.mp4,{bad}\n")
+        with pytest.raises(InputError, match=f"m.csv:2: {message}"):
+            read_clip_list(manifest)

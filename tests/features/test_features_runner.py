@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import cli
+from extract.media import Segment
 from features.config import RunnerConfig, StoreConfig
 from features.runner import build_extract_config, failures_csv_path, run_extraction
 from features.store import DONE, FAILED, StoreError, TokenStore
@@ -163,3 +164,24 @@ def test_gpu_cluster_pins_one_gpu_per_worker_process(tmp_path):
         visible = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
         threads = {info["nthreads"] for info in client.scheduler_info()["workers"].values()}
     assert sorted(visible.values()) == ["0", "1"] and threads == {1}
+
+
+def test_segments_of_a_long_video_are_clips_and_one_past_its_end_fails(tmp_path, write_clip):
+    long = write_clip(tmp_path / "videos" / "long.mp4", seconds=4.0, index=2)
+    manifest = tmp_path / "videos" / "segments.csv"
+    manifest.write_text("path,clip_id,class_name,split,start_s,end_s\n"
+                        "long.mp4,whole,a,seen,,\nlong.mp4,first,a,seen,0.0,1.5\n"
+                        "long.mp4,second,a,seen,2.5,4.0\nlong.mp4,late,a,seen,6.0,16.0\n")
+    summary = _run(manifest, tmp_path / "s.zarr")
+    assert (summary.done, summary.failed) == (3, 1)
+    store = TokenStore.open(tmp_path / "s.zarr")
+    assert store.segments(range(4)) == [None, Segment(0.0, 1.5), Segment(2.5, 4.0), Segment(6.0, 16.0)]
+    assert "segment 6-16 s starts after the end of the video (4.00 s)" in store.failure_reasons[3]
+    assert store.paths[1] == str(long.resolve())
+    tokens = store.read([0, 1, 2])["video_tokens"].astype(np.float32)  # the moving square is elsewhere in each
+    assert not np.allclose(tokens[1], tokens[2], atol=1e-2) and not np.allclose(tokens[0], tokens[1], atol=1e-2)
+    again = _run(manifest, tmp_path / "s.zarr")
+    assert again.skipped == 4 and again.extracted == 0
+    manifest.write_text(manifest.read_text().replace("2.5,4.0", "2.0,4.0"))
+    with pytest.raises(StoreError, match="different clip list"):
+        _run(manifest, tmp_path / "s.zarr")
