@@ -156,10 +156,17 @@ def _open_or_create(config: RunnerConfig, clips: Sequence[ClipRecord], extractor
     if differences or layout != store.token_layout:
         raise StoreError(f"{config.out}: made with a different extraction config (differs in "
                          f"{', '.join(differences) or 'token layout'}); choose a new `out` or the same settings")
-    if (store.clip_ids.tolist() != [c.clip_id for c in clips] or store.paths.tolist() != [str(c.path) for c in clips]
-            or store.segments(np.arange(store.num_clips)) != [c.segment for c in clips]):
-        raise StoreError(f"{config.out}: made from a different clip list than {config.videos}; "
-                         "choose a new `out` for new clips")
+    same_clips = (store.clip_ids.tolist() == [c.clip_id for c in clips]
+                  and store.labels.tolist() == [c.label for c in clips]
+                  and store.splits.tolist() == [c.split for c in clips]
+                  and store.segments(np.arange(store.num_clips)) == [c.segment for c in clips])
+    if not same_clips:
+        raise StoreError(f"{config.out}: made from a different clip list than {config.videos} (clip ids, labels, "
+                         "splits or segments differ); choose a new `out` for new clips")
+    moved = store.relocate([c.path for c in clips], str(config.videos))
+    if moved:  # the same clips in a moved data folder: done clips stay done, the rest are read from there
+        logger.info("%s: %d clip paths moved (same clip ids, labels, splits and segments); reading them from %s",
+                    store.path, moved, config.videos)
     return store
 
 

@@ -245,6 +245,26 @@ class TokenStore:
         self._set("failure_reason", index, np.array([""] * len(index), dtype=object))
         self._set("status", index, np.full(len(index), DONE, dtype=np.uint8))
 
+    def relocate(self, paths: Sequence[Path], source: str) -> int:
+        """Point the clips at the files' new places (the same clips, moved with their data folder).
+
+        The clip list (ids, labels, splits, segments) is the caller's to check; done clips stay done. Each move is
+        recorded in the provenance under "relocations". Returns how many paths changed.
+        """
+        self._check_writable()
+        new = np.array([str(p) for p in paths], dtype=object)
+        if new.shape != self.paths.shape:
+            raise ValueError(f"{len(new)} paths for {self.num_clips} clips")
+        moved = int((new != self.paths).sum())
+        if moved:
+            self._group["path"][:] = new
+            provenance = dict(self.provenance)
+            provenance["relocations"] = [*provenance.get("relocations", []),
+                                         {"source": source, "clips_moved": moved, "at": now_utc()}]
+            self._group.attrs["provenance"] = provenance
+            self.paths, self.provenance = new, provenance
+        return moved
+
     def mark_failed(self, indices: Sequence[int], reasons: Sequence[str]) -> None:
         """Record clips as failed with a one-line reason each."""
         self._check_writable()

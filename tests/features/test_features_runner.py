@@ -185,3 +185,27 @@ def test_segments_of_a_long_video_are_clips_and_one_past_its_end_fails(tmp_path,
     manifest.write_text(manifest.read_text().replace("2.5,4.0", "2.0,4.0"))
     with pytest.raises(StoreError, match="different clip list"):
         _run(manifest, tmp_path / "s.zarr")
+
+
+def test_a_store_follows_its_moved_data_folder(clip_folder, tmp_path, write_clip):
+    folder, manifest = clip_folder
+    first = _run(manifest, tmp_path / "s.zarr")
+    assert (first.done, first.failed) == (6, 2)
+    before = TokenStore.open(tmp_path / "s.zarr")
+    done = before.indices()
+    tokens = before.read(done)["video_tokens"]
+
+    moved = tmp_path / "moved" / "videos"
+    moved.parent.mkdir()
+    folder.rename(moved)
+    write_clip(moved / "barking" / "empty.mp4", index=7)  # fixed in the new place; retried below
+    again = _run(moved / "manifest.csv", tmp_path / "s.zarr", retry_failed=True)
+    assert (again.skipped, again.extracted, again.done, again.failed) == (6, 1, 7, 1)
+    store = TokenStore.open(tmp_path / "s.zarr")
+    assert all(Path(p).is_relative_to(moved) for p in store.paths)
+    np.testing.assert_array_equal(store.read(done)["video_tokens"], tokens)  # done clips were not redone
+    assert store.provenance["relocations"][0]["clips_moved"] == 8
+    relabelled = moved / "relabelled.csv"
+    relabelled.write_text((moved / "manifest.csv").read_text().replace(",barking,", ",dog,"))
+    with pytest.raises(StoreError, match="clip ids, labels, splits or segments differ"):
+        _run(relabelled, tmp_path / "s.zarr")
