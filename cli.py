@@ -587,14 +587,55 @@ def manifest_avca_command(dataset: str, split: str, videos: Path, annotations: P
 
     summary = write_avca_manifest(AVCAManifestConfig(dataset=dataset, videos=videos, out=out, split=split,
                                                      annotations=annotations))
-    for stage, count in summary.found.items():
-        if count or summary.missing[stage]:
-            click.echo(f"{stage}: {count} found, {summary.missing[stage]} missing")
+    _echo_manifest(summary)
+
+
+def _dataset_manifest_command(dataset: str, lists_help: str, lists_option: str, fold: bool = False):
+    """`manifest <dataset>`: the whole official dataset from its own lists (one command per dataset)."""
+    list_type = EXISTING_DIR if dataset == "ucf101" else EXISTING_FILE
+
+    @click.option("--videos", required=True, type=EXISTING_DIR, help="The download folder, scanned recursively.")
+    @click.option(lists_option, "lists", required=True, multiple=dataset == "kinetics", type=list_type,
+                  help=lists_help)
+    @click.option("--out", required=True, type=ANY_PATH,
+                  help="The manifest CSV (path,class_name,split,clip_id,start_s,end_s); missing clips go to "
+                       "NAME.missing.csv beside it.")
+    @_user_errors
+    def command(videos: Path, lists, out: Path, fold: int = 1) -> None:
+        from curate.config import DatasetManifestConfig
+        from curate.manifests import write_dataset_manifest
+
+        lists = tuple(lists) if isinstance(lists, tuple) else (lists,)
+        summary = write_dataset_manifest(DatasetManifestConfig(dataset=dataset, videos=videos, lists=lists, out=out,
+                                                               fold=fold))
+        _echo_manifest(summary)
+
+    command.__doc__ = (f"The whole {dataset} dataset from its own lists: split = the dataset's own, clip ids as "
+                       "the dataset names its clips (docs/datasets.md).")
+    if fold:
+        command = click.option("--fold", type=click.IntRange(1, 3), default=1, show_default=True,
+                               help="UCF-101's train / test split.")(command)
+    return manifest_group.command(dataset)(command)
+
+
+def _echo_manifest(summary) -> None:
+    for split, count in summary.found.items():
+        if count or summary.missing[split]:
+            click.echo(f"{split}: {count} found, {summary.missing[split]} missing")
     if summary.ambiguous:
         click.echo(f"{len(summary.ambiguous)} id(s) carried by several files, not written (listed as missing): "
                    + ", ".join(sorted(summary.ambiguous)[:5]))
     missing = "" if summary.missing_path is None else f"; missing videos: {summary.missing_path}"
     click.echo(f"wrote {summary.total_found} clips to {summary.manifest_path}{missing}")
+
+
+_dataset_manifest_command("ucf101", "UCF-101's ucfTrainTestlist folder (trainlist0N.txt, testlist0N.txt).", "--lists",
+                          fold=True)
+_dataset_manifest_command("vggsound", "vggsound.csv (youtube_id,start_seconds,label,split).", "--csv")
+_dataset_manifest_command("activitynet", "activity_net.v1-3.min.json (every annotated segment is a clip).",
+                          "--annotations")
+_dataset_manifest_command("kinetics", "An official Kinetics CSV (label,youtube_id,time_start,time_end,split); "
+                                      "repeatable (train.csv, validate.csv, test.csv).", "--csv")
 
 
 # --- curate: relatedness, and building an evaluation set ---------------------------------------------------

@@ -31,6 +31,8 @@ __all__ = [
     "MergeConfig",
     "BuildConfig",
     "AVCAManifestConfig",
+    "DATASET_LISTS",
+    "DatasetManifestConfig",
 ]
 
 IMAGE_FORMATS = ("jpg", "png")  # filmstrip image formats
@@ -309,5 +311,41 @@ class AVCAManifestConfig:
             raise InputError(f"`annotations` are ActivityNet's; {folder} needs none")
         if self.split not in splits.SPLITS:
             raise InputError(f"split must be one of {splits.SPLITS}, got {self.split!r}")
+        if Path(self.out).suffix.lower() != ".csv":
+            raise InputError(f"{self.out}: the manifest is a CSV file; name it *.csv")
+
+
+# Each official dataset's own lists, as `manifest <dataset>` reads them.
+DATASET_LISTS = {
+    "ucf101": "the ucfTrainTestlist folder (trainlist0N.txt, testlist0N.txt)",
+    "vggsound": "vggsound.csv (youtube_id,start_seconds,label,split)",
+    "activitynet": "activity_net.v1-3.min.json",
+    "kinetics": "the official CSVs (label,youtube_id,time_start,time_end,split), e.g. train.csv validate.csv",
+}
+
+
+@dataclass(frozen=True)
+class DatasetManifestConfig:
+    """`manifest ucf101|vggsound|activitynet|kinetics`: a whole official dataset, from its own lists.
+
+    The split column is the dataset's own (UCF-101 train / test of a fold, VGGSound train / test, ActivityNet
+    training / validation, Kinetics train / val / test): `protocol mzsl` trains on all classes of a benchmark
+    from such a manifest. Files are found by name under `videos` as in `manifest avca` (docs/datasets.md).
+    """
+
+    dataset: str  # one of DATASET_LISTS
+    videos: Path  # the download folder, scanned recursively
+    lists: tuple[Path, ...]  # the dataset's list file(s) (DATASET_LISTS); several only for Kinetics
+    out: Path  # the manifest CSV; the clips not found go to <out stem>.missing.csv beside it
+    fold: int = 1  # UCF-101's train / test split: 1, 2 or 3
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASET_LISTS:
+            raise InputError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASET_LISTS)}")
+        if not self.lists or (self.dataset != "kinetics" and len(self.lists) != 1):
+            raise InputError(f"{self.dataset} needs exactly one list: {DATASET_LISTS[self.dataset]}"
+                             if self.dataset != "kinetics" else f"kinetics needs {DATASET_LISTS['kinetics']}")
+        if self.fold not in (1, 2, 3):
+            raise InputError(f"UCF-101 has folds 1, 2 and 3, got `fold={self.fold}`")
         if Path(self.out).suffix.lower() != ".csv":
             raise InputError(f"{self.out}: the manifest is a CSV file; name it *.csv")

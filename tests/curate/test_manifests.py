@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from cli import cli
 from curate import splits
-from curate.config import AVCAManifestConfig
-from curate.manifests import video_id_of, write_avca_manifest
+from curate.config import AVCAManifestConfig, DatasetManifestConfig
+from curate.manifests import video_id_of, write_avca_manifest, write_dataset_manifest
 from extract.errors import InputError
 from extract.files import read_csv
 from extract.media import Segment, open_video
@@ -163,3 +163,84 @@ def test_activitynet_ids_are_annotated_segments_of_full_videos(tmp_path):
     assert first.path == second.path == (tmp_path / "anet" / f"v_{ytid}.mkv").resolve()
     reasons = {row["clip_id"]: row["reason"] for row in read_csv(summary.missing_path, ("clip_id", "reason"), "x")}
     assert reasons[f"{other}_0"] == f"segment 0 of {other} is not in the annotations"
+
+
+def test_ucf101_official_lists_give_train_and_test(tmp_path):
+    lists = tmp_path / "ucfTrainTestlist"
+    lists.mkdir()
+    (lists / "trainlist01.txt").write_text("ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\n"
+                                           "Archery/v_Archery_g08_c02.avi 3\n")
+    (lists / "testlist01.txt").write_text("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi\n")
+    root = tmp_path / "UCF-101"
+    for name in ("ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi", "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi"):
+        _write_video(root / name)
+    summary = write_dataset_manifest(DatasetManifestConfig(dataset="ucf101", videos=root, lists=(lists,),
+                                                           out=tmp_path / "ucf101.csv"))
+    clips = {c.clip_id: c for c in read_clip_list(tmp_path / "ucf101.csv")}
+    assert {k: (c.label, c.split) for k, c in clips.items()} == {
+        "v_ApplyEyeMakeup_g08_c01": ("ApplyEyeMakeup", "train"), "v_ApplyEyeMakeup_g01_c01": ("ApplyEyeMakeup", "test")}
+    assert summary.found == {"train": 1, "test": 1} and summary.missing == {"train": 1, "test": 0}
+    with pytest.raises(FileNotFoundError, match="trainlist02.txt not found"):
+        write_dataset_manifest(DatasetManifestConfig(dataset="ucf101", videos=root, lists=(lists,),
+                                                     out=tmp_path / "f2.csv", fold=2))
+    (lists / "testlist01.txt").write_text("v_ApplyEyeMakeup_g01_c01\n")
+    with pytest.raises(InputError, match="testlist01.txt:1: expected Class/v_Class_gXX_cYY.avi"):
+        write_dataset_manifest(DatasetManifestConfig(dataset="ucf101", videos=root, lists=(lists,),
+                                                     out=tmp_path / "bad.csv"))
+    assert not (tmp_path / "bad.csv").exists()
+
+
+def test_vggsound_csv_cuts_and_full_videos(tmp_path):
+    csv_path = tmp_path / "vggsound.csv"
+    csv_path.write_text('---g-f_I2yQ,1,"people marching",test\n--0PQM4-hqg,30,"waterfall burbling",train\n')
+    _write_video(tmp_path / "v" / "---g-f_I2yQ_000001.mp4")
+    _write_video(tmp_path / "v" / "--0PQM4-hqg.mov")
+    write_dataset_manifest(DatasetManifestConfig(dataset="vggsound", videos=tmp_path / "v", lists=(csv_path,),
+                                                 out=tmp_path / "vgg.csv"))
+    clips = {c.clip_id: c for c in read_clip_list(tmp_path / "vgg.csv")}
+    assert clips["---g-f_I2yQ_000001"].segment is None and clips["---g-f_I2yQ_000001"].split == "test"
+    assert clips["--0PQM4-hqg_000030"].segment == Segment(30, 40)
+    assert clips["--0PQM4-hqg_000030"].label == "waterfall burbling"
+    csv_path.write_text("youtube_id,start_seconds,label,split\n")
+    with pytest.raises(InputError, match="vggsound.csv:1: expected youtube_id,start_seconds,label,split"):
+        write_dataset_manifest(DatasetManifestConfig(dataset="vggsound", videos=tmp_path / "v", lists=(csv_path,),
+                                                     out=tmp_path / "x.csv"))
+
+
+def test_activitynet_every_annotated_segment_is_a_clip(tmp_path):
+    annotations = tmp_path / "activity_net.v1-3.min.json"
+    annotations.write_text(json.dumps({"database": {
+        "abcdefghijk": {"subset": "training", "annotations": [{"segment": [1.0, 5.0], "label": "Surfing"},
+                                                             {"segment": [9.0, 12.5], "label": "Surfing"}]},
+        "bcdefghijkl": {"subset": "validation", "annotations": [{"segment": [0.5, 3.0], "label": "Archery"}]},
+        "cdefghijklm": {"subset": "testing", "annotations": []}}}))
+    _write_video(tmp_path / "v" / "v_abcdefghijk.mp4")
+    summary = write_dataset_manifest(DatasetManifestConfig(dataset="activitynet", videos=tmp_path / "v",
+                                                           lists=(annotations,), out=tmp_path / "anet.csv"))
+    clips = {c.clip_id: c for c in read_clip_list(tmp_path / "anet.csv")}
+    assert {k: (c.segment, c.split, c.label) for k, c in clips.items()} == {
+        "abcdefghijk_0": (Segment(1.0, 5.0), "training", "Surfing"),
+        "abcdefghijk_1": (Segment(9.0, 12.5), "training", "Surfing")}
+    assert summary.missing == {"training": 0, "validation": 1}
+
+
+def test_kinetics_csvs_cut_files_and_full_videos(tmp_path):
+    train, val = tmp_path / "train.csv", tmp_path / "validate.csv"
+    train.write_text("label,youtube_id,time_start,time_end,split\n"
+                     "abseiling,--07WQ2iBlw,1,11,train\n\"air drumming\",-0pBnwNKyZs,35,45,train\n")
+    val.write_text("label,youtube_id,time_start,time_end,split\nabseiling,0wR5jVB-WPk,417,427,val\n")
+    _write_video(tmp_path / "k" / "abseiling" / "--07WQ2iBlw_000001_000011.mp4")
+    _write_video(tmp_path / "k" / "-0pBnwNKyZs.mkv")
+    result = CliRunner().invoke(cli, ["manifest", "kinetics", "--videos", str(tmp_path / "k"), "--csv", str(train),
+                                      "--csv", str(val), "--out", str(tmp_path / "kinetics.csv")])
+    assert result.exit_code == 0, result.output
+    assert "train: 2 found, 0 missing" in result.output and "val: 0 found, 1 missing" in result.output
+    clips = {c.clip_id: c for c in read_clip_list(tmp_path / "kinetics.csv")}
+    assert clips["--07WQ2iBlw_000001_000011"].segment is None
+    assert clips["-0pBnwNKyZs_000035_000045"].segment == Segment(35, 45)
+    assert clips["-0pBnwNKyZs_000035_000045"].label == "air drumming"
+    val.write_text("youtube_id,start\nx,1\n")
+    bad = CliRunner().invoke(cli, ["manifest", "kinetics", "--videos", str(tmp_path / "k"), "--csv", str(val),
+                                   "--out", str(tmp_path / "k2.csv")])
+    assert bad.exit_code == 1 and "validate.csv" in bad.output and "label" in bad.output
+    assert not (tmp_path / "k2.csv").exists()
