@@ -20,6 +20,7 @@ import csv
 import json
 import logging
 import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -325,11 +326,9 @@ def write_dataset_manifest(config: DatasetManifestConfig) -> ManifestSummary:
         "kinetics": lambda: _kinetics_clips(lists),
     }[config.dataset]()
     clips = list(wanted)
-    seen: dict[str, str] = {}
-    for clip in clips:
-        if clip.clip_id in seen:
-            raise InputError(f"{', '.join(str(p) for p in lists)}: clip {clip.clip_id!r} is listed twice (splits "
-                             f"{seen[clip.clip_id]!r} and {clip.split!r})")
-        seen[clip.clip_id] = clip.split
+    twice = [clip_id for clip_id, count in Counter(clip.clip_id for clip in clips).items() if count > 1]
+    if twice:
+        raise InputError(f"{', '.join(str(p) for p in lists)}: {len(twice)} clip(s) listed more than once: "
+                         f"{twice[:5]}")
     return _write_manifest(clips, config.dataset, Path(config.videos), Path(config.out), config.dataset,
                            _DATASET_LAYOUTS[config.dataset])

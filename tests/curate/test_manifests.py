@@ -244,3 +244,12 @@ def test_kinetics_csvs_cut_files_and_full_videos(tmp_path):
                                    "--out", str(tmp_path / "k2.csv")])
     assert bad.exit_code == 1 and "validate.csv" in bad.output and "label" in bad.output
     assert not (tmp_path / "k2.csv").exists()
+
+
+def test_a_clip_listed_twice_is_refused(tmp_path):
+    csv_path = tmp_path / "vggsound.csv"
+    csv_path.write_text("abcdefghijk,1,dog,train\nabcdefghijk,1,dog,test\n")
+    _write_video(tmp_path / "v" / "abcdefghijk_000001.mp4")
+    with pytest.raises(InputError, match="1 clip\\(s\\) listed more than once: \\['abcdefghijk_000001'\\]"):
+        write_dataset_manifest(DatasetManifestConfig(dataset="vggsound", videos=tmp_path / "v", lists=(csv_path,),
+                                                     out=tmp_path / "m.csv"))
