@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,10 @@ class ProtocolResult:
         shown = [(k, t) for k, t, pct in report.COLUMNS if pct and m.get(k) is not None]
         parts = [f"{t} {m[k]:.2f}" + (f" ± {std[k]:.2f}" if std.get(k) is not None else "") for k, t in shown]
         epochs = ", ".join(str(s.best_epoch) for s in self.seeds)
-        return f"{m['title']} ({len(self.seeds)} seed(s), stage-2 epochs {epochs}): " + "; ".join(parts)
+        used = sum(c["used"] for c in m["clips"].values())
+        listed = sum(c["listed"] for c in m["clips"].values())
+        return (f"{m['title']} ({len(self.seeds)} seed(s), stage-2 epochs {epochs}; clips used {used:,} of "
+                f"{listed:,} listed, {used / max(listed, 1):.1%}): " + "; ".join(parts))
 
 
 def read_groups(path: Path) -> dict[str, str]:
@@ -148,10 +152,7 @@ def avca_stage_indices(store, class_split: splits.ClassSplit, root: Path = split
     """
     from features.store import DONE
 
-    stage_of: dict[str, str] = {}
-    for stage in AVCA_STAGES:
-        for video_id in splits.load_stage_videos(class_split, stage, root).video_ids:
-            stage_of.setdefault(video_id, stage)
+    stage_of = _avca_stage_of(class_split, root)
     stage2 = set(splits.load_stage_videos(class_split, "stage_2_train", root).video_ids)
     outside = sorted(v for v in stage2 if stage_of.get(v) not in _STAGE2_TRAIN)
     if outside:
@@ -176,6 +177,21 @@ def avca_stage_indices(store, class_split: splits.ClassSplit, root: Path = split
     return indices
 
 
+def _avca_stage_of(class_split: splits.ClassSplit, root: Path) -> dict[str, str]:
+    """AVCA video id -> the first stage that lists it."""
+    stage_of: dict[str, str] = {}
+    for stage in AVCA_STAGES:
+        for video_id in splits.load_stage_videos(class_split, stage, root).video_ids:
+            stage_of.setdefault(video_id, stage)
+    return stage_of
+
+
+def _coverage(used: dict[str, int], listed: dict[str, int]) -> dict[str, dict[str, int]]:
+    """Per part of the data, the done clips the protocol used and the clips its lists name (VGGSound is never
+    complete: reports say how much of it a number stands on)."""
+    return {part: {"used": int(used.get(part, 0)), "listed": int(count)} for part, count in listed.items()}
+
+
 def run_avca_protocol(config: AVCAProtocolConfig) -> ProtocolResult:
     """The AVCA two-stage protocol for every seed; writes `<out>/seed_<s>/...`, `metrics.json`, `summary.md`.
 
@@ -189,6 +205,8 @@ def run_avca_protocol(config: AVCAProtocolConfig) -> ProtocolResult:
     class_split = splits.load_class_split(config.dataset, config.split, root)
     store = TokenStore.open(config.store)
     stage_indices = avca_stage_indices(store, class_split, root)
+    clips = _coverage({stage: idx.size for stage, idx in stage_indices.items()},
+                      Counter(_avca_stage_of(class_split, root).values()))
     logger.info("AVCA %s/%s on %s: %s", class_split.dataset, class_split.split, store.path,
                 ", ".join(f"{s} {idx.size}" for s, idx in stage_indices.items()))
     options = _avca_options(config, class_split.dataset)
@@ -214,7 +232,7 @@ def run_avca_protocol(config: AVCAProtocolConfig) -> ProtocolResult:
         metrics = {"protocol": "avca", "dataset": class_split.dataset, "split": class_split.split,
                    **gzsl_metrics(evaluation)}
         seeds.append(_finish_seed(config, seed, folder, best_epoch, metrics, evaluation, info, stage1))
-    return _finish(config, f"AVCA {class_split.dataset} {class_split.split}", seeds)
+    return _finish(config, f"AVCA {class_split.dataset} {class_split.split}", seeds, clips)
 
 
 def run_mzsl_protocol(config: MZSLProtocolConfig) -> ProtocolResult:
@@ -242,6 +260,11 @@ def run_mzsl_protocol(config: MZSLProtocolConfig) -> ProtocolResult:
         if not test_indices.size:
             raise InputError(f"{train_store.path}: no done clips of test split {config.test_split!r} (the GZSL seen "
                              f"part); splits: {sorted(set(train_store.splits.tolist()))}")
+    train_indices = train_store.indices(DONE, list(config.train_splits))
+    clips = _coverage({"train": train_indices.size, "test": test_indices.size, "eval": eval_indices.size},
+                      {"train": train_store.indices(None, list(config.train_splits)).size,
+                       "test": train_store.indices(None, [config.test_split]).size if config.test_split else 0,
+                       "eval": eval_store.num_clips})
     options = dict(config.train)
     seeds = []
     for seed in config.seeds:
@@ -280,7 +303,7 @@ def run_mzsl_protocol(config: MZSLProtocolConfig) -> ProtocolResult:
         per_class = {r["class"]: r["zsl_acc"] for r in metrics["per_class"] if r["split"] == "unseen" and r["clips"]}
         metrics.update(group_scores(per_class, groups))
         seeds.append(_finish_seed(config, seed, folder, best_epoch, metrics, evaluation, info, stage1))
-    return _finish(config, "MZSL-50", seeds)
+    return _finish(config, "MZSL-50", seeds, clips)
 
 
 # --- stages -----------------------------------------------------------------------------------------------
@@ -395,9 +418,10 @@ def _finish_seed(config, seed: int, folder: Path, best_epoch: int, metrics: dict
     return SeedResult(seed=seed, folder=folder, best_epoch=best_epoch, beta=beta, metrics=metrics)
 
 
-def _finish(config, title: str, seeds: list[SeedResult]) -> ProtocolResult:
+def _finish(config, title: str, seeds: list[SeedResult], clips: dict[str, dict[str, int]]) -> ProtocolResult:
     out = Path(config.out)
     pooled: dict[str, Any] = {"label": out.name, "protocol": seeds[0].metrics["protocol"], "title": title,
+                              "clips": clips,
                               "group": _group_key(config), "seeds": [s.seed for s in seeds],
                               "stage2_epochs": [s.best_epoch for s in seeds], "betas": [s.beta for s in seeds],
                               "seed_runs": [str(s.folder.relative_to(out) / "test") for s in seeds], "std": {},
@@ -409,7 +433,9 @@ def _finish(config, title: str, seeds: list[SeedResult]) -> ProtocolResult:
             pooled["std"][key] = float(np.std(values, ddof=1)) if len(values) > 1 else None
     write_json(out / "metrics.json", pooled)
     rows = report.comparison_rows([(str(s.folder / "test"), s.metrics) for s in seeds])
-    write_text(out / "summary.md", f"# {title}\n\n" + report.comparison_markdown(rows))
+    used = ", ".join(f"{part} {c['used']:,} of {c['listed']:,}" for part, c in clips.items())
+    write_text(out / "summary.md", f"# {title}\n\nClips used (done clips of the store, of those its lists name): "
+                                   f"{used}.\n\n" + report.comparison_markdown(rows))
     return ProtocolResult(out=out, metrics=pooled, seeds=tuple(seeds))
 
 

@@ -101,6 +101,13 @@ def test_avca_outputs_and_report(ucf_stores, tmp_path):
     assert len(summary.rows) == 1 and len(summary.rows[0].runs) == 2
     assert "| p | 2 |" in (out / "summary.md").read_text()
     assert "AVCA" in result.summary() and "±" in result.summary()
+    # The store holds a few clips of each stage: the report says how few, against UCF's 6,816 listed videos.
+    assert pooled["clips"]["stage_2_test_unseen"] == {"used": 9, "listed": 1267}
+    assert sum(c["listed"] for c in pooled["clips"].values()) == 6816
+    used = sum(c["used"] for c in pooled["clips"].values())
+    assert f"clips used {used:,} of 6,816 listed, {used / 6816:.1%}" in result.summary()
+    assert "Clips used (done clips of the store, of those its lists name): stage_1_train" in (
+        out / "summary.md").read_text()
 
 
 def test_avca_store_split_column_must_match_the_split_files(store_builder, tmp_path):
