@@ -281,7 +281,8 @@ def inspect_command(store: Path, as_json: bool) -> None:
 
 @cli.command("train-fusion")
 @click.option("--store", type=ANY_PATH, default=None, help="Training token store.")
-@click.option("--out", type=ANY_PATH, default=None, help="Run directory (created; must be empty unless --resume).")
+@click.option("--out", type=ANY_PATH, default=None,
+              help="Run directory (created; must be empty unless --resume); with a run's --config, that run's folder.")
 @click.option("--config", "config_file", type=EXISTING_FILE, default=None,
               help="A run's config.json (or a TrainConfig JSON) to start from; explicit options override it.")
 @click.option("--preset", type=click.Choice(["default", "demo"]), default=None,
@@ -349,7 +350,10 @@ def train_fusion_command(config_file: Path | None, preset: str | None, ablations
         base = recorded.get("train", recorded) if isinstance(recorded, dict) else None
         if base is None:
             raise click.BadParameter(f"{config_file}: not a training config (a JSON object)", param_hint="--config")
-    config = train_config_from_options(_given(**options), base=base, preset=preset, ablations=ablations)
+    given = _given(**options)
+    if config_file is not None and "train" in recorded and "out" not in given:
+        given["out"] = config_file.parent  # a run's own config.json: the run is where that file is now
+    config = train_config_from_options(given, base=base, preset=preset, ablations=ablations)
     summary = train(config)
     best = ("no validation, only last.pt" if summary.best_epoch is None
             else f"best epoch {summary.best_epoch} by {summary.best_metric} {100 * summary.best_score:.2f}")

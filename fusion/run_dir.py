@@ -50,7 +50,9 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "mzst-fusion-checkpoint"
 CHECKPOINT_VERSION = 1
 # Fields that may differ when a run is resumed: they change how it runs, not what it computes.
-_RESUME_FREE_FIELDS = ("resume", "progress", "device", "prefetch_batches", "log_every_steps", "eval_batch_size")
+# Settings a resumed run may change: how it runs, and where the run folder now is (a copied or moved run resumes).
+_RESUME_FREE_FIELDS = ("resume", "progress", "device", "prefetch_batches", "log_every_steps", "eval_batch_size",
+                       "out")
 
 
 @dataclass(frozen=True)

@@ -227,6 +227,28 @@ def test_cli_train_fusion(synthetic_store, vectors_file, tmp_path):
     assert bad.exit_code == 1 and bad.output.startswith("Error:") and "nowhere" in bad.output
 
 
+def test_a_copied_run_folder_resumes_where_it_now_is(synthetic_store, vectors_file, tmp_path, monkeypatch):
+    save = run_dir.save_checkpoint
+
+    def crash_in_epoch_2(path, payload):
+        if payload["epoch"] == 2:
+            raise RuntimeError("power cut")
+        save(path, payload)
+
+    monkeypatch.setattr(run_dir, "save_checkpoint", crash_in_epoch_2)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(_config(synthetic_store, tmp_path / "first", vectors_file, epochs=3))
+    monkeypatch.setattr(run_dir, "save_checkpoint", save)
+    shutil.copytree(tmp_path / "first", tmp_path / "elsewhere" / "copied")
+    shutil.rmtree(tmp_path / "first")
+    copied = tmp_path / "elsewhere" / "copied"
+    resumed = CliRunner().invoke(cli.cli, ["train-fusion", "--config", str(copied / "config.json"), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert f"run in {copied}" in resumed.output and not (tmp_path / "first").exists()
+    assert [line["epoch"] for line in _log(copied)] == [1, 2, 3]
+    assert torch.load(copied / "last.pt", weights_only=True)["epoch"] == 3
+
+
 def test_test_seen_hold_out_is_never_trained_or_validated_on(synthetic_store, vectors_file, tmp_path):
     train(_config(synthetic_store, tmp_path / "run", vectors_file, epochs=1, test_seen_fraction=0.25))
     classes = json.loads((tmp_path / "run" / "classes.json").read_text())
