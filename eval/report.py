@@ -182,7 +182,8 @@ def run_markdown(metrics: dict) -> str:
     lines.append(comparison_markdown(comparison_rows([(title, metrics)], group_seeds=False)))
     if metrics.get("groups"):
         lines += ["## Difficulty groups", "", _md_row(["Group", "Classes", "ZSL"]), _md_row(["---"] * 3)]
-        lines += [_md_row([g, str(v["classes"]), _format(v["zsl"], None)]) for g, v in metrics["groups"].items()]
+        lines += [_md_row([group, str(v["classes"]), _format(_number(v["zsl"]), None)])  # "–" for an empty group
+                  for group, v in metrics["groups"].items()]
         lines.append("")
     per_class = metrics.get("per_class") or []
     if per_class:

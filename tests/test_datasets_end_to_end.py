@@ -57,3 +57,49 @@ def test_a_ucf_download_runs_the_avca_protocol(tmp_path):
     metrics = json.loads((tmp_path / "avca" / "metrics.json").read_text())
     assert metrics["clips"]["stage_1_train"] == {"used": 6, "listed": 3174}
     assert 0 <= metrics["zsl"] <= 100 and metrics["protocol"] == "avca"
+
+
+def _ucf101_download(root, lists, train: dict[str, int], test: dict[str, int]) -> None:
+    """UCF-101 videos named as the dataset names them, and a fold-1 train / test list of them."""
+    lists.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for split, per_class in (("train", train), ("test", test)):
+        lines = []
+        for k, (label, count) in enumerate(per_class.items()):
+            for clip in range(count):
+                name = f"{label}/v_{label}_g{8 + clip if split == 'train' else 1 + clip:02d}_c01.avi"
+                frames = np.full((25, 48, 64, 3), 40 * k, np.uint8) + rng.integers(0, 20, (25, 48, 64, 3), np.uint8)
+                (root / label).mkdir(parents=True, exist_ok=True)
+                write_mp4((root / name).with_suffix(".mp4"), frames, 25, None, 16000)
+                lines.append(name)
+        (lists / f"{split}list01.txt").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.slow
+def test_ucf101_downloads_run_the_mzsl_protocol(tmp_path):
+    seen = {"ApplyEyeMakeup": 2, "Archery": 2, "BabyCrawling": 2, "BalanceBeam": 2}
+    _ucf101_download(tmp_path / "UCF-101", tmp_path / "lists", seen, dict.fromkeys(seen, 1))
+    _ucf101_download(tmp_path / "eval", tmp_path / "eval_lists", {}, {"BandMarching": 2, "BaseballPitch": 2})
+    (tmp_path / "groups.csv").write_text("class_name,group\nBandMarching,easy\nBaseballPitch,hard\n")
+    runner = CliRunner()
+    for name, videos, lists in (("train", "UCF-101", "lists"), ("eval", "eval", "eval_lists")):
+        made = runner.invoke(cli, ["manifest", "ucf101", "--videos", str(tmp_path / videos), "--lists",
+                                   str(tmp_path / lists), "--out", str(tmp_path / f"{name}.csv")])
+        assert made.exit_code == 0, made.output
+        extracted = runner.invoke(cli, ["extract", "--videos", str(tmp_path / f"{name}.csv"), "--out",
+                                        str(tmp_path / f"{name}.zarr"), "--profile", "cpu-small", "--random-init",
+                                        "--no-progress"])
+        assert extracted.exit_code == 0, extracted.output
+    protocol = runner.invoke(cli, ["protocol", "mzsl", "--train-store", str(tmp_path / "train.zarr"),
+                                   "--eval-store", str(tmp_path / "eval.zarr"),
+                                   "--groups", str(tmp_path / "groups.csv"),
+                                   "--out", str(tmp_path / "mzsl"), "--val-unseen-fraction", "0.25", "--epochs", "2",
+                                   "--preset", "demo", "--train-batch-size", "4", "--option", "progress=false",
+                                   "--no-plots"])
+    if protocol.exception is not None and not isinstance(protocol.exception, SystemExit):
+        raise protocol.exception
+    assert protocol.exit_code == 0, protocol.output
+    metrics = json.loads((tmp_path / "mzsl" / "metrics.json").read_text())
+    assert metrics["clips"] == {"train": {"used": 8, "listed": 8}, "test": {"used": 4, "listed": 4},
+                                "eval": {"used": 4, "listed": 4}}
+    assert "clips used 16 of 16 listed, 100.0%" in protocol.output

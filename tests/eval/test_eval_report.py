@@ -106,3 +106,12 @@ def test_cli_report(tmp_path):
     assert result.exit_code == 0, result.output
     assert "| x | 2 | 15.00 ± 7.07 |" in result.output and "2 runs in 1 rows" in result.output
     assert (tmp_path / "cmp" / "comparison.json").is_file()
+
+
+def test_a_difficulty_group_without_classes_shows_a_dash():
+    from eval.protocols import group_scores
+
+    metrics = {"label": "mzsl", **group_scores({"band marching": 50.0, "baseball pitch": 25.0},
+                                               {"band marching": "easy", "baseball pitch": "hard"})}
+    text = report.run_markdown(metrics)
+    assert "| easy | 1 | 50.00 |" in text and "| medium | 0 | – |" in text and "| hard | 1 | 25.00 |" in text
