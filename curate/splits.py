@@ -248,14 +248,23 @@ def _read_stage_csv(path: Path, class_split: ClassSplit) -> Iterator[tuple[str, 
 
 
 def _read_all_stages(path: Path, stage: str) -> Iterator[tuple[str, str]]:
+    rows = _all_stages_table(path).get(stage)
+    if not rows:
+        raise InputError(f"{path} has no rows of stage {stage!r}")
+    yield from rows
+
+
+@functools.lru_cache(maxsize=4)
+def _all_stages_table(path: Path) -> dict[str, tuple[tuple[str, str], ...]]:
+    """Stage -> (video id, class name) rows of VGGSound's all-stages table (93,752 rows: read once per process)."""
+    stages: dict[str, list[tuple[str, str]]] = {}
     with _open_text(path) as f:
         reader = csv.DictReader(f)
         if not {"split", "class_name", "video_id"} <= set(reader.fieldnames or ()):
             raise InputError(f"{path}: expected columns split,class_name,video_id; got {reader.fieldnames}")
-        rows = [(row["video_id"], row["class_name"]) for row in reader if row["split"] == stage]
-    if not rows:
-        raise InputError(f"{path} has no rows of stage {stage!r}")
-    yield from rows
+        for row in reader:
+            stages.setdefault(row["split"], []).append((row["video_id"], row["class_name"]))
+    return {stage: tuple(rows) for stage, rows in stages.items()}
 
 
 def _read_lines(path: Path) -> list[str]:

@@ -79,6 +79,7 @@ def test_ucf_layout_finds_ids_lists_missing_and_ambiguous(tmp_path):
     assert all(Path(row["path"]).parts[0] == ".." for row in read_csv(out, ("path",), "manifest"))
 
 
+@pytest.mark.slow
 def test_vggsound_cuts_by_id_or_by_start_and_end(tmp_path):
     (by_id, label_a), (by_seconds, label_b) = _videos("VGGSound", "stage_2_test_unseen")[:2]
     ytid, start = by_seconds.rsplit("_", 1)
@@ -131,6 +132,7 @@ def test_cli_manifest_avca(tmp_path):
     assert bad.exit_code == 1 and bad.output.startswith("Error: ") and "name it *.csv" in bad.output
 
 
+@pytest.mark.slow
 def test_a_full_vggsound_video_gives_its_10_s_segment(tmp_path):
     video_id, label = _videos("VGGSound", "stage_1_val_unseen")[0]
     ytid, start = video_id.rsplit("_", 1)

@@ -187,6 +187,7 @@ def test_segments_of_a_long_video_are_clips_and_one_past_its_end_fails(tmp_path,
         _run(manifest, tmp_path / "s.zarr")
 
 
+@pytest.mark.slow
 def test_a_store_follows_its_moved_data_folder(clip_folder, tmp_path, write_clip):
     folder, manifest = clip_folder
     first = _run(manifest, tmp_path / "s.zarr")
