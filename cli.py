@@ -589,9 +589,8 @@ def manifest_avca_command(dataset: str, split: str, videos: Path, annotations: P
     from curate.config import AVCAManifestConfig
     from curate.manifests import write_avca_manifest
 
-    summary = write_avca_manifest(AVCAManifestConfig(dataset=dataset, videos=videos, out=out, split=split,
-                                                     annotations=annotations))
-    _echo_manifest(summary)
+    click.echo(write_avca_manifest(AVCAManifestConfig(dataset=dataset, videos=videos, out=out, split=split,
+                                                      annotations=annotations)).report())
 
 
 def _dataset_manifest_command(dataset: str, lists_help: str, lists_option: str, fold: bool = False):
@@ -610,9 +609,8 @@ def _dataset_manifest_command(dataset: str, lists_help: str, lists_option: str, 
         from curate.manifests import write_dataset_manifest
 
         lists = tuple(lists) if isinstance(lists, tuple) else (lists,)
-        summary = write_dataset_manifest(DatasetManifestConfig(dataset=dataset, videos=videos, lists=lists, out=out,
-                                                               fold=fold))
-        _echo_manifest(summary)
+        click.echo(write_dataset_manifest(DatasetManifestConfig(dataset=dataset, videos=videos, lists=lists, out=out,
+                                                                fold=fold)).report())
 
     command.__doc__ = (f"The whole {dataset} dataset from its own lists: split = the dataset's own, clip ids as "
                        "the dataset names its clips (docs/datasets.md).")
@@ -620,17 +618,6 @@ def _dataset_manifest_command(dataset: str, lists_help: str, lists_option: str, 
         command = click.option("--fold", type=click.IntRange(1, 3), default=1, show_default=True,
                                help="UCF-101's train / test split.")(command)
     return manifest_group.command(dataset)(command)
-
-
-def _echo_manifest(summary) -> None:
-    for split, count in summary.found.items():
-        if count or summary.missing[split]:
-            click.echo(f"{split}: {count} found, {summary.missing[split]} missing")
-    if summary.ambiguous:
-        click.echo(f"{len(summary.ambiguous)} id(s) carried by several files, not written (listed as missing): "
-                   + ", ".join(sorted(summary.ambiguous)[:5]))
-    missing = "" if summary.missing_path is None else f"; missing videos: {summary.missing_path}"
-    click.echo(f"wrote {summary.total_found} clips to {summary.manifest_path}{missing}")
 
 
 _dataset_manifest_command("ucf101", "UCF-101's ucfTrainTestlist folder (trainlist0N.txt, testlist0N.txt).", "--lists",

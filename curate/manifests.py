@@ -85,6 +85,16 @@ class ManifestSummary:
     def total_found(self) -> int:
         return sum(self.found.values())
 
+    def report(self) -> str:
+        """Found / missing per split, the ambiguous ids and where the files went (the command's output)."""
+        lines = [f"{split}: {count} found, {self.missing[split]} missing" for split, count in self.found.items()
+                 if count or self.missing[split]]
+        if self.ambiguous:
+            lines.append(f"{len(self.ambiguous)} id(s) carried by several files, not written (listed as missing): "
+                         + ", ".join(sorted(self.ambiguous)[:5]))
+        missing = "" if self.missing_path is None else f"; missing videos: {self.missing_path}"
+        return "\n".join([*lines, f"wrote {self.total_found} clips to {self.manifest_path}{missing}"])
+
 
 def video_id_of(dataset: str, stem: str) -> str:
     """The clip id a file of `dataset` carries, from its name without extension.
