@@ -169,15 +169,18 @@ def _train_and_evaluate(config: DemoConfig, store: Path, run_dir: Path, report_d
 
 
 def _run_state(run_dir: Path, train_config) -> str:
-    """"new", "finished" (all epochs, same config), "partial" (same config, can resume) or "other"."""
+    """"new", "finished" (all epochs, same config), "partial" (same config, can resume) or "other".
+
+    "Same config" ignores what does not change a result (progress bars, device, ...; `fusion.run_dir`).
+    """
+    from fusion.run_dir import changed_settings
+
     record, log = run_dir / "config.json", run_dir / "log.jsonl"
     if not run_dir.exists():
         return "new"
     if not record.is_file():
         return "other"
-    recorded = json.loads(record.read_text(encoding="utf-8"))["train"]
-    wanted = json.loads(json.dumps(replace(train_config, resume=False).to_dict()))
-    if {k: v for k, v in recorded.items() if k != "resume"} != {k: v for k, v in wanted.items() if k != "resume"}:
+    if changed_settings(json.loads(record.read_text(encoding="utf-8"))["train"], train_config):
         return "other"
     lines = log.read_text(encoding="utf-8").splitlines() if log.is_file() else []
     epochs = [json.loads(line)["epoch"] for line in lines]

@@ -214,14 +214,12 @@ def _records(config: TrainConfig, plan: TrainingPlan) -> tuple[dict[str, Any], d
 
 def _check_resume(config: TrainConfig, out: Path, config_record: dict, classes_record: dict, emb_id: str) -> dict:
     recorded = json.loads((out / "config.json").read_text(encoding="utf-8"))
-    old, new = dict(recorded["train"]), json.loads(json.dumps(config.to_dict()))  # tuples -> lists, as recorded
-    old_fusion, new_fusion = old.pop("fusion"), new.pop("fusion")
+    old_fusion, new_fusion = recorded["train"]["fusion"], config.fusion.to_dict()
     arch = [k for k in ARCHITECTURE_FIELDS if old_fusion.get(k) != new_fusion.get(k)]
     if arch:
         raise InputError(f"{out}: cannot resume, the head's architecture differs: "
                          + ", ".join(f"{k} {old_fusion.get(k)!r} -> {new_fusion.get(k)!r}" for k in arch))
-    changed = [k for k in sorted(set(old) | set(new)) if k not in _RESUME_FREE_FIELDS and old.get(k) != new.get(k)]
-    changed += [f"fusion.{k}" for k in sorted(new_fusion) if old_fusion.get(k) != new_fusion.get(k)]
+    changed = changed_settings(recorded["train"], config)
     if changed:
         raise InputError(f"{out}: cannot resume with other settings than the run was started with ({changed}); "
                          f"pass the options recorded in {out / 'config.json'}")
@@ -237,6 +235,18 @@ def _check_resume(config: TrainConfig, out: Path, config_record: dict, classes_r
         raise InputError(f"{out}: cannot resume, the class embeddings differ from the run's (another source or "
                          "vectors file?)")
     return payload
+
+
+def changed_settings(recorded: dict[str, Any], config: TrainConfig) -> list[str]:
+    """The settings of `config` that differ from a run's recorded `train` config and can change its result.
+
+    How a run runs (progress, device, prefetching, logging, evaluation batch size, its folder) does not count:
+    the same run resumes, or is reused, whatever they are.
+    """
+    old, new = dict(recorded), json.loads(json.dumps(config.to_dict()))  # tuples -> lists, as recorded
+    old_fusion, new_fusion = old.pop("fusion"), new.pop("fusion")
+    changed = [k for k in sorted(set(old) | set(new)) if k not in _RESUME_FREE_FIELDS and old.get(k) != new.get(k)]
+    return changed + [f"fusion.{k}" for k in sorted(new_fusion) if old_fusion.get(k) != new_fusion.get(k)]
 
 
 def _truncate_log(path: Path, epoch: int) -> None:

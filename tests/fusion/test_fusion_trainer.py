@@ -292,3 +292,13 @@ def test_cuda_training_follows_the_cpu_run(synthetic_store, vectors_file, tmp_pa
     for part in ("loss_task", "loss_se", "loss_mlm"):
         assert cuda[0][part] == pytest.approx(cpu[0][part], rel=0.05), part
     assert cuda[-1]["loss"] < cuda[0]["loss"] and torch.load(tmp_path / "cuda" / "last.pt", weights_only=True)
+
+
+def test_settings_that_change_no_result_do_not_count_as_changed(synthetic_store, vectors_file, tmp_path):
+    config = _config(synthetic_store, tmp_path / "run", vectors_file, epochs=1)
+    train(config)
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
+    how_it_runs = replace(config, progress=True, prefetch_batches=0, eval_batch_size=7, out=tmp_path / "copy")
+    assert run_dir.changed_settings(recorded, how_it_runs) == []
+    assert run_dir.changed_settings(recorded, replace(config, lr=1e-3, fusion=replace(TINY, dropout=0.3))) == [
+        "lr", "fusion.dropout"]
