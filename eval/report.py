@@ -177,6 +177,8 @@ def run_markdown(metrics: dict) -> str:
         ("clips", metrics.get("num_clips")),
         ("seen / unseen classes", _pair(metrics.get("num_seen_classes"), metrics.get("num_unseen_classes"))),
         ("calibrated stacking", _calibration_note(metrics)),
+        ("training clips", "included on request: S measures clips the head trained or validated on"
+         if metrics.get("includes_training_clips") else None),
     ) if v is not None]
     lines += [f"- {k}: {v}" for k, v in described] + [""]
     lines.append(comparison_markdown(comparison_rows([(title, metrics)], group_seeds=False)))

@@ -78,12 +78,15 @@ def test_scores_match_a_recomputation_with_metrics(eval_run, eval_store):
     assert kin.metrics["rule"] == "kinetics" and kin.metrics["group"] != result.metrics["group"]
 
 
-def test_training_clips_only_on_request(eval_run, eval_store):
-    held_out = run_zeroshot(_config(eval_run, eval_store))
-    everything = run_zeroshot(_config(eval_run, eval_store, include_training_clips=True))
+def test_training_clips_only_on_request(eval_run, eval_store, tmp_path):
+    held_out = run_zeroshot(_config(eval_run, eval_store, out=tmp_path / "held_out"))
+    everything = run_zeroshot(_config(eval_run, eval_store, include_training_clips=True, out=tmp_path / "all"))
     # + the 8 training clips per seen class and the 3 validation clips per seen class
     assert everything.metrics["num_clips"] == held_out.metrics["num_clips"] + 11 * len(SEEN)
     assert everything.metrics["includes_training_clips"] is True
+    marked = "- training clips: included on request: S measures clips the head trained or validated on"
+    assert marked in (tmp_path / "all" / "report.md").read_text()
+    assert "training clips" not in (tmp_path / "held_out" / "report.md").read_text()
 
 
 def test_calibrated_stacking_takes_beta_from_validation(eval_run, eval_store):
