@@ -283,6 +283,11 @@ class BuildConfig:
             raise InputError(f"min_videos_per_class must be at least 1, got {self.min_videos_per_class}")
 
 
+def _check_manifest_name(out: Path) -> None:
+    if Path(out).suffix.lower() != ".csv":
+        raise InputError(f"{out}: the manifest is a CSV file; name it *.csv")
+
+
 @dataclass(frozen=True)
 class AVCAManifestConfig:
     """`manifest avca`: the videos of an AVCA-GZSL benchmark found under a download folder -> a manifest.
@@ -311,8 +316,7 @@ class AVCAManifestConfig:
             raise InputError(f"`annotations` are ActivityNet's; {folder} needs none")
         if self.split not in splits.SPLITS:
             raise InputError(f"split must be one of {splits.SPLITS}, got {self.split!r}")
-        if Path(self.out).suffix.lower() != ".csv":
-            raise InputError(f"{self.out}: the manifest is a CSV file; name it *.csv")
+        _check_manifest_name(self.out)
 
 
 # Each official dataset's own lists, as `manifest <dataset>` reads them.
@@ -347,5 +351,4 @@ class DatasetManifestConfig:
                              if self.dataset != "kinetics" else f"kinetics needs {DATASET_LISTS['kinetics']}")
         if self.fold not in (1, 2, 3):
             raise InputError(f"UCF-101 has folds 1, 2 and 3, got `fold={self.fold}`")
-        if Path(self.out).suffix.lower() != ".csv":
-            raise InputError(f"{self.out}: the manifest is a CSV file; name it *.csv")
+        _check_manifest_name(self.out)

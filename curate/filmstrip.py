@@ -389,7 +389,7 @@ def render_filmstrip(video: str | Path, out_path: str | Path, layout: FilmstripL
         sampled = sample_segment(video, layout, segment)
     duration = "duration unknown" if sampled.duration_s is None else f"{sampled.duration_s:.1f} s"
     if segment is not None:
-        duration = f"{segment.start_s:g}-{segment.end_s:g} s, {duration}"
+        duration = f"segment {segment.start_s:g}-{segment.end_s:g} s of the file, {duration}"
     image = _compose(sampled.frames, layout, f"{title}   ({duration})" if title else duration)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     partial = out_path.with_name(f".{out_path.name}.partial")

@@ -257,13 +257,21 @@ def _write_manifest(wanted: Sequence[_Wanted], dataset: str, root: Path, out: Pa
 # --- the official datasets (`manifest ucf101|vggsound|activitynet|kinetics`) --------------------------------
 
 
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not a UTF-8 text file ({error.reason} at byte {error.start}); expected {what}"
+                         ) from error
+
+
 def _ucf101_clips(lists: Path, fold: int) -> Iterator[_Wanted]:
     """UCF-101's trainlist0N.txt / testlist0N.txt (`Class/v_Class_gXX_cYY.avi[ label]`): split train / test."""
     for split in ("train", "test"):
         path = Path(lists) / f"{split}list{fold:02d}.txt"
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found (expected UCF-101's ucfTrainTestlist folder)")
-        for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for line, text in enumerate(_read_text(path, f"UCF-101's {split} list").splitlines(), start=1):
             if not text.strip():
                 continue
             name = text.split()[0]
@@ -277,13 +285,16 @@ def _ucf101_clips(lists: Path, fold: int) -> Iterator[_Wanted]:
 
 def _vggsound_clips(path: Path) -> Iterator[_Wanted]:
     """vggsound.csv: rows `youtube_id,start_seconds,label,split` without a header."""
-    with Path(path).open(newline="", encoding="utf-8") as handle:
-        for line, row in enumerate(csv.reader(handle), start=1):
+    rows = csv.reader(_read_text(path, "vggsound.csv").splitlines())
+    try:
+        for line, row in enumerate(rows, start=1):
             if len(row) != 4 or not row[1].strip().isdigit():
                 raise InputError(f"{path}:{line}: expected youtube_id,start_seconds,label,split (vggsound.csv), got "
                                  f"{row[:6]}")
             ytid, start, label, split = (value.strip() for value in row)
             yield _vggsound_wanted(ytid, int(start), label, split)
+    except csv.Error as error:
+        raise InputError(f"{path}: not a CSV file ({error}); expected vggsound.csv") from error
 
 
 def _activitynet_clips(path: Path) -> Iterator[_Wanted]:

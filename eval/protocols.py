@@ -143,8 +143,11 @@ def group_scores(per_class_zsl: dict[str, float], groups: dict[str, str]) -> dic
     return out
 
 
-def avca_stage_indices(store, class_split: splits.ClassSplit, root: Path = splits.DATA_ROOT) -> dict[str, np.ndarray]:
+def avca_stage_indices(store, class_split: splits.ClassSplit, root: Path = splits.DATA_ROOT,
+                       stage_of: dict[str, str] | None = None) -> dict[str, np.ndarray]:
     """Store clip indices per AVCA stage, from the split CSVs by clip id, checked against the store's split column.
+
+    `stage_of` (video id -> stage, `_avca_stage_of`) saves reading the split files again when the caller has it.
 
     Raises:
         InputError: a clip whose split column is not the stage the CSVs give it, a stage_2_train video outside
@@ -152,7 +155,7 @@ def avca_stage_indices(store, class_split: splits.ClassSplit, root: Path = split
     """
     from features.store import DONE
 
-    stage_of = _avca_stage_of(class_split, root)
+    stage_of = _avca_stage_of(class_split, root) if stage_of is None else stage_of
     stage2 = set(splits.load_stage_videos(class_split, "stage_2_train", root).video_ids)
     outside = sorted(v for v in stage2 if stage_of.get(v) not in _STAGE2_TRAIN)
     if outside:
@@ -204,9 +207,9 @@ def run_avca_protocol(config: AVCAProtocolConfig) -> ProtocolResult:
     root = Path(config.splits_root) if config.splits_root is not None else splits.DATA_ROOT
     class_split = splits.load_class_split(config.dataset, config.split, root)
     store = TokenStore.open(config.store)
-    stage_indices = avca_stage_indices(store, class_split, root)
-    clips = _coverage({stage: idx.size for stage, idx in stage_indices.items()},
-                      Counter(_avca_stage_of(class_split, root).values()))
+    stage_of = _avca_stage_of(class_split, root)
+    stage_indices = avca_stage_indices(store, class_split, root, stage_of)
+    clips = _coverage({stage: idx.size for stage, idx in stage_indices.items()}, Counter(stage_of.values()))
     logger.info("AVCA %s/%s on %s: %s", class_split.dataset, class_split.split, store.path,
                 ", ".join(f"{s} {idx.size}" for s, idx in stage_indices.items()))
     options = _avca_options(config, class_split.dataset)

@@ -255,3 +255,17 @@ def test_a_clip_listed_twice_is_refused(tmp_path):
     with pytest.raises(InputError, match="1 clip\\(s\\) listed more than once: \\['abcdefghijk_000001'\\]"):
         write_dataset_manifest(DatasetManifestConfig(dataset="vggsound", videos=tmp_path / "v", lists=(csv_path,),
                                                      out=tmp_path / "m.csv"))
+
+
+def test_list_files_that_are_not_text_are_one_line_errors(tmp_path):
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    for name in ("trainlist01.txt", "testlist01.txt", "vggsound.csv"):
+        (lists / name).write_bytes(b"\xff\xfe\x00binary")
+    _write_video(tmp_path / "v" / "x.mp4")
+    for dataset, given, what in (("ucf101", lists, "UCF-101's train list"),
+                                 ("vggsound", lists / "vggsound.csv", "vggsound.csv")):
+        with pytest.raises(InputError, match=f"not a UTF-8 text file .*; expected {what}"):
+            write_dataset_manifest(DatasetManifestConfig(dataset=dataset, videos=tmp_path / "v", lists=(given,),
+                                                         out=tmp_path / "m.csv"))
+    assert not (tmp_path / "m.csv").exists()
