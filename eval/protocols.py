@@ -13,8 +13,9 @@ measures.
   split column must agree (it names each clip's stage, as `import-avca` writes it).
 - MZSL-50: stage 1 holds out a share of the benchmark's training classes as validation-unseen (and of the other
   classes' clips as validation-seen); stage 2 trains on all training clips. ZSL on the evaluation set by
-  difficulty group (easy / medium / hard) and their average weighted by the classes per group; GZSL with the
-  benchmark's test clips as the seen part and the evaluation set as the unseen part.
+  difficulty group (easy / medium / hard) and two averages of them: unweighted (the paper's Table 3) and weighted
+  by the classes per group (its text); GZSL with the benchmark's test clips as the seen part and the evaluation
+  set as the unseen part.
 
 Every seed runs the whole protocol (`<out>/seed_<s>/{stage1,stage2,test}`); `<out>/metrics.json` holds the mean
 over seeds (and the per-seed values), `<out>/summary.md` the table with mean ± std.
@@ -117,7 +118,11 @@ def read_groups(path: Path) -> dict[str, str]:
 
 
 def group_scores(per_class_zsl: dict[str, float], groups: dict[str, str]) -> dict[str, Any]:
-    """E, M, H (mean per-class ZSL accuracy of each group) and their average weighted by classes per group.
+    """E, M, H (mean per-class ZSL accuracy of each group) and the two averages the paper uses.
+
+    `mzsl_avg_unweighted` is (E + M + H) / 3, the "Avg" of every row of the paper's Table 3;
+    `mzsl_avg_class_weighted` weights each group by its classes (9 / 31 / 10 in MZSL-50), as the paper's text
+    says. Both average the groups that have classes.
 
     Args:
         per_class_zsl: ZSL accuracy (percent) of each evaluated class that has clips.
@@ -130,16 +135,17 @@ def group_scores(per_class_zsl: dict[str, float], groups: dict[str, str]) -> dic
     if ungrouped:
         raise InputError(f"evaluated classes without a difficulty group: {ungrouped[:5]}; add them to the groups file")
     out: dict[str, Any] = {"groups": {}}
-    total = weighted = 0.0
+    means, sizes = [], []
     for group in DIFFICULTY_GROUPS:
         values = [acc for name, acc in per_class_zsl.items() if groups[name] == group]
         mean = float(np.mean(values)) if values else None
         out["groups"][group] = {"classes": len(values), "zsl": mean}
         out[f"mzsl_{group}"] = mean
         if values:
-            total += len(values)
-            weighted += len(values) * mean
-    out["mzsl_weighted"] = weighted / total if total else None
+            means.append(mean)
+            sizes.append(len(values))
+    out["mzsl_avg_unweighted"] = float(np.mean(means)) if means else None
+    out["mzsl_avg_class_weighted"] = float(np.average(means, weights=sizes)) if means else None
     return out
 
 
