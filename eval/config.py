@@ -140,7 +140,7 @@ class ZeroShotConfig:
 
 # Training options a protocol sets itself (which clips train and validate, the seed, the run folder).
 _PROTOCOL_OWNED = ("store", "out", "train_splits", "val_store", "val_splits", "val_unseen_fraction", "seed", "resume",
-                   "device")
+                   "device", "schedule_epochs")
 
 
 def _check_protocol_settings(seeds: tuple[int, ...], train: dict, betas: tuple[float, ...]) -> None:

@@ -2,8 +2,9 @@
 
 Both train the fusion head in two stages (DESIGN section 3): stage 1 trains with a validation part and selects
 the epoch (and, with calibrated stacking, beta) on it; stage 2 retrains on the training and validation clips for
-the selected number of epochs, without validation, and its last checkpoint is tested once. Nothing is chosen
-on the test clips: stage 2 has no validation to choose with, beta comes from stage-1 validation clips through
+the selected number of epochs, without validation, and its last checkpoint is tested once (stage 2 keeps stage
+1's whole learning-rate schedule and stops at the selected epoch: AVCA's stage 2 takes its checkpoint there). Nothing
+is chosen on the test clips: stage 2 has no validation to choose with, beta comes from stage-1 validation clips through
 `eval.zeroshot.ValidationSplit` (which refuses test clips and test-unseen classes), and the test evaluation only
 measures.
 
@@ -222,9 +223,9 @@ def run_avca_protocol(config: AVCAProtocolConfig) -> ProtocolResult:
     seeds = []
     for seed in config.seeds:
         folder = Path(config.out) / f"seed_{seed}"
-        stage1, best_epoch = _train_stage1(config, options, seed, folder, {
+        stage1, best_epoch, stage1_epochs = _train_stage1(config, options, seed, folder, {
             "store": config.store, "train_splits": _STAGE1_TRAIN, "val_splits": _STAGE1_VAL})
-        stage2 = _train_stage2(config, options, seed, folder, best_epoch, {
+        stage2 = _train_stage2(config, options, seed, folder, best_epoch, stage1_epochs, {
             "store": config.store, "train_splits": _STAGE2_TRAIN})
         test = ClipSet.of(store.path, np.concatenate([stage_indices[s] for s in _TEST]))
         validation = None
@@ -280,12 +281,12 @@ def run_mzsl_protocol(config: MZSLProtocolConfig) -> ProtocolResult:
         folder = Path(config.out) / f"seed_{seed}"
         stage1 = None
         if config.val_unseen_fraction > 0:
-            stage1, best_epoch = _train_stage1(config, options, seed, folder, {
+            stage1, best_epoch, stage1_epochs = _train_stage1(config, options, seed, folder, {
                 "store": config.train_store, "train_splits": config.train_splits,
                 "val_unseen_fraction": config.val_unseen_fraction, "val_seen_fraction": config.val_seen_fraction})
         else:
-            best_epoch = int(options.get("epochs", _default_epochs()))
-        stage2 = _train_stage2(config, options, seed, folder, best_epoch, {
+            best_epoch = stage1_epochs = int(options.get("epochs", _default_epochs()))
+        stage2 = _train_stage2(config, options, seed, folder, best_epoch, stage1_epochs, {
             "store": config.train_store, "train_splits": config.train_splits})
         model, info = _load(stage2, config)
         leaked = sorted(set(eval_classes) & set(info.class_names))
@@ -346,8 +347,9 @@ def _train_config(config, options: dict, seed: int, out: Path, data: dict[str, A
     return train_config_from_options(values, preset=config.preset, ablations=tuple(config.ablations))
 
 
-def _train_stage1(config, options: dict, seed: int, folder: Path, data: dict[str, Any]) -> tuple[Path, int]:
-    """Train with validation; return the run folder and the epoch of its best validation score."""
+def _train_stage1(config, options: dict, seed: int, folder: Path,
+                  data: dict[str, Any]) -> tuple[Path, int, int]:
+    """Train with validation; return the run folder, the epoch of its best validation score and its epochs."""
     from fusion.trainer import train
 
     stage_config = _train_config(config, options, seed, folder / "stage1", data)
@@ -358,14 +360,20 @@ def _train_stage1(config, options: dict, seed: int, folder: Path, data: dict[str
         raise InputError(f"{folder / 'stage1'}: stage 1 selected no epoch (no validation score)")
     logger.info("seed %d stage 1: best epoch %d by %s %.4f", seed, summary.best_epoch, summary.best_metric,
                 summary.best_score)
-    return folder / "stage1", int(summary.best_epoch)
+    return folder / "stage1", int(summary.best_epoch), stage_config.epochs
 
 
-def _train_stage2(config, options: dict, seed: int, folder: Path, epochs: int, data: dict[str, Any]) -> Path:
-    """Retrain on training + validation clips for `epochs`, without validation (nothing left to select)."""
+def _train_stage2(config, options: dict, seed: int, folder: Path, epochs: int, schedule_epochs: int,
+                  data: dict[str, Any]) -> Path:
+    """Retrain on training + validation clips, without validation (nothing left to select).
+
+    As AVCA's stage 2 (`get_evaluation.py`): stage 1's whole schedule (`schedule_epochs`), and the checkpoint at
+    the selected epoch; training stops there, since later epochs cannot change it.
+    """
     from fusion.trainer import train
 
-    stage_config = _train_config(config, {**options, "epochs": epochs}, seed, folder / "stage2", data)
+    stage_config = _train_config(config, {**options, "epochs": epochs, "schedule_epochs": schedule_epochs}, seed,
+                                 folder / "stage2", data)
     assert not stage_config.has_validation  # stage 2 measures nothing, so it can select nothing
     train(stage_config)
     return folder / "stage2"

@@ -177,6 +177,8 @@ class TrainConfig:
     # seen accuracy. Not raw HM by default: it is 0 in most epochs while GZSL collapses onto the seen classes
     # (DESIGN section 7), so it picks an arbitrary early epoch.
     epochs: int = 100
+    schedule_epochs: int | None = None  # epochs the lr schedule spans (None: `epochs`); a run that stops before
+    # the end of its schedule is AVCA's stage 2: stage 1's whole schedule, checkpoint at the selected epoch
     batch_size: int = 64
     eval_batch_size: int = 128
     lr: float = 1e-4  # peak learning rate of AdamW
@@ -198,6 +200,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size", "log_every_steps"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.schedule_epochs is not None and self.schedule_epochs < self.epochs:
+            raise InputError(f"schedule_epochs ({self.schedule_epochs}) must be >= epochs ({self.epochs}): a run "
+                             "can stop before the end of its schedule, not after it")
         if self.lr <= 0:
             raise InputError(f"lr must be > 0, got {self.lr}")
         if self.weight_decay < 0 or self.grad_clip_norm < 0 or self.warmup_epochs < 0:

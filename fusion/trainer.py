@@ -119,7 +119,8 @@ def train(config: TrainConfig) -> TrainSummary:
         fields += ("kinetics_logits",)
     reader = BatchReader(plan.store, plan.clips.train_indices, config.batch_size, shuffle=True, seed=config.seed,
                          prefetch=config.prefetch_batches, fields=fields)
-    factor = functools.partial(_lr_factor, steps_per_epoch=len(reader), total_steps=config.epochs * len(reader),
+    schedule_epochs = config.schedule_epochs or config.epochs
+    factor = functools.partial(_lr_factor, steps_per_epoch=len(reader), total_steps=schedule_epochs * len(reader),
                                config=config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     targets = ClassTargets.of(config, plan, device)

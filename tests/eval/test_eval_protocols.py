@@ -75,7 +75,7 @@ def test_avca_selects_nothing_on_the_test_clips(ucf_stores, tmp_path):
     assert stage1["val_splits"] == ["stage_1_val_seen", "stage_1_val_unseen"]
     assert stage2["train_splits"] == ["stage_1_train", "stage_1_val_seen", "stage_1_val_unseen"]
     assert stage2["val_splits"] == [] and stage2["val_store"] is None and stage2["val_unseen_fraction"] == 0
-    assert stage2["epochs"] == a.seeds[0].best_epoch
+    assert stage2["epochs"] == a.seeds[0].best_epoch and stage2["schedule_epochs"] == stage1["epochs"]
     assert not (tmp_path / "clean" / "seed_0" / "stage2" / "best.pt").exists()
     # the selected epoch is the stage-1 validation optimum (first one on ties)
     log = [json.loads(x) for x in (tmp_path / "clean" / "seed_0" / "stage1" / "log.jsonl").read_text().splitlines()]
@@ -266,3 +266,38 @@ def test_imported_avca_features_run_the_avca_protocol(tmp_path):
     result = protocols.run_avca_protocol(config)
     assert result.seeds[0].metrics["num_clips"] == 9 * 2 + 3 * 3
     assert 1 <= result.seeds[0].best_epoch <= 2
+
+
+def test_stage2_follows_stage1s_schedule_up_to_the_selected_epoch(mzsl_stores, eval_vectors, tmp_path, monkeypatch):
+    """AVCA's stage 2: stage 1's whole lr schedule, checkpoint at the selected epoch (not a schedule of that length)."""
+    import torch
+
+    bench, evaluation, groups = mzsl_stores
+    seen_lr: dict[str, list[float]] = {}
+    original_step = torch.optim.lr_scheduler.LambdaLR.step
+
+    def recording_step(self, *args, **kwargs):  # the lr of every optimiser step, per run folder
+        run = self.lr_lambdas[0].keywords["config"].out.name
+        seen_lr.setdefault(run, []).append(self.optimizer.param_groups[0]["lr"])
+        return original_step(self, *args, **kwargs)
+
+    original_stage1 = protocols._train_stage1
+
+    def stage1_selecting_epoch_3(*args, **kwargs):  # pin the selection before the end of stage 1's schedule
+        folder, _, epochs = original_stage1(*args, **kwargs)
+        return folder, 3, epochs
+
+    monkeypatch.setattr(torch.optim.lr_scheduler.LambdaLR, "step", recording_step)
+    monkeypatch.setattr(protocols, "_train_stage1", stage1_selecting_epoch_3)
+    # one batch per epoch in both stages (stage 2 has more clips), so step k of each is the same point of the schedule
+    train = {**_TINY, "embeddings": f"word2vec:{eval_vectors}", "epochs": 5, "batch_size": 64, "warmup_epochs": 1.0}
+    protocols.run_mzsl_protocol(MZSLProtocolConfig(train_store=bench.path, eval_store=evaluation.path, groups=groups,
+                                                   out=tmp_path / "m", test_split=None, train=train, plots=_NO_PLOTS))
+    # the lr each optimiser step used ([0] is the scheduler's step at construction)
+    stage1, stage2 = seen_lr["stage1"][1:], seen_lr["stage2"][1:]
+    assert len(stage1) == 5 and len(stage2) == 3
+    assert stage2 == stage1[:3]
+    # a schedule of 3 epochs would be halfway down its cosine at step 3 (factor 0.5); stage 1's is at 0.85
+    assert stage2[2] == pytest.approx(3e-3 * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi / 4))))
+    recorded = json.loads((tmp_path / "m" / "seed_0" / "stage2" / "config.json").read_text())["train"]
+    assert (recorded["epochs"], recorded["schedule_epochs"]) == (3, 5)
