@@ -83,6 +83,8 @@ class ZeroShotConfig:
 
     run_dir: Path
     store: Path
+    concat_runs: tuple[Path, ...] = ()  # runs trained apart on the same classes and clips (e.g. run_dir audio-only,
+    # these video-only) whose f(x) stand beside run_dir's, against repeated class embeddings (feature concatenation)
     checkpoint: str = "best"  # "best" (chosen on validation) or "last"
     classes: Path | None = None  # class names, one per line: open-vocabulary ranking
     class_names: tuple[str, ...] = ()  # the same, typed on the command line
@@ -135,7 +137,7 @@ class ZeroShotConfig:
             raise InputError("top_k and batch_size must be >= 1, worst_classes >= 0")
 
     def to_dict(self) -> dict:
-        return {**_to_dict(self), "plots": asdict(self.plots)}
+        return {**_to_dict(self), "concat_runs": [str(r) for r in self.concat_runs], "plots": asdict(self.plots)}
 
 
 # Training options a protocol sets itself (which clips train and validate, the seed, the run folder).

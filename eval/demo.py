@@ -21,7 +21,7 @@ import logging
 import shutil
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from extract.errors import InputError
@@ -152,41 +152,13 @@ def _train_and_evaluate(config: DemoConfig, store: Path, run_dir: Path, report_d
                         control: bool) -> dict:
     from eval.config import ZeroShotConfig
     from eval.zeroshot import RUN_VALIDATION, run_zeroshot
-    from fusion.trainer import train
+    from fusion.trainer import train_or_reuse
 
-    train_config = _train_config(config, store, run_dir, seed, control)
-    state = _run_state(run_dir, train_config)
-    if state == "finished":
-        logger.info("reusing the finished run %s", run_dir)
-    else:
-        if state == "other":
-            shutil.rmtree(run_dir)  # the demo's own folder, made with other settings
-        train(replace(train_config, resume=state == "partial"))
+    train_or_reuse(_train_config(config, store, run_dir, seed, control))  # a run folder of the demo's own
     result = run_zeroshot(ZeroShotConfig(run_dir=run_dir, store=store, calibrated_stacking=True,
                                          val_split=RUN_VALIDATION, out=report_dir,
                                          label="control" if control else "MZST"))
     return result.metrics
-
-
-def _run_state(run_dir: Path, train_config) -> str:
-    """"new", "finished" (all epochs, same config), "partial" (same config, can resume) or "other".
-
-    "Same config" ignores what does not change a result (progress bars, device, ...; `fusion.run_dir`).
-    """
-    from fusion.run_dir import changed_settings
-
-    record, log = run_dir / "config.json", run_dir / "log.jsonl"
-    if not run_dir.exists():
-        return "new"
-    if not record.is_file():
-        return "other"
-    if changed_settings(json.loads(record.read_text(encoding="utf-8"))["train"], train_config):
-        return "other"
-    lines = log.read_text(encoding="utf-8").splitlines() if log.is_file() else []
-    epochs = [json.loads(line)["epoch"] for line in lines]
-    if epochs and epochs[-1] == train_config.epochs and (run_dir / "last.pt").is_file():
-        return "finished"
-    return "partial" if (run_dir / "last.pt").is_file() else "other"
 
 
 _METRICS = ("zsl", "gzsl_s", "gzsl_u", "gzsl_hm", "calibrated_gzsl_s", "calibrated_gzsl_u", "calibrated_gzsl_hm")

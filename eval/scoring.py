@@ -100,7 +100,7 @@ def score_clips(model, info, store, indices: np.ndarray, rule: str, batch_size: 
                              "is 'plain'; `rule='kinetics'` does not apply")
         if not store.token_layout.kinetics_classes:
             raise InputError(f"{store.path} has no Kinetics logits, which rule 'kinetics' needs; use `rule='plain'`")
-    predictions = predict_embeddings(model, store, indices, batch_size, device)
+    predictions = predict_embeddings(model, store, indices, batch_size, device, class_embeddings=info.class_embeddings)
     offsets = None
     if predictions.kinetics_pred is not None and info.kinetics_embeddings is not None:
         offsets = info.kinetics_embeddings[predictions.kinetics_pred]  # (400, E) -> (N, E)
@@ -125,6 +125,7 @@ class ClassEmbedder:
     def __init__(self, info) -> None:
         self._info = info
         self._recorded = {name: info.class_embeddings[i] for i, name in enumerate(info.class_names)}
+        self._repeats = info.embedding_repeats  # concatenated heads: phi(c) once per head (fusion.run_dir)
         self._source = None
 
     @property
@@ -135,7 +136,7 @@ class ClassEmbedder:
         """Shapes: C names -> (C, E) float32."""
         names = list(names)
         other = [n for n in names if n not in self._recorded]
-        fresh = dict(zip(other, self._open().embed(other), strict=True)) if other else {}
+        fresh = dict(zip(other, np.tile(self._open().embed(other), (1, self._repeats)), strict=True)) if other else {}
         return np.stack([self._recorded[n] if n in self._recorded else fresh[n] for n in names]).astype(np.float32)
 
     def _open(self):
@@ -148,7 +149,7 @@ class ClassEmbedder:
             source = load_embedding_source(info.embedding_spec, name_map=name_map,
                                            normalise=info.embedding_normalised,
                                            missing=provenance.get("missing", "error"))
-            again = source.embed(list(info.class_names))
+            again = np.tile(source.embed(list(info.class_names)), (1, self._repeats))
             if not np.allclose(again, info.class_embeddings, rtol=1e-4, atol=1e-5):
                 raise InputError(f"embedding source {info.embedding_spec!r} no longer gives the class embeddings "
                                  f"{info.run_dir} was trained with (vectors file or name map changed?); embed with "

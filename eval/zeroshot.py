@@ -92,9 +92,12 @@ def run_zeroshot(config: ZeroShotConfig) -> ZeroShotResult:
             split that is test data or shares clips / unseen classes with the evaluated clips, nothing to evaluate.
     """
     from features.store import DONE, TokenStore
-    from fusion.run_dir import load_run
+    from fusion.run_dir import load_concatenated_runs, load_run
 
-    model, info = load_run(config.run_dir, config.checkpoint, config.device)
+    if config.concat_runs:
+        model, info = load_concatenated_runs((config.run_dir, *config.concat_runs), config.checkpoint, config.device)
+    else:
+        model, info = load_run(config.run_dir, config.checkpoint, config.device)
     rule = config.rule or info.decision_rule
     store = TokenStore.open(config.store)
     embed = ClassEmbedder(info)
@@ -282,4 +285,6 @@ def _group_key(info, store, metrics_json, config) -> str:
         "splits": list(config.splits),
         "include_training_clips": config.include_training_clips,
     }
+    if info.embedding_repeats > 1:  # concatenated heads are not the first head alone
+        key["concatenated_heads"] = info.embedding_repeats
     return report.group_key(key)

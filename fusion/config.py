@@ -18,6 +18,8 @@ from fusion.class_embeddings import EmbeddingSpec
 
 __all__ = [
     "FUSION_MODES",
+    "FUSION_ORDERS",
+    "ZERO_SHOT_EMBEDDINGS",
     "MODALITIES",
     "VIEW_MODES",
     "SE_TARGETS",
@@ -35,6 +37,8 @@ __all__ = [
 ]
 
 FUSION_MODES = ("bottleneck", "concat")
+FUSION_ORDERS = ("parallel", "sequential")
+ZERO_SHOT_EMBEDDINGS = ("se", "conse")
 MODALITIES = ("av", "audio", "video")
 VIEW_MODES = ("ensemble", "mean")
 SE_TARGETS = ("kinetics+class", "class")
@@ -75,15 +79,21 @@ class FusionConfig:
     mlp_ratio: float = 4.0  # hidden width of each layer's FFN as a multiple of width
     dropout: float = 0.1  # dropout on the residual branches, inside the FFNs and on the heads' input
     attention_dropout: float = 0.0  # dropout on attention probabilities (0, as in ViT: it costs ~20% of a CPU step)
-    fusion_mode: str = "bottleneck"  # "bottleneck" (the paper's AVT network) or "concat" (Table 7: no fusion)
+    fusion_mode: str = "bottleneck"  # "bottleneck" (the paper's AVT network) or "concat" (one network on pooled,
+    # concatenated modality features; the paper's Table 7 row trains one head per modality instead: eval.ablate)
+    fusion_order: str = "parallel"  # text pass: the T+F layer reads the block's incoming fusion tokens, as the AV+F
+    # layer does (MBT); "sequential": the fusion tokens after the block's AV+F update (eq. 2 as written)
     use_text: bool = True  # False: no T+F layers and no MLM loss (Table 7: bottleneck without text)
     modalities: str = "av"  # "av", or "audio" / "video" only (the other modality is left out)
     view_mode: str = "ensemble"  # "ensemble": 1 random view per step, mean of f(x) over views at inference;
     # "mean": tokens averaged over views, one pass
     se_target: str = "kinetics+class"  # SE regresses phi(s_v) + phi(s_t) (paper) or "class": phi(s_t) only
     normalise_embeddings: bool = False  # L2-normalise the class-name embeddings (Table 8; raw is the paper's)
+    zero_shot_embedding: str = "se"  # f(x) for zero-shot: the SE head's output, or "conse": the convex combination
+    # of the top `conse_top_t` seen-class embeddings weighted by the TASK softmax (ConSE, Norouzi et al. 2014)
+    conse_top_t: int = 10  # T of ConSE (capped at the number of seen classes)
     task_weight: float = 1.0  # weight of the cross-entropy over seen classes
-    se_weights: tuple[float, ...] = (0.25, 0.1, 0.05)  # lambda_SE step schedule
+    se_weights: tuple[float, ...] = (0.25, 0.1, 0.05)  # lambda_SE step schedule; (1.0,) is eq. 5 as written
     mlm_weights: tuple[float, ...] = (0.25, 0.1, 0.05)  # sigma step schedule (all 0: no MLM)
     weight_milestones_epochs: tuple[int, ...] = (20, 40)  # last epoch of each step of the schedules
     mlm_mask_probability: float = 0.15  # each word of a class name is masked with this probability (>= 1 word)
@@ -103,6 +113,13 @@ class FusionConfig:
         _check_choice("modalities", self.modalities, MODALITIES)
         _check_choice("view_mode", self.view_mode, VIEW_MODES)
         _check_choice("se_target", self.se_target, SE_TARGETS)
+        _check_choice("fusion_order", self.fusion_order, FUSION_ORDERS)
+        _check_choice("zero_shot_embedding", self.zero_shot_embedding, ZERO_SHOT_EMBEDDINGS)
+        if self.conse_top_t < 1:
+            raise InputError(f"conse_top_t must be >= 1, got {self.conse_top_t}")
+        if self.zero_shot_embedding == "conse" and self.se_target != "class":
+            raise InputError("ConSE embeddings are combinations of class embeddings, without the phi(s_v) term: "
+                             "set `se_target='class'` (the 'task' ablation sets both)")
         if self.task_weight < 0:
             raise InputError(f"task_weight must be >= 0, got {self.task_weight}")
         milestones = tuple(self.weight_milestones_epochs)
@@ -115,6 +132,9 @@ class FusionConfig:
                                  f"weight_milestones_epochs={milestones}), got {weights}")
             if any(w < 0 for w in weights):
                 raise InputError(f"{name} must be >= 0, got {weights}")
+        if self.zero_shot_embedding == "se" and not any(self.se_weights):
+            raise InputError("without the SE loss (se_weights all 0) the SE head is untrained: set "
+                             "`zero_shot_embedding='conse'` (the 'task' ablation)")
         if not 0 < self.mlm_mask_probability <= 1:
             raise InputError(f"mlm_mask_probability must be in (0, 1], got {self.mlm_mask_probability}")
         if any(self.mlm_weights) and not self.use_text:
@@ -279,9 +299,11 @@ PRESETS: dict[str, FusionConfig] = {
 }
 
 # Field overrides for the ablations of the paper's Tables 7 (fusion, text, losses) and 8 (normalisation), plus
-# single-modality runs. "no-se" drops the phi(s_v) term of the SE target: without any embedding regression there
-# would be no zero-shot output at all. With our leakage-free design (SE and TASK read an AV-only pass) "no-mlm"
-# and "no-text" leave the same AV path: text reaches the AV weights only through MLM gradients.
+# single-modality runs and the two readings of the paper we had to choose between. "no-se" drops the phi(s_v)
+# term of the SE target; "task" drops the SE loss itself (L_TASK only) and recognises by ConSE over the TASK
+# logits. With our leakage-free design (SE and TASK read an AV-only pass) "no-mlm" and "no-text" leave the same
+# AV path: text reaches the AV weights only through MLM gradients. "sequential" is eq. 2's fusion order, "eq5"
+# eq. 5's weights (SE weight 1; sigma keeps the step schedule).
 ABLATIONS: dict[str, dict[str, Any]] = {
     "concat": {"fusion_mode": "concat", "use_text": False, "mlm_weights": (0.0,)},
     "no-text": {"use_text": False, "mlm_weights": (0.0,)},
@@ -290,6 +312,10 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "normalised": {"normalise_embeddings": True},
     "audio-only": {"modalities": "audio"},
     "video-only": {"modalities": "video"},
+    "task": {"se_weights": (0.0,), "se_target": "class", "zero_shot_embedding": "conse", "use_text": False,
+             "mlm_weights": (0.0,)},
+    "sequential": {"fusion_order": "sequential"},
+    "eq5": {"se_weights": (1.0,)},
 }
 
 

@@ -10,9 +10,10 @@ Two passes, so that no label reaches the outputs used at inference (DESIGN secti
   TASK logits and the SE output f(x) read its CLS_V. Inference runs this pass only; it has no text argument.
 - the text pass (training only, for the MLM loss): per block the AV+F layer and the T+F layer on
   `[CLS_T, words, fusion]` both take the block's incoming fusion tokens, and their two outgoing copies are
-  averaged (MBT). Its AV outputs are discarded; its text outputs predict the masked words. Block 1's AV+F
-  output is the AV-only pass's (same input) and the last block's is never read, so with K blocks the text
-  pass adds only K-2 AV+F layers (none for K = 2).
+  averaged (MBT); with `fusion_order="sequential"` the T+F layer takes the fusion tokens the block's AV+F layer
+  put out (eq. 2 as written). Its AV outputs are discarded; its text outputs predict the masked words. Block 1's
+  AV+F output is the AV-only pass's (same input), so with K blocks the text pass adds K-1 AV+F layers (the
+  parallel order does not read the last one).
 
 Cached tokens have lost their positions, so each modality gets a LayerNorm + linear adapter, a learned position
 embedding per token index and a learned modality embedding. A clip without audio has its audio tokens masked
@@ -289,8 +290,8 @@ class FusionModel(nn.Module):
     ) -> torch.Tensor:
         """Word logits of the text pass, given the AV-only pass's input `start` and block 1 output `first`.
 
-        Block 1's AV+F layer sees the same input in both passes, so its output is shared; the last block's AV+F
-        layer is skipped because nothing reads its output. Both are exact, not approximations.
+        Block 1's AV+F layer sees the same input in both passes, so its output is shared (exact, not an
+        approximation). The last block's AV+F output is read only by the sequential order.
         """
         b, length = text_ids.shape
         if length > self.dims.max_text_tokens:
@@ -300,9 +301,13 @@ class FusionModel(nn.Module):
         k = self.config.num_fusion_tokens
         t = self.word_embedding(text_ids) + self.text_position[:, :length]  # (B, L, D)
         text_keep = torch.cat([text_ids != 0, keep.new_ones(b, k)], dim=1)  # PAD (id 0) is masked: (B, L+K)
+        sequential = self.config.fusion_order == "sequential"
         fusion_in, av_out = start[:, -k:], first  # block 1: its incoming fusion tokens and its AV+F output
         for block, text_layer in enumerate(self.text_layers):
-            t_out = text_layer(torch.cat([t, fusion_in], dim=1), text_keep)  # (B, L, D) + (B, K, D) -> (B, L+K, D)
+            # parallel (MBT): the text layer reads the block's incoming fusion tokens, as the AV+F layer did;
+            # sequential (eq. 2 as written): the fusion tokens the block's AV+F layer has just updated
+            text_fusion = av_out[:, -k:] if sequential else fusion_in
+            t_out = text_layer(torch.cat([t, text_fusion], dim=1), text_keep)  # (B, L, D) + (B, K, D) -> (B, L+K, D)
             t = t_out[:, :length]  # (B, L+K, D) -> (B, L, D)
             if block + 1 == len(self.text_layers):
                 break

@@ -1,12 +1,15 @@
 """AV-only inference of a fusion head over a token store.
 
 `predict_embeddings` runs the AV-only pass (no text can reach it) over clips of a store, with the head's view
-handling: the mean of f(x) over all views ("ensemble") or one pass on view-averaged tokens ("mean"). A trained
-head comes from `fusion.run_dir.load_run`.
+handling: the mean of f(x) over all views ("ensemble") or one pass on view-averaged tokens ("mean"). A head
+trained without the SE loss (`zero_shot_embedding="conse"`) gets f(x) by ConSE from its TASK logits instead
+(`conse_embeddings`). A trained head comes from `fusion.run_dir.load_run`; heads trained apart, one per modality,
+whose outputs are compared side by side (the paper's feature concatenation) from `load_concatenated_runs`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,9 +21,10 @@ from extract.errors import InputError
 from features.reader import BatchReader
 from features.store import DONE, TokenStore
 from fusion.losses import kinetics_class
-from fusion.model import FusionModel, ModelDims
+from fusion.model import AVOutput, FusionModel, ModelDims
 
-__all__ = ["Predictions", "resolve_device", "check_layout", "predict_embeddings"]
+__all__ = ["Predictions", "ConcatenatedHeads", "resolve_device", "check_layout", "conse_embeddings",
+           "predict_embeddings"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +33,40 @@ class Predictions:
     """AV-only outputs of the head for clips of a store, in the order of the indices asked for.
 
     Shapes:
-        embeddings (N, E) float32: f(x), averaged over views; kinetics_pred (N,) int64 or None (store without
-        Kinetics logits): s_v(x); task_logits (N, C) float32; index (N,) int64: clip indices in the store.
+        embeddings (N, E) float32: f(x), averaged over views (a ConSE head: ConSE of the logits); kinetics_pred
+        (N,) int64 or None (store without Kinetics logits): s_v(x); task_logits (N, C) float32; index (N,) int64:
+        clip indices in the store.
     """
 
     embeddings: np.ndarray
     kinetics_pred: np.ndarray | None
     task_logits: np.ndarray
     index: np.ndarray
+
+
+class ConcatenatedHeads(torch.nn.Module):
+    """Heads trained separately (one per modality) read as one: f(x) is their f(x) side by side.
+
+    The paper's Table 7 "Feature Concatenation": each branch is optimised on its own and the audio and video
+    embeddings are concatenated at evaluation, where they meet the class embedding repeated once per head. The
+    TASK logits are the heads' mean.
+    """
+
+    def __init__(self, heads: Sequence[FusionModel]) -> None:
+        super().__init__()
+        if any(h.config.zero_shot_embedding != "se" for h in heads):
+            raise InputError("concatenated heads need SE embeddings (a ConSE head has none to concatenate)")
+        self.heads = torch.nn.ModuleList(heads)
+        self.config = heads[0].config
+        self.dims = dataclasses.replace(heads[0].dims, embedding_dim=sum(h.dims.embedding_dim for h in heads))
+
+    def forward_views(self, video_tokens: torch.Tensor, audio_tokens: torch.Tensor,
+                      has_audio: torch.Tensor) -> AVOutput:
+        """Shapes: video_tokens (B, V, Nv, Dv), audio_tokens (B, Na, Da), has_audio (B,) -> embedding
+        (B, sum of E), task_logits (B, C)."""
+        outputs = [h.forward_views(video_tokens, audio_tokens, has_audio) for h in self.heads]
+        return AVOutput(embedding=torch.cat([o.embedding for o in outputs], dim=1),  # H x (B, E) -> (B, H*E)
+                        task_logits=torch.stack([o.task_logits for o in outputs]).mean(dim=0))  # (H, B, C) -> (B, C)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -64,13 +94,32 @@ def check_layout(store: TokenStore, dims: ModelDims) -> None:
                          "the extraction config the head was trained on")
 
 
+def conse_embeddings(task_logits: np.ndarray, class_embeddings: np.ndarray, top_t: int) -> np.ndarray:
+    """ConSE (Norouzi et al. 2014): the convex combination of the top-T seen-class embeddings, weighted by the
+    softmax of the TASK logits (renormalised over those T classes).
+
+    Shapes:
+        task_logits (N, C), class_embeddings (C, E) -> (N, E)
+    """
+    if task_logits.shape[1] != class_embeddings.shape[0]:
+        raise ValueError(f"ConSE: {task_logits.shape[1]} logits per clip for {class_embeddings.shape[0]} classes")
+    logits = task_logits.astype(np.float64)
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))  # softmax; its sum cancels below
+    t = min(top_t, logits.shape[1])
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :t]  # (N, T); ties: the lower class id first
+    weights = np.take_along_axis(probabilities, top, axis=1)  # (N, T)
+    weights /= weights.sum(axis=1, keepdims=True)
+    return np.einsum("nt,nte->ne", weights, class_embeddings[top]).astype(np.float32)  # (N, T, E) -> (N, E)
+
+
 @torch.inference_mode()
 def predict_embeddings(
-    model: FusionModel,
+    model: FusionModel | ConcatenatedHeads,
     store: TokenStore,
     indices: Sequence[int] | np.ndarray,
     batch_size: int = 128,
     device: str | torch.device = "cpu",
+    class_embeddings: np.ndarray | None = None,
 ) -> Predictions:
     """Run the AV-only pass of `model` over clips of `store` (view ensemble or mean, per the model's config).
 
@@ -80,9 +129,12 @@ def predict_embeddings(
         indices: clip indices, all done.
         batch_size: clips per forward pass.
         device: where the model is.
+        class_embeddings: phi of the training classes in TASK-logit order (C, E); needed, and used, only by a
+            head whose zero-shot embedding is ConSE.
 
     Raises:
-        ValueError: layout mismatch, or clips that are not done (pending or failed have no tokens).
+        ValueError: layout mismatch, clips that are not done (pending or failed have no tokens), or a ConSE
+            head without `class_embeddings`.
 
     Shapes:
         indices (N,) -> Predictions: embeddings (N, E), kinetics_pred (N,), task_logits (N, C), index (N,)
@@ -113,9 +165,15 @@ def predict_embeddings(
     finally:
         model.train(was_training)
     e, c = model.dims.embedding_dim, model.dims.num_classes
+    task_logits = torch.cat(logits).numpy() if logits else np.zeros((0, c), np.float32)
+    f_x = torch.cat(embeddings).numpy() if embeddings else np.zeros((0, e), np.float32)
+    if model.config.zero_shot_embedding == "conse":
+        if class_embeddings is None:
+            raise ValueError("a ConSE head (zero_shot_embedding 'conse') needs the training classes' embeddings")
+        f_x = conse_embeddings(task_logits, class_embeddings, model.config.conse_top_t)
     return Predictions(
-        embeddings=torch.cat(embeddings).numpy() if embeddings else np.zeros((0, e), np.float32),
+        embeddings=f_x,
         kinetics_pred=(torch.cat(kinetics).numpy() if kinetics else np.zeros(0, np.int64)) if has_kinetics else None,
-        task_logits=torch.cat(logits).numpy() if logits else np.zeros((0, c), np.float32),
+        task_logits=task_logits,
         index=torch.cat(order).numpy() if order else np.zeros(0, np.int64),
     )

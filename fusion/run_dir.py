@@ -13,6 +13,7 @@ epoch's log line and checkpoints; `load_run` rebuilds a trained head for the eva
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -31,7 +32,7 @@ from extract.files import atomic_write, write_json, write_text
 from fusion.config import ARCHITECTURE_FIELDS, FusionConfig, TrainConfig
 from fusion.model import FusionModel, ModelDims, build_model
 from fusion.plan import TrainingPlan, embedding_permutation
-from fusion.predict import resolve_device
+from fusion.predict import ConcatenatedHeads, resolve_device
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -41,7 +42,9 @@ __all__ = [
     "start_run",
     "checkpoint_payload",
     "save_epoch",
+    "run_state",
     "load_run",
+    "load_concatenated_runs",
     "read_checkpoint",
 ]
 
@@ -76,6 +79,8 @@ class RunInfo:
         decision_rule: the zero-shot rule consistent with training (`eval.metrics.RULES`).
         validation: the validation classes and clips of the run (seen / unseen class names, source).
         train_clip_ids: ids of the clips of the training store the run trained on (None in older runs).
+        embedding_repeats: how many heads' f(x) stand side by side (`load_concatenated_runs`); the class
+            embeddings (recorded and new) are repeated as often.
     """
 
     run_dir: Path
@@ -94,6 +99,7 @@ class RunInfo:
     decision_rule: str
     validation: dict[str, Any]
     train_clip_ids: tuple[str, ...] | None = None
+    embedding_repeats: int = 1
 
 
 def embedding_id(class_names: Sequence[str], class_embeddings: np.ndarray, kinetics: np.ndarray | None) -> str:
@@ -249,6 +255,25 @@ def changed_settings(recorded: dict[str, Any], config: TrainConfig) -> list[str]
     return changed + [f"fusion.{k}" for k in sorted(new_fusion) if old_fusion.get(k) != new_fusion.get(k)]
 
 
+def run_state(config: TrainConfig) -> str:
+    """What `config.out` holds for this config: "new" (nothing), "finished" (all epochs, same settings),
+    "partial" (same settings, can resume) or "other" (another run, or not a run).
+
+    "Same settings" is `changed_settings`: what does not change a result (progress bars, device, ...) is ignored.
+    """
+    out = Path(config.out)
+    record, log = out / "config.json", out / "log.jsonl"
+    if not out.exists():
+        return "new"
+    if not record.is_file() or changed_settings(json.loads(record.read_text(encoding="utf-8"))["train"], config):
+        return "other"
+    lines = log.read_text(encoding="utf-8").splitlines() if log.is_file() else []
+    epochs = [json.loads(line)["epoch"] for line in lines if line.strip()]
+    if not (out / "last.pt").is_file():
+        return "other"
+    return "finished" if epochs and epochs[-1] == config.epochs else "partial"
+
+
 def _truncate_log(path: Path, epoch: int) -> None:
     """Keep the log lines of epochs up to `epoch` (a crash may have logged an epoch without its checkpoint)."""
     if not path.is_file():
@@ -323,6 +348,33 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
         train_clip_ids=tuple(classes["train_clip_ids"]) if classes.get("train_clip_ids") is not None else None,
     )
     return model, info
+
+
+def load_concatenated_runs(run_dirs: Sequence[str | Path], checkpoint: str = "best",
+                           device: str = "cpu") -> tuple[ConcatenatedHeads, RunInfo]:
+    """Runs trained apart on the same classes and clips (e.g. audio-only and video-only) read as one head whose
+    f(x) is theirs side by side, compared with each class embedding repeated (the paper's feature concatenation).
+
+    Raises:
+        InputError: runs that differ in their classes, class embeddings, decision rule, or training, validation
+            or held-out clips (each run's own checkpoint choice is kept: each branch is optimised on its own).
+    """
+    loaded = [load_run(run_dir, checkpoint, device) for run_dir in run_dirs]
+    first = loaded[0][1]
+    same = ("class_names", "decision_rule", "validation", "train_clip_ids", "embedding_spec", "embedding_normalised")
+    for _, info in loaded[1:]:
+        differ = [name for name in same if getattr(info, name) != getattr(first, name)]
+        if differ or not np.array_equal(info.class_embeddings, first.class_embeddings):
+            raise InputError(f"{info.run_dir} and {first.run_dir} cannot be concatenated: their "
+                             f"{differ or ['class_embeddings']} differ; train both on the same store, classes and "
+                             "hold-outs")
+    repeats = len(loaded)
+    kinetics = first.kinetics_embeddings
+    info = dataclasses.replace(
+        first, class_embeddings=np.tile(first.class_embeddings, (1, repeats)),  # (C, E) -> (C, H*E)
+        kinetics_embeddings=None if kinetics is None else np.tile(kinetics, (1, repeats)),  # (400, E) -> (400, H*E)
+        embedding_repeats=repeats)
+    return ConcatenatedHeads([model for model, _ in loaded]).eval(), info
 
 
 def read_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:

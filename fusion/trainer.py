@@ -12,9 +12,11 @@ machine and thread count.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +34,10 @@ from fusion.losses import FusionLoss, LossWeights, kinetics_class, loss_weights,
 from fusion.model import FusionModel, build_model, count_parameters
 from fusion.plan import TrainingPlan, ValidationSet, embedding_permutation, plan_training
 from fusion.predict import predict_embeddings, resolve_device
-from fusion.run_dir import checkpoint_payload, save_epoch, start_run
+from fusion.run_dir import checkpoint_payload, run_state, save_epoch, start_run
 from fusion.text import mask_words
 
-__all__ = ["TrainSummary", "EpochStats", "ClassTargets", "train", "train_one_epoch", "evaluate"]
+__all__ = ["TrainSummary", "EpochStats", "ClassTargets", "train", "train_or_reuse", "train_one_epoch", "evaluate"]
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +167,23 @@ def train(config: TrainConfig) -> TrainSummary:
         num_classes=len(plan.clips.class_names), best_epoch=best["epoch"], best_metric=best["metric"],
         best_score=best["score"], last_metrics=last_metrics,
     )
+
+
+def train_or_reuse(config: TrainConfig) -> str:
+    """Train `config` into its run folder, reusing what is there: returns "reused", "resumed" or "trained".
+
+    A finished run with the same settings (`fusion.run_dir.run_state`) is reused, a partial one resumed; a folder
+    holding another run is deleted and trained anew, so use it only for folders the caller owns (the demo's,
+    the ablation's).
+    """
+    state = run_state(config)
+    if state == "finished":
+        logger.info("reusing the finished run %s", config.out)
+        return "reused"
+    if state == "other":
+        shutil.rmtree(config.out)
+    train(dataclasses.replace(config, resume=state == "partial"))
+    return "resumed" if state == "partial" else "trained"
 
 
 def _log_line(epoch: int, step: int, stats: EpochStats, weights: LossWeights, val: dict[str, Any],
@@ -341,7 +360,9 @@ def evaluate(
     Shapes:
         class_embeddings (C_val, E), kinetics_embeddings (400, E)
     """
-    predictions = predict_embeddings(model, validation.store, validation.indices, batch_size, device)
+    # validation candidates start with the training classes in TASK-logit order (fusion.plan): ConSE's classes
+    predictions = predict_embeddings(model, validation.store, validation.indices, batch_size, device,
+                                     class_embeddings=class_embeddings[validation.seen_ids])
     offsets = None
     if rule == "kinetics":
         offsets = kinetics_embeddings[predictions.kinetics_pred]  # (400, E) -> (N, E)

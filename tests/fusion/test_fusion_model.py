@@ -154,6 +154,10 @@ def test_bad_inputs_raise():
     ({"se_weights": (0.1, 0.2)}, "se_weights needs 1 value"),
     ({"weight_milestones_epochs": (40, 20)}, "increasing"),
     ({"mlm_mask_probability": 0.0}, "mlm_mask_probability"),
+    ({"fusion_order": "interleaved"}, "fusion_order"),
+    ({"se_weights": (0.0,)}, "SE head is untrained"),
+    ({"zero_shot_embedding": "conse"}, "se_target='class'"),
+    ({"zero_shot_embedding": "conse", "se_target": "class", "conse_top_t": 0}, "conse_top_t"),
 ])
 def test_config_rejects_bad_values(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -169,7 +173,7 @@ def test_config_round_trip_and_decision_rule():
 
 
 def _naive_word_logits(model, video, audio, has_audio, text):
-    """The text pass as the MBT description reads: every block recomputes its AV+F layer."""
+    """The text pass as the MBT description reads (or eq. 2, sequential): every block recomputes its AV+F layer."""
     k, length = model.config.num_fusion_tokens, text.shape[1]
     x, keep = model._av_sequence(video, audio, has_audio)
     t = model.word_embedding(text) + model.text_position[:, :length]
@@ -177,16 +181,28 @@ def _naive_word_logits(model, video, audio, has_audio, text):
     for av_layer, text_layer in zip(model.av_layers, model.text_layers, strict=True):
         fusion_in = x[:, -k:]
         x = av_layer(x, keep)
+        if model.config.fusion_order == "sequential":
+            fusion_in = x[:, -k:]  # the fusion tokens after this block's AV+F update
         t_out = text_layer(torch.cat([t, fusion_in], dim=1), text_keep)
         x = torch.cat([x[:, :-k], (x[:, -k:] + t_out[:, length:]) / 2], dim=1)
         t = t_out[:, :length]
     return model.mlm_head(model.text_norm(t))
 
 
+@pytest.mark.parametrize("order", ["parallel", "sequential"])
 @pytest.mark.parametrize("blocks", [1, 2, 3])
-def test_shared_first_block_and_skipped_last_block_are_exact(blocks):
-    model = _model(dataclasses.replace(TINY, num_blocks=blocks))
+def test_shared_first_block_and_skipped_last_block_are_exact(blocks, order):
+    model = _model(dataclasses.replace(TINY, num_blocks=blocks, fusion_order=order))
     video, audio, has_audio = _inputs()
     text = _text()
     expected = _naive_word_logits(model, video[:, 0], audio, has_audio, text)
     assert torch.allclose(model(video[:, 0], audio, has_audio, text).mlm_logits, expected, atol=1e-5)
+
+
+def test_the_two_fusion_orders_differ_only_in_the_text_pass():
+    video, audio, has_audio = _inputs()
+    text = _text()
+    parallel, sequential = _model(), _model(dataclasses.replace(TINY, fusion_order="sequential"))
+    a, b = parallel(video[:, 0], audio, has_audio, text), sequential(video[:, 0], audio, has_audio, text)
+    assert torch.equal(a.embedding, b.embedding)  # same weights, same AV-only pass
+    assert not torch.allclose(a.mlm_logits, b.mlm_logits)

@@ -9,8 +9,8 @@ from extract.outputs import TokenLayout
 from features.store import TokenStore
 from fusion.config import FusionConfig, TrainConfig
 from fusion.losses import kinetics_class
-from fusion.predict import predict_embeddings, resolve_device
-from fusion.run_dir import load_run
+from fusion.predict import conse_embeddings, predict_embeddings, resolve_device
+from fusion.run_dir import load_concatenated_runs, load_run
 from fusion.trainer import train
 
 TINY = FusionConfig(width=32, num_blocks=1, num_heads=2, num_fusion_tokens=2, se_weights=(0.25,),
@@ -99,3 +99,55 @@ def test_cuda_is_never_a_silent_fallback():
             resolve_device("cuda")
     with pytest.raises(ValueError, match="cpu' or 'cuda"):
         resolve_device("tpu")
+
+
+def test_conse_by_hand():
+    """Logits log(4), log(3), log(1), -inf-ish: softmax 0.5, 0.375, 0.125, 0; T = 2 keeps classes 0 and 1 and
+    renormalises 0.5 : 0.375 to 4/7 : 3/7."""
+    phi = np.array([[1.0, 0.0], [0.0, 1.0], [5.0, 5.0], [9.0, 9.0]])
+    logits = np.log(np.array([[4.0, 3.0, 1.0, 1e-12], [1.0, 1.0, 1.0, 1.0]]))
+    got = conse_embeddings(logits, phi, top_t=2)
+    np.testing.assert_allclose(got[0], [4 / 7, 3 / 7], rtol=1e-6)
+    np.testing.assert_allclose(got[1], [0.5, 0.5], rtol=1e-6)  # a tie: the lower ids 0 and 1, equal weights
+    np.testing.assert_allclose(conse_embeddings(logits, phi, top_t=3)[0], [4 / 8 + 5 / 8, 3 / 8 + 5 / 8], rtol=1e-6)
+    # T beyond the classes is capped: all four, weighted by the full softmax
+    np.testing.assert_allclose(conse_embeddings(logits, phi, top_t=99)[1], phi.mean(axis=0), rtol=1e-6)
+
+
+def test_a_task_only_head_predicts_conse_embeddings(synthetic_store, vectors_file, tmp_path):
+    from fusion.config import apply_ablations
+
+    out = tmp_path / "task"
+    fusion = apply_ablations(TINY, ["task"])
+    train(TrainConfig(store=synthetic_store.path, out=out, fusion=fusion, embeddings=f"word2vec:{vectors_file}",
+                      epochs=1, batch_size=8, lr=3e-3, val_unseen_fraction=0.25, progress=False))
+    model, info = load_run(out)
+    assert info.decision_rule == "plain" and fusion.zero_shot_embedding == "conse"
+    indices = synthetic_store.indices()[:6]
+    pred = predict_embeddings(model, synthetic_store, indices, class_embeddings=info.class_embeddings)
+    expected = conse_embeddings(pred.task_logits, info.class_embeddings, fusion.conse_top_t)
+    np.testing.assert_allclose(pred.embeddings, expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="ConSE head"):
+        predict_embeddings(model, synthetic_store, indices)
+
+
+def test_concatenated_runs_stand_side_by_side(synthetic_store, vectors_file, tmp_path):
+    runs = []
+    for modalities in ("audio", "video"):
+        runs.append(tmp_path / modalities)
+        train(TrainConfig(store=synthetic_store.path, out=runs[-1], fusion=FusionConfig(**{
+            **TINY.to_dict(), "modalities": modalities}), embeddings=f"word2vec:{vectors_file}", epochs=1,
+            batch_size=8, lr=3e-3, val_unseen_fraction=0.25, progress=False))
+    heads, info = load_concatenated_runs(runs)
+    indices = synthetic_store.indices()[:5]
+    both = predict_embeddings(heads, synthetic_store, indices)
+    alone = [predict_embeddings(load_run(r)[0], synthetic_store, indices).embeddings for r in runs]
+    np.testing.assert_allclose(both.embeddings, np.concatenate(alone, axis=1), rtol=1e-6)
+    e = load_run(runs[0])[1].class_embeddings.shape[1]
+    assert info.embedding_repeats == 2 and info.class_embeddings.shape[1] == 2 * e
+    np.testing.assert_array_equal(info.class_embeddings[:, :e], info.class_embeddings[:, e:])
+    other = tmp_path / "other"
+    train(TrainConfig(store=synthetic_store.path, out=other, fusion=TINY, embeddings=f"word2vec:{vectors_file}",
+                      epochs=1, batch_size=8, lr=3e-3, val_unseen_fraction=0.5, progress=False))
+    with pytest.raises(ValueError, match="cannot be concatenated"):
+        load_concatenated_runs([runs[0], other])

@@ -188,7 +188,8 @@ def test_every_ablation_trains(ablation, synthetic_store, vectors_file, tmp_path
     summary = train(config)
     line = _log(tmp_path / "run")[0]
     assert summary.best_epoch == 1 and np.isfinite(line["loss"])
-    assert (line["loss_mlm"] is None) == (ablation in ("concat", "no-text", "no-mlm"))
+    assert (line["loss_mlm"] is None) == (ablation in ("concat", "no-text", "no-mlm", "task"))
+    assert line["weight_se"] == {"task": 0.0, "eq5": 1.0}.get(ablation, 0.25)
 
 
 @pytest.mark.slow
