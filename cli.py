@@ -102,6 +102,17 @@ NAMES = _CommaList(str)
 INTEGERS = _CommaList(int)
 
 
+def _options(*options):
+    """One decorator for a set of options several commands share."""
+
+    def apply(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
 def _given(**values) -> dict:
     """The options the user gave: those that are not None (options without a default are None when not given)."""
     return {name: value for name, value in values.items() if value is not None}
@@ -145,8 +156,7 @@ def cli(verbose: bool) -> None:
 @click.option("--workers", type=int, default=2, show_default=True,
               help="Processes rendering and encoding clips (the output does not depend on it).")
 @_user_errors
-def make_synthetic(out_dir: Path, classes: int, clips_per_class: int, seconds: float, unseen_fraction: float,
-                   seed: int, embedding_table: str, workers: int) -> None:
+def make_synthetic(out_dir: Path, **options) -> None:
     """Render the built-in synthetic audio-visual benchmark into OUT_DIR.
 
     Real H.264 / AAC mp4 clips whose picture and sound are a fixed function of real class names' embeddings,
@@ -155,9 +165,7 @@ def make_synthetic(out_dir: Path, classes: int, clips_per_class: int, seconds: f
     from curate.config import SyntheticConfig
     from curate.synthetic import make_synthetic
 
-    config = SyntheticConfig(out_dir=out_dir, classes=classes, clips_per_class=clips_per_class, seconds=seconds,
-                             unseen_fraction=unseen_fraction, seed=seed, embedding_table=embedding_table,
-                             workers=workers)
+    config = SyntheticConfig(out_dir=out_dir, **options)
     summary = make_synthetic(config, progress=True)
     click.echo(f"Wrote {summary.n_clips} clips ({len(summary.seen_classes)} seen / {len(summary.unseen_classes)} "
                f"unseen classes, {summary.n_no_audio} without audio, {summary.n_portrait} portrait) in "
@@ -185,11 +193,7 @@ def demo_command(out: Path, seeds: tuple[int, ...], epochs: int, progress: bool)
 
     result = run_demo(DemoConfig(out=out, seeds=seeds, epochs=epochs, progress=progress))
     r = result.results
-    click.echo("")
-    click.echo(r["note"])
-    click.echo("")
-    click.echo(result.table)
-    click.echo("")
+    click.echo(f"\n{r['note']}\n\n{result.table}\n")
     click.echo(f"ZSL {r['zsl']:.2f}% = {r['zsl_over_chance']:.1f}x chance ({r['chance_zsl']:.2f}%); control "
                f"{r['control_zsl']:.2f}% = {r['control_zsl_over_chance']:.1f}x chance. {r['seconds']:.0f} s. "
                f"Results: {result.results_path}; report: {result.report_dir / 'README.md'}")
@@ -258,8 +262,6 @@ def extract_command(videos: Path, out: Path, gpus: int, workers: int, scheduler:
 @_user_errors
 def inspect_command(store: Path, as_json: bool) -> None:
     """Summarise a token store: clip counts by status and split, layout, config and provenance."""
-    import json
-
     from features.store import TokenStore
 
     summary = TokenStore.open(store).summary()
@@ -279,62 +281,71 @@ def inspect_command(store: Path, as_json: bool) -> None:
 # --- fusion: train-fusion -----------------------------------------------------------------------------
 
 
+# How a head trains (train-fusion's options; ablate trains every row with them).
+_training_options = _options(
+    click.option("--preset", type=click.Choice(["default", "demo"]), default=None,
+                 help="Head size: default (width 512, 4 blocks, 8 heads) or demo (width 128, 2 blocks, 4 heads)."),
+    click.option("--ablation", "ablations", multiple=True,
+                 type=click.Choice(["concat", "no-text", "no-se", "no-mlm", "normalised", "audio-only", "video-only",
+                                     "task", "sequential", "eq5"]),
+                 help="Paper ablation (Tables 7, 8; repeatable): concat = no fusion, no-text = bottleneck without "
+                      "text, no-se = SE regresses phi(class) only, no-mlm, normalised embeddings, one modality, "
+                      "task = L_TASK only (ConSE), sequential = eq. 2's fusion order, eq5 = SE weight 1."),
+    click.option("--val-store", type=ANY_PATH, default=None, help="A separate validation store."),
+    click.option("--val-split", "val_splits", type=NAMES, default=None,
+                 help="Comma-separated validation split(s) of --store (or of --val-store); never a test split."),
+    click.option("--val-unseen-fraction", type=float, default=None,
+                 help="Hold out this share of the training classes as validation-unseen (plus --val-seen-fraction of "
+                      "the other classes' clips as validation-seen); for stores with only seen / unseen splits."),
+    click.option("--val-seen-fraction", type=float, default=None,
+                 help="With --val-unseen-fraction: share of each kept class's clips held out as validation-seen "
+                      "(default 0.2)."),
+    click.option("--select-by", type=click.Choice(["gzsl_hm", "gzsl_hm_calibrated", "zsl"]), default=None,
+                 help="Validation score that picks best.pt: HM after calibrated stacking with beta chosen on the "
+                      "validation data (default; AVCA stage 1), raw GZSL HM, or ZSL; ties go to the higher ZSL."),
+    click.option("--test-seen-fraction", type=float, default=None,
+                 help="Hold out this share of each training class's clips as test-seen (never trained or validated "
+                      "on; zeroshot scores them as GZSL's seen part); for stores with only seen / unseen splits."),
+    click.option("--shuffle-class-embeddings", is_flag=True, default=None,
+                 help="Control run: train on a permutation of the training classes' embeddings (zero-shot must fall "
+                      "to chance)."),
+    click.option("--train-splits", type=NAMES, default=None,
+                 help="Comma-separated store splits that train the head (default seen)."),
+    click.option("--classes", "classes_file", type=ANY_PATH, default=None,
+                 help="Training class list, one per line, class id = line order (default: sorted training labels)."),
+    click.option("--embeddings", default=None,
+                 help="Class-name embeddings: glove-6b-50d (default), word2vec:PATH, fasttext:PATH, avca:ucf|..."),
+    click.option("--name-map", type=ANY_PATH, default=None,
+                 help="CSV original,manual rewriting class names before embedding."),
+    click.option("--se-target", type=click.Choice(["kinetics+class", "class"]), default=None,
+                 help="SE regression target: phi(s_v) + phi(class) (paper, default) or phi(class) only."),
+    click.option("--view-mode", type=click.Choice(["ensemble", "mean"]), default=None,
+                 help="ensemble (default): one random view per step, mean of f(x) over views at inference; "
+                      "mean: tokens averaged over views."),
+    click.option("--conse-top-t", type=int, default=None, help="T of ConSE, for heads without SE (default 10)."),
+    click.option("--epochs", type=int, default=None, help="Training epochs (default 100)."),
+    click.option("--batch-size", type=int, default=None, help="Clips per step (default 64)."),
+    click.option("--lr", type=float, default=None, help="Peak AdamW learning rate (default 1e-4)."),
+    click.option("--weight-decay", type=float, default=None, help="AdamW decay of weight matrices (default 0.05)."),
+    click.option("--lr-schedule", type=click.Choice(["cosine", "step"]), default=None,
+                 help="After linear warmup: cosine decay (default) or x0.1 steps after epochs 20 and 40."),
+    click.option("--warmup-epochs", type=float, default=None, help="Linear warmup length in epochs (default 2)."),
+    click.option("--grad-clip-norm", type=float, default=None, help="Gradient norm clipping, 0 = off (default 1.0)."),
+    click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
+                 help="cpu (default) or cuda (bf16 autocast); no silent fallback."),
+    click.option("--progress/--no-progress", default=None, help="Show a progress bar (default on)."),
+)
+
+
 @cli.command("train-fusion")
 @click.option("--store", type=ANY_PATH, default=None, help="Training token store.")
 @click.option("--out", type=ANY_PATH, default=None,
               help="Run directory (created; must be empty unless --resume); with a run's --config, that run's folder.")
 @click.option("--config", "config_file", type=EXISTING_FILE, default=None,
               help="A run's config.json (or a TrainConfig JSON) to start from; explicit options override it.")
-@click.option("--preset", type=click.Choice(["default", "demo"]), default=None,
-              help="Head size: default (width 512, 4 blocks, 8 heads) or demo (width 128, 2 blocks, 4 heads).")
-@click.option("--ablation", "ablations", multiple=True,
-              type=click.Choice(["concat", "no-text", "no-se", "no-mlm", "normalised", "audio-only", "video-only"]),
-              help="Paper ablation (Tables 7, 8; repeatable): concat = no fusion, no-text = bottleneck without "
-                   "text, no-se = SE regresses phi(class) only, no-mlm, normalised embeddings, one modality.")
-@click.option("--val-store", type=ANY_PATH, default=None, help="A separate validation store.")
-@click.option("--val-split", "val_splits", type=NAMES, default=None,
-              help="Comma-separated validation split(s) of --store (or of --val-store); never a test split.")
-@click.option("--val-unseen-fraction", type=float, default=None,
-              help="Hold out this share of the training classes as validation-unseen (plus --val-seen-fraction of "
-                   "the other classes' clips as validation-seen); for stores with only seen / unseen splits.")
-@click.option("--val-seen-fraction", type=float, default=None,
-              help="With --val-unseen-fraction: share of each kept class's clips held out as validation-seen "
-                   "(default 0.2).")
-@click.option("--select-by", type=click.Choice(["gzsl_hm", "gzsl_hm_calibrated", "zsl"]), default=None,
-              help="Validation score that picks best.pt: HM after calibrated stacking with beta chosen on the "
-                   "validation data (default; AVCA stage 1), raw GZSL HM, or ZSL; ties go to the higher ZSL.")
-@click.option("--test-seen-fraction", type=float, default=None,
-              help="Hold out this share of each training class's clips as test-seen (never trained or validated "
-                   "on; zeroshot scores them as GZSL's seen part); for stores with only seen / unseen splits.")
-@click.option("--shuffle-class-embeddings", is_flag=True, default=None,
-              help="Control run: train on a permutation of the training classes' embeddings (zero-shot must fall "
-                   "to chance).")
-@click.option("--train-splits", type=NAMES, default=None,
-              help="Comma-separated store splits that train the head (default seen).")
-@click.option("--classes", "classes_file", type=ANY_PATH, default=None,
-              help="Training class list, one per line, class id = line order (default: the sorted training labels).")
-@click.option("--embeddings", default=None,
-              help="Class-name embeddings: glove-6b-50d (default), word2vec:PATH, fasttext:PATH, avca:ucf|...")
-@click.option("--name-map", type=ANY_PATH, default=None,
-              help="CSV original,manual rewriting class names before embedding.")
-@click.option("--se-target", type=click.Choice(["kinetics+class", "class"]), default=None,
-              help="SE regression target: phi(s_v) + phi(class) (paper, default) or phi(class) only.")
-@click.option("--view-mode", type=click.Choice(["ensemble", "mean"]), default=None,
-              help="ensemble (default): one random view per step, mean of f(x) over views at inference; "
-                   "mean: tokens averaged over views.")
-@click.option("--epochs", type=int, default=None, help="Training epochs (default 100).")
-@click.option("--batch-size", type=int, default=None, help="Clips per step (default 64).")
-@click.option("--lr", type=float, default=None, help="Peak AdamW learning rate (default 1e-4).")
-@click.option("--weight-decay", type=float, default=None, help="AdamW weight decay of weight matrices (default 0.05).")
-@click.option("--lr-schedule", type=click.Choice(["cosine", "step"]), default=None,
-              help="After linear warmup: cosine decay (default) or x0.1 steps after epochs 20 and 40.")
-@click.option("--warmup-epochs", type=float, default=None, help="Linear warmup length in epochs (default 2).")
-@click.option("--grad-clip-norm", type=float, default=None, help="Gradient norm clipping, 0 = off (default 1.0).")
+@_training_options
 @click.option("--seed", type=int, default=None, help="Seed of init, data order, views, masks, dropout (default 0).")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
-              help="cpu (default) or cuda (bf16 autocast); no silent fallback.")
 @click.option("--resume", is_flag=True, default=None, help="Continue the run in --out from its last.pt.")
-@click.option("--progress/--no-progress", default=None, help="Show a progress bar (default on).")
 @_user_errors
 def train_fusion_command(config_file: Path | None, preset: str | None, ablations: tuple[str, ...], **options) -> None:
     """Train the MZST fusion head on a token store (writes config, classes, checkpoints, log to --out)."""
@@ -396,63 +407,49 @@ def train_fusion_command(config_file: Path | None, preset: str | None, ablations
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where the head runs.")
 @_user_errors
-def zeroshot_command(run_dir: Path, store: Path, checkpoint: str, classes: Path | None, class_names: tuple[str, ...],
-                     seen: Path | None, unseen: Path | None, rule: str | None, calibrated_stacking: bool,
-                     val_split: str | None, val_store: Path | None, splits: tuple[str, ...],
-                     include_training_clips: bool, out: Path | None, label: str | None, top_k: int, no_plots: bool,
-                     batch_size: int, device: str) -> None:
+def zeroshot_command(no_plots: bool, **options) -> None:
     """Zero-shot recognition: nearest class per clip, ZSL and GZSL S / U / HM (or a ranking of any class names)."""
     from eval.config import PlotConfig, ZeroShotConfig
     from eval.zeroshot import run_zeroshot
 
-    config = ZeroShotConfig(
-        run_dir=run_dir, store=store, checkpoint=checkpoint, classes=classes, class_names=class_names,
-        seen=seen, unseen=unseen, rule=rule, calibrated_stacking=calibrated_stacking, val_split=val_split,
-        val_store=val_store, splits=splits, include_training_clips=include_training_clips, out=out,
-        label=label, top_k=top_k, batch_size=batch_size, device=device,
-        plots=PlotConfig(tsne=not no_plots, per_class_bars=not no_plots),
-    )
+    config = ZeroShotConfig(**options, plots=PlotConfig(tsne=not no_plots, per_class_bars=not no_plots))
     result = run_zeroshot(config)
-    where = f"; wrote {out}" if out is not None else ""
+    where = f"; wrote {config.out}" if config.out is not None else ""
     click.echo(result.summary() + where)
 
 
 # --- eval: protocol -----------------------------------------------------------------------------------
 
 
-def _protocol_training_options(command):
-    """Options shared by the protocols: how the head trains (the protocol decides which clips)."""
-    options = [
-        click.option("--epochs", type=int, default=None, help="Stage-1 epochs (the most stage 2 can get)."),
-        click.option("--lr", type=float, default=None, help="Peak learning rate (default: train-fusion's)."),
-        click.option("--train-batch-size", type=int, default=None, help="Training batch size."),
-        click.option("--embeddings", default=None,
-                     help="Class-name embedding source spec (avca: default AVCA's table; mzsl: glove-6b-50d)."),
-        click.option("--preset", default=None, help="Head size preset of train-fusion (e.g. default, demo)."),
-        click.option("--ablation", "ablations", multiple=True, help="Ablation of train-fusion; repeatable."),
-        click.option("--option", "extra", multiple=True, type=_KeyValue(),
-                     help="Any other training field as KEY=VALUE (JSON values), e.g. --option width=256; repeatable."),
-        click.option("--calibrated-stacking", is_flag=True,
-                     help="Also report GZSL with beta chosen on the stage-1 validation clips."),
-        click.option("--seeds", type=INTEGERS, default="0", show_default=True,
-                     help="Comma-separated seeds; each runs every stage."),
-        click.option("--batch-size", default=64, show_default=True, type=int, help="Inference batch size."),
-        click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-                     help="Where training and inference run."),
-        click.option("--no-plots", is_flag=True, help="Skip the t-SNE and per-class accuracy figures."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+# Options shared by the protocols: how the head trains (the protocol decides which clips).
+_protocol_training_options = _options(
+    click.option("--epochs", type=int, default=None, help="Stage-1 epochs (the most stage 2 can get)."),
+    click.option("--lr", type=float, default=None, help="Peak learning rate (default: train-fusion's)."),
+    click.option("--train-batch-size", type=int, default=None, help="Training batch size."),
+    click.option("--embeddings", default=None,
+                 help="Class-name embedding source spec (avca: default AVCA's table; mzsl: glove-6b-50d)."),
+    click.option("--preset", default=None, help="Head size preset of train-fusion (e.g. default, demo)."),
+    click.option("--ablation", "ablations", multiple=True, help="Ablation of train-fusion; repeatable."),
+    click.option("--option", "extra", multiple=True, type=_KeyValue(),
+                 help="Any other training field as KEY=VALUE (JSON values), e.g. --option width=256; repeatable."),
+    click.option("--calibrated-stacking", is_flag=True,
+                 help="Also report GZSL with beta chosen on the stage-1 validation clips."),
+    click.option("--seeds", type=INTEGERS, default="0", show_default=True,
+                 help="Comma-separated seeds; each runs every stage."),
+    click.option("--batch-size", default=64, show_default=True, type=int, help="Inference batch size."),
+    click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+                 help="Where training and inference run."),
+    click.option("--no-plots", is_flag=True, help="Skip the t-SNE and per-class accuracy figures."),
+)
 
 
 def _protocol_settings(epochs, lr, train_batch_size, embeddings, preset, ablations, extra, calibrated_stacking,
-                       seeds, batch_size, device, no_plots) -> dict:
-    """The protocol config fields the shared options give (`_protocol_training_options`)."""
+                       seeds, batch_size, device, no_plots, **fields) -> dict:
+    """The protocol config fields: the command's own (`fields`) and those the shared options give."""
     from eval.config import PlotConfig
 
     train = {**_given(epochs=epochs, lr=lr, batch_size=train_batch_size, embeddings=embeddings), **dict(extra)}
-    return dict(train=train, preset=preset, ablations=tuple(ablations), calibrated_stacking=calibrated_stacking,
+    return dict(fields, train=train, preset=preset, ablations=tuple(ablations), calibrated_stacking=calibrated_stacking,
                 seeds=seeds, device=device, batch_size=batch_size,
                 plots=PlotConfig(tsne=not no_plots, per_class_bars=not no_plots))
 
@@ -499,17 +496,36 @@ def protocol_avca_command(dataset: str, store: Path, out: Path, split: str, **tr
               help="Stage 1 holds out this share of training classes to choose the epoch (0: no stage 1).")
 @_protocol_training_options
 @_user_errors
-def protocol_mzsl_command(train_store: Path, eval_store: Path, groups: Path, out: Path, train_splits: tuple[str, ...],
-                          test_split: str, val_unseen_fraction: float, **training) -> None:
+def protocol_mzsl_command(out: Path, test_split: str, **options) -> None:
     """MZSL-50 protocol: train on a benchmark, ZSL by easy / medium / hard group and GZSL on the evaluation set."""
     from eval.config import MZSLProtocolConfig
     from eval.protocols import run_mzsl_protocol
 
-    config = MZSLProtocolConfig(
-        train_store=train_store, eval_store=eval_store, groups=groups, out=out, train_splits=train_splits,
-        test_split=None if test_split.lower() == "none" else test_split, val_unseen_fraction=val_unseen_fraction,
-        **_protocol_settings(**training))
+    test_split = None if test_split.lower() == "none" else test_split
+    config = MZSLProtocolConfig(out=out, test_split=test_split, **_protocol_settings(**options))
     click.echo(run_mzsl_protocol(config).summary() + f"; wrote {out}")
+
+
+@cli.command("ablate")
+@click.option("--store", required=True, type=EXISTING_DIR, help="Token store with seen / unseen splits.")
+@click.option("--out", required=True, type=NEW_DIR,
+              help="Folder for runs/, report/, ablation.json and ablation.md; a rerun reuses finished runs.")
+@click.option("--rows", type=NAMES, default=None,
+              help="Comma-separated rows: full, concat, no-text, task, task+se, audio-only, video-only, normalised, "
+                   "control (the default: all of these), sequential, eq5 (docs/eval.md).")
+@click.option("--seeds", type=INTEGERS, default="0,1,2", show_default=True, help="Seeds; each row trains per seed.")
+@_training_options
+@_user_errors
+def ablate_command(store: Path, out: Path, rows, seeds, preset, ablations, device, **options) -> None:
+    """Train and evaluate every ablation row (the paper's Table 7) with the same split and seeds; print the table."""
+    from eval.ablate import run_ablation
+    from eval.config import AblateConfig
+
+    config = AblateConfig(store=store, out=out, seeds=seeds, train=_given(**options), preset=preset,
+                          ablations=ablations, device=device or "cpu", **_given(rows=rows))
+    result = run_ablation(config)
+    click.echo(result.markdown)
+    click.echo(f"{result.summary()}; wrote {result.json_path} and {result.markdown_path}")
 
 
 # --- eval: report -------------------------------------------------------------------------------------
@@ -632,24 +648,20 @@ _dataset_manifest_command("kinetics", "An official Kinetics CSV (label,youtube_i
 # --- curate: relatedness, and building an evaluation set ---------------------------------------------------
 
 
-def _relatedness_options(command):
-    """Options shared by relatedness and curate select: the seen lists and the embeddings (phi of eq. 1)."""
-    options = [
-        click.option("--seen", type=NAMES, default=None,
-                     help="Comma-separated seen class lists (shipped). Default: kinetics400,kinetics600,kinetics700,"
-                          "vggsound,ucf101,activitynet, without the evaluated list when it is a shipped one."),
-        click.option("--embeddings", default="glove-6b-50d", show_default=True,
-                     help="Word vectors: glove-6b-50d, word2vec:PATH (binary or text), fasttext:PATH (.bin, mean of "
-                          "word vectors) or fasttext-phrase:PATH (vector of the whole name, as AVCA-GZSL)."),
-        click.option("--name-map", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     help="CSV with columns original,manual: names rewritten before embedding (e.g. AVCA-GZSL's "
-                          "*_w2v_class_names.csv)."),
-        click.option("--missing", type=click.Choice(["error", "skip"]), default="error", show_default=True,
-                     help="Words not in the vectors: error lists them all; skip drops them from their names."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+# Options shared by relatedness and curate select: the seen lists and the embeddings (phi of eq. 1).
+_relatedness_options = _options(
+    click.option("--seen", type=NAMES, default=None,
+                 help="Comma-separated seen class lists (shipped). Default: kinetics400,kinetics600,kinetics700,"
+                      "vggsound,ucf101,activitynet, without the evaluated list when it is a shipped one."),
+    click.option("--embeddings", default="glove-6b-50d", show_default=True,
+                 help="Word vectors: glove-6b-50d, word2vec:PATH (binary or text), fasttext:PATH (.bin, mean of "
+                      "word vectors) or fasttext-phrase:PATH (vector of the whole name, as AVCA-GZSL)."),
+    click.option("--name-map", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                 help="CSV with columns original,manual: names rewritten before embedding (e.g. AVCA-GZSL's "
+                      "*_w2v_class_names.csv)."),
+    click.option("--missing", type=click.Choice(["error", "skip"]), default="error", show_default=True,
+                 help="Words not in the vectors: error lists them all; skip drops them from their names."),
+)
 
 
 @cli.command("relatedness")

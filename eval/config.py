@@ -10,6 +10,9 @@ from extract.errors import InputError
 
 __all__ = [
     "DEFAULT_BETAS",
+    "ABLATION_ROWS",
+    "DEFAULT_ABLATION_ROWS",
+    "AblateConfig",
     "ReportConfig",
     "PlotConfig",
     "ZeroShotConfig",
@@ -237,6 +240,52 @@ class MZSLProtocolConfig:
 
     def to_dict(self) -> dict:
         return {**_to_dict(self), "plots": asdict(self.plots)}
+
+
+# The rows of `cli.py ablate` (eval.ablate.ROWS says what each one is); the default is the paper's Table 7 with
+# single modalities, Table 8's normalisation and the control; "sequential" and "eq5" are the two readings of the
+# paper we had to choose between.
+ABLATION_ROWS = ("full", "concat", "no-text", "task", "task+se", "audio-only", "video-only", "normalised", "control",
+                 "sequential", "eq5")
+DEFAULT_ABLATION_ROWS = ABLATION_ROWS[:9]
+# Training options each row sets itself.
+_ABLATION_OWNED = ("store", "out", "seed", "resume", "device", "shuffle_class_embeddings")
+
+
+@dataclass(frozen=True)
+class AblateConfig:
+    """`cli.py ablate`: every ablation row trained with the same options, split and seeds, evaluated alike.
+
+    Each row is one run per seed on `store`, trained with `train` (train-fusion's fields; they must name a
+    validation source, which chooses each run's epoch and calibrated-stacking beta) plus `ablations`, then the
+    row's own change. Each run is evaluated as `zeroshot` does by default: ZSL / GZSL on the store's `seen` /
+    `unseen` split column, calibrated stacking with beta from the run's validation clips.
+    """
+
+    store: Path
+    out: Path  # runs/, report/, ablation.json, ablation.md; a rerun reuses the finished runs
+    rows: tuple[str, ...] = DEFAULT_ABLATION_ROWS
+    seeds: tuple[int, ...] = (0, 1, 2)
+    train: dict = field(default_factory=dict)  # TrainConfig / FusionConfig fields shared by every row
+    preset: str | None = None  # fusion.config.PRESETS head size
+    ablations: tuple[str, ...] = ()  # fusion.config.ABLATIONS applied to every row before the row's own change
+    batch_size: int = 64  # inference batch size
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        unknown = [r for r in self.rows if r not in ABLATION_ROWS]
+        if unknown:
+            raise InputError(f"unknown ablation row(s) {unknown}; choose from {', '.join(ABLATION_ROWS)}")
+        if not self.rows or len(set(self.rows)) != len(self.rows):
+            raise InputError(f"give distinct ablation rows, got {self.rows}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise InputError(f"give distinct seeds, got {self.seeds}")
+        owned = sorted(set(self.train) & set(_ABLATION_OWNED))
+        if owned:
+            raise InputError(f"training options {owned} are set per row and seed; leave them out")
+
+    def to_dict(self) -> dict:
+        return _to_dict(self)
 
 
 @dataclass(frozen=True)

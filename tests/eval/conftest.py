@@ -40,12 +40,12 @@ def _vectors(path: Path) -> dict[str, np.ndarray]:
 
 def build_store(path: Path, vectors_file: Path | None, plan: list[tuple[str, str, int]], layout: dict = LAYOUT,
                 noise: float = 0.2, seed: int = 0, clip_id=None, phi=None,
-                scramble: tuple[str, ...] = ()) -> TokenStore:
+                scramble: tuple[str, ...] = (), has_audio: bool = True) -> TokenStore:
     """A done store: `plan` lists (class name, split, clips); tokens are linear maps of phi(name) + noise.
 
     `phi(name)` defaults to the mean word vector of `vectors_file`; `clip_id(name, split, k)` names clips; clips
     of the `scramble` splits get pure noise instead (same everything else), to show a result does not depend
-    on them.
+    on them. `has_audio=False` marks every clip as having no audio track.
     """
     if phi is None:
         vectors = _vectors(vectors_file)
@@ -74,7 +74,7 @@ def build_store(path: Path, vectors_file: Path | None, plan: list[tuple[str, str
             if split in scramble:
                 video, audio = clip_rng.normal(size=video.shape), clip_rng.normal(size=audio.shape)
             fields = {"video_tokens": video.astype(np.float16), "audio_tokens": audio.astype(np.float16),
-                      "has_audio": True, "audio_frames": 100}
+                      "has_audio": has_audio, "audio_frames": 100 if has_audio else 0}
             if layout["kinetics_classes"]:
                 kinetics = clip_rng.normal(size=(layout["V"], layout["kinetics_classes"]))
                 kinetics[:, kinetics_of[name]] += 6.0
