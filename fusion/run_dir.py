@@ -247,9 +247,11 @@ def changed_settings(recorded: dict[str, Any], config: TrainConfig) -> list[str]
     """The settings of `config` that differ from a run's recorded `train` config and can change its result.
 
     How a run runs (progress, device, prefetching, logging, evaluation batch size, its folder) does not count:
-    the same run resumes, or is reused, whatever they are.
+    the same run resumes, or is reused, whatever they are. A field the record lacks (a run recorded before the
+    field existed) counts as its default, which is what that run did.
     """
-    old, new = dict(recorded), json.loads(json.dumps(config.to_dict()))  # tuples -> lists, as recorded
+    old = json.loads(json.dumps(TrainConfig.from_dict(recorded).to_dict()))  # tuples -> lists, defaults filled
+    new = json.loads(json.dumps(config.to_dict()))
     old_fusion, new_fusion = old.pop("fusion"), new.pop("fusion")
     changed = [k for k in sorted(set(old) | set(new)) if k not in _RESUME_FREE_FIELDS and old.get(k) != new.get(k)]
     return changed + [f"fusion.{k}" for k in sorted(new_fusion) if old_fusion.get(k) != new_fusion.get(k)]

@@ -303,3 +303,9 @@ def test_settings_that_change_no_result_do_not_count_as_changed(synthetic_store,
     assert run_dir.changed_settings(recorded, how_it_runs) == []
     assert run_dir.changed_settings(recorded, replace(config, lr=1e-3, fusion=replace(TINY, dropout=0.3))) == [
         "lr", "fusion.dropout"]
+    # a run recorded before a field existed did what its default does (fields added since: same run)
+    older = {k: v for k, v in recorded.items() if k != "schedule_epochs"}
+    older["fusion"] = {k: v for k, v in recorded["fusion"].items() if k not in ("fusion_order", "conse_top_t")}
+    assert run_dir.changed_settings(older, config) == []
+    assert run_dir.changed_settings(older, replace(config, fusion=replace(TINY, fusion_order="sequential"))) == [
+        "fusion.fusion_order"]
