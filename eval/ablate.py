@@ -138,7 +138,7 @@ def run_ablation(config: AblateConfig) -> AblationResult:
                          "`val_unseen_fraction`, `val_splits` or `val_store`")
     same_as = _shared_runs(plans, trained, config.seeds[0])
     out = Path(config.out)
-    rows = []
+    rows, evaluated = [], []
     for position, name in enumerate(config.rows, start=1):
         spec = ROWS[name]
         states, metrics_per_seed, runs = [], [], []
@@ -151,6 +151,7 @@ def run_ablation(config: AblateConfig) -> AblationResult:
                 run_dirs.append(part_config.out)
             metrics_per_seed.append(_evaluate(config, store.path, run_dirs, out / "report" / f"{name}-seed{seed}",
                                               name))
+            evaluated.append(metrics_per_seed[-1])
             runs += [str(r) for r in run_dirs]
         summaries = {key: MetricSummary.of([m.get(key) for m in metrics_per_seed]) for key, _ in METRICS}
         rows.append(AblationRow(name=name, label=spec.label, metrics=summaries, same_as=same_as.get(name),
@@ -158,7 +159,7 @@ def run_ablation(config: AblateConfig) -> AblationResult:
         logger.info("[%d/%d] %s: %s over %d seed(s) (runs %s); ZSL %s, HM (cal.) %s", position, len(config.rows),
                     name, spec.label, len(config.seeds), _count(states), summaries["zsl"].cell(),
                     summaries["calibrated_gzsl_hm"].cell())
-    first = metrics_per_seed[0]
+    first = evaluated[0]  # every row is evaluated on the same clips and candidate classes
     chance = {"zsl": round(100.0 / first["num_unseen_classes"], 2),
               # uniform guessing over all GZSL candidates, for S, for U and so for HM
               "gzsl": round(100.0 / (first["num_seen_classes"] + first["num_unseen_classes"]), 2)}
@@ -171,7 +172,7 @@ def run_ablation(config: AblateConfig) -> AblationResult:
                "seen_classes": first["num_seen_classes"], "unseen_classes": first["num_unseen_classes"],
                "test_clips": first["num_clips"], **honesty, "config": config.to_dict()}
     json_path, markdown_path = out / "ablation.json", out / "ablation.md"
-    write_json(json_path, json.loads(json.dumps(payload)))  # tuples -> lists
+    write_json(json_path, json.loads(json.dumps(payload, default=str)))  # tuples -> lists, paths -> strings
     write_text(markdown_path, markdown)
     return AblationResult(rows=tuple(rows), chance=chance, markdown=markdown, json_path=json_path,
                           markdown_path=markdown_path)
