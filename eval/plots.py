@@ -1,24 +1,32 @@
 """Figures of an evaluation: t-SNE of predicted and class embeddings (the paper's Fig. 6-7), per-class accuracy.
 
 Figures are drawn with matplotlib's object API on an Agg canvas, so nothing here touches pyplot's global state
-or needs a display.
+or needs a display. Each figure has a `*_figure` builder (what tests read back: axes, legend entries, label
+boxes) and a `plot_*` function that saves it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
-__all__ = ["tsne_embedding", "plot_tsne", "plot_per_class_accuracy"]
+__all__ = ["tsne_embedding", "tsne_figure", "plot_tsne", "per_class_figure", "plot_per_class_accuracy"]
 
 logger = logging.getLogger(__name__)
 
 _SEEN_COLOUR, _UNSEEN_COLOUR = "#4C72B0", "#DD8452"
+# Classes beyond this many get no colour legend (it would be taller than the plot); their labels remain.
+_MAX_LEGEND_CLASSES = 30
+# Where a label may go around its anchor (points), nearest first; a label that fits nowhere is left out.
+_LABEL_OFFSETS = [(0, 0)] + [(round(r * np.cos(a)), round(r * np.sin(a)))
+                             for r in (12, 24, 36) for a in np.linspace(0, 2 * np.pi, 8, endpoint=False)]
 
 
 def tsne_embedding(points: np.ndarray, perplexity: float = 30.0, seed: int = 0, iterations: int = 1000) -> np.ndarray:
@@ -42,8 +50,7 @@ def tsne_embedding(points: np.ndarray, perplexity: float = 30.0, seed: int = 0, 
     return tsne.fit_transform(points)
 
 
-def plot_tsne(
-    path: Path,
+def tsne_figure(
     predicted: np.ndarray,
     labels: np.ndarray,
     class_embeddings: np.ndarray,
@@ -53,15 +60,16 @@ def plot_tsne(
     perplexity: float = 30.0,
     iterations: int = 1000,
     seed: int = 0,
-    title: str = "Predicted embeddings (dots) and class embeddings (stars)",
-) -> Path:
-    """Embed predicted embeddings and class embeddings jointly with t-SNE and draw them (PNG).
+    title: str = "t-SNE of predicted embeddings f(x) and class embeddings phi(c)",
+) -> Figure:
+    """Embed predicted embeddings and class embeddings jointly with t-SNE and draw them.
 
-    Each clip is a dot coloured by its true class; each class embedding is a star of the same colour with
-    its name (unseen classes' names in bold). Beyond `max_points` clips a deterministic sample is drawn.
+    Each clip is a dot coloured by its true class; each class embedding is a star (seen) or a diamond (unseen)
+    of the same colour. Class names sit at the centroid of their clips (at the class embedding for a class
+    without clips), moved aside where they would overlap; a name that fits nowhere is left to the legend.
+    Beyond `max_points` clips a deterministic sample is drawn.
 
     Args:
-        path: the PNG to write.
         predicted: f(x) per clip (after subtracting phi(s_v(x)) when the run's rule is "kinetics").
         labels: row of `class_embeddings` per clip (-1: a clip of no listed class, drawn grey).
         class_embeddings: phi(c) per class.
@@ -86,51 +94,140 @@ def plot_tsne(
     clips, classes = xy[: len(predicted)], xy[len(predicted):]  # (N + C, 2) -> (N, 2), (C, 2)
     unseen = np.zeros(len(class_names), dtype=bool) if unseen is None else np.asarray(unseen, dtype=bool)
 
-    figure = Figure(figsize=(9, 8), dpi=110)
+    with_legend = len(class_names) <= _MAX_LEGEND_CLASSES
+    figure = Figure(figsize=(12.5 if with_legend else 10, 8), dpi=110, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     colours = _class_colours(len(class_names))
     known = labels >= 0
-    axes.scatter(clips[~known, 0], clips[~known, 1], s=8, c="#BBBBBB", alpha=0.6, linewidths=0)
-    axes.scatter(clips[known, 0], clips[known, 1], s=10, c=colours[labels[known]], alpha=0.7, linewidths=0)
-    axes.scatter(classes[:, 0], classes[:, 1], s=160, c=colours, marker="*", edgecolors="black", linewidths=0.8)
-    for (x, y), name, is_unseen in zip(classes, class_names, unseen, strict=True):
-        axes.annotate(name, (x, y), fontsize=7, fontweight="bold" if is_unseen else "normal",
-                      xytext=(3, 3), textcoords="offset points")
-    axes.set_title(title + ("; unseen class names in bold" if unseen.any() else ""), fontsize=10)
+    axes.scatter(clips[~known, 0], clips[~known, 1], s=14, c="#BBBBBB", alpha=0.7, linewidths=0)
+    axes.scatter(clips[known, 0], clips[known, 1], s=22, c=colours[labels[known]], alpha=0.85,
+                 edgecolors="#333333", linewidths=0.3)
+    for is_unseen, marker in ((False, "*"), (True, "D")):
+        rows = np.flatnonzero(unseen == is_unseen)
+        axes.scatter(classes[rows, 0], classes[rows, 1], s=170 if marker == "*" else 70, c=colours[rows],
+                     marker=marker, edgecolors="black", linewidths=0.9, zorder=3)
+    anchors = np.array([clips[labels == c].mean(axis=0) if (labels == c).any() else classes[c]
+                        for c in range(len(class_names))])  # (C, 2)
     axes.set_xticks([])
     axes.set_yticks([])
-    return _save(figure, path)
+    kinds = [Line2D([], [], linestyle="", marker="o", markersize=5, color="#777777", label="clip (colour: true class)"),
+             Line2D([], [], linestyle="", marker="*", markersize=12, markerfacecolor="white", color="black",
+                    label="seen class embedding"),
+             Line2D([], [], linestyle="", marker="D", markersize=7, markerfacecolor="white", color="black",
+                    label="unseen class embedding")]
+    if not known.all():
+        kinds.append(Line2D([], [], linestyle="", marker="o", markersize=5, color="#BBBBBB",
+                            label="clip of no listed class"))
+    first = axes.legend(handles=kinds, loc="upper left", fontsize=8, framealpha=0.85)
+    if with_legend:
+        axes.add_artist(first)
+        figure.legend(handles=[Patch(color=colours[c], label=f"{name} (unseen)" if unseen[c] else name)
+                               for c, name in enumerate(class_names)],
+                      loc="outside right upper", fontsize=7, title="classes", title_fontsize=8)
+    axes.set_title(title + "\nnames at the centroid of their class's clips; unseen names in bold", fontsize=10)
+    place_labels(axes, anchors, class_names, bold=unseen)
+    return figure
 
 
-def plot_per_class_accuracy(
-    path: Path,
+def plot_tsne(path: Path, *args, **kwargs) -> Path:
+    """Write `tsne_figure(*args, **kwargs)` as a PNG."""
+    return _save(tsne_figure(*args, **kwargs), path)
+
+
+def place_labels(axes, anchors: np.ndarray, names: Sequence[str], bold: Sequence[bool]) -> list:
+    """Write each name near its anchor where it overlaps no name placed before it, nor leaves the axes.
+
+    Returns the annotations placed (names that fit nowhere are left out). Needs the figure's canvas.
+
+    Shapes:
+        anchors (C, 2) in data coordinates
+    """
+    figure = axes.get_figure()
+    if figure.get_layout_engine() is not None:
+        figure.get_layout_engine().execute(figure)  # place the axes first: label boxes are in display units
+    renderer = figure.canvas.get_renderer()
+    frame = axes.get_window_extent(renderer)
+    placed, boxes = [], []
+    for (x, y), name, is_bold in zip(anchors, names, bold, strict=True):
+        for dx, dy in _LABEL_OFFSETS:
+            text = axes.annotate(
+                name, (x, y), xytext=(dx, dy), textcoords="offset points", ha="center", va="center", fontsize=7,
+                fontweight="bold" if is_bold else "normal", zorder=4,
+                bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "alpha": 0.75, "linewidth": 0},
+                arrowprops=None if (dx, dy) == (0, 0) else {"arrowstyle": "-", "linewidth": 0.5, "color": "#555555"})
+            box = text.get_window_extent(renderer)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(other) for other in boxes):
+                placed.append(text)
+                boxes.append(box)
+                break
+            text.remove()
+    return placed
+
+
+def per_class_figure(
     class_names: Sequence[str],
-    accuracy_pct: Sequence[float],
+    accuracy_pct: Mapping[str, Sequence[float]],
     unseen: Sequence[bool] | None = None,
     title: str = "Per-class accuracy",
-) -> Path:
-    """Horizontal bars of per-class accuracy (percent), sorted, seen and unseen classes in two colours (PNG).
+) -> Figure:
+    """Horizontal bars of per-class accuracy (percent), one panel per measure, side by side (shared rows).
 
-    Classes without test clips (NaN) are left out.
+    Rows: unseen classes above seen ones, each part sorted by its last panel with a value. A bar of 0 is marked
+    "0" so that an empty row reads as zero, not as missing; NaN (a class the measure does not cover, e.g. a
+    seen class under ZSL) shows "n/a". Classes that are NaN in every panel are left out.
+
+    Args:
+        accuracy_pct: panel title -> accuracy per class (e.g. "GZSL, raw", "GZSL, calibrated").
     """
-    accuracy = np.asarray(accuracy_pct, dtype=np.float64)
-    if len(class_names) != accuracy.size:
-        raise ValueError(f"{len(class_names)} class names for {accuracy.size} accuracies")
-    unseen = np.zeros(accuracy.size, dtype=bool) if unseen is None else np.asarray(unseen, dtype=bool)
-    keep = np.flatnonzero(~np.isnan(accuracy))
-    order = keep[np.argsort(accuracy[keep], kind="stable")]
-    figure = Figure(figsize=(7, max(2.5, 0.22 * len(order) + 1.2)), dpi=110)
+    panels = {name: np.asarray(values, dtype=np.float64) for name, values in accuracy_pct.items()}
+    if not panels:
+        raise ValueError("no accuracy to plot")
+    for name, values in panels.items():
+        if values.size != len(class_names):
+            raise ValueError(f"{len(class_names)} class names for {values.size} accuracies ({name})")
+    unseen = np.zeros(len(class_names), dtype=bool) if unseen is None else np.asarray(unseen, dtype=bool)
+    stacked = np.stack(list(panels.values()))  # (P, C)
+    keep = np.flatnonzero(~np.isnan(stacked).all(axis=0))
+    # sort key per class: its value in the rightmost panel that covers it (ZSL covers no seen class)
+    last = np.array([column[~np.isnan(column)][-1] if (~np.isnan(column)).any() else -1.0 for column in stacked.T])
+    # matplotlib draws row 0 at the bottom: seen classes first, then unseen on top, each ascending
+    order = keep[np.lexsort((last[keep], unseen[keep]))]
+    figure = Figure(figsize=(3.2 + 2.6 * len(panels), max(2.8, 0.2 * len(order) + 1.6)), dpi=110,
+                    layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    axes.barh(np.arange(len(order)), accuracy[order],
-              color=[_UNSEEN_COLOUR if unseen[i] else _SEEN_COLOUR for i in order])
-    axes.set_yticks(np.arange(len(order)), [class_names[i] for i in order], fontsize=7)
-    axes.set_xlim(0, 100)
-    axes.set_xlabel("accuracy (%)")
-    axes.set_title(title + (" (orange: unseen, blue: seen)" if unseen.any() else ""), fontsize=10)
-    figure.tight_layout()
-    return _save(figure, path)
+    rows = np.arange(len(order))
+    colours = [_UNSEEN_COLOUR if unseen[i] else _SEEN_COLOUR for i in order]
+    first = None
+    for index, (name, values) in enumerate(panels.items()):
+        axes = figure.add_subplot(1, len(panels), index + 1, sharey=first)
+        first = first or axes
+        shown = values[order]
+        axes.barh(rows, np.nan_to_num(shown, nan=0.0), color=colours)
+        for row, value in zip(rows, shown, strict=True):
+            if np.isnan(value) or value == 0:
+                axes.text(1, row, "n/a" if np.isnan(value) else "0", va="center", fontsize=7,
+                          color="#999999" if np.isnan(value) else "black")
+        axes.set_xlim(0, 100)
+        axes.set_xlabel("accuracy (%)")
+        axes.set_title(name, fontsize=9)
+        axes.grid(axis="x", linewidth=0.4, alpha=0.5)
+        if index == 0:
+            axes.set_yticks(rows, [class_names[i] for i in order], fontsize=7)
+        else:
+            axes.tick_params(labelleft=False)
+    handles = [Patch(color=_UNSEEN_COLOUR, label="unseen class"), Patch(color=_SEEN_COLOUR, label="seen class")]
+    figure.legend(handles=[h for h, present in zip(handles, (unseen[keep].any(), (~unseen[keep]).any()),
+                                                    strict=True) if present],
+                  loc="outside upper right", fontsize=8, ncols=2)
+    figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def plot_per_class_accuracy(path: Path, *args, **kwargs) -> Path:
+    """Write `per_class_figure(*args, **kwargs)` as a PNG."""
+    return _save(per_class_figure(*args, **kwargs), path)
 
 
 def _class_colours(n: int) -> np.ndarray:

@@ -177,6 +177,7 @@ def run_markdown(metrics: dict) -> str:
         ("checkpoint", metrics.get("checkpoint")),
         ("clips", metrics.get("num_clips")),
         ("seen / unseen classes", _pair(metrics.get("num_seen_classes"), metrics.get("num_unseen_classes"))),
+        ("chance (uniform guessing)", _chance_note(metrics)),
         ("calibrated stacking", _calibration_note(metrics)),
         ("training clips", "included on request: S measures clips the head trained or validated on"
          if metrics.get("includes_training_clips") else None),
@@ -259,6 +260,20 @@ def _md_row(cells: Sequence[str]) -> str:
 
 def _pair(a, b) -> str | None:
     return None if a is None and b is None else f"{a} / {b}"
+
+
+def _chance_note(metrics: dict) -> str | None:
+    """Chance beside the accuracies: 1 / candidates for ZSL, GZSL (over seen + unseen) and a vocabulary's top-1."""
+    seen, unseen = metrics.get("num_seen_classes") or 0, metrics.get("num_unseen_classes") or 0
+    parts = []
+    if unseen and metrics.get("zsl") is not None:
+        parts.append(f"ZSL {100 / unseen:.2f}% (1 of {unseen})")
+    if seen and unseen and metrics.get("gzsl_hm") is not None:
+        parts.append(f"GZSL S and U {100 / (seen + unseen):.2f}% (1 of {seen + unseen})")
+    if metrics.get("top1") is not None and metrics.get("num_classes"):
+        k, n = metrics.get("top_k") or 1, metrics["num_classes"]
+        parts.append(f"top-1 {100 / n:.2f}%, top-{k} {100 * min(k, n) / n:.2f}% (of {n})")
+    return "; ".join(parts) or None
 
 
 def _calibration_note(metrics: dict) -> str | None:

@@ -100,7 +100,7 @@ def run_zeroshot(config: ZeroShotConfig) -> ZeroShotResult:
         model, info = load_run(config.run_dir, config.checkpoint, config.device)
     rule = config.rule or info.decision_rule
     store = TokenStore.open(config.store)
-    embed = ClassEmbedder(info)
+    embed = ClassEmbedder(info, config.missing)
     candidates = store.indices(DONE, list(config.splits) or None)
     if not config.include_training_clips:
         used = np.intersect1d(candidates, run_clip_indices(info, store))
@@ -241,6 +241,11 @@ def _open_vocabulary(model, info, store, candidates, vocabulary, rule, embed, co
 # --- outputs ------------------------------------------------------------------------------------------------
 
 
+# (per_class key, panel title) of the per-class figure, left to right; panels without values are left out
+_PER_CLASS_PANELS = (("gzsl_acc", "GZSL, raw"), ("calibrated_gzsl_acc", "GZSL, calibrated stacking"),
+                     ("zsl_acc", "ZSL (unseen candidates only)"))
+
+
 def write_outputs(out: Path, metrics_json: dict, header: list[str], rows: list[list[str]],
                   evaluation: GZSLEvaluation | None, embed: Callable[[Sequence[str]], np.ndarray],
                   plot_config: PlotConfig) -> tuple[Path, ...]:
@@ -252,13 +257,15 @@ def write_outputs(out: Path, metrics_json: dict, header: list[str], rows: list[l
     paths.append(write_csv(out / "predictions.csv", header, rows))
     paths.append(write_text(out / "report.md", report.run_markdown(metrics_json)))
     if evaluation is not None and plot_config.per_class_bars:
-        # GZSL accuracy when both parts have clips; otherwise ZSL accuracy (the only defined one)
-        key, what = ("gzsl_acc", "GZSL") if evaluation.gzsl is not None else ("zsl_acc", "ZSL")
         per_class = metrics_json["per_class"]
+        # without both seen and unseen clips GZSL is not defined (gzsl_acc would repeat ZSL)
+        keys = _PER_CLASS_PANELS if evaluation.gzsl is not None else _PER_CLASS_PANELS[-1:]
+        panels = {title: [np.nan if r.get(key) is None else r[key] for r in per_class]
+                  for key, title in keys if any(r.get(key) is not None for r in per_class)}
         paths.append(plots.plot_per_class_accuracy(
-            out / "per_class_accuracy.png", [r["class"] for r in per_class],
-            [np.nan if r[key] is None else r[key] for r in per_class],
-            unseen=[r["split"] == "unseen" for r in per_class], title=f"Per-class {what} accuracy"))
+            out / "per_class_accuracy.png", [r["class"] for r in per_class], panels,
+            unseen=[r["split"] == "unseen" for r in per_class],
+            title=f"Per-class accuracy, {metrics_json.get('label') or 'zero-shot evaluation'}"))
     if evaluation is not None and plot_config.tsne:
         scores = evaluation.scores
         paths.append(plots.plot_tsne(

@@ -52,6 +52,7 @@ def test_run_markdown_lists_classes_and_confusions():
     metrics = {
         "label": "run1", "rule": "kinetics", "zsl": 50.0, "gzsl_s": 75.0, "gzsl_u": 25.0, "gzsl_hm": 37.5,
         "calibrated_beta": 0.2, "calibrated_val_split": "val", "calibrated_val_hm": 40.0, "calibrated_gzsl_hm": 41.0,
+        "num_seen_classes": 3, "num_unseen_classes": 2,
         "per_class": [{"class": "dog", "split": "unseen", "clips": 4, "gzsl_acc": 25.0, "zsl_acc": 50.0}],
         "worst_classes": [{"class": "dog", "acc": 25.0, "confused_with": [{"class": "cat", "share": 75.0}]}],
     }
@@ -60,18 +61,24 @@ def test_run_markdown_lists_classes_and_confusions():
     assert "| dog | 25.00 | cat (75.00%) |" in text
     assert "beta = 0.2, chosen on 'val'" in text
     assert "| run1 | 1 | 50.00 | 75.00 | 25.00 | 37.50 | 0.20 | 41.00 |" in text  # only reported columns
+    assert "- chance (uniform guessing): ZSL 50.00% (1 of 2); GZSL S and U 20.00% (1 of 5)" in text
 
 
 def _is_png(path):
     return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 2000
 
 
-def test_tsne_plot_writes_png_and_samples(tmp_path):
-    rng = np.random.default_rng(0)
-    classes = rng.normal(size=(4, 6)) * 5
-    labels = np.repeat(np.arange(4), 30)
+def _tsne_inputs(classes=4, per_class=30, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, 6)) * 5
+    labels = np.repeat(np.arange(classes), per_class)
     labels[:3] = -1  # clips of no listed class are drawn grey
-    predicted = classes[np.maximum(labels, 0)] + rng.normal(size=(120, 6))
+    predicted = centres[np.maximum(labels, 0)] + rng.normal(size=(labels.size, 6))
+    return predicted, labels, centres
+
+
+def test_tsne_plot_writes_png_and_samples(tmp_path):
+    predicted, labels, classes = _tsne_inputs()
     path = plots.plot_tsne(tmp_path / "tsne.png", predicted, labels, classes, ["a", "b", "c", "d"],
                            unseen=[False, False, True, True], max_points=50, iterations=250)
     assert _is_png(path)
@@ -81,6 +88,41 @@ def test_tsne_plot_writes_png_and_samples(tmp_path):
         plots.plot_tsne(tmp_path / "x.png", predicted, labels, classes, ["a", "b", "c"])
 
 
+def test_tsne_figure_has_legends_and_labels_that_do_not_overlap():
+    names = [f"class number {i}" for i in range(12)]
+    predicted, labels, classes = _tsne_inputs(classes=12, per_class=12, seed=1)
+    figure = plots.tsne_figure(predicted, labels, classes, names, unseen=[i >= 8 for i in range(12)],
+                               iterations=250)
+    axes = figure.axes[0]
+    kinds = [t.get_text() for t in axes.get_legend().get_texts()]
+    assert kinds == ["clip (colour: true class)", "seen class embedding", "unseen class embedding",
+                     "clip of no listed class"]
+    (classes_legend,) = figure.legends
+    entries = [t.get_text() for t in classes_legend.get_texts()]
+    assert entries[:2] == ["class number 0", "class number 1"] and entries[8] == "class number 8 (unseen)"
+    renderer = figure.canvas.get_renderer()
+    labels_drawn = [t for t in axes.texts if t.get_text() in names]
+    assert len(labels_drawn) >= 6  # most names find a free place
+    boxes = [t.get_window_extent(renderer) for t in labels_drawn]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    bold = {t.get_text() for t in labels_drawn if t.get_fontweight() == "bold"}
+    assert bold == {n for n in names[8:] if n in {t.get_text() for t in labels_drawn}}
+
+
+def test_label_placement_leaves_out_what_cannot_fit():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(2, 2), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    anchors = np.full((40, 2), 0.5)  # 40 long names on one point of a small plot
+    placed = plots.place_labels(axes, anchors, [f"a long class name {i}" for i in range(40)], bold=[False] * 40)
+    assert 1 <= len(placed) < 40 and len(axes.texts) == len(placed)
+
+
 def test_tsne_is_deterministic_for_a_seed():
     points = np.random.default_rng(1).normal(size=(20, 5))
     first = plots.tsne_embedding(points, perplexity=5.0, seed=3, iterations=250)
@@ -88,11 +130,27 @@ def test_tsne_is_deterministic_for_a_seed():
 
 
 def test_per_class_bars(tmp_path):
-    path = plots.plot_per_class_accuracy(tmp_path / "bars.png", ["a", "b", "c"], [50.0, np.nan, 100.0],
+    path = plots.plot_per_class_accuracy(tmp_path / "bars.png", ["a", "b", "c"], {"ZSL": [50.0, np.nan, 100.0]},
                                          unseen=[False, True, True])
     assert _is_png(path)
     with pytest.raises(ValueError, match="2 class names for 3"):
-        plots.plot_per_class_accuracy(tmp_path / "x.png", ["a", "b"], [1.0, 2.0, 3.0])
+        plots.plot_per_class_accuracy(tmp_path / "x.png", ["a", "b"], {"ZSL": [1.0, 2.0, 3.0]})
+
+
+def test_per_class_figure_shows_raw_and_calibrated_with_unseen_rows():
+    names = ["seen a", "seen b", "unseen c", "unseen d"]
+    figure = plots.per_class_figure(names, {"GZSL, raw": [90.0, 80.0, 0.0, 0.0],
+                                            "GZSL, calibrated stacking": [70.0, 60.0, 40.0, 20.0]},
+                                    unseen=[False, False, True, True], title="run")
+    raw, calibrated = figure.axes
+    assert (raw.get_title(), calibrated.get_title()) == ("GZSL, raw", "GZSL, calibrated stacking")
+    rows = [t.get_text() for t in raw.get_yticklabels()]
+    assert rows == ["seen b", "seen a", "unseen d", "unseen c"]  # unseen on top, each part by calibrated accuracy
+    assert [round(b.get_width()) for b in calibrated.patches] == [60, 70, 20, 40]
+    assert [t.get_text() for t in raw.texts] == ["0", "0"]  # the unseen rows of raw GZSL read as zero
+    (legend,) = figure.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["unseen class", "seen class"]
+    assert raw.get_xlabel() == "accuracy (%)" and raw.get_xlim() == (0.0, 100.0)
 
 
 def test_cli_report(tmp_path):
