@@ -4,8 +4,9 @@ Layout (docs/ARCHITECTURE.md, "Run directory"): `config.json` (the training and 
 sizes, the decision rule, the store), `classes.json` (training classes in id order, the embedding source spec
 and provenance, the MLM vocabulary, the clips that trained, validated or were held out), `class_embeddings.npz`
 (the embeddings as used), `last.pt` every epoch, `best.pt` (best validation score; only with validation),
-`log.jsonl` (one line per epoch). Every file is written through a temporary file and a rename
-(`extract.files`); checkpoints load with `torch.load(..., weights_only=True)`.
+`log.jsonl` (one line per epoch), `training_curves.png` (drawn from the log by `fusion.curves`). Every file is
+written through a temporary file and a rename (`extract.files`); checkpoints load with
+`torch.load(..., weights_only=True)`.
 
 `start_run` creates a run directory or checks that a resumed run is the recorded one; `save_epoch` writes an
 epoch's log line and checkpoints; `load_run` rebuilds a trained head for the eval stage.
@@ -307,7 +308,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
         path = run_dir / f"{checkpoint}.pt"
         if not path.is_file():
             hint = " (the run had no validation, so only last.pt exists)" if checkpoint == "best" else ""
-            raise FileNotFoundError(f"{path} does not exist{hint}; choose `checkpoint='last'` or a checkpoint file")
+            raise FileNotFoundError(f"{path} does not exist{hint}; choose `checkpoint='last'`")
     else:
         path = Path(checkpoint)
         if not path.is_file():

@@ -30,6 +30,7 @@ from eval import metrics
 from extract.errors import InputError
 from features.reader import BatchReader
 from fusion.config import TrainConfig
+from fusion.curves import write_training_curves
 from fusion.losses import FusionLoss, LossWeights, kinetics_class, loss_weights, se_targets
 from fusion.model import FusionModel, build_model, count_parameters
 from fusion.plan import TrainingPlan, ValidationSet, embedding_permutation, plan_training
@@ -40,6 +41,8 @@ from fusion.text import mask_words
 __all__ = ["TrainSummary", "EpochStats", "ClassTargets", "train", "train_or_reuse", "train_one_epoch", "evaluate"]
 
 logger = logging.getLogger(__name__)
+# Seconds between redraws of training_curves.png during a run (it is always drawn when the run ends).
+_CURVES_EVERY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,7 @@ def train(config: TrainConfig) -> TrainSummary:
                 plan.clips.train_indices.size, len(plan.clips.class_names),
                 0 if validation is None else validation.indices.size, count_parameters(model), device)
 
+    drawn = time.perf_counter()
     for epoch in range(start_epoch, config.epochs + 1):
         weights = loss_weights(config.fusion, epoch)
         started = time.perf_counter()
@@ -160,6 +164,11 @@ def train(config: TrainConfig) -> TrainSummary:
                                      metrics=last_metrics)
         save_epoch(config.out, _log_line(epoch, step, stats, weights, last_metrics, best, started), payload, is_best)
         _log_epoch(epoch, config.epochs, stats, last_metrics)
+        if time.perf_counter() - drawn > _CURVES_EVERY_S:  # long runs: a figure to watch while it trains
+            write_training_curves(config.out)
+            drawn = time.perf_counter()
+
+    write_training_curves(config.out)
 
     return TrainSummary(
         run_dir=config.out, epochs=config.epochs, train_clips=int(plan.clips.train_indices.size),

@@ -11,6 +11,7 @@ import cli
 from fusion import run_dir, trainer
 from fusion.class_embeddings import MissingWordsError
 from fusion.config import ABLATIONS, FusionConfig, TrainConfig, apply_ablations
+from fusion.curves import training_curves_figure
 from fusion.trainer import train
 
 TINY = FusionConfig(width=32, num_blocks=1, num_heads=2, num_fusion_tokens=2, dropout=0.1,
@@ -33,8 +34,14 @@ def test_run_directory_and_every_loss_decreases(synthetic_store, vectors_file, t
     summary = train(_config(synthetic_store, tmp_path / "run", vectors_file, epochs=8, select_by="gzsl_hm"))
     run = tmp_path / "run"
     assert sorted(p.name for p in run.iterdir()) == ["best.pt", "class_embeddings.npz", "classes.json",
-                                                     "config.json", "last.pt", "log.jsonl"]
+                                                     "config.json", "last.pt", "log.jsonl", "training_curves.png"]
     lines = _log(run)
+    losses, scores = training_curves_figure(lines, "run").axes
+    assert [line.get_label() for line in losses.get_lines()] == ["total (weighted)", "TASK", "SE", "MLM"]
+    assert [line.get_label() for line in scores.get_lines()] == ["ZSL", "GZSL HM, raw", "GZSL HM, calibrated",
+                                                                 f"best epoch ({summary.best_epoch})"]
+    assert list(losses.get_lines()[1].get_xdata()) == list(range(1, 9))
+    assert scores.get_lines()[0].get_ydata()[-1] == pytest.approx(100 * lines[-1]["val"]["zsl"])
     assert [line["epoch"] for line in lines] == list(range(1, 9)) and lines[-1]["step"] == summary.epochs * 5
     for part in ("loss_task", "loss_se", "loss_mlm"):
         assert lines[-1][part] < 0.8 * lines[0][part], part
@@ -206,6 +213,9 @@ def test_no_validation_writes_only_last(synthetic_store, vectors_file, tmp_path)
     summary = train(_config(synthetic_store, tmp_path / "run", vectors_file, epochs=1, val_unseen_fraction=0.0))
     assert summary.best_epoch is None and not (tmp_path / "run" / "best.pt").exists()
     assert (tmp_path / "run" / "last.pt").is_file()
+    _, scores = training_curves_figure(_log(tmp_path / "run"), "run").axes
+    assert not scores.get_lines() and "no validation split" in scores.texts[0].get_text()
+    assert (tmp_path / "run" / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_cli_train_fusion(synthetic_store, vectors_file, tmp_path):
