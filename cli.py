@@ -402,6 +402,8 @@ def train_fusion_command(config_file: Path | None, preset: str | None, ablations
               help="Report folder: metrics.json, predictions.csv, report.md and plots.")
 @click.option("--label", default=None, help="Row name in reports (default: the run folder's name).")
 @click.option("--top-k", default=5, show_default=True, type=int, help="Candidates listed per clip (open vocabulary).")
+@click.option("--missing", type=click.Choice(["error", "skip"]), default=None,
+              help="New names with words the run's vectors lack: error, or skip those words (default: the run's).")
 @click.option("--no-plots", is_flag=True, help="Skip the t-SNE and per-class accuracy figures.")
 @click.option("--batch-size", default=64, show_default=True, type=int, help="Clips per forward pass.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,

@@ -104,6 +104,9 @@ class ZeroShotConfig:
     out: Path | None = None  # report folder: metrics.json, predictions.csv, report.md, plots
     label: str | None = None  # row label in reports (default: the run folder's name)
     top_k: int = 5  # candidates listed per clip in the open-vocabulary ranking
+    # Words of class names the run's vectors do not know: None keeps the run's rule; "skip" drops them from
+    # names the run never embedded (its own classes keep their recorded embeddings).
+    missing: str | None = None
     worst_classes: int = 5  # classes shown with their confusions
     batch_size: int = 64
     device: str = "cpu"
@@ -114,6 +117,8 @@ class ZeroShotConfig:
             raise InputError(f"checkpoint must be one of {_CHECKPOINTS}, got {self.checkpoint!r}")
         if self.rule is not None and self.rule not in _RULES:
             raise InputError(f"rule must be one of {_RULES}, got {self.rule!r}")
+        if self.missing not in (None, "error", "skip"):
+            raise InputError(f"missing must be 'error' or 'skip', got {self.missing!r}")
         vocabulary = self.classes is not None or bool(self.class_names)
         if self.classes is not None and self.class_names:
             raise InputError("give `classes` or `class_names`, not both")

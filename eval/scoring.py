@@ -122,8 +122,9 @@ class ClassEmbedder:
     the vectors file or name map changed since training, and distances would mix two embedding spaces).
     """
 
-    def __init__(self, info) -> None:
+    def __init__(self, info, missing: str | None = None) -> None:
         self._info = info
+        self._missing = missing
         self._recorded = {name: info.class_embeddings[i] for i, name in enumerate(info.class_names)}
         self._repeats = info.embedding_repeats  # concatenated heads: phi(c) once per head (fusion.run_dir)
         self._source = None
@@ -148,7 +149,7 @@ class ClassEmbedder:
             name_map = (provenance.get("name_map") or {}).get("path") or info.train.get("name_map")
             source = load_embedding_source(info.embedding_spec, name_map=name_map,
                                            normalise=info.embedding_normalised,
-                                           missing=provenance.get("missing", "error"))
+                                           missing=self._missing or provenance.get("missing", "error"))
             again = np.tile(source.embed(list(info.class_names)), (1, self._repeats))
             if not np.allclose(again, info.class_embeddings, rtol=1e-4, atol=1e-5):
                 raise InputError(f"embedding source {info.embedding_spec!r} no longer gives the class embeddings "

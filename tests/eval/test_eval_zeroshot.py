@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -241,3 +242,22 @@ def test_beta_from_the_runs_own_validation_clips(eval_store, held_run):
     beta, hm = metrics.select_beta(scores.distances(ClassEmbedder(info)(names)), y, seen, unseen)
     assert result.metrics["calibrated_val_split"] == "run"
     assert (result.metrics["calibrated_beta"], result.metrics["calibrated_val_hm"]) == (beta, pytest.approx(100 * hm))
+
+
+def test_hints_name_flags_of_zeroshot(eval_run, eval_store, tmp_path):
+    from cli import cli
+
+    base = ["zeroshot", "--run", str(eval_run), "--store", str(eval_store.path), "--splits", "unseen"]
+    typo = f"{EXTRA[0]} zzqxv"
+    unknown = CliRunner().invoke(cli, [*base, "--class-names", typo])
+    assert unknown.exit_code == 1 and "zzqxv" in unknown.output and "--missing skip" in unknown.output
+    assert "missing=" not in unknown.output
+    skipped = CliRunner().invoke(cli, [*base, "--class-names", f"{typo},{UNSEEN[0]}", "--missing", "skip"])
+    assert skipped.exit_code == 0, skipped.output
+    copy = tmp_path / "no_best"
+    shutil.copytree(eval_run, copy)
+    (copy / "best.pt").unlink()
+    no_best = CliRunner().invoke(cli, ["zeroshot", "--run", str(copy), "--store", str(eval_store.path)])
+    assert no_best.exit_code == 1 and "choose --checkpoint last" in no_best.output
+    assert CliRunner().invoke(cli, ["zeroshot", "--run", str(copy), "--store", str(eval_store.path),
+                                    "--checkpoint", "last", "--no-plots"]).exit_code == 0
