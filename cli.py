@@ -388,8 +388,7 @@ def train_fusion_command(config_file: Path | None, preset: str | None, ablations
 @click.option("--unseen", type=EXISTING_FILE, default=None,
               help="Unseen class names for ZSL / GZSL; default: labels of the store's split 'unseen'.")
 @click.option("--rule", type=click.Choice(["kinetics", "plain", "cosine"]), default=None,
-              help="Decision rule: kinetics ||f(x)-phi(s_v)-phi(c)||, plain ||f(x)-phi(c)||, cosine; default: the "
-                   "run's.")
+              help="Decision rule: kinetics ||f(x)-phi(s_v)-phi(c)||, plain ||f(x)-phi(c)||, cosine (default: run's).")
 @click.option("--calibrated-stacking", is_flag=True,
               help="Also report GZSL with a seen-class penalty beta chosen on --val-split (never on test clips).")
 @click.option("--val-split", default=None,
@@ -398,8 +397,7 @@ def train_fusion_command(config_file: Path | None, preset: str | None, ablations
 @click.option("--splits", type=NAMES, default="", help="Score only clips of these comma-separated store splits.")
 @click.option("--include-training-clips", is_flag=True,
               help="Also score clips the run trained or validated on (S is then biased; marked in the report).")
-@click.option("--out", type=NEW_DIR, default=None,
-              help="Report folder: metrics.json, predictions.csv, report.md and plots.")
+@click.option("--out", type=NEW_DIR, default=None, help="Report folder: metrics, predictions, report.md, figures.")
 @click.option("--label", default=None, help="Row name in reports (default: the run folder's name).")
 @click.option("--top-k", default=5, show_default=True, type=int, help="Candidates listed per clip (open vocabulary).")
 @click.option("--missing", type=click.Choice(["error", "skip"]), default=None,

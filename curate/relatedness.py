@@ -23,7 +23,7 @@ import numpy as np
 
 from curate import classlists
 from curate.config import RelatednessConfig
-from extract.files import write_csv, write_json, write_text
+from extract.files import atomic_write, write_csv, write_json, write_text
 from fusion import class_embeddings
 from fusion.class_names import read_class_file
 
@@ -38,6 +38,7 @@ __all__ = [
     "relatedness_group",
     "run_relatedness",
     "semantic_relatedness",
+    "sr_histogram_figure",
 ]
 
 logger = logging.getLogger(__name__)
@@ -193,13 +194,17 @@ def _write_csv(path: Path, rows: Sequence[RelatednessRow]) -> None:
                                     row.flag, row.nearest_seen_class, row.nearest_seen_dataset] for row in rows])
 
 
-def _write_histogram(path: Path, rows: Sequence[RelatednessRow], title: str) -> None:
-    """Histogram of SR, stacked by group, with the group boundaries marked (the paper's Fig. 3)."""
+def sr_histogram_figure(rows: Sequence[RelatednessRow], title: str):
+    """Histogram of SR, stacked by group in the group colours, the group edges marked and labelled (Fig. 3)."""
+    import textwrap
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg renders the PNG
 
     top = max(1.0, math.ceil(max((row.sr for row in rows), default=0.0) * 20) / 20)
     edges = np.linspace(0.0, top, int(round(top / 0.05)) + 1)
-    figure = Figure(figsize=(7.0, 4.0), dpi=120)
+    figure = Figure(figsize=(7.5, 4.2), dpi=120, layout="constrained")
+    FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     groups = [group for group, _ in GROUPS]
     values = [[row.sr for row in rows if row.group == group] for group in groups]
@@ -207,13 +212,18 @@ def _write_histogram(path: Path, rows: Sequence[RelatednessRow], title: str) -> 
     axes.hist(values, bins=edges, stacked=True, color=[_GROUP_COLOURS[g] for g in groups], label=labels)
     for _, upper in GROUPS[:-1]:
         axes.axvline(upper, color="black", linestyle="--", linewidth=0.8)
+        axes.annotate(f"{upper:g}", (upper, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 2),
+                      textcoords="offset points", ha="center", va="bottom", fontsize=7)
     axes.set_xlim(0.0, top)
     axes.set_xlabel("semantic relatedness SR (min cosine distance to a seen class)")
     axes.set_ylabel("classes")
-    axes.set_title(title, fontsize=9)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, format="png")
+    axes.set_title("\n".join(textwrap.wrap(title, 95)), fontsize=9, pad=14)
+    axes.legend(fontsize=8, title="group (classes)", title_fontsize=8)
+    return figure
+
+
+def _write_histogram(path: Path, rows: Sequence[RelatednessRow], title: str) -> None:
+    atomic_write(path, lambda temporary: sr_histogram_figure(rows, title).savefig(temporary, format="png"))
 
 
 def _markdown(rows: Sequence[RelatednessRow], counts: dict[str, int], share: float, title: str) -> str:

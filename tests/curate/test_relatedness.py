@@ -173,6 +173,12 @@ def test_run_relatedness_writes_csv_png_markdown_json(tmp_path, hmdb_vectors):
     assert sum(summary.counts.values()) == 3 and summary.counts["overlap"] >= 2
     assert summary.share_sr_below_0_2 == pytest.approx(sum(float(r["sr"]) < 0.2 for r in table) / 3)
     assert summary.png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = [rel.RelatednessRow(r["class"], (), float(r["sr"]), r["group"], "", "") for r in table]
+    axes = rel.sr_histogram_figure(rows, "a long title " * 20).axes[0]
+    legend = [t.get_text() for t in axes.get_legend().get_texts()]
+    assert legend == [f"{g} ({summary.counts[g]})" for g in ("overlap", "easy", "medium", "hard", "too-far")]
+    assert [t.get_text() for t in axes.texts] == ["0.1", "0.33", "0.66", "0.8"]  # the group edges, labelled
+    assert len(axes.get_title().splitlines()) == 3  # wrapped, not cut off
     markdown = summary.markdown_path.read_text()
     assert "| overlap | SR <= 0.1 |" in markdown and "SR < 0.2:" in markdown
     record = json.loads(summary.json_path.read_text())
