@@ -204,7 +204,7 @@ def demo_command(out: Path, seeds: tuple[int, ...], epochs: int, progress: bool)
 
 @cli.command("extract")
 @click.option("--videos", required=True, type=ANY_PATH,
-              help="A manifest CSV (path[,clip_id,class_name,split]), a folder scanned for videos, or one video.")
+              help="A manifest CSV (clip_id,path,class_name,split,start_s,end_s; path required), a folder, a video.")
 @click.option("--out", required=True, type=ANY_PATH,
               help="Token store to create, or to resume when it exists (same config and clip list).")
 @click.option("--gpus", type=int, default=0, show_default=True,
@@ -597,7 +597,7 @@ def manifest_group() -> None:
 @click.option("--annotations", type=EXISTING_FILE, default=None,
               help="ActivityNet's activity_net.v1-3.min.json: its i-th segment of a video is AVCA's id <ytid>_<i>.")
 @click.option("--out", required=True, type=ANY_PATH,
-              help="The manifest CSV (path,class_name,split,clip_id); ids not found go to NAME.missing.csv beside it.")
+              help="The manifest CSV (clip_id,path,class_name,split,...); ids not found go to NAME.missing.csv.")
 @_user_errors
 def manifest_avca_command(dataset: str, split: str, videos: Path, annotations: Path | None, out: Path) -> None:
     """One manifest row per AVCA video found: clip_id = AVCA's id, split = its stage (what protocol avca reads),
@@ -617,7 +617,7 @@ def _dataset_manifest_command(dataset: str, lists_help: str, lists_option: str, 
     @click.option(lists_option, "lists", required=True, multiple=dataset == "kinetics", type=list_type,
                   help=lists_help)
     @click.option("--out", required=True, type=ANY_PATH,
-                  help="The manifest CSV (path,class_name,split,clip_id,start_s,end_s); missing clips go to "
+                  help="The manifest CSV (clip_id,path,class_name,split,start_s,end_s); missing clips go to "
                        "NAME.missing.csv beside it.")
     @_user_errors
     def command(videos: Path, lists, out: Path, fold: int = 1) -> None:

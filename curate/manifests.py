@@ -38,7 +38,7 @@ __all__ = ["ManifestSummary", "write_avca_manifest", "write_dataset_manifest", "
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ("path", "class_name", "split", "clip_id", "start_s", "end_s")
+MANIFEST_COLUMNS = ("clip_id", "path", "class_name", "split", "start_s", "end_s")  # the manifest contract's order
 MISSING_COLUMNS = ("clip_id", "class_name", "split", "reason")
 # VGGSound cuts named `<ytid>_<start>_<end>` (seconds, unpadded); AVCA's id is `<ytid>_<start:06d>`. YouTube ids
 # are 11 characters, so an id's own "_digits" never reads as a start.
@@ -68,7 +68,7 @@ class ManifestSummary:
     """What `write_avca_manifest` found.
 
     Attributes:
-        manifest_path: the manifest written (`path,class_name,split,clip_id`).
+        manifest_path: the manifest written (`clip_id,path,class_name,split,start_s,end_s`).
         missing_path: the ids not written, with their reason (None when every video was found).
         found: videos written per split (AVCA: per stage, in `curate.splits.STAGES` order).
         missing: videos not found per split.
@@ -230,7 +230,7 @@ def _write_manifest(wanted: Sequence[_Wanted], dataset: str, root: Path, out: Pa
         if len(candidates) == 1:
             match = candidates[0]
             bounds = ("", "") if match.segment is None else (f"{match.segment.start_s:g}", f"{match.segment.end_s:g}")
-            rows.append((relative_path(match.path, out.parent), clip.label, clip.split, clip.clip_id, *bounds))
+            rows.append((clip.clip_id, relative_path(match.path, out.parent), clip.label, clip.split, *bounds))
             found[clip.split] += 1
             continue
         missing[clip.split] += 1

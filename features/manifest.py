@@ -1,8 +1,8 @@
 """The list of clips an extraction run works on: from a manifest CSV, a folder, or a single media file.
 
-A manifest is the synthetic benchmark's `manifest.csv` format (docs/ARCHITECTURE.md): required column
-`path`, optional `clip_id`, `class_name`, `split`, and `start_s`, `end_s` (seconds: the clip is that segment of
-the file; both blank for the whole file); paths relative to the manifest's folder. A folder is
+A manifest is the contract of docs/ARCHITECTURE.md: columns `clip_id,path,class_name,split,start_s,end_s` (the
+order every writer uses; read by name), of which only `path` is required; `start_s`, `end_s` are seconds: the
+clip is that segment of the file, both blank for the whole file; paths relative to the manifest's folder. A folder is
 scanned recursively for video files; the clip id is the path relative to the folder without its
 extension, so equal file stems in different sub-folders never collide, and the label is the name of the
 clip's parent folder (the ImageFolder convention of UCF-101 and most action datasets).
