@@ -53,6 +53,8 @@ def _as_options(message: str, command: click.Command) -> str:
     def option_text(match: re.Match) -> str:
         name, value = match.group(1), match.group(2)
         option = options.get(name)
+        if option is None and name not in _FIELD_OPTIONS and "extra" in options and value is not None:
+            return f"{options['extra'].opts[0]} {name}={value.strip().strip(chr(39))}"  # protocols: --option K=V
         if option is None:
             return _FIELD_OPTIONS.get(name, match.group(0))
         if option.is_flag:
@@ -126,12 +128,8 @@ def cli(verbose: bool) -> None:
     Stages: make-synthetic (built-in data) -> extract (frozen backbones to a token store) -> train-fusion
     (AVT fusion head on cached tokens) -> zeroshot (ZSL / GZSL on any class list).
     """
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
 # --- commands -----------------------------------------------------------------------------------------
@@ -315,8 +313,8 @@ _training_options = _options(
                  help="Training class list, one per line, class id = line order (default: sorted training labels)."),
     click.option("--embeddings", default=None,
                  help="Class-name embeddings: glove-6b-50d (default), word2vec:PATH, fasttext:PATH, avca:ucf|..."),
-    click.option("--name-map", type=ANY_PATH, default=None,
-                 help="CSV original,manual rewriting class names before embedding."),
+    click.option("--name-map", type=ANY_PATH, default=None, help="CSV original,manual: names rewritten first."),
+    click.option("--missing", type=click.Choice(["error", "skip"]), default=None, help="Unknown words: error or skip."),
     click.option("--se-target", type=click.Choice(["kinetics+class", "class"]), default=None,
                  help="SE regression target: phi(s_v) + phi(class) (paper, default) or phi(class) only."),
     click.option("--view-mode", type=click.Choice(["ensemble", "mean"]), default=None,
@@ -614,8 +612,7 @@ def _dataset_manifest_command(dataset: str, lists_help: str, lists_option: str, 
     list_type = EXISTING_DIR if dataset == "ucf101" else EXISTING_FILE
 
     @click.option("--videos", required=True, type=EXISTING_DIR, help="The download folder, scanned recursively.")
-    @click.option(lists_option, "lists", required=True, multiple=dataset == "kinetics", type=list_type,
-                  help=lists_help)
+    @click.option(lists_option, "lists", required=True, multiple=dataset == "kinetics", type=list_type, help=lists_help)
     @click.option("--out", required=True, type=ANY_PATH,
                   help="The manifest CSV (clip_id,path,class_name,split,start_s,end_s); missing clips go to "
                        "NAME.missing.csv beside it.")

@@ -180,6 +180,7 @@ class TrainConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     embeddings: str = "glove-6b-50d"  # class-name embedding source spec (fusion.class_embeddings)
     name_map: Path | None = None  # CSV `original,manual` mapping class names before embedding
+    missing: str = "error"  # words the vectors lack: "error" lists them all, "skip" drops them from their names
     classes_file: Path | None = None  # training classes, one per line, id = line order; None: sorted labels
     train_splits: tuple[str, ...] = ("seen",)  # store splits whose clips train the head
     val_store: Path | None = None  # a separate validation store
@@ -259,7 +260,7 @@ class TrainConfig:
     def embedding_spec(self) -> EmbeddingSpec:
         """The class-name embedding source of the run (`embeddings`, `name_map`, `fusion.normalise_embeddings`)."""
         return EmbeddingSpec.parse(self.embeddings, name_map=self.name_map,
-                                   normalise=self.fusion.normalise_embeddings)
+                                   normalise=self.fusion.normalise_embeddings, missing=self.missing)
 
     @property
     def has_validation(self) -> bool:

@@ -121,7 +121,8 @@ def plan_training(config: TrainConfig) -> TrainingPlan:
 
 def _plan_classes(config: TrainConfig, clips: ClipPlan, stores: Sequence[TokenStore]) -> ClassPlan:
     fusion = config.fusion
-    source = load_embedding_source(config.embeddings, name_map=config.name_map, normalise=fusion.normalise_embeddings)
+    source = load_embedding_source(config.embeddings, name_map=config.name_map, normalise=fusion.normalise_embeddings,
+                                   missing=config.missing)
     kinetics_names = kinetics = None
     if fusion.se_target == "kinetics+class":
         for store in stores:

@@ -117,6 +117,8 @@ def test_backticked_fields_become_options():
     zeroshot = cli.cli.commands["zeroshot"]
     assert cli._as_options("`calibrated_stacking` needs `val_split`", zeroshot) == (
         "--calibrated-stacking needs --val-split")
+    mzsl = cli.cli.commands["protocol"].commands["mzsl"]  # training fields without their own flag: --option
+    assert cli._as_options("or set `missing='skip'` to drop them", mzsl) == "or set --option missing=skip to drop them"
 
 
 def _command_raising(error: Exception) -> click.Command:

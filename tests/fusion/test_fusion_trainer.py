@@ -159,6 +159,14 @@ def test_a_label_the_source_cannot_embed_is_named(vectors_file, tmp_path, kit):
     with pytest.raises(MissingWordsError, match="'engine' \\(in 'car engine'\\)"):
         train(_config(store, tmp_path / "run", trimmed, val_unseen_fraction=0.0))
     assert not (tmp_path / "run").exists()  # refused before creating the run directory
+    args = ["train-fusion", "--store", str(store.path), "--out", str(tmp_path / "run"), "--preset", "demo",
+            "--embeddings", f"word2vec:{trimmed}", "--epochs", "1", "--val-unseen-fraction", "0", "--no-progress"]
+    refused = CliRunner().invoke(cli.cli, args)
+    assert refused.exit_code == 1 and "--missing skip" in refused.output and "missing=" not in refused.output
+    skipped = CliRunner().invoke(cli.cli, [*args, "--missing", "skip"])
+    assert skipped.exit_code == 0, skipped.output
+    provenance = json.loads((tmp_path / "run" / "classes.json").read_text())["embedding"]["provenance"]
+    assert provenance["missing"] == "skip"
 
 
 def test_kinetics_target_needs_kinetics_logits(vectors_file, tmp_path, kit):
