@@ -510,7 +510,7 @@ def protocol_mzsl_command(out: Path, test_split: str, **options) -> None:
               help="Folder for runs/, report/, ablation.json and ablation.md; a rerun reuses finished runs.")
 @click.option("--rows", type=NAMES, default=None,
               help="Comma-separated rows: full, concat, no-text, task, task+se, audio-only, video-only, normalised, "
-                   "control (the default: all of these), sequential, eq5 (docs/eval.md).")
+                   "control (the default: all of these), sequential, eq5, sentence (docs/eval.md).")
 @click.option("--seeds", type=INTEGERS, default="0,1,2", show_default=True, help="Seeds; each row trains per seed.")
 @_training_options
 @_user_errors
@@ -658,6 +658,7 @@ _relatedness_options = _options(
                       "*_w2v_class_names.csv)."),
     click.option("--missing", type=click.Choice(["error", "skip"]), default="error", show_default=True,
                  help="Words not in the vectors: error lists them all; skip drops them from their names."),
+    click.option("--compare", default=None, help="A second source (e.g. minilm): both SR distributions side by side."),
 )
 
 
@@ -676,8 +677,10 @@ def relatedness_command(classes: str, out_dir: Path, **embedding) -> None:
 
     summary = run_relatedness(RelatednessConfig(classes=classes, out_dir=out_dir, **embedding))
     counts = ", ".join(f"{group} {count}" for group, count in summary.counts.items())
+    other = "" if summary.compare_counts is None else "; under --compare: " + ", ".join(
+        f"{group} {count}" for group, count in summary.compare_counts.items())
     click.echo(f"{summary.n_classes} classes vs {','.join(summary.seen)}: {counts}; "
-               f"SR < 0.2: {summary.share_sr_below_0_2:.1%}; wrote {summary.csv_path.parent}")
+               f"SR < 0.2: {summary.share_sr_below_0_2:.1%}{other}; wrote {summary.csv_path.parent}")
 
 
 @cli.group("curate")

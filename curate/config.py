@@ -137,6 +137,8 @@ class RelatednessConfig:
     embeddings: str = DEFAULT_SPEC  # embedding source spec (word vectors: a table embeds only its own names)
     name_map: Path | None = None  # CSV original,manual applied to every name before embedding
     missing: str = "error"  # words missing from the vectors: "error" or "skip" (drop them)
+    # A second embedding source: the SR distributions under both, side by side (relatedness_compare.png)
+    compare: str | None = None
 
     def __post_init__(self) -> None:
         if not self.classes.strip():
@@ -147,11 +149,10 @@ class RelatednessConfig:
             canonical = [classlists.canonical_classlist(name) for name in self.seen]  # ValueError if unknown
             if len(set(canonical)) != len(canonical):
                 raise InputError(f"seen lists a dataset twice: {', '.join(self.seen)}")
-        if not EmbeddingSpec.parse(self.embeddings).embeds_any_name:
-            raise InputError(
-                f"{self.embeddings}: the avca tables embed only their own dataset's names; relatedness needs word "
-                "vectors (glove-6b-50d, word2vec:PATH, fasttext:PATH or fasttext-phrase:PATH)"
-            )
+        for spec in (self.embeddings, self.compare or self.embeddings):
+            if not EmbeddingSpec.parse(spec).embeds_any_name:
+                raise InputError(f"{spec}: the avca tables embed only their own dataset's names; relatedness needs "
+                                 "a source that embeds any name (glove-6b-50d, word2vec:PATH, fasttext:PATH, minilm)")
         if self.missing not in ("error", "skip"):
             raise InputError(f"missing must be 'error' or 'skip', got {self.missing!r}")
 
@@ -166,6 +167,7 @@ class SelectConfig:
     embeddings: str = DEFAULT_SPEC  # word vectors (phi of eq. 1)
     name_map: Path | None = None  # CSV original,manual applied to every name before embedding
     missing: str = "error"  # words missing from the vectors: "error" or "skip"
+    compare: str | None = None  # a second embedding source drawn beside the first (RelatednessConfig.compare)
 
     def __post_init__(self) -> None:
         # The relatedness config validates the shared fields (seen lists, embeddings, missing).
@@ -173,7 +175,8 @@ class SelectConfig:
 
     def relatedness_config(self) -> RelatednessConfig:
         return RelatednessConfig(classes=self.candidates, out_dir=Path(self.out_dir), seen=self.seen,
-                                 embeddings=self.embeddings, name_map=self.name_map, missing=self.missing)
+                                 embeddings=self.embeddings, name_map=self.name_map, missing=self.missing,
+                                 compare=self.compare)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +93,8 @@ class RelatednessSummary:
     png_path: Path
     markdown_path: Path
     json_path: Path
+    compare_counts: dict[str, int] | None = None  # group -> classes under `config.compare`
+    compare_png_path: Path | None = None  # both distributions side by side
 
 
 def relatedness_group(sr: float) -> str:
@@ -194,18 +196,32 @@ def _write_csv(path: Path, rows: Sequence[RelatednessRow]) -> None:
                                     row.flag, row.nearest_seen_class, row.nearest_seen_dataset] for row in rows])
 
 
-def sr_histogram_figure(rows: Sequence[RelatednessRow], title: str):
-    """Histogram of SR, stacked by group in the group colours, the group edges marked and labelled (Fig. 3)."""
-    import textwrap
+def sr_histogram_figure(rows: Sequence[RelatednessRow], title: str, compare: Sequence[RelatednessRow] = (),
+                        compare_title: str = ""):
+    """Histogram of SR, stacked by group in the group colours, the group edges marked and labelled (Fig. 3).
 
+    With `compare` (the same classes under another embedding source) a second panel on the same bins and
+    y-scale stands beside the first.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg renders the PNG
 
-    top = max(1.0, math.ceil(max((row.sr for row in rows), default=0.0) * 20) / 20)
+    panels = [(rows, title)] + ([(compare, compare_title)] if compare else [])
+    top = max(1.0, math.ceil(max((row.sr for rows_, _ in panels for row in rows_), default=0.0) * 20) / 20)
     edges = np.linspace(0.0, top, int(round(top / 0.05)) + 1)
-    figure = Figure(figsize=(7.5, 4.2), dpi=120, layout="constrained")
+    figure = Figure(figsize=(7.5 * len(panels), 4.2), dpi=120, layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
+    first = None
+    for index, (panel_rows, panel_title) in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), index + 1, sharey=first)
+        first = first or axes
+        _draw_histogram(axes, panel_rows, panel_title, edges)
+    return figure
+
+
+def _draw_histogram(axes, rows: Sequence[RelatednessRow], title: str, edges: np.ndarray) -> None:
+    import textwrap
+
     groups = [group for group, _ in GROUPS]
     values = [[row.sr for row in rows if row.group == group] for group in groups]
     labels = [f"{group} ({len(group_values)})" for group, group_values in zip(groups, values, strict=True)]
@@ -214,12 +230,11 @@ def sr_histogram_figure(rows: Sequence[RelatednessRow], title: str):
         axes.axvline(upper, color="black", linestyle="--", linewidth=0.8)
         axes.annotate(f"{upper:g}", (upper, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 2),
                       textcoords="offset points", ha="center", va="bottom", fontsize=7)
-    axes.set_xlim(0.0, top)
+    axes.set_xlim(0.0, edges[-1])
     axes.set_xlabel("semantic relatedness SR (min cosine distance to a seen class)")
     axes.set_ylabel("classes")
     axes.set_title("\n".join(textwrap.wrap(title, 95)), fontsize=9, pad=14)
     axes.legend(fontsize=8, title="group (classes)", title_fontsize=8)
-    return figure
 
 
 def _write_histogram(path: Path, rows: Sequence[RelatednessRow], title: str) -> None:
@@ -234,6 +249,16 @@ def _markdown(rows: Sequence[RelatednessRow], counts: dict[str, int], share: flo
         range_text = bounds.get(group, "SR > 0.8")
         lines.append(f"| {group} | {range_text} | {counts[group]} | {counts[group] / max(total, 1):.1%} |")
     lines += ["", f"SR < {_SHARE_BELOW}: {round(share * total)} of {total} classes ({share:.1%})."]
+    return "\n".join(lines) + "\n"
+
+
+def _comparison_markdown(spec: str, counts: dict[str, int], share: float, other_spec: str, other: dict) -> str:
+    total = sum(counts.values())
+    lines = ["", f"**The same classes under {other_spec}** (relatedness_compare.png):", "",
+             f"| group | {spec} | {other_spec} |", "|---|---:|---:|"]
+    lines += [f"| {group} | {counts[group]} | {other['counts'][group]} |" for group, _ in GROUPS]
+    lines += ["", f"SR < {_SHARE_BELOW}: {share:.1%} under {spec}, {other['share_sr_below_0_2']:.1%} under "
+              f"{other_spec} (of {total} classes)."]
     return "\n".join(lines) + "\n"
 
 
@@ -272,7 +297,22 @@ def run_relatedness(config: RelatednessConfig) -> RelatednessSummary:
     )
     _write_csv(summary.csv_path, rows)
     _write_histogram(summary.png_path, rows, title)
-    write_text(summary.markdown_path, _markdown(rows, counts, share, title))
+    markdown = _markdown(rows, counts, share, title)
+    compared = None
+    if config.compare:
+        other = class_embeddings.load_embedding_source(config.compare, name_map=config.name_map,
+                                                       missing=config.missing)
+        compare_rows = semantic_relatedness(names, seen_names, other)
+        compared = {"embedding": other.provenance(),
+                    "counts": {group: sum(row.group == group for row in compare_rows) for group, _ in GROUPS},
+                    "share_sr_below_0_2": sum(row.sr < _SHARE_BELOW for row in compare_rows) / len(rows)}
+        compare_title = f"{Path(config.classes).name} ({len(rows)} classes) vs {', '.join(seen)}; {other.spec}"
+        summary = replace(summary, compare_counts=compared["counts"],
+                          compare_png_path=out_dir / "relatedness_compare.png")
+        figure = sr_histogram_figure(rows, title, compare_rows, compare_title)
+        atomic_write(summary.compare_png_path, lambda temporary: figure.savefig(temporary, format="png"))
+        markdown += _comparison_markdown(source.spec, counts, share, other.spec, compared)
+    write_text(summary.markdown_path, markdown)
     record = {
         "config": {key: None if value is None else str(value) for key, value in asdict(config).items()}
         | {"seen": list(seen)},
@@ -282,6 +322,7 @@ def run_relatedness(config: RelatednessConfig) -> RelatednessSummary:
         "groups": {group: upper if math.isfinite(upper) else None for group, upper in GROUPS},
         "counts": counts,
         "share_sr_below_0_2": share,
+        "compare": compared,
     }
     write_json(summary.json_path, record)
     logger.info("relatedness of %d classes vs %s written to %s", len(rows), ", ".join(seen), out_dir)

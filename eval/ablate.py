@@ -38,6 +38,7 @@ class RowSpec:
     ablations: tuple[str, ...] = ()  # fusion.config.ABLATIONS applied on top of the common ones
     control: bool = False  # class embeddings shuffled among the seen classes (zero-shot must fall to chance)
     parts: tuple[str, ...] = ()  # rows whose runs stand side by side (feature concatenation); trains nothing
+    options: tuple[tuple[str, str], ...] = ()  # training fields the row sets over the common options
 
 
 # eval.config.ABLATION_ROWS names these, in this order.
@@ -54,6 +55,8 @@ ROWS: dict[str, RowSpec] = {
     "control": RowSpec("Control: MZST with the class embeddings shuffled among the seen classes", control=True),
     "sequential": RowSpec("MZST, eq. 2's fusion order (text reads the AV-updated fusion tokens)", ("sequential",)),
     "eq5": RowSpec("MZST, eq. 5's loss weights (SE weight 1)", ("eq5",)),
+    "sentence": RowSpec("MZST, sentence-encoder class embeddings (MiniLM; Table 8's S2V analogue)",
+                        options=(("embeddings", "minilm"),)),
 }
 
 # (metrics.json key, column title), percent
@@ -188,8 +191,9 @@ def _train_config(config: AblateConfig, row: str, seed: int):
     from fusion.config import train_config_from_options
 
     spec = ROWS[row]
-    options = {**config.train, "store": config.store, "out": Path(config.out) / "runs" / f"{row}-seed{seed}",
-               "seed": seed, "device": config.device, "shuffle_class_embeddings": spec.control}
+    options = {**config.train, **dict(spec.options), "store": config.store,
+               "out": Path(config.out) / "runs" / f"{row}-seed{seed}", "seed": seed, "device": config.device,
+               "shuffle_class_embeddings": spec.control}
     return train_config_from_options(options, preset=config.preset, ablations=config.ablations + spec.ablations)
 
 

@@ -136,7 +136,7 @@ def test_config_validation(tmp_path):
         RelatednessConfig(classes="ucf101", out_dir=tmp_path, seen=("kinetics999",))
     with pytest.raises(ValueError, match="twice"):
         RelatednessConfig(classes="ucf101", out_dir=tmp_path, seen=("activitynet", "activitynet200"))
-    with pytest.raises(ValueError, match="word vectors"):
+    with pytest.raises(ValueError, match="a source that embeds any name"):
         RelatednessConfig(classes="ucf101", out_dir=tmp_path, embeddings="avca:ucf")
     with pytest.raises(ValueError, match="at least one"):
         RelatednessConfig(classes="ucf101", out_dir=tmp_path, seen=())

@@ -41,6 +41,8 @@ def test_every_row_trains_evaluates_and_is_reused(eval_store, eval_vectors, tmp_
     assert "| Chance | |" in markdown and "±" not in markdown and "One seed" in markdown
     # the fixture's tokens come from no backbone and no rendered clip: no caveat (the demo store's run has both)
     assert (saved["random_init"], saved["synthetic_data"]) == (False, False) and "RANDOM-INIT" not in markdown
+    sentence = json.loads((out / "runs" / "sentence-seed0" / "classes.json").read_text())["embedding"]
+    assert sentence["spec"] == "minilm" and sentence["dim"] == 384  # the row changes the class embeddings only
     # concat trains nothing of its own: it reads the audio-only and video-only runs side by side
     concat = next(r for r in result.rows if r.name == "concat")
     assert [p.split("/")[-1] for p in concat.runs] == ["audio-only-seed0", "video-only-seed0"]

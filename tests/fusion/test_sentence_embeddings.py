@@ -76,12 +76,27 @@ def test_bad_folders_are_one_line_errors(tmp_path):
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1 and "nowhere" in result.output
 
 
-def test_relatedness_with_minilm_covers_every_shipped_name(tmp_path):
+def test_relatedness_with_minilm_beside_glove(tmp_path):
+    from curate import relatedness
+    from curate.config import RelatednessConfig
+
     result = CliRunner().invoke(cli.cli, ["relatedness", "--classes", "ucf101", "--embeddings", "minilm",
-                                          "--out-dir", str(tmp_path / "rel")])
+                                          "--compare", "glove-6b-50d", "--out-dir", str(tmp_path / "rel")])
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "rel" / "relatedness.json").read_text())
     assert record["embedding"]["spec"] == "minilm" and sum(record["counts"].values()) == 101
+    glove = relatedness.run_relatedness(RelatednessConfig(classes="ucf101", out_dir=tmp_path / "glove"))
+    assert record["compare"]["counts"] == glove.counts and record["compare"]["embedding"]["spec"] == "glove-6b-50d"
+    assert record["counts"] != glove.counts  # the two sources group the same classes differently
+    assert "under --compare: " + ", ".join(f"{g} {n}" for g, n in glove.counts.items()) in result.output
+    markdown = (tmp_path / "rel" / "relatedness.md").read_text()
+    assert f"| medium | {record['counts']['medium']} | {glove.counts['medium']} |" in markdown
+    assert (tmp_path / "rel" / "relatedness_compare.png").read_bytes()[:4] == b"\x89PNG"
+    rows = [relatedness.RelatednessRow(f"c{i}", (), sr, relatedness.relatedness_group(sr), "", "")
+            for i, sr in enumerate((0.05, 0.2, 0.5))]
+    figure = relatedness.sr_histogram_figure(rows, "glove", rows[:1], "minilm")
+    assert [axes.get_title() for axes in figure.axes] == ["glove", "minilm"]
+    assert figure.axes[1].get_shared_y_axes().joined(figure.axes[0], figure.axes[1])  # one y-scale
 
 
 @pytest.mark.slow
