@@ -448,11 +448,19 @@ def _finish(config, title: str, seeds: list[SeedResult], clips: dict[str, dict[s
         if all(v is not None for v in values):
             pooled[key] = float(np.mean(values))
             pooled["std"][key] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+    groups_note = ""
+    if "groups" in seeds[0].metrics:  # MZSL: the groups are the evaluation set's, the same for every seed
+        pooled["groups"] = {g: v["classes"] for g, v in seeds[0].metrics["groups"].items()}
+        present = [g for g, n in pooled["groups"].items() if n]
+        pooled.update({f"mzsl_{g}": None for g, n in pooled["groups"].items() if not n})  # stated, not omitted
+        groups_note = ("Difficulty groups: " + ", ".join(f"{g} {n} classes" if n else f"{g}: no classes"
+                                                         for g, n in pooled["groups"].items())
+                       + f"; the averages are over {', '.join(present) or 'no group'}.\n\n")
     write_json(out / "metrics.json", pooled)
     rows = report.comparison_rows([(str(s.folder / "test"), s.metrics) for s in seeds])
     used = ", ".join(f"{part} {c['used']:,} of {c['listed']:,}" for part, c in clips.items())
     write_text(out / "summary.md", f"# {title}\n\nClips used (done clips of the store, of those its lists name): "
-                                   f"{used}.\n\n" + report.comparison_markdown(rows))
+                                   f"{used}.\n\n" + groups_note + report.comparison_markdown(rows))
     return ProtocolResult(out=out, metrics=pooled, seeds=tuple(seeds))
 
 

@@ -301,3 +301,26 @@ def test_stage2_follows_stage1s_schedule_up_to_the_selected_epoch(mzsl_stores, e
     assert stage2[2] == pytest.approx(3e-3 * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi / 4))))
     recorded = json.loads((tmp_path / "m" / "seed_0" / "stage2" / "config.json").read_text())["train"]
     assert (recorded["epochs"], recorded["schedule_epochs"]) == (3, 5)
+
+
+@pytest.mark.slow
+def test_mzsl_with_an_empty_group_reports_it_and_finishes(mzsl_stores, eval_vectors, classes, tmp_path):
+    bench, evaluation, _ = mzsl_stores
+    names = classes.unseen + classes.val_unseen
+    groups = tmp_path / "groups.csv"  # no hard class: the normal case with GloVe vectors and the paper's edges
+    groups.write_text("class_name,group\n" + "".join(f"{n},{g}\n" for n, g in zip(
+        names, ["easy", "medium", "medium", "easy", "easy"], strict=True)))
+    config = MZSLProtocolConfig(train_store=bench.path, eval_store=evaluation.path, groups=groups, out=tmp_path / "m",
+                                train={**_TINY, "embeddings": f"word2vec:{eval_vectors}", "epochs": 2}, seeds=(0, 1),
+                                plots=_NO_PLOTS)
+    result = protocols.run_mzsl_protocol(config)
+    for seed in result.seeds:
+        assert seed.metrics["groups"]["hard"] == {"classes": 0, "zsl": None} and seed.metrics["mzsl_hard"] is None
+        easy, medium = seed.metrics["mzsl_easy"], seed.metrics["mzsl_medium"]
+        assert seed.metrics["mzsl_avg_unweighted"] == pytest.approx((easy + medium) / 2)  # the groups present
+    assert result.metrics["mzsl_hard"] is None and result.metrics["mzsl_avg_unweighted"] is not None
+    saved = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert saved["mzsl_hard"] is None and saved["seed_runs"] and (tmp_path / "m" / "seed_1" / "test").is_dir()
+    summary = (tmp_path / "m" / "summary.md").read_text()
+    assert "hard: no classes" in summary and "the averages are over easy, medium." in summary
+    assert saved["groups"] == {"easy": 3, "medium": 2, "hard": 0}
