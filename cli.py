@@ -648,8 +648,9 @@ _dataset_manifest_command("kinetics", "An official Kinetics CSV (label,youtube_i
 # Options shared by relatedness and curate select: the seen lists and the embeddings (phi of eq. 1).
 _relatedness_options = _options(
     click.option("--seen", type=NAMES, default=None,
-                 help="Comma-separated seen class lists (shipped). Default: kinetics400,kinetics600,kinetics700,"
-                      "vggsound,ucf101,activitynet, without the evaluated list when it is a shipped one."),
+                 help="Seen lists: shipped names or class files (default: the six standard lists but the scored one)."),
+    click.option("--edges", type=_CommaList(float), default="0.1,0.33,0.66,0.8", show_default=True,
+                 help="Upper SR bounds of overlap, easy, medium and hard."),
     click.option("--embeddings", default="glove-6b-50d", show_default=True,
                  help="Word vectors: glove-6b-50d, word2vec:PATH (binary or text), fasttext:PATH (.bin, mean of "
                       "word vectors) or fasttext-phrase:PATH (vector of the whole name, as AVCA-GZSL)."),
@@ -696,7 +697,7 @@ def curate_group() -> None:
               help="Folder for classes.csv (kept classes) and relatedness.csv/.png/.md/.json (every candidate).")
 @_user_errors
 def curate_select_command(candidates: str, out_dir: Path, **embedding) -> None:
-    """Keep candidate classes with 0.1 < SR <= 0.8 to the seen datasets, graded easy / medium / hard."""
+    """Keep candidate classes between the overlap and hard SR edges, graded easy / medium / hard."""
     from curate.config import SelectConfig
     from curate.select import select_classes
 

@@ -133,12 +133,15 @@ class RelatednessConfig:
 
     classes: str  # a class file (one name per line, # comments) or the name of a shipped list, e.g. "ucf101"
     out_dir: Path  # output folder (created): relatedness.{csv,png,md,json}
-    seen: tuple[str, ...] | None = None  # shipped lists of seen classes; None: `default_seen(classes)`
+    # seen class lists: shipped list names and / or class files (the researcher's own training classes);
+    # None: `curate.relatedness.default_seen(classes)`
+    seen: tuple[str, ...] | None = None
     embeddings: str = DEFAULT_SPEC  # embedding source spec (word vectors: a table embeds only its own names)
     name_map: Path | None = None  # CSV original,manual applied to every name before embedding
     missing: str = "error"  # words missing from the vectors: "error" or "skip" (drop them)
     # A second embedding source: the SR distributions under both, side by side (relatedness_compare.png)
     compare: str | None = None
+    edges: tuple[float, ...] = (0.1, 0.33, 0.66, 0.8)  # upper SR bounds of overlap, easy, medium, hard (the paper's)
 
     def __post_init__(self) -> None:
         if not self.classes.strip():
@@ -146,15 +149,29 @@ class RelatednessConfig:
         if self.seen is not None:
             if not self.seen:
                 raise InputError("seen must name at least one class list")
-            canonical = [classlists.canonical_classlist(name) for name in self.seen]  # ValueError if unknown
+            canonical = [_seen_key(name) for name in self.seen]
             if len(set(canonical)) != len(canonical):
                 raise InputError(f"seen lists a dataset twice: {', '.join(self.seen)}")
+        if len(self.edges) != 4 or list(self.edges) != sorted(set(self.edges)) or not 0 < self.edges[0] < 2:
+            raise InputError(f"edges must be 4 increasing SR values (overlap, easy, medium, hard upper bounds) in "
+                             f"(0, 2), got {','.join(map(str, self.edges))}")
         for spec in (self.embeddings, self.compare or self.embeddings):
             if not EmbeddingSpec.parse(spec).embeds_any_name:
                 raise InputError(f"{spec}: the avca tables embed only their own dataset's names; relatedness needs "
                                  "a source that embeds any name (glove-6b-50d, word2vec:PATH, fasttext:PATH, minilm)")
         if self.missing not in ("error", "skip"):
             raise InputError(f"missing must be 'error' or 'skip', got {self.missing!r}")
+
+
+def _seen_key(name: str) -> str:
+    """A seen list's identity: the canonical shipped name, or the resolved path of a class file."""
+    try:
+        return classlists.canonical_classlist(name)
+    except ValueError:
+        if Path(name).is_file():
+            return str(Path(name).resolve())
+        shipped = ", ".join(classlists.available_classlists())
+        raise InputError(f"seen list {name!r} is neither a shipped list ({shipped}) nor a class file") from None
 
 
 @dataclass(frozen=True)
@@ -168,6 +185,7 @@ class SelectConfig:
     name_map: Path | None = None  # CSV original,manual applied to every name before embedding
     missing: str = "error"  # words missing from the vectors: "error" or "skip"
     compare: str | None = None  # a second embedding source drawn beside the first (RelatednessConfig.compare)
+    edges: tuple[float, ...] = (0.1, 0.33, 0.66, 0.8)  # SR group bounds (RelatednessConfig.edges)
 
     def __post_init__(self) -> None:
         # The relatedness config validates the shared fields (seen lists, embeddings, missing).
@@ -176,7 +194,7 @@ class SelectConfig:
     def relatedness_config(self) -> RelatednessConfig:
         return RelatednessConfig(classes=self.candidates, out_dir=Path(self.out_dir), seen=self.seen,
                                  embeddings=self.embeddings, name_map=self.name_map, missing=self.missing,
-                                 compare=self.compare)
+                                 compare=self.compare, edges=tuple(self.edges))
 
 
 @dataclass(frozen=True)

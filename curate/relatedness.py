@@ -31,6 +31,8 @@ __all__ = [
     "DATASETS",
     "DIFFICULTY_GROUPS",
     "GROUPS",
+    "PAPER_EDGES",
+    "group_bounds",
     "RelatednessRow",
     "RelatednessSummary",
     "SR_DECIMALS",
@@ -45,8 +47,17 @@ logger = logging.getLogger(__name__)
 
 # The seen datasets of eq. 1, in the order the issue names them (also the order of ties in the output).
 DATASETS = ("kinetics400", "kinetics600", "kinetics700", "vggsound", "ucf101", "activitynet")
-# (group, upper bound of SR, inclusive); "too-far" takes everything above 0.8.
-GROUPS = (("overlap", 0.1), ("easy", 0.33), ("medium", 0.66), ("hard", 0.8), ("too-far", math.inf))
+# The paper's upper SR bounds (inclusive) of overlap, easy, medium and hard; "too-far" takes the rest.
+PAPER_EDGES = (0.1, 0.33, 0.66, 0.8)
+_GROUP_NAMES = ("overlap", "easy", "medium", "hard", "too-far")
+
+
+def group_bounds(edges: Sequence[float] = PAPER_EDGES) -> tuple[tuple[str, float], ...]:
+    """(group, upper bound of SR, inclusive) for the four edges, "too-far" last (bound inf)."""
+    return tuple(zip(_GROUP_NAMES, (*edges, math.inf), strict=True))
+
+
+GROUPS = group_bounds()  # the paper's
 DIFFICULTY_GROUPS = ("easy", "medium", "hard")  # the groups an evaluation set keeps (MZSL-50's E / M / H)
 SR_DECIMALS = 6
 _SHARE_BELOW = 0.2  # the paper: "80% of UCF-101's classes have SR < 0.2"
@@ -97,12 +108,13 @@ class RelatednessSummary:
     compare_png_path: Path | None = None  # both distributions side by side
 
 
-def relatedness_group(sr: float) -> str:
-    """The group of an SR value: overlap (<= 0.1), easy (<= 0.33), medium (<= 0.66), hard (<= 0.8), too-far."""
+def relatedness_group(sr: float, edges: Sequence[float] = PAPER_EDGES) -> str:
+    """The group of an SR value; the paper's edges: overlap (<= 0.1), easy (<= 0.33), medium (<= 0.66), hard
+    (<= 0.8), too-far."""
     value = round(float(sr), SR_DECIMALS)
     if math.isnan(value) or value < 0:
         raise ValueError(f"SR must be a cosine distance >= 0, got {sr}")
-    return next(group for group, upper in GROUPS if value <= upper)
+    return next(group for group, upper in group_bounds(edges) if value <= upper)
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
@@ -111,7 +123,8 @@ def _unit_rows(matrix: np.ndarray) -> np.ndarray:
 
 
 def semantic_relatedness(
-    classes: Sequence[str], seen_names: Mapping[str, Sequence[str]], source: class_embeddings.EmbeddingSource
+    classes: Sequence[str], seen_names: Mapping[str, Sequence[str]], source: class_embeddings.EmbeddingSource,
+    edges: Sequence[float] = PAPER_EDGES,
 ) -> list[RelatednessRow]:
     """SR of each class against every seen class (eq. 1).
 
@@ -120,6 +133,7 @@ def semantic_relatedness(
         seen_names: seen dataset -> its class names. A name in several datasets is compared once; ties
             for the nearest class report every dataset concerned.
         source: the embedding source (phi); cosine distance ignores its normalisation.
+        edges: upper SR bounds of overlap, easy, medium and hard (`PAPER_EDGES`).
 
     Returns:
         One row per class, in the order given.
@@ -158,7 +172,7 @@ def semantic_relatedness(
                 class_name=name,
                 words=tuple(source.tokenize(name)),
                 sr=sr,
-                group=relatedness_group(sr),
+                group=relatedness_group(sr, edges),
                 nearest_seen_class=nearest,
                 nearest_seen_dataset=";".join(tied_datasets),
             )
@@ -197,7 +211,7 @@ def _write_csv(path: Path, rows: Sequence[RelatednessRow]) -> None:
 
 
 def sr_histogram_figure(rows: Sequence[RelatednessRow], title: str, compare: Sequence[RelatednessRow] = (),
-                        compare_title: str = ""):
+                        compare_title: str = "", edges: Sequence[float] = PAPER_EDGES):
     """Histogram of SR, stacked by group in the group colours, the group edges marked and labelled (Fig. 3).
 
     With `compare` (the same classes under another embedding source) a second panel on the same bins and
@@ -208,45 +222,49 @@ def sr_histogram_figure(rows: Sequence[RelatednessRow], title: str, compare: Seq
 
     panels = [(rows, title)] + ([(compare, compare_title)] if compare else [])
     top = max(1.0, math.ceil(max((row.sr for rows_, _ in panels for row in rows_), default=0.0) * 20) / 20)
-    edges = np.linspace(0.0, top, int(round(top / 0.05)) + 1)
+    bins = np.linspace(0.0, top, int(round(top / 0.05)) + 1)
     figure = Figure(figsize=(7.5 * len(panels), 4.2), dpi=120, layout="constrained")
     FigureCanvasAgg(figure)
     first = None
     for index, (panel_rows, panel_title) in enumerate(panels):
         axes = figure.add_subplot(1, len(panels), index + 1, sharey=first)
         first = first or axes
-        _draw_histogram(axes, panel_rows, panel_title, edges)
+        _draw_histogram(axes, panel_rows, panel_title, bins, edges)
     return figure
 
 
-def _draw_histogram(axes, rows: Sequence[RelatednessRow], title: str, edges: np.ndarray) -> None:
+def _draw_histogram(axes, rows: Sequence[RelatednessRow], title: str, bins: np.ndarray,
+                    edges: Sequence[float]) -> None:
     import textwrap
 
     groups = [group for group, _ in GROUPS]
     values = [[row.sr for row in rows if row.group == group] for group in groups]
     labels = [f"{group} ({len(group_values)})" for group, group_values in zip(groups, values, strict=True)]
-    axes.hist(values, bins=edges, stacked=True, color=[_GROUP_COLOURS[g] for g in groups], label=labels)
-    for _, upper in GROUPS[:-1]:
+    axes.hist(values, bins=bins, stacked=True, color=[_GROUP_COLOURS[g] for g in groups], label=labels)
+    for upper in edges:
         axes.axvline(upper, color="black", linestyle="--", linewidth=0.8)
         axes.annotate(f"{upper:g}", (upper, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 2),
                       textcoords="offset points", ha="center", va="bottom", fontsize=7)
-    axes.set_xlim(0.0, edges[-1])
+    axes.set_xlim(0.0, bins[-1])
     axes.set_xlabel("semantic relatedness SR (min cosine distance to a seen class)")
     axes.set_ylabel("classes")
     axes.set_title("\n".join(textwrap.wrap(title, 95)), fontsize=9, pad=14)
     axes.legend(fontsize=8, title="group (classes)", title_fontsize=8)
 
 
-def _write_histogram(path: Path, rows: Sequence[RelatednessRow], title: str) -> None:
-    atomic_write(path, lambda temporary: sr_histogram_figure(rows, title).savefig(temporary, format="png"))
+def _write_histogram(path: Path, rows: Sequence[RelatednessRow], title: str, edges: Sequence[float]) -> None:
+    figure = sr_histogram_figure(rows, title, edges=edges)
+    atomic_write(path, lambda temporary: figure.savefig(temporary, format="png"))
 
 
-def _markdown(rows: Sequence[RelatednessRow], counts: dict[str, int], share: float, title: str) -> str:
+def _markdown(rows: Sequence[RelatednessRow], counts: dict[str, int], share: float, title: str,
+              edges: Sequence[float]) -> str:
     total = len(rows)
-    bounds = {"overlap": "SR <= 0.1", "easy": "(0.1, 0.33]", "medium": "(0.33, 0.66]", "hard": "(0.66, 0.8]"}
+    lower = (None, *edges)
     lines = [f"**{title}**", "", "| group | SR | classes | share |", "|---|---|---:|---:|"]
-    for group, _ in GROUPS:
-        range_text = bounds.get(group, "SR > 0.8")
+    for (group, upper), low in zip(group_bounds(edges), lower, strict=True):
+        range_text = f"SR <= {upper:g}" if low is None else f"SR > {low:g}" if math.isinf(upper) else (
+            f"({low:g}, {upper:g}]")
         lines.append(f"| {group} | {range_text} | {counts[group]} | {counts[group] / max(total, 1):.1%} |")
     lines += ["", f"SR < {_SHARE_BELOW}: {round(share * total)} of {total} classes ({share:.1%})."]
     return "\n".join(lines) + "\n"
@@ -270,15 +288,21 @@ def run_relatedness(config: RelatednessConfig) -> RelatednessSummary:
     """
     names, classes_source = _load_classes(config.classes)
     seen = config.seen if config.seen is not None else default_seen(config.classes)
-    if _is_shipped(config.classes) and classlists.canonical_classlist(config.classes) in map(
-        classlists.canonical_classlist, seen
-    ):
+    if _is_shipped(config.classes) and classlists.canonical_classlist(config.classes) in [
+        classlists.canonical_classlist(name) for name in seen if _is_shipped(name)
+    ]:
         logger.warning(
             "the seen lists include the evaluated list %s: each class overlaps itself (SR 0)", config.classes
         )
     source = class_embeddings.load_embedding_source(config.embeddings, name_map=config.name_map, missing=config.missing)
-    seen_names = {dataset: classlists.load_classlist(dataset) for dataset in seen}
-    rows = semantic_relatedness(names, seen_names, source)
+    loaded = {name: _load_classes(name) for name in seen}  # shipped lists and the researcher's own files
+    seen_names = {name: names_ for name, (names_, _) in loaded.items()}
+    edges = config.edges
+    rows = semantic_relatedness(names, seen_names, source, edges)
+    empty = [group for group in DIFFICULTY_GROUPS if not any(row.group == group for row in rows)]
+    if empty:
+        logger.warning("no class of %s falls in group(s) %s with %s and edges %s", config.classes, ", ".join(empty),
+                       source.spec, ",".join(f"{e:g}" for e in edges))
 
     counts = {group: sum(row.group == group for row in rows) for group, _ in GROUPS}
     share = sum(row.sr < _SHARE_BELOW for row in rows) / len(rows)
@@ -296,20 +320,20 @@ def run_relatedness(config: RelatednessConfig) -> RelatednessSummary:
         json_path=out_dir / "relatedness.json",
     )
     _write_csv(summary.csv_path, rows)
-    _write_histogram(summary.png_path, rows, title)
-    markdown = _markdown(rows, counts, share, title)
+    _write_histogram(summary.png_path, rows, title, edges)
+    markdown = _markdown(rows, counts, share, title, edges)
     compared = None
     if config.compare:
         other = class_embeddings.load_embedding_source(config.compare, name_map=config.name_map,
                                                        missing=config.missing)
-        compare_rows = semantic_relatedness(names, seen_names, other)
+        compare_rows = semantic_relatedness(names, seen_names, other, edges)
         compared = {"embedding": other.provenance(),
                     "counts": {group: sum(row.group == group for row in compare_rows) for group, _ in GROUPS},
                     "share_sr_below_0_2": sum(row.sr < _SHARE_BELOW for row in compare_rows) / len(rows)}
         compare_title = f"{Path(config.classes).name} ({len(rows)} classes) vs {', '.join(seen)}; {other.spec}"
         summary = replace(summary, compare_counts=compared["counts"],
                           compare_png_path=out_dir / "relatedness_compare.png")
-        figure = sr_histogram_figure(rows, title, compare_rows, compare_title)
+        figure = sr_histogram_figure(rows, title, compare_rows, compare_title, edges)
         atomic_write(summary.compare_png_path, lambda temporary: figure.savefig(temporary, format="png"))
         markdown += _comparison_markdown(source.spec, counts, share, other.spec, compared)
     write_text(summary.markdown_path, markdown)
@@ -317,9 +341,10 @@ def run_relatedness(config: RelatednessConfig) -> RelatednessSummary:
         "config": {key: None if value is None else str(value) for key, value in asdict(config).items()}
         | {"seen": list(seen)},
         "classes_source": classes_source,
-        "seen_sources": {name: classlists.CLASSLIST_SOURCES[classlists.canonical_classlist(name)] for name in seen},
+        "seen_sources": {name: provenance for name, (_, provenance) in loaded.items()},
         "embedding": source.provenance(),
-        "groups": {group: upper if math.isfinite(upper) else None for group, upper in GROUPS},
+        "groups": {group: upper if math.isfinite(upper) else None for group, upper in group_bounds(edges)},
+        "empty_groups": empty,
         "counts": counts,
         "share_sr_below_0_2": share,
         "compare": compared,

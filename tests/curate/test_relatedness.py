@@ -132,8 +132,11 @@ def test_default_seen_excludes_the_evaluated_list():
 
 
 def test_config_validation(tmp_path):
-    with pytest.raises(ValueError, match="unknown class list 'kinetics999'"):
+    with pytest.raises(ValueError, match="'kinetics999' is neither a shipped list .* nor a class file"):
         RelatednessConfig(classes="ucf101", out_dir=tmp_path, seen=("kinetics999",))
+    for edges in ((0.1, 0.33, 0.66), (0.3, 0.2, 0.5, 0.8), (0.0, 0.2, 0.5, 0.8)):
+        with pytest.raises(ValueError, match="edges must be 4 increasing SR values"):
+            RelatednessConfig(classes="ucf101", out_dir=tmp_path, edges=edges)
     with pytest.raises(ValueError, match="twice"):
         RelatednessConfig(classes="ucf101", out_dir=tmp_path, seen=("activitynet", "activitynet200"))
     with pytest.raises(ValueError, match="a source that embeds any name"):
@@ -183,7 +186,7 @@ def test_run_relatedness_writes_csv_png_markdown_json(tmp_path, hmdb_vectors):
     assert "| overlap | SR <= 0.1 |" in markdown and "SR < 0.2:" in markdown
     record = json.loads(summary.json_path.read_text())
     assert record["config"]["seen"] == ["hmdb51"] and record["embedding"]["spec"] == f"word2vec:{hmdb_vectors}"
-    assert record["seen_sources"]["hmdb51"].startswith("open-mmlab/mmaction2")
+    assert record["seen_sources"]["hmdb51"].startswith("shipped list hmdb51: open-mmlab/mmaction2")
 
 
 def _relatedness_of(class_file, vectors, out):
@@ -209,8 +212,32 @@ def test_cli_relatedness_reports_errors_in_one_line(tmp_path, hmdb_vectors):
     )
     assert result.exit_code == 1 and "Error: class file" in result.output
     result = CliRunner().invoke(cli, ["relatedness", "--classes", "ucf101", "--seen", "kinetics9"])
-    assert result.exit_code == 1 and "unknown class list 'kinetics9'" in result.output
+    assert result.exit_code == 1 and "'kinetics9' is neither a shipped list" in result.output
     class_file = tmp_path / "classes.txt"
     class_file.write_text("zumba dancing\n")
     result = _relatedness_of(class_file, hmdb_vectors, tmp_path / "o")
     assert result.exit_code == 1 and "'zumba'" in result.output and "--missing skip" in result.output
+
+
+def test_own_training_classes_and_edges(tmp_path, hmdb_vectors):
+    own = tmp_path / "my_training_classes.txt"
+    own.write_text("brush hair\nride horse\n")
+    classes = tmp_path / "candidates.txt"
+    classes.write_text("brush hair\nride horse\nclimb stairs pour\n")
+    vectors = f"word2vec:{hmdb_vectors}"
+    paper = rel.run_relatedness(RelatednessConfig(classes=str(classes), out_dir=tmp_path / "a", embeddings=vectors,
+                                                  seen=(str(own),)))
+    table = {r["class"]: r for r in csv.DictReader(paper.csv_path.open(newline=""))}
+    assert table["brush hair"]["group"] == "overlap" and table["brush hair"]["nearest_seen_dataset"] == str(own)
+    sr = float(table["climb stairs pour"]["sr"])
+    record = json.loads(paper.json_path.read_text())
+    assert record["seen_sources"][str(own)] == f"file {own.resolve()}"
+    # edges put the same SR in another group; the report, the groups record and the figure follow them
+    edges = (sr / 4, sr / 2, sr * 2, sr * 3)  # sr lies in (sr/2, 2 sr]: medium
+    moved = rel.run_relatedness(RelatednessConfig(classes=str(classes), out_dir=tmp_path / "b", embeddings=vectors,
+                                                  seen=(str(own),), edges=edges))
+    assert moved.counts["medium"] == 1 and json.loads(moved.json_path.read_text())["groups"]["easy"] == sr / 2
+    assert f"| medium | ({sr / 2:g}, {sr * 2:g}] | 1 |" in moved.markdown_path.read_text()
+    assert set(json.loads(moved.json_path.read_text())["empty_groups"]) == {"easy", "hard"}
+    axes = rel.sr_histogram_figure([], "t", edges=edges).axes[0]
+    assert [t.get_text() for t in axes.texts] == [f"{e:g}" for e in edges]
