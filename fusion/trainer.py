@@ -107,7 +107,7 @@ def train(config: TrainConfig) -> TrainSummary:
     """Train the fusion head on a token store and write the run directory `config.out`.
 
     Raises:
-        FileNotFoundError: a missing store, class list or embedding file, or (with resume) a run without last.pt.
+        FileNotFoundError: a missing store, class list or embedding file.
         FileExistsError: `out` exists and is not empty, without resume.
         InputError: the store and the class list / embedding source / run disagree, a validation split that is
             test data, an impossible configuration (e.g. the Kinetics SE target on a store without Kinetics logits).
