@@ -65,6 +65,14 @@ def test_run_records_failures_and_a_rerun_skips_everything(clip_folder, tmp_path
     assert (again.extracted, again.skipped, again.done, again.failed) == (0, 8, 6, 2)
     retried = _run(manifest, tmp_path / "store.zarr", retry_failed=True)
     assert (retried.extracted, retried.skipped, retried.failed) == (0, 6, 2)
+    excel = manifest.with_name("excel.csv")  # the same list saved as "CSV UTF-8": a byte-order mark, CRLF
+    excel.write_bytes(b"\xef\xbb\xbf" + manifest.read_text().replace("\n", "\r\n").encode())
+    assert _run(excel, tmp_path / "store.zarr").skipped == 8
+    unlabelled = manifest.with_name("unlabelled.csv")
+    unlabelled.write_text(manifest.read_text().replace(",barking,", ",,"))
+    with pytest.raises(ValueError, match=r"unlabelled.csv: 4 bad row\(s\), nothing extracted: empty class_name"):
+        _run(unlabelled, tmp_path / "new.zarr")
+    assert not (tmp_path / "new.zarr").exists()
 
 
 @pytest.mark.slow
