@@ -95,7 +95,10 @@ class ClipExtractor:
         prepared = self._prepare(Path(path), segment)
         if isinstance(prepared, MediaError):
             raise prepared
-        return self._forward([prepared])[0]
+        result = _finite(Path(path), self._forward([prepared])[0])
+        if isinstance(result, MediaError):
+            raise result
+        return result
 
     def extract_many(self, paths: Iterable[str | Path], prefetch: int = 2,
                      segments: Iterable[Segment | None] | None = None
@@ -130,7 +133,7 @@ class ClipExtractor:
                 ready = [r for _, r in results if not isinstance(r, MediaError)]
                 outputs = iter(self._forward(ready) if ready else [])
                 for path, result in results:
-                    yield path, result if isinstance(result, MediaError) else next(outputs)
+                    yield path, result if isinstance(result, MediaError) else _finite(path, next(outputs))
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -240,6 +243,16 @@ class ClipExtractor:
             audio_tokens = tokens.pool_audio_tokens(audio_tokens, self.audio_backbone.grid,
                                                     self.config.tokens.audio_pooled_time)
         return audio_tokens.half()
+
+
+def _finite(path: Path, clip: ClipTokens) -> ClipTokens | MediaError:
+    """The clip's tokens, or a MediaError when a backbone gave NaN or inf (an overflow on odd input, broken weights):
+    such tokens would poison every batch they train in, so the clip is failed, with the arrays named."""
+    bad = [name for name in ("video_tokens", "kinetics_logits", "audio_tokens")
+           if not np.isfinite(getattr(clip, name)).all()]
+    if bad:
+        return MediaError(path, f"backbone output is not finite (NaN or inf in {', '.join(bad)})")
+    return clip
 
 
 def _device(name: str) -> torch.device:

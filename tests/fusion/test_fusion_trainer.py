@@ -7,6 +7,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,7 +15,9 @@ import torch
 from click.testing import CliRunner
 
 import cli
+from extract.errors import InputError
 from extract.files import write_json
+from features.store import TokenStore
 from fusion import run_dir, trainer
 from fusion.class_embeddings import MissingWordsError
 from fusion.config import ABLATIONS, FusionConfig, TrainConfig, apply_ablations
@@ -392,3 +395,14 @@ def test_settings_that_change_no_result_do_not_count_as_changed(synthetic_store,
     assert run_dir.changed_settings(older, config) == []
     assert run_dir.changed_settings(older, replace(config, fusion=replace(TINY, fusion_order="sequential"))) == [
         "fusion.fusion_order"]
+
+
+def test_non_finite_tokens_stop_training_naming_the_clip(vectors_file, tmp_path, kit):
+    store = kit.make_store(tmp_path / "nan.zarr", vectors_file)
+    writable = TokenStore.open(store.path, mode="r+")
+    victim = writable.clip_ids.tolist().index("seen/playing guitar/1")
+    tokens = {k: v[0] for k, v in writable.read([victim]).items()}
+    tokens["video_tokens"][1, 2] = np.nan
+    writable.write_clips([victim], [SimpleNamespace(**tokens)])
+    with pytest.raises(InputError, match=r"nan.zarr: NaN or inf in video_tokens of clip\(s\) 'seen/playing guitar/1'"):
+        train(_config(store, tmp_path / "run", vectors_file, epochs=1, val_unseen_fraction=0.0))
