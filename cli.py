@@ -15,13 +15,12 @@ from pathlib import Path
 
 import click
 
-from extract.errors import InputError
+from extract.errors import InputError, is_user_error
 
-# Errors the user can fix: the library's InputError (bad values, files, combinations) and the file system's
-# own. The CLI prints them as one line "Error: ..." with exit code 1; anything else is a bug and keeps its
-# traceback.
-_USER_ERRORS = (InputError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError,
-                IsADirectoryError)
+# Errors the user can fix (`extract.errors.is_user_error`: the library's InputError, the file system's own, a
+# read-only or full disk). The CLI prints them as one line "Error: ..." with exit code 1; anything else is a bug
+# and keeps its traceback.
+_USER_ERRORS = (InputError, OSError)
 # A config field named in a library message: `resume`, `resume=True`, `se_target='class'` (extract.errors).
 _FIELD = re.compile(r"`([a-z_][a-z0-9_]*)(?:=([^`]*))?`")
 # Fields that a command sets through another option than their own.
@@ -41,6 +40,8 @@ def _user_errors(command):
         try:
             return command(*args, **kwargs)
         except _USER_ERRORS as error:
+            if not is_user_error(error):
+                raise
             raise click.ClickException(_as_options(str(error), click.get_current_context().command)) from error
 
     return wrapper

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from extract.config import PROFILES, ExtractConfig
 from extract.errors import InputError
-from extract.files import write_csv
+from extract.files import read_csv, write_csv
 from extract.media import MediaError
 from features.config import RunnerConfig
 from features.manifest import ClipRecord, read_clip_list
@@ -260,11 +260,20 @@ def _worker_extract_block(store_path: str, index: np.ndarray, extract: ExtractCo
 
 
 def _write_failures_csv(store: TokenStore) -> Path | None:
-    """Rewrite `<STORE>.failures.csv` (path,reason) from the store; remove it when nothing failed."""
+    """Rewrite `<STORE>.failures.csv` (path,reason) from the store; remove it when nothing failed.
+
+    A file that already says the same is left alone: a complete store on a read-only file system resumes as a
+    no-op instead of failing on a write it does not need.
+    """
     target = failures_csv_path(store.path)
     failed = np.flatnonzero(store.status == FAILED)
     if not failed.size:
-        target.unlink(missing_ok=True)
+        if target.exists():
+            target.unlink()
         return None
     reasons = store.failure_reasons
-    return write_csv(target, ("path", "reason"), [[store.paths[i], reasons[i]] for i in failed])
+    rows = [[str(store.paths[i]), str(reasons[i])] for i in failed]
+    if target.is_file() and [[r["path"], r["reason"]] for r in read_csv(target, ("path", "reason"),
+                                                                         "failures CSV")] == rows:
+        return target
+    return write_csv(target, ("path", "reason"), rows)

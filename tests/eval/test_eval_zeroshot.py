@@ -274,3 +274,12 @@ def test_non_finite_tokens_name_their_clips(eval_run, eval_store, tmp_path):
     store.write_clips([victim], [SimpleNamespace(**tokens)])
     with pytest.raises(InputError, match=rf"NaN or inf in audio_tokens of clip\(s\) '{store.clip_ids[victim]}'"):
         run_zeroshot(_config(eval_run, store, out=tmp_path / "rep"))
+
+
+def test_train_and_evaluate_on_a_read_only_store(eval_store, eval_vectors, run_trainer, read_only_copy, tmp_path):
+    store = TokenStore.open(read_only_copy(eval_store.path.parent) / eval_store.path.name)
+    run = run_trainer(store.path, tmp_path / "run", eval_vectors, epochs=1)
+    result = run_zeroshot(_config(run, store, out=tmp_path / "rep"))
+    assert (tmp_path / "rep" / "metrics.json").is_file() and result.paths
+    with pytest.raises(OSError, match="Read-only file system"):  # what cannot be written fails, naming the path
+        run_zeroshot(_config(run, store, out=store.path.parent / "rep"))

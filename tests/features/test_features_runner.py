@@ -218,3 +218,20 @@ def test_a_store_follows_its_moved_data_folder(clip_folder, tmp_path, write_clip
     relabelled.write_text((moved / "manifest.csv").read_text().replace(",barking,", ",dog,"))
     with pytest.raises(StoreError, match="clip ids, labels, splits or segments differ"):
         _run(relabelled, tmp_path / "s.zarr")
+
+
+def test_a_complete_store_on_a_read_only_file_system(clip_folder, tmp_path, read_only_copy):
+    _, manifest = clip_folder
+    _run(manifest, tmp_path / "stores" / "s.zarr")
+    store = read_only_copy(tmp_path / "stores") / "s.zarr"
+    runner = CliRunner()
+    inspected = runner.invoke(cli, ["inspect", str(store), "--json"])
+    assert inspected.exit_code == 0, inspected.output
+    assert json.loads(inspected.output)["done"] == 6
+    command = ["extract", "--videos", str(manifest), "--profile", "cpu-small", "--no-progress"]
+    again = runner.invoke(cli, [*command, "--out", str(store)])
+    assert again.exit_code == 0, again.output
+    assert "0 extracted" in again.output or "extracted 0" in again.output, again.output
+    new = runner.invoke(cli, [*command, "--out", str(store.parent / "new.zarr")])
+    assert new.exit_code == 1 and new.output.count("\n") == 1, new.output
+    assert str(store.parent / ".new.zarr") in new.output and "Read-only file system" in new.output
