@@ -17,9 +17,8 @@ import click
 
 from extract.errors import InputError, is_user_error
 
-# Errors the user can fix (`extract.errors.is_user_error`: the library's InputError, the file system's own, a
-# read-only or full disk). The CLI prints them as one line "Error: ..." with exit code 1; anything else is a bug
-# and keeps its traceback.
+# Errors the user can fix (`extract.errors.is_user_error`) are printed as one line "Error: ..." with exit code 1;
+# anything else is a bug and keeps its traceback.
 _USER_ERRORS = (InputError, OSError)
 # A config field named in a library message: `resume`, `resume=True`, `se_target='class'` (extract.errors).
 _FIELD = re.compile(r"`([a-z_][a-z0-9_]*)(?:=([^`]*))?`")
@@ -275,6 +274,9 @@ def inspect_command(store: Path, as_json: bool) -> None:
                f"(Na, Da) = ({layout['Na']}, {layout['Da']}); profile {summary['extract_config'].get('profile')}")
     for split, counts in summary["splits"].items():
         click.echo(f"  split {split}: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
+    click.echo(f"{summary['no_audio']} done clips without audio; failed: " + (", ".join(
+        f"{n} {kind}" for kind, n in summary["failed_by_reason"].items()) or "none") + "".join(
+        f"\n  failed {failure['clip_id']}: {failure['reason']}" for failure in summary["first_failures"]))
 
 
 # --- fusion: train-fusion -----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import datetime
 import importlib.metadata
 import logging
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -61,6 +62,8 @@ logger = logging.getLogger(__name__)
 
 PENDING, DONE, FAILED = 0, 1, 2
 STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
+# Failed clips `summary` lists one by one (the rest are counted by reason).
+_FIRST_FAILURES = 5
 STORE_FORMAT = "mzst-token-store"
 STORE_FORMAT_VERSION = 1
 _META_ARRAYS = ("clip_id", "path", "label", "split")
@@ -345,10 +348,21 @@ class TokenStore:
             mask = self.splits == split
             splits[split or "(none)"] = {name: int(((status == code) & mask).sum())
                                          for code, name in STATUS_NAMES.items()}
+        done = np.flatnonzero(status == DONE)
+        failed = np.flatnonzero(status == FAILED)
+        reasons = self.failure_reasons
+        by_reason: dict[str, int] = {}
+        for i in failed:
+            kind = _reason_kind(str(reasons[i]))
+            by_reason[kind] = by_reason.get(kind, 0) + 1
         return {
             "store": str(self.path),
             "clips": self.num_clips,
             **counts,
+            "no_audio": int((~self.read(done, ["has_audio"])["has_audio"]).sum()) if done.size else 0,
+            "failed_by_reason": dict(sorted(by_reason.items(), key=lambda item: (-item[1], item[0]))),
+            "first_failures": [{"clip_id": str(self.clip_ids[i]), "path": str(self.paths[i]),
+                                "reason": str(reasons[i])} for i in failed[:_FIRST_FAILURES]],
             "classes": len(set(self.labels.tolist()) - {""}),
             "splits": splits,
             "bytes_on_disk": _folder_bytes(self.path),
@@ -364,6 +378,12 @@ _DIMENSION_NAMES = {
     "audio_tokens": ("audio_token", "audio_dim"),
     "kinetics_logits": ("view", "kinetics_class"),
 }
+
+
+def _reason_kind(reason: str) -> str:
+    """A failure reason without its particulars (numbers, the decoder's words in parentheses): what `inspect`
+    counts by, e.g. "video decoding failed after N frames, corrupt or truncated"."""
+    return re.sub(r"\d+(\.\d+)?", "N", re.sub(r"\s*\(.*\)\s*$", "", reason)).strip() or "(no reason recorded)"
 
 
 def _remove_stale_staging(path: Path) -> None:

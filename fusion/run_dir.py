@@ -30,6 +30,7 @@ import torch
 
 from extract.errors import InputError
 from extract.files import atomic_write, write_json, write_text
+from extract.weights import load_failure
 from fusion.config import ARCHITECTURE_FIELDS, FusionConfig, TrainConfig
 from fusion.model import FusionModel, ModelDims, build_model
 from fusion.plan import TrainingPlan, embedding_permutation
@@ -428,7 +429,7 @@ def read_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError) as error:  # a corrupt, truncated or foreign file
-        raise InputError(f"{path}: cannot read as a fusion checkpoint ({type(error).__name__}: {error})") from error
+        raise InputError(f"{path}: cannot read as a fusion checkpoint ({load_failure(error)})") from error
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path}: not an MZST fusion checkpoint")
     if payload.get("version") != CHECKPOINT_VERSION:

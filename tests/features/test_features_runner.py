@@ -154,8 +154,14 @@ def test_inspect_json(clip_folder, tmp_path):
     assert (summary["clips"], summary["done"], summary["failed"], summary["pending"]) == (8, 6, 2, 0)
     assert summary["extract_config"]["profile"] == "cpu-small"
     assert summary["splits"]["seen"]["done"] == 3
+    assert summary["no_audio"] == 1 and summary["failed_by_reason"] == {
+        "cannot be opened as media, not a media file or truncated": 1, "empty file": 1}
+    assert [f["clip_id"] for f in summary["first_failures"]] == ["barking/empty", "drumming/truncated"]
+    assert summary["first_failures"][0]["reason"] == "empty file (0 bytes)"
     text = CliRunner().invoke(cli, ["inspect", str(tmp_path / "store.zarr")])
     assert text.exit_code == 0 and "6 done, 2 failed, 0 pending" in text.output
+    assert "1 done clips without audio; failed: 1 cannot be opened as media" in text.output
+    assert "\n  failed barking/empty: empty file (0 bytes)\n" in text.output
 
 
 @pytest.mark.slow
