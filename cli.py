@@ -202,7 +202,7 @@ def demo_command(out: Path, seeds: tuple[int, ...], epochs: int, progress: bool)
 
 @cli.command("extract")
 @click.option("--videos", required=True, type=ANY_PATH,
-              help="A manifest CSV (clip_id,path,class_name,split,start_s,end_s; path required), a folder, a video.")
+              help="A manifest CSV (clip_id,path,class_name,split[,start_s,end_s]), a folder, or a video.")
 @click.option("--out", required=True, type=ANY_PATH,
               help="Token store to create, or to resume when it exists (same config and clip list).")
 @click.option("--gpus", type=int, default=0, show_default=True,
@@ -229,12 +229,13 @@ def demo_command(out: Path, seeds: tuple[int, ...], epochs: int, progress: bool)
               help="Clips per unit of work and per status chunk (default 32; fixed when the store is created).")
 @click.option("--shard", is_flag=True, help="Bundle each block's chunks into one Zarr shard file (fewer files).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option("--wait", is_flag=True, help="If another extract holds the store, wait for it instead of stopping.")
 @_user_errors
 def extract_command(videos: Path, out: Path, gpus: int, workers: int, scheduler: str | None, profile: str,
                     crops: str | None, temporal_views: int | None, video_weights: Path | None,
-                    audio_weights: Path | None,
-                    random_init: bool, full_tokens: bool, retry_failed: bool, compile_: bool, batch_views: int | None,
-                    clips_per_block: int | None, shard: bool, progress: bool) -> None:
+                    audio_weights: Path | None, random_init: bool, full_tokens: bool, retry_failed: bool,
+                    compile_: bool, batch_views: int | None, clips_per_block: int | None, shard: bool, progress: bool,
+                    wait: bool) -> None:
     """Run the frozen backbones over every clip into a Zarr token store (resumable; bad clips are recorded)."""
     from features.config import RunnerConfig, StoreConfig
     from features.runner import build_extract_config, run_extraction
@@ -245,7 +246,8 @@ def extract_command(videos: Path, out: Path, gpus: int, workers: int, scheduler:
     store = StoreConfig(**({"clips_per_block": clips_per_block} if clips_per_block else {}), shard_blocks=shard)
     summary = run_extraction(RunnerConfig(
         videos=videos, out=out, extract=extract, store=store, gpus=gpus, workers=workers, scheduler=scheduler,
-        video_weights=video_weights, audio_weights=audio_weights, retry_failed=retry_failed, progress=progress))
+        video_weights=video_weights, audio_weights=audio_weights, retry_failed=retry_failed, progress=progress,
+        wait=wait))
     click.echo(f"{summary.store}: {summary.extracted} extracted, {summary.failed} failed, {summary.skipped} skipped, "
                f"{summary.pending} pending of {summary.clips} clips; {summary.clips_per_second:.2f} clips/s in "
                f"{summary.seconds:.1f} s" + (f"; failures: {summary.failures_csv}" if summary.failures_csv else ""))
@@ -405,8 +407,7 @@ def train_fusion_command(config_file: Path | None, preset: str | None, ablations
               help="New names with words the run's vectors lack: error, or skip those words (default: the run's).")
 @click.option("--no-plots", is_flag=True, help="Skip the t-SNE and per-class accuracy figures.")
 @click.option("--batch-size", default=64, show_default=True, type=int, help="Clips per forward pass.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="Where the head runs.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="Where the head runs (default cpu).")
 @_user_errors
 def zeroshot_command(no_plots: bool, **options) -> None:
     """Zero-shot recognition: nearest class per clip, ZSL and GZSL S / U / HM (or a ranking of any class names)."""

@@ -5,7 +5,8 @@ writer, so no chunk or shard ever has two writers. Within a block, clips are dec
 backbones run (extract.pipeline.ClipExtractor.extract_many) and each clip is written, then marked done, as
 soon as it is ready, so an interrupted run loses at most the clips in flight. Re-running the same command
 skips done clips and retries pending ones; a clip that cannot be decoded is recorded as failed with its
-reason and the run goes on.
+reason and the run goes on. One run at a time writes a store: the runner holds its lease (features.lease) and
+its Dask workers write only the blocks it hands them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from extract.errors import InputError
 from extract.files import read_csv, write_csv
 from extract.media import MediaError
 from features.config import RunnerConfig
+from features.lease import StoreLease
 from features.manifest import ClipRecord, read_clip_list
 from features.store import DONE, FAILED, PENDING, StoreError, TokenStore, code_version, now_utc, package_versions
 
@@ -98,11 +100,17 @@ def run_extraction(config: RunnerConfig) -> ExtractionSummary:
     Raises:
         FileNotFoundError: a missing manifest / folder / media file, or missing weights without random init.
         ValueError: a malformed manifest, or an existing store made with another config or clip list.
+        features.lease.LeaseHeldError: another extract holds the store (without `wait`).
     """
-    from extract.pipeline import ClipExtractor
-
     started = time.perf_counter()
     clips = read_clip_list(config.videos)
+    with StoreLease(config.out, config.lease_timeout_s, wait=config.wait):
+        return _run_holding_the_lease(config, clips, started)
+
+
+def _run_holding_the_lease(config: RunnerConfig, clips: Sequence[ClipRecord], started: float) -> ExtractionSummary:
+    from extract.pipeline import ClipExtractor
+
     extractor = ClipExtractor(config.extract, video_weights=config.video_weights, audio_weights=config.audio_weights)
     store = _open_or_create(config, clips, extractor)
 

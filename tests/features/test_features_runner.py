@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from cli import cli
 from extract.media import Segment
 from features.config import RunnerConfig, StoreConfig
+from features.lease import lease_path
 from features.runner import build_extract_config, failures_csv_path, run_extraction
 from features.store import DONE, FAILED, StoreError, TokenStore
 
@@ -241,3 +242,44 @@ def test_a_complete_store_on_a_read_only_file_system(clip_folder, tmp_path, read
     new = runner.invoke(cli, [*command, "--out", str(store.parent / "new.zarr")])
     assert new.exit_code == 1 and new.output.count("\n") == 1, new.output
     assert str(store.parent / ".new.zarr") in new.output and "Read-only file system" in new.output
+
+
+@pytest.mark.slow
+def test_one_extract_per_store_and_a_killed_holders_lease_is_taken_over(clip_folder, tmp_path):
+    _, manifest = clip_folder
+    target, killed = tmp_path / "s.zarr", tmp_path / "killed.zarr"
+
+    def command(out, *extra):
+        return [sys.executable, str(REPO / "cli.py"), "extract", "--videos", str(manifest), "--out", str(out),
+                "--profile", "cpu-small", "--no-progress", *extra]
+
+    def started(out):
+        process = subprocess.Popen(command(out), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while process.poll() is None and not lease_path(out).exists():
+            time.sleep(0.01)
+        return process
+
+    first = started(target)
+    waiting = subprocess.Popen(command(target, "--wait"), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    refused = subprocess.run(command(target), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert first.poll() is None, "the first extract ended before the second asked; the test needs slower clips"
+    assert refused.returncode == 1 and refused.stdout == ""
+    error = refused.stderr.strip().splitlines()[-1]  # the log lines before it are INFO lines
+    assert error.startswith(f"Error: {target}: another extract is running on this store (host ")
+    assert f"pid {first.pid}, since " in error and "--wait" in error
+    first_out, first_err = first.communicate(timeout=120)
+    assert first.returncode == 0 and " 6 extracted, 2 failed, 0 skipped" in first_out, first_err
+    waited_out, waited_err = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0, waited_err
+    assert " 0 extracted, 2 failed, 8 skipped" in waited_out and "waiting for the lease" in waited_err
+    assert not lease_path(target).exists()
+
+    holder = started(killed)
+    time.sleep(1.0)  # into its run: building backbones or extracting
+    holder.kill()
+    holder.wait()
+    assert lease_path(killed).exists()  # left behind by SIGKILL: this host, its process gone -> stale at once
+    _run(manifest, killed)
+    _assert_same_store(target, killed)
+    assert not lease_path(killed).exists()
