@@ -42,6 +42,7 @@ class _Prepared:
     frame_index: torch.Tensor  # (temporal_views, T) rows of `frames`
     fbank: torch.Tensor | None  # (S, F) float32; None without audio
     audio_frames: int
+    decoded_s: float | None  # seconds decoded of a partial file; None: the whole clip
 
 
 class ClipExtractor:
@@ -161,7 +162,7 @@ class ClipExtractor:
     def _prepare(self, path: Path, segment: Segment | None = None) -> _Prepared | MediaError:
         cfg = self.config
         try:
-            clip = decode_clip(path, cfg.video, cfg.audio, segment=segment)
+            clip = decode_clip(path, cfg.video, cfg.audio, segment=segment, strict=cfg.strict_media)
         except MediaError as error:
             return error
         frames = torch.from_numpy(clip.frames)
@@ -173,7 +174,7 @@ class ClipExtractor:
         if clip.has_audio:
             fbank, valid = spectrogram.log_mel(torch.from_numpy(clip.audio), cfg.audio.sample_rate_hz,
                                                cfg.audio.num_mel_bins, cfg.audio.target_frames)
-        return _Prepared(path, made, frames, frame_index, fbank, valid)
+        return _Prepared(path, made, frames, frame_index, fbank, valid, clip.duration_s if clip.partial else None)
 
     # --- backbone side (calling thread) -----------------------------------------------------------------
 
@@ -205,6 +206,7 @@ class ClipExtractor:
                 audio_tokens=audio[audio_row[i]] if i in audio_row else silent.copy(),
                 has_audio=i in audio_row,
                 audio_frames=clip.audio_frames,
+                decoded_s=clip.decoded_s,
             )
             for i, clip in enumerate(clips)
         ]

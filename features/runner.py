@@ -66,6 +66,7 @@ def build_extract_config(
     gpus: int = 0,
     compile: bool = False,
     batch_views: int | None = None,
+    strict_media: bool = False,
 ) -> ExtractConfig:
     """The extraction config of a run: a named profile with the command line's overrides (None: the profile's).
 
@@ -80,7 +81,7 @@ def build_extract_config(
         base, video=video, random_init=base.random_init or random_init, full_tokens=full_tokens,
         device="cuda" if gpus else "cpu", compile=compile,
         precision=base.precision if gpus else "fp32",  # bf16 autocast is a GPU speed setting
-        batch_views=batch_views or base.batch_views,
+        batch_views=batch_views or base.batch_views, strict_media=strict_media,
     )
     return config
 
@@ -157,9 +158,13 @@ def _open_or_create(config: RunnerConfig, clips: Sequence[ClipRecord], extractor
                       "created": now_utc(), "source": str(config.videos)}
         return TokenStore.create(config.out, clips, layout, extract_dict, provenance, config.store)
     store = TokenStore.open(config.out, mode="r+")
+    try:  # a field added since the store was made counts as its default, which is what that store did
+        recorded = ExtractConfig.from_dict(store.extract_config).to_dict()
+    except InputError:  # not an extraction config of this code (an imported store): compared as it is
+        recorded = store.extract_config
     differences = sorted(
-        key for key in set(extract_dict) | set(store.extract_config)
-        if key not in _RUNTIME_KEYS and extract_dict.get(key) != store.extract_config.get(key)
+        key for key in set(extract_dict) | set(recorded)
+        if key not in _RUNTIME_KEYS and extract_dict.get(key) != recorded.get(key)
     )
     if differences or layout != store.token_layout:
         raise StoreError(f"{config.out}: made with a different extraction config (differs in "

@@ -19,6 +19,7 @@ from features.config import RunnerConfig, StoreConfig
 from features.lease import lease_path
 from features.runner import build_extract_config, failures_csv_path, run_extraction
 from features.store import DONE, FAILED, StoreError, TokenStore
+from tests.media import truncated_playable
 
 REPO = Path(__file__).resolve().parents[2]
 CPU_SMALL = build_extract_config("cpu-small")
@@ -161,7 +162,7 @@ def test_inspect_json(clip_folder, tmp_path):
     assert summary["first_failures"][0]["reason"] == "empty file (0 bytes)"
     text = CliRunner().invoke(cli, ["inspect", str(tmp_path / "store.zarr")])
     assert text.exit_code == 0 and "6 done, 2 failed, 0 pending" in text.output
-    assert "1 done clips without audio; failed: 1 cannot be opened as media" in text.output
+    assert "0 partial, 1 without audio; failed: 1 cannot be opened as media" in text.output
     assert "\n  failed barking/empty: empty file (0 bytes)\n" in text.output
 
 
@@ -283,3 +284,28 @@ def test_one_extract_per_store_and_a_killed_holders_lease_is_taken_over(clip_fol
     _run(manifest, killed)
     _assert_same_store(target, killed)
     assert not lease_path(killed).exists()
+
+
+def test_a_file_that_plays_in_part_is_extracted_and_recorded_as_partial(clip_folder, tmp_path, write_clip):
+    folder, manifest = clip_folder
+    long = write_clip(tmp_path / "long.mp4", seconds=4.0, index=5)
+    truncated_playable(long, folder / "barking" / "cut.mp4", 0.5)  # plays for about 2 of its 4 s
+    manifest.write_text(manifest.read_text() + "barking/cut.mp4,barking,seen\n")
+    summary = _run(manifest, tmp_path / "s.zarr")
+    assert (summary.done, summary.failed) == (7, 2)  # the cut file is done; the two broken ones still fail
+    store = TokenStore.open(tmp_path / "s.zarr")
+    cut = store.clip_ids.tolist().index("barking/cut")
+    assert store.status[cut] == DONE and 1.0 < store.decoded_s[cut] < 3.0
+    assert np.isnan(np.delete(store.decoded_s, cut)).all()
+    with failures_csv_path(tmp_path / "s.zarr").open() as handle:
+        assert "cut.mp4" not in handle.read()
+    info = store.summary()
+    assert info["partial"] == 1 and info["first_partial"][0]["clip_id"] == "barking/cut"
+    text = CliRunner().invoke(cli, ["inspect", str(tmp_path / "s.zarr")])
+    assert "1 partial, 1 without audio" in text.output
+    strict = _run(manifest, tmp_path / "strict.zarr", extract=build_extract_config("cpu-small", strict_media=True))
+    assert (strict.done, strict.failed) == (6, 3)
+    reasons = TokenStore.open(tmp_path / "strict.zarr").failure_reasons
+    assert reasons[cut] == "truncated: the file ends inside a packet near 1.60 s"
+    with pytest.raises(StoreError, match="different extraction config .*strict_media"):
+        _run(manifest, tmp_path / "s.zarr", extract=build_extract_config("cpu-small", strict_media=True))
