@@ -213,10 +213,11 @@ def _run_on_dask(config: RunnerConfig, store: TokenStore, blocks, bar: tqdm, blo
         dashboard = client.dashboard_link
         logger.info("Dask dashboard: %s", dashboard)
         n_workers = max(1, len(client.scheduler_info()["workers"]))
+        _check_workers_see(client, store.path)
         torch_threads = max(1, (os.cpu_count() or 1) // n_workers) if not config.gpus else 1
         futures = {
             client.submit(
-                _worker_extract_block, str(store.path), index, config.extract, config.video_weights,
+                _worker_extract_block, str(store.path.resolve()), index, config.extract, config.video_weights,
                 config.audio_weights, torch_threads, key=f"extract-block-{start}-{os.getpid()}", pure=False,
             ): (start, index.size)
             for start, index in blocks
@@ -234,6 +235,25 @@ def _run_on_dask(config: RunnerConfig, store: TokenStore, blocks, bar: tqdm, blo
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _check_workers_see(client, store_path: Path) -> None:
+    """Before any work: every worker must see the store at this path (a shared file system), else one line names
+    the path and the workers that do not."""
+    blind = {address: where for address, (sees, where) in
+             client.run(_sees_store, str(store_path.resolve())).items() if not sees}
+    if blind:
+        workers = ", ".join(f"{where[0]} ({address} on {where[1]})" for address, where in sorted(blind.items()))
+        raise StoreError(f"{store_path.resolve()}: not visible to Dask worker(s) {workers}; every worker must see "
+                         "the store at the same path (a shared file system mounted there)")
+
+
+def _sees_store(store_path: str, dask_worker=None) -> tuple[bool, tuple[str, str]]:
+    """Runs on each worker (`Client.run` passes it as `dask_worker`): whether the store is there, and the worker's
+    (name, host name)."""
+    import socket
+
+    return (Path(store_path) / "zarr.json").is_file(), (str(dask_worker.name), socket.gethostname())
 
 
 def _local_cluster(config: RunnerConfig):

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -309,3 +310,77 @@ def test_a_file_that_plays_in_part_is_extracted_and_recorded_as_partial(clip_fol
     assert reasons[cut] == "truncated: the file ends inside a packet near 1.60 s"
     with pytest.raises(StoreError, match="different extraction config .*strict_media"):
         _run(manifest, tmp_path / "s.zarr", extract=build_extract_config("cpu-small", strict_media=True))
+
+
+@pytest.mark.slow
+def test_a_real_scheduler_and_two_workers_on_localhost(clip_folder, tmp_path):
+    """The multi-machine path: `dask scheduler` and `dask worker` processes, as on a cluster, on this host."""
+    from distributed import Client
+
+    _, manifest = clip_folder
+    blocks = StoreConfig(clips_per_block=2)  # four blocks for two workers
+    _run(manifest, tmp_path / "one.zarr", store=blocks)
+    dask, env = str(Path(sys.executable).with_name("dask")), {**os.environ, "PYTHONPATH": str(REPO)}
+    processes = []
+
+    def start(*command):
+        processes.append(subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+        return processes[-1]
+
+    def worker(name, *prefix):
+        return start(*prefix, dask, "worker", address, "--name", name, "--nthreads", "1", "--no-nanny",
+                     "--dashboard-address", "127.0.0.1:0")
+
+    def wait_for_workers(client, count):
+        deadline = time.monotonic() + 60
+        while len(client.scheduler_info()["workers"]) != count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(client.scheduler_info()["workers"]) == count
+
+    try:
+        start(dask, "scheduler", "--scheduler-file", str(tmp_path / "scheduler.json"), "--host", "127.0.0.1",
+              "--port", "0", "--dashboard-address", "127.0.0.1:0")
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "scheduler.json").is_file() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        address = json.loads((tmp_path / "scheduler.json").read_text())["address"]
+        first, _ = worker("w1"), worker("w2")
+        with Client(address) as client:
+            wait_for_workers(client, 2)
+            two = _run(manifest, tmp_path / "two.zarr", store=blocks, scheduler=address)
+            assert (two.done, two.failed, two.pending, two.block_errors) == (6, 2, 0, [])
+            _assert_same_store(tmp_path / "one.zarr", tmp_path / "two.zarr")
+
+            killed = tmp_path / "killed.zarr"  # a worker SIGKILLed mid-run: its blocks go to the other one
+            run = threading.Thread(target=_run, args=(manifest, killed), kwargs={"store": blocks,
+                                                                                 "scheduler": address})
+            run.start()
+            while run.is_alive() and not ((killed / "zarr.json").exists() and
+                                          (TokenStore.open(killed).status == DONE).any()):
+                time.sleep(0.01)
+            mid_run = TokenStore.open(killed).counts()["pending"] > 0
+            first.kill()
+            run.join(timeout=120)
+            assert mid_run, "the run ended before the worker could be killed; the test needs slower clips"
+            assert TokenStore.open(killed).counts() == {"pending": 0, "done": 6, "failed": 2}
+            _assert_same_store(tmp_path / "one.zarr", killed)
+
+            hidden = tmp_path / "hidden"  # a worker in a mount namespace where this folder is an empty tmpfs
+            hidden.mkdir()
+            worker("blind", "unshare", "--mount", "sh", "-c", f"mount -t tmpfs none {hidden} && exec \"$@\"", "sh")
+            deadline = time.monotonic() + 60
+            while len(client.scheduler_info()["workers"]) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if len(client.scheduler_info()["workers"]) < 2:
+                pytest.skip("cannot start a worker in its own mount namespace here (unshare --mount needs root)")
+            result = CliRunner().invoke(cli, ["extract", "--videos", str(manifest), "--out", str(hidden / "s.zarr"),
+                                              "--profile", "cpu-small", "--no-progress", "--scheduler", address])
+            assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+            assert result.output.startswith(f"Error: {hidden / 's.zarr'}: not visible to Dask worker(s) blind "
+                                            "(tcp://127.0.0.1:")  # the one that cannot see it, and only that one
+            assert "every worker must see the store at the same path" in result.output and "w2" not in result.output
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
