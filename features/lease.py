@@ -168,10 +168,18 @@ def _create(path: Path, holder: LeaseHolder) -> bool:
 
 
 def _read(path: Path) -> LeaseHolder | None:
+    """The lease's holder, or None when there is no lease.
+
+    Raises:
+        InputError: the file is not a lease (written by something else).
+    """
     try:
         return LeaseHolder(**json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         return None
+    except (ValueError, TypeError) as error:
+        raise InputError(f"{path}: not a store lease ({type(error).__name__}); delete it if no extract is running "
+                         "on the store") from error
 
 
 def _take_over(path: Path, stale_token: str) -> None:

@@ -157,12 +157,9 @@ def predict_embeddings(
             with torch.autocast(torch_device.type, dtype=torch.bfloat16, enabled=torch_device.type == "cuda"):
                 out = model.forward_views(batch.video_tokens.to(torch_device),
                                           batch.audio_tokens.to(torch_device), batch.has_audio.to(torch_device))
-            if not torch.isfinite(out.embedding).all():
-                where = non_finite_clips(store, batch)
-                raise InputError(f"{store.path}: NaN or inf in {where}; extract those clips again (extraction now "
-                                 "fails such clips)" if where else f"{store.path}: the head gives NaN or inf for "
-                                 f"clip(s) {_first_ids(store, batch.index[~torch.isfinite(out.embedding).all(1)])} "
-                                 "whose tokens are finite; its checkpoint is broken")
+            finite = torch.isfinite(out.embedding).all(dim=1).cpu()  # (B, E) -> (B,)
+            if not bool(finite.all()):
+                raise InputError(_non_finite_message(store, batch, finite))
             embeddings.append(out.embedding.float().cpu())
             logits.append(out.task_logits.float().cpu())
             if has_kinetics:
@@ -199,6 +196,15 @@ def non_finite_clips(store: TokenStore, batch: TokenBatch) -> str:
         if bool(bad.any()):
             found.append(f"{name} of clip(s) {_first_ids(store, batch.index[bad])}")
     return "; ".join(found)
+
+
+def _non_finite_message(store: TokenStore, batch: TokenBatch, finite: torch.Tensor) -> str:
+    """Why the head's output for `batch` is not finite: NaN / inf tokens (named), or else the head itself."""
+    where = non_finite_clips(store, batch)
+    if where:
+        return f"{store.path}: NaN or inf in {where}; extract those clips again (extraction now fails such clips)"
+    return (f"{store.path}: the head gives NaN or inf for clip(s) {_first_ids(store, batch.index[~finite])} whose "
+            "tokens are finite; its weights are broken")
 
 
 def _first_ids(store: TokenStore, index: torch.Tensor, shown: int = 5) -> str:

@@ -72,3 +72,10 @@ def test_a_read_only_store_needs_no_lease(tmp_path, read_only_copy):
     store = read_only_copy(tmp_path / "stores") / "s.zarr"
     with StoreLease(store, timeout_s=30) as lease:
         assert lease.holder is None and not lease_path(store).exists()
+
+
+def test_a_foreign_file_in_the_leases_place_is_one_line(tmp_path):
+    store = tmp_path / "s.zarr"
+    lease_path(store).write_text("not json")
+    with pytest.raises(ValueError, match=r"s.zarr.lease: not a store lease \(JSONDecodeError\); delete it if no"):
+        StoreLease(store, timeout_s=30).__enter__()
