@@ -14,6 +14,7 @@ clip's parent folder (the ImageFolder convention of UCF-101 and most action data
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +40,13 @@ class ClipRecord:
     segment: Segment | None = None  # the part of the file that is the clip (None: all of it)
 
 
-def read_clip_list(videos: str | Path) -> list[ClipRecord]:
+def read_clip_list(videos: str | Path, required: Sequence[str] = REQUIRED_COLUMNS) -> list[ClipRecord]:
     """Read the clips named by a manifest CSV, found in a folder, or given as one media file.
+
+    Args:
+        videos: the manifest, folder or file.
+        required: the columns a manifest must have, non-empty in every row (candidate lists of `curate` have no
+            split yet: they pass ("path", "class_name")). `class_name` and `split`, where present, are never blank.
 
     Raises:
         FileNotFoundError: `videos` does not exist.
@@ -53,7 +59,7 @@ def read_clip_list(videos: str | Path) -> list[ClipRecord]:
     if videos.is_dir():
         return _scan_folder(videos)
     if videos.suffix.lower() == ".csv":
-        return _read_manifest(videos)
+        return _read_manifest(videos, tuple(required))
     if videos.suffix.lower() in VIDEO_SUFFIXES:
         return [ClipRecord(clip_id=videos.stem, path=videos.resolve())]
     raise InputError(f"{videos}: not a manifest (.csv), a folder, or a media file "
@@ -72,7 +78,7 @@ def _scan_folder(root: Path) -> list[ClipRecord]:
     return _check_unique(records, root)
 
 
-def _read_manifest(manifest: Path) -> list[ClipRecord]:
+def _read_manifest(manifest: Path, required: tuple[str, ...]) -> list[ClipRecord]:
     """The clips of a manifest, after checking every row: nothing is extracted from a manifest with a bad row.
 
     Read as "utf-8-sig": a byte-order mark ("CSV UTF-8" of spreadsheets) would otherwise become part of the first
@@ -85,9 +91,9 @@ def _read_manifest(manifest: Path) -> list[ClipRecord]:
             rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise InputError(f"{manifest}: cannot read the manifest as UTF-8 CSV ({error})") from error
-    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    missing = [c for c in required if c not in columns]
     if missing:
-        raise InputError(f"{manifest}: the manifest needs columns {', '.join(REQUIRED_COLUMNS)}; missing "
+        raise InputError(f"{manifest}: the manifest needs columns {', '.join(required)}; missing "
                          f"{', '.join(missing)} (found {', '.join(columns) or 'no header'})")
     if not rows:
         raise InputError(f"{manifest}: the manifest has no clips")
@@ -97,7 +103,7 @@ def _read_manifest(manifest: Path) -> list[ClipRecord]:
     records = []
     for line, row in enumerate(rows, start=2):
         values = {k: v or "" for k, v in row.items() if k is not None}
-        for column in ("path", "class_name", "split"):
+        for column in dict.fromkeys((*required, *(c for c in ("class_name", "split") if c in values))):
             if not values[column].strip():
                 problems.setdefault(f"empty {column}", []).append(line)
         relative = Path(values["path"])
@@ -111,7 +117,8 @@ def _read_manifest(manifest: Path) -> list[ClipRecord]:
         path = (base / relative).resolve()
         if values["path"].strip() and path.is_dir():
             problems.setdefault("path is a folder, not a media file", []).append(line)
-        records.append(ClipRecord(clip_id=clip_id, path=path, label=values["class_name"], split=values["split"],
+        records.append(ClipRecord(clip_id=clip_id, path=path, label=values.get("class_name", ""),
+                                  split=values.get("split", ""),
                                   segment=_segment(values, f"{manifest}:{line}")))
     if problems:
         bad = len({line for lines in problems.values() for line in lines})

@@ -95,3 +95,14 @@ def test_bad_rows_are_listed_with_their_lines_and_nothing_is_read(tmp_path):
     assert "empty split on line(s) 4;" in message and "clip_id blank or with spaces around it on line(s) 5;" in message
     assert "clip_id repeated (first use on the line given first) on line(s) 2, 6" in message
     assert "path is a folder, not a media file on line(s) 7" in message
+
+
+def test_candidate_lists_need_no_split_but_still_a_class(tmp_path):
+    manifest = tmp_path / "candidates.csv"
+    manifest.write_text("path,class_name\na.mp4,dog\nb.mp4,\n")
+    with pytest.raises(InputError, match="1 bad row.*empty class_name on line.s. 3$"):
+        read_clip_list(manifest, required=("path", "class_name"))
+    manifest.write_text("path,class_name\na.mp4,dog\n")
+    assert read_clip_list(manifest, required=("path", "class_name"))[0].split == ""
+    with pytest.raises(InputError, match="missing split"):
+        read_clip_list(manifest)
