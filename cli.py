@@ -15,13 +15,11 @@ from pathlib import Path
 
 import click
 
-from extract.errors import InputError
+from extract.errors import InputError, is_user_error
 
-# Errors the user can fix: the library's InputError (bad values, files, combinations) and the file system's
-# own. The CLI prints them as one line "Error: ..." with exit code 1; anything else is a bug and keeps its
-# traceback.
-_USER_ERRORS = (InputError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError,
-                IsADirectoryError)
+# Errors the user can fix (`extract.errors.is_user_error`) are printed as one line "Error: ..." with exit code 1;
+# anything else is a bug and keeps its traceback.
+_USER_ERRORS = (InputError, OSError)
 # A config field named in a library message: `resume`, `resume=True`, `se_target='class'` (extract.errors).
 _FIELD = re.compile(r"`([a-z_][a-z0-9_]*)(?:=([^`]*))?`")
 # Fields that a command sets through another option than their own.
@@ -41,6 +39,8 @@ def _user_errors(command):
         try:
             return command(*args, **kwargs)
         except _USER_ERRORS as error:
+            if not is_user_error(error):
+                raise
             raise click.ClickException(_as_options(str(error), click.get_current_context().command)) from error
 
     return wrapper
@@ -202,7 +202,7 @@ def demo_command(out: Path, seeds: tuple[int, ...], epochs: int, progress: bool)
 
 @cli.command("extract")
 @click.option("--videos", required=True, type=ANY_PATH,
-              help="A manifest CSV (clip_id,path,class_name,split,start_s,end_s; path required), a folder, a video.")
+              help="A manifest CSV (clip_id,path,class_name,split[,start_s,end_s]), a folder, or a video.")
 @click.option("--out", required=True, type=ANY_PATH,
               help="Token store to create, or to resume when it exists (same config and clip list).")
 @click.option("--gpus", type=int, default=0, show_default=True,
@@ -212,8 +212,7 @@ def demo_command(out: Path, seeds: tuple[int, ...], epochs: int, progress: bool)
 @click.option("--scheduler", default=None, help="Address of an existing Dask scheduler to run on (multi-node).")
 @click.option("--profile", type=click.Choice(["paper", "mvit-1x5", "cpu-small"]), default="paper", show_default=True,
               help="Extraction preset (docs/extract.md): paper = 3 crops x 4 views, MViT-v2-S + AST ViT-B.")
-@click.option("--crops", type=click.Choice(["1", "3"]), default=None,
-              help="Spatial crops per temporal view (profile's).")
+@click.option("--crops", type=click.Choice(["1", "3"]), default=None, help="Crops per temporal view (profile's).")
 @click.option("--temporal-views", type=int, default=None,
               help="Temporal views per clip (profile's); a clip has crops x temporal views views in all.")
 @click.option("--video-weights", type=EXISTING_FILE, default=None,
@@ -229,23 +228,26 @@ def demo_command(out: Path, seeds: tuple[int, ...], epochs: int, progress: bool)
               help="Clips per unit of work and per status chunk (default 32; fixed when the store is created).")
 @click.option("--shard", is_flag=True, help="Bundle each block's chunks into one Zarr shard file (fewer files).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option("--wait", is_flag=True, help="If another extract holds the store, wait for it instead of stopping.")
+@click.option("--strict", is_flag=True, help="Fail files that decode only in part (default: keep the decodable part).")
 @_user_errors
 def extract_command(videos: Path, out: Path, gpus: int, workers: int, scheduler: str | None, profile: str,
                     crops: str | None, temporal_views: int | None, video_weights: Path | None,
-                    audio_weights: Path | None,
-                    random_init: bool, full_tokens: bool, retry_failed: bool, compile_: bool, batch_views: int | None,
-                    clips_per_block: int | None, shard: bool, progress: bool) -> None:
+                    audio_weights: Path | None, random_init: bool, full_tokens: bool, retry_failed: bool,
+                    compile_: bool, batch_views: int | None, clips_per_block: int | None, shard: bool, progress: bool,
+                    wait: bool, strict: bool) -> None:
     """Run the frozen backbones over every clip into a Zarr token store (resumable; bad clips are recorded)."""
     from features.config import RunnerConfig, StoreConfig
     from features.runner import build_extract_config, run_extraction
 
     extract = build_extract_config(profile, crops=int(crops) if crops else None, temporal_views=temporal_views,
                                    random_init=random_init, full_tokens=full_tokens, gpus=gpus, compile=compile_,
-                                   batch_views=batch_views)
+                                   batch_views=batch_views, strict_media=strict)
     store = StoreConfig(**({"clips_per_block": clips_per_block} if clips_per_block else {}), shard_blocks=shard)
     summary = run_extraction(RunnerConfig(
         videos=videos, out=out, extract=extract, store=store, gpus=gpus, workers=workers, scheduler=scheduler,
-        video_weights=video_weights, audio_weights=audio_weights, retry_failed=retry_failed, progress=progress))
+        video_weights=video_weights, audio_weights=audio_weights, retry_failed=retry_failed, progress=progress,
+        wait=wait))
     click.echo(f"{summary.store}: {summary.extracted} extracted, {summary.failed} failed, {summary.skipped} skipped, "
                f"{summary.pending} pending of {summary.clips} clips; {summary.clips_per_second:.2f} clips/s in "
                f"{summary.seconds:.1f} s" + (f"; failures: {summary.failures_csv}" if summary.failures_csv else ""))
@@ -274,6 +276,9 @@ def inspect_command(store: Path, as_json: bool) -> None:
                f"(Na, Da) = ({layout['Na']}, {layout['Da']}); profile {summary['extract_config'].get('profile')}")
     for split, counts in summary["splits"].items():
         click.echo(f"  split {split}: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
+    click.echo(f"{summary['partial']} partial, {summary['no_audio']} without audio; failed: " + (", ".join(
+        f"{n} {kind}" for kind, n in summary["failed_by_reason"].items()) or "none") + "".join(
+        f"\n  failed {failure['clip_id']}: {failure['reason']}" for failure in summary["first_failures"]))
 
 
 # --- fusion: train-fusion -----------------------------------------------------------------------------
@@ -402,8 +407,7 @@ def train_fusion_command(config_file: Path | None, preset: str | None, ablations
               help="New names with words the run's vectors lack: error, or skip those words (default: the run's).")
 @click.option("--no-plots", is_flag=True, help="Skip the t-SNE and per-class accuracy figures.")
 @click.option("--batch-size", default=64, show_default=True, type=int, help="Clips per forward pass.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="Where the head runs.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="Where the head runs (default cpu).")
 @_user_errors
 def zeroshot_command(no_plots: bool, **options) -> None:
     """Zero-shot recognition: nearest class per clip, ZSL and GZSL S / U / HM (or a ranking of any class names)."""
@@ -556,8 +560,7 @@ def report_command(runs: tuple[Path, ...], out: Path | None, group_seeds: bool) 
 @click.option("--dataset", required=True, type=click.Choice(["UCF", "ActivityNet", "VGGSound"], case_sensitive=False),
               help="Benchmark whose all_class.txt names the class files.")
 @click.option("--out", required=True, type=ANY_PATH, help="The token store to create.")
-@click.option("--stages", type=NAMES, default="",
-              help="Comma-separated stage folders to import (default: all present).")
+@click.option("--stages", type=NAMES, default="", help="Stage folders to import, comma-separated (default: all).")
 @click.option("--trust-pickle", is_flag=True,
               help="Allow TCAF .pkl files; unpickling runs code from the file, so only for files you trust.")
 @click.option("--sequence-tokens", default=8, show_default=True, type=int,

@@ -87,7 +87,7 @@ def make_filmstrips(config: FilmstripConfig) -> FilmstripSummary:
         ValueError: a malformed clip list or class table, or no video of the table's classes.
     """
     start = time.perf_counter()
-    clips = read_clip_list(config.videos)
+    clips = read_clip_list(config.videos, required=("path", "class_name"))  # candidates: no split before curation
     skipped = 0
     if config.classes is not None:
         names = {row.class_name for row in read_class_table(config.classes)}

@@ -168,6 +168,7 @@ class ExtractConfig:
     compile: bool = False  # torch.compile the backbone forwards (pays off on GPU for large runs)
     batch_views: int = 96  # video views per backbone forward; views of several clips share a forward
     decode_threads: int = 8  # clips decoded concurrently (one thread each, single-threaded codecs)
+    strict_media: bool = False  # fail a file whose video breaks part-way instead of keeping its decodable part
 
     def __post_init__(self) -> None:
         for name, kind in (("video", VideoConfig), ("audio", AudioConfig), ("tokens", TokenConfig)):

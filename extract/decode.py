@@ -12,7 +12,10 @@ segment and stops soon after its end, and views and audio are sampled inside the
 from its start. A segment that starts at or after the end of the video is a MediaError.
 
 Bad input raises `extract.media.MediaError` (an InputError) naming the file and the reason; a clip without an audio
-stream is not an error (`has_audio` False).
+stream is not an error (`has_audio` False). A file whose video decoding breaks part-way (truncated, damaged) is
+decoded again up to the packet before the break, and a file that holds fewer video frames than its index lists
+(cut short) is decoded as far as it goes; both are `partial`: views and audio come from the decodable part (unless
+`strict`, which fails them). A demuxing error stays a failure.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ class DecodedClip:
         audio: mono waveform at 16 kHz in [-1, 1] (the fbank window at most), float32; None without audio.
         audio_start_s: time of `audio[0]`, seconds from the first video frame (or the segment's start); None
             without audio.
+        partial: the video broke part-way (a truncated or damaged file): the clip is the part before the break,
+            `duration_s` long, and its audio is taken from that part.
 
     Shapes:
         frames: (N, H, W, 3). frame_index: (temporal_views, frames_per_view). frame_times_s: (N,). audio: (S,).
@@ -66,6 +71,7 @@ class DecodedClip:
     duration_s: float
     audio: np.ndarray | None
     audio_start_s: float | None
+    partial: bool = False
 
     @property
     def has_audio(self) -> bool:
@@ -73,7 +79,7 @@ class DecodedClip:
 
 
 def decode_clip(path: str | Path, video: VideoConfig, audio: AudioConfig, codec_threads: int = 1,
-                segment: Segment | None = None) -> DecodedClip:
+                segment: Segment | None = None, strict: bool = False) -> DecodedClip:
     """Decode the frames of `video`'s views and the audio window of `audio` from one media file.
 
     Args:
@@ -82,9 +88,10 @@ def decode_clip(path: str | Path, video: VideoConfig, audio: AudioConfig, codec_
         audio: audio settings (rate, fbank window length).
         codec_threads: decoder threads for this clip (1: parallelism comes from decoding several clips at once).
         segment: the part of the file that is the clip (None: the whole file).
+        strict: fail a file whose video decoding breaks part-way, instead of keeping the part before the break.
 
     Returns:
-        The decoded clip.
+        The decoded clip (`partial` when only the part before a break in the video could be decoded).
 
     Raises:
         MediaError: missing, empty, not media, truncated, no video stream, no decodable video frame, an audio
@@ -98,29 +105,56 @@ def decode_clip(path: str | Path, video: VideoConfig, audio: AudioConfig, codec_
             if stream is not None:
                 _check_decodable(path, stream)
                 stream.codec_context.thread_count = codec_threads
-        stop_s = None
+        stop_s = origin_s = None
         if segment is not None:
             origin_s = _seek(path, container, video_stream, segment)
             stop_s = origin_s + segment.end_s + _SEGMENT_MARGIN_S
-        packets, mono_audio = _demux(path, container, video_stream, audio_stream, audio.sample_rate_hz, stop_s)
-        if segment is None:
-            first_pts, duration_s = media.presentation_span(path, video_stream, packets, 1.0 / video.sampling_fps)
-        else:
-            first_pts, duration_s = _segment_span(path, video_stream, packets, segment, origin_s,
-                                                  1.0 / video.sampling_fps)
+        packets, mono_audio, truncation = _demux(path, container, video_stream, audio_stream,
+                                                 audio.sample_rate_hz, stop_s)
+        if truncation is None and segment is None and video_stream.frames > len(packets):  # a download cut short
+            truncation = f"truncated: the index lists {video_stream.frames} video frames, the file holds {len(packets)}"
+        if truncation is not None and strict:
+            raise MediaError(path, truncation)
+        try:
+            first_pts, duration_s, times, frames, frame_times, slots = _sample_video(
+                path, video_stream, packets, video, segment, origin_s)
+            partial = truncation is not None
+        except _VideoCut as cut:  # a truncated or damaged file: keep the part before the damage, unless strict
+            if strict or cut.packets_ok == 0:
+                raise
+            logger.warning("%s: %s; using the %d packets before it", path, cut.reason, cut.packets_ok)
+            video_stream.codec_context.flush_buffers()  # the failed pass left the decoder mid-stream
+            first_pts, duration_s, times, frames, frame_times, slots = _sample_video(
+                path, video_stream, packets[:cut.packets_ok], video, segment, origin_s)
+            partial = True
         t0 = float(first_pts * video_stream.time_base)
-        times = views.view_times(duration_s, video)  # (n_t, T) seconds from the first frame
-        targets, inverse = np.unique(times, return_inverse=True)
-        frames, frame_times, slots = _decode_frames(path, video_stream, packets, first_pts, targets)
 
-    frame_index = slots[inverse.reshape(times.shape)]  # (n_t, T) rows of `frames`
+    frame_index = slots  # (n_t, T) rows of `frames`
     waveform = start_s = None
     if mono_audio is not None:
         waveform, start_s = _audio_window(path, mono_audio, audio, t0, _views_centre_s(duration_s, video),
-                                          None if segment is None else duration_s)
+                                          None if segment is None and not partial else duration_s)
     logger.debug("%s: %.2f s, %d packets, %d frames converted, audio %s", path, duration_s, len(packets),
                  len(frames), "none" if waveform is None else f"{waveform.size} samples from {start_s:.2f} s")
-    return DecodedClip(path, frames, frame_index, frame_times, duration_s, waveform, start_s)
+    return DecodedClip(path, frames, frame_index, frame_times, duration_s, waveform, start_s, partial)
+
+
+def _sample_video(path: Path, stream, packets: list, video: VideoConfig, segment: Segment | None,
+                  origin_s: float | None) -> tuple[int, float, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The clip's span from `packets`, its view times, and the frames shown at them.
+
+    Returns:
+        (first pts, duration in seconds, view times (n_t, T), frames (N, H, W, 3), their times (N,), for each
+        view time the row of its frame (n_t, T)).
+    """
+    if segment is None:
+        first_pts, duration_s = media.presentation_span(path, stream, packets, 1.0 / video.sampling_fps)
+    else:
+        first_pts, duration_s = _segment_span(path, stream, packets, segment, origin_s, 1.0 / video.sampling_fps)
+    times = views.view_times(duration_s, video)  # (n_t, T) seconds from the first frame
+    targets, inverse = np.unique(times, return_inverse=True)
+    frames, frame_times, slots = _decode_frames(path, stream, packets, first_pts, targets)
+    return first_pts, duration_s, times, frames, frame_times, slots[inverse.reshape(times.shape)]
 
 
 # --- demux and video ------------------------------------------------------------------------------------
@@ -157,9 +191,14 @@ def _segment_span(path: Path, stream, packets: list, segment: Segment, origin_s:
 
 
 def _demux(path: Path, container, video_stream, audio_stream, sample_rate_hz: int, stop_s: float | None = None
-           ) -> tuple[list, _MonoAudio | None]:
+           ) -> tuple[list, _MonoAudio | None, str | None]:
     """Read the packets (every one, or up to a packet past `stop_s` seconds): keep the video packets, decode the
-    audio to mono `sample_rate_hz` on the way."""
+    audio to mono `sample_rate_hz` on the way.
+
+    Returns:
+        (video packets, audio, None), or with the reason as third item when the file ends inside a packet that
+        fails (a truncated file: what came before it is kept).
+    """
     packets = []
     audio = _MonoAudio(audio_stream, sample_rate_hz) if audio_stream is not None else None
     streams = [s for s in (video_stream, audio_stream) if s is not None]
@@ -179,15 +218,24 @@ def _demux(path: Path, container, video_stream, audio_stream, sample_rate_hz: in
             audio.flush()
     except av.FFmpegError as error:
         where = float(last.pts * last.time_base) if last is not None and last.pts is not None else 0.0
+        if packets and last is not None and last.pos is not None and last.pos + last.size >= path.stat().st_size:
+            if audio is not None:
+                audio.flush()
+            return packets, audio, f"truncated: the file ends inside a packet near {where:.2f} s"
         raise MediaError(path, f"demuxing or audio decoding failed near {where:.2f} s, corrupt or truncated "
                                f"({media.describe(error)})") from error
-    return packets, audio
+    return packets, audio, None
 
 
-def _frames(stream, packets: list) -> Iterator:
-    for packet in packets:
-        yield from stream.decode(packet)
-    yield from stream.decode(None)  # flush the decoder's delayed frames
+class _VideoCut(MediaError):
+    """Video decoding failed part-way; `packets_ok` packets (in decode order) came before the failing one."""
+
+    def __init__(self, path: Path, reason: str, packets_ok: int) -> None:
+        super().__init__(path, reason)
+        self.packets_ok = packets_ok
+
+    def __reduce__(self):
+        return MediaError, (self.path, self.reason)  # leaves this module as the plain error it is
 
 
 def _decode_frames(path: Path, stream, packets: list, first_pts: int, targets: np.ndarray
@@ -201,15 +249,17 @@ def _decode_frames(path: Path, stream, packets: list, first_pts: int, targets: n
     slots = np.empty(len(targets), dtype=np.int64)
     size: tuple[int, int] | None = None  # (width, height) of the first frame: every frame is converted to it
     reformatter = VideoReformatter()  # one per clip: reuses its swscale context (3x faster than to_ndarray)
-    decoded = 0
+    decoded = fed = 0
     last_kept = None
 
     def counted_frames() -> Iterator:
-        nonlocal decoded, size
-        for frame in _frames(stream, packets):
-            decoded += 1
-            size = size or (frame.width, frame.height)
-            yield frame
+        nonlocal decoded, fed, size
+        for packet in [*packets, None]:  # None: flush the decoder's delayed frames
+            fed += packet is not None
+            for frame in stream.decode(packet):
+                decoded += 1
+                size = size or (frame.width, frame.height)
+                yield frame
 
     try:
         for target, frame, frame_s in media.frames_shown_at(path, counted_frames(), targets, first_pts,
@@ -221,8 +271,8 @@ def _decode_frames(path: Path, stream, packets: list, first_pts: int, targets: n
                 last_kept = frame
             slots[target] = len(kept) - 1
     except av.FFmpegError as error:
-        raise MediaError(path, f"video decoding failed after {decoded} frames, corrupt or truncated "
-                               f"({media.describe(error)})") from error
+        raise _VideoCut(path, f"video decoding failed after {decoded} frames, corrupt or truncated "
+                              f"({media.describe(error)})", packets_ok=fed - 1 if decoded else 0) from error
     return np.stack(kept), np.asarray(kept_times, dtype=np.float64), slots
 
 

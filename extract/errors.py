@@ -13,7 +13,14 @@ It lives in `extract/`, the first stage, because every later stage imports from 
 
 from __future__ import annotations
 
-__all__ = ["InputError"]
+import errno
+
+__all__ = ["InputError", "is_user_error"]
+
+# File-system errors a user fixes: a path that is missing, exists, or is of the wrong kind, no permission.
+_USER_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError, IsADirectoryError)
+# Plain OSErrors of a file system that refuses a write: read-only, full, over quota.
+_REFUSED_WRITE_ERRNOS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT})
 
 
 class InputError(ValueError):
@@ -21,3 +28,13 @@ class InputError(ValueError):
 
     A ValueError, so that code catching ValueError (and tests written against it) keep working.
     """
+
+
+def is_user_error(error: BaseException) -> bool:
+    """Whether `error` is one a user fixes, shown as one line naming the file (its `str()`), without a traceback.
+
+    That is an `InputError`, a missing / existing / wrong-kind path, no permission, or a file system that refuses
+    a write (read-only, full, over quota); every other OSError (an I/O error, a bug) keeps its traceback.
+    """
+    return isinstance(error, (InputError, *_USER_OS_ERRORS)) or (
+        isinstance(error, OSError) and error.errno in _REFUSED_WRITE_ERRNOS)

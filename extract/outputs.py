@@ -111,6 +111,8 @@ class ClipTokens:
         audio_tokens: AST CLS, DIST, then the time-pooled patch grid, float16; zeros when `has_audio` is False.
         has_audio: the clip has a decodable audio track of at least 25 ms.
         audio_frames: valid fbank frames before padding or cutting (0 without audio).
+        decoded_s: for a partial file (its video broke part-way, `extract.decode`) the seconds decoded and used;
+            None for a whole clip.
 
     Shapes:
         video_tokens: (V, Nv, Dv). kinetics_logits: (V, K). audio_tokens: (Na, Da).
@@ -121,3 +123,4 @@ class ClipTokens:
     audio_tokens: np.ndarray
     has_audio: bool
     audio_frames: int
+    decoded_s: float | None = None

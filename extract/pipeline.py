@@ -42,6 +42,7 @@ class _Prepared:
     frame_index: torch.Tensor  # (temporal_views, T) rows of `frames`
     fbank: torch.Tensor | None  # (S, F) float32; None without audio
     audio_frames: int
+    decoded_s: float | None  # seconds decoded of a partial file; None: the whole clip
 
 
 class ClipExtractor:
@@ -95,7 +96,10 @@ class ClipExtractor:
         prepared = self._prepare(Path(path), segment)
         if isinstance(prepared, MediaError):
             raise prepared
-        return self._forward([prepared])[0]
+        result = _finite(Path(path), self._forward([prepared])[0])
+        if isinstance(result, MediaError):
+            raise result
+        return result
 
     def extract_many(self, paths: Iterable[str | Path], prefetch: int = 2,
                      segments: Iterable[Segment | None] | None = None
@@ -130,7 +134,7 @@ class ClipExtractor:
                 ready = [r for _, r in results if not isinstance(r, MediaError)]
                 outputs = iter(self._forward(ready) if ready else [])
                 for path, result in results:
-                    yield path, result if isinstance(result, MediaError) else next(outputs)
+                    yield path, result if isinstance(result, MediaError) else _finite(path, next(outputs))
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -158,7 +162,7 @@ class ClipExtractor:
     def _prepare(self, path: Path, segment: Segment | None = None) -> _Prepared | MediaError:
         cfg = self.config
         try:
-            clip = decode_clip(path, cfg.video, cfg.audio, segment=segment)
+            clip = decode_clip(path, cfg.video, cfg.audio, segment=segment, strict=cfg.strict_media)
         except MediaError as error:
             return error
         frames = torch.from_numpy(clip.frames)
@@ -170,7 +174,7 @@ class ClipExtractor:
         if clip.has_audio:
             fbank, valid = spectrogram.log_mel(torch.from_numpy(clip.audio), cfg.audio.sample_rate_hz,
                                                cfg.audio.num_mel_bins, cfg.audio.target_frames)
-        return _Prepared(path, made, frames, frame_index, fbank, valid)
+        return _Prepared(path, made, frames, frame_index, fbank, valid, clip.duration_s if clip.partial else None)
 
     # --- backbone side (calling thread) -----------------------------------------------------------------
 
@@ -202,6 +206,7 @@ class ClipExtractor:
                 audio_tokens=audio[audio_row[i]] if i in audio_row else silent.copy(),
                 has_audio=i in audio_row,
                 audio_frames=clip.audio_frames,
+                decoded_s=clip.decoded_s,
             )
             for i, clip in enumerate(clips)
         ]
@@ -240,6 +245,16 @@ class ClipExtractor:
             audio_tokens = tokens.pool_audio_tokens(audio_tokens, self.audio_backbone.grid,
                                                     self.config.tokens.audio_pooled_time)
         return audio_tokens.half()
+
+
+def _finite(path: Path, clip: ClipTokens) -> ClipTokens | MediaError:
+    """The clip's tokens, or a MediaError when a backbone gave NaN or inf (an overflow on odd input, broken weights):
+    such tokens would poison every batch they train in, so the clip is failed, with the arrays named."""
+    bad = [name for name in ("video_tokens", "kinetics_logits", "audio_tokens")
+           if not np.isfinite(getattr(clip, name)).all()]
+    if bad:
+        return MediaError(path, f"backbone output is not finite (NaN or inf in {', '.join(bad)})")
+    return clip
 
 
 def _device(name: str) -> torch.device:

@@ -16,7 +16,7 @@ from torch import nn
 
 from extract.errors import InputError
 
-__all__ = ["read_state_dict", "sha256_file", "load_strict", "weights_file"]
+__all__ = ["read_state_dict", "sha256_file", "load_strict", "weights_file", "load_failure"]
 
 _HF_FILES = ("model.safetensors", "pytorch_model.bin")
 _WRAPPER_KEYS = ("model", "state_dict", "model_state")
@@ -53,7 +53,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means the same thing here
         raise InputError(f"{file}: not a PyTorch checkpoint readable without running code "
-                         f"({type(error).__name__}: {error})") from error
+                         f"({load_failure(error)})") from error
     if isinstance(state, dict):
         for key in _WRAPPER_KEYS:
             if isinstance(state.get(key), dict):
@@ -62,6 +62,19 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(f"{file}: not a state dict (name -> tensor)")
     return state
+
+
+def load_failure(error: Exception) -> str:
+    """Why `torch.load(..., weights_only=True)` refused a file, in one line.
+
+    Torch's own message spans several lines, asks to file an issue and suggests `weights_only=False`, which
+    would run the file's code: the user gets the gist (the unpickler's reason, or the first line) instead.
+    """
+    text = str(error)
+    if "WeightsUnpickler error:" in text:  # a pickle with other objects than tensors, or no pickle at all
+        text = text.split("WeightsUnpickler error:", 1)[1].strip().split("\n\n", 1)[0]
+    gist = " ".join(text.split()) if "\n" not in text.strip() else text.strip().splitlines()[0]
+    return f"{type(error).__name__}: {gist[:200]}"
 
 
 def sha256_file(path: Path) -> str:

@@ -59,11 +59,15 @@ class RunnerConfig:
     audio_weights: Path | None = None  # AST weights (original AST, HF transformers, or timm DeiT format)
     retry_failed: bool = False  # also retry clips recorded as failed (pending clips are always retried)
     progress: bool = True  # show a progress bar
+    wait: bool = False  # when another extract holds the store's lease: wait for it (False: stop, naming it)
+    lease_timeout_s: float = 60.0  # a store lease without a heartbeat for this long is stale and taken over
 
     def __post_init__(self) -> None:
         if self.gpus < 0:
             raise InputError(f"`gpus` must be >= 0, got {self.gpus}")
         if self.workers < 1:
             raise InputError(f"`workers` must be >= 1, got {self.workers}")
+        if self.lease_timeout_s <= 0:
+            raise InputError(f"`lease_timeout_s` must be > 0, got {self.lease_timeout_s}")
         if self.gpus and self.workers != 1:
             raise InputError("`workers` is for CPU runs; with `gpus=N` the run uses one worker per GPU")

@@ -1,8 +1,11 @@
 """The list of clips an extraction run works on: from a manifest CSV, a folder, or a single media file.
 
 A manifest is the contract of docs/ARCHITECTURE.md: columns `clip_id,path,class_name,split,start_s,end_s` (the
-order every writer uses; read by name), of which only `path` is required; `start_s`, `end_s` are seconds: the
-clip is that segment of the file, both blank for the whole file; paths relative to the manifest's folder. A folder is
+order every writer uses; read by name, UTF-8 with or without a byte-order mark, LF or CRLF), of which `path`,
+`class_name` and `split` are required and non-empty in every row; without a `clip_id` column the id is the path
+without its extension; `start_s`, `end_s` are seconds: the clip is that segment of the file, both blank for the
+whole file; paths relative to the manifest's folder. Blank or space-padded ids, repeated ids and folders given as
+paths are refused with their line numbers, all problems of the file in one message. A folder is
 scanned recursively for video files; the clip id is the path relative to the folder without its
 extension, so equal file stems in different sub-folders never collide, and the label is the name of the
 clip's parent folder (the ImageFolder convention of UCF-101 and most action datasets).
@@ -11,13 +14,17 @@ clip's parent folder (the ImageFolder convention of UCF-101 and most action data
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from extract.errors import InputError
 from extract.media import Segment
 
-__all__ = ["ClipRecord", "VIDEO_SUFFIXES", "read_clip_list"]
+__all__ = ["ClipRecord", "REQUIRED_COLUMNS", "VIDEO_SUFFIXES", "read_clip_list"]
+
+# The columns a manifest must have: a clip without its class or split cannot be trained or evaluated on.
+REQUIRED_COLUMNS = ("path", "class_name", "split")
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".flv", ".mpg", ".mpeg", ".ts", ".3gp"})
 
@@ -33,12 +40,18 @@ class ClipRecord:
     segment: Segment | None = None  # the part of the file that is the clip (None: all of it)
 
 
-def read_clip_list(videos: str | Path) -> list[ClipRecord]:
+def read_clip_list(videos: str | Path, required: Sequence[str] = REQUIRED_COLUMNS) -> list[ClipRecord]:
     """Read the clips named by a manifest CSV, found in a folder, or given as one media file.
+
+    Args:
+        videos: the manifest, folder or file.
+        required: the columns a manifest must have, non-empty in every row (candidate lists of `curate` have no
+            split yet: they pass ("path", "class_name")). `class_name` and `split`, where present, are never blank.
 
     Raises:
         FileNotFoundError: `videos` does not exist.
-        ValueError: an unreadable or malformed manifest, duplicate clip ids, or a folder without media files.
+        ValueError: an unreadable or malformed manifest (missing columns, bad rows), duplicate clip ids, or a folder
+            without media files.
     """
     videos = Path(videos)
     if not videos.exists():
@@ -46,7 +59,7 @@ def read_clip_list(videos: str | Path) -> list[ClipRecord]:
     if videos.is_dir():
         return _scan_folder(videos)
     if videos.suffix.lower() == ".csv":
-        return _read_manifest(videos)
+        return _read_manifest(videos, tuple(required))
     if videos.suffix.lower() in VIDEO_SUFFIXES:
         return [ClipRecord(clip_id=videos.stem, path=videos.resolve())]
     raise InputError(f"{videos}: not a manifest (.csv), a folder, or a media file "
@@ -65,31 +78,60 @@ def _scan_folder(root: Path) -> list[ClipRecord]:
     return _check_unique(records, root)
 
 
-def _read_manifest(manifest: Path) -> list[ClipRecord]:
+def _read_manifest(manifest: Path, required: tuple[str, ...]) -> list[ClipRecord]:
+    """The clips of a manifest, after checking every row: nothing is extracted from a manifest with a bad row.
+
+    Read as "utf-8-sig": a byte-order mark ("CSV UTF-8" of spreadsheets) would otherwise become part of the first
+    column's name. Values are kept as written, so an id with spaces around it is reported, not quietly changed.
+    """
     try:
-        with manifest.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
+        with manifest.open(newline="", encoding="utf-8-sig") as handle:  # newline="": the csv module reads CRLF
+            reader = csv.DictReader(handle)
+            columns = list(reader.fieldnames or ())
+            rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise InputError(f"{manifest}: cannot read the manifest ({error})") from error
+        raise InputError(f"{manifest}: cannot read the manifest as UTF-8 CSV ({error})") from error
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise InputError(f"{manifest}: the manifest needs columns {', '.join(required)}; missing "
+                         f"{', '.join(missing)} (found {', '.join(columns) or 'no header'})")
     if not rows:
         raise InputError(f"{manifest}: the manifest has no clips")
-    if "path" not in rows[0]:
-        raise InputError(f"{manifest}: the manifest needs a 'path' column, found {sorted(rows[0])}")
     base = manifest.parent.resolve()
+    problems: dict[str, list[int]] = {}
+    first_line: dict[str, int] = {}
     records = []
     for line, row in enumerate(rows, start=2):
-        if not row["path"]:
-            raise InputError(f"{manifest}:{line}: empty path")
-        relative = Path(row["path"])
-        clip_id = row.get("clip_id") or relative.with_suffix("").as_posix()
-        records.append(ClipRecord(
-            clip_id=clip_id,
-            path=(base / relative).resolve(),
-            label=row.get("class_name") or "",
-            split=row.get("split") or "",
-            segment=_segment(row, f"{manifest}:{line}"),
-        ))
-    return _check_unique(records, manifest)
+        values = {k: v or "" for k, v in row.items() if k is not None}
+        for column in dict.fromkeys((*required, *(c for c in ("class_name", "split") if c in values))):
+            if not values[column].strip():
+                problems.setdefault(f"empty {column}", []).append(line)
+        relative = Path(values["path"])
+        clip_id = values["clip_id"] if "clip_id" in values else relative.with_suffix("").as_posix()
+        if not clip_id.strip() or clip_id != clip_id.strip():
+            problems.setdefault("clip_id blank or with spaces around it", []).append(line)
+        elif clip_id in first_line:
+            problems.setdefault("clip_id repeated (first use on the line given first)", []).extend(
+                [first_line[clip_id], line])
+        first_line.setdefault(clip_id, line)
+        path = (base / relative).resolve()
+        if values["path"].strip() and path.is_dir():
+            problems.setdefault("path is a folder, not a media file", []).append(line)
+        records.append(ClipRecord(clip_id=clip_id, path=path, label=values.get("class_name", ""),
+                                  split=values.get("split", ""),
+                                  segment=_segment(values, f"{manifest}:{line}")))
+    if problems:
+        bad = len({line for lines in problems.values() for line in lines})
+        raise InputError(f"{manifest}: {bad} bad row(s), nothing extracted: " + "; ".join(
+            f"{what} on line(s) {_first_few(lines)}" for what, lines in problems.items()))
+    return records
+
+
+def _first_few(lines: list[int], shown: int = 5) -> str:
+    """'3, 7, 9' or '3, 7, 9, 11, 12 and 40 more': a message stays one line on a manifest of any size."""
+    lines = sorted(set(lines))
+    text = ", ".join(str(line) for line in lines[:shown])
+    return text if len(lines) <= shown else f"{text} and {len(lines) - shown} more"
 
 
 def _segment(row: dict, where: str) -> Segment | None:

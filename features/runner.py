@@ -5,7 +5,8 @@ writer, so no chunk or shard ever has two writers. Within a block, clips are dec
 backbones run (extract.pipeline.ClipExtractor.extract_many) and each clip is written, then marked done, as
 soon as it is ready, so an interrupted run loses at most the clips in flight. Re-running the same command
 skips done clips and retries pending ones; a clip that cannot be decoded is recorded as failed with its
-reason and the run goes on.
+reason and the run goes on. One run at a time writes a store: the runner holds its lease (features.lease) and
+its Dask workers write only the blocks it hands them.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from tqdm import tqdm
 
 from extract.config import PROFILES, ExtractConfig
 from extract.errors import InputError
-from extract.files import write_csv
+from extract.files import read_csv, write_csv
 from extract.media import MediaError
 from features.config import RunnerConfig
+from features.lease import StoreLease
 from features.manifest import ClipRecord, read_clip_list
 from features.store import DONE, FAILED, PENDING, StoreError, TokenStore, code_version, now_utc, package_versions
 
@@ -64,6 +66,7 @@ def build_extract_config(
     gpus: int = 0,
     compile: bool = False,
     batch_views: int | None = None,
+    strict_media: bool = False,
 ) -> ExtractConfig:
     """The extraction config of a run: a named profile with the command line's overrides (None: the profile's).
 
@@ -78,7 +81,7 @@ def build_extract_config(
         base, video=video, random_init=base.random_init or random_init, full_tokens=full_tokens,
         device="cuda" if gpus else "cpu", compile=compile,
         precision=base.precision if gpus else "fp32",  # bf16 autocast is a GPU speed setting
-        batch_views=batch_views or base.batch_views,
+        batch_views=batch_views or base.batch_views, strict_media=strict_media,
     )
     return config
 
@@ -98,11 +101,17 @@ def run_extraction(config: RunnerConfig) -> ExtractionSummary:
     Raises:
         FileNotFoundError: a missing manifest / folder / media file, or missing weights without random init.
         ValueError: a malformed manifest, or an existing store made with another config or clip list.
+        features.lease.LeaseHeldError: another extract holds the store (without `wait`).
     """
-    from extract.pipeline import ClipExtractor
-
     started = time.perf_counter()
     clips = read_clip_list(config.videos)
+    with StoreLease(config.out, config.lease_timeout_s, wait=config.wait):
+        return _run_holding_the_lease(config, clips, started)
+
+
+def _run_holding_the_lease(config: RunnerConfig, clips: Sequence[ClipRecord], started: float) -> ExtractionSummary:
+    from extract.pipeline import ClipExtractor
+
     extractor = ClipExtractor(config.extract, video_weights=config.video_weights, audio_weights=config.audio_weights)
     store = _open_or_create(config, clips, extractor)
 
@@ -149,9 +158,13 @@ def _open_or_create(config: RunnerConfig, clips: Sequence[ClipRecord], extractor
                       "created": now_utc(), "source": str(config.videos)}
         return TokenStore.create(config.out, clips, layout, extract_dict, provenance, config.store)
     store = TokenStore.open(config.out, mode="r+")
+    try:  # a field added since the store was made counts as its default, which is what that store did
+        recorded = ExtractConfig.from_dict(store.extract_config).to_dict()
+    except InputError:  # not an extraction config of this code (an imported store): compared as it is
+        recorded = store.extract_config
     differences = sorted(
-        key for key in set(extract_dict) | set(store.extract_config)
-        if key not in _RUNTIME_KEYS and extract_dict.get(key) != store.extract_config.get(key)
+        key for key in set(extract_dict) | set(recorded)
+        if key not in _RUNTIME_KEYS and extract_dict.get(key) != recorded.get(key)
     )
     if differences or layout != store.token_layout:
         raise StoreError(f"{config.out}: made with a different extraction config (differs in "
@@ -200,10 +213,11 @@ def _run_on_dask(config: RunnerConfig, store: TokenStore, blocks, bar: tqdm, blo
         dashboard = client.dashboard_link
         logger.info("Dask dashboard: %s", dashboard)
         n_workers = max(1, len(client.scheduler_info()["workers"]))
+        _check_workers_see(client, store.path)
         torch_threads = max(1, (os.cpu_count() or 1) // n_workers) if not config.gpus else 1
         futures = {
             client.submit(
-                _worker_extract_block, str(store.path), index, config.extract, config.video_weights,
+                _worker_extract_block, str(store.path.resolve()), index, config.extract, config.video_weights,
                 config.audio_weights, torch_threads, key=f"extract-block-{start}-{os.getpid()}", pure=False,
             ): (start, index.size)
             for start, index in blocks
@@ -221,6 +235,25 @@ def _run_on_dask(config: RunnerConfig, store: TokenStore, blocks, bar: tqdm, blo
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _check_workers_see(client, store_path: Path) -> None:
+    """Before any work: every worker must see the store at this path (a shared file system), else one line names
+    the path and the workers that do not."""
+    blind = {address: where for address, (sees, where) in
+             client.run(_sees_store, str(store_path.resolve())).items() if not sees}
+    if blind:
+        workers = ", ".join(f"{where[0]} ({address} on {where[1]})" for address, where in sorted(blind.items()))
+        raise StoreError(f"{store_path.resolve()}: not visible to Dask worker(s) {workers}; every worker must see "
+                         "the store at the same path (a shared file system mounted there)")
+
+
+def _sees_store(store_path: str, dask_worker=None) -> tuple[bool, tuple[str, str]]:
+    """Runs on each worker (`Client.run` passes it as `dask_worker`): whether the store is there, and the worker's
+    (name, host name)."""
+    import socket
+
+    return (Path(store_path) / "zarr.json").is_file(), (str(dask_worker.name), socket.gethostname())
 
 
 def _local_cluster(config: RunnerConfig):
@@ -260,11 +293,20 @@ def _worker_extract_block(store_path: str, index: np.ndarray, extract: ExtractCo
 
 
 def _write_failures_csv(store: TokenStore) -> Path | None:
-    """Rewrite `<STORE>.failures.csv` (path,reason) from the store; remove it when nothing failed."""
+    """Rewrite `<STORE>.failures.csv` (path,reason) from the store; remove it when nothing failed.
+
+    A file that already says the same is left alone: a complete store on a read-only file system resumes as a
+    no-op instead of failing on a write it does not need.
+    """
     target = failures_csv_path(store.path)
     failed = np.flatnonzero(store.status == FAILED)
     if not failed.size:
-        target.unlink(missing_ok=True)
+        if target.exists():
+            target.unlink()
         return None
     reasons = store.failure_reasons
-    return write_csv(target, ("path", "reason"), [[store.paths[i], reasons[i]] for i in failed])
+    rows = [[str(store.paths[i]), str(reasons[i])] for i in failed]
+    if target.is_file() and [[r["path"], r["reason"]] for r in read_csv(target, ("path", "reason"),
+                                                                         "failures CSV")] == rows:
+        return target
+    return write_csv(target, ("path", "reason"), rows)

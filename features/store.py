@@ -28,6 +28,7 @@ import datetime
 import importlib.metadata
 import logging
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -61,10 +62,14 @@ logger = logging.getLogger(__name__)
 
 PENDING, DONE, FAILED = 0, 1, 2
 STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
+# Failed clips `summary` lists one by one (the rest are counted by reason).
+_FIRST_FAILURES = 5
 STORE_FORMAT = "mzst-token-store"
 STORE_FORMAT_VERSION = 1
 _META_ARRAYS = ("clip_id", "path", "label", "split")
 _SEGMENT_ARRAYS = ("segment_start_s", "segment_end_s")  # absent in stores of whole files made before segments
+# Seconds decoded of a partial clip (NaN: the whole clip); absent in stores made before partial clips were kept.
+_DECODED_ARRAY = "decoded_s"
 
 
 class StoreError(InputError):
@@ -146,6 +151,7 @@ class TokenStore:
             column[:] = values
         for name, values in zip(_SEGMENT_ARRAYS, _segment_columns(clips), strict=True):
             group.create_array(name, shape=(n,), dtype="float64", chunks=(n,), fill_value=np.nan)[:] = values
+        group.create_array(_DECODED_ARRAY, shape=(n,), dtype="float64", chunks=(block,), fill_value=np.nan)
         group.create_array("status", shape=(n,), dtype="uint8", chunks=(block,), fill_value=PENDING)
         group.create_array("failure_reason", shape=(n,), dtype=str, chunks=(block,), fill_value="")
         for name, (dtype, _) in _SMALL_ARRAYS.items():
@@ -192,6 +198,13 @@ class TokenStore:
     @property
     def failure_reasons(self) -> np.ndarray:
         return np.asarray(self._group["failure_reason"][:])
+
+    @property
+    def decoded_s(self) -> np.ndarray:
+        """Per clip the seconds decoded of a partial file, NaN for a whole clip (or a pending / failed one): (n,)."""
+        if _DECODED_ARRAY not in self._group:
+            return np.full(self.num_clips, np.nan)
+        return np.asarray(self._group[_DECODED_ARRAY][:])
 
     def segments(self, indices: Sequence[int] | np.ndarray) -> list[Segment | None]:
         """The segment of the file that each clip is (None: the whole file)."""
@@ -240,6 +253,12 @@ class TokenStore:
             values = np.stack([_checked(getattr(t, name), dtype, clip_shape, name, self.path) for t in tokens])
             self._set(name, index, values)  # (k, *clip_shape)
         self._set("has_audio", index, np.array([bool(t.has_audio) for t in tokens]))
+        decoded = np.array([np.nan if getattr(t, "decoded_s", None) is None else t.decoded_s for t in tokens])
+        if _DECODED_ARRAY in self._group:
+            self._set(_DECODED_ARRAY, index, decoded)
+        elif not np.isnan(decoded).all():
+            raise StoreError(f"{self.path}: made before partial clips were kept, it cannot record one; extract "
+                             "into a new store, or set `strict_media=True` to fail such files")
         self._set("audio_frames", index, np.array([int(t.audio_frames) for t in tokens], dtype=np.int32))
         # Status last: a clip is done only once its data is on disk.
         self._set("failure_reason", index, np.array([""] * len(index), dtype=object))
@@ -345,10 +364,26 @@ class TokenStore:
             mask = self.splits == split
             splits[split or "(none)"] = {name: int(((status == code) & mask).sum())
                                          for code, name in STATUS_NAMES.items()}
+        done = np.flatnonzero(status == DONE)
+        failed = np.flatnonzero(status == FAILED)
+        reasons = self.failure_reasons
+        by_reason: dict[str, int] = {}
+        for i in failed:
+            kind = _reason_kind(str(reasons[i]))
+            by_reason[kind] = by_reason.get(kind, 0) + 1
+        decoded_s = self.decoded_s
+        partial = np.flatnonzero((status == DONE) & ~np.isnan(decoded_s))
         return {
             "store": str(self.path),
             "clips": self.num_clips,
             **counts,
+            "partial": int(partial.size),
+            "first_partial": [{"clip_id": str(self.clip_ids[i]), "path": str(self.paths[i]),
+                               "decoded_s": round(float(decoded_s[i]), 3)} for i in partial[:_FIRST_FAILURES]],
+            "no_audio": int((~self.read(done, ["has_audio"])["has_audio"]).sum()) if done.size else 0,
+            "failed_by_reason": dict(sorted(by_reason.items(), key=lambda item: (-item[1], item[0]))),
+            "first_failures": [{"clip_id": str(self.clip_ids[i]), "path": str(self.paths[i]),
+                                "reason": str(reasons[i])} for i in failed[:_FIRST_FAILURES]],
             "classes": len(set(self.labels.tolist()) - {""}),
             "splits": splits,
             "bytes_on_disk": _folder_bytes(self.path),
@@ -364,6 +399,12 @@ _DIMENSION_NAMES = {
     "audio_tokens": ("audio_token", "audio_dim"),
     "kinetics_logits": ("view", "kinetics_class"),
 }
+
+
+def _reason_kind(reason: str) -> str:
+    """A failure reason without its particulars (numbers, the decoder's words in parentheses): what `inspect`
+    counts by, e.g. "video decoding failed after N frames, corrupt or truncated"."""
+    return re.sub(r"\d+(\.\d+)?", "N", re.sub(r"\s*\(.*\)\s*$", "", reason)).strip() or "(no reason recorded)"
 
 
 def _remove_stale_staging(path: Path) -> None:

@@ -18,13 +18,13 @@ import numpy as np
 import torch
 
 from extract.errors import InputError
-from features.reader import BatchReader
+from features.reader import BatchReader, TokenBatch
 from features.store import DONE, TokenStore
 from fusion.losses import kinetics_class
 from fusion.model import AVOutput, FusionModel, ModelDims
 
 __all__ = ["Predictions", "ConcatenatedHeads", "resolve_device", "check_layout", "conse_embeddings",
-           "predict_embeddings"]
+           "predict_embeddings", "non_finite_clips"]
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +157,9 @@ def predict_embeddings(
             with torch.autocast(torch_device.type, dtype=torch.bfloat16, enabled=torch_device.type == "cuda"):
                 out = model.forward_views(batch.video_tokens.to(torch_device),
                                           batch.audio_tokens.to(torch_device), batch.has_audio.to(torch_device))
+            finite = torch.isfinite(out.embedding).all(dim=1).cpu()  # (B, E) -> (B,)
+            if not bool(finite.all()):
+                raise InputError(_non_finite_message(store, batch, finite))
             embeddings.append(out.embedding.float().cpu())
             logits.append(out.task_logits.float().cpu())
             if has_kinetics:
@@ -177,3 +180,33 @@ def predict_embeddings(
         task_logits=task_logits,
         index=torch.cat(order).numpy() if order else np.zeros(0, np.int64),
     )
+
+
+def non_finite_clips(store: TokenStore, batch: TokenBatch) -> str:
+    """Where `batch` holds NaN or inf: "video_tokens of clip(s) 'a', 'b'; audio_tokens of clip(s) 'c'", or "".
+
+    Named by clip id and array, so that a user can find (and extract again) the clips that poison a run.
+    """
+    found = []
+    for name in ("video_tokens", "audio_tokens", "kinetics_logits"):
+        values = getattr(batch, name)
+        if values is None:
+            continue
+        bad = ~torch.isfinite(values.reshape(len(batch), -1)).all(dim=1)  # (B, ...) -> (B,)
+        if bool(bad.any()):
+            found.append(f"{name} of clip(s) {_first_ids(store, batch.index[bad])}")
+    return "; ".join(found)
+
+
+def _non_finite_message(store: TokenStore, batch: TokenBatch, finite: torch.Tensor) -> str:
+    """Why the head's output for `batch` is not finite: NaN / inf tokens (named), or else the head itself."""
+    where = non_finite_clips(store, batch)
+    if where:
+        return f"{store.path}: NaN or inf in {where}; extract those clips again (extraction now fails such clips)"
+    return (f"{store.path}: the head gives NaN or inf for clip(s) {_first_ids(store, batch.index[~finite])} whose "
+            "tokens are finite; its weights are broken")
+
+
+def _first_ids(store: TokenStore, index: torch.Tensor, shown: int = 5) -> str:
+    ids = [repr(str(i)) for i in store.clip_ids[index.numpy()]]
+    return ", ".join(ids[:shown]) + (f" and {len(ids) - shown} more" if len(ids) > shown else "")

@@ -30,6 +30,7 @@ import torch
 
 from extract.errors import InputError
 from extract.files import atomic_write, write_json, write_text
+from extract.weights import load_failure
 from fusion.config import ARCHITECTURE_FIELDS, FusionConfig, TrainConfig
 from fusion.model import FusionModel, ModelDims, build_model
 from fusion.plan import TrainingPlan, embedding_permutation
@@ -53,7 +54,9 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "mzst-fusion-checkpoint"
 CHECKPOINT_VERSION = 1
-# Fields that may differ when a run is resumed: they change how it runs, not what it computes.
+# What a run folder holds (the module docstring): the files a restart before the first checkpoint may remove.
+_RUN_FILES = ("config.json", "classes.json", "class_embeddings.npz", "log.jsonl", "best.pt", "last.pt",
+              "training_curves.png")
 # Settings a resumed run may change: how it runs, and where the run folder now is (a copied or moved run resumes).
 _RESUME_FREE_FIELDS = ("resume", "progress", "device", "prefetch_batches", "log_every_steps", "eval_batch_size",
                        "out")
@@ -118,10 +121,11 @@ def start_run(config: TrainConfig, plan: TrainingPlan) -> dict[str, Any] | None:
 
     Returns:
         None for a new run (config.json, classes.json and class_embeddings.npz written); the payload of last.pt
-        for a resumed one (its log cut back to the checkpoint's epoch).
+        for a resumed one (its log cut back to the checkpoint's epoch). `resume` on a folder without last.pt
+        (a run killed in its first epoch, or no run yet) starts the run anew, and logs so.
 
     Raises:
-        FileNotFoundError: resume without a complete run directory.
+        FileNotFoundError: resume with last.pt but without config.json or classes.json.
         FileExistsError: a new run into a folder that exists and is not empty.
         InputError: a resumed run whose architecture, settings, classes, clips, sizes or embeddings differ.
     """
@@ -129,13 +133,15 @@ def start_run(config: TrainConfig, plan: TrainingPlan) -> dict[str, Any] | None:
     classes = plan.classes
     emb_id = embedding_id(plan.clips.class_names, classes.class_embeddings, classes.kinetics_embeddings)
     out = config.out
-    if config.resume:
-        for name in ("config.json", "classes.json", "last.pt"):
+    if config.resume and (out / "last.pt").is_file():
+        for name in ("config.json", "classes.json"):
             if not (out / name).is_file():
-                raise FileNotFoundError(f"{out}: nothing to resume (no {name}); start the run without `resume`")
+                raise FileNotFoundError(f"{out}: cannot resume, the run folder has last.pt but no {name}")
         payload = _check_resume(config, out, config_record, classes_record, emb_id)
         _truncate_log(out / "log.jsonl", int(payload["epoch"]))
         return payload
+    if config.resume:
+        _clear_unfinished_run(config)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out}: exists and is not empty; set `resume=True` to continue that run, or choose "
                               "another `out`")
@@ -148,6 +154,40 @@ def start_run(config: TrainConfig, plan: TrainingPlan) -> dict[str, Any] | None:
                       kinetics_embeddings=classes.kinetics_embeddings)
     atomic_write(out / "class_embeddings.npz", functools.partial(_write_npz, arrays=arrays))
     return None
+
+
+def _clear_unfinished_run(config: TrainConfig) -> None:
+    """Empty a run folder that a kill left before its first checkpoint, so that `resume` starts the run afresh.
+
+    Nothing is lost: without last.pt no epoch was kept. Only the run's own files (and temporary files of
+    `extract.files.atomic_write`) are removed, and only when the recorded settings, if any, are this config's.
+
+    Raises:
+        InputError: the folder records a run with other settings.
+        FileExistsError: the folder holds files that are not a run's.
+    """
+    out = Path(config.out)
+    if not out.is_dir() or not any(out.iterdir()):
+        logger.warning("%s: nothing to resume (no run there yet); starting the run", out)
+        return
+    record = out / "config.json"
+    if record.is_file():
+        changed = changed_settings(json.loads(record.read_text(encoding="utf-8"))["train"], config)
+        if changed:
+            raise InputError(f"{out}: cannot resume with other settings than the run was started with ({changed}); "
+                             f"pass the options recorded in {record}")
+    foreign = [p.name for p in out.iterdir() if p.name not in _RUN_FILES and not _is_temporary(p.name)]
+    if foreign:
+        raise FileExistsError(f"{out}: has no last.pt and holds files that are not a run's ({', '.join(foreign[:3])}"
+                              "); choose another `out`")
+    for path in out.iterdir():
+        path.unlink()
+    logger.warning("%s: no last.pt (the run stopped before its first epoch ended); starting the run again", out)
+
+
+def _is_temporary(name: str) -> bool:
+    """Whether `name` is a temporary file of `extract.files.atomic_write` (left by a kill while it wrote)."""
+    return name.startswith(".") and ".tmp-" in name
 
 
 def checkpoint_payload(config: TrainConfig, plan: TrainingPlan, model: FusionModel, optimizer, scheduler, *,
@@ -389,7 +429,7 @@ def read_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError) as error:  # a corrupt, truncated or foreign file
-        raise InputError(f"{path}: cannot read as a fusion checkpoint ({type(error).__name__}: {error})") from error
+        raise InputError(f"{path}: cannot read as a fusion checkpoint ({load_failure(error)})") from error
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path}: not an MZST fusion checkpoint")
     if payload.get("version") != CHECKPOINT_VERSION:

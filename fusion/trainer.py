@@ -34,7 +34,7 @@ from fusion.curves import write_training_curves
 from fusion.losses import FusionLoss, LossWeights, kinetics_class, loss_weights, se_targets
 from fusion.model import FusionModel, build_model, count_parameters
 from fusion.plan import TrainingPlan, ValidationSet, embedding_permutation, plan_training
-from fusion.predict import predict_embeddings, resolve_device
+from fusion.predict import non_finite_clips, predict_embeddings, resolve_device
 from fusion.run_dir import checkpoint_payload, run_state, save_epoch, start_run
 from fusion.text import mask_words
 
@@ -107,7 +107,7 @@ def train(config: TrainConfig) -> TrainSummary:
     """Train the fusion head on a token store and write the run directory `config.out`.
 
     Raises:
-        FileNotFoundError: a missing store, class list or embedding file, or (with resume) a run without last.pt.
+        FileNotFoundError: a missing store, class list or embedding file.
         FileExistsError: `out` exists and is not empty, without resume.
         InputError: the store and the class list / embedding source / run disagree, a validation split that is
             test data, an impossible configuration (e.g. the Kinetics SE target on a store without Kinetics logits).
@@ -267,7 +267,8 @@ def train_one_epoch(
     """Train the model on one pass over `reader`'s clips.
 
     Raises:
-        FloatingPointError: the loss became NaN or infinite.
+        InputError: a batch holds NaN or inf tokens (the clips and arrays named).
+        FloatingPointError: the loss became NaN or infinite on finite tokens.
     """
     config = model.config
     dropout_seed, view_seed, mask_seed = _epoch_seeds(seed, epoch)
@@ -306,6 +307,9 @@ def train_one_epoch(
             target = se_targets(labels, targets.class_embeddings, kinetics_pred, targets.kinetics_embeddings)
             parts = loss_fn(output, labels, target, weights, mlm_targets)
             if not torch.isfinite(parts.total):
+                where = non_finite_clips(reader.store, batch)
+                if where:
+                    raise InputError(f"{reader.store.path}: NaN or inf in {where}; extract those clips again")
                 raise FloatingPointError(f"epoch {epoch} step {steps + 1}: loss is {parts.total.item()} (task "
                                          f"{parts.task.item()}, se {parts.se.item()}); lower `lr`")
             optimizer.zero_grad(set_to_none=True)

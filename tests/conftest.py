@@ -1,5 +1,7 @@
 """Fixtures shared by every package's tests."""
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -41,3 +43,38 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs a CUDA device: torch.cuda.is_available() is False on this machine")
     for item in gpu_tests:
         item.add_marker(skip)
+
+
+@pytest.fixture
+def read_only_copy(tmp_path):
+    """`read_only_copy(folder) -> Path`: `folder` copied and bind-mounted read-only (a real EROFS file system, which
+    root's permission bypass cannot write through, unlike chmod); unmounted afterwards. Skips, saying why, where
+    bind mounts are not allowed (not root, or a container without CAP_SYS_ADMIN)."""
+    mounts = []
+
+    def make(folder: Path) -> Path:
+        source, target = tmp_path / f"ro-source-{len(mounts)}", tmp_path / f"ro-{len(mounts)}"
+        shutil.copytree(folder, source / folder.name, symlinks=True)
+        target.mkdir()
+        problem = _mount("--bind", str(source), str(target))
+        if problem:
+            pytest.skip(f"cannot bind-mount here ({problem})")
+        problem = _mount("-o", "remount,bind,ro", str(target))
+        if problem:
+            subprocess.run(["umount", str(target)], check=True)
+            pytest.skip(f"cannot remount read-only here ({problem})")
+        mounts.append(target)
+        return target / folder.name
+
+    yield make
+    for target in mounts:
+        subprocess.run(["umount", str(target)], check=True)
+
+
+def _mount(*arguments: str) -> str:
+    """Run `mount`; '' when it worked, else why not."""
+    try:
+        done = subprocess.run(["mount", *arguments], capture_output=True, text=True)
+    except FileNotFoundError:
+        return "no mount command"
+    return "" if done.returncode == 0 else done.stderr.strip() or f"exit {done.returncode}"

@@ -30,3 +30,22 @@ def shown_frame_index(frame_times: np.ndarray, times: np.ndarray) -> np.ndarray:
     time is <= it (within 1e-6 s), else frame 0."""
     index = np.searchsorted(np.asarray(frame_times, dtype=np.float64), np.asarray(times) + 1e-6, side="right") - 1
     return np.maximum(index, 0)
+
+
+def truncated_playable(source, target, keep_fraction: float):
+    """`source` (an mp4) with its index moved to the front (`movflags=+faststart`, by remuxing with PyAV), then
+    cut to `keep_fraction` of its bytes: a truncated download that players still play up to the cut."""
+    import av
+
+    whole = target.with_name(f"{target.stem}.whole.mp4")
+    with av.open(str(source)) as reader, av.open(str(whole), "w", format="mp4",
+                                                 options={"movflags": "+faststart"}) as writer:
+        streams = {s.index: writer.add_stream_from_template(s) for s in reader.streams}
+        for packet in reader.demux():
+            if packet.dts is not None:  # the demuxer's final flush packets carry no data
+                packet.stream = streams[packet.stream.index]
+                writer.mux(packet)
+    data = whole.read_bytes()
+    whole.unlink()
+    target.write_bytes(data[: int(len(data) * keep_fraction)])
+    return target

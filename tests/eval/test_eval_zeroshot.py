@@ -3,6 +3,7 @@
 import csv
 import json
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ from eval.config import PlotConfig, ZeroShotConfig
 from eval.gzsl import ValidationSplit, evaluate_gzsl
 from eval.scoring import ClassEmbedder, ClipScores, ClipSet, score_clips
 from eval.zeroshot import run_zeroshot
-from features.store import DONE
+from extract.errors import InputError
+from features.store import DONE, TokenStore
 from fusion.run_dir import load_run
 
 _NO_PLOTS = PlotConfig(tsne=False, per_class_bars=False)
@@ -261,3 +263,23 @@ def test_hints_name_flags_of_zeroshot(eval_run, eval_store, tmp_path):
     assert no_best.exit_code == 1 and "choose --checkpoint last" in no_best.output
     assert CliRunner().invoke(cli, ["zeroshot", "--run", str(copy), "--store", str(eval_store.path),
                                     "--checkpoint", "last", "--no-plots"]).exit_code == 0
+
+
+def test_non_finite_tokens_name_their_clips(eval_run, eval_store, tmp_path):
+    shutil.copytree(eval_store.path, tmp_path / "nan.zarr")
+    store = TokenStore.open(tmp_path / "nan.zarr", mode="r+")
+    victim = next(i for i, c in enumerate(store.clip_ids.tolist()) if c.startswith("unseen/"))
+    tokens = {k: v[0] for k, v in store.read([victim]).items()}
+    tokens["audio_tokens"][0, 0] = np.inf
+    store.write_clips([victim], [SimpleNamespace(**tokens)])
+    with pytest.raises(InputError, match=rf"NaN or inf in audio_tokens of clip\(s\) '{store.clip_ids[victim]}'"):
+        run_zeroshot(_config(eval_run, store, out=tmp_path / "rep"))
+
+
+def test_train_and_evaluate_on_a_read_only_store(eval_store, eval_vectors, run_trainer, read_only_copy, tmp_path):
+    store = TokenStore.open(read_only_copy(eval_store.path.parent) / eval_store.path.name)
+    run = run_trainer(store.path, tmp_path / "run", eval_vectors, epochs=1)
+    result = run_zeroshot(_config(run, store, out=tmp_path / "rep"))
+    assert (tmp_path / "rep" / "metrics.json").is_file() and result.paths
+    with pytest.raises(OSError, match="Read-only file system"):  # what cannot be written fails, naming the path
+        run_zeroshot(_config(run, store, out=store.path.parent / "rep"))

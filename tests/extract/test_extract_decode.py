@@ -3,7 +3,6 @@
 import pickle
 from dataclasses import replace
 
-import av
 import numpy as np
 import pytest
 
@@ -13,7 +12,7 @@ from extract.decode import decode_clip
 from extract.encode import write_mp4
 from extract.errors import InputError
 from extract.media import MediaError, Segment
-from tests.media import shown_frame_index
+from tests.media import shown_frame_index, truncated_playable
 
 VIDEO, AUDIO = PROFILES["paper"].video, PROFILES["paper"].audio
 
@@ -115,15 +114,6 @@ def _bad_files(tmp_path, valid_mp4, numbered_clip, helpers):
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes(data[: len(data) // 2])
     audio_only = write_mp4(tmp_path / "audio_only.mp4", None, 25, helpers.tone(1.0, 440), 16000)
-    faststart = tmp_path / "faststart.mp4"  # index first: a cut file still opens, its packets run out
-    with av.open(str(valid_mp4)) as source, av.open(str(faststart), "w", options={"movflags": "faststart"}) as out:
-        streams = {stream: out.add_stream_from_template(stream) for stream in source.streams}
-        for packet in source.demux():
-            if packet.dts is not None:
-                packet.stream = streams[packet.stream]
-                out.mux(packet)
-    cut = tmp_path / "faststart_truncated.mp4"
-    cut.write_bytes(faststart.read_bytes()[: faststart.stat().st_size * 3 // 4])
     corrupt_audio, corrupt_video = tmp_path / "corrupt_audio.mp4", tmp_path / "corrupt_video.mp4"
     video_only = numbered_clip("video_only.mp4", 50, 25).read_bytes()
     for target, source in ((corrupt_audio, data), (corrupt_video, video_only)):
@@ -132,7 +122,7 @@ def _bad_files(tmp_path, valid_mp4, numbered_clip, helpers):
         target.write_bytes(source[:mdat] + bytes(end - mdat) + source[end:])  # every packet zeroed
     return {
         text: "not a media file", empty: "empty file", truncated: "not a media file or truncated",
-        cut: "corrupt or truncated", audio_only: "no video stream", corrupt_audio: "audio decoding failed",
+        audio_only: "no video stream", corrupt_audio: "audio decoding failed",
         corrupt_video: "video decoding failed", tmp_path / "missing.mp4": "file not found",
     }
 
@@ -145,6 +135,30 @@ def test_every_bad_input_is_a_media_error_naming_file_and_reason(tmp_path, valid
         assert error.path == path and reason in error.reason, (path, error.reason)
         assert str(error).startswith(f"{path}: ") and "\n" not in str(error)
     assert decode_clip(valid_mp4, VIDEO, AUDIO).has_audio  # the same writer's intact file is fine
+
+
+def test_a_file_that_plays_in_part_is_decoded_from_that_part(numbered_clip, helpers, tmp_path):
+    whole = numbered_clip("whole.mp4", 100, 25, audio=helpers.tone(4.0, 440))
+    cut = truncated_playable(whole, tmp_path / "cut.mp4", 0.6)  # the index first, then 60% of the bytes
+    clip = decode_clip(cut, VIDEO, AUDIO)
+    assert clip.partial and 1.0 < clip.duration_s < 3.0 and not decode_clip(whole, VIDEO, AUDIO).partial
+    frames = round(clip.duration_s * 25)
+    expected = shown_frame_index(np.arange(frames) / 25, views.view_times(clip.duration_s, VIDEO))
+    np.testing.assert_array_equal(_picked_numbers(clip, helpers), expected)  # views span the decodable part
+    assert clip.audio.size <= round(clip.duration_s * 16000)  # the audio of that part only
+    with pytest.raises(MediaError, match="cut.mp4: truncated: the index lists 100 video frames, the file holds"):
+        decode_clip(cut, VIDEO, AUDIO, strict=True)
+
+
+def test_a_file_whose_decoding_breaks_part_way_keeps_the_frames_before(tmp_path, helpers, caplog):
+    noise = np.random.default_rng(0).integers(0, 256, (100, 120, 160, 3), dtype=np.uint8)  # big packets: a cut
+    whole = write_mp4(tmp_path / "noise.mp4", noise, 25, helpers.tone(4.0, 440), 16000)  # lands inside one
+    broken = truncated_playable(whole, tmp_path / "broken.mp4", 0.7)
+    clip = decode_clip(broken, VIDEO, AUDIO)
+    assert clip.partial and 2.0 < clip.duration_s < 3.2 and "video decoding failed after" in caplog.text
+    assert "packets before it" in caplog.text and clip.frames.shape[1:] == (120, 160, 3)
+    with pytest.raises(MediaError, match="broken.mp4: truncated"):
+        decode_clip(broken, VIDEO, AUDIO, strict=True)
 
 
 def test_media_error_survives_pickling():

@@ -4,8 +4,10 @@ from dataclasses import replace
 
 import pytest
 import torch
+from click.testing import CliRunner
 from torchvision.models.video import MViT_V2_S_Weights
 
+from cli import cli
 from extract import mvit
 from extract.config import PROFILES
 
@@ -94,6 +96,16 @@ def test_bad_weights_files_are_rejected(tmp_path):
     torch.save({"weights": state, "note": object.__new__(_Opaque)}, pickled)
     with pytest.raises(ValueError, match="readable without running code"):
         mvit.build_mvit(TINY, pickled, random_init=False, seed=0)
+    text = tmp_path / "notes.pth"
+    text.write_text("not a checkpoint\n")
+    with pytest.raises(ValueError) as info:
+        mvit.build_mvit(TINY, text, random_init=False, seed=0)
+    assert str(info.value) == (f"{text}: not a PyTorch checkpoint readable without running code (UnpicklingError: "
+                               "Unsupported operand 110)")  # not torch's 6 lines asking to file an issue
+    (tmp_path / "clip.mp4").write_bytes(b"any")
+    result = CliRunner().invoke(cli, ["extract", "--videos", str(tmp_path / "clip.mp4"), "--out",
+                                      str(tmp_path / "s.zarr"), "--profile", "paper", "--video-weights", str(text)])
+    assert result.exit_code == 1 and result.output == f"Error: {info.value}\n"
 
 
 class _Opaque:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from extract.config import PROFILES
 from extract.encode import write_mp4
@@ -105,6 +106,19 @@ def test_extract_many_keeps_order_and_yields_errors_in_place(extractor, clips):
 
 
 @pytest.mark.slow
+def test_non_finite_backbone_output_fails_the_clip(clips):
+    broken = ClipExtractor(SMALL)
+    with torch.no_grad():
+        next(broken.audio_backbone.parameters()).fill_(float("nan"))  # an audio track now gives NaN tokens
+    results = dict(broken.extract_many([clips["red", 0], clips["silent"]]))
+    failed, silent = results[clips["red", 0]], results[clips["silent"]]
+    assert isinstance(failed, MediaError) and failed.reason == "backbone output is not finite (NaN or inf in " \
+        "audio_tokens)"
+    assert isinstance(silent, ClipTokens) and np.isfinite(silent.video_tokens).all()  # no audio: unaffected
+    with pytest.raises(MediaError, match="red0.mp4: backbone output is not finite"):
+        broken.extract(clips["red", 0])
+
+
 def test_random_init_small_profile_keeps_colour_and_pitch(extractor, clips):
     """Random backbones keep global statistics (DESIGN section 7): red / 200 Hz clips and blue / 2 kHz clips must
     be far apart compared with clips of one kind that differ in motion, phase, envelope and noise."""

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,8 +17,10 @@ from click.testing import CliRunner
 from cli import cli
 from extract.media import Segment
 from features.config import RunnerConfig, StoreConfig
+from features.lease import lease_path
 from features.runner import build_extract_config, failures_csv_path, run_extraction
 from features.store import DONE, FAILED, StoreError, TokenStore
+from tests.media import truncated_playable
 
 REPO = Path(__file__).resolve().parents[2]
 CPU_SMALL = build_extract_config("cpu-small")
@@ -65,6 +68,14 @@ def test_run_records_failures_and_a_rerun_skips_everything(clip_folder, tmp_path
     assert (again.extracted, again.skipped, again.done, again.failed) == (0, 8, 6, 2)
     retried = _run(manifest, tmp_path / "store.zarr", retry_failed=True)
     assert (retried.extracted, retried.skipped, retried.failed) == (0, 6, 2)
+    excel = manifest.with_name("excel.csv")  # the same list saved as "CSV UTF-8": a byte-order mark, CRLF
+    excel.write_bytes(b"\xef\xbb\xbf" + manifest.read_text().replace("\n", "\r\n").encode())
+    assert _run(excel, tmp_path / "store.zarr").skipped == 8
+    unlabelled = manifest.with_name("unlabelled.csv")
+    unlabelled.write_text(manifest.read_text().replace(",barking,", ",,"))
+    with pytest.raises(ValueError, match=r"unlabelled.csv: 4 bad row\(s\), nothing extracted: empty class_name"):
+        _run(unlabelled, tmp_path / "new.zarr")
+    assert not (tmp_path / "new.zarr").exists()
 
 
 @pytest.mark.slow
@@ -146,8 +157,14 @@ def test_inspect_json(clip_folder, tmp_path):
     assert (summary["clips"], summary["done"], summary["failed"], summary["pending"]) == (8, 6, 2, 0)
     assert summary["extract_config"]["profile"] == "cpu-small"
     assert summary["splits"]["seen"]["done"] == 3
+    assert summary["no_audio"] == 1 and summary["failed_by_reason"] == {
+        "cannot be opened as media, not a media file or truncated": 1, "empty file": 1}
+    assert [f["clip_id"] for f in summary["first_failures"]] == ["barking/empty", "drumming/truncated"]
+    assert summary["first_failures"][0]["reason"] == "empty file (0 bytes)"
     text = CliRunner().invoke(cli, ["inspect", str(tmp_path / "store.zarr")])
     assert text.exit_code == 0 and "6 done, 2 failed, 0 pending" in text.output
+    assert "0 partial, 1 without audio; failed: 1 cannot be opened as media" in text.output
+    assert "\n  failed barking/empty: empty file (0 bytes)\n" in text.output
 
 
 @pytest.mark.slow
@@ -210,3 +227,160 @@ def test_a_store_follows_its_moved_data_folder(clip_folder, tmp_path, write_clip
     relabelled.write_text((moved / "manifest.csv").read_text().replace(",barking,", ",dog,"))
     with pytest.raises(StoreError, match="clip ids, labels, splits or segments differ"):
         _run(relabelled, tmp_path / "s.zarr")
+
+
+def test_a_complete_store_on_a_read_only_file_system(clip_folder, tmp_path, read_only_copy):
+    _, manifest = clip_folder
+    _run(manifest, tmp_path / "stores" / "s.zarr")
+    store = read_only_copy(tmp_path / "stores") / "s.zarr"
+    runner = CliRunner()
+    inspected = runner.invoke(cli, ["inspect", str(store), "--json"])
+    assert inspected.exit_code == 0, inspected.output
+    assert json.loads(inspected.output)["done"] == 6
+    command = ["extract", "--videos", str(manifest), "--profile", "cpu-small", "--no-progress"]
+    again = runner.invoke(cli, [*command, "--out", str(store)])
+    assert again.exit_code == 0, again.output
+    assert "0 extracted" in again.output or "extracted 0" in again.output, again.output
+    new = runner.invoke(cli, [*command, "--out", str(store.parent / "new.zarr")])
+    assert new.exit_code == 1 and new.output.count("\n") == 1, new.output
+    assert str(store.parent / ".new.zarr") in new.output and "Read-only file system" in new.output
+
+
+@pytest.mark.slow
+def test_one_extract_per_store_and_a_killed_holders_lease_is_taken_over(clip_folder, tmp_path):
+    _, manifest = clip_folder
+    target, killed = tmp_path / "s.zarr", tmp_path / "killed.zarr"
+
+    def command(out, *extra):
+        return [sys.executable, str(REPO / "cli.py"), "extract", "--videos", str(manifest), "--out", str(out),
+                "--profile", "cpu-small", "--no-progress", *extra]
+
+    def started(out):
+        process = subprocess.Popen(command(out), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while process.poll() is None and not lease_path(out).exists():
+            time.sleep(0.01)
+        return process
+
+    first = started(target)
+    waiting = subprocess.Popen(command(target, "--wait"), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    refused = subprocess.run(command(target), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert first.poll() is None, "the first extract ended before the second asked; the test needs slower clips"
+    assert refused.returncode == 1 and refused.stdout == ""
+    error = refused.stderr.strip().splitlines()[-1]  # the log lines before it are INFO lines
+    assert error.startswith(f"Error: {target}: another extract is running on this store (host ")
+    assert f"pid {first.pid}, since " in error and "--wait" in error
+    first_out, first_err = first.communicate(timeout=120)
+    assert first.returncode == 0 and " 6 extracted, 2 failed, 0 skipped" in first_out, first_err
+    waited_out, waited_err = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0, waited_err
+    assert " 0 extracted, 2 failed, 8 skipped" in waited_out and "waiting for the lease" in waited_err
+    assert not lease_path(target).exists()
+
+    holder = started(killed)
+    time.sleep(1.0)  # into its run: building backbones or extracting
+    holder.kill()
+    holder.wait()
+    assert lease_path(killed).exists()  # left behind by SIGKILL: this host, its process gone -> stale at once
+    _run(manifest, killed)
+    _assert_same_store(target, killed)
+    assert not lease_path(killed).exists()
+
+
+def test_a_file_that_plays_in_part_is_extracted_and_recorded_as_partial(clip_folder, tmp_path, write_clip):
+    folder, manifest = clip_folder
+    long = write_clip(tmp_path / "long.mp4", seconds=4.0, index=5)
+    truncated_playable(long, folder / "barking" / "cut.mp4", 0.5)  # plays for about 2 of its 4 s
+    manifest.write_text(manifest.read_text() + "barking/cut.mp4,barking,seen\n")
+    summary = _run(manifest, tmp_path / "s.zarr")
+    assert (summary.done, summary.failed) == (7, 2)  # the cut file is done; the two broken ones still fail
+    store = TokenStore.open(tmp_path / "s.zarr")
+    cut = store.clip_ids.tolist().index("barking/cut")
+    assert store.status[cut] == DONE and 1.0 < store.decoded_s[cut] < 3.0
+    assert np.isnan(np.delete(store.decoded_s, cut)).all()
+    with failures_csv_path(tmp_path / "s.zarr").open() as handle:
+        assert "cut.mp4" not in handle.read()
+    info = store.summary()
+    assert info["partial"] == 1 and info["first_partial"][0]["clip_id"] == "barking/cut"
+    text = CliRunner().invoke(cli, ["inspect", str(tmp_path / "s.zarr")])
+    assert "1 partial, 1 without audio" in text.output
+    strict = _run(manifest, tmp_path / "strict.zarr", extract=build_extract_config("cpu-small", strict_media=True))
+    assert (strict.done, strict.failed) == (6, 3)
+    reasons = TokenStore.open(tmp_path / "strict.zarr").failure_reasons
+    assert reasons[cut] == "truncated: the file ends inside a packet near 1.60 s"
+    with pytest.raises(StoreError, match="different extraction config .*strict_media"):
+        _run(manifest, tmp_path / "s.zarr", extract=build_extract_config("cpu-small", strict_media=True))
+
+
+@pytest.mark.slow
+def test_a_real_scheduler_and_two_workers_on_localhost(clip_folder, tmp_path):
+    """The multi-machine path: `dask scheduler` and `dask worker` processes, as on a cluster, on this host."""
+    from distributed import Client
+
+    _, manifest = clip_folder
+    blocks = StoreConfig(clips_per_block=2)  # four blocks for two workers
+    _run(manifest, tmp_path / "one.zarr", store=blocks)
+    dask, env = str(Path(sys.executable).with_name("dask")), {**os.environ, "PYTHONPATH": str(REPO)}
+    processes = []
+
+    def start(*command):
+        processes.append(subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+        return processes[-1]
+
+    def worker(name, *prefix):
+        return start(*prefix, dask, "worker", address, "--name", name, "--nthreads", "1", "--no-nanny",
+                     "--dashboard-address", "127.0.0.1:0")
+
+    def wait_for_workers(client, count):
+        deadline = time.monotonic() + 60
+        while len(client.scheduler_info()["workers"]) != count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(client.scheduler_info()["workers"]) == count
+
+    try:
+        start(dask, "scheduler", "--scheduler-file", str(tmp_path / "scheduler.json"), "--host", "127.0.0.1",
+              "--port", "0", "--dashboard-address", "127.0.0.1:0")
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "scheduler.json").is_file() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        address = json.loads((tmp_path / "scheduler.json").read_text())["address"]
+        first, _ = worker("w1"), worker("w2")
+        with Client(address) as client:
+            wait_for_workers(client, 2)
+            two = _run(manifest, tmp_path / "two.zarr", store=blocks, scheduler=address)
+            assert (two.done, two.failed, two.pending, two.block_errors) == (6, 2, 0, [])
+            _assert_same_store(tmp_path / "one.zarr", tmp_path / "two.zarr")
+
+            killed = tmp_path / "killed.zarr"  # a worker SIGKILLed mid-run: its blocks go to the other one
+            run = threading.Thread(target=_run, args=(manifest, killed), kwargs={"store": blocks,
+                                                                                 "scheduler": address})
+            run.start()
+            while run.is_alive() and not ((killed / "zarr.json").exists() and
+                                          (TokenStore.open(killed).status == DONE).any()):
+                time.sleep(0.01)
+            mid_run = TokenStore.open(killed).counts()["pending"] > 0
+            first.kill()
+            run.join(timeout=120)
+            assert mid_run, "the run ended before the worker could be killed; the test needs slower clips"
+            assert TokenStore.open(killed).counts() == {"pending": 0, "done": 6, "failed": 2}
+            _assert_same_store(tmp_path / "one.zarr", killed)
+
+            hidden = tmp_path / "hidden"  # a worker in a mount namespace where this folder is an empty tmpfs
+            hidden.mkdir()
+            worker("blind", "unshare", "--mount", "sh", "-c", f"mount -t tmpfs none {hidden} && exec \"$@\"", "sh")
+            deadline = time.monotonic() + 60
+            while len(client.scheduler_info()["workers"]) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if len(client.scheduler_info()["workers"]) < 2:
+                pytest.skip("cannot start a worker in its own mount namespace here (unshare --mount needs root)")
+            result = CliRunner().invoke(cli, ["extract", "--videos", str(manifest), "--out", str(hidden / "s.zarr"),
+                                              "--profile", "cpu-small", "--no-progress", "--scheduler", address])
+            assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+            assert result.output.startswith(f"Error: {hidden / 's.zarr'}: not visible to Dask worker(s) blind "
+                                            "(tcp://127.0.0.1:")  # the one that cannot see it, and only that one
+            assert "every worker must see the store at the same path" in result.output and "w2" not in result.output
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()

@@ -110,6 +110,20 @@ def test_summary_is_json(tmp_path):
     assert summary["bytes_on_disk"] > 0
 
 
+def test_partial_clips_are_recorded_and_older_stores_say_they_cannot(tmp_path):
+    store = TokenStore.create(tmp_path / "s.zarr", _clips(4), LAYOUT, {"profile": "p"}, {})
+    store.write_clips([0, 1], [SimpleNamespace(**vars(_tokens(0)), decoded_s=2.5), _tokens(1)])
+    assert store.decoded_s[0] == 2.5 and np.isnan(store.decoded_s[1:]).all()
+    assert store.summary()["partial"] == 1 and store.summary()["first_partial"][0] == {
+        "clip_id": "c0", "path": "/data/c0.mp4", "decoded_s": 2.5}
+    del zarr.open_group(str(tmp_path / "s.zarr"), mode="r+")["decoded_s"]  # as made before partial clips
+    older = TokenStore.open(tmp_path / "s.zarr", mode="r+")
+    assert older.summary()["partial"] == 0 and np.isnan(older.decoded_s).all()
+    older.write_clips([2], [_tokens(2)])  # whole clips are written as before
+    with pytest.raises(StoreError, match="made before partial clips were kept.*`strict_media=True`"):
+        older.write_clips([3], [SimpleNamespace(**vars(_tokens(3)), decoded_s=1.0)])
+
+
 @pytest.mark.parametrize("store_config", [StoreConfig(compressor="none"), StoreConfig(compressor="zstd"),
                                           StoreConfig(compressor="none", shard_blocks=True)])
 def test_fast_raw_reads_equal_zarr_reads(tmp_path, store_config):

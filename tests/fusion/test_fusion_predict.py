@@ -65,6 +65,11 @@ def test_predict_refuses_pending_clips_and_other_layouts(run_dir, synthetic_stor
     pending = TokenStore.create(tmp_path / "pending.zarr", [_record("a")], TokenLayout.from_dict(kit.LAYOUT), {}, {})
     with pytest.raises(ValueError, match="not done.*'a'"):
         predict_embeddings(model, pending, [0])
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))  # broken weights, finite tokens: the head is blamed
+    first = synthetic_store.clip_ids[0]
+    with pytest.raises(ValueError, match=f"the head gives NaN or inf for clip\\(s\\) '{first}'.*weights are broken"):
+        predict_embeddings(model, synthetic_store, [0])
 
 
 def _record(clip_id):

@@ -1,6 +1,13 @@
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -8,6 +15,9 @@ import torch
 from click.testing import CliRunner
 
 import cli
+from extract.errors import InputError
+from extract.files import write_json
+from features.store import TokenStore
 from fusion import run_dir, trainer
 from fusion.class_embeddings import MissingWordsError
 from fusion.config import ABLATIONS, FusionConfig, TrainConfig, apply_ablations
@@ -16,6 +26,7 @@ from fusion.trainer import train
 
 TINY = FusionConfig(width=32, num_blocks=1, num_heads=2, num_fusion_tokens=2, dropout=0.1,
                     se_weights=(0.25, 0.1), mlm_weights=(0.5, 0.25), weight_milestones_epochs=(3,))
+REPO = Path(__file__).resolve().parents[2]
 _TIMING = ("samples_per_s", "data_time_s", "step_time_s", "epoch_time_s")
 
 
@@ -134,8 +145,65 @@ def test_resume_refuses_other_settings_or_store(synthetic_store, vectors_file, t
         train(_config(swap, tmp_path / "run2", vectors_file, epochs=1, resume=True))
     with pytest.raises(FileExistsError, match="`resume=True`"):
         train(_config(synthetic_store, run, vectors_file, epochs=1))
-    with pytest.raises(FileNotFoundError, match="nothing to resume"):
-        train(_config(synthetic_store, tmp_path / "fresh", vectors_file, resume=True))
+    with pytest.raises(ValueError, match=r"other settings.*\['lr'\]"):  # killed in epoch 1: still the same run
+        (run / "last.pt").unlink()
+        train(_config(synthetic_store, run, vectors_file, epochs=1, lr=1e-3, resume=True))
+    (run / "stray.txt").write_text("not a run's")
+    with pytest.raises(FileExistsError, match="stray.txt"):
+        train(_config(synthetic_store, run, vectors_file, epochs=1, resume=True))
+
+
+def test_resume_without_a_checkpoint_starts_the_run(synthetic_store, vectors_file, tmp_path, caplog):
+    train(_config(synthetic_store, tmp_path / "fresh", vectors_file, epochs=1, resume=True))  # a scheduler's rerun
+    assert "nothing to resume" in caplog.text and torch.load(tmp_path / "fresh" / "last.pt")["epoch"] == 1
+    run = tmp_path / "killed"
+    train(_config(synthetic_store, run, vectors_file, epochs=1))
+    (run / "last.pt").rename(run / ".last.pt.tmp-99")  # a kill while the first checkpoint was written
+    train(_config(synthetic_store, run, vectors_file, epochs=1, resume=True))
+    assert "before its first epoch ended" in caplog.text and [line["epoch"] for line in _log(run)] == [1]
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "class_embeddings.npz", "classes.json",
+                                                     "config.json", "last.pt", "log.jsonl", "training_curves.png"]
+
+
+@pytest.mark.slow
+def test_sigkill_at_any_moment_then_resume_equals_uninterrupted(synthetic_store, vectors_file, tmp_path):
+    """`train-fusion --resume` after SIGKILLs in the first epoch (no last.pt yet) and at random moments."""
+    config_file = tmp_path / "train.json"
+    write_json(config_file, _config(synthetic_store, tmp_path / "unused", vectors_file, epochs=3).to_dict())
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+    def command(out, *extra):
+        return [sys.executable, str(REPO / "cli.py"), "train-fusion", "--config", str(config_file), "--out", str(out),
+                *extra]
+
+    started = time.monotonic()
+    subprocess.run(command(tmp_path / "whole"), env=env, check=True, capture_output=True, timeout=120)
+    whole_s = time.monotonic() - started
+    run, rng = tmp_path / "killed", np.random.default_rng(16)
+    # When to kill: in the first epoch (the folder is there, no checkpoint yet), at a random moment of a whole run,
+    # and a random moment after the first checkpoint.
+    kills = [("config.json", 0.0), (None, rng.uniform(0.2, 0.9) * whole_s), ("last.pt", rng.uniform(0.0, 0.3))]
+    for file, delay in kills:
+        process = subprocess.Popen(command(run, "--resume"), env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        started = time.monotonic()
+        while process.poll() is None and file is not None and not (run / file).is_file():
+            time.sleep(0.002)
+        while process.poll() is None and time.monotonic() < started + delay:
+            time.sleep(0.002)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        if file is not None:  # each kill landed where it was meant to (the random one may land anywhere)
+            assert process.returncode == -signal.SIGKILL and (run / "last.pt").exists() == (file == "last.pt")
+    finished = subprocess.run(command(run, "--resume"), env=env, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    for name in ("last.pt", "best.pt"):
+        whole = torch.load(tmp_path / "whole" / name, weights_only=True)
+        cut = torch.load(run / name, weights_only=True)
+        assert (whole["epoch"], whole["step"], whole["best"]) == (cut["epoch"], cut["step"], cut["best"])
+        for key, tensor in whole["model"].items():
+            assert torch.equal(tensor, cut["model"][key]), key
+    assert [line["epoch"] for line in _log(run)] == [1, 2, 3]
 
 
 def test_store_and_class_list_must_agree(synthetic_store, vectors_file, tmp_path, kit):
@@ -327,3 +395,14 @@ def test_settings_that_change_no_result_do_not_count_as_changed(synthetic_store,
     assert run_dir.changed_settings(older, config) == []
     assert run_dir.changed_settings(older, replace(config, fusion=replace(TINY, fusion_order="sequential"))) == [
         "fusion.fusion_order"]
+
+
+def test_non_finite_tokens_stop_training_naming_the_clip(vectors_file, tmp_path, kit):
+    store = kit.make_store(tmp_path / "nan.zarr", vectors_file)
+    writable = TokenStore.open(store.path, mode="r+")
+    victim = writable.clip_ids.tolist().index("seen/playing guitar/1")
+    tokens = {k: v[0] for k, v in writable.read([victim]).items()}
+    tokens["video_tokens"][1, 2] = np.nan
+    writable.write_clips([victim], [SimpleNamespace(**tokens)])
+    with pytest.raises(InputError, match=r"nan.zarr: NaN or inf in video_tokens of clip\(s\) 'seen/playing guitar/1'"):
+        train(_config(store, tmp_path / "run", vectors_file, epochs=1, val_unseen_fraction=0.0))
