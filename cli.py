@@ -17,9 +17,6 @@ import click
 
 from extract.errors import InputError, is_user_error
 
-# Errors the user can fix (`extract.errors.is_user_error`) are printed as one line "Error: ..." with exit code 1;
-# anything else is a bug and keeps its traceback.
-_USER_ERRORS = (InputError, OSError)
 # A config field named in a library message: `resume`, `resume=True`, `se_target='class'` (extract.errors).
 _FIELD = re.compile(r"`([a-z_][a-z0-9_]*)(?:=([^`]*))?`")
 # Fields that a command sets through another option than their own.
@@ -38,8 +35,8 @@ def _user_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except _USER_ERRORS as error:
-            if not is_user_error(error):
+        except (InputError, OSError) as error:  # one line "Error: ..." with exit code 1 for what the user can fix
+            if not is_user_error(error):  # anything else is a bug and keeps its traceback
                 raise
             raise click.ClickException(_as_options(str(error), click.get_current_context().command)) from error
 
@@ -310,8 +307,7 @@ _training_options = _options(
                  help="Hold out this share of each training class's clips as test-seen (never trained or validated "
                       "on; zeroshot scores them as GZSL's seen part); for stores with only seen / unseen splits."),
     click.option("--shuffle-class-embeddings", is_flag=True, default=None,
-                 help="Control run: train on a permutation of the training classes' embeddings (zero-shot must fall "
-                      "to chance)."),
+                 help="Control run: train on a permutation of the training classes' embeddings (ZSL falls to chance)."),
     click.option("--train-splits", type=NAMES, default=None,
                  help="Comma-separated store splits that train the head (default seen)."),
     click.option("--classes", "classes_file", type=ANY_PATH, default=None,
@@ -415,9 +411,8 @@ def zeroshot_command(no_plots: bool, **options) -> None:
     from eval.zeroshot import run_zeroshot
 
     config = ZeroShotConfig(**options, plots=PlotConfig(tsne=not no_plots, per_class_bars=not no_plots))
-    result = run_zeroshot(config)
     where = f"; wrote {config.out}" if config.out is not None else ""
-    click.echo(result.summary() + where)
+    click.echo(run_zeroshot(config).summary() + where)
 
 
 # --- eval: protocol -----------------------------------------------------------------------------------
