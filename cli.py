@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from extract.errors import InputError
+from extract.threads import set_requested_threads
 
 # Errors the user can fix: the library's InputError (bad values, files, combinations) and the file system's
 # own. The CLI prints them as one line "Error: ..." with exit code 1; anything else is a bug and keeps its
@@ -122,7 +123,8 @@ def _given(**values) -> dict:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
-def cli(verbose: bool) -> None:
+@click.option("--threads", type=click.IntRange(min=1), help="Torch threads (default: from the usable cores).")
+def cli(verbose: bool, threads: int | None) -> None:
     """Multimodal (audio + video) zero-shot action recognition: MZST model and MZSL protocol.
 
     Stages: make-synthetic (built-in data) -> extract (frozen backbones to a token store) -> train-fusion
@@ -130,6 +132,7 @@ def cli(verbose: bool) -> None:
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    set_requested_threads(threads)  # the rule for every stage's threads: extract/threads.py
 
 
 # --- commands -----------------------------------------------------------------------------------------
