@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from extract.outputs import TokenLayout  # noqa: E402
 from features.manifest import ClipRecord  # noqa: E402
 from features.store import TokenStore  # noqa: E402
 from fusion.config import PRESETS, FusionConfig, TrainConfig, apply_ablations  # noqa: E402
@@ -59,8 +60,8 @@ def _make_store(path: Path, layout: tuple[int, ...], clips: int, classes: int, s
     v, nv, dv, na, da = layout
     names = _CLASSES.read_text(encoding="utf-8").splitlines()[:classes]
     records = [ClipRecord(f"c{i}", Path(f"/c{i}.mp4"), names[i % classes], "seen") for i in range(clips)]
-    store = TokenStore.create(path, records, {"V": v, "Nv": nv, "Dv": dv, "Na": na, "Da": da,
-                                              "kinetics_classes": 400}, {"profile": "bench"}, {"weights": "random"})
+    layout = TokenLayout(views=v, video_tokens=nv, video_dim=dv, audio_tokens=na, audio_dim=da, kinetics_classes=400)
+    store = TokenStore.create(path, records, layout, {"profile": "bench"}, {"weights": "random"})
     rng = np.random.default_rng(seed)
     for start, stop in store.block_ranges():
         tokens = [SimpleNamespace(

@@ -56,7 +56,7 @@ CHECKPOINT_VERSION = 1
 # Fields that may differ when a run is resumed: they change how it runs, not what it computes.
 # Settings a resumed run may change: how it runs, and where the run folder now is (a copied or moved run resumes).
 _RESUME_FREE_FIELDS = ("resume", "progress", "device", "prefetch_batches", "log_every_steps", "eval_batch_size",
-                       "out")
+                       "out", "resident_store", "resident_share", "compile")
 
 
 @dataclass(frozen=True)

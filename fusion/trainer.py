@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from eval import metrics
 from extract.errors import InputError
-from features.reader import BatchReader
+from extract.threads import apply_thread_plan, plan_threads
+from features.reader import BatchReader, free_bytes, resident_bytes, resident_fits
 from fusion.config import TrainConfig
 from fusion.curves import write_training_curves
 from fusion.losses import FusionLoss, LossWeights, kinetics_class, loss_weights, se_targets
@@ -38,11 +39,13 @@ from fusion.predict import predict_embeddings, resolve_device
 from fusion.run_dir import checkpoint_payload, run_state, save_epoch, start_run
 from fusion.text import mask_words
 
-__all__ = ["TrainSummary", "EpochStats", "ClassTargets", "train", "train_or_reuse", "train_one_epoch", "evaluate"]
+__all__ = ["TrainSummary", "EpochStats", "ClassTargets", "train", "train_or_reuse", "train_one_epoch", "evaluate",
+           "scaled_lr"]
 
 logger = logging.getLogger(__name__)
 # Seconds between redraws of training_curves.png during a run (it is always drawn when the run ends).
 _CURVES_EVERY_S = 60.0
+_PARTS = ("loss", "task", "se", "mlm")  # the losses summed on the device, in this order
 
 
 @dataclass(frozen=True)
@@ -116,14 +119,13 @@ def train(config: TrainConfig) -> TrainSummary:
     plan = plan_training(config)
     resumed = start_run(config, plan)
     device = resolve_device(config.device)
+    apply_thread_plan(plan_threads(1 if config.prefetch_batches else 0))  # torch beside the read-ahead thread
     torch.manual_seed(config.seed)
     model = build_model(config.fusion, plan.dims).to(device)
-    optimizer = torch.optim.AdamW(model.parameter_groups(config.weight_decay), lr=config.lr)
-    fields = ("video_tokens", "audio_tokens", "has_audio")
-    if plan.classes.kinetics_embeddings is not None:
-        fields += ("kinetics_logits",)
-    reader = BatchReader(plan.store, plan.clips.train_indices, config.batch_size, shuffle=True, seed=config.seed,
-                         prefetch=config.prefetch_batches, fields=fields)
+    optimizer = torch.optim.AdamW(model.parameter_groups(config.weight_decay), lr=scaled_lr(config),
+                                  fused=device.type == "cuda")
+    forward = torch.compile(model, dynamic=False) if config.compile else model
+    reader = _training_reader(config, plan, device)
     schedule_epochs = config.schedule_epochs or config.epochs
     factor = functools.partial(_lr_factor, steps_per_epoch=len(reader), total_steps=schedule_epochs * len(reader),
                                config=config)
@@ -150,7 +152,7 @@ def train(config: TrainConfig) -> TrainSummary:
         stats = train_one_epoch(
             model, reader, optimizer, scheduler, loss_fn, targets, weights, epoch=epoch, seed=config.seed,
             device=device, grad_clip_norm=config.grad_clip_norm, progress=config.progress,
-            log_every_steps=config.log_every_steps, description=f"epoch {epoch}/{config.epochs}",
+            log_every_steps=config.log_every_steps, description=f"epoch {epoch}/{config.epochs}", forward=forward,
         )
         step += stats.steps
         last_metrics = {} if validation is None else evaluate(
@@ -217,6 +219,33 @@ def _log_epoch(epoch: int, epochs: int, stats: EpochStats, val: dict[str, Any]) 
 # --- one epoch ---------------------------------------------------------------------------------------------
 
 
+def scaled_lr(config: TrainConfig) -> float:
+    """The peak lr for the run's batch size: `lr` at `lr_reference_batch` clips, scaled by `lr_batch_scaling`:
+    "sqrt" multiplies it by sqrt(batch / reference) (the square-root rule for Adam-type optimisers), "linear" by
+    batch / reference (Goyal et al.'s rule for SGD), "none" keeps it."""
+    ratio = config.batch_size / config.lr_reference_batch
+    return config.lr * {"none": 1.0, "sqrt": math.sqrt(ratio), "linear": ratio}[config.lr_batch_scaling]
+
+
+def _training_reader(config: TrainConfig, plan: TrainingPlan, device: torch.device) -> BatchReader:
+    """The training clips' reader: fp16 tokens, pinned for a GPU, held on the device when `resident_store` says so
+    ("auto": when they fit in `resident_share` of the device's free memory, on CUDA only)."""
+    fields = ("video_tokens", "audio_tokens", "has_audio")
+    if plan.classes.kinetics_embeddings is not None:
+        fields += ("kinetics_logits",)
+    indices = plan.clips.train_indices
+    resident = config.resident_store == "on"
+    if config.resident_store == "auto" and device.type == "cuda":
+        needed, free = resident_bytes(plan.store, indices.size, fields), free_bytes(device)
+        resident = resident_fits(needed, free, config.resident_share)
+        logger.info("training tokens %s the device: %.2f GB against %.0f%% of %.2f GB free", "held on" if resident
+                    else "streamed to", needed / 1e9, 100 * config.resident_share, free / 1e9)
+    return BatchReader(plan.store, indices, config.batch_size, shuffle=True, seed=config.seed,
+                       prefetch=config.prefetch_batches, fields=fields, float16=True,
+                       pin_memory=device.type == "cuda" and not resident, resident=device if resident else None)
+
+
+
 def _lr_factor(step: int, *, steps_per_epoch: int, total_steps: int, config: TrainConfig) -> float:
     """Multiplier of the peak lr at optimiser step `step` (0-based): linear warmup, then cosine or steps."""
     warmup = round(config.warmup_epochs * steps_per_epoch)
@@ -232,19 +261,6 @@ def _lr_factor(step: int, *, steps_per_epoch: int, total_steps: int, config: Tra
 def _epoch_seeds(seed: int, epoch: int) -> list[int]:
     """Seeds of an epoch's dropout, view draws and word masks: a function of (seed, epoch) only."""
     return [int(s) for s in np.random.SeedSequence([seed, epoch]).generate_state(3)]
-
-
-def _training_views(video_tokens: torch.Tensor, view_mode: str, generator: torch.Generator) -> torch.Tensor:
-    """One view per clip: a random one ("ensemble"), or the mean over views ("mean").
-
-    Shapes:
-        video_tokens (B, V, Nv, Dv) -> (B, Nv, Dv)
-    """
-    if view_mode == "mean":
-        return video_tokens.mean(dim=1)  # (B, V, Nv, Dv) -> (B, Nv, Dv)
-    b, v = video_tokens.shape[:2]
-    pick = torch.randint(v, (b,), generator=generator)
-    return video_tokens[torch.arange(b), pick]  # (B, V, Nv, Dv) -> (B, Nv, Dv)
 
 
 def train_one_epoch(
@@ -263,23 +279,39 @@ def train_one_epoch(
     progress: bool,
     log_every_steps: int,
     description: str = "",
+    forward=None,
 ) -> EpochStats:
     """Train the model on one pass over `reader`'s clips.
 
+    The step never waits for the device: the losses add up on it and are read, with the finiteness check
+    (`_check_finite`), every `log_every_steps` steps and at the end; step time comes from CUDA events on a GPU.
+    `forward` is the model's (possibly compiled) forward; default: the model.
+
     Raises:
-        FloatingPointError: the loss became NaN or infinite.
+        FloatingPointError: the loss became NaN or infinite (names the batch's clip ids).
     """
     config = model.config
+    forward = forward or model
     dropout_seed, view_seed, mask_seed = _epoch_seeds(seed, epoch)
     torch.manual_seed(dropout_seed)
     view_generator = torch.Generator().manual_seed(view_seed)
     mask_generator = torch.Generator().manual_seed(mask_seed)
     use_mlm = weights.mlm > 0 and targets.class_text_ids is not None
-    reader.set_epoch(epoch)
+    # The views are drawn up front, batch by batch as the step used to draw them, so that the reader reads only
+    # the one view each clip trains on ("mean" needs them all).
+    views = None
+    if config.view_mode == "ensemble":
+        v = reader.store.token_layout.views
+        reader.set_epoch(epoch)
+        views = [torch.randint(v, (len(b),), generator=view_generator).numpy() for b in reader.batch_indices()]
+    reader.set_epoch(epoch, views=views)
     model.train()
-    sums = {"loss": 0.0, "task": 0.0, "se": 0.0, "mlm": 0.0}
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, task, se, mlm, each times the batch size
+    first_bad = torch.full((), -1, dtype=torch.int64, device=device)  # the first step whose loss was not finite
+    recent: dict[int, torch.Tensor] = {}  # step -> clip indices, for the steps since the last check
     clips = steps = 0
-    data_time = step_time = 0.0
+    data_time = 0.0
+    timer = _StepTimer(device)
     bar = tqdm(total=len(reader), desc=description, disable=not progress, leave=False, dynamic_ncols=True)
     iterator = iter(reader)
     try:
@@ -288,64 +320,123 @@ def train_one_epoch(
             batch = next(iterator, None)
             if batch is None:
                 break
-            fetched = time.perf_counter()
-            labels = targets.label_of_clip[batch.index]  # (B,)
+            data_time += time.perf_counter() - start
+            timer.start()
+            labels = targets.label_of_clip[batch.index.cpu()]  # (B,)
             assert not bool((labels < 0).any()), "a batch holds a clip that is not a training clip"
-            video = _training_views(batch.video_tokens, config.view_mode, view_generator)
             text_inputs = mlm_targets = None
             if use_mlm:
                 text_inputs, mlm_targets = mask_words(targets.class_text_ids[labels], config.mlm_mask_probability,
                                                       mask_generator)
-                text_inputs, mlm_targets = text_inputs.to(device), mlm_targets.to(device)
-            kinetics_pred = (kinetics_class(batch.kinetics_logits).to(device)
+                text_inputs, mlm_targets = _on(text_inputs, device), _on(mlm_targets, device)
+            video = _on(batch.video_tokens, device)  # (B, Nv, Dv) one view per clip, or (B, V, Nv, Dv)
+            if config.view_mode == "mean":
+                video = video.mean(dim=1)  # (B, V, Nv, Dv) -> (B, Nv, Dv)
+            kinetics_pred = (kinetics_class(_on(batch.kinetics_logits, device))
                              if targets.kinetics_embeddings is not None else None)
-            labels = labels.to(device)
+            labels = _on(labels, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                output = model(video.to(device), batch.audio_tokens.to(device), batch.has_audio.to(device),
-                               text_inputs)
+                output = forward(video, _on(batch.audio_tokens, device), _on(batch.has_audio, device), text_inputs)
             target = se_targets(labels, targets.class_embeddings, kinetics_pred, targets.kinetics_embeddings)
             parts = loss_fn(output, labels, target, weights, mlm_targets)
-            if not torch.isfinite(parts.total):
-                raise FloatingPointError(f"epoch {epoch} step {steps + 1}: loss is {parts.total.item()} (task "
-                                         f"{parts.task.item()}, se {parts.se.item()}); lower `lr`")
+            steps += 1
+            recent[steps] = batch.index
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(parts.total.detach()),
+                                    torch.tensor(steps, device=device), first_bad)
             optimizer.zero_grad(set_to_none=True)
             parts.total.backward()
             if grad_clip_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
             optimizer.step()
             scheduler.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            done = time.perf_counter()
-            data_time += fetched - start
-            step_time += done - fetched
+            timer.stop()
             b = len(batch)
             clips += b
-            steps += 1
-            sums["loss"] += parts.total.item() * b
-            sums["task"] += parts.task.item() * b
-            sums["se"] += parts.se.item() * b
-            if parts.mlm is not None:
-                sums["mlm"] += parts.mlm.item() * b
-            shown = {k: f"{v / clips:.3f}" for k, v in sums.items() if k != "mlm" or use_mlm}
-            bar.set_postfix(shown, refresh=False)
+            mlm = parts.mlm.detach() if parts.mlm is not None else torch.zeros((), device=device)
+            sums += torch.stack([parts.total.detach(), parts.task.detach(), parts.se.detach(), mlm]).double() * b
             bar.update()
-            if steps % log_every_steps == 0:
-                logger.info("epoch %d step %d/%d: loss %s (%s) lr %.3g, data %.3f s, step %.3f s, %.1f clips/s",
-                            epoch, steps, len(reader), shown["loss"],
-                            ", ".join(f"{k} {v}" for k, v in shown.items() if k != "loss"),
-                            optimizer.param_groups[0]["lr"], data_time / steps, step_time / steps,
-                            clips / max(data_time + step_time, 1e-9))
+            if steps % log_every_steps == 0 or steps == len(reader):
+                _check_finite(first_bad, recent, reader.store.clip_ids, epoch)
+                recent.clear()
+                shown = {k: f"{v / clips:.3f}" for k, v in zip(_PARTS, sums.tolist(), strict=True)
+                         if k != "mlm" or use_mlm}
+                bar.set_postfix(shown, refresh=False)
+                if steps % log_every_steps == 0:
+                    step_time = timer.total()
+                    logger.info("epoch %d step %d/%d: loss %s (%s) lr %.3g, data %.3f s, step %.3f s, %.1f clips/s",
+                                epoch, steps, len(reader), shown["loss"],
+                                ", ".join(f"{k} {v}" for k, v in shown.items() if k != "loss"),
+                                optimizer.param_groups[0]["lr"], data_time / steps, step_time / steps,
+                                clips / max(data_time + step_time, 1e-9))
     finally:
         bar.close()
     if not clips:
         raise InputError("the epoch had no batches: no training clips")
+    _check_finite(first_bad, recent, reader.store.clip_ids, epoch)
+    loss, task, se, mlm = (v / clips for v in sums.tolist())
+    step_time = timer.total()
     return EpochStats(
-        loss=sums["loss"] / clips, task=sums["task"] / clips, se=sums["se"] / clips,
-        mlm=sums["mlm"] / clips if use_mlm else None, clips=clips, steps=steps,
+        loss=loss, task=task, se=se, mlm=mlm if use_mlm else None, clips=clips, steps=steps,
         lr=float(optimizer.param_groups[0]["lr"]), data_time_s=data_time, step_time_s=step_time,
         samples_per_s=clips / max(data_time + step_time, 1e-9),
     )
+
+
+def _on(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`tensor` on `device` (non_blocking from pinned memory), fp16 tokens converted to float32 there."""
+    tensor = tensor.to(device, non_blocking=True)
+    return tensor.float() if tensor.dtype == torch.float16 else tensor
+
+
+def _check_finite(first_bad: torch.Tensor, recent: dict[int, torch.Tensor], clip_ids: np.ndarray, epoch: int) -> None:
+    """Stop the run when a step since the last check had a non-finite loss, naming that batch's clip ids.
+
+    Reads one number from the device (the first bad step, -1 when all were finite): done every log interval,
+    not every step, so the loop never waits for the GPU.
+
+    Raises:
+        FloatingPointError: a loss was NaN or infinite.
+    """
+    bad = int(first_bad.item())
+    if bad < 0:
+        return
+    ids = [str(clip_ids[i]) for i in recent.get(bad, torch.zeros(0, dtype=torch.int64)).tolist()]
+    shown = ", ".join(ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
+    raise FloatingPointError(f"epoch {epoch} step {bad}: the loss is not finite on the batch of clips {shown}; "
+                             "check these clips' tokens (`cli.py inspect`), or lower `lr`")
+
+
+class _StepTimer:
+    """Seconds spent in steps: wall clock on the CPU; CUDA events on a GPU, read only when asked (`total`)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.seconds = 0.0
+        self.events: list[tuple[Any, Any]] = []
+        self._began: Any = None
+
+    def start(self) -> None:
+        if self.cuda:
+            self._began = torch.cuda.Event(enable_timing=True)
+            self._began.record()
+        else:
+            self._began = time.perf_counter()
+
+    def stop(self) -> None:
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self.events.append((self._began, end))
+        else:
+            self.seconds += time.perf_counter() - self._began
+
+    def total(self) -> float:
+        """Step seconds so far (on a GPU this waits for the last recorded step)."""
+        if self.events:
+            self.events[-1][1].synchronize()
+            self.seconds += sum(began.elapsed_time(end) for began, end in self.events) / 1000
+            self.events.clear()
+        return self.seconds
 
 # --- validation ----------------------------------------------------------------------------------------------
 
