@@ -337,7 +337,7 @@ class TokenStore:
                            or view.max() >= array.shape[1]):
             raise ValueError(f"{self.path}: clip index or view out of range for {name} {array.shape}")
         if name not in self._raw_chunk_dirs:
-            return np.asarray(array.vindex[index, view])  # zarr's coordinate selection: (B, *per-view shape)
+            return self.read(index, [name])[name][np.arange(index.size), view]  # (B, V, ...) -> (B, ...)
         view_shape, dtype = array.shape[2:], np.dtype(array.dtype).newbyteorder("<")
         count = int(np.prod(view_shape))
         out = np.zeros((len(index), *view_shape), dtype=dtype)

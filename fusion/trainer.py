@@ -35,7 +35,7 @@ from fusion.curves import write_training_curves
 from fusion.losses import FusionLoss, LossWeights, kinetics_class, loss_weights, se_targets
 from fusion.model import FusionModel, build_model, count_parameters
 from fusion.plan import TrainingPlan, ValidationSet, embedding_permutation, plan_training
-from fusion.predict import predict_embeddings, resolve_device
+from fusion.predict import predict_embeddings, resolve_device, to_device
 from fusion.run_dir import checkpoint_payload, run_state, save_epoch, start_run
 from fusion.text import mask_words
 
@@ -328,21 +328,21 @@ def train_one_epoch(
             if use_mlm:
                 text_inputs, mlm_targets = mask_words(targets.class_text_ids[labels], config.mlm_mask_probability,
                                                       mask_generator)
-                text_inputs, mlm_targets = _on(text_inputs, device), _on(mlm_targets, device)
-            video = _on(batch.video_tokens, device)  # (B, Nv, Dv) one view per clip, or (B, V, Nv, Dv)
+                text_inputs, mlm_targets = to_device(text_inputs, device), to_device(mlm_targets, device)
+            video = to_device(batch.video_tokens, device)  # (B, Nv, Dv) one view per clip, or (B, V, Nv, Dv)
             if config.view_mode == "mean":
                 video = video.mean(dim=1)  # (B, V, Nv, Dv) -> (B, Nv, Dv)
-            kinetics_pred = (kinetics_class(_on(batch.kinetics_logits, device))
+            kinetics_pred = (kinetics_class(to_device(batch.kinetics_logits, device))
                              if targets.kinetics_embeddings is not None else None)
-            labels = _on(labels, device)
+            labels = to_device(labels, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                output = forward(video, _on(batch.audio_tokens, device), _on(batch.has_audio, device), text_inputs)
+                output = forward(video, to_device(batch.audio_tokens, device), to_device(batch.has_audio, device),
+                                 text_inputs)
             target = se_targets(labels, targets.class_embeddings, kinetics_pred, targets.kinetics_embeddings)
             parts = loss_fn(output, labels, target, weights, mlm_targets)
             steps += 1
             recent[steps] = batch.index
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(parts.total.detach()),
-                                    torch.tensor(steps, device=device), first_bad)
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(parts.total.detach()), steps, first_bad)
             optimizer.zero_grad(set_to_none=True)
             parts.total.backward()
             if grad_clip_norm > 0:
@@ -380,12 +380,6 @@ def train_one_epoch(
         lr=float(optimizer.param_groups[0]["lr"]), data_time_s=data_time, step_time_s=step_time,
         samples_per_s=clips / max(data_time + step_time, 1e-9),
     )
-
-
-def _on(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """`tensor` on `device` (non_blocking from pinned memory), fp16 tokens converted to float32 there."""
-    tensor = tensor.to(device, non_blocking=True)
-    return tensor.float() if tensor.dtype == torch.float16 else tensor
 
 
 def _check_finite(first_bad: torch.Tensor, recent: dict[int, torch.Tensor], clip_ids: np.ndarray, epoch: int) -> None:

@@ -1,6 +1,8 @@
 import json
+import re
 import shutil
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -8,6 +10,8 @@ import torch
 from click.testing import CliRunner
 
 import cli
+from extract.errors import InputError
+from features.store import TokenStore
 from fusion import run_dir, trainer
 from fusion.class_embeddings import MissingWordsError
 from fusion.config import ABLATIONS, FusionConfig, TrainConfig, apply_ablations
@@ -327,3 +331,39 @@ def test_settings_that_change_no_result_do_not_count_as_changed(synthetic_store,
     assert run_dir.changed_settings(older, config) == []
     assert run_dir.changed_settings(older, replace(config, fusion=replace(TINY, fusion_order="sequential"))) == [
         "fusion.fusion_order"]
+
+
+def test_a_device_resident_store_trains_as_the_streamed_one(synthetic_store, vectors_file, tmp_path):
+    # The CPU stands in for the device: tokens held in memory once and batched there, against read per batch.
+    train(_config(synthetic_store, tmp_path / "streamed", vectors_file, epochs=2, resident_store="off"))
+    train(_config(synthetic_store, tmp_path / "resident", vectors_file, epochs=2, resident_store="on"))
+    strip = [{k: v for k, v in line.items() if k not in _TIMING} for line in _log(tmp_path / "streamed")]
+    assert strip == [{k: v for k, v in line.items() if k not in _TIMING} for line in _log(tmp_path / "resident")]
+    assert run_dir.changed_settings(json.loads((tmp_path / "streamed" / "config.json").read_text())["train"],
+                                    _config(synthetic_store, tmp_path / "x", vectors_file, epochs=2,
+                                            resident_store="on", compile=True)) == []
+
+
+def test_a_non_finite_loss_stops_the_run_naming_the_batch(kit, vectors_file, tmp_path):
+    store = kit.make_store(tmp_path / "bad.zarr", vectors_file, clips_per_class=2)
+    bad = int(np.flatnonzero(store.splits == "seen")[3])
+    tokens = store.read([bad])
+    store = TokenStore.open(store.path, mode="r+")
+    store.write_clips([bad], [SimpleNamespace(
+        video_tokens=np.full_like(tokens["video_tokens"][0], np.inf), audio_tokens=tokens["audio_tokens"][0],
+        kinetics_logits=tokens["kinetics_logits"][0], has_audio=bool(tokens["has_audio"][0]), audio_frames=100)])
+    # (InputError: a check of the input tokens before training, where there is one, names the clip as well)
+    with pytest.raises((FloatingPointError, InputError), match=re.escape(str(store.clip_ids[bad]))):
+        train(_config(store, tmp_path / "run", vectors_file, epochs=1, val_unseen_fraction=0.0, log_every_steps=2))
+    # the check itself: the first bad step since the last check names its batch's clips
+    clip_ids = np.array(["a", "b", "c"])
+    trainer._check_finite(torch.tensor(-1), {1: torch.tensor([0])}, clip_ids, epoch=1)
+    with pytest.raises(FloatingPointError, match=r"epoch 3 step 2: .* clips c, a;"):
+        trainer._check_finite(torch.tensor(2), {1: torch.tensor([1]), 2: torch.tensor([2, 0])}, clip_ids, epoch=3)
+
+
+def test_lr_scaling_rule_for_large_batches(synthetic_store, vectors_file, tmp_path):
+    base = _config(synthetic_store, tmp_path, vectors_file, lr=1e-4, batch_size=1024)
+    assert trainer.scaled_lr(base) == 1e-4  # "none", the default: lr as given
+    assert trainer.scaled_lr(replace(base, lr_batch_scaling="sqrt")) == pytest.approx(4e-4)  # sqrt(1024 / 64)
+    assert trainer.scaled_lr(replace(base, lr_batch_scaling="linear", lr_reference_batch=256)) == pytest.approx(4e-4)
