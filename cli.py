@@ -283,7 +283,10 @@ def inspect_command(store: Path, as_json: bool) -> None:
 
 
 # How a head trains (train-fusion's options; ablate trains every row with them).
+_extra_option = click.option("--option", "extra", multiple=True, type=_KeyValue(),
+                             help="Any other training field as KEY=VALUE (JSON), e.g. --option width=256; repeatable.")
 _training_options = _options(
+    _extra_option,
     click.option("--preset", type=click.Choice(["default", "demo"]), default=None,
                  help="Head size: default (width 512, 4 blocks, 8 heads) or demo (width 128, 2 blocks, 4 heads)."),
     click.option("--ablation", "ablations", multiple=True,
@@ -348,7 +351,7 @@ _training_options = _options(
 @click.option("--seed", type=int, default=None, help="Seed of init, data order, views, masks, dropout (default 0).")
 @click.option("--resume", is_flag=True, default=None, help="Continue the run in --out from its last.pt.")
 @_user_errors
-def train_fusion_command(config_file: Path | None, preset: str | None, ablations: tuple[str, ...], **options) -> None:
+def train_fusion_command(config_file: Path | None, preset: str | None, ablations: tuple[str, ...], extra, **options):
     """Train the MZST fusion head on a token store (writes config, classes, checkpoints, log to --out)."""
     from fusion.config import train_config_from_options
     from fusion.trainer import train
@@ -362,7 +365,7 @@ def train_fusion_command(config_file: Path | None, preset: str | None, ablations
         base = recorded.get("train", recorded) if isinstance(recorded, dict) else None
         if base is None:
             raise click.BadParameter(f"{config_file}: not a training config (a JSON object)", param_hint="--config")
-    given = _given(**options)
+    given = {**_given(**options), **dict(extra)}
     if config_file is not None and "train" in recorded and "out" not in given:
         given["out"] = config_file.parent  # a run's own config.json: the run is where that file is now
     config = train_config_from_options(given, base=base, preset=preset, ablations=ablations)
@@ -405,8 +408,7 @@ def train_fusion_command(config_file: Path | None, preset: str | None, ablations
               help="New names with words the run's vectors lack: error, or skip those words (default: the run's).")
 @click.option("--no-plots", is_flag=True, help="Skip the t-SNE and per-class accuracy figures.")
 @click.option("--batch-size", default=64, show_default=True, type=int, help="Clips per forward pass.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="Where the head runs.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Head device.")
 @_user_errors
 def zeroshot_command(no_plots: bool, **options) -> None:
     """Zero-shot recognition: nearest class per clip, ZSL and GZSL S / U / HM (or a ranking of any class names)."""
@@ -431,8 +433,7 @@ _protocol_training_options = _options(
                  help="Class-name embedding source spec (avca: default AVCA's table; mzsl: glove-6b-50d)."),
     click.option("--preset", default=None, help="Head size preset of train-fusion (e.g. default, demo)."),
     click.option("--ablation", "ablations", multiple=True, help="Ablation of train-fusion; repeatable."),
-    click.option("--option", "extra", multiple=True, type=_KeyValue(),
-                 help="Any other training field as KEY=VALUE (JSON values), e.g. --option width=256; repeatable."),
+    _extra_option,
     click.option("--calibrated-stacking", is_flag=True,
                  help="Also report GZSL with beta chosen on the stage-1 validation clips."),
     click.option("--seeds", type=INTEGERS, default="0", show_default=True,
@@ -517,12 +518,12 @@ def protocol_mzsl_command(out: Path, test_split: str, **options) -> None:
 @click.option("--seeds", type=INTEGERS, default="0,1,2", show_default=True, help="Seeds; each row trains per seed.")
 @_training_options
 @_user_errors
-def ablate_command(store: Path, out: Path, rows, seeds, preset, ablations, device, **options) -> None:
+def ablate_command(store: Path, out: Path, rows, seeds, preset, ablations, device, extra, **options) -> None:
     """Train and evaluate every ablation row (the paper's Table 7) with the same split and seeds; print the table."""
     from eval.ablate import run_ablation
     from eval.config import AblateConfig
 
-    config = AblateConfig(store=store, out=out, seeds=seeds, train=_given(**options), preset=preset,
+    config = AblateConfig(store=store, out=out, seeds=seeds, train={**_given(**options), **dict(extra)}, preset=preset,
                           ablations=ablations, device=device or "cpu", **_given(rows=rows))
     result = run_ablation(config)
     click.echo(result.markdown)

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 import cli
 from extract.errors import InputError
+from extract.threads import set_requested_threads
 from features.store import TokenStore
 from fusion import run_dir, trainer
 from fusion.class_embeddings import MissingWordsError
@@ -244,8 +245,14 @@ def test_cli_train_fusion(synthetic_store, vectors_file, tmp_path):
     again = runner.invoke(cli.cli, ["train-fusion", "--config", str(tmp_path / "run" / "config.json"), "--resume",
                                     "--epochs", "2"])
     assert again.exit_code == 1 and "Error:" in again.output and "epochs" in again.output
-    resumed = runner.invoke(cli.cli, ["train-fusion", "--config", str(tmp_path / "run" / "config.json"), "--resume"])
+    config_json = str(tmp_path / "run" / "config.json")
+    resumed = runner.invoke(cli.cli, ["--threads", "1", "train-fusion", "--config", config_json, "--resume",
+                                      "--option", "resident_store=on"])  # how it runs may change
+    set_requested_threads(None)
     assert resumed.exit_code == 0, resumed.output  # epoch 1 of 1 is done: nothing left, same summary
+    odd = runner.invoke(cli.cli, ["train-fusion", "--config", str(tmp_path / "run" / "config.json"), "--out",
+                                  str(tmp_path / "odd"), "--option", "lr_batch_scaling=cubic"])
+    assert odd.exit_code == 1 and "lr_batch_scaling must be one of" in odd.output
     bad = runner.invoke(cli.cli, ["train-fusion", "--store", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])
     assert bad.exit_code == 1 and bad.output.startswith("Error:") and "nowhere" in bad.output
 
@@ -315,6 +322,17 @@ def test_cuda_training_follows_the_cpu_run(synthetic_store, vectors_file, tmp_pa
     for part in ("loss_task", "loss_se", "loss_mlm"):
         assert cuda[0][part] == pytest.approx(cpu[0][part], rel=0.05), part
     assert cuda[-1]["loss"] < cuda[0]["loss"] and torch.load(tmp_path / "cuda" / "last.pt", weights_only=True)
+
+
+@pytest.mark.gpu
+def test_cuda_fast_path_follows_the_streamed_run(synthetic_store, vectors_file, tmp_path):
+    # tokens resident on the card, the forward compiled, fused AdamW: the losses of the plain CUDA run (bf16 both)
+    options = dict(epochs=2, fusion=replace(TINY, dropout=0.0), device="cuda", log_every_steps=3)
+    train(_config(synthetic_store, tmp_path / "plain", vectors_file, resident_store="off", **options))
+    train(_config(synthetic_store, tmp_path / "fast", vectors_file, resident_store="on", compile=True, **options))
+    plain, fast = _log(tmp_path / "plain"), _log(tmp_path / "fast")
+    for part in ("loss_task", "loss_se", "loss_mlm"):
+        assert fast[-1][part] == pytest.approx(plain[-1][part], rel=0.05), part
 
 
 def test_settings_that_change_no_result_do_not_count_as_changed(synthetic_store, vectors_file, tmp_path):
