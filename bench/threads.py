@@ -62,15 +62,17 @@ def main() -> None:
     args = parser.parse_args()
     settings = ("default", "omp1", "torch-default")
     load_before = os.getloadavg()[0]
-    competitor = subprocess.Popen([sys.executable, "-c", _COMPETITOR.format(threads=args.competing_threads)])
+    competitor = (subprocess.Popen([sys.executable, "-c", _COMPETITOR.format(threads=args.competing_threads)])
+                  if args.competing_threads else None)  # 0: no competing job (what the rule costs on idle cores)
     figures: dict[str, list[float]] = {s: [] for s in settings}
     try:
         for _ in range(args.rounds):
             for setting in settings:
                 figures[setting].append(_train(setting, args))
     finally:
-        competitor.kill()
-        competitor.wait()
+        if competitor is not None:
+            competitor.kill()
+            competitor.wait()
     medians = {s: statistics.median(v) for s, v in figures.items()}
     print(json.dumps({
         "bench": "threads", "usable_cores": usable_cores(), "competing_threads": args.competing_threads,

@@ -13,6 +13,7 @@ a 1-core process still runs one torch thread and one helper.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from pathlib import Path
 __all__ = ["ThreadPlan", "usable_cores", "cgroup_cpu_limit", "set_requested_threads", "requested_threads",
            "plan_threads", "apply_thread_plan"]
 
+logger = logging.getLogger(__name__)
 _CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 _requested: int | None = None  # set by `cli.py --threads`
 
@@ -95,5 +97,7 @@ def apply_thread_plan(plan: ThreadPlan) -> None:
     """Set torch's intra-op threads to the plan's (a no-op when already so)."""
     import torch  # here, so that importing this module stays cheap for processes without torch
 
+    logger.debug("threads: %d torch + %d helper on %d cores (torch's from %s)", plan.torch_threads,
+                 plan.helper_threads, plan.cores, plan.source)
     if torch.get_num_threads() != plan.torch_threads:
         torch.set_num_threads(plan.torch_threads)
