@@ -291,7 +291,7 @@ def train_one_epoch(
         FloatingPointError: the loss became NaN or infinite (names the batch's clip ids).
     """
     config = model.config
-    forward = forward or model
+    forward = model if forward is None else forward
     dropout_seed, view_seed, mask_seed = _epoch_seeds(seed, epoch)
     torch.manual_seed(dropout_seed)
     view_generator = torch.Generator().manual_seed(view_seed)
