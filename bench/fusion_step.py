@@ -101,22 +101,19 @@ def _reader_clips_per_s(store: TokenStore, batch_size: int, one_view: bool) -> d
             "bytes_to_device_per_clip": nbytes // store.num_clips}
 
 
-def _flops_per_clip(fusion: FusionConfig, dims: ModelDims, layout: tuple[int, ...], device: str) -> float:
-    """Model FLOPs of one training forward + backward per clip (AV pass and, with MLM, the text pass)."""
+def _flops_per_clip(fusion: FusionConfig, dims: ModelDims, layout: tuple[int, ...]) -> float:
+    """Model FLOPs of one training forward + backward per clip (AV pass and, with MLM, the text pass), counted on
+    the CPU (the count does not depend on the device)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     v, nv, dv, na, da = layout
-    model = build_model(fusion, dims).to(device)
+    model = build_model(fusion, dims)
     b = 8
-    text = None
-    if fusion.uses_mlm:
-        text = torch.randint(1, 10, (b, 8), device=device)
+    text = torch.randint(1, dims.vocab_size, (b, dims.max_text_tokens)) if fusion.uses_mlm else None
     counter = FlopCounterMode(display=False)
-    with counter, torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
-        output = model(torch.randn(b, nv, dv, device=device), torch.randn(b, na, da, device=device),
-                       torch.ones(b, dtype=torch.bool, device=device), text)
-        total = sum(t.float().sum() for t in vars(output).values() if isinstance(t, torch.Tensor))
-        total.backward()
+    with counter:
+        output = model(torch.randn(b, nv, dv), torch.randn(b, na, da), torch.ones(b, dtype=torch.bool), text)
+        sum(t.float().sum() for t in vars(output).values() if isinstance(t, torch.Tensor)).backward()
     return counter.get_total_flops() / b
 
 
@@ -134,9 +131,9 @@ def _train_clips_per_s(store: TokenStore, folder: Path, fusion: FusionConfig, ar
     result = {"batch_size": batch_size, "train_clips_per_s": round(timed / (step_s + data_s), 1),
               "step_clips_per_s": round(timed / step_s, 1), "data_share": round(data_s / (step_s + data_s), 3),
               "parameters": count_parameters(build_model(fusion, dims))}
+    flops = _flops_per_clip(fusion, dims, _layout(args.layout))
+    result["gflops_per_clip"] = round(flops / 1e9, 3)
     if args.device == "cuda":
-        flops = _flops_per_clip(fusion, dims, _layout(args.layout), args.device)
-        result["gflops_per_clip"] = round(flops / 1e9, 3)
         result["mfu"] = round(flops * timed / step_s / (args.peak_tflops * 1e12), 4)
     return result
 

@@ -96,8 +96,7 @@ class BatchReader:
         self._resident: dict[str, torch.Tensor] | None = None
         self._row_of_clip: torch.Tensor | None = None
         if resident is not None:
-            self._resident = {name: torch.from_numpy(np.ascontiguousarray(values)).to(resident)
-                              for name, values in store.read(self.indices, self.fields).items()}
+            self._resident = _read_onto(store, self.indices, self.fields, resident)
             row_of_clip = torch.full((store.num_clips,), -1, dtype=torch.int64)
             row_of_clip[torch.from_numpy(self.indices)] = torch.arange(len(self.indices))
             self._row_of_clip = row_of_clip.to(resident)
@@ -162,6 +161,18 @@ class BatchReader:
                 tensor = values[rows]
             tensors[name] = tensor.float() if tensor.dtype == torch.float16 and not self.float16 else tensor
         return TokenBatch(index=torch.from_numpy(index.copy()), **tensors)
+
+
+def _read_onto(store: TokenStore, indices: np.ndarray, fields: Sequence[str], device: torch.device,
+               clips_per_read: int = 1024) -> dict[str, torch.Tensor]:
+    """The clips' fields as tensors on `device`, read a slice of clips at a time (host memory stays one slice)."""
+    shapes = store.field_shapes()
+    out = {name: torch.empty((len(indices), *shapes[name][1]), device=device,
+                             dtype=torch.from_numpy(np.empty(0, dtype=shapes[name][0])).dtype) for name in fields}
+    for start in range(0, len(indices), clips_per_read):
+        for name, values in store.read(indices[start:start + clips_per_read], fields).items():
+            out[name][start:start + len(values)] = torch.from_numpy(np.ascontiguousarray(values)).to(device)
+    return out
 
 
 def resident_bytes(store: TokenStore, clips: int, fields: Sequence[str]) -> int:

@@ -109,6 +109,16 @@ def test_a_resident_store_gives_the_streamed_batches(views_store):
             assert torch.equal(getattr(streamed, name), getattr(resident, name)), name
 
 
+def test_resident_tokens_are_read_a_slice_at_a_time(views_store):
+    from features.reader import _read_onto
+
+    index = np.array([7, 1, 4, 2, 8])
+    resident = _read_onto(views_store, index, ("video_tokens", "has_audio"), torch.device("cpu"), clips_per_read=2)
+    expected = views_store.read(index, ("video_tokens", "has_audio"))
+    assert resident["video_tokens"].dtype == torch.float16
+    assert all(np.array_equal(resident[name].numpy(), expected[name]) for name in expected)
+
+
 def test_resident_store_choice_and_size(views_store):
     per_clip = 3 * 2 * 3 * 2 + 2 * 3 * 2 + 1  # fp16 video views, fp16 audio, bool has_audio
     assert resident_bytes(views_store, 10, ("video_tokens", "audio_tokens", "has_audio")) == 10 * per_clip
