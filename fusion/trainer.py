@@ -245,7 +245,6 @@ def _training_reader(config: TrainConfig, plan: TrainingPlan, device: torch.devi
                        pin_memory=device.type == "cuda" and not resident, resident=device if resident else None)
 
 
-
 def _lr_factor(step: int, *, steps_per_epoch: int, total_steps: int, config: TrainConfig) -> float:
     """Multiplier of the peak lr at optimiser step `step` (0-based): linear warmup, then cosine or steps."""
     warmup = round(config.warmup_epochs * steps_per_epoch)
@@ -279,7 +278,7 @@ def train_one_epoch(
     progress: bool,
     log_every_steps: int,
     description: str = "",
-    forward=None,
+    forward: Any = None,
 ) -> EpochStats:
     """Train the model on one pass over `reader`'s clips.
 
