@@ -3,8 +3,9 @@
 Builds a store of random tokens in the requested layout (labels from a shipped class list, so the default GloVe
 embeddings apply), then, in the same process:
 
-- reader: clips/s of `features.reader.BatchReader` alone, the old way (all V views, fp16 -> fp32 on the CPU)
-  against the new (the one view a step trains on, fp16 handed over), and the bytes each reads per clip;
+- reader: clips/s of `features.reader.BatchReader` alone, the old way (all V views and the Kinetics logits,
+  fp16 -> fp32 on the CPU) against the new (the one view a step trains on, fp16 handed over; s_v is computed once
+  per clip before training), and the bytes each hands to the device per clip;
 - step: for every head (`--presets`) and batch size (`--batch-sizes`), `fusion.trainer.train` for `--epochs`
   epochs without validation; the first epoch is warm-up (and compilation), the others are timed from
   `log.jsonl`: clips/s end to end (data + step) and for the step alone (forward, backward, update; CUDA events on
@@ -87,7 +88,8 @@ def _make_store(path: Path, layout: tuple[int, ...], clips: int, classes: int, s
 
 def _reader_clips_per_s(store: TokenStore, batch_size: int, one_view: bool) -> dict:
     """The reader alone over every clip: the old way (all views, fp32 on the CPU) or the new (one view, fp16)."""
-    reader = BatchReader(store, np.arange(store.num_clips), batch_size, shuffle=True, fields=_FIELDS,
+    fields = _FIELDS[:3] if one_view else _FIELDS  # s_v is now computed once per clip, not read per step
+    reader = BatchReader(store, np.arange(store.num_clips), batch_size, shuffle=True, fields=fields,
                          float16=one_view)
     reader.set_epoch(1)
     views = [np.random.default_rng(k).integers(store.token_layout.views, size=len(b))
@@ -95,7 +97,7 @@ def _reader_clips_per_s(store: TokenStore, batch_size: int, one_view: bool) -> d
     reader.set_epoch(1, views=views)
     started, nbytes = time.perf_counter(), 0
     for batch in reader:
-        nbytes += sum(getattr(batch, name).nbytes for name in _FIELDS)
+        nbytes += sum(getattr(batch, name).nbytes for name in fields)
     seconds = time.perf_counter() - started
     return {"clips_per_s": round(store.num_clips / seconds, 1),
             "bytes_to_device_per_clip": nbytes // store.num_clips}

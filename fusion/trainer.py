@@ -87,12 +87,15 @@ class ClassTargets:
         label_of_clip (n,) int64: class id per clip index of the store, -1 for other clips. class_embeddings
         (C, E) on the device: the SE targets (permuted among the classes in the control run).
         kinetics_embeddings (400, E) on the device. class_text_ids (C, L) [CLS_T, words, PAD...].
+        kinetics_of_clip (n,) int64: s_v per clip index (-1 for other clips), computed once from the store's
+        Kinetics logits so that no step reads them (None without the Kinetics SE target).
     """
 
     label_of_clip: torch.Tensor
     class_embeddings: torch.Tensor
     kinetics_embeddings: torch.Tensor | None
     class_text_ids: torch.Tensor | None
+    kinetics_of_clip: torch.Tensor | None = None
 
     @classmethod
     def of(cls, config: TrainConfig, plan: TrainingPlan, device: torch.device) -> ClassTargets:
@@ -101,9 +104,16 @@ class ClassTargets:
         class_embeddings, kinetics = plan.classes.class_embeddings, plan.classes.kinetics_embeddings
         if config.shuffle_class_embeddings:  # the control: class c is taught the name embedding of class perm[c]
             class_embeddings = class_embeddings[embedding_permutation(config, len(plan.clips.class_names))]
+        kinetics_of_clip = None
+        if kinetics is not None:
+            kinetics_of_clip = torch.full((plan.store.num_clips,), -1, dtype=torch.int64)
+            for start in range(0, plan.clips.train_indices.size, 4096):  # a slice at a time: bounded host memory
+                index = plan.clips.train_indices[start:start + 4096]
+                logits = torch.from_numpy(plan.store.read(index, ["kinetics_logits"])["kinetics_logits"])
+                kinetics_of_clip[torch.from_numpy(index)] = kinetics_class(logits)
         return cls(label_of_clip=label_of_clip, class_embeddings=torch.from_numpy(class_embeddings).to(device),
                    kinetics_embeddings=torch.from_numpy(kinetics).to(device) if kinetics is not None else None,
-                   class_text_ids=plan.classes.class_text_ids)
+                   class_text_ids=plan.classes.class_text_ids, kinetics_of_clip=kinetics_of_clip)
 
 
 def train(config: TrainConfig) -> TrainSummary:
@@ -230,9 +240,7 @@ def scaled_lr(config: TrainConfig) -> float:
 def _training_reader(config: TrainConfig, plan: TrainingPlan, device: torch.device) -> BatchReader:
     """The training clips' reader: fp16 tokens, pinned for a GPU, held on the device when `resident_store` says so
     ("auto": when they fit in `resident_share` of the device's free memory, on CUDA only)."""
-    fields = ("video_tokens", "audio_tokens", "has_audio")
-    if plan.classes.kinetics_embeddings is not None:
-        fields += ("kinetics_logits",)
+    fields = ("video_tokens", "audio_tokens", "has_audio")  # s_v comes from `ClassTargets.kinetics_of_clip`
     indices = plan.clips.train_indices
     resident = config.resident_store == "on"
     if config.resident_store == "auto" and device.type == "cuda":
@@ -331,7 +339,7 @@ def train_one_epoch(
             video = to_device(batch.video_tokens, device)  # (B, Nv, Dv) one view per clip, or (B, V, Nv, Dv)
             if config.view_mode == "mean":
                 video = video.mean(dim=1)  # (B, V, Nv, Dv) -> (B, Nv, Dv)
-            kinetics_pred = (kinetics_class(to_device(batch.kinetics_logits, device))
+            kinetics_pred = (to_device(targets.kinetics_of_clip[batch.index], device)
                              if targets.kinetics_embeddings is not None else None)
             labels = to_device(labels, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
