@@ -124,7 +124,7 @@ def train(config: TrainConfig) -> TrainSummary:
         FileExistsError: `out` exists and is not empty, without resume.
         InputError: the store and the class list / embedding source / run disagree, a validation split that is
             test data, an impossible configuration (e.g. the Kinetics SE target on a store without Kinetics logits).
-        FloatingPointError: the loss became NaN or infinite.
+        FloatingPointError: the loss became NaN or infinite (the message names the batch's clip ids).
     """
     plan = plan_training(config)
     resumed = start_run(config, plan)
