@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from extract.errors import InputError, is_user_error
+from extract.threads import set_requested_threads
 
 # A config field named in a library message: `resume`, `resume=True`, `se_target='class'` (extract.errors).
 _FIELD = re.compile(r"`([a-z_][a-z0-9_]*)(?:=([^`]*))?`")
@@ -50,9 +51,9 @@ def _as_options(message: str, command: click.Command) -> str:
     def option_text(match: re.Match) -> str:
         name, value = match.group(1), match.group(2)
         option = options.get(name)
-        if option is None and name not in _FIELD_OPTIONS and "extra" in options and value is not None:
-            return f"{options['extra'].opts[0]} {name}={value.strip().strip(chr(39))}"  # protocols: --option K=V
-        if option is None:
+        if option is None:  # a field without a flag of its own: --option K=V where the command has it
+            if "extra" in options and name not in _FIELD_OPTIONS and value is not None:
+                return f"{options['extra'].opts[0]} {name}={value.strip().strip(chr(39))}"
             return _FIELD_OPTIONS.get(name, match.group(0))
         if option.is_flag:
             off = value is not None and value.strip() == "False"
@@ -119,7 +120,8 @@ def _given(**values) -> dict:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
-def cli(verbose: bool) -> None:
+@click.option("--threads", type=click.IntRange(min=1), help="Torch threads (default: from the usable cores).")
+def cli(verbose: bool, threads: int | None) -> None:
     """Multimodal (audio + video) zero-shot action recognition: MZST model and MZSL protocol.
 
     Stages: make-synthetic (built-in data) -> extract (frozen backbones to a token store) -> train-fusion
@@ -127,6 +129,7 @@ def cli(verbose: bool) -> None:
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    set_requested_threads(threads)  # the rule for every stage's threads: extract/threads.py
 
 
 # --- commands -----------------------------------------------------------------------------------------
@@ -282,7 +285,10 @@ def inspect_command(store: Path, as_json: bool) -> None:
 
 
 # How a head trains (train-fusion's options; ablate trains every row with them).
+_extra_option = click.option("--option", "extra", multiple=True, type=_KeyValue(),
+                             help="Any other training field as KEY=VALUE (JSON), e.g. --option width=256; repeatable.")
 _training_options = _options(
+    _extra_option,
     click.option("--preset", type=click.Choice(["default", "demo"]), default=None,
                  help="Head size: default (width 512, 4 blocks, 8 heads) or demo (width 128, 2 blocks, 4 heads)."),
     click.option("--ablation", "ablations", multiple=True,
@@ -346,7 +352,7 @@ _training_options = _options(
 @click.option("--seed", type=int, default=None, help="Seed of init, data order, views, masks, dropout (default 0).")
 @click.option("--resume", is_flag=True, default=None, help="Continue the run in --out from its last.pt.")
 @_user_errors
-def train_fusion_command(config_file: Path | None, preset: str | None, ablations: tuple[str, ...], **options) -> None:
+def train_fusion_command(config_file: Path | None, preset: str | None, ablations: tuple[str, ...], extra, **options):
     """Train the MZST fusion head on a token store (writes config, classes, checkpoints, log to --out)."""
     from fusion.config import train_config_from_options
     from fusion.trainer import train
@@ -360,7 +366,7 @@ def train_fusion_command(config_file: Path | None, preset: str | None, ablations
         base = recorded.get("train", recorded) if isinstance(recorded, dict) else None
         if base is None:
             raise click.BadParameter(f"{config_file}: not a training config (a JSON object)", param_hint="--config")
-    given = _given(**options)
+    given = {**_given(**options), **dict(extra)}
     if config_file is not None and "train" in recorded and "out" not in given:
         given["out"] = config_file.parent  # a run's own config.json: the run is where that file is now
     config = train_config_from_options(given, base=base, preset=preset, ablations=ablations)
@@ -411,8 +417,7 @@ def zeroshot_command(no_plots: bool, **options) -> None:
     from eval.zeroshot import run_zeroshot
 
     config = ZeroShotConfig(**options, plots=PlotConfig(tsne=not no_plots, per_class_bars=not no_plots))
-    where = f"; wrote {config.out}" if config.out is not None else ""
-    click.echo(run_zeroshot(config).summary() + where)
+    click.echo(run_zeroshot(config).summary() + (f"; wrote {config.out}" if config.out is not None else ""))
 
 
 # --- eval: protocol -----------------------------------------------------------------------------------
@@ -427,8 +432,7 @@ _protocol_training_options = _options(
                  help="Class-name embedding source spec (avca: default AVCA's table; mzsl: glove-6b-50d)."),
     click.option("--preset", default=None, help="Head size preset of train-fusion (e.g. default, demo)."),
     click.option("--ablation", "ablations", multiple=True, help="Ablation of train-fusion; repeatable."),
-    click.option("--option", "extra", multiple=True, type=_KeyValue(),
-                 help="Any other training field as KEY=VALUE (JSON values), e.g. --option width=256; repeatable."),
+    _extra_option,
     click.option("--calibrated-stacking", is_flag=True,
                  help="Also report GZSL with beta chosen on the stage-1 validation clips."),
     click.option("--seeds", type=INTEGERS, default="0", show_default=True,
@@ -513,12 +517,12 @@ def protocol_mzsl_command(out: Path, test_split: str, **options) -> None:
 @click.option("--seeds", type=INTEGERS, default="0,1,2", show_default=True, help="Seeds; each row trains per seed.")
 @_training_options
 @_user_errors
-def ablate_command(store: Path, out: Path, rows, seeds, preset, ablations, device, **options) -> None:
+def ablate_command(store: Path, out: Path, rows, seeds, preset, ablations, device, extra, **options) -> None:
     """Train and evaluate every ablation row (the paper's Table 7) with the same split and seeds; print the table."""
     from eval.ablate import run_ablation
     from eval.config import AblateConfig
 
-    config = AblateConfig(store=store, out=out, seeds=seeds, train=_given(**options), preset=preset,
+    config = AblateConfig(store=store, out=out, seeds=seeds, train={**_given(**options), **dict(extra)}, preset=preset,
                           ablations=ablations, device=device or "cpu", **_given(rows=rows))
     result = run_ablation(config)
     click.echo(result.markdown)
@@ -738,8 +742,7 @@ def curate_filmstrips_command(videos: Path, out_dir: Path, classes: Path | None,
 
 @curate_group.command("sheets")
 @click.option("--filmstrips", required=True, type=EXISTING_FILE, help="The filmstrips.csv index of curate filmstrips.")
-@click.option("--reviewers", required=True, type=NAMES,
-              help="Comma-separated reviewer names; one sheet <name>.csv each.")
+@click.option("--reviewers", required=True, type=NAMES, help="Comma-separated reviewers; one sheet <name>.csv each.")
 @click.option("--out-dir", required=True, type=NEW_DIR,
               help="Folder for the sheets (existing sheets are never overwritten).")
 @_user_errors
@@ -772,8 +775,7 @@ def curate_merge_command(sheets: tuple[Path, ...], out_dir: Path) -> None:
 
 @curate_group.command("build")
 @click.option("--decisions", required=True, type=EXISTING_FILE, help="decisions.csv of curate merge.")
-@click.option("--classes", required=True, type=EXISTING_FILE,
-              help="Class table of curate select (class_name,sr,group).")
+@click.option("--classes", required=True, type=EXISTING_FILE, help="Class table of curate select (class_name,...).")
 @click.option("--filmstrips", required=True, type=EXISTING_FILE,
               help="filmstrips.csv index of curate filmstrips (video paths, decode failures).")
 @click.option("--out-dir", required=True, type=NEW_DIR,

@@ -167,7 +167,8 @@ class ExtractConfig:
     device: str = "cuda"  # torch device of the backbones and of resize / crop / normalise ("cpu", "cuda:1")
     compile: bool = False  # torch.compile the backbone forwards (pays off on GPU for large runs)
     batch_views: int = 96  # video views per backbone forward; views of several clips share a forward
-    decode_threads: int = 8  # clips decoded concurrently (one thread each, single-threaded codecs)
+    decode_threads: int = 8  # at most this many clips decoded concurrently (one thread each, single-threaded
+    # codecs); fewer on fewer cores: the decode threads and torch's share the usable cores (extract/threads.py)
     strict_media: bool = False  # fail a file whose video breaks part-way instead of keeping its decodable part
 
     def __post_init__(self) -> None:

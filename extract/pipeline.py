@@ -26,6 +26,7 @@ from extract.decode import decode_clip
 from extract.errors import InputError
 from extract.media import MediaError, Segment
 from extract.outputs import ClipTokens, TokenLayout
+from extract.threads import apply_thread_plan, plan_threads
 
 __all__ = ["ClipExtractor"]
 
@@ -54,6 +55,8 @@ class ClipExtractor:
             `config.random_init`.
         audio_weights: AST weights (AST original, HF transformers, or timm DeiT); required unless
             `config.random_init`.
+        thread_share: processes sharing this machine's cores (Dask workers); sets this one's threads
+            (`extract.threads.plan_threads`).
 
     Raises:
         FileNotFoundError: missing weights without `config.random_init` (names the file and how to get it).
@@ -61,9 +64,12 @@ class ClipExtractor:
     """
 
     def __init__(self, config: ExtractConfig, video_weights: Path | None = None,
-                 audio_weights: Path | None = None) -> None:
+                 audio_weights: Path | None = None, thread_share: int = 1) -> None:
         self.config = config
         self.device = _device(config.device)
+        # At most `decode_threads` decode threads beside torch's, never more threads in all than usable cores.
+        self.threads = plan_threads(config.decode_threads, share=thread_share)
+        apply_thread_plan(self.threads)
         video, self._video_provenance = mvit.build_mvit(config.video, video_weights, config.random_init, config.seed)
         audio, self._audio_provenance = ast_audio.build_ast(config.audio, audio_weights, config.random_init,
                                                             config.seed + 1)
@@ -116,7 +122,7 @@ class ClipExtractor:
         per_batch = self._clips_per_batch
         remaining = iter(paths)
         remaining_segments = iter(segments) if segments is not None else None
-        pool = ThreadPoolExecutor(self.config.decode_threads, thread_name_prefix="mzst-decode")
+        pool = ThreadPoolExecutor(self.threads.helper_threads, thread_name_prefix="mzst-decode")
         pending: deque[tuple[Path, Future]] = deque()
         try:
             while True:

@@ -25,6 +25,7 @@ from extract.config import PROFILES, ExtractConfig
 from extract.errors import InputError
 from extract.files import read_csv, write_csv
 from extract.media import MediaError
+from extract.threads import requested_threads, set_requested_threads
 from features.config import RunnerConfig
 from features.lease import StoreLease
 from features.manifest import ClipRecord, read_clip_list
@@ -214,11 +215,12 @@ def _run_on_dask(config: RunnerConfig, store: TokenStore, blocks, bar: tqdm, blo
         logger.info("Dask dashboard: %s", dashboard)
         n_workers = max(1, len(client.scheduler_info()["workers"]))
         _check_workers_see(client, store.path)
-        torch_threads = max(1, (os.cpu_count() or 1) // n_workers) if not config.gpus else 1
+        # Each worker process plans its threads on its share of the cores, with this process's explicit count.
+        requested, _ = requested_threads()
         futures = {
             client.submit(
                 _worker_extract_block, str(store.path.resolve()), index, config.extract, config.video_weights,
-                config.audio_weights, torch_threads, key=f"extract-block-{start}-{os.getpid()}", pure=False,
+                config.audio_weights, n_workers, requested, key=f"extract-block-{start}-{os.getpid()}", pure=False,
             ): (start, index.size)
             for start, index in blocks
         }
@@ -275,19 +277,18 @@ _WORKER_EXTRACTORS: dict[str, object] = {}
 
 
 def _worker_extract_block(store_path: str, index: np.ndarray, extract: ExtractConfig, video_weights, audio_weights,
-                          torch_threads: int) -> int:
+                          thread_share: int, requested: int | None) -> int:
     """Runs on a Dask worker: build (once per process) the extractor, then extract one block."""
     import json
-
-    import torch
 
     from extract.pipeline import ClipExtractor
 
     key = json.dumps([extract.to_dict(), str(video_weights), str(audio_weights)], sort_keys=True)
     if key not in _WORKER_EXTRACTORS:
-        torch.set_num_threads(torch_threads)
+        set_requested_threads(requested)
         _WORKER_EXTRACTORS.clear()
-        _WORKER_EXTRACTORS[key] = ClipExtractor(extract, video_weights=video_weights, audio_weights=audio_weights)
+        _WORKER_EXTRACTORS[key] = ClipExtractor(extract, video_weights=video_weights, audio_weights=audio_weights,
+                                                thread_share=thread_share)
     store = TokenStore.open(store_path, mode="r+")
     return _extract_block(store, index, _WORKER_EXTRACTORS[key])
 

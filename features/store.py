@@ -338,6 +338,40 @@ class TokenStore:
             out[name] = values[inverse]
         return out
 
+    def read_views(self, indices: Sequence[int] | np.ndarray, views: Sequence[int] | np.ndarray,
+                   name: str = "video_tokens") -> np.ndarray:
+        """One view per clip of a per-view field (`video_tokens`, `kinetics_logits`): clip indices[i], view views[i].
+
+        An uncompressed store reads only those bytes (a view is a contiguous run of a clip's chunk file); a
+        compressed one decompresses the clip's chunk and keeps the view.
+
+        Shapes:
+            indices (B,), views (B,) -> (B, *per-view shape), e.g. (B, Nv, Dv)
+        """
+        index, view = np.asarray(indices, dtype=np.int64), np.asarray(views, dtype=np.int64)
+        if index.shape != view.shape:
+            raise ValueError(f"{index.size} clip indices but {view.size} views")
+        array = self._group[name]
+        if index.size and (index.min() < 0 or index.max() >= self.num_clips or view.min() < 0
+                           or view.max() >= array.shape[1]):
+            raise ValueError(f"{self.path}: clip index or view out of range for {name} {array.shape}")
+        if name not in self._raw_chunk_dirs:
+            return self.read(index, [name])[name][np.arange(index.size), view]  # (B, V, ...) -> (B, ...)
+        view_shape, dtype = array.shape[2:], np.dtype(array.dtype).newbyteorder("<")
+        count = int(np.prod(view_shape))
+        out = np.zeros((len(index), *view_shape), dtype=dtype)
+        suffix = "/".join("0" * (array.ndim - 1))
+        for row, (clip, v) in enumerate(zip(index, view, strict=True)):
+            chunk = self._raw_chunk_dirs[name] / str(int(clip)) / suffix
+            if chunk.exists():
+                out[row] = np.fromfile(chunk, dtype=dtype, count=count, offset=int(v) * count * dtype.itemsize
+                                       ).reshape(view_shape)
+        return out
+
+    def field_shapes(self) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """Per-clip fields: name -> (dtype, per-clip shape)."""
+        return {name: (str(self._group[name].dtype), tuple(self._group[name].shape[1:])) for name in self.fields}
+
     def _read_raw_chunks(self, name: str, index: np.ndarray) -> np.ndarray:
         """Read uncompressed one-clip chunks straight from their files.
 

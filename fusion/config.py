@@ -26,6 +26,8 @@ __all__ = [
     "LR_SCHEDULES",
     "SELECTION_METRICS",
     "DEVICES",
+    "RESIDENT_STORE",
+    "LR_BATCH_SCALING",
     "ARCHITECTURE_FIELDS",
     "FusionConfig",
     "TrainConfig",
@@ -45,6 +47,8 @@ SE_TARGETS = ("kinetics+class", "class")
 LR_SCHEDULES = ("cosine", "step")
 SELECTION_METRICS = ("gzsl_hm", "gzsl_hm_calibrated", "zsl")
 DEVICES = ("cpu", "cuda")
+RESIDENT_STORE = ("auto", "on", "off")
+LR_BATCH_SCALING = ("none", "sqrt", "linear")
 
 # Fields that shape the parameters of the model: a checkpoint only loads into a model built with the same.
 ARCHITECTURE_FIELDS = ("width", "num_blocks", "num_heads", "num_fusion_tokens", "mlp_ratio", "fusion_mode",
@@ -214,6 +218,13 @@ class TrainConfig:
     device: str = "cpu"  # "cpu" or "cuda" (bf16 autocast); no silent fallback
     resume: bool = False  # continue the run in `out` from its last.pt
     prefetch_batches: int = 2  # batches read ahead in a background thread
+    resident_store: str = "auto"  # "on": the training clips' tokens are read once onto the device and batched
+    # there; "auto": so on CUDA when they fit in `resident_share` of its free memory; "off": streamed per batch
+    resident_share: float = 0.5  # share of the device's free memory a resident store may take ("auto")
+    compile: bool = False  # torch.compile the head's forward (fixed shapes; pays off on a GPU)
+    lr_batch_scaling: str = "none"  # the peak lr is `lr` at `lr_reference_batch` clips, scaled to `batch_size`:
+    # "sqrt" (x sqrt(batch / reference), the rule for Adam-type optimisers), "linear" (x batch / reference), "none"
+    lr_reference_batch: int = 64  # the batch size `lr` is given for
     progress: bool = True  # show a progress bar
     log_every_steps: int = 50  # a log line every this many steps
 
@@ -248,6 +259,10 @@ class TrainConfig:
             raise InputError("choose one validation source: val_store, val_splits or val_unseen_fraction")
         if self.prefetch_batches < 0:
             raise InputError(f"prefetch_batches must be >= 0, got {self.prefetch_batches}")
+        _check_choice("resident_store", self.resident_store, RESIDENT_STORE)
+        _check_choice("lr_batch_scaling", self.lr_batch_scaling, LR_BATCH_SCALING)
+        if not 0 < self.resident_share <= 1 or self.lr_reference_batch < 1:
+            raise InputError("resident_share must be in (0, 1] and lr_reference_batch >= 1")
         spec = self.embedding_spec
         if spec.is_table and not self.fusion.normalise_embeddings:
             raise InputError(f"the {spec.text} table is stored L2-normalised (raw vectors do not exist): train on it "

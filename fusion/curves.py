@@ -1,12 +1,13 @@
 """The training-curve figure of a run directory: loss parts and validation scores per epoch, from log.jsonl.
 
-`train` writes `training_curves.png` beside `log.jsonl` when it finishes; `training_curves_figure` is what
+`train` writes `training_curves.png` beside `log.jsonl` (`TrainingCurves`); `training_curves_figure` is what
 tests read back (axes, line labels).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -14,7 +15,7 @@ from matplotlib.figure import Figure
 
 from extract.files import atomic_write
 
-__all__ = ["training_curves_figure", "write_training_curves"]
+__all__ = ["training_curves_figure", "write_training_curves", "TrainingCurves"]
 
 # (log.jsonl key, legend label) of the loss panel; the parts are unweighted, `loss` is the weighted total
 _LOSSES = (("loss", "total (weighted)"), ("loss_task", "TASK"), ("loss_se", "SE"), ("loss_mlm", "MLM"))
@@ -65,3 +66,20 @@ def write_training_curves(run_dir: Path) -> Path:
     lines = [json.loads(line) for line in (run_dir / "log.jsonl").read_text(encoding="utf-8").splitlines() if line]
     figure = training_curves_figure(lines, f"{run_dir.name}: {len(lines)} epoch(s)")
     return atomic_write(run_dir / "training_curves.png", lambda path: figure.savefig(path, format="png"))
+
+
+class TrainingCurves:
+    """The trainer's figure: redrawn after an epoch when `every_s` seconds have passed (a long run can be
+    watched while it trains), and always when the run ends (`draw`)."""
+
+    def __init__(self, run_dir: Path, every_s: float = 60.0) -> None:
+        self.run_dir, self.every_s = Path(run_dir), every_s
+        self._drawn = time.perf_counter()
+
+    def after_epoch(self) -> None:
+        if time.perf_counter() - self._drawn > self.every_s:
+            self.draw()
+
+    def draw(self) -> Path:
+        self._drawn = time.perf_counter()
+        return write_training_curves(self.run_dir)

@@ -23,7 +23,7 @@ from features.store import DONE, TokenStore
 from fusion.losses import kinetics_class
 from fusion.model import AVOutput, FusionModel, ModelDims
 
-__all__ = ["Predictions", "ConcatenatedHeads", "resolve_device", "check_layout", "conse_embeddings",
+__all__ = ["Predictions", "ConcatenatedHeads", "resolve_device", "to_device", "check_layout", "conse_embeddings",
            "predict_embeddings", "non_finite_clips"]
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,12 @@ class ConcatenatedHeads(torch.nn.Module):
         outputs = [h.forward_views(video_tokens, audio_tokens, has_audio) for h in self.heads]
         return AVOutput(embedding=torch.cat([o.embedding for o in outputs], dim=1),  # H x (B, E) -> (B, H*E)
                         task_logits=torch.stack([o.task_logits for o in outputs]).mean(dim=0))  # (H, B, C) -> (B, C)
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`tensor` on `device` (non_blocking from pinned memory), fp16 tokens converted to float32 there."""
+    tensor = tensor.to(device, non_blocking=True)
+    return tensor.float() if tensor.dtype == torch.float16 else tensor
 
 
 def resolve_device(name: str) -> torch.device:
@@ -148,15 +154,17 @@ def predict_embeddings(
     torch_device = torch.device(device)
     has_kinetics = bool(store.token_layout.kinetics_classes)
     fields = ("video_tokens", "audio_tokens", "has_audio") + (("kinetics_logits",) if has_kinetics else ())
-    reader = BatchReader(store, indices, batch_size, shuffle=False, fields=fields)
+    reader = BatchReader(store, indices, batch_size, shuffle=False, fields=fields, float16=True,
+                         pin_memory=torch_device.type == "cuda")
     embeddings, logits, kinetics, order = [], [], [], []
     was_training = model.training
     model.eval()
     try:
         for batch in reader:
             with torch.autocast(torch_device.type, dtype=torch.bfloat16, enabled=torch_device.type == "cuda"):
-                out = model.forward_views(batch.video_tokens.to(torch_device),
-                                          batch.audio_tokens.to(torch_device), batch.has_audio.to(torch_device))
+                out = model.forward_views(to_device(batch.video_tokens, torch_device),
+                                          to_device(batch.audio_tokens, torch_device),
+                                          to_device(batch.has_audio, torch_device))
             finite = torch.isfinite(out.embedding).all(dim=1).cpu()  # (B, E) -> (B,)
             if not bool(finite.all()):
                 raise InputError(_non_finite_message(store, batch, finite))

@@ -28,21 +28,22 @@ from tqdm import tqdm
 
 from eval import metrics
 from extract.errors import InputError
-from features.reader import BatchReader
+from extract.threads import apply_thread_plan, plan_threads
+from features.reader import BatchReader, TokenBatch, free_bytes, resident_bytes, resident_fits
 from fusion.config import TrainConfig
-from fusion.curves import write_training_curves
+from fusion.curves import TrainingCurves
 from fusion.losses import FusionLoss, LossWeights, kinetics_class, loss_weights, se_targets
 from fusion.model import FusionModel, build_model, count_parameters
 from fusion.plan import TrainingPlan, ValidationSet, embedding_permutation, plan_training
-from fusion.predict import non_finite_clips, predict_embeddings, resolve_device
+from fusion.predict import non_finite_clips, predict_embeddings, resolve_device, to_device
 from fusion.run_dir import checkpoint_payload, run_state, save_epoch, start_run
 from fusion.text import mask_words
 
-__all__ = ["TrainSummary", "EpochStats", "ClassTargets", "train", "train_or_reuse", "train_one_epoch", "evaluate"]
+__all__ = ["TrainSummary", "EpochStats", "ClassTargets", "train", "train_or_reuse", "train_one_epoch", "evaluate",
+           "scaled_lr"]
 
 logger = logging.getLogger(__name__)
-# Seconds between redraws of training_curves.png during a run (it is always drawn when the run ends).
-_CURVES_EVERY_S = 60.0
+_PARTS = ("loss", "task", "se", "mlm")  # the losses summed on the device, in this order
 
 
 @dataclass(frozen=True)
@@ -84,12 +85,15 @@ class ClassTargets:
         label_of_clip (n,) int64: class id per clip index of the store, -1 for other clips. class_embeddings
         (C, E) on the device: the SE targets (permuted among the classes in the control run).
         kinetics_embeddings (400, E) on the device. class_text_ids (C, L) [CLS_T, words, PAD...].
+        kinetics_of_clip (n,) int64: s_v per clip index (-1 for other clips), computed once from the store's
+        Kinetics logits so that no step reads them (None without the Kinetics SE target).
     """
 
     label_of_clip: torch.Tensor
     class_embeddings: torch.Tensor
     kinetics_embeddings: torch.Tensor | None
     class_text_ids: torch.Tensor | None
+    kinetics_of_clip: torch.Tensor | None = None
 
     @classmethod
     def of(cls, config: TrainConfig, plan: TrainingPlan, device: torch.device) -> ClassTargets:
@@ -98,9 +102,16 @@ class ClassTargets:
         class_embeddings, kinetics = plan.classes.class_embeddings, plan.classes.kinetics_embeddings
         if config.shuffle_class_embeddings:  # the control: class c is taught the name embedding of class perm[c]
             class_embeddings = class_embeddings[embedding_permutation(config, len(plan.clips.class_names))]
+        kinetics_of_clip = None
+        if kinetics is not None:
+            kinetics_of_clip = torch.full((plan.store.num_clips,), -1, dtype=torch.int64)
+            for start in range(0, plan.clips.train_indices.size, 4096):  # a slice at a time: bounded host memory
+                index = plan.clips.train_indices[start:start + 4096]
+                logits = torch.from_numpy(plan.store.read(index, ["kinetics_logits"])["kinetics_logits"])
+                kinetics_of_clip[torch.from_numpy(index)] = kinetics_class(logits)
         return cls(label_of_clip=label_of_clip, class_embeddings=torch.from_numpy(class_embeddings).to(device),
                    kinetics_embeddings=torch.from_numpy(kinetics).to(device) if kinetics is not None else None,
-                   class_text_ids=plan.classes.class_text_ids)
+                   class_text_ids=plan.classes.class_text_ids, kinetics_of_clip=kinetics_of_clip)
 
 
 def train(config: TrainConfig) -> TrainSummary:
@@ -111,19 +122,18 @@ def train(config: TrainConfig) -> TrainSummary:
         FileExistsError: `out` exists and is not empty, without resume.
         InputError: the store and the class list / embedding source / run disagree, a validation split that is
             test data, an impossible configuration (e.g. the Kinetics SE target on a store without Kinetics logits).
-        FloatingPointError: the loss became NaN or infinite.
+        FloatingPointError: the loss became NaN or infinite (the message names the batch's clip ids).
     """
     plan = plan_training(config)
     resumed = start_run(config, plan)
     device = resolve_device(config.device)
+    apply_thread_plan(plan_threads(1 if config.prefetch_batches else 0))  # torch beside the read-ahead thread
     torch.manual_seed(config.seed)
     model = build_model(config.fusion, plan.dims).to(device)
-    optimizer = torch.optim.AdamW(model.parameter_groups(config.weight_decay), lr=config.lr)
-    fields = ("video_tokens", "audio_tokens", "has_audio")
-    if plan.classes.kinetics_embeddings is not None:
-        fields += ("kinetics_logits",)
-    reader = BatchReader(plan.store, plan.clips.train_indices, config.batch_size, shuffle=True, seed=config.seed,
-                         prefetch=config.prefetch_batches, fields=fields)
+    optimizer = torch.optim.AdamW(model.parameter_groups(config.weight_decay), lr=scaled_lr(config),
+                                  fused=device.type == "cuda")
+    forward = torch.compile(model, dynamic=False) if config.compile else model
+    reader = _training_reader(config, plan, device)
     schedule_epochs = config.schedule_epochs or config.epochs
     factor = functools.partial(_lr_factor, steps_per_epoch=len(reader), total_steps=schedule_epochs * len(reader),
                                config=config)
@@ -143,14 +153,14 @@ def train(config: TrainConfig) -> TrainSummary:
                 plan.clips.train_indices.size, len(plan.clips.class_names),
                 0 if validation is None else validation.indices.size, count_parameters(model), device)
 
-    drawn = time.perf_counter()
+    curves = TrainingCurves(config.out)
     for epoch in range(start_epoch, config.epochs + 1):
         weights = loss_weights(config.fusion, epoch)
         started = time.perf_counter()
         stats = train_one_epoch(
             model, reader, optimizer, scheduler, loss_fn, targets, weights, epoch=epoch, seed=config.seed,
             device=device, grad_clip_norm=config.grad_clip_norm, progress=config.progress,
-            log_every_steps=config.log_every_steps, description=f"epoch {epoch}/{config.epochs}",
+            log_every_steps=config.log_every_steps, description=f"epoch {epoch}/{config.epochs}", forward=forward,
         )
         step += stats.steps
         last_metrics = {} if validation is None else evaluate(
@@ -164,11 +174,9 @@ def train(config: TrainConfig) -> TrainSummary:
                                      metrics=last_metrics)
         save_epoch(config.out, _log_line(epoch, step, stats, weights, last_metrics, best, started), payload, is_best)
         _log_epoch(epoch, config.epochs, stats, last_metrics)
-        if time.perf_counter() - drawn > _CURVES_EVERY_S:  # long runs: a figure to watch while it trains
-            write_training_curves(config.out)
-            drawn = time.perf_counter()
+        curves.after_epoch()
 
-    write_training_curves(config.out)
+    curves.draw()
 
     return TrainSummary(
         run_dir=config.out, epochs=config.epochs, train_clips=int(plan.clips.train_indices.size),
@@ -217,6 +225,30 @@ def _log_epoch(epoch: int, epochs: int, stats: EpochStats, val: dict[str, Any]) 
 # --- one epoch ---------------------------------------------------------------------------------------------
 
 
+def scaled_lr(config: TrainConfig) -> float:
+    """The peak lr for the run's batch size: `lr` at `lr_reference_batch` clips, scaled by `lr_batch_scaling`:
+    "sqrt" multiplies it by sqrt(batch / reference) (the square-root rule for Adam-type optimisers), "linear" by
+    batch / reference (Goyal et al.'s rule for SGD), "none" keeps it."""
+    ratio = config.batch_size / config.lr_reference_batch
+    return config.lr * {"none": 1.0, "sqrt": math.sqrt(ratio), "linear": ratio}[config.lr_batch_scaling]
+
+
+def _training_reader(config: TrainConfig, plan: TrainingPlan, device: torch.device) -> BatchReader:
+    """The training clips' reader: fp16 tokens, pinned for a GPU, held on the device when `resident_store` says so
+    ("auto": when they fit in `resident_share` of the device's free memory, on CUDA only)."""
+    fields = ("video_tokens", "audio_tokens", "has_audio")  # s_v comes from `ClassTargets.kinetics_of_clip`
+    indices = plan.clips.train_indices
+    resident = config.resident_store == "on"
+    if config.resident_store == "auto" and device.type == "cuda":
+        needed, free = resident_bytes(plan.store, indices.size, fields), free_bytes(device)
+        resident = resident_fits(needed, free, config.resident_share)
+        logger.info("training tokens %s the device: %.2f GB against %.0f%% of %.2f GB free", "held on" if resident
+                    else "streamed to", needed / 1e9, 100 * config.resident_share, free / 1e9)
+    return BatchReader(plan.store, indices, config.batch_size, shuffle=True, seed=config.seed,
+                       prefetch=config.prefetch_batches, fields=fields, float16=True,
+                       pin_memory=device.type == "cuda" and not resident, resident=device if resident else None)
+
+
 def _lr_factor(step: int, *, steps_per_epoch: int, total_steps: int, config: TrainConfig) -> float:
     """Multiplier of the peak lr at optimiser step `step` (0-based): linear warmup, then cosine or steps."""
     warmup = round(config.warmup_epochs * steps_per_epoch)
@@ -232,19 +264,6 @@ def _lr_factor(step: int, *, steps_per_epoch: int, total_steps: int, config: Tra
 def _epoch_seeds(seed: int, epoch: int) -> list[int]:
     """Seeds of an epoch's dropout, view draws and word masks: a function of (seed, epoch) only."""
     return [int(s) for s in np.random.SeedSequence([seed, epoch]).generate_state(3)]
-
-
-def _training_views(video_tokens: torch.Tensor, view_mode: str, generator: torch.Generator) -> torch.Tensor:
-    """One view per clip: a random one ("ensemble"), or the mean over views ("mean").
-
-    Shapes:
-        video_tokens (B, V, Nv, Dv) -> (B, Nv, Dv)
-    """
-    if view_mode == "mean":
-        return video_tokens.mean(dim=1)  # (B, V, Nv, Dv) -> (B, Nv, Dv)
-    b, v = video_tokens.shape[:2]
-    pick = torch.randint(v, (b,), generator=generator)
-    return video_tokens[torch.arange(b), pick]  # (B, V, Nv, Dv) -> (B, Nv, Dv)
 
 
 def train_one_epoch(
@@ -263,24 +282,40 @@ def train_one_epoch(
     progress: bool,
     log_every_steps: int,
     description: str = "",
+    forward: Any = None,
 ) -> EpochStats:
     """Train the model on one pass over `reader`'s clips.
 
+    The step never waits for the device: the losses add up on it and are read, with the finiteness check
+    (`_check_finite`), every `log_every_steps` steps and at the end; step time comes from CUDA events on a GPU.
+    `forward` is the model's (possibly compiled) forward; default: the model.
+
     Raises:
         InputError: a batch holds NaN or inf tokens (the clips and arrays named).
-        FloatingPointError: the loss became NaN or infinite on finite tokens.
+        FloatingPointError: the loss became NaN or infinite on finite tokens (names the batch's clip ids).
     """
     config = model.config
+    forward = model if forward is None else forward
     dropout_seed, view_seed, mask_seed = _epoch_seeds(seed, epoch)
     torch.manual_seed(dropout_seed)
     view_generator = torch.Generator().manual_seed(view_seed)
     mask_generator = torch.Generator().manual_seed(mask_seed)
     use_mlm = weights.mlm > 0 and targets.class_text_ids is not None
-    reader.set_epoch(epoch)
+    # The views are drawn up front, batch by batch as the step used to draw them, so that the reader reads only
+    # the one view each clip trains on ("mean" needs them all).
+    views = None
+    if config.view_mode == "ensemble":
+        v = reader.store.token_layout.views
+        reader.set_epoch(epoch)
+        views = [torch.randint(v, (len(b),), generator=view_generator).numpy() for b in reader.batch_indices()]
+    reader.set_epoch(epoch, views=views)
     model.train()
-    sums = {"loss": 0.0, "task": 0.0, "se": 0.0, "mlm": 0.0}
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, task, se, mlm, each times the batch size
+    first_bad = torch.full((), -1, dtype=torch.int64, device=device)  # the first step whose loss was not finite
+    recent: dict[int, torch.Tensor] = {}  # step -> clip indices, for the steps since the last check
     clips = steps = 0
-    data_time = step_time = 0.0
+    data_time = 0.0
+    timer = _StepTimer(device)
     bar = tqdm(total=len(reader), desc=description, disable=not progress, leave=False, dynamic_ncols=True)
     iterator = iter(reader)
     try:
@@ -289,67 +324,124 @@ def train_one_epoch(
             batch = next(iterator, None)
             if batch is None:
                 break
-            fetched = time.perf_counter()
-            labels = targets.label_of_clip[batch.index]  # (B,)
+            data_time += time.perf_counter() - start
+            timer.start()
+            labels = targets.label_of_clip[batch.index.cpu()]  # (B,)
             assert not bool((labels < 0).any()), "a batch holds a clip that is not a training clip"
-            video = _training_views(batch.video_tokens, config.view_mode, view_generator)
             text_inputs = mlm_targets = None
             if use_mlm:
                 text_inputs, mlm_targets = mask_words(targets.class_text_ids[labels], config.mlm_mask_probability,
                                                       mask_generator)
-                text_inputs, mlm_targets = text_inputs.to(device), mlm_targets.to(device)
-            kinetics_pred = (kinetics_class(batch.kinetics_logits).to(device)
+                text_inputs, mlm_targets = to_device(text_inputs, device), to_device(mlm_targets, device)
+            video = to_device(batch.video_tokens, device)  # (B, Nv, Dv) one view per clip, or (B, V, Nv, Dv)
+            if config.view_mode == "mean":
+                video = video.mean(dim=1)  # (B, V, Nv, Dv) -> (B, Nv, Dv)
+            kinetics_pred = (to_device(targets.kinetics_of_clip[batch.index], device)
                              if targets.kinetics_embeddings is not None else None)
-            labels = labels.to(device)
+            labels = to_device(labels, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                output = model(video.to(device), batch.audio_tokens.to(device), batch.has_audio.to(device),
-                               text_inputs)
+                output = forward(video, to_device(batch.audio_tokens, device), to_device(batch.has_audio, device),
+                                 text_inputs)
             target = se_targets(labels, targets.class_embeddings, kinetics_pred, targets.kinetics_embeddings)
             parts = loss_fn(output, labels, target, weights, mlm_targets)
-            if not torch.isfinite(parts.total):
-                where = non_finite_clips(reader.store, batch)
-                if where:
-                    raise InputError(f"{reader.store.path}: NaN or inf in {where}; extract those clips again")
-                raise FloatingPointError(f"epoch {epoch} step {steps + 1}: loss is {parts.total.item()} (task "
-                                         f"{parts.task.item()}, se {parts.se.item()}); lower `lr`")
+            steps += 1
+            recent[steps] = batch.index
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(parts.total.detach()), steps, first_bad)
             optimizer.zero_grad(set_to_none=True)
             parts.total.backward()
             if grad_clip_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
             optimizer.step()
             scheduler.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            done = time.perf_counter()
-            data_time += fetched - start
-            step_time += done - fetched
+            timer.stop()
             b = len(batch)
             clips += b
-            steps += 1
-            sums["loss"] += parts.total.item() * b
-            sums["task"] += parts.task.item() * b
-            sums["se"] += parts.se.item() * b
-            if parts.mlm is not None:
-                sums["mlm"] += parts.mlm.item() * b
-            shown = {k: f"{v / clips:.3f}" for k, v in sums.items() if k != "mlm" or use_mlm}
-            bar.set_postfix(shown, refresh=False)
+            mlm = parts.mlm.detach() if parts.mlm is not None else torch.zeros((), device=device)
+            sums += torch.stack([parts.total.detach(), parts.task.detach(), parts.se.detach(), mlm]).double() * b
             bar.update()
-            if steps % log_every_steps == 0:
-                logger.info("epoch %d step %d/%d: loss %s (%s) lr %.3g, data %.3f s, step %.3f s, %.1f clips/s",
-                            epoch, steps, len(reader), shown["loss"],
-                            ", ".join(f"{k} {v}" for k, v in shown.items() if k != "loss"),
-                            optimizer.param_groups[0]["lr"], data_time / steps, step_time / steps,
-                            clips / max(data_time + step_time, 1e-9))
+            if steps % log_every_steps == 0 or steps == len(reader):
+                _check_finite(first_bad, recent, reader.store, epoch)
+                recent.clear()
+                shown = {k: f"{v / clips:.3f}" for k, v in zip(_PARTS, sums.tolist(), strict=True)
+                         if k != "mlm" or use_mlm}
+                bar.set_postfix(shown, refresh=False)
+                if steps % log_every_steps == 0:
+                    step_time = timer.total()
+                    logger.info("epoch %d step %d/%d: loss %s (%s) lr %.3g, data %.3f s, step %.3f s, %.1f clips/s",
+                                epoch, steps, len(reader), shown["loss"],
+                                ", ".join(f"{k} {v}" for k, v in shown.items() if k != "loss"),
+                                optimizer.param_groups[0]["lr"], data_time / steps, step_time / steps,
+                                clips / max(data_time + step_time, 1e-9))
     finally:
         bar.close()
     if not clips:
         raise InputError("the epoch had no batches: no training clips")
+    _check_finite(first_bad, recent, reader.store, epoch)
+    loss, task, se, mlm = (v / clips for v in sums.tolist())
+    step_time = timer.total()
     return EpochStats(
-        loss=sums["loss"] / clips, task=sums["task"] / clips, se=sums["se"] / clips,
-        mlm=sums["mlm"] / clips if use_mlm else None, clips=clips, steps=steps,
+        loss=loss, task=task, se=se, mlm=mlm if use_mlm else None, clips=clips, steps=steps,
         lr=float(optimizer.param_groups[0]["lr"]), data_time_s=data_time, step_time_s=step_time,
         samples_per_s=clips / max(data_time + step_time, 1e-9),
     )
+
+
+def _check_finite(first_bad: torch.Tensor, recent: dict[int, torch.Tensor], store, epoch: int) -> None:
+    """Stop the run when a step since the last check had a non-finite loss, naming that batch's clips.
+
+    Reads one number from the device (the first bad step or -1) once per log interval, so the loop never waits
+    for the GPU; a bad batch is read again to tell NaN / inf tokens (named by array and clip) from divergence.
+
+    Raises:
+        InputError: the batch's tokens hold NaN or inf.
+        FloatingPointError: a loss was NaN or infinite on finite tokens.
+    """
+    bad = int(first_bad.item())
+    if bad < 0:
+        return
+    index = recent.get(bad, torch.zeros(0, dtype=torch.int64))
+    arrays = store.read(index.numpy(), ("video_tokens", "audio_tokens"))
+    batch = TokenBatch(index=index, **{name: torch.from_numpy(np.asarray(values)) for name, values in arrays.items()})
+    where = non_finite_clips(store, batch)
+    if where:
+        raise InputError(f"{store.path}: NaN or inf in {where}; extract those clips again")
+    ids = [str(store.clip_ids[i]) for i in index.tolist()]
+    shown = ", ".join(ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
+    raise FloatingPointError(f"epoch {epoch} step {bad}: the loss is not finite on the batch of clips {shown}; "
+                             "their tokens are finite: lower `lr`")
+
+
+class _StepTimer:
+    """Seconds spent in steps: wall clock on the CPU; CUDA events on a GPU, read only when asked (`total`)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.seconds = 0.0
+        self.events: list[tuple[Any, Any]] = []
+        self._began: Any = None
+
+    def start(self) -> None:
+        if self.cuda:
+            self._began = torch.cuda.Event(enable_timing=True)
+            self._began.record()
+        else:
+            self._began = time.perf_counter()
+
+    def stop(self) -> None:
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self.events.append((self._began, end))
+        else:
+            self.seconds += time.perf_counter() - self._began
+
+    def total(self) -> float:
+        """Step seconds so far (on a GPU this waits for the last recorded step)."""
+        if self.events:
+            self.events[-1][1].synchronize()
+            self.seconds += sum(began.elapsed_time(end) for began, end in self.events) / 1000
+            self.events.clear()
+        return self.seconds
 
 # --- validation ----------------------------------------------------------------------------------------------
 

@@ -31,6 +31,13 @@ def write_word_vectors(tmp_path_factory):
     return write
 
 
+def pytest_configure(config):
+    """The tests run with the threads every command runs with (extract/threads.py): torch beside one helper."""
+    from extract.threads import apply_thread_plan, plan_threads
+
+    apply_thread_plan(plan_threads(1))
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked `gpu` run where torch sees a CUDA device and are skipped, saying why, everywhere else."""
     gpu_tests = [item for item in items if item.get_closest_marker("gpu")]

@@ -219,3 +219,17 @@ def test_cuda_tokens_match_the_cpu_tokens(extractor, clips, precision):
             a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
             if np.linalg.norm(b) > 0:
                 assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.99, key
+
+
+def test_decode_and_torch_threads_share_the_cores(monkeypatch):
+    # extract/threads.py: OMP_NUM_THREADS sets torch's, the decode threads get the rest (at most decode_threads)
+    from extract.threads import usable_cores
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    try:
+        threads = ClipExtractor(replace(SMALL, decode_threads=64)).threads
+        assert torch.get_num_threads() == 1 and threads.torch_threads == 1
+        assert threads.helper_threads == max(1, usable_cores() - 1)
+    finally:
+        torch.set_num_threads(before)

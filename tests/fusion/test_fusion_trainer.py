@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from click.testing import CliRunner
 import cli
 from extract.errors import InputError
 from extract.files import write_json
+from extract.threads import set_requested_threads
 from features.store import TokenStore
 from fusion import run_dir, trainer
 from fusion.class_embeddings import MissingWordsError
@@ -308,8 +310,14 @@ def test_cli_train_fusion(synthetic_store, vectors_file, tmp_path):
     again = runner.invoke(cli.cli, ["train-fusion", "--config", str(tmp_path / "run" / "config.json"), "--resume",
                                     "--epochs", "2"])
     assert again.exit_code == 1 and "Error:" in again.output and "epochs" in again.output
-    resumed = runner.invoke(cli.cli, ["train-fusion", "--config", str(tmp_path / "run" / "config.json"), "--resume"])
+    config_json = str(tmp_path / "run" / "config.json")
+    resumed = runner.invoke(cli.cli, ["--threads", "1", "train-fusion", "--config", config_json, "--resume",
+                                      "--option", "resident_store=on"])  # how it runs may change
+    set_requested_threads(None)
     assert resumed.exit_code == 0, resumed.output  # epoch 1 of 1 is done: nothing left, same summary
+    odd = runner.invoke(cli.cli, ["train-fusion", "--config", str(tmp_path / "run" / "config.json"), "--out",
+                                  str(tmp_path / "odd"), "--option", "lr_batch_scaling=cubic"])
+    assert odd.exit_code == 1 and "lr_batch_scaling must be one of" in odd.output
     bad = runner.invoke(cli.cli, ["train-fusion", "--store", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])
     assert bad.exit_code == 1 and bad.output.startswith("Error:") and "nowhere" in bad.output
 
@@ -381,6 +389,28 @@ def test_cuda_training_follows_the_cpu_run(synthetic_store, vectors_file, tmp_pa
     assert cuda[-1]["loss"] < cuda[0]["loss"] and torch.load(tmp_path / "cuda" / "last.pt", weights_only=True)
 
 
+@pytest.mark.slow
+def test_a_compiled_forward_trains_as_the_eager_one(synthetic_store, vectors_file, tmp_path):
+    # torch.compile on the CPU (inductor, ~40 s): fused kernels and their own dropout stream, so close, not equal
+    options = dict(epochs=1, val_unseen_fraction=0.0, fusion=apply_ablations(TINY, ["no-text"]), batch_size=64)
+    train(_config(synthetic_store, tmp_path / "eager", vectors_file, **options))
+    train(_config(synthetic_store, tmp_path / "compiled", vectors_file, compile=True, **options))
+    eager, compiled = _log(tmp_path / "eager"), _log(tmp_path / "compiled")
+    for part in ("loss_task", "loss_se"):
+        assert compiled[0][part] == pytest.approx(eager[0][part], rel=0.05), part
+
+
+@pytest.mark.gpu
+def test_cuda_fast_path_follows_the_streamed_run(synthetic_store, vectors_file, tmp_path):
+    # tokens resident on the card, the forward compiled, fused AdamW: the losses of the plain CUDA run (bf16 both)
+    options = dict(epochs=2, fusion=replace(TINY, dropout=0.0), device="cuda", log_every_steps=3)
+    train(_config(synthetic_store, tmp_path / "plain", vectors_file, resident_store="off", **options))
+    train(_config(synthetic_store, tmp_path / "fast", vectors_file, resident_store="on", compile=True, **options))
+    plain, fast = _log(tmp_path / "plain"), _log(tmp_path / "fast")
+    for part in ("loss_task", "loss_se", "loss_mlm"):
+        assert fast[-1][part] == pytest.approx(plain[-1][part], rel=0.05), part
+
+
 def test_settings_that_change_no_result_do_not_count_as_changed(synthetic_store, vectors_file, tmp_path):
     config = _config(synthetic_store, tmp_path / "run", vectors_file, epochs=1)
     train(config)
@@ -406,3 +436,40 @@ def test_non_finite_tokens_stop_training_naming_the_clip(vectors_file, tmp_path,
     writable.write_clips([victim], [SimpleNamespace(**tokens)])
     with pytest.raises(InputError, match=r"nan.zarr: NaN or inf in video_tokens of clip\(s\) 'seen/playing guitar/1'"):
         train(_config(store, tmp_path / "run", vectors_file, epochs=1, val_unseen_fraction=0.0))
+
+
+def test_a_device_resident_store_trains_as_the_streamed_one(synthetic_store, vectors_file, tmp_path):
+    # The CPU stands in for the device: tokens held in memory once and batched there, against read per batch.
+    train(_config(synthetic_store, tmp_path / "streamed", vectors_file, epochs=2, resident_store="off"))
+    train(_config(synthetic_store, tmp_path / "resident", vectors_file, epochs=2, resident_store="on"))
+    strip = [{k: v for k, v in line.items() if k not in _TIMING} for line in _log(tmp_path / "streamed")]
+    assert strip == [{k: v for k, v in line.items() if k not in _TIMING} for line in _log(tmp_path / "resident")]
+    assert run_dir.changed_settings(json.loads((tmp_path / "streamed" / "config.json").read_text())["train"],
+                                    _config(synthetic_store, tmp_path / "x", vectors_file, epochs=2,
+                                            resident_store="on", compile=True)) == []
+
+
+def test_a_non_finite_loss_stops_the_run_naming_the_batch(kit, vectors_file, tmp_path):
+    store = kit.make_store(tmp_path / "bad.zarr", vectors_file, clips_per_class=2)
+    bad = int(np.flatnonzero(store.splits == "seen")[3])
+    tokens = store.read([bad])
+    store = TokenStore.open(store.path, mode="r+")
+    store.write_clips([bad], [SimpleNamespace(
+        video_tokens=np.full_like(tokens["video_tokens"][0], np.inf), audio_tokens=tokens["audio_tokens"][0],
+        kinetics_logits=tokens["kinetics_logits"][0], has_audio=bool(tokens["has_audio"][0]), audio_frames=100)])
+    # (InputError: a check of the input tokens before training, where there is one, names the clip as well)
+    with pytest.raises((FloatingPointError, InputError), match=re.escape(str(store.clip_ids[bad]))):
+        train(_config(store, tmp_path / "run", vectors_file, epochs=1, val_unseen_fraction=0.0, log_every_steps=2))
+    # the check itself: the first bad step since the last check names its batch's clips
+    finite = SimpleNamespace(clip_ids=np.array(["a", "b", "c"]), path="s.zarr", read=lambda index, fields: {
+        name: np.zeros((len(index), 2), dtype=np.float16) for name in fields})  # finite tokens: the run diverged
+    trainer._check_finite(torch.tensor(-1), {1: torch.tensor([0])}, finite, epoch=1)
+    with pytest.raises(FloatingPointError, match=r"epoch 3 step 2: .* clips c, a; their tokens are finite"):
+        trainer._check_finite(torch.tensor(2), {1: torch.tensor([1]), 2: torch.tensor([2, 0])}, finite, epoch=3)
+
+
+def test_lr_scaling_rule_for_large_batches(synthetic_store, vectors_file, tmp_path):
+    base = _config(synthetic_store, tmp_path, vectors_file, lr=1e-4, batch_size=1024)
+    assert trainer.scaled_lr(base) == 1e-4  # "none", the default: lr as given
+    assert trainer.scaled_lr(replace(base, lr_batch_scaling="sqrt")) == pytest.approx(4e-4)  # sqrt(1024 / 64)
+    assert trainer.scaled_lr(replace(base, lr_batch_scaling="linear", lr_reference_batch=256)) == pytest.approx(4e-4)

@@ -34,9 +34,11 @@ def test_names_are_encoded_whole_deterministically_and_sensibly():
     source = load_embedding_source("minilm")
     names = ["playing guitar", "playing violin", "surfing water", "ApplyEyeMakeup"]
     first = source.embed(names)
-    fresh = sentence_encoder.SentenceEncoder(sentence_encoder.minilm_folder())  # not the process cache
-    np.testing.assert_array_equal(first, fresh.encode(["playing guitar", "playing violin", "surfing water",
-                                                       "Apply Eye Makeup"]))
+    sentences = ["playing guitar", "playing violin", "surfing water", "Apply Eye Makeup"]
+    fresh = [sentence_encoder.SentenceEncoder(sentence_encoder.minilm_folder()).encode(sentences) for _ in range(2)]
+    np.testing.assert_array_equal(fresh[0], fresh[1])  # two loads, one batch: bit for bit
+    # the process cache may hold these names from batches padded otherwise: the last bits may differ
+    np.testing.assert_allclose(first, fresh[0], atol=1e-5)
     assert _cos(first[0], first[1]) > _cos(first[0], first[2]) + 0.1
     assert not np.allclose(np.linalg.norm(first, axis=1), 1.0)  # raw by default
 
