@@ -23,7 +23,7 @@ from curate import classlists  # noqa: E402
 from fusion import class_embeddings, word_vectors  # noqa: E402
 
 
-def _best_of(repeats: int, action) -> float:
+def best_of(repeats: int, action) -> float:
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -41,7 +41,7 @@ def _text_baseline(repeats: int) -> float:
         with path.open("w", encoding="utf-8") as handle:
             for word, row in zip(vectors.index_to_key, vectors.vectors, strict=True):
                 handle.write(word + " " + " ".join(f"{x:.5f}" for x in row) + "\n")
-        return _best_of(repeats, lambda: KeyedVectors.load_word2vec_format(str(path), no_header=True))
+        return best_of(repeats, lambda: KeyedVectors.load_word2vec_format(str(path), no_header=True))
 
 
 def main() -> None:
@@ -58,8 +58,8 @@ def main() -> None:
         word_vectors.glove_6b_50d.cache_clear()
         class_embeddings.load_embedding_source()
 
-    load_s = _best_of(args.repeats, cold_load)
-    cached_s = _best_of(args.repeats, class_embeddings.load_embedding_source)
+    load_s = best_of(args.repeats, cold_load)
+    cached_s = best_of(args.repeats, class_embeddings.load_embedding_source)
 
     names = [
         name
@@ -68,7 +68,7 @@ def main() -> None:
     ]
     source = class_embeddings.load_embedding_source()
     source.embed(names[:10])  # warm-up
-    embed_s = _best_of(args.repeats, lambda: source.embed(names))
+    embed_s = best_of(args.repeats, lambda: source.embed(names))
     results = {
         "first_load_s": round(first_load_s, 3),
         "load_s": round(load_s, 3),

@@ -16,11 +16,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from embedding_load import best_of  # noqa: E402  (bench/ is on sys.path: the script's folder)
 
 from curate import classlists  # noqa: E402
 from fusion import class_embeddings, sentence_encoder  # noqa: E402
@@ -30,15 +31,6 @@ _OURS = ("from fusion.class_embeddings import load_embedding_source; "
 _SENTENCE_TRANSFORMERS = ("from sentence_transformers import SentenceTransformer; "
                           "from fusion.sentence_encoder import minilm_folder; "
                           "SentenceTransformer(str(minilm_folder()), device='cpu').encode(['playing guitar'])")
-
-
-def _best_of(repeats: int, action) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def _fresh_process(code: str) -> None:
@@ -59,10 +51,10 @@ def main() -> None:
         encoder._cache.clear()  # measure the model, not the cache
         minilm.embed(names)
 
-    minilm_s = _best_of(args.repeats, minilm_uncached)
-    glove_s = _best_of(args.repeats, lambda: glove.embed(names))
-    ours_start_s = _best_of(args.repeats, lambda: _fresh_process(_OURS))
-    reference_start_s = _best_of(args.repeats, lambda: _fresh_process(_SENTENCE_TRANSFORMERS))
+    minilm_s = best_of(args.repeats, minilm_uncached)
+    glove_s = best_of(args.repeats, lambda: glove.embed(names))
+    ours_start_s = best_of(args.repeats, lambda: _fresh_process(_OURS))
+    reference_start_s = best_of(args.repeats, lambda: _fresh_process(_SENTENCE_TRANSFORMERS))
     print(json.dumps({
         "names": len(names),
         "minilm_names_per_s": round(len(names) / minilm_s),
