@@ -229,6 +229,7 @@ class MZSLProtocolConfig:
     device: str = "cpu"
     batch_size: int = 64
     plots: PlotConfig = field(default_factory=PlotConfig)
+    allow_overlap: bool = False  # run although the leak check (eval.leaks) finds overlaps; they are recorded
 
     def __post_init__(self) -> None:
         if not self.train_splits:

@@ -28,6 +28,7 @@ import dataclasses
 import json
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ import numpy as np
 
 from curate import splits
 from curate.relatedness import DIFFICULTY_GROUPS
-from eval import report
+from eval import leaks, report
 from eval.config import AVCAProtocolConfig, MZSLProtocolConfig
 from eval.gzsl import ValidationSplit, evaluate_gzsl, gzsl_metrics, gzsl_rows
 from eval.scoring import ClassEmbedder, ClipSet, score_clips
@@ -250,7 +251,8 @@ def run_mzsl_protocol(config: MZSLProtocolConfig) -> ProtocolResult:
 
     Raises:
         FileNotFoundError: a missing store or groups file.
-        InputError: evaluation classes the head trained on, classes without a group, options the protocol owns.
+        InputError: evaluation classes or files that overlap the training side (`eval.leaks`; unless
+            `allow_overlap`), classes without a group, options the protocol owns.
     """
     from features.store import DONE, TokenStore
 
@@ -276,6 +278,7 @@ def run_mzsl_protocol(config: MZSLProtocolConfig) -> ProtocolResult:
                        "test": train_store.indices(None, [config.test_split]).size if config.test_split else 0,
                        "eval": eval_store.num_clips})
     options = dict(config.train)
+    overlaps = _check_leaks(config, options, eval_store, eval_indices, train_store, train_indices)
     seeds = []
     for seed in config.seeds:
         folder = Path(config.out) / f"seed_{seed}"
@@ -289,10 +292,6 @@ def run_mzsl_protocol(config: MZSLProtocolConfig) -> ProtocolResult:
         stage2 = _train_stage2(config, options, seed, folder, best_epoch, stage1_epochs, {
             "store": config.train_store, "train_splits": config.train_splits})
         model, info = _load(stage2, config)
-        leaked = sorted(set(eval_classes) & set(info.class_names))
-        if leaked:
-            raise InputError(f"evaluation classes {leaked[:5]} are training classes of the benchmark; MZSL classes "
-                             "must be unseen")
         rule = info.decision_rule
         scores = score_clips(model, info, eval_store, eval_indices, rule, config.batch_size, config.device)
         evaluated = scores.clips
@@ -313,7 +312,37 @@ def run_mzsl_protocol(config: MZSLProtocolConfig) -> ProtocolResult:
         per_class = {r["class"]: r["zsl_acc"] for r in metrics["per_class"] if r["split"] == "unseen" and r["clips"]}
         metrics.update(group_scores(per_class, groups))
         seeds.append(_finish_seed(config, seed, folder, best_epoch, metrics, evaluation, info, stage1))
-    return _finish(config, "MZSL-50", seeds, clips)
+    return _finish(config, "MZSL-50", seeds, clips, overlaps)
+
+
+def _check_leaks(config: MZSLProtocolConfig, options: dict, eval_store, eval_indices: np.ndarray, train_store,
+                 train_indices: np.ndarray) -> list[leaks.Overlap]:
+    """The evaluation set's overlaps with the training side (`eval.leaks`), before any training.
+
+    Raises:
+        InputError: an evaluation class spelled exactly as a training class (never evaluable as unseen), or any
+            overlap without `allow_overlap`.
+    """
+    from fusion.class_embeddings import load_embedding_source
+
+    eval_classes = sorted(set(eval_store.labels[eval_indices].tolist()))
+    train_classes = sorted(set(train_store.labels[train_indices].tolist()))
+    identical = sorted(set(eval_classes) & set(train_classes))
+    if identical:
+        raise InputError(f"evaluation classes {identical[:5]} are training classes of the benchmark; MZSL classes "
+                         "must be unseen")
+    spec = _train_config(config, options, config.seeds[0], Path(config.out), {"store": config.train_store}
+                         ).embedding_spec
+    source = load_embedding_source(spec.text, name_map=spec.name_map, normalise=spec.normalise, missing=spec.missing)
+    files = [{str(store.clip_ids[i]): str(store.paths[i]) for i in indices}
+             for store, indices in ((eval_store, eval_indices), (train_store, train_indices))]
+    overlaps = leaks.find_overlaps(eval_classes, train_classes, files[0], files[1], source)
+    if overlaps and not config.allow_overlap:
+        raise InputError(leaks.overlap_message(overlaps) + "; remove them, or set `allow_overlap=True` to run anyway "
+                         "(they are recorded in metrics.json and summary.md)")
+    if overlaps:
+        logger.warning("running with %s", leaks.overlap_message(overlaps))
+    return overlaps
 
 
 # --- stages -----------------------------------------------------------------------------------------------
@@ -435,7 +464,9 @@ def _finish_seed(config, seed: int, folder: Path, best_epoch: int, metrics: dict
     return SeedResult(seed=seed, folder=folder, best_epoch=best_epoch, beta=beta, metrics=metrics)
 
 
-def _finish(config, title: str, seeds: list[SeedResult], clips: dict[str, dict[str, int]]) -> ProtocolResult:
+def _finish(config, title: str, seeds: list[SeedResult], clips: dict[str, dict[str, int]],
+            overlaps: Sequence[leaks.Overlap] | None = None) -> ProtocolResult:
+    """Pool the seeds into metrics.json and summary.md; `overlaps` (MZSL's leak check) are recorded in both."""
     out = Path(config.out)
     pooled: dict[str, Any] = {"label": out.name, "protocol": seeds[0].metrics["protocol"], "title": title,
                               "clips": clips,
@@ -456,11 +487,17 @@ def _finish(config, title: str, seeds: list[SeedResult], clips: dict[str, dict[s
         groups_note = ("Difficulty groups: " + ", ".join(f"{g} {n} classes" if n else f"{g}: no classes"
                                                          for g, n in pooled["groups"].items())
                        + f"; the averages are over {', '.join(present) or 'no group'}.\n\n")
+    overlap_note = ""
+    if overlaps is not None:
+        pooled["overlaps"] = [dataclasses.asdict(o) for o in overlaps]
+        overlap_note = ("Leak check: no overlap with the training side.\n\n" if not overlaps else
+                        f"Leak check: run with allow_overlap; {len(overlaps)} overlap(s) with the training side:\n\n"
+                        + "".join(f"- {o.describe()}\n" for o in overlaps) + "\n")
     write_json(out / "metrics.json", pooled)
     rows = report.comparison_rows([(str(s.folder / "test"), s.metrics) for s in seeds])
     used = ", ".join(f"{part} {c['used']:,} of {c['listed']:,}" for part, c in clips.items())
     write_text(out / "summary.md", f"# {title}\n\nClips used (done clips of the store, of those its lists name): "
-                                   f"{used}.\n\n" + groups_note + report.comparison_markdown(rows))
+                                   f"{used}.\n\n" + groups_note + overlap_note + report.comparison_markdown(rows))
     return ProtocolResult(out=out, metrics=pooled, seeds=tuple(seeds))
 
 

@@ -119,6 +119,7 @@ def test_backticked_fields_become_options():
         "--calibrated-stacking needs --val-split")
     mzsl = cli.cli.commands["protocol"].commands["mzsl"]  # training fields without their own flag: --option
     assert cli._as_options("or set `missing='skip'` to drop them", mzsl) == "or set --option missing=skip to drop them"
+    assert cli._as_options("or set `allow_overlap=True` to run anyway", mzsl) == "or set --allow-overlap to run anyway"
 
 
 def _command_raising(error: Exception) -> click.Command:

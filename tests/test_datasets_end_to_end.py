@@ -59,10 +59,10 @@ def test_a_ucf_download_runs_the_avca_protocol(tmp_path):
     assert 0 <= metrics["zsl"] <= 100 and metrics["protocol"] == "avca"
 
 
-def _ucf101_download(root, lists, train: dict[str, int], test: dict[str, int]) -> None:
+def _ucf101_download(root, lists, train: dict[str, int], test: dict[str, int], seed: int = 1) -> None:
     """UCF-101 videos named as the dataset names them, and a fold-1 train / test list of them."""
     lists.mkdir(parents=True)
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     for split, per_class in (("train", train), ("test", test)):
         lines = []
         for k, (label, count) in enumerate(per_class.items()):
@@ -79,7 +79,8 @@ def _ucf101_download(root, lists, train: dict[str, int], test: dict[str, int]) -
 def test_ucf101_downloads_run_the_mzsl_protocol(tmp_path):
     seen = {"ApplyEyeMakeup": 2, "Archery": 2, "BabyCrawling": 2, "BalanceBeam": 2}
     _ucf101_download(tmp_path / "UCF-101", tmp_path / "lists", seen, dict.fromkeys(seen, 1))
-    _ucf101_download(tmp_path / "eval", tmp_path / "eval_lists", {}, {"BandMarching": 2, "BaseballPitch": 2})
+    _ucf101_download(tmp_path / "eval", tmp_path / "eval_lists", {}, {"BandMarching": 2, "BaseballPitch": 2},
+                     seed=2)  # other bytes than the training videos: the leak check compares files
     (tmp_path / "groups.csv").write_text("class_name,group\nBandMarching,easy\nBaseballPitch,hard\n")
     runner = CliRunner()
     for name, videos, lists in (("train", "UCF-101", "lists"), ("eval", "eval", "eval_lists")):

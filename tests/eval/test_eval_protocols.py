@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from curate import splits
-from eval import protocols
+from eval import leaks, protocols
 from eval.config import AVCAProtocolConfig, MZSLProtocolConfig, PlotConfig, ReportConfig
 from eval.report import write_report
+from features.store import TokenStore
 from fusion.class_embeddings import load_embedding_source
 
 _TINY = {"epochs": 3, "batch_size": 16, "lr": 3e-3, "warmup_epochs": 0.0, "progress": False, "prefetch_batches": 0,
@@ -186,7 +187,7 @@ def test_mzsl_protocol(mzsl_stores, eval_vectors, tmp_path):
     bench, evaluation, groups = mzsl_stores
     config = MZSLProtocolConfig(train_store=bench.path, eval_store=evaluation.path, groups=groups, out=tmp_path / "m",
                                 train={**_TINY, "embeddings": f"word2vec:{eval_vectors}"}, seeds=(0, 1),
-                                calibrated_stacking=True, plots=_NO_PLOTS)
+                                calibrated_stacking=True, plots=_NO_PLOTS, allow_overlap=True)
     result = protocols.run_mzsl_protocol(config)
     m = result.seeds[0].metrics
     per_class = {r["class"]: r["zsl_acc"] for r in m["per_class"] if r["split"] == "unseen" and r["clips"]}
@@ -202,6 +203,11 @@ def test_mzsl_protocol(mzsl_stores, eval_vectors, tmp_path):
         assert result.metrics[key] == pytest.approx(np.mean([s.metrics[key] for s in result.seeds]))
     summary = (tmp_path / "m" / "summary.md").read_text()
     assert "Avg (E+M+H)/3" in summary and "Avg, class-weighted" in summary
+    # "playing piano" is a Kinetics-400 label: allowed here, and recorded
+    kinetics = {"kind": "kinetics400", "evaluation": "playing piano", "other": "playing piano",
+                "detail": "both read 'play piano'"}
+    assert json.loads((tmp_path / "m" / "metrics.json").read_text())["overlaps"] == [kinetics]
+    assert "run with allow_overlap; 1 overlap(s)" in summary and "kinetics400: 'playing piano'" in summary
 
 
 @pytest.mark.slow
@@ -216,6 +222,7 @@ def test_mzsl_refuses_evaluation_classes_the_head_trained_on(mzsl_stores, store_
                                 plots=_NO_PLOTS)
     with pytest.raises(ValueError, match="MZSL classes must be unseen"):
         protocols.run_mzsl_protocol(config)
+    assert not (tmp_path / "m").exists()  # refused before any training
 
 
 def test_cli_protocol_avca(ucf_stores, tmp_path):
@@ -292,7 +299,8 @@ def test_stage2_follows_stage1s_schedule_up_to_the_selected_epoch(mzsl_stores, e
     # one batch per epoch in both stages (stage 2 has more clips), so step k of each is the same point of the schedule
     train = {**_TINY, "embeddings": f"word2vec:{eval_vectors}", "epochs": 5, "batch_size": 64, "warmup_epochs": 1.0}
     protocols.run_mzsl_protocol(MZSLProtocolConfig(train_store=bench.path, eval_store=evaluation.path, groups=groups,
-                                                   out=tmp_path / "m", test_split=None, train=train, plots=_NO_PLOTS))
+                                                   out=tmp_path / "m", test_split=None, train=train, plots=_NO_PLOTS,
+                                                   allow_overlap=True))
     # the lr each optimiser step used ([0] is the scheduler's step at construction)
     stage1, stage2 = seen_lr["stage1"][1:], seen_lr["stage2"][1:]
     assert len(stage1) == 5 and len(stage2) == 3
@@ -312,7 +320,7 @@ def test_mzsl_with_an_empty_group_reports_it_and_finishes(mzsl_stores, eval_vect
         names, ["easy", "medium", "medium", "easy", "easy"], strict=True)))
     config = MZSLProtocolConfig(train_store=bench.path, eval_store=evaluation.path, groups=groups, out=tmp_path / "m",
                                 train={**_TINY, "embeddings": f"word2vec:{eval_vectors}", "epochs": 2}, seeds=(0, 1),
-                                plots=_NO_PLOTS)
+                                plots=_NO_PLOTS, allow_overlap=True)
     result = protocols.run_mzsl_protocol(config)
     for seed in result.seeds:
         assert seed.metrics["groups"]["hard"] == {"classes": 0, "zsl": None} and seed.metrics["mzsl_hard"] is None
@@ -324,3 +332,46 @@ def test_mzsl_with_an_empty_group_reports_it_and_finishes(mzsl_stores, eval_vect
     summary = (tmp_path / "m" / "summary.md").read_text()
     assert "hard: no classes" in summary and "the averages are over easy, medium." in summary
     assert saved["groups"] == {"easy": 3, "medium": 2, "hard": 0}
+
+
+def test_normalised_names_compare_spellings():
+    assert leaks.normalised_name("Air Conditioning Noise") == leaks.normalised_name("air-conditioning noises")
+    assert leaks.normalised_name("Playing the Guitars") == leaks.normalised_name("plays guitar") == "play guitar"
+    assert leaks.normalised_name("getting a tattoo") == "get tattoo" and leaks.normalised_name("tattooing") == "tattoo"
+    assert leaks.normalised_name("dancing") == leaks.normalised_name("dance")
+    assert leaks.normalised_name("playing piano") != leaks.normalised_name("playing guitar")
+
+
+def test_mzsl_refuses_leaks_before_training(store_builder, eval_vectors, classes, tmp_path):
+    bench = store_builder(tmp_path / "b.zarr", eval_vectors, [(n, "train", 2) for n in classes.seen])
+    # a respelled training class, an unseen class, and a synonym of a training class (same vector as "dog barking")
+    names = ["Playing-Guitars", "riding horse", "hound barking"]
+    evaluation = store_builder(tmp_path / "e.zarr", None, [(n, "mzsl", 2) for n in names], phi=lambda n: np.ones(8))
+    (tmp_path / "g.csv").write_text("class_name,group\n" + "".join(f"{n},easy\n" for n in names))
+    rows = eval_vectors.read_text().splitlines()
+    dog = next(r for r in rows if r.startswith("dog "))
+    vectors = tmp_path / "v.txt"  # "hound" = "dog": SR 0 to "dog barking"
+    vectors.write_text(f"{int(rows[0].split()[0]) + 1} {rows[0].split()[1]}\n" + "\n".join(rows[1:])
+                       + "\nhound " + dog.split(" ", 1)[1] + "\n")
+    # one evaluation file holds the bytes of a training file (a copy under another name)
+    (tmp_path / "train.mp4").write_bytes(b"same bytes" * 100)
+    (tmp_path / "copy.mp4").write_bytes(b"same bytes" * 100)
+    (tmp_path / "other.mp4").write_bytes(b"other bytes" * 100)
+    for store, first in ((bench, "train.mp4"), (evaluation, "copy.mp4")):
+        with_paths = TokenStore.open(store.path, mode="r+")
+        with_paths.relocate([tmp_path / first, *with_paths.paths[1:]], "test")
+    config = dict(train_store=bench.path, eval_store=evaluation.path, groups=tmp_path / "g.csv",
+                  val_unseen_fraction=0.0, test_split=None, plots=_NO_PLOTS,
+                  train={**_TINY, "embeddings": f"word2vec:{vectors}", "epochs": 1})
+    with pytest.raises(ValueError, match="4 overlap") as refused:
+        protocols.run_mzsl_protocol(MZSLProtocolConfig(out=tmp_path / "m", **config))
+    message = str(refused.value)
+    assert "name: 'Playing-Guitars' ~ 'playing guitar'" in message and "'hound barking' ~ 'dog barking'" in message
+    assert "kinetics400: 'riding horse'" not in message and "file: " in message and "`allow_overlap=True`" in message
+    assert not (tmp_path / "m").exists()  # nothing trained
+    found = leaks.find_overlaps(names, classes.seen, {"e/0": str(tmp_path / "copy.mp4")},
+                                {"t/0": str(tmp_path / "train.mp4"), "t/1": str(tmp_path / "other.mp4")},
+                                load_embedding_source(f"word2vec:{vectors}"))
+    assert [(o.kind, o.evaluation, o.other) for o in found] == [
+        ("name", "Playing-Guitars", "playing guitar"), ("relatedness", "hound barking", "dog barking"),
+        ("kinetics400", "Playing-Guitars", "playing guitar"), ("file", "e/0", "t/0")]
