@@ -8,11 +8,20 @@ source's label-index order); their provenance, licences and cross-checks are in
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from extract.errors import InputError
 
-__all__ = ["CLASSLIST_SOURCES", "available_classlists", "canonical_classlist", "load_classlist"]
+__all__ = [
+    "CLASSLIST_SOURCES",
+    "available_classlists",
+    "canonical_classlist",
+    "load_classlist",
+    "normalised_name",
+    "merge_spellings",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +41,8 @@ _CLASSLISTS: dict[str, tuple[str, int, str]] = {
 }
 # The issue's command line spells ActivityNet v1.3 without its class count.
 _ALIASES = {"activitynet": "activitynet200"}
+
+_ARTICLES = frozenset({"a", "an", "the"})
 
 CLASSLIST_SOURCES: dict[str, str] = {name: source for name, (_, _, source) in _CLASSLISTS.items()}
 
@@ -76,3 +87,33 @@ def load_classlist(name: str) -> list[str]:
             f"{len(names)} lines; restore the file from the repository (data/classlists/SOURCES.md)"
         )
     return names
+
+
+def _word_stem(word: str) -> str:
+    """A crude stem that maps the usual inflections of an action word together (plays / playing / played -> play)."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 2 and word.endswith(suffix) and not word.endswith("ss"):
+            word = word[: -len(suffix)]
+            if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "aeiouylsz":  # getting -> gett -> get
+                word = word[:-1]
+            break
+    return word[:-1] if len(word) > 3 and word.endswith("e") else word  # dance / dancing -> danc
+
+
+def normalised_name(name: str) -> str:
+    """The form two class names are compared in: lower case, words only, no articles, each word stemmed."""
+    words = re.findall(r"[a-z0-9]+", name.lower())
+    return " ".join(_word_stem(w) for w in words if w not in _ARTICLES)
+
+
+def merge_spellings(names: Sequence[str], source: str) -> list[str]:
+    """`names` without the later spellings of a name already listed (same `normalised_name`), each merge logged."""
+    first: dict[str, str] = {}
+    for name in names:
+        kept = first.setdefault(normalised_name(name), name)
+        if kept != name:
+            logger.warning("%s: %r is %r spelled otherwise (both read %r); merged into the first", source, name, kept,
+                           normalised_name(name))
+    return list(first.values())

@@ -23,6 +23,7 @@ import numpy as np
 
 from curate import classlists
 from curate.config import RelatednessConfig
+from extract.errors import InputError
 from extract.files import atomic_write, write_csv, write_json, write_text
 from fusion import class_embeddings
 from fusion.class_names import read_class_file
@@ -205,6 +206,22 @@ def _load_classes(classes: str) -> tuple[list[str], str]:
     return read_class_file(classes), f"file {Path(classes).resolve()}"
 
 
+def _embeddable(names: list[str], source: class_embeddings.EmbeddingSource, what: str) -> list[str]:
+    """The names `source` can embed; the others (no known word) are dropped with a warning.
+
+    Raises:
+        InputError: no name of `what` can be embedded.
+    """
+    kept = [name for name in names if source.can_embed(name)]
+    if len(kept) < len(names):
+        dropped = [name for name in names if name not in set(kept)]
+        logger.warning("%s: %d class(es) skipped, no word of theirs is in %s: %s", what, len(dropped), source.spec,
+                       ", ".join(repr(n) for n in dropped[:10]) + (" ..." if len(dropped) > 10 else ""))
+    if not kept:
+        raise InputError(f"{what}: no class has a word that {source.spec} knows")
+    return kept
+
+
 def _write_csv(path: Path, rows: Sequence[RelatednessRow]) -> None:
     write_csv(path, _CSV_COLUMNS, [[row.class_name, " ".join(row.words), f"{row.sr:.{SR_DECIMALS}f}", row.group,
                                     row.flag, row.nearest_seen_class, row.nearest_seen_dataset] for row in rows])
@@ -287,6 +304,8 @@ def run_relatedness(config: RelatednessConfig) -> RelatednessSummary:
         ValueError / FileNotFoundError: bad class file, unknown list, vectors or missing words.
     """
     names, classes_source = _load_classes(config.classes)
+    if not _is_shipped(config.classes):  # a researcher's candidates: "Origami" and "origami" are one class
+        names = classlists.merge_spellings(names, config.classes)
     seen = config.seen if config.seen is not None else default_seen(config.classes)
     if _is_shipped(config.classes) and classlists.canonical_classlist(config.classes) in [
         classlists.canonical_classlist(name) for name in seen if _is_shipped(name)
@@ -297,6 +316,9 @@ def run_relatedness(config: RelatednessConfig) -> RelatednessSummary:
     source = class_embeddings.load_embedding_source(config.embeddings, name_map=config.name_map, missing=config.missing)
     loaded = {name: _load_classes(name) for name in seen}  # shipped lists and the researcher's own files
     seen_names = {name: names_ for name, (names_, _) in loaded.items()}
+    if config.missing == "skip":  # a name without any known word has no vector: left out, not fatal
+        names = _embeddable(names, source, config.classes)
+        seen_names = {name: _embeddable(names_, source, name) for name, names_ in seen_names.items()}
     edges = config.edges
     rows = semantic_relatedness(names, seen_names, source, edges)
     empty = [group for group in DIFFICULTY_GROUPS if not any(row.group == group for row in rows)]

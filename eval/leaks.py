@@ -1,30 +1,30 @@
 """Leak checks of an MZSL evaluation set against what the model was trained on, run before any training.
 
-An evaluation class leaks when it is a training class under another spelling (the same normalised name: case,
-punctuation, articles, simple plurals and -ing / -ed forms), when its name means the same (SR at or below the
-overlap edge, `curate.relatedness.semantic_relatedness` with the run's embedding source), or when it is a
-Kinetics-400 label (the video backbone's training classes, same normalised form). An evaluation clip leaks when
-its file has the bytes of a training clip's file (SHA-256; files are compared only when their sizes match, so a
-large benchmark costs one `stat` per file). A perceptual near-duplicate check (a re-encoded copy) is not done.
+An evaluation class leaks when it is a training class under another spelling (the same
+`curate.classlists.normalised_name`: case, punctuation, articles, simple plurals and -ing / -ed forms), when its
+name means the same (SR at or below the overlap edge, `curate.relatedness.semantic_relatedness` with the run's
+embedding source), or when it is a Kinetics-400 label (the video backbone's training classes, same normalised
+form). An evaluation clip leaks when its file has the bytes of a training clip's file (SHA-256; files are compared
+only when their sizes match, so a large benchmark costs one `stat` per file). A perceptual near-duplicate check
+(a re-encoded copy) is not done.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from curate import classlists
+from curate.classlists import normalised_name
 from curate.relatedness import PAPER_EDGES, semantic_relatedness
 from extract.files import sha256_file
 
-__all__ = ["Overlap", "normalised_name", "find_overlaps", "overlap_message"]
+__all__ = ["Overlap", "find_overlaps", "overlap_message"]
 
 logger = logging.getLogger(__name__)
 
-_ARTICLES = frozenset({"a", "an", "the"})
 _SHOWN = 5  # overlaps named in the refusal; the rest are counted
 
 
@@ -39,25 +39,6 @@ class Overlap:
 
     def describe(self) -> str:
         return f"{self.kind}: {self.evaluation!r} ~ {self.other!r} ({self.detail})"
-
-
-def _word_stem(word: str) -> str:
-    """A crude stem that maps the usual inflections of an action word together (plays / playing / played -> play)."""
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    for suffix in ("ing", "ed", "es", "s"):
-        if len(word) > len(suffix) + 2 and word.endswith(suffix) and not word.endswith("ss"):
-            word = word[: -len(suffix)]
-            if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "aeiouylsz":  # getting -> gett -> get
-                word = word[:-1]
-            break
-    return word[:-1] if len(word) > 3 and word.endswith("e") else word  # dance / dancing -> danc
-
-
-def normalised_name(name: str) -> str:
-    """The form two class names are compared in: lower case, words only, no articles, each word stemmed."""
-    words = re.findall(r"[a-z0-9]+", name.lower())
-    return " ".join(_word_stem(w) for w in words if w not in _ARTICLES)
 
 
 def _name_overlaps(evaluation: Sequence[str], others: Sequence[str], kind: str) -> list[Overlap]:

@@ -37,3 +37,18 @@ def test_unknown_list_names_the_shipped_ones():
     with pytest.raises(ValueError, match="unknown class list 'kinetics999'.*kinetics400"):
         classlists.load_classlist("kinetics999")
     assert classlists.canonical_classlist(" ActivityNet ") == "activitynet200"
+
+
+def test_normalised_names_compare_spellings():
+    n = classlists.normalised_name
+    assert n("Air Conditioning Noise") == n("air-conditioning noises") == "air condition nois"
+    assert n("Playing the Guitars") == n("plays guitar") == n("played guitar") == "play guitar"
+    assert n("getting a tattoo") == "get tattoo" and n("tattooing") == "tattoo" and n("Origami") == n("origami")
+    assert n("dancing") == n("dance") and n("glass") == "glass" and n("ponies") == "pony"
+    assert n("playing piano") != n("playing guitar")
+
+
+def test_merge_spellings_keeps_the_first_and_says_so(caplog):
+    merged = classlists.merge_spellings(["Origami", "making tea", "origami", "Making Teas"], "candidates.txt")
+    assert merged == ["Origami", "making tea"]
+    assert sum("merged into the first" in r.getMessage() for r in caplog.records) == 2

@@ -212,6 +212,22 @@ def test_select_keeps_0_1_to_0_8_with_groups(tmp_path, constructed_vectors):
     assert summary.histogram_png.read_bytes()[:8] == _PNG
 
 
+def test_select_merges_respelled_candidates_and_skips_unknown_names(tmp_path, constructed_vectors, caplog):
+    vectors, _ = constructed_vectors
+    candidates = tmp_path / "candidates.txt"
+    candidates.write_text("xeasy\nXEasy\nqqzz\nxhard\n")  # a respelling, and a name with no known word
+    config = SelectConfig(candidates=str(candidates), out_dir=tmp_path / "select", seen=("hmdb51",),
+                          embeddings=f"word2vec:{vectors}", missing="skip")
+    summary = select_classes(config)
+    assert summary.n_candidates == 2 and summary.kept == ("xeasy", "xhard")
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("'XEasy' is 'xeasy' spelled otherwise" in m for m in messages)
+    assert any("1 class(es) skipped" in m and "'qqzz'" in m for m in messages)
+    with pytest.raises(ValueError, match="qqzz"):  # without skip the unknown word is an error, as before
+        select_classes(SelectConfig(candidates=str(candidates), out_dir=tmp_path / "again", seen=("hmdb51",),
+                                    embeddings=f"word2vec:{vectors}"))
+
+
 def test_select_with_the_default_glove_vectors(tmp_path):
     candidates = tmp_path / "candidates.txt"
     candidates.write_text("playing guitar\nknitting a scarf\n")

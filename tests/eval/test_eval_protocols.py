@@ -334,14 +334,6 @@ def test_mzsl_with_an_empty_group_reports_it_and_finishes(mzsl_stores, eval_vect
     assert saved["groups"] == {"easy": 3, "medium": 2, "hard": 0}
 
 
-def test_normalised_names_compare_spellings():
-    assert leaks.normalised_name("Air Conditioning Noise") == leaks.normalised_name("air-conditioning noises")
-    assert leaks.normalised_name("Playing the Guitars") == leaks.normalised_name("plays guitar") == "play guitar"
-    assert leaks.normalised_name("getting a tattoo") == "get tattoo" and leaks.normalised_name("tattooing") == "tattoo"
-    assert leaks.normalised_name("dancing") == leaks.normalised_name("dance")
-    assert leaks.normalised_name("playing piano") != leaks.normalised_name("playing guitar")
-
-
 def test_mzsl_refuses_leaks_before_training(store_builder, eval_vectors, classes, tmp_path):
     bench = store_builder(tmp_path / "b.zarr", eval_vectors, [(n, "train", 2) for n in classes.seen])
     # a respelled training class, an unseen class, and a synonym of a training class (same vector as "dog barking")
