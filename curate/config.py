@@ -263,6 +263,7 @@ class SheetsConfig:
     filmstrips: Path  # the index written by make_filmstrips (filmstrips.csv)
     reviewers: tuple[str, ...]  # names; each sheet is <out_dir>/<name>.csv
     out_dir: Path
+    seed: int = 0  # each sheet lists the videos in its own order, drawn from (seed, reviewer name)
 
     def __post_init__(self) -> None:
         if not self.reviewers:

@@ -105,8 +105,11 @@ def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float | None:
     return (p_o - p_e) / (1.0 - p_e)
 
 
+_SHORT_LABELS = {"y": "yes", "n": "no"}  # what reviewers type in a spreadsheet
+
+
 def _read_sheet(path: Path) -> dict[tuple[str, str], str]:
-    """(clip_id, class_name) -> label of one filled sheet; every row labelled yes / no / unsure."""
+    """(clip_id, class_name) -> label of one filled sheet; every row labelled yes / no / unsure (or y / n)."""
     rows = read_csv(path, ("clip_id", "class_name", "label"), "annotation sheet")
     if not rows:
         raise InputError(f"{path}: the annotation sheet has no rows")
@@ -114,7 +117,7 @@ def _read_sheet(path: Path) -> dict[tuple[str, str], str]:
     clips: dict[str, int] = {}
     blank, bad = [], []
     for line, row in enumerate(rows, start=2):
-        label = row["label"].lower()
+        label = _SHORT_LABELS.get(row["label"].lower(), row["label"].lower())
         if row["clip_id"] in clips:
             first = clips[row["clip_id"]]
             raise InputError(f"{path} line {line}: clip {row['clip_id']!r} is listed twice (first on line {first})")
@@ -125,7 +128,8 @@ def _read_sheet(path: Path) -> dict[tuple[str, str], str]:
             bad.append(f"line {line}: {row['label']!r}")
         labels[(row["clip_id"], row["class_name"])] = label
     if bad:
-        raise InputError(f"{path}: labels must be yes, no or unsure; {len(bad)} are not ({'; '.join(bad[:5])})")
+        raise InputError(f"{path}: labels must be yes, no or unsure (or y, n); {len(bad)} are not "
+                         f"({'; '.join(bad[:5])})")
     if blank:
         shown = ", ".join(map(str, blank[:10])) + (" ..." if len(blank) > 10 else "")
         raise InputError(f"{path}: {len(blank)} rows have no label (lines {shown}); finish the sheet (write unsure "
@@ -196,7 +200,7 @@ def merge_annotations(config: MergeConfig) -> MergeSummary:
     """
     reviewers = tuple(Path(p).stem for p in config.sheets)
     sheets = [_read_sheet(Path(p)) for p in config.sheets]
-    keys = list(sheets[0])  # (clip_id, class_name), in the first sheet's order
+    keys = sorted(sheets[0], key=lambda key: (key[1], key[0]))  # (clip_id, class_name) by class: sheets are shuffled
     for path, sheet in zip(config.sheets[1:], sheets[1:], strict=True):
         if set(sheet) != set(keys):
             missing = sorted(set(keys) - set(sheet))

@@ -1,12 +1,14 @@
 """`curate sheets`: one blank annotation sheet per reviewer (the paper's section 3, step 3).
 
-Every sheet lists the same videos (those with a filmstrip) in the index's order; a reviewer fills `label` with
-yes (the video shows the class), no or unsure. Sheets are never overwritten: they may hold annotations.
+Every sheet lists the same videos (those with a filmstrip), each in its own seeded order so that no two reviewers
+meet the videos (and a class's videos) in the same sequence; a reviewer fills `label` with yes (the video shows the
+class), no or unsure. Sheets are never overwritten: they may hold annotations.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +34,9 @@ class SheetsSummary:
 def make_sheets(config: SheetsConfig) -> SheetsSummary:
     """Write one blank annotation sheet per reviewer: clip_id, class_name, video, filmstrip, label (to fill in).
 
-    Every sheet lists the same videos (those with a filmstrip) in the index's order; paths are relative to the
-    sheet. A reviewer fills `label` with yes (the video shows the class), no or unsure.
+    Every sheet lists the same videos (those with a filmstrip), shuffled per reviewer (`random.Random` seeded
+    with `config.seed` and the reviewer's name: the same sheets on a rerun); paths are relative to the sheet. A
+    reviewer fills `label` with yes (the video shows the class), no or unsure.
 
     Raises:
         FileNotFoundError: no index.
@@ -55,7 +58,9 @@ def make_sheets(config: SheetsConfig) -> SheetsSummary:
     base = index_path.parent
     table = [[row["clip_id"], row["class_name"], relative_path(resolve_path(row["video"], base), out_dir),
               relative_path(resolve_path(row["filmstrip"], base), out_dir), ""] for row in ok]
-    for sheet in sheets:
-        write_csv(sheet, SHEET_COLUMNS, table)
+    for name, sheet in zip(config.reviewers, sheets, strict=True):
+        order = list(range(len(table)))
+        random.Random(f"{config.seed}:{name}").shuffle(order)
+        write_csv(sheet, SHEET_COLUMNS, [table[i] for i in order])
     logger.info("wrote %d sheets of %d videos to %s", len(sheets), len(ok), out_dir)
     return SheetsSummary(tuple(sheets), len(ok), len(rows) - len(ok))
