@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from curate import classlists
 from curate.config import BuildConfig
-from curate.relatedness import DIFFICULTY_GROUPS
+from curate.relatedness import DIFFICULTY_GROUPS, relatedness_group
 from curate.tables import (
     LABELS,
     MANIFEST_COLUMNS,
@@ -34,6 +35,8 @@ __all__ = ["SPLIT", "BuildSummary", "build_evaluation_set"]
 logger = logging.getLogger(__name__)
 
 SPLIT = "unseen"  # the split of every clip of the evaluation set
+# Lists whose labels the video backbone (Kinetics-400 MViT) or its successors' checkpoints were trained on.
+_BACKBONE_LISTS = ("kinetics400", "kinetics600", "kinetics700")
 _SR_BOUNDS = {"easy": "(0.1, 0.33]", "medium": "(0.33, 0.66]", "hard": "(0.66, 0.8]"}
 
 
@@ -115,6 +118,27 @@ def _videos_per_class_figure(path: Path, classes: list[ClassRow], videos: dict[s
     figure.savefig(path, format="png")
 
 
+def _check_class_table(path: Path, classes: list[ClassRow], edges: tuple[float, ...]) -> None:
+    """A hand-edited class table must still be a table `curate select` could have written.
+
+    Raises:
+        InputError: a group that its SR does not give under `edges`, or a class that is a label of a list the
+            video backbone was trained on (`_BACKBONE_LISTS`, compared ignoring case: SR 0).
+    """
+    wrong = [f"{row.class_name!r} (SR {row.sr:g} is {relatedness_group(row.sr, edges)}, not {row.group})"
+             for row in classes if relatedness_group(row.sr, edges) != row.group]
+    if wrong:
+        raise InputError(f"{path}: {len(wrong)} class(es) whose group contradicts their SR under edges "
+                         f"{','.join(f'{e:g}' for e in edges)}: {'; '.join(wrong[:5])}; fix the group or the sr")
+    # label -> the first list that has it (reversed: the first list written last wins)
+    labels = {label.casefold(): name for name in reversed(_BACKBONE_LISTS) for label in classlists.load_classlist(name)}
+    seen = [f"{row.class_name!r} ({labels[row.class_name.strip().casefold()]})" for row in classes
+            if row.class_name.strip().casefold() in labels]
+    if seen:
+        raise InputError(f"{path}: {len(seen)} class(es) are labels the video backbone was trained on, not unseen: "
+                         f"{'; '.join(seen[:5])}; drop them from the class table")
+
+
 def build_evaluation_set(config: BuildConfig) -> BuildSummary:
     """Assemble the evaluation set from the annotators' decisions, the class table and the filmstrip index.
 
@@ -131,10 +155,11 @@ def build_evaluation_set(config: BuildConfig) -> BuildSummary:
 
     Raises:
         FileNotFoundError: a missing input.
-        ValueError: malformed inputs, decisions for videos the index does not list or of another class, or no
-            video left.
+        ValueError: malformed inputs, a class table whose groups contradict its SR or that lists a Kinetics label,
+            decisions for videos the index does not list or of another class, or no video left.
     """
     classes = {row.class_name: row for row in read_class_table(config.classes)}
+    _check_class_table(Path(config.classes), list(classes.values()), config.edges)
     index_path = Path(config.filmstrips)
     index = {row["clip_id"]: row for row in read_index(index_path)}
     decisions = read_decisions(Path(config.decisions))

@@ -152,9 +152,7 @@ class RelatednessConfig:
             canonical = [_seen_key(name) for name in self.seen]
             if len(set(canonical)) != len(canonical):
                 raise InputError(f"seen lists a dataset twice: {', '.join(self.seen)}")
-        if len(self.edges) != 4 or list(self.edges) != sorted(set(self.edges)) or not 0 < self.edges[0] < 2:
-            raise InputError(f"edges must be 4 increasing SR values (overlap, easy, medium, hard upper bounds) in "
-                             f"(0, 2), got {','.join(map(str, self.edges))}")
+        _check_edges(self.edges)
         for spec in (self.embeddings, self.compare or self.embeddings):
             if not EmbeddingSpec.parse(spec).embeds_any_name:
                 raise InputError(f"{spec}: the avca tables embed only their own dataset's names; relatedness needs "
@@ -299,10 +297,18 @@ class BuildConfig:
     filmstrips: Path  # the index of make_filmstrips (video paths, decode failures, durations)
     out_dir: Path  # manifest.csv, classes.csv, dropped.csv, statistics.md, videos_per_class.png, build.json
     min_videos_per_class: int = 1  # a class with fewer kept videos is dropped (with its videos), and noted
+    edges: tuple[float, ...] = (0.1, 0.33, 0.66, 0.8)  # SR group bounds the table's groups must agree with (select's)
 
     def __post_init__(self) -> None:
         if self.min_videos_per_class < 1:
             raise InputError(f"min_videos_per_class must be at least 1, got {self.min_videos_per_class}")
+        _check_edges(self.edges)
+
+
+def _check_edges(edges: tuple[float, ...]) -> None:
+    if len(edges) != 4 or list(edges) != sorted(set(edges)) or not 0 < edges[0] < 2:
+        raise InputError(f"edges must be 4 increasing SR values (overlap, easy, medium, hard upper bounds) in "
+                         f"(0, 2), got {','.join(map(str, edges))}")
 
 
 def _check_manifest_name(out: Path) -> None:

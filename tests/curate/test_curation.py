@@ -247,6 +247,23 @@ def test_select_with_the_default_glove_vectors(tmp_path):
     assert row.group == "easy" and 0.1 < row.sr <= 0.33 and row.nearest_seen_class == "knitting"
 
 
+def test_build_refuses_a_hand_edited_table_that_select_could_not_have_written(tmp_path):
+    def build(rows, **kw):
+        table = _write_rows(tmp_path / "classes.csv", ("class_name", "sr", "group"), rows)
+        return build_evaluation_set(BuildConfig(decisions=tmp_path / "d.csv", classes=table,
+                                                filmstrips=tmp_path / "f.csv", out_dir=tmp_path / "out", **kw))
+
+    contradicts = r"1 class\(es\) whose group contradicts.*'xhard' \(SR 0.5 is medium, not hard"
+    with pytest.raises(ValueError, match=contradicts):
+        build([["xeasy", "0.2", "easy"], ["xhard", "0.5", "hard"]])
+    with pytest.raises(ValueError, match=r"'xeasy' \(SR 0.2 is medium, not easy"):  # other edges, other groups
+        build([["xeasy", "0.2", "easy"]], edges=(0.1, 0.15, 0.66, 0.8))
+    with pytest.raises(ValueError, match=r"video backbone was trained on.*'Getting A Tattoo' \(kinetics400\)"):
+        build([["Getting A Tattoo", "0.2", "easy"], ["xeasy", "0.2", "easy"]])
+    with pytest.raises(FileNotFoundError):  # a consistent table gets as far as reading the decisions
+        build([["xeasy", "0.2", "easy"]])
+
+
 def test_class_table_validation(tmp_path):
     bad = _write_rows(tmp_path / "bad.csv", ("class_name", "sr", "group"), [["a", "0.2", "easy"], ["b", "x", "hard"]])
     with pytest.raises(ValueError, match="line 3: sr 'x'"):
