@@ -483,12 +483,12 @@ def protocol_avca_command(dataset: str, store: Path, out: Path, split: str, **tr
 @protocol_group.command("mzsl")
 @click.option("--train-store", required=True, type=EXISTING_DIR,
               help="Token store of the benchmark dataset the head trains on (all its classes).")
-@click.option("--eval-store", required=True, type=EXISTING_DIR,
-              help="Token store of the MZSL evaluation set (its classes are the unseen ones).")
+@click.option("--eval-store", required=True, type=EXISTING_DIR, help="Token store of the MZSL evaluation set (unseen).")
 @click.option("--groups", required=True, type=EXISTING_FILE,
               help="CSV with class_name,group (easy / medium / hard), e.g. the evaluation set's manifest.")
 @click.option("--out", required=True, type=NEW_DIR, help="Output folder (seed_<s>/..., metrics.json, summary.md).")
 @click.option("--allow-overlap", is_flag=True, help="Run despite leak-check overlaps (recorded in metrics.json).")
+@click.option("--near-duplicates", is_flag=True, help="Leak check: also compare video fingerprints (decodes files).")
 @click.option("--train-splits", type=NAMES, default="train", show_default=True,
               help="Comma-separated splits of --train-store that train the head.")
 @click.option("--test-split", default="test", show_default=True,

@@ -230,6 +230,7 @@ class MZSLProtocolConfig:
     batch_size: int = 64
     plots: PlotConfig = field(default_factory=PlotConfig)
     allow_overlap: bool = False  # run although the leak check (eval.leaks) finds overlaps; they are recorded
+    near_duplicates: bool = False  # the leak check also compares video fingerprints (decodes every file)
 
     def __post_init__(self) -> None:
         if not self.train_splits:

@@ -336,7 +336,7 @@ def _check_leaks(config: MZSLProtocolConfig, options: dict, eval_store, eval_ind
     source = load_embedding_source(spec.text, name_map=spec.name_map, normalise=spec.normalise, missing=spec.missing)
     files = [{str(store.clip_ids[i]): str(store.paths[i]) for i in indices}
              for store, indices in ((eval_store, eval_indices), (train_store, train_indices))]
-    overlaps = leaks.find_overlaps(eval_classes, train_classes, files[0], files[1], source)
+    overlaps = leaks.find_overlaps(eval_classes, train_classes, files[0], files[1], source, config.near_duplicates)
     if overlaps and not config.allow_overlap:
         raise InputError(leaks.overlap_message(overlaps) + "; remove them, or set `allow_overlap=True` to run anyway "
                          "(they are recorded in metrics.json and summary.md)")

@@ -367,3 +367,33 @@ def test_mzsl_refuses_leaks_before_training(store_builder, eval_vectors, classes
     assert [(o.kind, o.evaluation, o.other) for o in found] == [
         ("name", "Playing-Guitars", "playing guitar"), ("relatedness", "hound barking", "dog barking"),
         ("kinetics400", "Playing-Guitars", "playing guitar"), ("file", "e/0", "t/0")]
+
+
+def _patterned_video(path, seed: int, crf: int = 23, side: int = 64):
+    """25 frames, each a random 8 x 8 grey pattern blown up to side x side pixels (structure an average hash sees)."""
+    from extract.encode import write_mp4
+
+    cells = np.random.default_rng(seed).integers(0, 256, (25, 8, 8), np.uint8)
+    frames = np.repeat(np.repeat(cells, side // 8, axis=1), side // 8, axis=2)[..., None].repeat(3, axis=3)
+    return write_mp4(path, frames, 25, crf=crf)
+
+
+def test_near_duplicate_videos_are_found_by_fingerprint(eval_vectors, classes, tmp_path):
+    original = _patterned_video(tmp_path / "train.mp4", seed=1)
+    smaller = _patterned_video(tmp_path / "smaller.mp4", seed=1, crf=40, side=48)  # re-encoded: other bytes
+    other = _patterned_video(tmp_path / "other.mp4", seed=2)
+    exact = tmp_path / "exact.mp4"
+    exact.write_bytes(original.read_bytes())
+    assert smaller.read_bytes() != original.read_bytes()
+    fingerprint = leaks.video_fingerprint(original)
+    assert fingerprint.shape == (256,) and np.mean(fingerprint != leaks.video_fingerprint(smaller)) <= 0.1
+    assert np.mean(fingerprint != leaks.video_fingerprint(other)) > 0.3
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    eval_files = {"e/copy": str(smaller), "e/other": str(other), "e/exact": str(exact),
+                  "e/broken": str(tmp_path / "broken.mp4")}
+    source = load_embedding_source(f"word2vec:{eval_vectors}")
+    found = leaks.find_overlaps(["riding horse"], classes.seen, eval_files, {"t/0": str(original)}, source,
+                                near_duplicates=True)
+    assert [(o.kind, o.evaluation, o.other) for o in found] == [("file", "e/exact", "t/0"),
+                                                                ("near-duplicate", "e/copy", "t/0")]
+    assert leaks.find_overlaps(["riding horse"], classes.seen, eval_files, {"t/0": str(original)}, source) == found[:1]
