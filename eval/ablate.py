@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.config import AblateConfig, PlotConfig, ZeroShotConfig
+from eval.report import format_mean_std
 from extract.errors import InputError
 from extract.files import write_json, write_text
 
@@ -84,9 +85,7 @@ class MetricSummary:
         return cls(mean=mean, std=std, seeds=tuple(None if v is None else round(v, 2) for v in values))
 
     def cell(self) -> str:
-        if self.mean is None:
-            return "–"
-        return f"{self.mean:.2f}" if self.std is None else f"{self.mean:.2f} ± {self.std:.2f}"
+        return format_mean_std(self.mean, self.std)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from eval.report import format_mean_std
 from extract.errors import InputError
 from extract.files import write_json, write_text
 
@@ -202,10 +203,6 @@ def _results(config: DemoConfig, per_seed: list[dict], controls: list[dict], ext
     return results
 
 
-def _cell(mean: float, std: float | None) -> str:
-    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
-
-
 def _table(results: dict) -> str:
     seeds = len(results["seeds"])
     rows = [
@@ -221,8 +218,8 @@ def _table(results: dict) -> str:
     lines = [f"| metric (%) | MZST, {over} | chance | control: shuffled embeddings, {over} |",
              "| --- | --- | --- | --- |"]
     for label, key, chance in rows:
-        lines.append(f"| {label} | {_cell(results[key], results[key + '_std'])} | {chance:.2f} | "
-                     f"{_cell(results['control_' + key], results['control_' + key + '_std'])} |")
+        lines.append(f"| {label} | {format_mean_std(results[key], results[key + '_std'])} | {chance:.2f} | "
+                     f"{format_mean_std(results['control_' + key], results['control_' + key + '_std'])} |")
     return "\n".join(lines)
 
 

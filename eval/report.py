@@ -30,6 +30,7 @@ __all__ = [
     "comparison_rows",
     "comparison_markdown",
     "comparison_json",
+    "format_mean_std",
     "run_markdown",
     "group_key",
     "write_report",
@@ -143,7 +144,7 @@ def comparison_markdown(rows: Sequence[ComparisonRow]) -> str:
         cells = [row.label, str(len(row.runs))]
         for key, _, _ in columns:
             mean, std = row.mean_std(key)
-            cells.append(_format(mean, std))
+            cells.append(format_mean_std(mean, std))
         lines.append(_md_row(cells))
     return "\n".join(lines) + "\n"
 
@@ -186,7 +187,7 @@ def run_markdown(metrics: dict) -> str:
     lines.append(comparison_markdown(comparison_rows([(title, metrics)], group_seeds=False)))
     if metrics.get("groups"):
         lines += ["## Difficulty groups", "", _md_row(["Group", "Classes", "ZSL"]), _md_row(["---"] * 3)]
-        lines += [_md_row([group, str(v["classes"]), _format(_number(v["zsl"]), None)])  # "–" for an empty group
+        lines += [_md_row([group, str(v["classes"]), format_mean_std(v["zsl"], None)])  # "–" for an empty group
                   for group, v in metrics["groups"].items()]
         lines.append("")
     per_class = metrics.get("per_class") or []
@@ -198,7 +199,7 @@ def run_markdown(metrics: dict) -> str:
             if r.get("clips") == 0:
                 continue  # a candidate without evaluated clips has no accuracy
             lines.append(_md_row([r["class"], r.get("split", ""), str(r.get("clips", "")),
-                                  *(_format(_number(r.get(k)), None) for k in keys)]))
+                                  *(format_mean_std(r.get(k), None) for k in keys)]))
         lines.append("")
     worst = metrics.get("worst_classes") or []
     if worst:
@@ -206,7 +207,7 @@ def run_markdown(metrics: dict) -> str:
                   _md_row(["---"] * 3)]
         for r in worst:
             confused = ", ".join(f"{c['class']} ({c['share']:.2f}%)" for c in r["confused_with"])
-            lines.append(_md_row([r["class"], _format(r["acc"], None), confused]))
+            lines.append(_md_row([r["class"], format_mean_std(r["acc"], None), confused]))
         lines.append("")
     return "\n".join(lines)
 
@@ -248,8 +249,9 @@ def _number(value) -> float:
     return math.nan if value is None else float(value)
 
 
-def _format(mean: float, std: float | None) -> str:
-    if math.isnan(mean):
+def format_mean_std(mean: float | None, std: float | None) -> str:
+    """A table cell: "12.34", "12.34 ± 0.56" (std over seeds), "–" for no value (None or NaN)."""
+    if mean is None or math.isnan(mean):
         return "–"
     return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
