@@ -371,9 +371,6 @@ class _SentenceSource(EmbeddingSource):
         return self._encoder.encode([self.sentence(name)])[0].astype(np.float64), []
 
     def embed(self, names: Sequence[str]) -> np.ndarray:
-        wordless = [name for name in names if not self.tokenize(name)]
-        if wordless:
-            raise InputError(f"{self.spec}: class names with no words to embed: {wordless}")
         self._encoder.encode([self.sentence(name) for name in names])  # one batched pass fills the cache
         return super().embed(names)
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from extract.errors import InputError
 from extract.files import sha256_file
+from extract.weights import load_failure
 
 __all__ = ["MINILM_PACKAGE", "MINILM_MODEL", "minilm_folder", "minilm_version", "SentenceEncoder", "sentence_encoder"]
 
@@ -73,6 +74,7 @@ class SentenceEncoder:
         self.folder, self.weights = folder, weights[0]
         self.pooling = self._pooling_mode(folder)
         self.max_tokens = int(self._json(folder / "sentence_bert_config.json", {}).get("max_seq_length", 256))
+        from safetensors import SafetensorError
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as transformers_logging
 
@@ -80,8 +82,8 @@ class SentenceEncoder:
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
             self._model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
-        except (OSError, ValueError) as error:
-            raise InputError(f"{folder}: cannot load the model ({str(error).splitlines()[0]})") from error
+        except (OSError, ValueError, SafetensorError) as error:  # a damaged or foreign weights file, config
+            raise InputError(f"{folder}: cannot load the model ({load_failure(error)})") from error
         self.dim = int(self._model.config.hidden_size)
         self._cache: dict[str, np.ndarray] = {}
 

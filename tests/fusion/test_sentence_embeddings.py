@@ -70,6 +70,11 @@ def test_bad_folders_are_one_line_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="not a sentence-transformers model folder"):
         load_embedding_source(f"sentence:{tmp_path / 'empty'}")
+    damaged = tmp_path / "damaged"
+    shutil.copytree(sentence_encoder.minilm_folder(), damaged)
+    (damaged / "model.safetensors").write_bytes((damaged / "model.safetensors").read_bytes()[:1000])
+    with pytest.raises(InputError, match="damaged: cannot load the model .*SafetensorError"):
+        load_embedding_source(f"sentence:{damaged}")
     with pytest.raises(InputError, match="takes no argument"):
         load_embedding_source("minilm:x")
     result = CliRunner().invoke(cli.cli, ["relatedness", "--classes", "hmdb51", "--seen", "ucf101",
