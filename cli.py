@@ -113,6 +113,11 @@ def _options(*options):
     return apply
 
 
+def _extra_option_for(fields: str, example: str):
+    return click.option("--option", "extra", multiple=True, type=_KeyValue(),
+                        help=f"Any other {fields} field as KEY=VALUE (JSON), e.g. --option {example}; repeatable.")
+
+
 def _given(**values) -> dict:
     """The options the user gave: those that are not None (options without a default are None when not given)."""
     return {name: value for name, value in values.items() if value is not None}
@@ -222,32 +227,28 @@ def demo_command(out: Path, seeds: tuple[int, ...], epochs: int, progress: bool)
 @click.option("--random-init", is_flag=True, help="Random backbones instead of weights (recorded in the store).")
 @click.option("--full-tokens", is_flag=True, help="Keep every token (about 8.7 MiB per clip) instead of pooled ones.")
 @click.option("--retry-failed", is_flag=True, help="Also retry clips that failed in an earlier run.")
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the backbones (GPU runs).")
+@click.option("--compile", is_flag=True, help="torch.compile the backbones (GPU runs).")
 @click.option("--batch-views", type=int, default=None, help="Video views per backbone forward (profile's).")
 @click.option("--clips-per-block", type=int, default=None,
               help="Clips per unit of work and per status chunk (default 32; fixed when the store is created).")
 @click.option("--shard", is_flag=True, help="Bundle each block's chunks into one Zarr shard file (fewer files).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @click.option("--wait", is_flag=True, help="If another extract holds the store, wait for it instead of stopping.")
-@click.option("--strict", is_flag=True, help="Fail files that decode only in part (default: keep the decodable part).")
+@click.option("--strict", "strict_media", is_flag=True,
+              help="Fail files that decode only in part (default: keep the decodable part).")
+@_extra_option_for("extraction (extract/config.py; video.X for a view setting)", "precision=fp32")
 @_user_errors
-def extract_command(videos: Path, out: Path, gpus: int, workers: int, scheduler: str | None, profile: str,
-                    crops: str | None, temporal_views: int | None, video_weights: Path | None,
-                    audio_weights: Path | None, random_init: bool, full_tokens: bool, retry_failed: bool,
-                    compile_: bool, batch_views: int | None, clips_per_block: int | None, shard: bool, progress: bool,
-                    wait: bool, strict: bool) -> None:
+def extract_command(videos: Path, out: Path, crops: str | None, clips_per_block: int | None, shard: bool, extra,
+                    **options) -> None:
     """Run the frozen backbones over every clip into a Zarr token store (resumable; bad clips are recorded)."""
     from features.config import RunnerConfig, StoreConfig
     from features.runner import build_extract_config, run_extraction
 
-    extract = build_extract_config(profile, crops=int(crops) if crops else None, temporal_views=temporal_views,
-                                   random_init=random_init, full_tokens=full_tokens, gpus=gpus, compile=compile_,
-                                   batch_views=batch_views, strict_media=strict)
+    run = {name: options.pop(name) for name in ("workers", "scheduler", "video_weights", "audio_weights",
+                                                "retry_failed", "progress", "wait")} | {"gpus": options["gpus"]}
+    extract = build_extract_config(crops=int(crops) if crops else None, options=dict(extra), **options)
     store = StoreConfig(**({"clips_per_block": clips_per_block} if clips_per_block else {}), shard_blocks=shard)
-    summary = run_extraction(RunnerConfig(
-        videos=videos, out=out, extract=extract, store=store, gpus=gpus, workers=workers, scheduler=scheduler,
-        video_weights=video_weights, audio_weights=audio_weights, retry_failed=retry_failed, progress=progress,
-        wait=wait))
+    summary = run_extraction(RunnerConfig(videos=videos, out=out, extract=extract, store=store, **run))
     click.echo(f"{summary.store}: {summary.extracted} extracted, {summary.failed} failed, {summary.skipped} skipped, "
                f"{summary.pending} pending of {summary.clips} clips; {summary.clips_per_second:.2f} clips/s in "
                f"{summary.seconds:.1f} s" + (f"; failures: {summary.failures_csv}" if summary.failures_csv else ""))
@@ -285,8 +286,7 @@ def inspect_command(store: Path, as_json: bool) -> None:
 
 
 # How a head trains (train-fusion's options; ablate trains every row with them).
-_extra_option = click.option("--option", "extra", multiple=True, type=_KeyValue(),
-                             help="Any other training field as KEY=VALUE (JSON), e.g. --option width=256; repeatable.")
+_extra_option = _extra_option_for("training", "width=256")
 _training_options = _options(
     _extra_option,
     click.option("--preset", type=click.Choice(["default", "demo"]), default=None,

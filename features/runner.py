@@ -68,10 +68,13 @@ def build_extract_config(
     compile: bool = False,
     batch_views: int | None = None,
     strict_media: bool = False,
+    options: dict | None = None,
 ) -> ExtractConfig:
     """The extraction config of a run: a named profile with the command line's overrides (None: the profile's).
 
-    The device follows the workers: CUDA when the run has GPUs, else CPU (never a silent fallback).
+    The device follows the workers: CUDA when the run has GPUs, else CPU (never a silent fallback). `options` sets
+    any other field by name, a view / audio / token field as "video.frame_stride" (applied last; an unknown name
+    is an InputError listing the known ones).
     """
     if profile not in PROFILES:
         raise InputError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
@@ -84,7 +87,18 @@ def build_extract_config(
         precision=base.precision if gpus else "fp32",  # bf16 autocast is a GPU speed setting
         batch_views=batch_views or base.batch_views, strict_media=strict_media,
     )
-    return config
+    return _with_options(config, options or {})
+
+
+def _with_options(config: ExtractConfig, options: dict) -> ExtractConfig:
+    fields = config.to_dict()
+    for name, value in options.items():
+        part, _, sub = name.rpartition(".")
+        if part and not isinstance(fields.get(part), dict):
+            raise InputError(f"extraction option {name!r}: {part!r} is not a group of settings; groups: "
+                             f"{sorted(k for k, v in fields.items() if isinstance(v, dict))}")
+        (fields[part] if part else fields)[sub] = value
+    return ExtractConfig.from_dict(fields)
 
 
 def failures_csv_path(store_path: str | Path) -> Path:

@@ -1,0 +1,31 @@
+"""`extract --option K=V`: any extraction field from the command line, recorded in the store, and a one-line error
+for a name the config does not have."""
+
+from click.testing import CliRunner
+
+import cli
+from features.store import TokenStore
+
+
+def test_option_sets_a_field_and_a_view_setting_recorded_in_the_store(tmp_path, write_clip):
+    clip = write_clip(tmp_path / "videos" / "drumming" / "clip0.mp4")
+    out = tmp_path / "tokens.zarr"
+    result = CliRunner().invoke(cli.cli, ["extract", "--videos", str(clip), "--out", str(out), "--profile",
+                                          "cpu-small", "--no-progress", "--option", "video.frame_stride=2",
+                                          "--option", "batch_views=4"])
+    assert result.exit_code == 0, result.output
+    recorded = TokenStore.open(out).extract_config
+    assert recorded["video"]["frame_stride"] == 2 and recorded["batch_views"] == 4
+    assert recorded["video"]["crops"] == 1  # the rest stays the profile's
+
+
+def test_an_unknown_option_is_one_line_naming_the_known_ones(tmp_path, write_clip):
+    clip = write_clip(tmp_path / "clip0.mp4")
+    for option, told in (("no_such_field=1", "unknown extract config keys ['no_such_field']"),
+                         ("video.no_such_field=1", "unknown video config keys ['no_such_field']"),
+                         ("precision.x=1", "'precision' is not a group of settings")):
+        result = CliRunner().invoke(cli.cli, ["extract", "--videos", str(clip), "--out", str(tmp_path / "t.zarr"),
+                                              "--profile", "cpu-small", "--option", option])
+        assert result.exit_code == 1 and told in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+        assert not (tmp_path / "t.zarr").exists()
