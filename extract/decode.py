@@ -300,14 +300,13 @@ def _decode_frames(path: Path, stream, packets: list, first_pts: int, targets: n
 
 
 def _conversion_size(frame, short_side_px: int | None) -> tuple[int, int]:
-    """(width, height) of the RGB conversion: the coded size, or scaled so that the displayed short side is
-    `short_side_px` (the long side as `extract.views.resized_size` gives it) when the source is large enough."""
+    """(width, height) of the RGB conversion: the coded size, or scaled so that the short side is `short_side_px`
+    (the long side as `extract.views.resized_size` gives it; a display rotation after it swaps both alike) when
+    the source is large enough."""
     if short_side_px is None or min(frame.width, frame.height) < _DECODER_SCALING_MIN_RATIO * short_side_px:
         return frame.width, frame.height
-    quarter_turn = round(frame.rotation / 90) % 2  # rotated after the conversion
-    display_w, display_h = (frame.height, frame.width) if quarter_turn else (frame.width, frame.height)
-    height, width = views.resized_size(display_h, display_w, short_side_px)
-    return (height, width) if quarter_turn else (width, height)
+    height, width = views.resized_size(frame.height, frame.width, short_side_px)
+    return width, height
 
 
 def _views_centre_s(duration_s: float, video: VideoConfig) -> float:
