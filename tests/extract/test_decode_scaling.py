@@ -51,8 +51,8 @@ def test_decoder_scaled_frames_make_the_views_within_the_stated_tolerance(clip_4
     expected, got = _views(reference, PAPER), _views(scaled, PAPER)
     assert got.shape == expected.shape == (12, 3, 16, 224, 224)
     difference = (got - expected).abs()
-    # docs/extract.md: mean |difference| under 8% of the views' standard deviation (4.5% measured here).
-    assert 0 < difference.mean() < 0.08 * expected.std()
+    # docs/extract.md: mean |difference| under 10% of the views' standard deviation (4.5% measured here).
+    assert 0 < difference.mean() < 0.10 * expected.std()
 
 
 def test_decoder_scaled_tokens_are_within_the_stated_tolerance(clip_480p):
