@@ -262,8 +262,8 @@ def _decode_frames(path: Path, stream, packets: list, first_pts: int, targets: n
     which changes no other frame.
 
     Args:
-        short_side_px: scale the frames in the RGB conversion (swscale) so that their displayed short side is
-            this, when it is at least `_DECODER_SCALING_MIN_RATIO` times smaller than the source's; None: full size.
+        short_side_px: scale the frames in the RGB conversion (swscale) so that their short side is this, when
+            it is at least `_DECODER_SCALING_MIN_RATIO` times smaller than the source's; None: full size.
 
     Returns:
         (frames (N, H, W, 3) uint8, their times (N,), for each target the row of its frame, frames decoded).
