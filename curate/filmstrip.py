@@ -196,7 +196,7 @@ def _demux(path: Path, container, stream, last_time_s: float) -> tuple[list, boo
             if not packet.size:  # the demuxer's final empty packet is a flush marker
                 continue
             last = packet
-            if packet.pts is not None:
+            if packet.pts is not None and not packet.is_discard:  # time 0: the first presented frame
                 first_pts = packet.pts if first_pts is None else min(first_pts, packet.pts)
             decode_ts = packet.dts if packet.dts is not None else packet.pts
             if first_pts is not None and decode_ts is not None and \

@@ -33,6 +33,7 @@ AUDIO_ARCHITECTURES = ("ast_vit_b", "ast_tiny")
 _PRETRAINED_VIDEO_INPUT = {"mvit_v2_s": (16, 224)}  # (frames per view, crop size px): the weights' meta
 _PRETRAINED_AUDIO_INPUT = {"ast_vit_b": (128, 1024)}  # (mel bins, fbank frames): AST's AudioSet checkpoints
 _PRECISIONS = ("fp32", "bf16")
+_FRAME_SCALINGS = ("reference", "decoder")
 _CROP_MULTIPLE_PX = 16  # MViT's patch stride (4) times mvit_tiny's two spatial query poolings (2 x 2)
 
 
@@ -170,6 +171,11 @@ class ExtractConfig:
     decode_threads: int = 8  # at most this many clips decoded concurrently (one thread each, single-threaded
     # codecs); fewer on fewer cores: the decode threads and torch's share the usable cores (extract/threads.py)
     strict_media: bool = False  # fail a file whose video breaks part-way instead of keeping its decodable part
+    frame_scaling: str = "reference"  # where frames are scaled to the views' short side: "reference" (full-size
+    # RGB frames resized by torch on `device`, bilinear without antialiasing, as torchvision's weights transforms)
+    # or "decoder" (swscale's bilinear during the RGB conversion, when the source is at least 2x larger: 10x fewer
+    # bytes per 720p clip; tokens within docs/extract.md's stated tolerance of the reference). Stores made before
+    # this field existed did "reference".
 
     def __post_init__(self) -> None:
         for name, kind in (("video", VideoConfig), ("audio", AudioConfig), ("tokens", TokenConfig)):
@@ -183,6 +189,8 @@ class ExtractConfig:
             raise InputError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if self.batch_views < 1:
             raise InputError(f"batch_views must be >= 1, got {self.batch_views}")
+        if self.frame_scaling not in _FRAME_SCALINGS:
+            raise InputError(f"frame_scaling must be one of {_FRAME_SCALINGS}, got {self.frame_scaling!r}")
         if self.decode_threads < 1:
             raise InputError(f"decode_threads must be >= 1, got {self.decode_threads}")
         small = [a for a in (self.video.architecture, self.audio.architecture)
@@ -219,9 +227,13 @@ def _sub_config(kind: type, values: dict, name: str):
     return kind(**values)
 
 
+# The GPU profiles scale frames in the decoder: a full-size 720p clip's frames (171 MB) would cap the transfer to
+# the device below the 100 clips/s per GPU that extraction aims at. A store made with the reference before then
+# resumes only with frame_scaling="reference" (the runner names the field that differs).
 PROFILES: dict[str, ExtractConfig] = {
-    "paper": ExtractConfig(profile="paper"),
-    "mvit-1x5": ExtractConfig(profile="mvit-1x5", video=VideoConfig(crops=1, temporal_views=5), batch_views=80),
+    "paper": ExtractConfig(profile="paper", frame_scaling="decoder"),
+    "mvit-1x5": ExtractConfig(profile="mvit-1x5", video=VideoConfig(crops=1, temporal_views=5), batch_views=80,
+                              frame_scaling="decoder"),
     "cpu-small": ExtractConfig(
         profile="cpu-small",
         video=VideoConfig(architecture="mvit_tiny", crops=1, temporal_views=2, crop_size_px=112),

@@ -38,6 +38,13 @@ __all__ = ["DecodedClip", "decode_clip", "MIN_AUDIO_S"]
 logger = logging.getLogger(__name__)
 
 MIN_AUDIO_S = 0.025  # one 25 ms fbank window; Kaldi's fbank asserts on less
+# Frames are scaled in the decoder only when this many times larger than the views' short side: below it the bytes
+# saved are few, and the swscale filter's difference from the reference resize (docs/extract.md) grows.
+_DECODER_SCALING_MIN_RATIO = 2.0
+# Decoders whose non-reference frames (`skip_frame` "NONREF") no other frame references: H.264's nal_ref_idc 0
+# pictures, and B-frames of the MPEG family. Not HEVC: its sub-layer non-reference pictures can be references of
+# higher temporal sub-layers (phone video), and FFmpeg skips them all.
+_SKIPS_ONLY_UNREFERENCED = frozenset({"h264", "mpeg4", "mpeg1video", "mpeg2video", "h263"})
 # A segment's demux goes this far past its end: packets arrive in decode order and interleaved by stream, so the
 # last frames and samples of the segment can follow packets of a later time.
 _SEGMENT_MARGIN_S = 2.0
@@ -45,11 +52,12 @@ _SEGMENT_MARGIN_S = 2.0
 
 @dataclass
 class DecodedClip:
-    """What the backbones need from one clip, before any resizing.
+    """What the backbones need from one clip: frames at the source's size, or at the views' (`scale_frames`).
 
     Attributes:
         path: the clip's file.
-        frames: the distinct RGB frames the views use (display orientation), uint8.
+        frames: the distinct RGB frames the views use (display orientation), uint8; full size, or scaled to the
+            views' resize short side when `decode_clip` scaled them.
         frame_index: for every temporal view and frame position, the row of `frames` shown at that time.
         frame_times_s: presentation time of each row of `frames`, seconds from the first frame (from the segment's
             start for a segment; the frame shown at its start may begin before it).
@@ -59,6 +67,8 @@ class DecodedClip:
             without audio.
         partial: the video broke part-way (a truncated or damaged file): the clip is the part before the break,
             `duration_s` long, and its audio is taken from that part.
+        frames_decoded: video frames the decoder output (of the last pass); a non-reference frame that no view
+            shows is skipped, not decoded.
 
     Shapes:
         frames: (N, H, W, 3). frame_index: (temporal_views, frames_per_view). frame_times_s: (N,). audio: (S,).
@@ -72,6 +82,7 @@ class DecodedClip:
     audio: np.ndarray | None
     audio_start_s: float | None
     partial: bool = False
+    frames_decoded: int = 0
 
     @property
     def has_audio(self) -> bool:
@@ -79,7 +90,7 @@ class DecodedClip:
 
 
 def decode_clip(path: str | Path, video: VideoConfig, audio: AudioConfig, codec_threads: int = 1,
-                segment: Segment | None = None, strict: bool = False) -> DecodedClip:
+                segment: Segment | None = None, strict: bool = False, scale_frames: bool = False) -> DecodedClip:
     """Decode the frames of `video`'s views and the audio window of `audio` from one media file.
 
     Args:
@@ -89,6 +100,9 @@ def decode_clip(path: str | Path, video: VideoConfig, audio: AudioConfig, codec_
         codec_threads: decoder threads for this clip (1: parallelism comes from decoding several clips at once).
         segment: the part of the file that is the clip (None: the whole file).
         strict: fail a file whose video decoding breaks part-way, instead of keeping the part before the break.
+        scale_frames: scale the frames in the RGB conversion (swscale) to the views' resize short side when the
+            source's is at least `_DECODER_SCALING_MIN_RATIO` times larger (`ExtractConfig.frame_scaling`
+            "decoder"); False: full-size frames, resized by `extract.views.make_views` (the reference).
 
     Returns:
         The decoded clip (`partial` when only the part before a break in the video could be decoded).
@@ -116,36 +130,36 @@ def decode_clip(path: str | Path, video: VideoConfig, audio: AudioConfig, codec_
         if truncation is not None and strict:
             raise MediaError(path, truncation)
         try:
-            first_pts, duration_s, times, frames, frame_times, slots = _sample_video(
-                path, video_stream, packets, video, segment, origin_s)
+            first_pts, duration_s, frames, frame_times, frame_index, decoded = _sample_video(
+                path, video_stream, packets, video, segment, origin_s, scale_frames)
             partial = truncation is not None
         except _VideoCut as cut:  # a truncated or damaged file: keep the part before the damage, unless strict
             if strict or cut.packets_ok == 0:
                 raise
             logger.warning("%s: %s; using the %d packets before it", path, cut.reason, cut.packets_ok)
             video_stream.codec_context.flush_buffers()  # the failed pass left the decoder mid-stream
-            first_pts, duration_s, times, frames, frame_times, slots = _sample_video(
-                path, video_stream, packets[:cut.packets_ok], video, segment, origin_s)
+            first_pts, duration_s, frames, frame_times, frame_index, decoded = _sample_video(
+                path, video_stream, packets[:cut.packets_ok], video, segment, origin_s, scale_frames)
             partial = True
         t0 = float(first_pts * video_stream.time_base)
 
-    frame_index = slots  # (n_t, T) rows of `frames`
     waveform = start_s = None
     if mono_audio is not None:
         waveform, start_s = _audio_window(path, mono_audio, audio, t0, _views_centre_s(duration_s, video),
                                           None if segment is None and not partial else duration_s)
-    logger.debug("%s: %.2f s, %d packets, %d frames converted, audio %s", path, duration_s, len(packets),
-                 len(frames), "none" if waveform is None else f"{waveform.size} samples from {start_s:.2f} s")
-    return DecodedClip(path, frames, frame_index, frame_times, duration_s, waveform, start_s, partial)
+    logger.debug("%s: %.2f s, %d packets, %d frames decoded, %d converted, audio %s", path, duration_s,
+                 len(packets), decoded, len(frames),
+                 "none" if waveform is None else f"{waveform.size} samples from {start_s:.2f} s")
+    return DecodedClip(path, frames, frame_index, frame_times, duration_s, waveform, start_s, partial, decoded)
 
 
 def _sample_video(path: Path, stream, packets: list, video: VideoConfig, segment: Segment | None,
-                  origin_s: float | None) -> tuple[int, float, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The clip's span from `packets`, its view times, and the frames shown at them.
+                  origin_s: float | None, scaled: bool) -> tuple[int, float, np.ndarray, np.ndarray, np.ndarray, int]:
+    """The clip's span from `packets`, its view times, and the frames shown at them (scaled: see `decode_clip`).
 
     Returns:
-        (first pts, duration in seconds, view times (n_t, T), frames (N, H, W, 3), their times (N,), for each
-        view time the row of its frame (n_t, T)).
+        (first pts, duration in seconds, frames (N, H, W, 3), their times (N,), for each view time the row of
+        its frame (n_t, T), frames the decoder output).
     """
     if segment is None:
         first_pts, duration_s = media.presentation_span(path, stream, packets, 1.0 / video.sampling_fps)
@@ -153,8 +167,9 @@ def _sample_video(path: Path, stream, packets: list, video: VideoConfig, segment
         first_pts, duration_s = _segment_span(path, stream, packets, segment, origin_s, 1.0 / video.sampling_fps)
     times = views.view_times(duration_s, video)  # (n_t, T) seconds from the first frame
     targets, inverse = np.unique(times, return_inverse=True)
-    frames, frame_times, slots = _decode_frames(path, stream, packets, first_pts, targets)
-    return first_pts, duration_s, times, frames, frame_times, slots[inverse.reshape(times.shape)]
+    frames, frame_times, slots, decoded = _decode_frames(path, stream, packets, first_pts, targets,
+                                                         video.resize_short_side_px if scaled else None)
+    return first_pts, duration_s, frames, frame_times, slots[inverse.reshape(times.shape)], decoded
 
 
 # --- demux and video ------------------------------------------------------------------------------------
@@ -238,17 +253,28 @@ class _VideoCut(MediaError):
         return MediaError, (self.path, self.reason)  # leaves this module as the plain error it is
 
 
-def _decode_frames(path: Path, stream, packets: list, first_pts: int, targets: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _decode_frames(path: Path, stream, packets: list, first_pts: int, targets: np.ndarray,
+                   short_side_px: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Decode in order; convert to RGB only the frames shown at a target time (`extract.media`'s rule).
 
+    A packet whose frame no target shows is decoded with `skip_frame` "NONREF" by the decoders of
+    `_SKIPS_ONLY_UNREFERENCED`: the decoder skips the frame when no other frame references it (B-frames, mostly),
+    which changes no other frame.
+
+    Args:
+        short_side_px: scale the frames in the RGB conversion (swscale) so that their short side is this, when
+            it is at least `_DECODER_SCALING_MIN_RATIO` times smaller than the source's; None: full size.
+
     Returns:
-        (frames (N, H, W, 3) uint8, their times (N,), for each target the row of its frame).
+        (frames (N, H, W, 3) uint8, their times (N,), for each target the row of its frame, frames decoded).
     """
     kept, kept_times = [], []
     slots = np.empty(len(targets), dtype=np.int64)
-    size: tuple[int, int] | None = None  # (width, height) of the first frame: every frame is converted to it
+    size: tuple[int, int] | None = None  # (width, height) every frame is converted to, from the first frame
     reformatter = VideoReformatter()  # one per clip: reuses its swscale context (3x faster than to_ndarray)
+    codec = stream.codec_context
+    shown = media.shown_pts(packets, targets, first_pts, stream.time_base)
+    skips = codec.name in _SKIPS_ONLY_UNREFERENCED
     decoded = fed = 0
     last_kept = None
 
@@ -256,16 +282,19 @@ def _decode_frames(path: Path, stream, packets: list, first_pts: int, targets: n
         nonlocal decoded, fed, size
         for packet in [*packets, None]:  # None: flush the decoder's delayed frames
             fed += packet is not None
+            codec.skip_frame = "NONREF" if skips and packet is not None and packet.pts not in shown else "DEFAULT"
             for frame in stream.decode(packet):
                 decoded += 1
-                size = size or (frame.width, frame.height)
+                size = size or _conversion_size(frame, short_side_px)
                 yield frame
 
     try:
         for target, frame, frame_s in media.frames_shown_at(path, counted_frames(), targets, first_pts,
                                                             stream.time_base):
             if frame is not last_kept:
-                rgb = reformatter.reformat(frame, width=size[0], height=size[1], format="rgb24").to_ndarray()
+                # swscale's default bilinear filter: when scaling down, as wide as the scale (antialiased)
+                rgb = reformatter.reformat(frame, width=size[0], height=size[1], format="rgb24",
+                                           threads=1).to_ndarray()
                 kept.append(media.display_orientation(rgb, frame.rotation))  # (H, W, 3)
                 kept_times.append(frame_s)
                 last_kept = frame
@@ -273,7 +302,17 @@ def _decode_frames(path: Path, stream, packets: list, first_pts: int, targets: n
     except av.FFmpegError as error:
         raise _VideoCut(path, f"video decoding failed after {decoded} frames, corrupt or truncated "
                               f"({media.describe(error)})", packets_ok=fed - 1 if decoded else 0) from error
-    return np.stack(kept), np.asarray(kept_times, dtype=np.float64), slots
+    return np.stack(kept), np.asarray(kept_times, dtype=np.float64), slots, decoded
+
+
+def _conversion_size(frame, short_side_px: int | None) -> tuple[int, int]:
+    """(width, height) of the RGB conversion: the coded size, or scaled so that the short side is `short_side_px`
+    (the long side as `extract.views.resized_size` gives it; a display rotation after it swaps both alike) when
+    the source is large enough."""
+    if short_side_px is None or min(frame.width, frame.height) < _DECODER_SCALING_MIN_RATIO * short_side_px:
+        return frame.width, frame.height
+    height, width = views.resized_size(frame.height, frame.width, short_side_px)
+    return width, height
 
 
 def _views_centre_s(duration_s: float, video: VideoConfig) -> float:

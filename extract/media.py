@@ -3,9 +3,13 @@ at a time. Torch-free (PyAV and numpy only), so that process pools that only dec
 without importing torch.
 
 The frame shown at time t is the last frame whose presentation time is <= t (within `TIME_TOLERANCE_S`), times
-counted from the first frame; a time before the first frame shows the first frame, a time after the last frame
-shows the last. `frames_shown_at` applies it to frames as a decoder yields them, so the caller converts only the
-frames that some time shows: `extract.decode` (the backbones' views) and `curate.filmstrip` (annotators' grids).
+counted from the first presented frame; a time before the first frame shows the first frame, a time after the last
+frame shows the last. Presented: not marked to be discarded. An MP4 trimmed by stream copy (`ffmpeg -ss 3.3 -c copy`)
+starts at the key frame before the cut and carries an edit list; FFmpeg's demuxer marks the packets before the edit
+(`packet.is_discard`, negative times) and its decoder drops their frames, as players do, so they count neither for
+time 0 nor for the duration. `frames_shown_at` applies the rule to frames as a decoder yields them, so the caller
+converts only the frames that some time shows: `extract.decode` (the backbones' views) and `curate.filmstrip`
+(annotators' grids); `shown_pts` names their packets before decoding, so that the others may be skipped.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 from extract.errors import InputError
 
 __all__ = ["TIME_TOLERANCE_S", "MediaError", "Segment", "open_video", "describe", "presentation_span",
-           "frames_shown_at", "display_orientation"]
+           "shown_pts", "frames_shown_at", "display_orientation"]
 
 TIME_TOLERANCE_S = 1e-6  # sample times within this of a frame's time count as at or after it (float rounding)
 
@@ -88,18 +92,18 @@ def describe(error: av.FFmpegError) -> str:
 
 
 def presentation_span(path: Path, stream, packets: list, unknown_frame_s: float) -> tuple[int, float]:
-    """(presentation time stamp of the first frame, first frame to the end of the last one in seconds).
+    """(presentation time stamp of the first presented frame, first frame to the end of the last one in seconds).
 
-    From the packets' presentation times, never from header frame counts. The last frame lasts its packet's
-    duration, else the median frame interval, else one frame of the stream's average rate, else
+    From the presentation times of the packets not marked discard, never from header frame counts. The last frame
+    lasts its packet's duration, else the median frame interval, else one frame of the stream's average rate, else
     `unknown_frame_s` (a single frame of unknown length).
 
     Raises:
-        MediaError: no packet has a timestamp.
+        MediaError: no presented packet has a timestamp.
     """
-    timed = [p for p in packets if p.pts is not None]
+    timed = [p for p in packets if p.pts is not None and not p.is_discard]
     if not timed:
-        raise MediaError(path, "video stream has no packets with timestamps")
+        raise MediaError(path, "video stream has no packets with timestamps (other than discarded ones)")
     pts = np.array(sorted(p.pts for p in timed), dtype=np.int64)
     time_base: Fraction = stream.time_base  # exact, as the frames' own times
     last = max(timed, key=lambda p: p.pts)
@@ -114,6 +118,17 @@ def presentation_span(path: Path, stream, packets: list, unknown_frame_s: float)
     return int(pts[0]), float(int(pts[-1] - pts[0]) * time_base) + last_s
 
 
+def shown_pts(packets: list, targets_s: np.ndarray, first_pts: int, time_base: Fraction) -> set[int]:
+    """Presentation time stamps of the packets whose frames `targets_s` show (the module's rule, computed as
+    `frames_shown_at` computes it), so that a decoder may skip the other frames when nothing references them."""
+    pts = np.array(sorted(p.pts for p in packets if p.pts is not None and not p.is_discard), dtype=np.int64)
+    if not pts.size:
+        return set()
+    shown = np.searchsorted((pts - first_pts) * float(time_base), np.asarray(targets_s) + TIME_TOLERANCE_S,
+                            side="right") - 1
+    return set(pts[shown.clip(0)].tolist())
+
+
 def frames_shown_at(path: Path, frames: Iterable, targets_s: np.ndarray, first_pts: int, time_base: Fraction
                     ) -> Iterator[tuple[int, object, float]]:
     """For each target time, the decoded frame shown then (the module's rule), in target order.
@@ -125,7 +140,7 @@ def frames_shown_at(path: Path, frames: Iterable, targets_s: np.ndarray, first_p
         path: the file (for error messages).
         frames: decoded frames with `pts`, in presentation order.
         targets_s: increasing target times, seconds from the first frame.
-        first_pts: presentation time stamp of the first frame (`presentation_span`).
+        first_pts: presentation time stamp of the first presented frame (`presentation_span`).
         time_base: the stream's time base.
 
     Yields:

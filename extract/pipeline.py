@@ -168,7 +168,8 @@ class ClipExtractor:
     def _prepare(self, path: Path, segment: Segment | None = None) -> _Prepared | MediaError:
         cfg = self.config
         try:
-            clip = decode_clip(path, cfg.video, cfg.audio, segment=segment, strict=cfg.strict_media)
+            clip = decode_clip(path, cfg.video, cfg.audio, segment=segment, strict=cfg.strict_media,
+                               scale_frames=cfg.frame_scaling == "decoder")
         except MediaError as error:
             return error
         frames = torch.from_numpy(clip.frames)

@@ -14,7 +14,8 @@ frame rates and headers that lie about the frame count change nothing:
 3. Grid index g is time `g / sampling_fps`; the frame shown at that time is used (`extract.media`'s rule: the
    last frame whose presentation time is <= it; the first frame for earlier times).
 4. Frames are resized (bilinear, no antialias, as torchvision's `MViT_V2_S_Weights` transforms) so the short
-   side is `resize_short_side_px`, cropped, and normalised with the weights' mean and std.
+   side is `resize_short_side_px`, cropped, and normalised with the weights' mean and std. Frames the decoder
+   already scaled to that short side (`ExtractConfig.frame_scaling` "decoder") are cropped at their own size.
 """
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ def make_views(frames: torch.Tensor, frame_index: torch.Tensor, config: VideoCon
     """Resize, crop and normalise the decoded frames into the backbone's views, on the frames' device.
 
     Args:
-        frames: the distinct frames the views use, RGB uint8.
+        frames: the distinct frames the views use, RGB uint8: any size, or already at the resize short side
+            (not resized again; the crops are taken from their own size).
         frame_index: for every temporal view and frame position, the row of `frames` to use.
         config: the view settings.
         mean: per-channel mean on [0, 1] RGB (the weights' meta).
@@ -126,8 +128,9 @@ def make_views(frames: torch.Tensor, frame_index: torch.Tensor, config: VideoCon
     n_temporal, n_frames = frame_index.shape
     size = config.crop_size_px
     x = frames.permute(0, 3, 1, 2).float().div_(255.0)  # (N, H, W, 3) -> (N, 3, H, W)
-    height, width = resized_size(x.shape[2], x.shape[3], config.resize_short_side_px)
-    if (height, width) != tuple(x.shape[2:]):
+    height, width = x.shape[2:]
+    if min(height, width) != config.resize_short_side_px:
+        height, width = resized_size(height, width, config.resize_short_side_px)
         x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=False)
     crops = torch.stack([x[:, :, top:top + size, left:left + size]
                          for top, left in crop_offsets(height, width, size, config.crops)])  # (C, N, 3, S, S)

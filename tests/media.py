@@ -49,3 +49,34 @@ def truncated_playable(source, target, keep_fraction: float):
     whole.unlink()
     target.write_bytes(data[: int(len(data) * keep_fraction)])
     return target
+
+
+def stream_copy_trim(source, target, start_s: float):
+    """`source` (an mp4) cut at `start_s` as `ffmpeg -ss START -i SOURCE -c copy TARGET` cuts it: every packet from
+    the video key frame at or before `start_s` on, copied (not re-encoded), timestamps shifted by -`start_s`. The
+    packets before the cut get negative times, for which the mp4 muxer writes an edit list; reading it back,
+    FFmpeg's demuxer marks them `is_discard` and the decoder drops their frames.
+
+    Returns:
+        (target, how many video packets were copied from before the cut).
+    """
+    import av
+
+    with av.open(str(source)) as reader:
+        video = reader.streams.video[0]
+        packets = [p for p in reader.demux() if p.dts is not None]  # the demuxer's final flush packets: no data
+        keys = [p.pts * video.time_base for p in packets
+                if p.stream is video and p.is_keyframe and p.pts * video.time_base <= start_s]
+        first_s = max(keys)
+        with av.open(str(target), "w", format="mp4") as writer:
+            streams = {s.index: writer.add_stream_from_template(s) for s in reader.streams}
+            before = 0
+            for packet in packets:
+                if packet.pts * packet.time_base < first_s:
+                    continue
+                shift = round(start_s / packet.time_base)
+                before += packet.stream is video and packet.pts < shift
+                packet.pts, packet.dts = packet.pts - shift, packet.dts - shift
+                packet.stream = streams[packet.stream.index]
+                writer.mux(packet)
+    return target, before
