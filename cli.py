@@ -712,32 +712,32 @@ def curate_select_command(candidates: str, out_dir: Path, **embedding) -> None:
 @curate_group.command("filmstrips")
 @click.option("--videos", required=True, type=click.Path(exists=True, path_type=Path),
               help="Candidate videos: CSV with path,class_name (paths relative to it) or a folder <class>/<video>.")
-@click.option("--out-dir", required=True, type=NEW_DIR,
-              help="Folder for filmstrips/, filmstrips.csv (index) and failures.csv.")
-@click.option("--classes", type=EXISTING_FILE, default=None,
-              help="Class table of curate select: only videos of its classes.")
-@click.option("--rows", type=int, default=None, help="Grid rows (default 10).")
-@click.option("--columns", type=int, default=None, help="Grid columns (default 10).")
-@click.option("--seconds-per-frame", type=float, default=None, help="Seconds between cells (default 1.0: 1 fps).")
-@click.option("--cell-width-px", type=int, default=None, help="Cell width in pixels (default 192).")
-@click.option("--cell-height-px", type=int, default=None, help="Cell height in pixels (default 108).")
-@click.option("--image-format", type=click.Choice(["jpg", "png"]), default=None, help="Image format (default jpg).")
-@click.option("--jpeg-quality", type=int, default=None, help="JPEG quality 1-95 (default 85).")
+@click.option("--out-dir", required=True, type=NEW_DIR, help="Folder for filmstrips/, filmstrips.csv (index), "
+              "failures.csv; a rerun skips the videos done, a new batch adds to the index.")
+@click.option("--classes", type=EXISTING_FILE, default=None, help="Class table of curate select: its classes only.")
+@_options(*(click.option(f"--{name}", type=kind, default=None, help=f"{text} (default {default}).")
+            for name, kind, text, default in (("rows", int, "Page rows", 10), ("columns", int, "Page columns", 10),
+                        ("seconds-per-frame", float, "Seconds between cells", "1.0: 1 fps"),
+                        ("max-pages", int, "Pages per video at most; a longer video gets a wider stride", 10),
+                        ("cell-width-px", int, "Cell width in px", 192), ("cell-height-px", int, "Cell height", 108),
+                        ("image-format", click.Choice(["jpg", "png"]), "Image format", "jpg"),
+                        ("jpeg-quality", int, "JPEG quality 1-95", 85))))
 @click.option("--workers", type=int, default=2, show_default=True, help="Processes decoding videos in parallel.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @_user_errors
 def curate_filmstrips_command(videos: Path, out_dir: Path, classes: Path | None, workers: int, progress: bool,
                               **layout_options) -> None:
-    """One 10 x 10 filmstrip (1 fps, first 100 s) per video; undecodable videos are listed in failures.csv."""
+    """Filmstrips of 10 x 10 frames at 1 fps, as many pages as a video needs; failed videos go to failures.csv."""
     from curate.config import FilmstripConfig, FilmstripLayout
     from curate.render import make_filmstrips
 
     layout = FilmstripLayout(**_given(**layout_options))
-    summary = make_filmstrips(FilmstripConfig(videos=videos, out_dir=out_dir, classes=classes, layout=layout,
-                                              workers=workers, progress=progress))
-    skipped = f", {summary.n_skipped} skipped (class not in the table)" if summary.n_skipped else ""
-    click.echo(f"{summary.n_ok} filmstrips, {summary.n_failed} videos failed{skipped}; {summary.videos_per_s:.1f} "
-               f"videos/s; index {summary.index_path}")
+    s = make_filmstrips(FilmstripConfig(videos=videos, out_dir=out_dir, classes=classes, layout=layout,
+                                        workers=workers, progress=progress))
+    click.echo(f"{s.n_ok} filmstrips ({s.n_pages} pages; {s.n_widened} at a wider stride), {s.n_failed} videos failed"
+               + (f", {s.n_skipped} skipped (class not in the table)" if s.n_skipped else "")
+               + (f", {s.n_done_before} done before" if s.n_done_before else "")
+               + f"; {s.videos_per_s:.1f} videos/s; index {s.index_path} ({s.n_index} videos)")
 
 
 @curate_group.command("sheets")

@@ -197,12 +197,14 @@ class SelectConfig:
 
 @dataclass(frozen=True)
 class FilmstripLayout:
-    """How a filmstrip looks. The defaults are the paper's: 10 x 10 frames, one per second (the first 100 s).
+    """How a filmstrip looks. The defaults are the paper's: pages of 10 x 10 frames, one per second.
 
     Attributes:
-        rows: grid rows.
-        columns: grid columns; cells are filled row by row.
+        rows: grid rows of a page.
+        columns: grid columns; cells are filled row by row, page after page.
         seconds_per_frame: time between the frames of consecutive cells (1.0: 1 fps).
+        max_pages: pages per video at most (10: 1000 s at 1 fps); a longer video is sampled at the smallest whole
+            multiple of `seconds_per_frame` that fits it into them, and the header and the index say so.
         cell_width_px: width of a cell; the frame is scaled to fit the cell and keeps its aspect ratio.
         cell_height_px: height of a cell (192 x 108: a 10 x 10 grid fills a 1920 x 1080 screen).
         image_format: "jpg" or "png".
@@ -212,6 +214,7 @@ class FilmstripLayout:
     rows: int = 10
     columns: int = 10
     seconds_per_frame: float = 1.0
+    max_pages: int = 10
     cell_width_px: int = 192
     cell_height_px: int = 108
     image_format: str = "jpg"
@@ -221,6 +224,8 @@ class FilmstripLayout:
         for name in ("rows", "columns"):
             if not 1 <= getattr(self, name) <= 100:
                 raise InputError(f"{name} must be in [1, 100], got {getattr(self, name)}")
+        if not 1 <= self.max_pages <= 1000:
+            raise InputError(f"max_pages must be in [1, 1000], got {self.max_pages}")
         if not (math.isfinite(self.seconds_per_frame) and self.seconds_per_frame > 0):
             raise InputError(f"seconds_per_frame must be > 0, got {self.seconds_per_frame}")
         for name in ("cell_width_px", "cell_height_px"):
@@ -233,9 +238,8 @@ class FilmstripLayout:
 
     @property
     def times_s(self) -> np.ndarray:
-        """Sample time of every cell, seconds from the first frame, row by row. Shapes: (rows * columns,)."""
+        """Sample time of every cell of the first page, seconds from the first frame. Shapes: (rows * columns,)."""
         return np.arange(self.rows * self.columns) * self.seconds_per_frame
-
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,9 @@ __all__ = [
 LABELS = ("yes", "no", "unsure")  # an annotator's label of one video; only "yes" keeps a video
 DECISIONS = ("keep", "mixed", "rejected")  # all yes; some yes and some not; no yes at all
 CLASS_COLUMNS = ("class_name", "sr", "group", "nearest_seen_class", "nearest_seen_dataset")
-INDEX_COLUMNS = ("clip_id", "class_name", "video", "filmstrip", "status", "reason", "duration_s", "frames",
-                 "has_audio", "width_px", "height_px", "fps", "sample_rate_hz", "audio_channels")
+INDEX_COLUMNS = ("clip_id", "class_name", "video", "start_s", "end_s", "filmstrip", "pages", "seconds_per_frame",
+                 "status", "reason", "duration_s", "frames", "has_audio", "width_px", "height_px", "fps",
+                 "sample_rate_hz", "audio_channels")
 SHEET_COLUMNS = ("clip_id", "class_name", "video", "filmstrip", "label")
 MANIFEST_COLUMNS = ("clip_id", "path", "class_name", "split", "group", "sr", "has_audio", "duration_s", "width_px",
                     "height_px", "fps", "sample_rate_hz", "audio_channels")

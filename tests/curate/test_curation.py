@@ -478,7 +478,7 @@ def test_cli_curate_end_to_end_from_a_class_folder(tmp_path, constructed_vectors
     output = _invoke(["curate", "filmstrips", "--videos", str(folder), "--out-dir", str(work / "strips"),
                       "--classes", str(work / "select" / "classes.csv"), "--workers", "1", "--no-progress",
                       "--rows", "2", "--columns", "5", "--image-format", "png"])
-    assert "6 filmstrips, 0 videos failed, 4 skipped" in output
+    assert "6 filmstrips (6 pages; 0 at a wider stride), 0 videos failed, 4 skipped" in output
     assert (work / "strips" / "filmstrips" / "xeasy" / "clip0.png").is_file()
     output = _invoke(["curate", "sheets", "--filmstrips", str(work / "strips" / "filmstrips.csv"),
                       "--reviewers", "ann,ben", "--out-dir", str(work / "sheets")])
