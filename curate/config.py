@@ -184,10 +184,15 @@ class SelectConfig:
     missing: str = "error"  # words missing from the vectors: "error" or "skip"
     compare: str | None = None  # a second embedding source drawn beside the first (RelatednessConfig.compare)
     edges: tuple[float, ...] = (0.1, 0.33, 0.66, 0.8)  # SR group bounds (RelatednessConfig.edges)
+    # a shipped list whose SR distribution (against the standard lists without it, same vectors and edges) is
+    # reported beside the candidates'; None: none
+    reference: str | None = "ucf101"
 
     def __post_init__(self) -> None:
         # The relatedness config validates the shared fields (seen lists, embeddings, missing).
         self.relatedness_config()
+        if self.reference is not None:
+            classlists.canonical_classlist(self.reference)
 
     def relatedness_config(self) -> RelatednessConfig:
         return RelatednessConfig(classes=self.candidates, out_dir=Path(self.out_dir), seen=self.seen,
@@ -283,10 +288,16 @@ class MergeConfig:
 
     sheets: tuple[Path, ...]  # one CSV per reviewer; the reviewer's name is the file's stem
     out_dir: Path  # decisions.csv, agreement.json, agreement.md
+    # a video is decided only when at least this many reviewers labelled it (blank rows or missing rows: not seen);
+    # the others are "too-few-reviews", reported and never kept
+    min_reviewers: int = 2
 
     def __post_init__(self) -> None:
         if len(self.sheets) < 2:
             raise InputError(f"merging needs the sheets of at least 2 reviewers, got {len(self.sheets)}")
+        if not 1 <= self.min_reviewers <= len(self.sheets):
+            raise InputError(f"`min_reviewers` must be between 1 and the {len(self.sheets)} sheets, got "
+                             f"{self.min_reviewers}")
         names = [Path(p).stem for p in self.sheets]
         if len({n.lower() for n in names}) != len(names):
             raise InputError(f"two sheets have the same reviewer name (file stem): {names}; rename one")
@@ -302,6 +313,7 @@ class BuildConfig:
     out_dir: Path  # manifest.csv, classes.csv, dropped.csv, statistics.md, videos_per_class.png, build.json
     min_videos_per_class: int = 1  # a class with fewer kept videos is dropped (with its videos), and noted
     edges: tuple[float, ...] = (0.1, 0.33, 0.66, 0.8)  # SR group bounds the table's groups must agree with (select's)
+    require_audio: bool = False  # drop the videos without an audio track (they are reported per class either way)
 
     def __post_init__(self) -> None:
         if self.min_videos_per_class < 1:
