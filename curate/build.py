@@ -19,7 +19,7 @@ import numpy as np
 from curate import classlists
 from curate.classlists import normalised_name
 from curate.config import BuildConfig
-from curate.relatedness import DIFFICULTY_GROUPS, relatedness_group
+from curate.relatedness import DIFFICULTY_GROUPS, relatedness_group, separate_captions
 from curate.tables import (
     LABELS,
     MANIFEST_COLUMNS,
@@ -32,10 +32,10 @@ from curate.tables import (
     resolve_path,
 )
 from extract.errors import InputError
-from extract.files import write_csv, write_json, write_text
+from extract.files import atomic_write, write_csv, write_json, write_text
 from fusion.class_names import read_class_file
 
-__all__ = ["SPLIT", "BuildSummary", "build_evaluation_set"]
+__all__ = ["SPLIT", "BuildSummary", "build_evaluation_set", "videos_per_class_figure"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,16 +107,21 @@ def _statistics_markdown(classes: list[ClassRow], videos: dict[str, list[dict[st
     return "\n".join(lines) + "\n"
 
 
-def _videos_per_class_figure(path: Path, classes: list[ClassRow], videos: dict[str, list], title: str) -> None:
+def videos_per_class_figure(classes: list[ClassRow], videos: dict[str, list], title: str):
     """Bars of videos per class, classes in order of SR, coloured by SR, group boundaries marked (Fig. 3)."""
+    import textwrap
+
     from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg renders the PNG
     from matplotlib.ticker import MaxNLocator
 
     ordered = sorted(classes, key=lambda c: (c.sr, c.class_name))
-    figure = Figure(figsize=(max(6.0, 0.28 * len(ordered) + 2.0), 4.5), dpi=120)
+    width_in = max(6.0, 0.28 * len(ordered) + 2.0)
+    figure = Figure(figsize=(width_in, 4.5), dpi=120, layout="constrained")
+    FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     norm, cmap = Normalize(0.1, 0.8), colormaps["viridis"]
     x = np.arange(len(ordered))
@@ -127,16 +132,17 @@ def _videos_per_class_figure(path: Path, classes: list[ClassRow], videos: dict[s
     for group in DIFFICULTY_GROUPS:
         members = [k for k, c in enumerate(ordered) if c.group == group]
         if members:
-            axes.text((members[0] + members[-1]) / 2, 1.01, group, transform=axes.get_xaxis_transform(),
-                      ha="center", va="bottom", fontsize=9)
+            axes.annotate(group, ((members[0] + members[-1]) / 2, 1.0), xycoords=("data", "axes fraction"),
+                          xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=9)
     axes.set_xticks(x, [c.class_name for c in ordered], rotation=90, fontsize=7)
     axes.set_xlim(-0.6, len(ordered) - 0.4)
     axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel("videos")
-    axes.set_title(title, fontsize=9, pad=16)
+    axes.set_title("\n".join(textwrap.wrap(title, int(width_in * 11))), fontsize=9)  # 9 pt: ~11 characters an inch
     figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, label="SR (min cosine distance to a seen class)")
-    figure.tight_layout()
-    figure.savefig(path, format="png")
+    figure.draw_without_rendering()  # the layout, so that the captions' extents are final
+    separate_captions(figure, axes, list(axes.texts))
+    return figure
 
 
 def _seen_lists(classes_path: Path) -> dict[str, list[str]]:
@@ -309,7 +315,8 @@ def build_evaluation_set(config: BuildConfig) -> BuildSummary:
     title = f"{len(final)} classes, {len(manifest_rows)} videos ({out_dir.name})"
     audio = _audio_markdown(classes, without_audio, config.require_audio)
     write_text(statistics_md, _statistics_markdown(final, kept, dropped, dropped_classes, title, audio))
-    _videos_per_class_figure(figure_png, final, kept, title)
+    figure = videos_per_class_figure(final, kept, title)
+    atomic_write(figure_png, lambda temporary: figure.savefig(temporary, format="png"))
     groups = {g: {"classes": sum(c.group == g for c in final),
                   "videos": sum(len(kept[c.class_name]) for c in final if c.group == g)} for g in DIFFICULTY_GROUPS}
     record = {

@@ -131,3 +131,18 @@ def test_cli_sheets_seed_merge_min_reviewers_build_edges_and_require_audio(decid
     assert "3 classes, 4 videos" in output and "2 videos dropped; 2 without audio (statistics.md)" in output
     output = _invoke([*build, "--out-dir", str(root / "cli2"), "--edges", "0.1,0.5,0.66,0.8"], exit_code=1)
     assert "Error: " in output and "'bravo' (SR 0.45 is easy, not medium)" in output
+
+
+def test_videos_per_class_figure_keeps_small_groups_captions_apart():
+    from curate.build import videos_per_class_figure
+    from curate.tables import ClassRow
+    from tests.curate.test_relatedness import _assert_readable
+
+    classes = [ClassRow(f"easy class {k}", 0.11 + k * 0.005, "easy") for k in range(40)]
+    classes += [ClassRow("one medium", 0.4, "medium"), ClassRow("one hard", 0.7, "hard")]
+    figure = videos_per_class_figure(classes, {c.class_name: [{}] * 2 for c in classes}, "a title " * 40)
+    axes = figure.axes[0]
+    assert [t.get_text() for t in axes.texts] == ["easy", "medium", "hard"]
+    assert [b.get_height() for b in axes.patches] == [2] * 42
+    _assert_readable(figure, axes, axes.texts)
+    assert len(axes.get_title().splitlines()) > 1  # wrapped to the figure's width
