@@ -8,6 +8,7 @@ filmstrip's cells count them). Sheets are never overwritten: they may hold annot
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from dataclasses import dataclass
@@ -47,6 +48,10 @@ def make_sheets(config: SheetsConfig) -> SheetsSummary:
     """
     index_path = Path(config.filmstrips)
     rows = read_index(index_path)
+    record = index_path.with_name("filmstrips.json")
+    if record.is_file() and not json.loads(record.read_text(encoding="utf-8")).get("finished", True):
+        logger.warning("%s: the filmstrips run into %s did not finish; the sheets list only the videos done so far "
+                       "(run curate filmstrips again to finish it)", index_path, index_path.parent)
     ok = [row for row in rows if row["status"] == "ok"]
     if not ok:
         raise InputError(f"{index_path}: no video has a filmstrip; nothing to annotate")

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from curate import filmstrip, render
-from curate.config import FilmstripConfig, FilmstripLayout
+from curate.config import FilmstripConfig, FilmstripLayout, SheetsConfig
 from curate.render import make_filmstrips
+from curate.sheets import make_sheets
 from curate.tables import INDEX_COLUMNS
 from extract.encode import write_mp4
 
@@ -63,7 +64,7 @@ def test_a_rerun_skips_finished_videos_and_retries_failed_ones(tmp_path):
     assert [row["clip_id"] for row in _rows(out / "failures.csv")] == ["broken"]
 
 
-def test_a_killed_run_resumes_from_the_rows_written_so_far(tmp_path, monkeypatch):
+def test_a_killed_run_resumes_from_the_rows_written_so_far(tmp_path, monkeypatch, caplog):
     videos = _batch(tmp_path / "v", "list", {"a_1": 2.0, "a_2": 2.0, "a_3": 2.0})
     out = tmp_path / "out"
     rendered, real = [], filmstrip.render_job
@@ -78,6 +79,9 @@ def test_a_killed_run_resumes_from_the_rows_written_so_far(tmp_path, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         _run(videos, out)
     assert [row["clip_id"] for row in _rows(out / "filmstrips.csv")] == ["a_1", "a_2"]  # each row as it finished
+    with caplog.at_level(logging.WARNING):
+        sheets = make_sheets(SheetsConfig(filmstrips=out / "filmstrips.csv", reviewers=("r",), out_dir=tmp_path / "s"))
+    assert sheets.n_videos == 2 and any("did not finish" in r.getMessage() for r in caplog.records)
     with open(out / "filmstrips.csv", "rb+") as handle:  # and a write cut in the middle of the second row
         handle.truncate(os.path.getsize(out / "filmstrips.csv") - 7)
     monkeypatch.setattr(filmstrip, "render_job", lambda job: (rendered.append(job.clip_id), real(job))[1])
