@@ -647,12 +647,13 @@ _dataset_manifest_command("kinetics", "An official Kinetics CSV (label,youtube_i
 # --- curate: relatedness, and building an evaluation set ---------------------------------------------------
 
 
-# Options shared by relatedness and curate select: the seen lists and the embeddings (phi of eq. 1).
+# Options shared by relatedness and curate select: the seen lists and the embeddings (phi of eq. 1); build: edges.
+_edges_option = click.option("--edges", type=_CommaList(float), default="0.1,0.33,0.66,0.8", show_default=True,
+                             help="Upper SR bounds of overlap, easy, medium and hard.")
 _relatedness_options = _options(
     click.option("--seen", type=NAMES, default=None,
                  help="Seen lists: shipped names or class files (default: the six standard lists but the scored one)."),
-    click.option("--edges", type=_CommaList(float), default="0.1,0.33,0.66,0.8", show_default=True,
-                 help="Upper SR bounds of overlap, easy, medium and hard."),
+    _edges_option,
     click.option("--embeddings", default="glove-6b-50d", show_default=True,
                  help="Word vectors: glove-6b-50d, word2vec:PATH (binary or text), fasttext:PATH (.bin, mean of "
                       "word vectors) or fasttext-phrase:PATH (vector of the whole name, as AVCA-GZSL)."),
@@ -692,108 +693,106 @@ def curate_group() -> None:
 
 
 @curate_group.command("select")
-@click.option("--candidates", required=True,
-              help="Candidate class names: a file (one per line; # comments) or a shipped list name.")
+@click.option("--candidates", required=True, help="Candidate class names: a file (one per line) or a shipped list.")
 @_relatedness_options
-@click.option("--out-dir", required=True, type=NEW_DIR,
-              help="Folder for classes.csv (kept classes) and relatedness.csv/.png/.md/.json (every candidate).")
+@click.option("--reference", default="ucf101", show_default=True, help="A shipped list whose SR groups are printed "
+              "beside the candidates' (vs the other standard lists); 'none': no reference.")
+@click.option("--out-dir", required=True, type=NEW_DIR, help="Folder for classes.csv, relatedness.csv/.png/.md/.json.")
 @_user_errors
-def curate_select_command(candidates: str, out_dir: Path, **embedding) -> None:
+def curate_select_command(reference: str, **options) -> None:
     """Keep candidate classes between the overlap and hard SR edges, graded easy / medium / hard."""
     from curate.config import SelectConfig
     from curate.select import select_classes
 
-    summary = select_classes(SelectConfig(candidates=candidates, out_dir=out_dir, **embedding))
-    counts = ", ".join(f"{group} {count}" for group, count in summary.counts.items())
-    click.echo(f"kept {len(summary.kept)} of {summary.n_candidates} candidate classes ({counts}); "
+    summary = select_classes(SelectConfig(reference=None if reference == "none" else reference, **options))
+    click.echo(f"{summary.distribution_table()}\nkept {len(summary.kept)} of {summary.n_candidates} candidate classes; "
                f"class table {summary.classes_path}")
 
 
 @curate_group.command("filmstrips")
 @click.option("--videos", required=True, type=click.Path(exists=True, path_type=Path),
               help="Candidate videos: CSV with path,class_name (paths relative to it) or a folder <class>/<video>.")
-@click.option("--out-dir", required=True, type=NEW_DIR,
-              help="Folder for filmstrips/, filmstrips.csv (index) and failures.csv.")
-@click.option("--classes", type=EXISTING_FILE, default=None,
-              help="Class table of curate select: only videos of its classes.")
-@click.option("--rows", type=int, default=None, help="Grid rows (default 10).")
-@click.option("--columns", type=int, default=None, help="Grid columns (default 10).")
-@click.option("--seconds-per-frame", type=float, default=None, help="Seconds between cells (default 1.0: 1 fps).")
-@click.option("--cell-width-px", type=int, default=None, help="Cell width in pixels (default 192).")
-@click.option("--cell-height-px", type=int, default=None, help="Cell height in pixels (default 108).")
-@click.option("--image-format", type=click.Choice(["jpg", "png"]), default=None, help="Image format (default jpg).")
-@click.option("--jpeg-quality", type=int, default=None, help="JPEG quality 1-95 (default 85).")
+@click.option("--out-dir", required=True, type=NEW_DIR, help="Folder for filmstrips/, filmstrips.csv (index), "
+              "failures.csv; a rerun skips the videos done, a new batch adds to the index.")
+@click.option("--classes", type=EXISTING_FILE, default=None, help="Class table of curate select: its classes only.")
+@_options(*(click.option(f"--{name}", type=kind, default=None, help=f"{text} (default {default}).")
+            for name, kind, text, default in (("rows", int, "Page rows", 10), ("columns", int, "Page columns", 10),
+                        ("seconds-per-frame", float, "Seconds between cells", "1.0: 1 fps"),
+                        ("max-pages", int, "Pages per video at most; a longer video gets a wider stride", 10),
+                        ("cell-width-px", int, "Cell width in px", 192), ("cell-height-px", int, "Cell height", 108),
+                        ("image-format", click.Choice(["jpg", "png"]), "Image format", "jpg"),
+                        ("jpeg-quality", int, "JPEG quality 1-95", 85))))
 @click.option("--workers", type=int, default=2, show_default=True, help="Processes decoding videos in parallel.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @_user_errors
 def curate_filmstrips_command(videos: Path, out_dir: Path, classes: Path | None, workers: int, progress: bool,
                               **layout_options) -> None:
-    """One 10 x 10 filmstrip (1 fps, first 100 s) per video; undecodable videos are listed in failures.csv."""
+    """Filmstrips of 10 x 10 frames at 1 fps, as many pages as a video needs; failed videos go to failures.csv."""
     from curate.config import FilmstripConfig, FilmstripLayout
     from curate.render import make_filmstrips
 
     layout = FilmstripLayout(**_given(**layout_options))
-    summary = make_filmstrips(FilmstripConfig(videos=videos, out_dir=out_dir, classes=classes, layout=layout,
-                                              workers=workers, progress=progress))
-    skipped = f", {summary.n_skipped} skipped (class not in the table)" if summary.n_skipped else ""
-    click.echo(f"{summary.n_ok} filmstrips, {summary.n_failed} videos failed{skipped}; {summary.videos_per_s:.1f} "
-               f"videos/s; index {summary.index_path}")
+    s = make_filmstrips(FilmstripConfig(videos=videos, out_dir=out_dir, classes=classes, layout=layout,
+                                        workers=workers, progress=progress))
+    click.echo(f"{s.n_ok} filmstrips ({s.n_pages} pages; {s.n_widened} at a wider stride), {s.n_failed} videos failed"
+               + (f", {s.n_skipped} skipped (class not in the table)" if s.n_skipped else "")
+               + (f", {s.n_done_before} done before" if s.n_done_before else "")
+               + f"; {s.videos_per_s:.1f} videos/s; index {s.index_path} ({s.n_index} videos)")
 
 
 @curate_group.command("sheets")
 @click.option("--filmstrips", required=True, type=EXISTING_FILE, help="The filmstrips.csv index of curate filmstrips.")
 @click.option("--reviewers", required=True, type=NAMES, help="Comma-separated reviewers; one sheet <name>.csv each.")
-@click.option("--out-dir", required=True, type=NEW_DIR,
-              help="Folder for the sheets (existing sheets are never overwritten).")
+@click.option("--out-dir", required=True, type=NEW_DIR, help="Folder for the sheets (never overwritten).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds each reviewer's own order of the videos.")
 @_user_errors
-def curate_sheets_command(filmstrips: Path, reviewers: tuple[str, ...], out_dir: Path) -> None:
-    """Write one blank annotation sheet per reviewer (label each video yes / no / unsure)."""
+def curate_sheets_command(**options) -> None:
+    """Write one blank annotation sheet per reviewer (label each video yes / no / unsure, optionally a span)."""
     from curate.config import SheetsConfig
     from curate.sheets import make_sheets
 
-    summary = make_sheets(SheetsConfig(filmstrips=filmstrips, reviewers=reviewers, out_dir=out_dir))
+    summary = make_sheets(SheetsConfig(**options))
     click.echo(f"{len(summary.sheets)} sheets of {summary.n_videos} videos ({summary.n_failed} without a filmstrip "
-               f"left out) in {out_dir}")
+               f"left out) in {options['out_dir']}")
 
 
 @curate_group.command("merge")
 @click.argument("sheets", nargs=-1, required=True, type=EXISTING_FILE)
-@click.option("--out-dir", required=True, type=NEW_DIR,
-              help="Folder for decisions.csv, agreement.json and agreement.md.")
+@click.option("--out-dir", required=True, type=NEW_DIR, help="Folder for decisions.csv, agreement.json, agreement.md.")
+@click.option("--min-reviewers", type=int, default=2, show_default=True,
+              help="Videos labelled by fewer reviewers are reported as too-few-reviews, not decided.")
 @_user_errors
-def curate_merge_command(sheets: tuple[Path, ...], out_dir: Path) -> None:
+def curate_merge_command(**options) -> None:
     """Merge filled SHEETS (one per reviewer): keep all-yes videos, drop mixed ones, report Fleiss' / Cohen's kappa."""
     from curate.config import MergeConfig
     from curate.merge import merge_annotations
 
-    summary = merge_annotations(MergeConfig(sheets=sheets, out_dir=out_dir))
-    kappa = "n/a" if summary.fleiss_kappa is None else f"{summary.fleiss_kappa:.3f}"
-    click.echo(f"{summary.n_videos} videos, {len(summary.reviewers)} reviewers: keep {summary.decisions['keep']}, "
-               f"mixed {summary.decisions['mixed']}, rejected {summary.decisions['rejected']}; Fleiss' kappa {kappa}; "
-               f"unanimous {summary.unanimous:.1%}; wrote {out_dir}")
+    s = merge_annotations(MergeConfig(**options))
+    kappa = "n/a" if s.fleiss_kappa is None else f"{s.fleiss_kappa:.3f}"
+    click.echo(f"{s.n_videos} videos, {len(s.reviewers)} reviewers: " + ", ".join(f"{d} {n}" for d, n in s.decisions
+               .items()) + f"; Fleiss' kappa {kappa}; unanimous {s.unanimous:.1%}; wrote {options['out_dir']}")
 
 
 @curate_group.command("build")
 @click.option("--decisions", required=True, type=EXISTING_FILE, help="decisions.csv of curate merge.")
 @click.option("--classes", required=True, type=EXISTING_FILE, help="Class table of curate select (class_name,...).")
-@click.option("--filmstrips", required=True, type=EXISTING_FILE,
-              help="filmstrips.csv index of curate filmstrips (video paths, decode failures).")
-@click.option("--out-dir", required=True, type=NEW_DIR,
-              help="Folder for manifest.csv, classes.csv, dropped.csv, statistics.md, videos_per_class.png.")
-@click.option("--min-videos-per-class", type=int, default=1, show_default=True,
-              help="Drop classes with fewer kept videos (noted in statistics.md).")
+@click.option("--filmstrips", required=True, type=EXISTING_FILE, help="filmstrips.csv index of curate filmstrips.")
+@click.option("--out-dir", required=True, type=NEW_DIR, help="Folder for manifest.csv, classes.csv, dropped.csv, "
+              "statistics.md, videos_per_class.png.")
+@click.option("--min-videos-per-class", type=int, default=1, show_default=True, help="Drop classes with fewer videos.")
+@_edges_option
+@click.option("--require-audio", is_flag=True, help="Drop videos without an audio track (reported per class anyway).")
 @_user_errors
-def curate_build_command(decisions: Path, classes: Path, filmstrips: Path, out_dir: Path,
-                         min_videos_per_class: int) -> None:
+def curate_build_command(**options) -> None:
     """Write the evaluation set: manifest (split unseen, group, SR), class table, Table 2 / Fig. 3 statistics."""
     from curate.build import build_evaluation_set
     from curate.config import BuildConfig
 
-    summary = build_evaluation_set(BuildConfig(decisions=decisions, classes=classes, filmstrips=filmstrips,
-                                               out_dir=out_dir, min_videos_per_class=min_videos_per_class))
-    groups = ", ".join(f"{g} {n['classes']}/{n['videos']}" for g, n in summary.groups.items())
-    click.echo(f"{summary.n_classes} classes, {summary.n_videos} videos (classes/videos: {groups}); "
-               f"{sum(summary.dropped.values())} videos dropped; manifest {summary.manifest_path}")
+    s = build_evaluation_set(BuildConfig(**options))
+    groups = ", ".join(f"{g} {n['classes']}/{n['videos']}" for g, n in s.groups.items())
+    silent = sum(n for n, _ in s.without_audio.values())
+    click.echo(f"{s.n_classes} classes, {s.n_videos} videos (classes/videos: {groups}); {sum(s.dropped.values())} "
+               f"videos dropped; {silent} without audio (statistics.md); manifest {s.manifest_path}")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """`curate build`: the evaluation set from the annotators' decisions (the paper's section 3, step 4).
 
-The kept videos become a manifest in the extraction format (split "unseen", with each class's group and SR),
-beside the class table with video counts, the videos dropped and why, and the statistics of the paper's Table 2
-(classes and videos per group) and Fig. 3 (videos per class by SR).
+The kept videos become a manifest in the extraction format (split "unseen", with each class's group and SR; the span
+the annotators chose, when they gave one, as the clip's start_s,end_s), beside the class table with video counts, the
+videos dropped and why, the videos without an audio track per class (dropped with `require_audio`), and the
+statistics of the paper's Table 2 (classes and videos per group) and Fig. 3 (videos per class by SR).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -15,12 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from curate import classlists
+from curate.classlists import normalised_name
 from curate.config import BuildConfig
-from curate.relatedness import DIFFICULTY_GROUPS, relatedness_group
+from curate.relatedness import DIFFICULTY_GROUPS, relatedness_group, separate_captions
 from curate.tables import (
     LABELS,
     MANIFEST_COLUMNS,
     ClassRow,
+    parse_span,
     read_class_table,
     read_decisions,
     read_index,
@@ -28,9 +32,10 @@ from curate.tables import (
     resolve_path,
 )
 from extract.errors import InputError
-from extract.files import write_csv, write_json, write_text
+from extract.files import atomic_write, write_csv, write_json, write_text
+from fusion.class_names import read_class_file
 
-__all__ = ["SPLIT", "BuildSummary", "build_evaluation_set"]
+__all__ = ["SPLIT", "BuildSummary", "build_evaluation_set", "videos_per_class_figure"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +54,7 @@ class BuildSummary:
     groups: dict[str, dict[str, int]]  # group -> {"classes": n, "videos": n}
     dropped: dict[str, int]  # reason (without details) -> videos
     dropped_classes: tuple[str, ...]  # classes of the table left without enough videos
+    without_audio: dict[str, tuple[int, int]]  # class -> (kept videos without an audio track, kept videos)
     manifest_path: Path
     classes_path: Path
     dropped_path: Path
@@ -56,8 +62,22 @@ class BuildSummary:
     figure_png: Path
 
 
+def _audio_markdown(classes: dict[str, ClassRow], without_audio: dict[str, tuple[int, int]],
+                    require_audio: bool) -> list[str]:
+    """The table of videos without an audio track, per class, of the videos the annotators kept."""
+    total = sum(n for n, _ in without_audio.values())
+    videos = sum(k for _, k in without_audio.values())
+    fate = "dropped (`require_audio`)" if require_audio else "kept (pass --require-audio to drop them)"
+    lines = ["", f"Videos without an audio track, of those the annotators kept: {total} of {videos} "
+             f"({total / max(videos, 1):.0%}), {fate}:", "",
+             "| class | group | kept by the annotators | without audio | share |", "|---|---|---:|---:|---:|"]
+    for name, (n, k) in sorted(without_audio.items(), key=lambda item: (-item[1][0] / max(item[1][1], 1), item[0])):
+        lines.append(f"| {name} | {classes[name].group} | {k} | {n} | {n / max(k, 1):.0%} |")
+    return lines
+
+
 def _statistics_markdown(classes: list[ClassRow], videos: dict[str, list[dict[str, str]]],
-                         dropped: Counter, dropped_classes: list[str], title: str) -> str:
+                         dropped: Counter, dropped_classes: list[str], title: str, audio: list[str]) -> str:
     lines = [f"# {title}", "", "Classes and videos per group (the paper's Table 2):", "",
              "| group | SR | classes | videos | videos per class (min / mean / max) | hours | with audio |",
              "|---|---|---:|---:|---|---:|---:|"]
@@ -79,6 +99,7 @@ def _statistics_markdown(classes: list[ClassRow], videos: dict[str, list[dict[st
     for c in sorted(classes, key=lambda c: (c.sr, c.class_name)):
         nearest = f"{c.nearest_seen_class} ({c.nearest_seen_dataset})" if c.nearest_seen_class else ""
         lines.append(f"| {c.class_name} | {c.group} | {c.sr:.3f} | {len(videos[c.class_name])} | {nearest} |")
+    lines += audio
     lines += ["", f"Dropped videos: {sum(dropped.values())} (dropped.csv lists each with its reason)", ""]
     lines += [f"- {reason}: {count}" for reason, count in sorted(dropped.items())]
     if dropped_classes:
@@ -86,16 +107,21 @@ def _statistics_markdown(classes: list[ClassRow], videos: dict[str, list[dict[st
     return "\n".join(lines) + "\n"
 
 
-def _videos_per_class_figure(path: Path, classes: list[ClassRow], videos: dict[str, list], title: str) -> None:
+def videos_per_class_figure(classes: list[ClassRow], videos: dict[str, list], title: str):
     """Bars of videos per class, classes in order of SR, coloured by SR, group boundaries marked (Fig. 3)."""
+    import textwrap
+
     from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg renders the PNG
     from matplotlib.ticker import MaxNLocator
 
     ordered = sorted(classes, key=lambda c: (c.sr, c.class_name))
-    figure = Figure(figsize=(max(6.0, 0.28 * len(ordered) + 2.0), 4.5), dpi=120)
+    width_in = max(6.0, 0.28 * len(ordered) + 2.0)
+    figure = Figure(figsize=(width_in, 4.5), dpi=120, layout="constrained")
+    FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     norm, cmap = Normalize(0.1, 0.8), colormaps["viridis"]
     x = np.arange(len(ordered))
@@ -106,56 +132,100 @@ def _videos_per_class_figure(path: Path, classes: list[ClassRow], videos: dict[s
     for group in DIFFICULTY_GROUPS:
         members = [k for k, c in enumerate(ordered) if c.group == group]
         if members:
-            axes.text((members[0] + members[-1]) / 2, 1.01, group, transform=axes.get_xaxis_transform(),
-                      ha="center", va="bottom", fontsize=9)
+            axes.annotate(group, ((members[0] + members[-1]) / 2, 1.0), xycoords=("data", "axes fraction"),
+                          xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=9)
     axes.set_xticks(x, [c.class_name for c in ordered], rotation=90, fontsize=7)
     axes.set_xlim(-0.6, len(ordered) - 0.4)
     axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel("videos")
-    axes.set_title(title, fontsize=9, pad=16)
+    axes.set_title("\n".join(textwrap.wrap(title, int(width_in * 11))), fontsize=9)  # 9 pt: ~11 characters an inch
     figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, label="SR (min cosine distance to a seen class)")
-    figure.tight_layout()
-    figure.savefig(path, format="png")
+    figure.draw_without_rendering()  # the layout, so that the captions' extents are final
+    separate_captions(figure, axes, list(axes.texts))
+    return figure
+
+
+def _seen_lists(classes_path: Path) -> dict[str, list[str]]:
+    """The lists the class table must not repeat: the video backbone's (`_BACKBONE_LISTS`) and the seen lists that
+    `curate select` scored the table against (recorded in relatedness.json beside it, when it is there)."""
+    lists = {name: classlists.load_classlist(name) for name in _BACKBONE_LISTS}
+    record_path = classes_path.parent / "relatedness.json"
+    if not record_path.is_file():
+        return lists
+    for name in json.loads(record_path.read_text(encoding="utf-8"))["config"]["seen"]:
+        try:
+            lists.setdefault(name, classlists.load_classlist(classlists.canonical_classlist(name)))
+        except ValueError:  # a class file of the researcher's own training classes
+            try:
+                lists.setdefault(name, read_class_file(name))
+            except FileNotFoundError:
+                logger.warning("%s names the seen list %s, which is not there: the class table is not checked "
+                               "against it", record_path, name)
+    return lists
 
 
 def _check_class_table(path: Path, classes: list[ClassRow], edges: tuple[float, ...]) -> None:
     """A hand-edited class table must still be a table `curate select` could have written.
 
     Raises:
-        InputError: a group that its SR does not give under `edges`, or a class that is a label of a list the
-            video backbone was trained on (`_BACKBONE_LISTS`, compared ignoring case: SR 0).
+        InputError: a group that its SR does not give under `edges`, or a class that is a seen class under another
+            spelling (`normalised_name`): a label of a list the video backbone was trained on (`_BACKBONE_LISTS`)
+            or of a seen list `curate select` scored the table against.
     """
     wrong = [f"{row.class_name!r} (SR {row.sr:g} is {relatedness_group(row.sr, edges)}, not {row.group})"
              for row in classes if relatedness_group(row.sr, edges) != row.group]
     if wrong:
         raise InputError(f"{path}: {len(wrong)} class(es) whose group contradicts their SR under edges "
                          f"{','.join(f'{e:g}' for e in edges)}: {'; '.join(wrong[:5])}; fix the group or the sr")
-    # label -> the first list that has it (reversed: the first list written last wins)
-    labels = {label.casefold(): name for name in reversed(_BACKBONE_LISTS) for label in classlists.load_classlist(name)}
-    seen = [f"{row.class_name!r} ({labels[row.class_name.strip().casefold()]})" for row in classes
-            if row.class_name.strip().casefold() in labels]
+    # normalised label -> (the first list that has it, its spelling there)
+    labels: dict[str, tuple[str, str]] = {}
+    for name, names in _seen_lists(path).items():
+        for label in names:
+            labels.setdefault(normalised_name(label), (name, label))
+    seen = [f"{row.class_name!r} ({'{}: {!r}'.format(*labels[normalised_name(row.class_name)])})" for row in classes
+            if normalised_name(row.class_name) in labels]
     if seen:
-        raise InputError(f"{path}: {len(seen)} class(es) are labels the video backbone was trained on, not unseen: "
-                         f"{'; '.join(seen[:5])}; drop them from the class table")
+        raise InputError(f"{path}: {len(seen)} class(es) are seen classes (the video backbone's labels or the seen "
+                         f"lists), not unseen: {'; '.join(seen[:5])}; drop them from the class table")
+
+
+def _clip_span(video: dict[str, str], decision: dict[str, str], where: str) -> tuple[str, str, str]:
+    """(start_s, end_s, duration_s) of a kept video in its file: the candidate's own segment, narrowed to the span the
+    annotators chose (seconds from the clip's start, as the filmstrip counts them) when they gave one.
+
+    Raises:
+        ValueError: the chosen span starts after the end of the clip (the message is the drop reason).
+    """
+    segment = parse_span(video.get("start_s", ""), video.get("end_s", ""), where)
+    chosen = parse_span(decision.get("start_s", ""), decision.get("end_s", ""), where)
+    if chosen is None:
+        return (video.get("start_s", ""), video.get("end_s", ""), video.get("duration_s", ""))
+    length = float(video["duration_s"]) if video.get("duration_s") else float("inf")
+    if chosen[0] >= length:
+        raise ValueError(f"{chosen[0]:g}-{chosen[1]:g} s starts after the end of the clip ({length:g} s)")
+    offset = segment[0] if segment is not None else 0.0
+    start, end = offset + chosen[0], offset + min(chosen[1], length)
+    return f"{start:g}", f"{end:g}", f"{end - start:.3f}"
 
 
 def build_evaluation_set(config: BuildConfig) -> BuildSummary:
     """Assemble the evaluation set from the annotators' decisions, the class table and the filmstrip index.
 
-    A video is kept when it has a filmstrip, its class is in the class table, and every reviewer said yes; a
-    class keeps its videos when it has at least `min_videos_per_class` of them. Everything else is dropped with
-    its reason (a video that could not be decoded is noted with the decoder's reason, never an error).
+    A video is kept when it has a filmstrip, its class is in the class table, its decision is keep (each of its
+    reviewers said yes) and, with `require_audio`, it has an audio track; a class keeps its videos when it has at
+    least `min_videos_per_class` of them. Everything else is dropped with its reason (a video that could not be
+    decoded is noted with the decoder's reason, never an error).
 
-    Writes into `out_dir`: `manifest.csv` (clip_id, path relative to it, class_name, split "unseen", group, sr,
-    has_audio, duration_s, width_px, height_px, fps, sample_rate_hz, audio_channels: the synthetic benchmark's
-    columns plus group and sr; `features.manifest.read_clip_list` and the MZSL protocol's groups file read it),
-    `classes.csv` (class_name, sr, group, videos, nearest seen class and dataset), `dropped.csv` (clip_id,
-    class_name, reason), `statistics.md` (classes and videos per group, videos per class), `videos_per_class.png`
-    and `build.json`.
+    Writes into `out_dir`: `manifest.csv` (clip_id, path relative to it, class_name, split "unseen", start_s, end_s
+    (the candidate's segment, narrowed to the annotators' span; blank: the whole file), group, sr, has_audio,
+    duration_s, width_px, height_px, fps, sample_rate_hz, audio_channels; `features.manifest.read_clip_list` and the
+    MZSL protocol's groups file read it), `classes.csv` (class_name, sr, group, videos, nearest seen class and
+    dataset), `dropped.csv` (clip_id, class_name, reason), `statistics.md` (classes and videos per group, videos per
+    class, videos without audio per class), `videos_per_class.png` and `build.json`.
 
     Raises:
         FileNotFoundError: a missing input.
-        ValueError: malformed inputs, a class table whose groups contradict its SR or that lists a Kinetics label,
+        ValueError: malformed inputs, a class table whose groups contradict its SR or that lists a seen class,
             decisions for videos the index does not list or of another class, or no video left.
     """
     classes = {row.class_name: row for row in read_class_table(config.classes)}
@@ -193,8 +263,15 @@ def build_evaluation_set(config: BuildConfig) -> BuildSummary:
             drop(clip_id, name, "mixed annotations", votes)
         elif row["decision"] == "rejected":
             drop(clip_id, name, "no reviewer said yes")
+        elif row["decision"] == "too-few-reviews":
+            drop(clip_id, name, "too few reviewers", f"{sum(int(row.get(c) or 0) for c in LABELS)} labelled it")
         else:
-            kept[name].append(video)
+            try:
+                start_s, end_s, duration_s = _clip_span(video, row, f"{config.decisions} line {line}")
+            except ValueError as error:
+                drop(clip_id, name, "annotated span after the end", str(error))
+                continue
+            kept[name].append(video | {"start_s": start_s, "end_s": end_s, "duration_s": duration_s})
     for clip_id, video in index.items():
         if clip_id in decided:
             continue
@@ -202,6 +279,14 @@ def build_evaluation_set(config: BuildConfig) -> BuildSummary:
             drop(clip_id, video["class_name"], "could not be decoded", video["reason"])
         else:
             drop(clip_id, video["class_name"], "not annotated")
+    without_audio = {name: (sum(v.get("has_audio") != "1" for v in videos), len(videos))
+                     for name, videos in kept.items() if videos}
+    if config.require_audio:
+        for name, videos in kept.items():
+            for video in videos:
+                if video.get("has_audio") != "1":
+                    drop(video["clip_id"], name, "no audio track")
+            kept[name] = [video for video in videos if video.get("has_audio") == "1"]
     dropped_classes = [name for name, videos in kept.items() if len(videos) < config.min_videos_per_class]
     for name in dropped_classes:
         for video in kept[name]:
@@ -218,8 +303,8 @@ def build_evaluation_set(config: BuildConfig) -> BuildSummary:
     for row in final:
         for video in sorted(kept[row.class_name], key=lambda v: v["clip_id"]):
             path = relative_path(resolve_path(video["video"], index_path.parent), out_dir)
-            manifest_rows.append([video["clip_id"], path, row.class_name, SPLIT, row.group, f"{row.sr:.6f}",
-                                  *(video.get(c, "") for c in MANIFEST_COLUMNS[6:])])
+            manifest_rows.append([video["clip_id"], path, row.class_name, SPLIT, video["start_s"], video["end_s"],
+                                  row.group, f"{row.sr:.6f}", *(video.get(c, "") for c in MANIFEST_COLUMNS[8:])])
     manifest_path, classes_path = out_dir / "manifest.csv", out_dir / "classes.csv"
     dropped_path, statistics_md = out_dir / "dropped.csv", out_dir / "statistics.md"
     figure_png = out_dir / "videos_per_class.png"
@@ -228,8 +313,10 @@ def build_evaluation_set(config: BuildConfig) -> BuildSummary:
                  c.nearest_seen_dataset] for c in final])
     write_csv(dropped_path, ("clip_id", "class_name", "reason"), dropped_rows)
     title = f"{len(final)} classes, {len(manifest_rows)} videos ({out_dir.name})"
-    write_text(statistics_md, _statistics_markdown(final, kept, dropped, dropped_classes, title))
-    _videos_per_class_figure(figure_png, final, kept, title)
+    audio = _audio_markdown(classes, without_audio, config.require_audio)
+    write_text(statistics_md, _statistics_markdown(final, kept, dropped, dropped_classes, title, audio))
+    figure = videos_per_class_figure(final, kept, title)
+    atomic_write(figure_png, lambda temporary: figure.savefig(temporary, format="png"))
     groups = {g: {"classes": sum(c.group == g for c in final),
                   "videos": sum(len(kept[c.class_name]) for c in final if c.group == g)} for g in DIFFICULTY_GROUPS}
     record = {
@@ -239,6 +326,8 @@ def build_evaluation_set(config: BuildConfig) -> BuildSummary:
         "groups": groups,
         "dropped": dict(dropped),
         "dropped_classes": dropped_classes,
+        "without_audio": {name: {"without_audio": n, "kept_by_annotators": k}
+                          for name, (n, k) in without_audio.items()},
     }
     write_json(out_dir / "build.json", record)
     # The manifest is written last: its presence means the set is complete.
@@ -246,5 +335,9 @@ def build_evaluation_set(config: BuildConfig) -> BuildSummary:
     logger.info("evaluation set: %d classes, %d videos (%s); %d videos dropped", len(final), len(manifest_rows),
                 ", ".join(f"{g} {groups[g]['classes']}/{groups[g]['videos']}" for g in DIFFICULTY_GROUPS),
                 sum(dropped.values()))
-    return BuildSummary(len(final), len(manifest_rows), groups, dict(dropped), tuple(dropped_classes),
+    silent = sum(n for n, _ in without_audio.values())
+    if silent and not config.require_audio:
+        logger.warning("%d of the %d videos the annotators kept have no audio track (statistics.md lists them per "
+                       "class; --require-audio drops them)", silent, sum(k for _, k in without_audio.values()))
+    return BuildSummary(len(final), len(manifest_rows), groups, dict(dropped), tuple(dropped_classes), without_audio,
                         manifest_path, classes_path, dropped_path, statistics_md, figure_png)

@@ -184,10 +184,15 @@ class SelectConfig:
     missing: str = "error"  # words missing from the vectors: "error" or "skip"
     compare: str | None = None  # a second embedding source drawn beside the first (RelatednessConfig.compare)
     edges: tuple[float, ...] = (0.1, 0.33, 0.66, 0.8)  # SR group bounds (RelatednessConfig.edges)
+    # a shipped list whose SR distribution (against the standard lists without it, same vectors and edges) is
+    # reported beside the candidates'; None: none
+    reference: str | None = "ucf101"
 
     def __post_init__(self) -> None:
         # The relatedness config validates the shared fields (seen lists, embeddings, missing).
         self.relatedness_config()
+        if self.reference is not None:
+            classlists.canonical_classlist(self.reference)
 
     def relatedness_config(self) -> RelatednessConfig:
         return RelatednessConfig(classes=self.candidates, out_dir=Path(self.out_dir), seen=self.seen,
@@ -197,12 +202,14 @@ class SelectConfig:
 
 @dataclass(frozen=True)
 class FilmstripLayout:
-    """How a filmstrip looks. The defaults are the paper's: 10 x 10 frames, one per second (the first 100 s).
+    """How a filmstrip looks. The defaults are the paper's: pages of 10 x 10 frames, one per second.
 
     Attributes:
-        rows: grid rows.
-        columns: grid columns; cells are filled row by row.
+        rows: grid rows of a page.
+        columns: grid columns; cells are filled row by row, page after page.
         seconds_per_frame: time between the frames of consecutive cells (1.0: 1 fps).
+        max_pages: pages per video at most (10: 1000 s at 1 fps); a longer video is sampled at the smallest whole
+            multiple of `seconds_per_frame` that fits it into them, and the header and the index say so.
         cell_width_px: width of a cell; the frame is scaled to fit the cell and keeps its aspect ratio.
         cell_height_px: height of a cell (192 x 108: a 10 x 10 grid fills a 1920 x 1080 screen).
         image_format: "jpg" or "png".
@@ -212,6 +219,7 @@ class FilmstripLayout:
     rows: int = 10
     columns: int = 10
     seconds_per_frame: float = 1.0
+    max_pages: int = 10
     cell_width_px: int = 192
     cell_height_px: int = 108
     image_format: str = "jpg"
@@ -221,6 +229,8 @@ class FilmstripLayout:
         for name in ("rows", "columns"):
             if not 1 <= getattr(self, name) <= 100:
                 raise InputError(f"{name} must be in [1, 100], got {getattr(self, name)}")
+        if not 1 <= self.max_pages <= 1000:
+            raise InputError(f"max_pages must be in [1, 1000], got {self.max_pages}")
         if not (math.isfinite(self.seconds_per_frame) and self.seconds_per_frame > 0):
             raise InputError(f"seconds_per_frame must be > 0, got {self.seconds_per_frame}")
         for name in ("cell_width_px", "cell_height_px"):
@@ -233,9 +243,8 @@ class FilmstripLayout:
 
     @property
     def times_s(self) -> np.ndarray:
-        """Sample time of every cell, seconds from the first frame, row by row. Shapes: (rows * columns,)."""
+        """Sample time of every cell of the first page, seconds from the first frame. Shapes: (rows * columns,)."""
         return np.arange(self.rows * self.columns) * self.seconds_per_frame
-
 
 
 @dataclass(frozen=True)
@@ -279,10 +288,16 @@ class MergeConfig:
 
     sheets: tuple[Path, ...]  # one CSV per reviewer; the reviewer's name is the file's stem
     out_dir: Path  # decisions.csv, agreement.json, agreement.md
+    # a video is decided only when at least this many reviewers labelled it (blank rows or missing rows: not seen);
+    # the others are "too-few-reviews", reported and never kept
+    min_reviewers: int = 2
 
     def __post_init__(self) -> None:
         if len(self.sheets) < 2:
             raise InputError(f"merging needs the sheets of at least 2 reviewers, got {len(self.sheets)}")
+        if not 1 <= self.min_reviewers <= len(self.sheets):
+            raise InputError(f"`min_reviewers` must be between 1 and the {len(self.sheets)} sheets, got "
+                             f"{self.min_reviewers}")
         names = [Path(p).stem for p in self.sheets]
         if len({n.lower() for n in names}) != len(names):
             raise InputError(f"two sheets have the same reviewer name (file stem): {names}; rename one")
@@ -298,6 +313,7 @@ class BuildConfig:
     out_dir: Path  # manifest.csv, classes.csv, dropped.csv, statistics.md, videos_per_class.png, build.json
     min_videos_per_class: int = 1  # a class with fewer kept videos is dropped (with its videos), and noted
     edges: tuple[float, ...] = (0.1, 0.33, 0.66, 0.8)  # SR group bounds the table's groups must agree with (select's)
+    require_audio: bool = False  # drop the videos without an audio track (they are reported per class either way)
 
     def __post_init__(self) -> None:
         if self.min_videos_per_class < 1:

@@ -1,7 +1,9 @@
-"""Filmstrips for annotators: a video's frames at 1 fps over its first 100 s in a 10 x 10 grid, one image per video.
+"""Filmstrips for annotators: a video's frames at 1 fps in pages of 10 x 10 cells, as many pages as the video needs.
 
 The paper's curation protocol (section 3): annotators judge each candidate video from a grid of frames sampled once
-per second; here the frame time is printed in each cell and the cells after the end of a shorter video stay blank.
+per second; here the frame time is printed in each cell, the header names the clip, its class and the page, and the
+cells after the end of the video stay blank. The whole video is covered: a video longer than `max_pages` pages at
+1 fps is sampled at a wider stride (a whole multiple of `seconds_per_frame`, stated in the header and the index).
 
 Decoding (PyAV) reads only what the grid needs:
 
@@ -25,6 +27,7 @@ Text is drawn with Pillow's built-in default font, so the images do not depend o
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from bisect import bisect_right
@@ -52,6 +55,8 @@ __all__ = [
     "FilmstripJob",
     "FilmstripResult",
     "SampledVideo",
+    "cell_times",
+    "page_paths",
     "render_filmstrip",
     "render_job",
     "sample_frames",
@@ -101,9 +106,10 @@ class FilmstripJob:
 
     clip_id: str
     video: Path
-    out_path: Path  # the image to write
+    out_path: Path  # the image of the first page (`page_paths` names the others)
     layout: FilmstripLayout
     segment: Segment | None = None  # the part of the video that is the clip (None: all of it)
+    class_name: str = ""  # shown in every page's header
 
 
 @dataclass(frozen=True)
@@ -112,8 +118,11 @@ class FilmstripResult:
 
     clip_id: str
     video: Path
-    out_path: Path | None
+    out_path: Path | None  # the first page
     reason: str = ""
+    pages: int = 0  # images written: out_path, then `page_paths`
+    seconds_per_frame: float = 0.0  # the stride the cells were sampled at (wider than the layout's for long videos)
+    covered_s: float | None = None  # where the last page ends when the video's end is unknown (it may go on)
     duration_s: float | None = None
     frames: int = 0  # cells that show a frame
     width_px: int = 0
@@ -322,8 +331,14 @@ def _font(size_px: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size_px)
 
 
-def _compose(frames: list[np.ndarray | None], layout: FilmstripLayout, title: str) -> Image.Image:
-    """Paste the frames into the grid (row by row), each centred in its cell with its time in the top-left corner."""
+def _compose(frames: list[np.ndarray | None], layout: FilmstripLayout, title: str,
+             times_s: np.ndarray | None = None) -> Image.Image:
+    """Paste the frames into the grid (row by row), each centred in its cell with its time in the top-left corner.
+
+    Shapes:
+        frames, times_s: (rows * columns,) of one page; times_s defaults to the first page's (`layout.times_s`).
+    """
+    times_s = layout.times_s if times_s is None else times_s
     cell_w, cell_h = layout.cell_width_px, layout.cell_height_px
     width = layout.columns * cell_w + (layout.columns + 1) * _GUTTER_PX
     height = _HEADER_PX + layout.rows * cell_h + (layout.rows + 1) * _GUTTER_PX
@@ -331,8 +346,8 @@ def _compose(frames: list[np.ndarray | None], layout: FilmstripLayout, title: st
     draw = ImageDraw.Draw(image)
     draw.text((4, 2), title, fill=(230, 230, 230), font=_font(12))
     label_font = _font(max(9, min(16, cell_h // 8)))
-    whole = float(layout.seconds_per_frame).is_integer()
-    for k, (frame, t) in enumerate(zip(frames, layout.times_s, strict=True)):
+    whole = bool(np.all(np.mod(times_s, 1.0) == 0.0))
+    for k, (frame, t) in enumerate(zip(frames, times_s, strict=True)):
         if frame is None:
             continue  # after the end of the video: blank
         row, column = divmod(k, layout.columns)
@@ -348,70 +363,136 @@ def _compose(frames: list[np.ndarray | None], layout: FilmstripLayout, title: st
     return image
 
 
-def sample_segment(video: str | Path, layout: FilmstripLayout, segment: Segment) -> SampledVideo:
+# --- pages ------------------------------------------------------------------------------------------------------
+
+
+def cell_times(length_s: float | None, layout: FilmstripLayout) -> tuple[float, np.ndarray]:
+    """(stride, cell times) covering `length_s` seconds in at most `layout.max_pages` pages.
+
+    The stride is the layout's `seconds_per_frame` when that many pages suffice, else the smallest whole multiple
+    of it that fits. A video of unknown length gets every page at the layout's stride (cells after its end stay
+    blank; a longer one is covered up to the last page only, and `render_job` says so).
+
+    Shapes:
+        -> times: (cells,), cells <= rows * columns * max_pages.
+    """
+    per_video = layout.rows * layout.columns * layout.max_pages
+    stride = layout.seconds_per_frame
+    if length_s is None:
+        return stride, np.arange(per_video) * stride
+    cells = max(1, math.ceil((length_s - TIME_TOLERANCE_S) / stride))
+    if cells > per_video:
+        stride *= math.ceil(cells / per_video)
+        cells = max(1, math.ceil((length_s - TIME_TOLERANCE_S) / stride))
+    return stride, np.arange(cells) * stride
+
+
+def page_paths(first: Path, pages: int) -> list[Path]:
+    """The images of a filmstrip's pages: `first` (clip.jpg), then clip~page2.jpg, clip~page3.jpg, ..."""
+    first = Path(first)
+    return [first] + [first.with_name(f"{first.stem}~page{k}{first.suffix}") for k in range(2, pages + 1)]
+
+
+def _header_length_s(video: str | Path, segment: Segment | None) -> float | None:
+    """The clip's length as the container states it (before decoding): what the cells must cover."""
+    with open_video(Path(video)) as container:
+        stream = container.streams.video[0] if container.streams.video else None
+        whole = None if stream is None else _header_duration_s(stream, container)
+    if segment is None:
+        return whole
+    length = segment.end_s - segment.start_s
+    return length if whole is None else max(min(length, whole - segment.start_s), TIME_TOLERANCE_S)
+
+
+def sample_segment(video: str | Path, times_s: np.ndarray, cell_px: tuple[int, int], segment: Segment
+                   ) -> SampledVideo:
     """The cells of a segment: times from its start, cells at or after its end blank, the segment's duration.
 
     Raises:
         MediaError: the video cannot be decoded, or the segment starts after its end.
+
+    Shapes:
+        times_s: (N,) seconds from the segment's start -> frames: N x (h, w, 3) or None.
     """
-    times = layout.times_s
     length_s = segment.end_s - segment.start_s
-    inside = times[times < length_s - TIME_TOLERANCE_S]
-    sampled = sample_frames(video, segment.start_s + inside, (layout.cell_width_px, layout.cell_height_px))
+    inside = times_s[times_s < length_s - TIME_TOLERANCE_S]
+    sampled = sample_frames(video, segment.start_s + inside, cell_px)
     if sampled.duration_s is not None and segment.start_s >= sampled.duration_s - TIME_TOLERANCE_S:
         raise MediaError(video, f"segment {segment.start_s:g}-{segment.end_s:g} s starts after the end of the "
                                 f"video ({sampled.duration_s:.2f} s)")
     duration_s = None if sampled.duration_s is None else min(length_s, sampled.duration_s - segment.start_s)
-    return replace(sampled, frames=sampled.frames + [None] * (times.size - inside.size), duration_s=duration_s)
+    return replace(sampled, frames=sampled.frames + [None] * (times_s.size - inside.size), duration_s=duration_s)
 
 
 def render_filmstrip(video: str | Path, out_path: str | Path, layout: FilmstripLayout, title: str = "",
-                     segment: Segment | None = None) -> tuple[Path, SampledVideo]:
-    """Decode `video` at the layout's cell times and write the filmstrip image to `out_path`.
+                     segment: Segment | None = None, class_name: str = ""
+                     ) -> tuple[list[Path], SampledVideo, float]:
+    """Decode `video` at cells covering all of it (`cell_times`) and write one image per page of the layout.
 
     Args:
         video: the video file.
-        out_path: image to write (its parent is created); written to a temporary name first, then renamed.
-        layout: grid, timing and image format.
-        title: text of the header line (e.g. the clip id); the video's (or segment's) duration is added to it.
+        out_path: the first page's image (its parent is created); the others are `page_paths(out_path, n)`. Each is
+            written to a temporary name first, then renamed.
+        layout: grid, timing, page limit and image format.
+        title: the clip (e.g. its id), first in every page's header; then `class_name`, the page and the times it
+            shows, the video's (or segment's) duration and the stride.
         segment: the part of the video that is the clip; cells count from its start (None: the whole video).
+        class_name: the class the video is a candidate of.
 
     Returns:
-        (the image path, the sampled video).
+        (the page images, the sampled video, the stride in seconds).
 
     Raises:
         MediaError: the video cannot be decoded (see `sample_frames`).
     """
     out_path = Path(out_path)
-    if segment is None:
-        sampled = sample_frames(video, layout.times_s, (layout.cell_width_px, layout.cell_height_px))
-    else:
-        sampled = sample_segment(video, layout, segment)
+    stride, times = cell_times(_header_length_s(video, segment), layout)
+    cell_px = (layout.cell_width_px, layout.cell_height_px)
+    sampled = sample_frames(video, times, cell_px) if segment is None else sample_segment(video, times, cell_px,
+                                                                                            segment)
+    per_page = layout.rows * layout.columns
+    shown = max((k + 1 for k, frame in enumerate(sampled.frames) if frame is not None), default=1)
+    pages = math.ceil(shown / per_page)  # pages after the last frame (a header that overstates) are not written
     duration = "duration unknown" if sampled.duration_s is None else f"{sampled.duration_s:.1f} s"
     if segment is not None:
         duration = f"segment {segment.start_s:g}-{segment.end_s:g} s of the file, {duration}"
-    image = _compose(sampled.frames, layout, f"{title}   ({duration})" if title else duration)
+    wider = f" (widened from {layout.seconds_per_frame:g} s: at most {layout.max_pages} pages)" if (
+        stride > layout.seconds_per_frame) else ""
+    paths = page_paths(out_path, pages)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_path.with_name(f".{out_path.name}.partial")
-    if layout.image_format == "jpg":
-        image.save(partial, format="JPEG", quality=layout.jpeg_quality)
-    else:
-        image.save(partial, format="PNG", compress_level=3)  # level 3: about as small as 6, twice as fast
-    os.replace(partial, out_path)
-    return out_path, sampled
+    for page, path in enumerate(paths):
+        cells = slice(page * per_page, (page + 1) * per_page)
+        page_times = (page * per_page + np.arange(per_page)) * stride  # (rows * columns,)
+        frames = sampled.frames[cells] + [None] * (per_page - len(sampled.frames[cells]))
+        whole = float(stride).is_integer()
+        span = f"{_time_label(page_times[0], whole)}-{_time_label(min(page_times[-1], times[-1]), whole)}"
+        header = "  |  ".join(part for part in (title, class_name, f"page {page + 1}/{pages} ({span})", duration,
+                                                 f"1 frame every {stride:g} s{wider}") if part)
+        image = _compose(frames, layout, header, page_times)
+        partial = path.with_name(f".{path.name}.partial")
+        if layout.image_format == "jpg":
+            image.save(partial, format="JPEG", quality=layout.jpeg_quality)
+        else:
+            image.save(partial, format="PNG", compress_level=3)  # level 3: about as small as 6, twice as fast
+        os.replace(partial, path)
+    return paths, sampled, stride
 
 
 def render_job(job: FilmstripJob) -> FilmstripResult:
     """Render one video of the pool; a video that cannot be decoded gives a result with its reason, not an error."""
     start = time.perf_counter()
     try:
-        path, sampled = render_filmstrip(job.video, job.out_path, job.layout, title=job.clip_id, segment=job.segment)
+        paths, sampled, stride = render_filmstrip(job.video, job.out_path, job.layout, title=job.clip_id,
+                                                  segment=job.segment, class_name=job.class_name)
     except MediaError as error:  # recorded and logged by the caller (worker processes have no log handlers)
         return FilmstripResult(job.clip_id, job.video, None, reason=error.reason,
                                seconds=time.perf_counter() - start)
     shown = sum(frame is not None for frame in sampled.frames)
+    # Neither read to its end nor of known length: it may go on after the last page.
+    covered_s = len(sampled.frames) * stride if sampled.duration_s is None else None
     return FilmstripResult(
-        job.clip_id, job.video, path, duration_s=sampled.duration_s, frames=shown, width_px=sampled.width_px,
+        job.clip_id, job.video, paths[0], pages=len(paths), seconds_per_frame=stride, covered_s=covered_s,
+        duration_s=sampled.duration_s, frames=shown, width_px=sampled.width_px,
         height_px=sampled.height_px, fps=sampled.fps, has_audio=sampled.has_audio,
         sample_rate_hz=sampled.sample_rate_hz, audio_channels=sampled.audio_channels,
         frames_decoded=sampled.frames_decoded, seconds=time.perf_counter() - start)

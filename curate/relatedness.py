@@ -41,6 +41,7 @@ __all__ = [
     "relatedness_group",
     "run_relatedness",
     "semantic_relatedness",
+    "separate_captions",
     "sr_histogram_figure",
 ]
 
@@ -239,7 +240,9 @@ def sr_histogram_figure(rows: Sequence[RelatednessRow], title: str, compare: Seq
 
     panels = [(rows, title)] + ([(compare, compare_title)] if compare else [])
     top = max(1.0, math.ceil(max((row.sr for rows_, _ in panels for row in rows_), default=0.0) * 20) / 20)
-    bins = np.linspace(0.0, top, int(round(top / 0.05)) + 1)
+    # 0.05 wide bins split at the group edges, so that no bar holds two groups' classes
+    bins = np.unique(np.concatenate([np.linspace(0.0, top, int(round(top / 0.05)) + 1),
+                                     [e for e in edges if 0.0 < e < top]]).round(SR_DECIMALS))
     figure = Figure(figsize=(7.5 * len(panels), 4.2), dpi=120, layout="constrained")
     FigureCanvasAgg(figure)
     first = None
@@ -247,7 +250,31 @@ def sr_histogram_figure(rows: Sequence[RelatednessRow], title: str, compare: Seq
         axes = figure.add_subplot(1, len(panels), index + 1, sharey=first)
         first = first or axes
         _draw_histogram(axes, panel_rows, panel_title, bins, edges)
+    figure.draw_without_rendering()  # the layout, so that the captions' extents are final
+    for axes in figure.axes:
+        separate_captions(figure, axes, list(axes.texts))
     return figure
+
+
+_CAPTION_STEP_PT = 8.0  # how far a caption moves up when it would cover another one
+_TITLE_PAD_PT = 14.0  # room between the axes and the title for one row of captions
+
+
+def separate_captions(figure, axes, captions: list) -> None:
+    """Move each caption (an annotation above `axes`, offset in points) up one row at a time until it covers none
+    before it, then give the title room for the rows used: edges close together, or groups of one class among
+    many, would otherwise print their captions over each other."""
+    renderer = figure.canvas.get_renderer()
+    placed, rows = [], 0
+    for caption in captions:
+        for row in range(len(captions)):
+            caption.xyann = (caption.xyann[0], 2.0 + row * _CAPTION_STEP_PT)
+            box = caption.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+        placed.append(box)
+        rows = max(rows, row)
+    axes.set_title(axes.get_title(), fontsize=9, pad=_TITLE_PAD_PT + rows * _CAPTION_STEP_PT)
 
 
 def _draw_histogram(axes, rows: Sequence[RelatednessRow], title: str, bins: np.ndarray,
@@ -265,7 +292,7 @@ def _draw_histogram(axes, rows: Sequence[RelatednessRow], title: str, bins: np.n
     axes.set_xlim(0.0, bins[-1])
     axes.set_xlabel("semantic relatedness SR (min cosine distance to a seen class)")
     axes.set_ylabel("classes")
-    axes.set_title("\n".join(textwrap.wrap(title, 95)), fontsize=9, pad=14)
+    axes.set_title("\n".join(textwrap.wrap(title, 95)), fontsize=9, pad=_TITLE_PAD_PT)
     axes.legend(fontsize=8, title="group (classes)", title_fontsize=8)
 
 
@@ -328,7 +355,8 @@ def run_relatedness(config: RelatednessConfig) -> RelatednessSummary:
 
     counts = {group: sum(row.group == group for row in rows) for group, _ in GROUPS}
     share = sum(row.sr < _SHARE_BELOW for row in rows) / len(rows)
-    title = f"{Path(config.classes).name} ({len(rows)} classes) vs {', '.join(seen)}; {source.spec}"
+    seen_text = ", ".join(name if _is_shipped(name) else Path(name).name for name in seen)  # file names, not paths
+    title = f"{Path(config.classes).name} ({len(rows)} classes) vs {seen_text}; {source.spec}"
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = RelatednessSummary(
@@ -352,7 +380,7 @@ def run_relatedness(config: RelatednessConfig) -> RelatednessSummary:
         compared = {"embedding": other.provenance(),
                     "counts": {group: sum(row.group == group for row in compare_rows) for group, _ in GROUPS},
                     "share_sr_below_0_2": sum(row.sr < _SHARE_BELOW for row in compare_rows) / len(rows)}
-        compare_title = f"{Path(config.classes).name} ({len(rows)} classes) vs {', '.join(seen)}; {other.spec}"
+        compare_title = f"{Path(config.classes).name} ({len(rows)} classes) vs {seen_text}; {other.spec}"
         summary = replace(summary, compare_counts=compared["counts"],
                           compare_png_path=out_dir / "relatedness_compare.png")
         figure = sr_histogram_figure(rows, title, compare_rows, compare_title, edges)

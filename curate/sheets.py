@@ -2,11 +2,13 @@
 
 Every sheet lists the same videos (those with a filmstrip), each in its own seeded order so that no two reviewers
 meet the videos (and a class's videos) in the same sequence; a reviewer fills `label` with yes (the video shows the
-class), no or unsure. Sheets are never overwritten: they may hold annotations.
+class), no or unsure, and may give, with a yes, the span that shows the class (`start_s,end_s`, seconds as the
+filmstrip's cells count them). Sheets are never overwritten: they may hold annotations.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from dataclasses import dataclass
@@ -32,7 +34,8 @@ class SheetsSummary:
 
 
 def make_sheets(config: SheetsConfig) -> SheetsSummary:
-    """Write one blank annotation sheet per reviewer: clip_id, class_name, video, filmstrip, label (to fill in).
+    """Write one blank annotation sheet per reviewer: clip_id, class_name, video, filmstrip (the first page), pages,
+    then label and the optional start_s,end_s to fill in.
 
     Every sheet lists the same videos (those with a filmstrip), shuffled per reviewer (`random.Random` seeded
     with `config.seed` and the reviewer's name: the same sheets on a rerun); paths are relative to the sheet. A
@@ -45,6 +48,10 @@ def make_sheets(config: SheetsConfig) -> SheetsSummary:
     """
     index_path = Path(config.filmstrips)
     rows = read_index(index_path)
+    record = index_path.with_name("filmstrips.json")
+    if record.is_file() and not json.loads(record.read_text(encoding="utf-8")).get("finished", True):
+        logger.warning("%s: the filmstrips run into %s did not finish; the sheets list only the videos done so far "
+                       "(run curate filmstrips again to finish it)", index_path, index_path.parent)
     ok = [row for row in rows if row["status"] == "ok"]
     if not ok:
         raise InputError(f"{index_path}: no video has a filmstrip; nothing to annotate")
@@ -57,7 +64,8 @@ def make_sheets(config: SheetsConfig) -> SheetsSummary:
     out_dir.mkdir(parents=True, exist_ok=True)
     base = index_path.parent
     table = [[row["clip_id"], row["class_name"], relative_path(resolve_path(row["video"], base), out_dir),
-              relative_path(resolve_path(row["filmstrip"], base), out_dir), ""] for row in ok]
+              relative_path(resolve_path(row["filmstrip"], base), out_dir), row.get("pages") or "1", "", "", ""]
+             for row in ok]
     for name, sheet in zip(config.reviewers, sheets, strict=True):
         order = list(range(len(table)))
         random.Random(f"{config.seed}:{name}").shuffle(order)

@@ -7,8 +7,8 @@ folder can be moved or shared with annotators as a whole: `relative_path` writes
 |---|---|---|
 | `classes.csv` (class table) | `curate select` | `CLASS_COLUMNS` |
 | `filmstrips.csv` (index) | `curate filmstrips` | `INDEX_COLUMNS` |
-| `<reviewer>.csv` (sheet) | `curate sheets` | `SHEET_COLUMNS`, `label` filled in by the reviewer |
-| `decisions.csv` | `curate merge` | clip_id, class_name, decision, yes / no / unsure counts, label_<reviewer> |
+| `<reviewer>.csv` (sheet) | `curate sheets` | `SHEET_COLUMNS`, `label` (and a span) filled in by the reviewer |
+| `decisions.csv` | `curate merge` | clip_id, class_name, decision, yes / no / unsure, start_s, end_s, label_<name> |
 | `manifest.csv` | `curate build` | `MANIFEST_COLUMNS` (the extraction manifest plus group and sr) |
 """
 
@@ -36,16 +36,21 @@ __all__ = [
     "relative_path",
     "resolve_path",
     "format_float",
+    "parse_span",
 ]
 
 LABELS = ("yes", "no", "unsure")  # an annotator's label of one video; only "yes" keeps a video
-DECISIONS = ("keep", "mixed", "rejected")  # all yes; some yes and some not; no yes at all
+# all yes; some yes and some not; no yes at all; fewer reviewers than the stated minimum (not decided)
+DECISIONS = ("keep", "mixed", "rejected", "too-few-reviews")
 CLASS_COLUMNS = ("class_name", "sr", "group", "nearest_seen_class", "nearest_seen_dataset")
-INDEX_COLUMNS = ("clip_id", "class_name", "video", "filmstrip", "status", "reason", "duration_s", "frames",
-                 "has_audio", "width_px", "height_px", "fps", "sample_rate_hz", "audio_channels")
-SHEET_COLUMNS = ("clip_id", "class_name", "video", "filmstrip", "label")
-MANIFEST_COLUMNS = ("clip_id", "path", "class_name", "split", "group", "sr", "has_audio", "duration_s", "width_px",
-                    "height_px", "fps", "sample_rate_hz", "audio_channels")
+INDEX_COLUMNS = ("clip_id", "class_name", "video", "start_s", "end_s", "filmstrip", "pages", "seconds_per_frame",
+                 "status", "reason", "duration_s", "frames", "has_audio", "width_px", "height_px", "fps",
+                 "sample_rate_hz", "audio_channels")
+# label: yes / no / unsure; start_s,end_s (optional, with a yes): the span showing the class, on the filmstrip's clock
+SHEET_COLUMNS = ("clip_id", "class_name", "video", "filmstrip", "pages", "label", "start_s", "end_s")
+# The manifest contract's six columns first (clip_id,path,class_name,split,start_s,end_s), then what build adds.
+MANIFEST_COLUMNS = ("clip_id", "path", "class_name", "split", "start_s", "end_s", "group", "sr", "has_audio",
+                    "duration_s", "width_px", "height_px", "fps", "sample_rate_hz", "audio_channels")
 
 
 @dataclass(frozen=True)
@@ -126,3 +131,22 @@ def resolve_path(text: str, base: Path) -> Path:
 
 def format_float(value: float | None, digits: int = 3) -> str:
     return "" if value is None else f"{value:.{digits}f}"
+
+
+def parse_span(start: str, end: str, where: str) -> tuple[float, float] | None:
+    """A `start_s,end_s` pair of a row (seconds, 0 <= start < end), or None when both are blank.
+
+    Raises:
+        InputError: one without the other, not numbers, or not 0 <= start < end (`where` names the file and line).
+    """
+    start, end = (start or "").strip(), (end or "").strip()
+    if not start and not end:
+        return None
+    try:
+        span = float(start), float(end)
+    except ValueError:
+        span = None
+    if span is None or not 0 <= span[0] < span[1] < float("inf"):
+        raise InputError(f"{where}: start_s,end_s must both be seconds with 0 <= start_s < end_s (or both blank), "
+                         f"got {start!r}, {end!r}")
+    return span

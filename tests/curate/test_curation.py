@@ -74,8 +74,8 @@ def test_fleiss_kappa_by_hand_undefined_and_invalid():
     assert fleiss_kappa(np.array([[3, 0], [3, 0]])) is None  # every rating "yes": 0 / 0
     assert fleiss_kappa(np.array([[2, 0], [0, 2]])) == pytest.approx(1.0)
     assert fleiss_kappa(np.array([[1, 1], [1, 1]])) == pytest.approx(-1.0)  # two raters never agree
-    with pytest.raises(ValueError, match="same number"):
-        fleiss_kappa(np.array([[2, 1], [1, 1]]))
+    # Subjects with 3 and 2 raters: P = (1/3, 0), P_bar = 1/6; p = (3, 2) / 5, P_e = 13/25 -> -53/72.
+    assert fleiss_kappa(np.array([[2, 1], [1, 1]])) == pytest.approx(-53 / 72, abs=1e-12)
     with pytest.raises(ValueError, match=">= 2"):
         fleiss_kappa(np.array([[1, 0], [0, 1]]))
     with pytest.raises(ValueError, match="at least one subject"):
@@ -118,7 +118,7 @@ def test_merge_keeps_unanimous_yes_and_reports_hand_computed_agreement(tmp_path)
     sheets = _hand_sheets(tmp_path / "sheets")
     summary = merge_annotations(MergeConfig(sheets=sheets, out_dir=tmp_path / "merged"))
     assert summary.reviewers == ("a", "b", "c") and summary.n_videos == 5
-    assert summary.decisions == {"keep": 2, "mixed": 2, "rejected": 1}
+    assert summary.decisions == {"keep": 2, "mixed": 2, "rejected": 1, "too-few-reviews": 0}
     decisions = {row["clip_id"]: row for row in _rows(summary.decisions_path)}
     assert {k: v["decision"] for k, v in decisions.items()} == {"v1": "keep", "v2": "mixed", "v3": "rejected",
                                                                 "v4": "mixed", "v5": "keep"}
@@ -133,12 +133,12 @@ def test_merge_keeps_unanimous_yes_and_reports_hand_computed_agreement(tmp_path)
     assert per_class["class x"]["fleiss_kappa"] == pytest.approx(-0.2)  # p = (5, 1, 0)/6: (24 - 26) / (36 - 26)
     assert per_class["class y"]["fleiss_kappa"] == pytest.approx(5 / 11)  # p = (2, 3, 1)/6: (24 - 14) / (36 - 14)
     assert per_class["class z"]["fleiss_kappa"] is None  # every label yes: undefined, shown as n/a
-    assert per_class["class x"]["decisions"] == {"keep": 1, "mixed": 1, "rejected": 0}
+    assert per_class["class x"]["decisions"] == {"keep": 1, "mixed": 1, "rejected": 0, "too-few-reviews": 0}
     a, b = [labels[0] for _, labels in _HAND.values()], [labels[1] for _, labels in _HAND.values()]
     assert record["overall"]["cohen_kappa"]["a~b"] == pytest.approx(cohen_kappa_score(a, b))
     markdown = summary.agreement_md.read_text()
-    assert "| **all** | 5 | 2 | 2 | 1 | 60.0% | 0.444 | 0.400 |" in markdown
-    assert "| class z | 1 | 1 | 0 | 0 | 100.0% | n/a | n/a |" in markdown
+    assert "| **all** | 5 | 2 | 2 | 1 | 0 | 60.0% | 0.444 | 0.400 |" in markdown
+    assert "| class z | 1 | 1 | 0 | 0 | 0 | 100.0% | n/a | n/a |" in markdown
 
 
 def test_merge_reads_y_and_n_as_yes_and_no(tmp_path):
@@ -150,20 +150,73 @@ def test_merge_reads_y_and_n_as_yes_and_no(tmp_path):
     assert _rows(typed.decisions_path) == _rows(full.decisions_path)
 
 
-def test_merge_rejects_incomplete_wrong_or_mismatched_sheets(tmp_path):
+def test_merge_rejects_unlabelled_wrong_or_contradicting_sheets(tmp_path):
     sheets = _hand_sheets(tmp_path / "ok")
     with pytest.raises(ValueError, match="at least 2 reviewers"):
         MergeConfig(sheets=sheets[:1], out_dir=tmp_path / "m")
-    blank = dict(_HAND, v2=("class x", ("yes", "", "no")))
-    with pytest.raises(ValueError, match=r"b\.csv: 1 rows have no label \(lines 3\)"):
+    with pytest.raises(ValueError, match="`min_reviewers` must be between 1 and the 3 sheets, got 4"):
+        MergeConfig(sheets=sheets, out_dir=tmp_path / "m", min_reviewers=4)
+    blank = {clip: (name, (labels[0], "", labels[2])) for clip, (name, labels) in _HAND.items()}
+    with pytest.raises(ValueError, match=r"b\.csv: no row has a label"):
         merge_annotations(MergeConfig(sheets=_hand_sheets(tmp_path / "blank", blank), out_dir=tmp_path / "m"))
     wrong = dict(_HAND, v3=("class y", ("no", "maybe", "no")))
     with pytest.raises(ValueError, match="yes, no or unsure.*'maybe'"):
         merge_annotations(MergeConfig(sheets=_hand_sheets(tmp_path / "wrong", wrong), out_dir=tmp_path / "m"))
-    other = _hand_sheets(tmp_path / "other", {k: v for k, v in _HAND.items() if k != "v5"}, ("d",))
-    with pytest.raises(ValueError, match="do not list the same videos"):
+    other = _hand_sheets(tmp_path / "other", dict(_HAND, v5=("class q", ("yes",) * 3)), ("d",))
+    with pytest.raises(ValueError, match="gives clip 'v5' the class 'class q'.*gives it 'class z'"):
         merge_annotations(MergeConfig(sheets=(sheets[0], *other), out_dir=tmp_path / "m"))
+    span = tmp_path / "span"
+    span.mkdir()
+    bad = (_write_rows(span / "a.csv", ("clip_id", "class_name", "label", "start_s", "end_s"),
+                       [["v1", "x", "yes", "5", ""]]), sheets[1])
+    with pytest.raises(ValueError, match=r"a\.csv line 2: start_s,end_s must both be seconds"):
+        merge_annotations(MergeConfig(sheets=bad, out_dir=tmp_path / "m"))
     assert not (tmp_path / "m").exists()  # nothing written on error
+
+
+# video -> (class, {reviewer: (label, start_s, end_s)}): c has no row for v1, b leaves v3 blank, only a saw v4
+_PARTIAL = {
+    "v1": ("x", {"a": ("yes", "", ""), "b": ("yes", "", "")}),
+    "v2": ("x", {"a": ("yes", "", ""), "b": ("no", "", ""), "c": ("yes", "", "")}),
+    "v3": ("y", {"a": ("no", "", ""), "b": ("", "", ""), "c": ("no", "", "")}),
+    "v4": ("y", {"a": ("yes", "", ""), "c": ("", "", "")}),
+    "v5": ("z", {"a": ("yes", "2", "10"), "b": ("yes", "4", "12.5"), "c": ("yes", "", "")}),
+    "v6": ("z", {"a": ("yes", "0", "3"), "b": ("y", "5", "8"), "c": ("yes", "", "")}),
+}
+
+
+def _partial_sheets(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    return tuple(_write_rows(folder / f"{r}.csv", ("clip_id", "class_name", "label", "start_s", "end_s"),
+                             [[clip, name, *by[r]] for clip, (name, by) in _PARTIAL.items() if r in by])
+                 for r in ("a", "b", "c"))
+
+
+def test_merge_when_not_every_reviewer_saw_every_video(tmp_path, caplog):
+    sheets = _partial_sheets(tmp_path / "sheets")
+    summary = merge_annotations(MergeConfig(sheets=sheets, out_dir=tmp_path / "m"))  # at least 2 reviewers
+    rows = {row["clip_id"]: row for row in _rows(summary.decisions_path)}
+    assert {k: r["decision"] for k, r in rows.items()} == {"v1": "keep", "v2": "mixed", "v3": "rejected",
+                                                           "v4": "too-few-reviews", "v5": "keep", "v6": "mixed"}
+    assert summary.too_few_reviews == ("v4",) and summary.labelled == {"a": 6, "b": 4, "c": 4}
+    assert (rows["v5"]["start_s"], rows["v5"]["end_s"]) == ("4", "10")  # where the spans given with a yes overlap
+    assert (rows["v1"]["start_s"], rows["v1"]["label_c"], rows["v3"]["label_b"]) == ("", "", "")
+    # Fleiss over the 5 videos with >= 2 labels: P = (1, 1/3, 1, 1, 1), P_bar = 13/15; p = (10, 3, 0) / 13,
+    # P_e = 109/169 -> (13 * 169 - 109 * 15) / (15 * 60) = 562/900.
+    assert summary.fleiss_kappa == pytest.approx(562 / 900, abs=1e-12)
+    record = json.loads(summary.agreement_json.read_text())
+    both = [clip for clip, (_, by) in _PARTIAL.items() if by.get("a", ("",))[0] and by.get("b", ("",))[0]]
+    a, b = ([{"y": "yes"}.get(_PARTIAL[c][1][r][0], _PARTIAL[c][1][r][0]) for c in both] for r in "ab")
+    assert record["overall"]["cohen_kappa"]["a~b"] == pytest.approx(cohen_kappa_score(a, b))
+    assert record["overall"]["cohen_kappa"]["b~c"] == pytest.approx(cohen_kappa_score(["no", "yes", "yes"],
+                                                                                     ["yes", "yes", "yes"]))
+    assert record["span_conflicts"] == 1 and record["decisions"]["too-few-reviews"] == 1
+    markdown = summary.agreement_md.read_text()
+    assert "a 6, b 4, c 4 videos labelled" in markdown and "fewer than 2 reviewers**: 1" in markdown
+    assert "Videos with too few reviewers (label them, or lower --min-reviewers): v4" in markdown
+    assert any("b labelled 4 of 6 videos" in r.getMessage() for r in caplog.records)
+    strict = merge_annotations(MergeConfig(sheets=sheets, out_dir=tmp_path / "m3", min_reviewers=3))
+    assert strict.too_few_reviews == ("v1", "v3", "v4") and strict.decisions["keep"] == 1
 
 
 # --- select ---------------------------------------------------------------------------------------------------------
@@ -243,6 +296,13 @@ def test_select_with_the_default_glove_vectors(tmp_path):
     summary = select_classes(SelectConfig(candidates=str(candidates), out_dir=tmp_path / "select"))
     assert summary.seen == ("kinetics400", "kinetics600", "kinetics700", "vggsound", "ucf101", "activitynet")
     assert summary.kept == ("knitting a scarf",) and summary.counts["overlap"] == 1  # Kinetics' own class
+    # UCF-101 against the other five lists under the same vectors (docs/curation.md's table)
+    assert summary.reference == "ucf101" and summary.reference_counts == {"overlap": 54, "easy": 43, "medium": 4,
+                                                                          "hard": 0, "too-far": 0}
+    table = summary.distribution_table().splitlines()
+    assert table[0].split() == ["SR", "group", "candidates", "ucf101", "(reference)"]
+    assert table[1].split() == ["overlap", "1", "(50%)", "54", "(53%)"] and table[3].split()[:2] == ["medium", "0"]
+    assert table[-1].startswith("warning: no candidate in group(s) medium, hard")
     (row,) = tables.read_class_table(summary.classes_path)
     assert row.group == "easy" and 0.1 < row.sr <= 0.33 and row.nearest_seen_class == "knitting"
 
@@ -258,8 +318,14 @@ def test_build_refuses_a_hand_edited_table_that_select_could_not_have_written(tm
         build([["xeasy", "0.2", "easy"], ["xhard", "0.5", "hard"]])
     with pytest.raises(ValueError, match=r"'xeasy' \(SR 0.2 is medium, not easy"):  # other edges, other groups
         build([["xeasy", "0.2", "easy"]], edges=(0.1, 0.15, 0.66, 0.8))
-    with pytest.raises(ValueError, match=r"video backbone was trained on.*'Getting A Tattoo' \(kinetics400\)"):
-        build([["Getting A Tattoo", "0.2", "easy"], ["xeasy", "0.2", "easy"]])
+    with pytest.raises(ValueError, match=r"1 class\(es\) are seen.*'Getting Tattoos' \(kinetics400: 'getting a tat"):
+        build([["Getting Tattoos", "0.2", "easy"], ["xeasy", "0.2", "easy"]])
+    own = tmp_path / "my_training_classes.txt"  # the seen lists select scored the table against (relatedness.json)
+    own.write_text("making origami\n")
+    (tmp_path / "relatedness.json").write_text(json.dumps({"config": {"seen": [str(own), "hmdb51"]}}))
+    with pytest.raises(ValueError, match=r"2 class\(es\) are seen.*'Make Origami' \(.*my_training_classes.txt: "
+                                         r"'making origami'\); 'Falling-Floor' \(hmdb51: 'fall_floor'\)"):
+        build([["xeasy", "0.2", "easy"], ["Make Origami", "0.2", "easy"], ["Falling-Floor", "0.2", "easy"]])
     with pytest.raises(FileNotFoundError):  # a consistent table gets as far as reading the decisions
         build([["xeasy", "0.2", "easy"]])
 
@@ -348,7 +414,7 @@ def test_sheets_one_blank_sheet_per_reviewer_never_overwritten(curation, tmp_pat
     assert [p.name for p in summary.sheets] == ["alice.csv", "bob.csv"]
     assert (summary.n_videos, summary.n_failed) == (9, 3)
     alice, bob = _rows(summary.sheets[0]), _rows(summary.sheets[1])
-    assert list(alice[0]) == ["clip_id", "class_name", "video", "filmstrip", "label"]
+    assert list(alice[0]) == ["clip_id", "class_name", "video", "filmstrip", "pages", "label", "start_s", "end_s"]
     # the same videos, each reviewer in an own order (seeded: a rerun writes the same sheets)
     assert sorted(alice, key=str) == sorted(bob, key=str) and alice != bob
     again = make_sheets(SheetsConfig(filmstrips=index, reviewers=("alice",), out_dir=tmp_path / "again"))
@@ -387,7 +453,7 @@ def _annotate(curation, folder, bob_also_rejects: int | None = None):
 def test_build_the_evaluation_set_from_synthetic_annotations(curation, tmp_path):
     sheets, expected = _annotate(curation, tmp_path / "sheets")
     merged = merge_annotations(MergeConfig(sheets=sheets, out_dir=tmp_path / "merged"))
-    assert merged.decisions == {"keep": 6, "mixed": 2, "rejected": 1}
+    assert merged.decisions == {"keep": 6, "mixed": 2, "rejected": 1, "too-few-reviews": 0}
     summary = build_evaluation_set(BuildConfig(decisions=merged.decisions_path, classes=curation["table"],
                                                        filmstrips=curation["summary"].index_path,
                                                        out_dir=tmp_path / "final"))
@@ -398,8 +464,8 @@ def test_build_the_evaluation_set_from_synthetic_annotations(curation, tmp_path)
     assert summary.dropped == {"could not be decoded": 3, "mixed annotations": 2, "no reviewer said yes": 1}
 
     rows = _rows(summary.manifest_path)
-    assert list(rows[0]) == ["clip_id", "path", "class_name", "split", "group", "sr", "has_audio", "duration_s",
-                             "width_px", "height_px", "fps", "sample_rate_hz", "audio_channels"]
+    assert list(rows[0]) == ["clip_id", "path", "class_name", "split", "start_s", "end_s", "group", "sr", "has_audio",
+                             "duration_s", "width_px", "height_px", "fps", "sample_rate_hz", "audio_channels"]
     assert {row["split"] for row in rows} == {"unseen"}
     assert {(row["class_name"], row["group"], row["sr"]) for row in rows} == {
         (easy, "easy", "0.200000"), (medium, "medium", "0.450000"), (hard, "hard", "0.700000")}
@@ -473,12 +539,14 @@ def test_cli_curate_end_to_end_from_a_class_folder(tmp_path, constructed_vectors
     candidates.write_text("\n".join(_TARGET_SR) + "\n")
     work = tmp_path / "work"
     output = _invoke(["curate", "select", "--candidates", str(candidates), "--seen", "hmdb51", "--embeddings",
-                      f"word2vec:{vectors}", "--out-dir", str(work / "select")])
-    assert "kept 3 of 5 candidate classes" in output
+                      f"word2vec:{vectors}", "--out-dir", str(work / "select"), "--reference", "none"])
+    assert "kept 3 of 5 candidate classes" in output and "(reference)" not in output
+    assert output.splitlines()[0].split() == ["SR", "group", "candidates"] and output.splitlines()[4].split() == [
+        "hard", "1", "(20%)"]
     output = _invoke(["curate", "filmstrips", "--videos", str(folder), "--out-dir", str(work / "strips"),
                       "--classes", str(work / "select" / "classes.csv"), "--workers", "1", "--no-progress",
                       "--rows", "2", "--columns", "5", "--image-format", "png"])
-    assert "6 filmstrips, 0 videos failed, 4 skipped" in output
+    assert "6 filmstrips (6 pages; 0 at a wider stride), 0 videos failed, 4 skipped" in output
     assert (work / "strips" / "filmstrips" / "xeasy" / "clip0.png").is_file()
     output = _invoke(["curate", "sheets", "--filmstrips", str(work / "strips" / "filmstrips.csv"),
                       "--reviewers", "ann,ben", "--out-dir", str(work / "sheets")])
@@ -486,7 +554,7 @@ def test_cli_curate_end_to_end_from_a_class_folder(tmp_path, constructed_vectors
     merge = ["curate", "merge", str(work / "sheets" / "ann.csv"), str(work / "sheets" / "ben.csv"),
              "--out-dir", str(work / "merged")]
     result = CliRunner().invoke(cli, merge)  # blank sheets: a one-line error, exit 1
-    assert result.exit_code == 1 and "Error: " in result.output and "have no label" in result.output
+    assert result.exit_code == 1 and "Error: " in result.output and "no row has a label" in result.output
     labels = {"xhard/clip1": "no"}
     for name in ("ann", "ben"):
         _fill(work / "sheets" / f"{name}.csv", {f"{c}/clip{k}": labels.get(f"{c}/clip{k}", "yes")

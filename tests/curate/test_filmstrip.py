@@ -1,5 +1,6 @@
 """curate.filmstrip: the frame shown at each second (by timestamp, any GOP structure), blank cells after the end,
-stopping after 100 s, rotation, the image grid, and every undecodable input as a MediaError with its reason."""
+stopping after the last cell, rotation, the image grid, pages covering the whole video (a wider stated stride for a
+very long one) with the class in each header, and every undecodable input as a MediaError with its reason."""
 
 from __future__ import annotations
 
@@ -116,7 +117,8 @@ def test_display_rotation_gives_portrait_cells(tmp_path):
 def test_render_filmstrip_draws_the_grid_times_and_blank_cells(tmp_path):
     layout = FilmstripLayout(rows=2, columns=3, cell_width_px=96, cell_height_px=64, image_format="png")
     video = _clip(tmp_path, "four_s", 4.0, 5)  # cells at 0..3 s show frames, 4 s and 5 s are after the end
-    path, sampled = render_filmstrip(video, tmp_path / "out" / "strip.png", layout, title="clip")
+    (path,), sampled, stride = render_filmstrip(video, tmp_path / "out" / "strip.png", layout, title="clip")
+    assert stride == 1.0
     image = np.asarray(Image.open(path).convert("RGB"))
     gutter, header = filmstrip._GUTTER_PX, filmstrip._HEADER_PX
     assert image.shape == (header + 2 * 64 + 3 * gutter, 3 * 96 + 4 * gutter, 3)
@@ -189,13 +191,57 @@ def test_sample_times_must_increase(tmp_path):
 def test_a_segment_fills_cells_from_its_start_and_blanks_after_its_end(tmp_path):
     video = _clip(tmp_path, "long", 12.3, 10)  # 123 frames: frame k is shown from k / 10 s
     layout = FilmstripLayout()
-    sampled = sample_segment(video, layout, Segment(4.0, 9.5))
+    sampled = sample_segment(video, layout.times_s, (192, 108), Segment(4.0, 9.5))
     assert [_number(f) for f in sampled.frames[:6]] == [40, 50, 60, 70, 80, 90]  # 4 s .. 9 s
     assert all(f is None for f in sampled.frames[6:]) and sampled.duration_s == pytest.approx(5.5)
-    past = sample_segment(video, layout, Segment(10.0, 30.0))  # cut at the video's end
+    past = sample_segment(video, layout.times_s, (192, 108), Segment(10.0, 30.0))  # cut at the video's end
     assert [_number(f) for f in past.frames[:3]] == [100, 110, 120] and past.frames[3] is None
     assert past.duration_s == pytest.approx(2.3)
     result = render_job(FilmstripJob("late", video, tmp_path / "late.jpg", layout, Segment(20.0, 30.0)))
     assert not result.ok and "segment 20-30 s starts after the end of the video (12.30 s)" in result.reason
     done = render_job(FilmstripJob("mid", video, tmp_path / "mid.jpg", layout, Segment(4.0, 9.5)))
     assert done.ok and done.frames == 6 and done.duration_s == pytest.approx(5.5)
+
+
+def _headers(monkeypatch) -> list[str]:
+    """Record the header text of every page drawn (the real drawing still runs)."""
+    titles, compose = [], filmstrip._compose
+    monkeypatch.setattr(filmstrip, "_compose", lambda frames, layout, title, times=None: (
+        titles.append(title), compose(frames, layout, title, times))[1])
+    return titles
+
+
+def test_pages_cover_the_whole_video_and_name_the_class(tmp_path, monkeypatch):
+    layout = FilmstripLayout(rows=2, columns=5, cell_width_px=96, cell_height_px=48, max_pages=3, image_format="png")
+    video = _clip(tmp_path, "long", 25.0, 2)  # 50 frames: frame k shown from k / 2 s; cells 0..24 s on 3 pages
+    titles = _headers(monkeypatch)
+    paths, sampled, stride = render_filmstrip(video, tmp_path / "out" / "clip.png", layout, title="c1",
+                                              class_name="making origami")
+    assert stride == 1.0 and [p.name for p in paths] == ["clip.png", "clip~page2.png", "clip~page3.png"]
+    assert [_number(f) for f in sampled.frames[:25]] == [2 * k for k in range(25)]
+    assert len(sampled.frames) == 25 and filmstrip.page_paths(paths[0], 3) == paths
+    assert titles == [f"c1  |  making origami  |  page {k}/3 ({span})  |  25.0 s  |  1 frame every 1 s"
+                      for k, span in ((1, "0:00-0:09"), (2, "0:10-0:19"), (3, "0:20-0:24"))]
+    last = np.asarray(Image.open(paths[2]).convert("RGB"))
+    gutter, header = filmstrip._GUTTER_PX, filmstrip._HEADER_PX
+    for k in range(10):  # page 3: cells at 20..24 s, then blank
+        row, column = divmod(k, 5)
+        top, left = header + gutter + row * (48 + gutter), gutter + column * (96 + gutter)
+        cell = last[top:top + 48, left:left + 96]
+        if k < 5:
+            assert _number(cell) == 2 * (20 + k)
+        else:
+            assert (cell == filmstrip._BACKGROUND).all(), k
+
+
+def test_a_very_long_video_is_sampled_at_a_wider_stated_stride(tmp_path, monkeypatch):
+    layout = FilmstripLayout(rows=2, columns=5, cell_width_px=96, cell_height_px=48, max_pages=3)
+    assert filmstrip.cell_times(70.0, layout)[0] == 3.0  # 70 cells at 1 s > 30: every 3 s, 24 cells
+    assert filmstrip.cell_times(30.0, layout)[1].tolist() == list(range(30))
+    assert filmstrip.cell_times(None, layout)[1].size == 30  # unknown length: every page
+    video = _clip(tmp_path, "very_long", 70.0, 1)
+    titles = _headers(monkeypatch)
+    result = render_job(FilmstripJob("v", video, tmp_path / "v.jpg", layout, class_name="kayaking"))
+    assert result.ok and (result.pages, result.seconds_per_frame, result.frames) == (3, 3.0, 24)
+    assert titles[0].endswith("70.0 s  |  1 frame every 3 s (widened from 1 s: at most 3 pages)")
+    assert "page 3/3 (1:00-1:09)" in titles[2] and result.covered_s is None

@@ -241,3 +241,33 @@ def test_own_training_classes_and_edges(tmp_path, hmdb_vectors):
     assert set(json.loads(moved.json_path.read_text())["empty_groups"]) == {"easy", "hard"}
     axes = rel.sr_histogram_figure([], "t", edges=edges).axes[0]
     assert [t.get_text() for t in axes.texts] == [f"{e:g}" for e in edges]
+
+
+def _extents(figure, artists):
+    renderer = figure.canvas.get_renderer()
+    return [artist.get_window_extent(renderer) for artist in artists]
+
+
+def _assert_readable(figure, axes, captions):
+    """Captions cover no other caption nor the title, and the title lies wholly inside the figure (not cut off)."""
+    figure.draw_without_rendering()
+    boxes = _extents(figure, captions)
+    (title,) = _extents(figure, [axes.title])
+    assert all(not a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert all(not box.overlaps(title) for box in boxes)
+    whole = figure.bbox
+    assert whole.x0 <= title.x0 and title.x1 <= whole.x1 and title.y1 <= whole.y1
+
+
+def test_histogram_captions_of_close_edges_do_not_overlap():
+    rows = [rel.RelatednessRow(f"c{i}", (), sr, rel.relatedness_group(sr, (0.1, 0.12, 0.66, 0.7)), "", "")
+            for i, sr in enumerate((0.05, 0.11, 0.3, 0.68))]
+    figure = rel.sr_histogram_figure(rows, "a long title of many words " * 8, edges=(0.1, 0.12, 0.66, 0.7))
+    axes = figure.axes[0]
+    assert [t.get_text() for t in axes.texts] == ["0.1", "0.12", "0.66", "0.7"]
+    assert axes.texts[1].xyann[1] > axes.texts[0].xyann[1] == axes.texts[2].xyann[1]  # 0.12 moved up one row
+    _assert_readable(figure, axes, axes.texts)
+    # no bar spans a group edge: every edge is a bin boundary
+    lefts = sorted({round(p.get_x(), 6) for p in axes.patches} | {round(p.get_x() + p.get_width(), 6)
+                                                                  for p in axes.patches})
+    assert {0.1, 0.12, 0.66, 0.7} <= set(lefts)
