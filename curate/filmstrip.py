@@ -13,7 +13,8 @@ Decoding (PyAV) reads only what the grid needs:
   each one that has leading frames (shown before its keyframe, they reference the group before: open GOPs); with
   keyframes less than a second apart (intra-only codecs, short-GOP camera files) most groups are skipped;
 - a frame that no cell shows and that no other frame references is skipped inside the decoder (FFmpeg's
-  `skip_frame`, set per packet from the packets' presentation times, known before decoding);
+  `skip_frame`, set per packet from the packets' presentation times, known before decoding; only for the codecs
+  of `extract.media.SKIPS_ONLY_UNREFERENCED`, as the views' decoder);
 - only the frame shown at each cell's time is converted to RGB, at the cell's size in the same swscale call.
 
 The frame shown at time t is `extract.media`'s rule, the one the backbones' views use (`extract.decode`); that
@@ -30,7 +31,6 @@ import logging
 import math
 import os
 import time
-from bisect import bisect_right
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -41,6 +41,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from curate.config import FilmstripLayout
 from extract.media import (
+    SKIPS_ONLY_UNREFERENCED,
     TIME_TOLERANCE_S,
     MediaError,
     Segment,
@@ -49,6 +50,7 @@ from extract.media import (
     frames_shown_at,
     open_video,
     presentation_span,
+    shown_pts,
 )
 
 __all__ = [
@@ -275,11 +277,9 @@ def _decode(path: Path, stream, packets: list, first_pts: int, targets_s: np.nda
     group, starts, leading = _groups(packets, first_pts, time_base)
     needed = set((np.searchsorted(starts, targets_s + TIME_TOLERANCE_S, side="right") - 1).clip(0).tolist())
     decoded_groups = needed | {g - 1 for g in needed if g > 0 and leading[g]}
-    # The packet whose frame each target shows, by presentation time: others may be skipped when unreferenced.
-    pts_sorted = sorted(p.pts for p in packets if p.pts is not None)
-    wanted = {pts_sorted[max(0, bisect_right(pts_sorted, first_pts + (t + TIME_TOLERANCE_S) / time_base) - 1)]
-              for t in targets_s}
+    wanted = shown_pts(packets, targets_s, first_pts, stream.time_base)  # the others may be skipped, if unreferenced
     codec = stream.codec_context
+    skips = codec.name in SKIPS_ONLY_UNREFERENCED
     sar = float(codec.sample_aspect_ratio) if codec.sample_aspect_ratio else 1.0  # anamorphic video: non-square
     reformatter = VideoReformatter()
     kept: list[np.ndarray] = []
@@ -291,7 +291,7 @@ def _decode(path: Path, stream, packets: list, first_pts: int, targets_s: np.nda
         nonlocal convert_size, display_size, decoded
         for packet, g in zip(packets, group, strict=True):
             if g in decoded_groups:
-                codec.skip_frame = "DEFAULT" if packet.pts in wanted else "NONREF"
+                codec.skip_frame = "NONREF" if skips and packet.pts not in wanted else "DEFAULT"
                 for frame in stream.decode(packet):
                     decoded += 1
                     if convert_size is None:

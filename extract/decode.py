@@ -41,10 +41,6 @@ MIN_AUDIO_S = 0.025  # one 25 ms fbank window; Kaldi's fbank asserts on less
 # Frames are scaled in the decoder only when this many times larger than the views' short side: below it the bytes
 # saved are few, and the swscale filter's difference from the reference resize (docs/extract.md) grows.
 _DECODER_SCALING_MIN_RATIO = 2.0
-# Decoders whose non-reference frames (`skip_frame` "NONREF") no other frame references: H.264's nal_ref_idc 0
-# pictures, and B-frames of the MPEG family. Not HEVC: its sub-layer non-reference pictures can be references of
-# higher temporal sub-layers (phone video), and FFmpeg skips them all.
-_SKIPS_ONLY_UNREFERENCED = frozenset({"h264", "mpeg4", "mpeg1video", "mpeg2video", "h263"})
 # A segment's demux goes this far past its end: packets arrive in decode order and interleaved by stream, so the
 # last frames and samples of the segment can follow packets of a later time.
 _SEGMENT_MARGIN_S = 2.0
@@ -258,8 +254,8 @@ def _decode_frames(path: Path, stream, packets: list, first_pts: int, targets: n
     """Decode in order; convert to RGB only the frames shown at a target time (`extract.media`'s rule).
 
     A packet whose frame no target shows is decoded with `skip_frame` "NONREF" by the decoders of
-    `_SKIPS_ONLY_UNREFERENCED`: the decoder skips the frame when no other frame references it (B-frames, mostly),
-    which changes no other frame.
+    `extract.media.SKIPS_ONLY_UNREFERENCED`: the decoder skips the frame when no other frame references it
+    (B-frames, mostly), which changes no other frame.
 
     Args:
         short_side_px: scale the frames in the RGB conversion (swscale) so that their short side is this, when
@@ -274,7 +270,7 @@ def _decode_frames(path: Path, stream, packets: list, first_pts: int, targets: n
     reformatter = VideoReformatter()  # one per clip: reuses its swscale context (3x faster than to_ndarray)
     codec = stream.codec_context
     shown = media.shown_pts(packets, targets, first_pts, stream.time_base)
-    skips = codec.name in _SKIPS_ONLY_UNREFERENCED
+    skips = codec.name in media.SKIPS_ONLY_UNREFERENCED
     decoded = fed = 0
     last_kept = None
 

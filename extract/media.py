@@ -25,10 +25,14 @@ import numpy as np
 
 from extract.errors import InputError
 
-__all__ = ["TIME_TOLERANCE_S", "MediaError", "Segment", "open_video", "describe", "presentation_span",
-           "shown_pts", "frames_shown_at", "display_orientation"]
+__all__ = ["TIME_TOLERANCE_S", "SKIPS_ONLY_UNREFERENCED", "MediaError", "Segment", "open_video", "describe",
+           "presentation_span", "shown_pts", "frames_shown_at", "display_orientation"]
 
 TIME_TOLERANCE_S = 1e-6  # sample times within this of a frame's time count as at or after it (float rounding)
+# Decoders whose non-reference frames (`skip_frame` "NONREF") no other frame references: H.264's nal_ref_idc 0
+# pictures, and B-frames of the MPEG family. Not HEVC: its sub-layer non-reference pictures can be references of
+# higher temporal sub-layers (phone video), and FFmpeg skips them all.
+SKIPS_ONLY_UNREFERENCED = frozenset({"h264", "mpeg4", "mpeg1video", "mpeg2video", "h263"})
 
 
 class MediaError(InputError):
