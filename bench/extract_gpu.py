@@ -230,9 +230,8 @@ def _busy_seconds(profile: torch.profiler.profile) -> float:
 
 def _bench_e2e(args: argparse.Namespace, config: ExtractConfig, manifests: dict, folder: Path) -> None:
     device = torch.device(args.device)
-    runs = [(attention, compiled, size) for attention in args.e2e_attention
-            for compiled in ((False, True) if args.e2e_compile else (False,)) for size in manifests]
-    for attention, compiled, (width, height) in runs:
+    compiled = args.e2e_compile
+    for attention, (width, height) in [(attention, size) for attention in args.e2e_attention for size in manifests]:
         manifest, write_s = manifests[(width, height)]
         extract = replace(config, compile=compiled, attention=attention)
         out = folder / f"store-{width}x{height}-{attention}-{'compiled' if compiled else 'eager'}.zarr"
@@ -322,7 +321,7 @@ def main() -> None:
     parser.add_argument("--batch-views", type=int, help="video views per forward (default: the profile's)")
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--e2e-compile", action="store_true", help="also run end to end with compiled backbones")
+    parser.add_argument("--e2e-compile", action="store_true", help="end to end with compiled backbones (not eager)")
     parser.add_argument("--e2e-attention", type=_csv(str, ATTENTION_KERNELS),
                         help="end-to-end runs per kernel, in this order (default: the profile's)")
     parser.add_argument("--e2e-sizes", type=_csv(_size), default=[(640, 360), (1280, 720)], help="WxH,WxH")
