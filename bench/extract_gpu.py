@@ -17,7 +17,8 @@ Steps (`--steps`, comma-separated, in the order given):
   first stored clip, the steady clips/s after it, and on CUDA the GPU-busy fraction (the union of the kernel and
   copy intervals the profiler saw, over the wall time of the run and of its steady part).
 - `mvit`: views/s per attention kernel x precision x mode at `--batch-views`, with `vs_torchvision` = the
-  speed-up over torchvision's attention in eager mode at the same precision (same process, measured first).
+  speed-up over torchvision's attention in eager mode at the same precision (same process; the eager kernels
+  take turns forward by forward with it, compiled ones run after it).
 - `ast`: AST clips/s at the pipeline's batch (`batch_views // views` clips per forward), eager and compiled.
 - `decode`: clips/s of the decode threads alone (frames of the views + fbank, no backbone).
 """
@@ -105,18 +106,59 @@ def _compiled(module: torch.nn.Module, mode: str):
     return module if mode == "eager" else torch.compile(module, dynamic=False, mode=mode)
 
 
+def _interleaved(forwards: dict[str, object], batch: torch.Tensor, args: argparse.Namespace, device: torch.device,
+                 precision: str) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds of a forward per entry over `args.iters`, the entries taking turns forward by forward (on a
+    shared or throttling machine each entry sees the same conditions as the baseline beside it; the median drops
+    the forwards another job's burst slowed), and peak GiB on CUDA."""
+    if precision == "bf16-pure":
+        batch = batch.to(torch.bfloat16)
+    seconds = {name: [] for name in forwards}
+    peak_gib = dict.fromkeys(forwards, 0.0)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        for forward in forwards.values():
+            for _ in range(args.warmup):
+                forward(batch)
+        for _ in range(args.iters):
+            for name, forward in forwards.items():
+                _sync(device)
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                started = time.perf_counter()
+                forward(batch)
+                _sync(device)
+                seconds[name].append(time.perf_counter() - started)
+                if device.type == "cuda":
+                    peak_gib[name] = max(peak_gib[name], torch.cuda.max_memory_allocated(device) / 2**30)
+    return {name: float(np.median(times)) for name, times in seconds.items()}, peak_gib
+
+
 def _bench_mvit(args: argparse.Namespace, config: ExtractConfig, device: torch.device) -> None:
     size = config.video.crop_size_px
     views = torch.randn(args.batch_views, 3, config.video.frames_per_view, size, size, device=device)
-    baseline: dict[str, float] = {}  # precision -> torchvision eager views/s
+
+    def build(kernel: str, precision: str) -> mvit.MViTBackbone:
+        video, _ = mvit.build_mvit(config.video, args.video_weights, args.video_weights is None, config.seed, kernel)
+        return video.to(device, torch.bfloat16 if precision == "bf16-pure" else torch.float32)
+
+    def emit(kernel: str, precision: str, mode: str, views_per_s: float, baseline: float, **timing) -> None:
+        _emit("mvit", args, config, {
+            "backbone": config.video.architecture, "attention": kernel, "precision": precision, "mode": mode,
+            "views_per_s": round(views_per_s, 2), "clips_per_s": round(views_per_s / config.video.views, 2),
+            "vs_torchvision": round(views_per_s / baseline, 3), **timing})
+
     for precision in args.precisions:
-        # torchvision eager first: the same-run baseline of every other row at this precision.
-        rows = [("torchvision", "eager")] + [(kernel, mode) for kernel in args.attention for mode in args.modes
-                                             if (kernel, mode) != ("torchvision", "eager")]
-        for kernel, mode in rows:
-            video, _ = mvit.build_mvit(config.video, args.video_weights, args.video_weights is None, config.seed,
-                                       kernel)
-            video = video.to(device, torch.bfloat16 if precision == "bf16-pure" else torch.float32)
+        # Eager: torchvision's attention (the baseline) and every kernel asked for, interleaved.
+        eager = ["torchvision", *[k for k in args.attention if k != "torchvision" and "eager" in args.modes]]
+        seconds, peak_gib = _interleaved({kernel: build(kernel, precision) for kernel in eager}, views, args, device,
+                                         precision)
+        baseline = args.batch_views / seconds["torchvision"]
+        for kernel in eager:
+            emit(kernel, precision, "eager", args.batch_views / seconds[kernel], baseline,
+                 median_forward_s=round(seconds[kernel], 4), peak_memory_gib=round(peak_gib[kernel], 2))
+        # Compiled: one at a time (each compiles on its own), against the eager baseline above.
+        for kernel, mode in [(k, m) for k in args.attention for m in args.modes if m != "eager"]:
+            video = build(kernel, precision)
             try:
                 timing = _time_forward(_compiled(video, mode), views, args, device, precision)
             except Exception as error:  # noqa: BLE001 - reported; the other rows still run
@@ -125,15 +167,8 @@ def _bench_mvit(args: argparse.Namespace, config: ExtractConfig, device: torch.d
                 continue
             finally:
                 del video
-                torch._dynamo.reset()  # each row compiles on its own (no recompile limit across rows)
-            views_per_s = timing.pop("items_per_s")
-            if (kernel, mode) == ("torchvision", "eager"):
-                baseline[precision] = views_per_s
-            _emit("mvit", args, config, {
-                "backbone": config.video.architecture, "attention": kernel, "precision": precision, "mode": mode,
-                "views_per_s": views_per_s, "clips_per_s": round(views_per_s / config.video.views, 2),
-                "vs_torchvision": round(views_per_s / baseline[precision], 3) if precision in baseline else None,
-                **timing})
+                torch._dynamo.reset()  # no recompile limit across rows
+            emit(kernel, precision, mode, timing.pop("items_per_s"), baseline, **timing)
     del views
     if device.type == "cuda":
         torch.cuda.empty_cache()
