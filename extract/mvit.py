@@ -7,6 +7,8 @@ Source: pytorch/vision `torchvision/models/video/mvit.py` (BSD-3-Clause), used a
 Weights: torchvision's `MViT_V2_S_Weights.KINETICS400_V1` file (`mvit_v2_s-ae3be167.pth`), from a local path or
 the torch hub cache (never downloaded here). Preprocessing constants come from that weights entry's meta.
 `mvit_tiny` is a small configuration of the same `MViT` class for CPU tests and demos (random weights only).
+The attention of every block can run as one fused kernel instead (extract/mvit_attention.py), with the same
+state dict.
 """
 
 from __future__ import annotations

@@ -138,12 +138,14 @@ class FusedMultiscaleAttention(nn.Module):
         their length does not fit the grids (a no-op for the published configurations)."""
         batch, heads, _, dim = q.shape
         grid_q = q[:, :, 1:].reshape(batch, heads, *self.q_thw, dim)  # (B, heads, T, H, W, head_dim)
+        axes = ((self.rel_pos_t, self.index_t, "t"), (self.rel_pos_h, self.index_h, "h"),
+                (self.rel_pos_w, self.index_w, "w"))
         tables = []
-        for axis, parameter, letter in ((0, self.rel_pos_t, "t"), (1, self.rel_pos_h, "h"), (2, self.rel_pos_w, "w")):
-            rows = 2 * max(self.q_thw[axis], self.k_thw[axis]) - 1
-            relative = _interpolate(parameter, rows)[getattr(self, f"index_{letter}")]  # (q_axis, k_axis, head_dim)
-            spec = {"t": "bnthwc,tkc->bnthwk", "h": "bnthwc,hkc->bnthwk", "w": "bnthwc,wkc->bnthwk"}[letter]
-            tables.append(torch.einsum(spec, grid_q, relative.to(q.dtype)).flatten(2, 4))  # (B, heads, Nq, k_axis)
+        for parameter, index, axis in axes:
+            relative = _interpolate(parameter, 2 * max(index.shape) - 1)[index]  # (q_axis, k_axis, head_dim)
+            # (B, heads, T, H, W, head_dim) x (q_axis, k_axis, head_dim) -> (B, heads, T, H, W, k_axis)
+            table = torch.einsum(f"bnthwc,{axis}kc->bnthwk", grid_q, relative.to(q.dtype))
+            tables.append(table.flatten(2, 4))  # (B, heads, Nq, k_axis)
         return tuple(tables)
 
     def _attend_folded(self, q, k, v, tables) -> torch.Tensor:
