@@ -20,6 +20,8 @@ from extract.errors import InputError
 __all__ = [
     "VIDEO_ARCHITECTURES",
     "AUDIO_ARCHITECTURES",
+    "ATTENTION_KERNELS",
+    "COMPILE_MODES",
     "VideoConfig",
     "AudioConfig",
     "TokenConfig",
@@ -32,8 +34,11 @@ VIDEO_ARCHITECTURES = ("mvit_v2_s", "mvit_tiny")
 AUDIO_ARCHITECTURES = ("ast_vit_b", "ast_tiny")
 _PRETRAINED_VIDEO_INPUT = {"mvit_v2_s": (16, 224)}  # (frames per view, crop size px): the weights' meta
 _PRETRAINED_AUDIO_INPUT = {"ast_vit_b": (128, 1024)}  # (mel bins, fbank frames): AST's AudioSet checkpoints
-_PRECISIONS = ("fp32", "bf16")
+_PRECISIONS = ("fp32", "bf16", "bf16-pure")
 _FRAME_SCALINGS = ("reference", "decoder")
+# torchvision's own attention forward, or a fused kernel of extract/mvit_attention.py (docs/extract.md compares them)
+ATTENTION_KERNELS = ("torchvision", "sdpa", "sdpa-mask", "flex")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 _CROP_MULTIPLE_PX = 16  # MViT's patch stride (4) times mvit_tiny's two spatial query poolings (2 x 2)
 
 
@@ -153,8 +158,9 @@ class ExtractConfig:
     """One extraction setting; recorded in the token store (`to_dict`).
 
     Override a preset with `dataclasses.replace`, e.g. `replace(PROFILES["paper"], video=replace(
-    PROFILES["paper"].video, crops=1))`. `device`, `compile`, `batch_views` and `decode_threads` change speed,
-    not tokens (the store may be resumed with other values); everything else defines the tokens.
+    PROFILES["paper"].video, crops=1))`. `device`, `compile`, `compile_mode`, `attention`, `batch_views` and
+    `decode_threads` change speed, not tokens beyond rounding (the store may be resumed with other values);
+    everything else defines the tokens.
     """
 
     profile: str = "paper"  # name of the preset this config came from (informational)
@@ -164,9 +170,12 @@ class ExtractConfig:
     full_tokens: bool = False  # store every token ((V, 393, 768) and (1214, 768)) instead of the pooled ones
     random_init: bool = False  # build backbones with seeded random weights instead of loading weights
     seed: int = 0  # seeds random init: every process builds bit-identical random backbones
-    precision: str = "bf16"  # "bf16" (autocast) or "fp32" for the backbone forwards
+    precision: str = "bf16"  # backbone forwards: "bf16" (autocast), "bf16-pure" (weights and inputs cast to
+    # bfloat16, no autocast) or "fp32"
+    attention: str = "sdpa"  # MViT-v2 attention kernel, one of ATTENTION_KERNELS; equal tokens up to rounding
     device: str = "cuda"  # torch device of the backbones and of resize / crop / normalise ("cpu", "cuda:1")
     compile: bool = False  # torch.compile the backbone forwards (pays off on GPU for large runs)
+    compile_mode: str = "default"  # torch.compile's `mode` when `compile` is set, one of COMPILE_MODES
     batch_views: int = 96  # video views per backbone forward; views of several clips share a forward
     decode_threads: int = 8  # at most this many clips decoded concurrently (one thread each, single-threaded
     # codecs); fewer on fewer cores: the decode threads and torch's share the usable cores (extract/threads.py)
@@ -185,6 +194,10 @@ class ExtractConfig:
             raise InputError("profile must be a non-empty name")
         if self.precision not in _PRECISIONS:
             raise InputError(f"precision must be one of {_PRECISIONS}, got {self.precision!r}")
+        if self.attention not in ATTENTION_KERNELS:
+            raise InputError(f"attention must be one of {ATTENTION_KERNELS}, got {self.attention!r}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise InputError(f"compile_mode must be one of {COMPILE_MODES}, got {self.compile_mode!r}")
         if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
             raise InputError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if self.batch_views < 1:
@@ -240,6 +253,7 @@ PROFILES: dict[str, ExtractConfig] = {
         audio=AudioConfig(architecture="ast_tiny", target_frames=512),
         random_init=True,
         precision="fp32",
+        attention="torchvision",  # the reference: on a CPU the fused kernels gain little (BENCHMARKS.md)
         device="cpu",
         batch_views=16,
         decode_threads=2,

@@ -7,6 +7,8 @@ Source: pytorch/vision `torchvision/models/video/mvit.py` (BSD-3-Clause), used a
 Weights: torchvision's `MViT_V2_S_Weights.KINETICS400_V1` file (`mvit_v2_s-ae3be167.pth`), from a local path or
 the torch hub cache (never downloaded here). Preprocessing constants come from that weights entry's meta.
 `mvit_tiny` is a small configuration of the same `MViT` class for CPU tests and demos (random weights only).
+The attention of every block can run as one fused kernel instead (extract/mvit_attention.py), with the same
+state dict.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torchvision.models.video.mvit import MSBlockConfig
 from extract import weights as weight_files
 from extract.config import VideoConfig
 from extract.errors import InputError
+from extract.mvit_attention import FusedMultiscaleAttention, pooled_grid
 
 __all__ = [
     "KINETICS400_CATEGORIES",
@@ -57,6 +60,12 @@ _TINY_BLOCKS = (
 class MViTBackbone(nn.Module):
     """A frozen torchvision `MViT` that returns its final-norm tokens and its classifier logits.
 
+    Args:
+        model: the torchvision model, taken over.
+        attention: "torchvision" (its own attention forward) or a fused kernel of extract/mvit_attention.py
+            ("sdpa", "sdpa-mask", "flex"), which replaces each block's `attn` by a `FusedMultiscaleAttention`
+            sharing its modules and parameters: the state dict (keys and values) is unchanged.
+
     Attributes:
         model: the wrapped torchvision model (its state dict is torchvision's, under `model.`).
         grid: (T, H, W) of the output token grid (8, 7, 7 for mvit_v2_s).
@@ -64,12 +73,18 @@ class MViTBackbone(nn.Module):
         crop_size_px: input side.
     """
 
-    def __init__(self, model: MViT) -> None:
+    def __init__(self, model: MViT, attention: str = "torchvision") -> None:
         super().__init__()
         self.model = model
+        self.attention = attention
         self.frames = model.pos_encoding.temporal_size * model.conv_proj.stride[0]
         self.crop_size_px = model.pos_encoding.spatial_size[0] * model.conv_proj.stride[1]
-        self.grid = _token_grid(model)
+        thw = (model.pos_encoding.temporal_size, *model.pos_encoding.spatial_size)
+        for block in model.blocks:
+            if attention != "torchvision":
+                block.attn = FusedMultiscaleAttention(block.attn, thw, attention)
+            thw = pooled_grid(thw, block.attn.pool_q)
+        self.grid = thw
 
     @property
     def width(self) -> int:
@@ -106,17 +121,6 @@ class MViTBackbone(nn.Module):
         return tokens, m.head(tokens[:, 0])  # head: (B, D) -> (B, C)
 
 
-def _token_grid(model: MViT) -> tuple[int, int, int]:
-    """(T, H, W) of the output grid: the patch grid pooled by every block's query pooling (Conv3d arithmetic)."""
-    size = [model.pos_encoding.temporal_size, *model.pos_encoding.spatial_size]
-    for block in model.blocks:
-        pool = block.attn.pool_q
-        if pool is not None:
-            conv = pool.pool
-            size = [(n + 2 * p - k) // s + 1 for n, p, k, s in zip(size, conv.padding, conv.kernel_size, conv.stride,
-                                                                     strict=True)]
-    return tuple(size)
-
 
 def _tiny(config: VideoConfig) -> MViT:
     blocks = [MSBlockConfig(num_heads=h, input_channels=i, output_channels=o, kernel_q=[3, 3, 3],
@@ -133,8 +137,8 @@ def hub_cache_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(WEIGHTS_URL).name
 
 
-def build_mvit(config: VideoConfig, weights: Path | None, random_init: bool, seed: int
-               ) -> tuple[MViTBackbone, dict]:
+def build_mvit(config: VideoConfig, weights: Path | None, random_init: bool, seed: int,
+               attention: str = "torchvision") -> tuple[MViTBackbone, dict]:
     """Build the frozen video backbone of `config` and describe where its weights came from.
 
     Args:
@@ -143,6 +147,7 @@ def build_mvit(config: VideoConfig, weights: Path | None, random_init: bool, see
             None: that file in the torch hub cache.
         random_init: use seeded random weights instead (recorded as "random-init").
         seed: seed of the random weights; equal seeds give bit-identical models in any process.
+        attention: the attention kernel (`MViTBackbone`); weights load the same for every kernel.
 
     Returns:
         (backbone in eval mode without gradients, provenance dict).
@@ -173,7 +178,7 @@ def build_mvit(config: VideoConfig, weights: Path | None, random_init: bool, see
                              f"file is corrupt, fetch {WEIGHTS_URL} again")
         weight_files.load_strict(model, weight_files.read_state_dict(path), path)
         logger.info("video backbone %s: weights %s", config.architecture, path)
-    backbone = MViTBackbone(model).eval().requires_grad_(False)
+    backbone = MViTBackbone(model, attention).eval().requires_grad_(False)
     return backbone, {
         "architecture": config.architecture,
         "weights": source,

@@ -70,11 +70,14 @@ class ClipExtractor:
         # At most `decode_threads` decode threads beside torch's, never more threads in all than usable cores.
         self.threads = plan_threads(config.decode_threads, share=thread_share)
         apply_thread_plan(self.threads)
-        video, self._video_provenance = mvit.build_mvit(config.video, video_weights, config.random_init, config.seed)
+        video, self._video_provenance = mvit.build_mvit(config.video, video_weights, config.random_init, config.seed,
+                                                        config.attention)
         audio, self._audio_provenance = ast_audio.build_ast(config.audio, audio_weights, config.random_init,
                                                             config.seed + 1)
-        self.video_backbone = video.to(self.device)
-        self.audio_backbone = audio.to(self.device)
+        # bf16-pure: weights (and, in `_run`, inputs) in bfloat16; fp32 and bf16 autocast keep float32 weights.
+        self._dtype = torch.bfloat16 if config.precision == "bf16-pure" else torch.float32
+        self.video_backbone = video.to(self.device, self._dtype)
+        self.audio_backbone = audio.to(self.device, self._dtype)
         if not config.full_tokens:  # fails here rather than on the first clip
             tokens.pool_video_tokens(torch.zeros(1, 1 + math.prod(video.grid), 1), video.grid,
                                      config.tokens.video_pooled_grid)
@@ -85,8 +88,8 @@ class ClipExtractor:
         self._audio_forward: Callable = self.audio_backbone
         if config.compile:
             # Fixed shapes: batches are padded to full size, so each backbone compiles once.
-            self._video_forward = torch.compile(self.video_backbone, dynamic=False)
-            self._audio_forward = torch.compile(self.audio_backbone, dynamic=False)
+            self._video_forward = torch.compile(self.video_backbone, dynamic=False, mode=config.compile_mode)
+            self._audio_forward = torch.compile(self.audio_backbone, dynamic=False, mode=config.compile_mode)
         logger.info("extractor %s on %s: video %s (%s), audio %s (%s), %d views per clip", config.profile,
                     self.device, config.video.architecture, self._video_provenance["weights"],
                     config.audio.architecture, self._audio_provenance["weights"], config.video.views)
@@ -228,13 +231,13 @@ class ClipExtractor:
         return views.make_views(frames, clip.frame_index, self.config.video, mvit.VIDEO_MEAN, mvit.VIDEO_STD)
 
     def _run(self, forward: Callable, batch: torch.Tensor, size: int):
-        """Run one backbone (under autocast when bf16); with torch.compile, pad the batch to `size` so the
-        compiled shape never changes."""
+        """Run one backbone (under autocast when bf16, on a bfloat16 batch when bf16-pure); with torch.compile, pad
+        the batch to `size` so the compiled shape never changes."""
         n = batch.shape[0]
         if self.config.compile and n < size:
             batch = torch.cat([batch, batch.new_zeros((size - n, *batch.shape[1:]))])  # (n, ...) -> (size, ...)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
-            out = forward(batch)
+            out = forward(batch.to(self._dtype))
         return tuple(o[:n] for o in out) if isinstance(out, tuple) else out[:n]
 
     def _keep_video(self, video_tokens: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 # Extraction settings that change how fast tokens are made, not what they are: a store may be resumed with
 # other values of these (e.g. on a GPU machine after a CPU start).
-_RUNTIME_KEYS = frozenset({"device", "compile", "batch_views", "decode_threads"})
+_RUNTIME_KEYS = frozenset({"device", "compile", "compile_mode", "attention", "batch_views", "decode_threads"})
 
 
 @dataclass
