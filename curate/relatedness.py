@@ -281,6 +281,8 @@ def _draw_histogram(axes, rows: Sequence[RelatednessRow], title: str, bins: np.n
                     edges: Sequence[float]) -> None:
     import textwrap
 
+    from matplotlib.ticker import MaxNLocator
+
     groups = [group for group, _ in GROUPS]
     values = [[row.sr for row in rows if row.group == group] for group in groups]
     labels = [f"{group} ({len(group_values)})" for group, group_values in zip(groups, values, strict=True)]
@@ -292,6 +294,7 @@ def _draw_histogram(axes, rows: Sequence[RelatednessRow], title: str, bins: np.n
     axes.set_xlim(0.0, bins[-1])
     axes.set_xlabel("semantic relatedness SR (min cosine distance to a seen class)")
     axes.set_ylabel("classes")
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 0.25 of a class
     axes.set_title("\n".join(textwrap.wrap(title, 95)), fontsize=9, pad=_TITLE_PAD_PT)
     axes.legend(fontsize=8, title="group (classes)", title_fontsize=8)
 

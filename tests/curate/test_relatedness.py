@@ -271,3 +271,4 @@ def test_histogram_captions_of_close_edges_do_not_overlap():
     lefts = sorted({round(p.get_x(), 6) for p in axes.patches} | {round(p.get_x() + p.get_width(), 6)
                                                                   for p in axes.patches})
     assert {0.1, 0.12, 0.66, 0.7} <= set(lefts)
+    assert all(float(tick).is_integer() for tick in axes.get_yticks())  # class counts: no fractional ticks
