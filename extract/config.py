@@ -30,6 +30,7 @@ __all__ = [
 # Architectures with published weights take a fixed input; the small ones exist only with random weights.
 VIDEO_ARCHITECTURES = ("mvit_v2_s", "mvit_tiny")
 AUDIO_ARCHITECTURES = ("ast_vit_b", "ast_tiny")
+_DECODE_IN = ("processes", "threads")
 _PRETRAINED_VIDEO_INPUT = {"mvit_v2_s": (16, 224)}  # (frames per view, crop size px): the weights' meta
 _PRETRAINED_AUDIO_INPUT = {"ast_vit_b": (128, 1024)}  # (mel bins, fbank frames): AST's AudioSet checkpoints
 _PRECISIONS = ("fp32", "bf16")
@@ -152,8 +153,8 @@ class ExtractConfig:
     """One extraction setting; recorded in the token store (`to_dict`).
 
     Override a preset with `dataclasses.replace`, e.g. `replace(PROFILES["paper"], video=replace(
-    PROFILES["paper"].video, crops=1))`. `device`, `compile`, `batch_views` and `decode_threads` change speed,
-    not tokens (the store may be resumed with other values); everything else defines the tokens.
+    PROFILES["paper"].video, crops=1))`. `device`, `compile`, `batch_views`, `decode_threads` and `decode_in`
+    change speed, not tokens (the store may be resumed with other values); everything else defines the tokens.
     """
 
     profile: str = "paper"  # name of the preset this config came from (informational)
@@ -170,6 +171,7 @@ class ExtractConfig:
     decode_threads: int = 8  # at most this many clips decoded concurrently (one thread each, single-threaded
     # codecs); fewer on fewer cores: the decode threads and torch's share the usable cores (extract/threads.py)
     strict_media: bool = False  # fail a file whose video breaks part-way instead of keeping its decodable part
+    decode_in: str = "processes"  # "processes" or "threads": where clips decode (extract/decode_pool.py says why)
 
     def __post_init__(self) -> None:
         for name, kind in (("video", VideoConfig), ("audio", AudioConfig), ("tokens", TokenConfig)):
@@ -185,6 +187,8 @@ class ExtractConfig:
             raise InputError(f"batch_views must be >= 1, got {self.batch_views}")
         if self.decode_threads < 1:
             raise InputError(f"decode_threads must be >= 1, got {self.decode_threads}")
+        if self.decode_in not in _DECODE_IN:
+            raise InputError(f"decode_in must be one of {_DECODE_IN}, got {self.decode_in!r}")
         small = [a for a in (self.video.architecture, self.audio.architecture)
                  if a not in _PRETRAINED_VIDEO_INPUT and a not in _PRETRAINED_AUDIO_INPUT]
         if small and not self.random_init:
