@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,7 @@ from extract.media import MediaError, Segment
 __all__ = ["PreparedClip", "DecodePool", "prepare_clip"]
 
 logger = logging.getLogger(__name__)
+_OWNER_POLL_S = 1.0  # how often a decode process checks that its owner is alive
 
 
 @dataclass
@@ -90,7 +94,7 @@ class DecodePool:
             mode = "threads"
         self.mode = mode
         self._executor: Executor = (
-            ProcessPoolExecutor(workers, mp_context=_forkserver(), initializer=_start_worker)
+            ProcessPoolExecutor(workers, mp_context=_forkserver(), initializer=_start_worker, initargs=(os.getpid(),))
             if mode == "processes" else ThreadPoolExecutor(workers, thread_name_prefix="mzst-decode"))
 
     def submit(self, path: Path, segment: Segment | None) -> Future:
@@ -108,6 +112,30 @@ def _forkserver():
     return context
 
 
-def _start_worker() -> None:
-    """A decode process runs one torch thread: parallelism comes from the number of processes."""
+def _start_worker(owner_pid: int) -> None:
+    """A decode process runs one torch thread (parallelism comes from the number of processes) and ends when the
+    process that owns the pool is gone: after a SIGKILL of the owner nothing else would end it, since every worker
+    holds the task queue's write end and so never reads end-of-file."""
     torch.set_num_threads(1)
+    threading.Thread(target=_exit_with, args=(owner_pid,), name="mzst-owner-watch", daemon=True).start()
+
+
+def _exit_with(owner_pid: int) -> None:
+    while _alive(owner_pid):
+        time.sleep(_OWNER_POLL_S)
+    os._exit(0)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs: it exists and, where /proc tells, is not a zombie (dead, not yet reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, under another user
+        pass
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
