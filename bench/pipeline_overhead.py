@@ -6,8 +6,9 @@
 - `decode_720p_vs_ffmpeg`: from `bench.decode.decode_720p_vs_ffmpeg` (null, with a note, where it is missing).
 - `host_to_device_bytes_per_clip_720p`: the bytes a 1280 x 720 clip of 10 s sends to the device at the paper
   profile on a GPU, as the pipeline prepares it (`extract.decode_pool.PreparedClip.device_bytes`).
-- `null_backbone_block_ratio`: run_extraction's clips/s with no-op backbones (same output shapes) over many
-  blocks, divided by the same over one block (best of the interleaved repeats).
+- `null_backbone_block_ratio`: run_extraction's clips/s with no-op backbones (same output shapes, cpu-small
+  profile) over blocks of the default 32 clips, divided by the same clips in one block (best of the interleaved
+  repeats).
 - `startup_s_200k`, `peak_rss_mb_200k`, `metadata_bytes_per_clip_200k`: a child process runs run_extraction over
   a 200,000-row manifest (a few files under distinct ids, no-op backbones) and is stopped a few seconds after
   the first clip is extracted: seconds from the start to that clip, the child's peak RSS (its decode processes
@@ -176,24 +177,28 @@ def _small_clips(folder: Path, count: int) -> list[Path]:
     return files
 
 
-def block_ratio(folder: Path, clips: int, repeats: int) -> dict:
-    """run_extraction's clips/s over blocks of 4 clips / over one block, best of `repeats` interleaved runs."""
+def block_ratio(folder: Path, blocks: int, repeats: int) -> dict:
+    """run_extraction's clips/s over `blocks` blocks of the default size / over one block of the same clips, best of
+    `repeats` interleaved runs."""
+    block = StoreConfig().clips_per_block
+    clips = blocks * block
     manifest = _manifest(folder, _small_clips(folder, 4), clips)
-    rates: dict[int, list[float]] = {clips: [], 4: []}
+    rates: dict[int, list[float]] = {clips: [], block: []}
     with null_backbones():
         for repeat in range(repeats + 1):  # the first round warms up (forkserver start, page cache)
-            for block in rates:
-                out = folder / f"blocks{block}.zarr"
+            for size in rates:
+                out = folder / f"blocks{size}.zarr"
                 shutil.rmtree(out, ignore_errors=True)
                 summary = run_extraction(RunnerConfig(videos=manifest, out=out, extract=_SMALL, progress=False,
-                                                      store=StoreConfig(clips_per_block=block)))
+                                                      store=StoreConfig(clips_per_block=size)))
                 assert summary.done == clips, summary
                 if repeat:
-                    rates[block].append(summary.clips_per_second)
+                    rates[size].append(summary.clips_per_second)
                 shutil.rmtree(out, ignore_errors=True)
-    one, many = max(rates[clips]), max(rates[4])
+    one, many = max(rates[clips]), max(rates[block])
     return {"null_backbone_block_ratio": round(many / one, 3), "null_backbone_clips_per_s_one_block": one,
-            "null_backbone_clips_per_s_blocks_of_4": many, "null_backbone_clips": clips}
+            f"null_backbone_clips_per_s_blocks_of_{block}": many, "null_backbone_clips": clips,
+            "null_backbone_profile": _SMALL.profile}
 
 
 def startup_200k(folder: Path, rows: int, timeout_s: float) -> dict:
@@ -268,7 +273,7 @@ def main() -> None:
             **write_ms_per_clip(folder, clips=64 if args.quick else 256, repeats=2 if args.quick else 3),
             **_decode_vs_ffmpeg(args.quick),
             **host_to_device_bytes(folder),
-            **block_ratio(folder, clips=48 if args.quick else 128, repeats=1 if args.quick else 3),
+            **block_ratio(folder, blocks=4 if args.quick else 8, repeats=1 if args.quick else 3),
             **startup_200k(folder, rows=200_000, timeout_s=120),
         }
     result.update({"quick": args.quick, "seconds": round(time.perf_counter() - started, 1),

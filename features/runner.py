@@ -197,17 +197,18 @@ def _extract_blocks(store: TokenStore, blocks: Sequence[tuple[int, np.ndarray]],
                     on_clip: Callable[[], None] | None = None) -> list[str]:
     """Extract the clips of `blocks` ((start, clip indices) each) in one pipeline, written as they are ready.
 
-    A block whose extraction raises is recorded (its clips not yet written stay pending for a re-run) and the
-    pipeline restarts at the next block. Returns the block errors, one line each.
+    A block whose extraction or writing raises is recorded (its clips not yet written stay pending for a re-run)
+    and a new pipeline takes the clips of the other blocks not yet written. Returns the block errors, one line each.
     """
     errors: list[str] = []
     remaining = list(blocks)
     while remaining:
         index = np.concatenate([clips for _, clips in remaining])
-        block_of_clip = np.repeat(np.arange(len(remaining)), [clips.size for _, clips in remaining])
+        block_of_clip = np.repeat([start for start, _ in remaining], [clips.size for _, clips in remaining])
         handed = 0
+        writer = _StoreWriter(store)
         try:
-            with _StoreWriter(store) as writer:
+            with writer:
                 results = extractor.extract_many([Path(p) for p in store.paths[index]], segments=store.segments(index))
                 for clip_index, (_, result) in zip(index, results, strict=True):
                     writer.put(int(clip_index), result)
@@ -216,10 +217,13 @@ def _extract_blocks(store: TokenStore, blocks: Sequence[tuple[int, np.ndarray]],
                         on_clip()
             remaining = []
         except Exception as error:  # noqa: BLE001 - recorded; the block's clips stay pending for a re-run
-            failed = int(block_of_clip[min(handed, index.size - 1)])
-            logger.exception("block starting at clip %d failed", remaining[failed][0])
-            errors.append(f"block {remaining[failed][0]}: {type(error).__name__}: {error}")
-            remaining = remaining[failed + 1:]
+            failed = writer.failed_block if writer.failed_block is not None else int(
+                block_of_clip[min(handed, index.size - 1)])
+            logger.exception("block starting at clip %d failed", failed)
+            errors.append(f"block {failed}: {type(error).__name__}: {error}")
+            written = np.array(sorted(writer.written), dtype=np.int64)
+            remaining = [(start, clips[~np.isin(clips, written)]) for start, clips in remaining if start != failed]
+            remaining = [(start, clips) for start, clips in remaining if clips.size]
     return errors
 
 
@@ -237,6 +241,8 @@ class _StoreWriter:
         self._store = store
         self._queue: queue.Queue = queue.Queue(maxsize=_WRITE_QUEUE_CLIPS)
         self._error: BaseException | None = None
+        self.failed_block: int | None = None  # start of the block whose write raised
+        self.written: set[int] = set()  # clips written (done or failed); read once the `with` has ended
         self._thread = threading.Thread(target=self._write_all, name="mzst-store-writer", daemon=True)
 
     def __enter__(self) -> _StoreWriter:
@@ -264,12 +270,15 @@ class _StoreWriter:
             finished = batch[-1] is None
             if self._error is not None:
                 continue  # after an error: drain, so that `put` never blocks
-            try:
-                items = [item for item in batch if item is not None]
-                for start in sorted({clip // block for clip, _ in items}):
-                    self._write([item for item in items if item[0] // block == start])
-            except BaseException as error:  # noqa: BLE001 - handed to the pipeline's thread
-                self._error = error
+            items = [item for item in batch if item is not None]
+            for start in sorted({clip // block * block for clip, _ in items}):
+                in_block = [item for item in items if item[0] // block * block == start]
+                try:
+                    self._write(in_block)
+                except BaseException as error:  # noqa: BLE001 - handed to the pipeline's thread
+                    self._error, self.failed_block = error, start
+                    break
+                self.written.update(clip for clip, _ in in_block)
 
     def _write(self, items: list[tuple[int, ClipTokens | MediaError]]) -> None:
         failed = [(clip, result) for clip, result in items if isinstance(result, MediaError)]
