@@ -93,6 +93,33 @@ def null_backbones():
         mvit.build_mvit, ast_audio.build_ast = real_video, real_audio
 
 
+class _ForwardLog(logging.Handler):
+    """Times (perf_counter) at which the pipeline read a batch's tokens back (its debug line per forward batch)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.times: list[float] = []
+        self.first = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "from queueing to tokens" in record.getMessage():
+            self.times.append(time.perf_counter())
+            self.first.set()
+
+
+@contextlib.contextmanager
+def _forward_log():
+    log, pipeline = _ForwardLog(), logging.getLogger("extract.pipeline")
+    level = pipeline.level
+    pipeline.setLevel(logging.DEBUG)
+    pipeline.addHandler(log)
+    try:
+        yield log
+    finally:
+        pipeline.removeHandler(log)
+        pipeline.setLevel(level)
+
+
 # --- store writes ---------------------------------------------------------------------------------------------
 
 def write_ms_per_clip(folder: Path, clips: int, repeats: int) -> dict:
@@ -178,26 +205,28 @@ def _small_clips(folder: Path, count: int) -> list[Path]:
 
 
 def block_ratio(folder: Path, blocks: int, repeats: int) -> dict:
-    """run_extraction's clips/s over `blocks` blocks of the default size / over one block of the same clips, best of
-    `repeats` interleaved runs."""
+    """run_extraction's steady clips/s (from the first forward batch to the last, so that start-up is left out) over
+    `blocks` blocks of the default size / over one block of the same clips, best of `repeats` interleaved runs."""
     block = StoreConfig().clips_per_block
     clips = blocks * block
     manifest = _manifest(folder, _small_clips(folder, 4), clips)
+    per_batch = _SMALL.batch_views // _SMALL.video.views
     rates: dict[int, list[float]] = {clips: [], block: []}
     with null_backbones():
         for repeat in range(repeats + 1):  # the first round warms up (forkserver start, page cache)
             for size in rates:
                 out = folder / f"blocks{size}.zarr"
                 shutil.rmtree(out, ignore_errors=True)
-                summary = run_extraction(RunnerConfig(videos=manifest, out=out, extract=_SMALL, progress=False,
-                                                      store=StoreConfig(clips_per_block=size)))
+                with _forward_log() as log:
+                    summary = run_extraction(RunnerConfig(videos=manifest, out=out, extract=_SMALL, progress=False,
+                                                          store=StoreConfig(clips_per_block=size)))
                 assert summary.done == clips, summary
                 if repeat:
-                    rates[size].append(summary.clips_per_second)
+                    rates[size].append((clips - per_batch) / (log.times[-1] - log.times[0]))
                 shutil.rmtree(out, ignore_errors=True)
     one, many = max(rates[clips]), max(rates[block])
-    return {"null_backbone_block_ratio": round(many / one, 3), "null_backbone_clips_per_s_one_block": one,
-            f"null_backbone_clips_per_s_blocks_of_{block}": many, "null_backbone_clips": clips,
+    return {"null_backbone_block_ratio": round(many / one, 3), "null_backbone_clips_per_s_one_block": round(one, 2),
+            f"null_backbone_clips_per_s_blocks_of_{block}": round(many, 2), "null_backbone_clips": clips,
             "null_backbone_profile": _SMALL.profile}
 
 
@@ -221,28 +250,18 @@ def startup_200k(folder: Path, rows: int, timeout_s: float) -> dict:
 def _startup_child(manifest: Path, out: Path, linger_s: float = 3.0, timeout_s: float = 120.0) -> None:
     """Runs run_extraction, prints seconds to the first extracted batch and the peak RSS, and stops."""
     started = time.perf_counter()
-    first = threading.Event()
-
-    class _FirstBatch(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if "from queueing to tokens" in record.getMessage() and not first.is_set():
-                report["startup_s_200k"] = round(time.perf_counter() - started, 2)
-                first.set()
-
-    report: dict = {}
-    pipeline_log = logging.getLogger("extract.pipeline")
-    pipeline_log.setLevel(logging.DEBUG)
-    pipeline_log.addHandler(_FirstBatch())
 
     def run() -> None:
         with null_backbones():
             run_extraction(RunnerConfig(videos=manifest, out=out, extract=_SMALL, progress=False))
 
-    threading.Thread(target=run, daemon=True).start()
-    first.wait(timeout_s)
-    time.sleep(linger_s)  # the run goes on for a moment: memory of the running pipeline, not only its start
-    report["peak_rss_mb_200k"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    report["startup_stopped_after_s"] = round(time.perf_counter() - started, 2)
+    with _forward_log() as log:
+        threading.Thread(target=run, daemon=True).start()
+        log.first.wait(timeout_s)
+        time.sleep(linger_s)  # the run goes on for a moment: memory of the running pipeline, not only its start
+    report = {"startup_s_200k": round(log.times[0] - started, 2) if log.times else None,
+              "peak_rss_mb_200k": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+              "startup_stopped_after_s": round(time.perf_counter() - started, 2)}
     print(json.dumps(report), flush=True)
     os._exit(0)  # stopped mid-run, as a killed extract would be; the decode processes follow their owner
 
@@ -273,7 +292,7 @@ def main() -> None:
             **write_ms_per_clip(folder, clips=64 if args.quick else 256, repeats=2 if args.quick else 3),
             **_decode_vs_ffmpeg(args.quick),
             **host_to_device_bytes(folder),
-            **block_ratio(folder, blocks=4 if args.quick else 8, repeats=1 if args.quick else 3),
+            **block_ratio(folder, blocks=3 if args.quick else 8, repeats=2 if args.quick else 3),
             **startup_200k(folder, rows=200_000, timeout_s=120),
         }
     result.update({"quick": args.quick, "seconds": round(time.perf_counter() - started, 1),
