@@ -11,6 +11,10 @@ CUDA context; torch's tensors come back through shared memory (torch.multiproces
 A process that is itself daemonic (a Dask Nanny's worker, unless `distributed.worker.daemon` is False) cannot
 start children: the pool then decodes in threads and says so once in the log.
 
+A decode process that dies (a crash in a codec, the OOM killer) fails the `extract_many` call with
+`BrokenExecutor`; the extractor drops the pool, so the runner records that block and goes on with a new one,
+where a crash in a decode thread would have ended the whole run.
+
 Threads (`decode_in="threads"`) remain for tiny runs and tests, where the process start-up is most of the work.
 """
 

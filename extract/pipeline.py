@@ -15,7 +15,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import BrokenExecutor, Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,14 +135,18 @@ class ClipExtractor:
         pending: deque[tuple[Path, Future]] = deque()
 
         def next_batch() -> list[tuple[Path, PreparedClip | MediaError]]:
-            while len(pending) < in_flight:
-                path = next(remaining, None)
-                if path is None:
-                    break
-                segment = None if remaining_segments is None else next(remaining_segments)
-                pending.append((Path(path), pool.submit(Path(path), segment)))
-            batch = [pending.popleft() for _ in range(min(per_batch, len(pending)))]
-            return [(path, future.result()) for path, future in batch]
+            try:
+                while len(pending) < in_flight:
+                    path = next(remaining, None)
+                    if path is None:
+                        break
+                    segment = None if remaining_segments is None else next(remaining_segments)
+                    pending.append((Path(path), pool.submit(Path(path), segment)))
+                batch = [pending.popleft() for _ in range(min(per_batch, len(pending)))]
+                return [(path, future.result()) for path, future in batch]
+            except BrokenExecutor:  # a decode process died (a crash in a codec, the OOM killer): no clip comes back
+                self.close()  # from this pool again; the caller records the error and the next call starts anew
+                raise
 
         try:
             batch = next_batch()
@@ -221,7 +225,7 @@ class ClipExtractor:
                 video, kinetics = video.to("cpu", non_blocking=True), kinetics.to("cpu", non_blocking=True)
                 audio = audio.to("cpu", non_blocking=True) if audio is not None else None
                 ready = torch.cuda.Event()
-                ready.record()
+                ready.record(torch.cuda.current_stream(self.device))
         return _Launched(clips, video, kinetics, audio, ready, started)
 
     def _collect(self, launched: _Launched | None) -> list[ClipTokens]:

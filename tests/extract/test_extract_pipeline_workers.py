@@ -2,6 +2,9 @@
 
 import logging
 import multiprocessing
+import os
+import signal
+from concurrent.futures import BrokenExecutor
 from dataclasses import replace
 
 import numpy as np
@@ -11,6 +14,7 @@ import torch
 from extract.config import PROFILES
 from extract.decode_pool import DecodePool
 from extract.encode import write_mp4
+from extract.errors import InputError
 from extract.media import MediaError
 from extract.pipeline import ClipExtractor
 from extract.transfer import HostToDevice
@@ -76,6 +80,23 @@ def test_the_decode_pool_serves_every_call_until_closed(paths, caplog):
         extractor.close()
 
 
+def test_a_killed_decode_process_fails_the_call_and_the_next_call_starts_a_new_pool(paths):
+    extractor = ClipExtractor(SMALL)
+    try:
+        reference = list(extractor.extract_many(paths[:2]))
+        many = extractor.extract_many(paths * 30)  # more than the clips decoded ahead
+        next(many)
+        for pid in list(extractor._decode_pool._executor._processes):  # as the OOM killer would
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(BrokenExecutor):
+            list(many)
+        again = list(extractor.extract_many(paths[:2]))
+        for (_, ours), (_, theirs) in zip(again, reference, strict=True):
+            np.testing.assert_array_equal(ours.video_tokens, theirs.video_tokens)
+    finally:
+        extractor.close()
+
+
 def _pool_mode(results) -> None:
     pool = DecodePool(SMALL, 1, "processes", make_views=True)
     try:
@@ -95,6 +116,12 @@ def test_a_daemonic_process_decodes_in_threads():
     finally:
         process.join(timeout=60)
     assert process.exitcode == 0
+
+
+def test_decode_in_names_processes_or_threads():
+    assert replace(SMALL, decode_in="threads").decode_in == "threads"
+    with pytest.raises(InputError, match="decode_in must be one of"):
+        replace(SMALL, decode_in="fork")
 
 
 def test_on_the_cpu_nothing_is_copied():
