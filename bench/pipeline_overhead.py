@@ -9,6 +9,8 @@
 - `null_backbone_block_ratio`: run_extraction's clips/s with no-op backbones (same output shapes, cpu-small
   profile) over blocks of the default 32 clips, divided by the same clips in one block (best of the interleaved
   repeats).
+- `decode_processes_vs_threads_beside_busy_thread`: one decode worker's clips/s as a process over as a thread,
+  while the calling thread runs Python (the GIL contention that made decode processes the default).
 - `startup_s_200k`, `peak_rss_mb_200k`, `metadata_bytes_per_clip_200k`: a child process runs run_extraction over
   a 200,000-row manifest (a few files under distinct ids, no-op backbones) and is stopped a few seconds after
   the first clip is extracted: seconds from the start to that clip, the child's peak RSS (its decode processes
@@ -48,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.store_io import PAPER_LAYOUT  # noqa: E402
 from extract import ast_audio, mvit  # noqa: E402
 from extract.config import PROFILES  # noqa: E402
-from extract.decode_pool import prepare_clip  # noqa: E402
+from extract.decode_pool import DecodePool, prepare_clip  # noqa: E402
 from extract.encode import write_mp4  # noqa: E402
 from extract.outputs import ClipTokens  # noqa: E402
 from features.config import RunnerConfig, StoreConfig  # noqa: E402
@@ -230,6 +232,26 @@ def block_ratio(folder: Path, blocks: int, repeats: int) -> dict:
             "null_backbone_profile": _SMALL.profile}
 
 
+def decode_beside_a_busy_thread(folder: Path, clips: int) -> dict:
+    """Clips/s of one decode worker, process or thread, while this thread runs Python (as the thread that drives
+    the GPU and hands clips to the writer does): the GIL is what the process default avoids."""
+    paths = [path for path in _small_clips(folder, 4) for _ in range(clips // 4)]
+    rates = {}
+    for mode in ("processes", "threads"):
+        pool = DecodePool(_SMALL, 1, mode, make_views=True)
+        try:
+            pool.submit(paths[0], None).result()  # started and warm
+            started = time.perf_counter()
+            futures = [pool.submit(path, None) for path in paths]
+            while not all(future.done() for future in futures):
+                sum(i * i for i in range(2000))  # pure Python: holds the GIL between switches
+            rates[mode] = len(paths) / (time.perf_counter() - started)
+        finally:
+            pool.close()
+    return {"decode_clips_per_s_beside_busy_thread": {mode: round(rate, 2) for mode, rate in rates.items()},
+            "decode_processes_vs_threads_beside_busy_thread": round(rates["processes"] / rates["threads"], 2)}
+
+
 def startup_200k(folder: Path, rows: int, timeout_s: float) -> dict:
     """Run the child (`--startup-child`) over a `rows`-row manifest; its JSON line, plus the store's metadata size."""
     manifest = _manifest(folder, _small_clips(folder, 4), rows)
@@ -293,6 +315,7 @@ def main() -> None:
             **_decode_vs_ffmpeg(args.quick),
             **host_to_device_bytes(folder),
             **block_ratio(folder, blocks=3 if args.quick else 8, repeats=2 if args.quick else 3),
+            **decode_beside_a_busy_thread(folder, clips=24 if args.quick else 96),
             **startup_200k(folder, rows=200_000, timeout_s=120),
         }
     result.update({"quick": args.quick, "seconds": round(time.perf_counter() - started, 1),
