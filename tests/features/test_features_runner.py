@@ -135,8 +135,9 @@ def test_sigkill_at_several_points_then_resume_equals_an_uninterrupted_run(clip_
     _, manifest = clip_folder
     _run(manifest, tmp_path / "reference.zarr")
     target = tmp_path / "killed.zarr"
+    # One clip per forward (2 views), so that clips reach the writer, and the disk, one at a time to be killed between.
     command = [sys.executable, str(REPO / "cli.py"), "extract", "--videos", str(manifest), "--out", str(target),
-               "--profile", "cpu-small", "--no-progress"]
+               "--profile", "cpu-small", "--no-progress", "--batch-views", "2"]
     kills_mid_run = 0
     for kill_after_done in (1, 2, 4):
         process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
