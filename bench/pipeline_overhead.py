@@ -315,7 +315,7 @@ def main() -> None:
             **_decode_vs_ffmpeg(args.quick),
             **host_to_device_bytes(folder),
             **block_ratio(folder, blocks=3 if args.quick else 8, repeats=2 if args.quick else 3),
-            **decode_beside_a_busy_thread(folder, clips=24 if args.quick else 96),
+            **decode_beside_a_busy_thread(folder, clips=4 if args.quick else 24),
             **startup_200k(folder, rows=200_000, timeout_s=120),
         }
     result.update({"quick": args.quick, "seconds": round(time.perf_counter() - started, 1),
