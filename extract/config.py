@@ -32,6 +32,7 @@ __all__ = [
 # Architectures with published weights take a fixed input; the small ones exist only with random weights.
 VIDEO_ARCHITECTURES = ("mvit_v2_s", "mvit_tiny")
 AUDIO_ARCHITECTURES = ("ast_vit_b", "ast_tiny")
+_DECODE_IN = ("processes", "threads")
 _PRETRAINED_VIDEO_INPUT = {"mvit_v2_s": (16, 224)}  # (frames per view, crop size px): the weights' meta
 _PRETRAINED_AUDIO_INPUT = {"ast_vit_b": (128, 1024)}  # (mel bins, fbank frames): AST's AudioSet checkpoints
 _PRECISIONS = ("fp32", "bf16", "bf16-pure")
@@ -158,9 +159,9 @@ class ExtractConfig:
     """One extraction setting; recorded in the token store (`to_dict`).
 
     Override a preset with `dataclasses.replace`, e.g. `replace(PROFILES["paper"], video=replace(
-    PROFILES["paper"].video, crops=1))`. `device`, `compile`, `compile_mode`, `attention`, `batch_views` and
-    `decode_threads` change speed, not tokens beyond rounding (the store may be resumed with other values);
-    everything else defines the tokens.
+    PROFILES["paper"].video, crops=1))`. `device`, `compile`, `compile_mode`, `attention`, `batch_views`,
+    `decode_threads` and `decode_in` change speed, not tokens beyond rounding (the store may be resumed with other
+    values); everything else defines the tokens.
     """
 
     profile: str = "paper"  # name of the preset this config came from (informational)
@@ -185,6 +186,7 @@ class ExtractConfig:
     # or "decoder" (swscale's bilinear during the RGB conversion, when the source is at least 2x larger: 10x fewer
     # bytes per 720p clip; tokens within docs/extract.md's stated tolerance of the reference). Stores made before
     # this field existed did "reference".
+    decode_in: str = "processes"  # "processes" or "threads": where clips decode (extract/decode_pool.py says why)
 
     def __post_init__(self) -> None:
         for name, kind in (("video", VideoConfig), ("audio", AudioConfig), ("tokens", TokenConfig)):
@@ -206,6 +208,8 @@ class ExtractConfig:
             raise InputError(f"frame_scaling must be one of {_FRAME_SCALINGS}, got {self.frame_scaling!r}")
         if self.decode_threads < 1:
             raise InputError(f"decode_threads must be >= 1, got {self.decode_threads}")
+        if self.decode_in not in _DECODE_IN:
+            raise InputError(f"decode_in must be one of {_DECODE_IN}, got {self.decode_in!r}")
         small = [a for a in (self.video.architecture, self.audio.architecture)
                  if a not in _PRETRAINED_VIDEO_INPUT and a not in _PRETRAINED_AUDIO_INPUT]
         if small and not self.random_init:

@@ -1,9 +1,11 @@
 """Clips to tokens: decode (PyAV), views and fbank, frozen MViT-v2-S and AST forwards, pooled tokens.
 
-`ClipExtractor` builds both frozen backbones once; `extract_many` decodes the next clips in a thread pool
-(PyAV and torch release the GIL) while the backbones run on the current ones, batches the views of several clips
-into one forward, and yields results in input order. A clip that cannot be used yields its `MediaError` instead
-of tokens; the batch goes on.
+`ClipExtractor` builds both frozen backbones once; `extract_many` decodes the next clips in worker processes
+(extract/decode_pool.py) while the backbones run on the current ones, batches the views of several clips into one
+forward, and yields results in input order. On CUDA the frames go to the device through pinned buffers on a copy
+stream (extract/transfer.py) and the next batch is queued on the device before the current one's tokens are read
+back, so copies, views and both backbones of consecutive batches overlap. A clip that cannot be used yields its
+`MediaError` instead of tokens; the batch goes on.
 """
 
 from __future__ import annotations
@@ -13,20 +15,21 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Future
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from extract import ast_audio, mvit, spectrogram, tokens, views
+from extract import ast_audio, mvit, tokens, views
 from extract.config import ExtractConfig
-from extract.decode import decode_clip
+from extract.decode_pool import DecodePool, PreparedClip, prepare_clip
 from extract.errors import InputError
 from extract.media import MediaError, Segment
 from extract.outputs import ClipTokens, TokenLayout
 from extract.threads import apply_thread_plan, plan_threads
+from extract.transfer import HostToDevice
 
 __all__ = ["ClipExtractor"]
 
@@ -34,16 +37,15 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class _Prepared:
-    """One decoded clip ready for the backbones: views made (CPU device) or frames to make them from (GPU)."""
+class _Launched:
+    """One batch queued on the device: its outputs are (or will be, once `ready` has happened) on the host."""
 
-    path: Path
-    views: torch.Tensor | None  # (V, 3, T, S, S) float32 when made in the decode thread
-    frames: torch.Tensor  # (N, H, W, 3) uint8
-    frame_index: torch.Tensor  # (temporal_views, T) rows of `frames`
-    fbank: torch.Tensor | None  # (S, F) float32; None without audio
-    audio_frames: int
-    decoded_s: float | None  # seconds decoded of a partial file; None: the whole clip
+    clips: list[PreparedClip]
+    video: torch.Tensor  # (B * V, Nv, Dv) float16
+    kinetics: torch.Tensor  # (B * V, K) float32
+    audio: torch.Tensor | None  # (B_a, Na, Da) float16 of the clips with audio; None: none has
+    ready: torch.cuda.Event | None  # the copies back to the host (CUDA); None: already there (CPU)
+    started: float  # perf_counter when the batch was queued
 
 
 class ClipExtractor:
@@ -67,8 +69,9 @@ class ClipExtractor:
                  audio_weights: Path | None = None, thread_share: int = 1) -> None:
         self.config = config
         self.device = _device(config.device)
-        # At most `decode_threads` decode threads beside torch's, never more threads in all than usable cores.
-        self.threads = plan_threads(config.decode_threads, share=thread_share)
+        # At most `decode_threads` decode workers beside torch's threads, never more in all than usable cores.
+        self.threads = plan_threads(config.decode_threads, share=thread_share,
+                                    torch_on_device=self.device.type == "cuda")
         apply_thread_plan(self.threads)
         video, self._video_provenance = mvit.build_mvit(config.video, video_weights, config.random_init, config.seed,
                                                         config.attention)
@@ -84,6 +87,8 @@ class ClipExtractor:
             tokens.pool_audio_tokens(torch.zeros(1, 2 + math.prod(audio.grid), 1), audio.grid,
                                      config.tokens.audio_pooled_time)
         self._clips_per_batch = max(1, config.batch_views // config.video.views)
+        self._decode_pool: DecodePool | None = None  # started by the first `extract_many`, kept until `close`
+        self._to_device = HostToDevice(self.device, slots=2 * self._clips_per_batch)  # this batch and the next
         self._video_forward: Callable = self.video_backbone
         self._audio_forward: Callable = self.audio_backbone
         if config.compile:
@@ -97,15 +102,15 @@ class ClipExtractor:
     # --- public API -------------------------------------------------------------------------------------
 
     def extract(self, path: str | Path, segment: Segment | None = None) -> ClipTokens:
-        """Tokens of one clip: a media file, or a segment of it.
+        """Tokens of one clip: a media file, or a segment of it (decoded in this thread).
 
         Raises:
             MediaError: the clip cannot be used (the message names the file and the reason).
         """
-        prepared = self._prepare(Path(path), segment)
+        prepared = prepare_clip(Path(path), segment, self.config, make_views=self.device.type == "cpu")
         if isinstance(prepared, MediaError):
             raise prepared
-        result = _finite(Path(path), self._forward([prepared])[0])
+        result = _finite(Path(path), self._collect(self._launch([prepared]))[0])
         if isinstance(result, MediaError):
             raise result
         return result
@@ -115,37 +120,57 @@ class ClipExtractor:
                      ) -> Iterator[tuple[Path, ClipTokens | MediaError]]:
         """Tokens of many clips, in input order; a clip that cannot be used gives its MediaError instead.
 
+        One call is one pipeline: give it all the clips there are (every block of a worker), so that decoding
+        never waits for a new call to start.
+
         Args:
             paths: media files.
-            prefetch: batches decoded ahead of the one in the backbones (0: decode, then run, in turn).
+            prefetch: batches decoded ahead of the one in the backbones (at least one clip per decode worker).
             segments: per path the segment that is the clip, or None for the whole file (default: all None).
         """
         if prefetch < 0:
             raise ValueError(f"prefetch must be >= 0, got {prefetch}")
         per_batch = self._clips_per_batch
+        in_flight = max(per_batch * (1 + prefetch), per_batch + self.threads.helper_threads)
         remaining = iter(paths)
         remaining_segments = iter(segments) if segments is not None else None
-        pool = ThreadPoolExecutor(self.threads.helper_threads, thread_name_prefix="mzst-decode")
+        pool = self._decoding()
         pending: deque[tuple[Path, Future]] = deque()
-        try:
-            while True:
-                # Submit this batch and the `prefetch` after it: those decode while this one runs.
-                while len(pending) < per_batch * (1 + prefetch):
+
+        def next_batch() -> list[tuple[Path, PreparedClip | MediaError]]:
+            try:
+                while len(pending) < in_flight:
                     path = next(remaining, None)
                     if path is None:
                         break
                     segment = None if remaining_segments is None else next(remaining_segments)
-                    pending.append((Path(path), pool.submit(self._prepare, Path(path), segment)))
-                if not pending:
-                    return
+                    pending.append((Path(path), pool.submit(Path(path), segment)))
                 batch = [pending.popleft() for _ in range(min(per_batch, len(pending)))]
-                results = [(path, future.result()) for path, future in batch]
-                ready = [r for _, r in results if not isinstance(r, MediaError)]
-                outputs = iter(self._forward(ready) if ready else [])
-                for path, result in results:
+                return [(path, future.result()) for path, future in batch]
+            except BrokenExecutor:  # a decode process died (a crash in a codec, the OOM killer): no clip comes back
+                self.close()  # from this pool again; the caller records the error and the next call starts anew
+                raise
+
+        try:
+            batch = next_batch()
+            launched = self._launch(_usable(batch))
+            while batch:
+                # Queue the next batch on the device before reading this one back: the device never waits for us.
+                following = next_batch()
+                launched_next = self._launch(_usable(following))
+                outputs = iter(self._collect(launched))
+                for path, result in batch:
                     yield path, result if isinstance(result, MediaError) else _finite(path, next(outputs))
+                batch, launched = following, launched_next
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            for _, future in pending:
+                future.cancel()
+
+    def close(self) -> None:
+        """Stop the decode workers (a later `extract_many` starts new ones)."""
+        if self._decode_pool is not None:
+            self._decode_pool.close()
+            self._decode_pool = None
 
     def token_layout(self) -> TokenLayout:
         """Shapes of `ClipTokens` and the grids behind them (recorded in the store)."""
@@ -166,48 +191,57 @@ class ClipExtractor:
         return {"video": dict(self._video_provenance), "audio": dict(self._audio_provenance),
                 "random_init": self.config.random_init, "seed": self.config.seed}
 
-    # --- decode side (worker threads) -------------------------------------------------------------------
-
-    def _prepare(self, path: Path, segment: Segment | None = None) -> _Prepared | MediaError:
-        cfg = self.config
-        try:
-            clip = decode_clip(path, cfg.video, cfg.audio, segment=segment, strict=cfg.strict_media,
-                               scale_frames=cfg.frame_scaling == "decoder")
-        except MediaError as error:
-            return error
-        frames = torch.from_numpy(clip.frames)
-        frame_index = torch.from_numpy(clip.frame_index)
-        made = None
-        if self.device.type == "cpu":  # off the backbones' thread; on a GPU the device does it
-            made = views.make_views(frames, frame_index, cfg.video, mvit.VIDEO_MEAN, mvit.VIDEO_STD)
-        fbank, valid = None, 0
-        if clip.has_audio:
-            fbank, valid = spectrogram.log_mel(torch.from_numpy(clip.audio), cfg.audio.sample_rate_hz,
-                                               cfg.audio.num_mel_bins, cfg.audio.target_frames)
-        return _Prepared(path, made, frames, frame_index, fbank, valid, clip.duration_s if clip.partial else None)
+    def _decoding(self) -> DecodePool:
+        if self._decode_pool is None:
+            self._decode_pool = DecodePool(self.config, self.threads.helper_threads, self.config.decode_in,
+                                           make_views=self.device.type == "cpu")  # on a GPU the device makes them
+            logger.info("decoding in %d %s", self.threads.helper_threads, self._decode_pool.mode)
+        return self._decode_pool
 
     # --- backbone side (calling thread) -----------------------------------------------------------------
 
-    def _forward(self, clips: list[_Prepared]) -> list[ClipTokens]:
+    def _launch(self, clips: list[PreparedClip]) -> _Launched | None:
+        """Queue a batch: frames to the device, views, both backbones, tokens back to the host (all asynchronous on
+        CUDA; on a CPU device done when this returns). None for no clips."""
+        if not clips:
+            return None
         cfg = self.config
         started = time.perf_counter()
-        n_views = cfg.video.views
         with torch.inference_mode():
-            clip_views = torch.cat([self._views(c) for c in clips])  # (B * V, 3, T, S, S)
+            # Every clip's copy is queued before any view is made: clip i+1's copy runs beside clip i's kernels.
+            sent = [(self._to_device.send(c.frames if c.views is None else c.views), c) for c in clips]
+            clip_views = torch.cat([self._views(pixels, c) for pixels, c in sent])  # (B * V, 3, T, S, S)
             kept, logits = [], []
             for chunk in clip_views.split(cfg.batch_views):
                 video_tokens, video_logits = self._run(self._video_forward, chunk, cfg.batch_views)
                 kept.append(self._keep_video(video_tokens))
                 logits.append(video_logits.float())
-            video = torch.cat(kept).cpu().numpy()  # (B * V, Nv, Dv) float16
-            kinetics = torch.cat(logits).cpu().numpy()  # (B * V, 400) float32
-            with_audio = [i for i, c in enumerate(clips) if c.fbank is not None]
-            audio = np.zeros((0,), dtype=np.float16)
-            if with_audio:
-                fbanks = torch.stack([clips[i].fbank for i in with_audio]).to(self.device)  # (B_a, S, F)
+            video, kinetics = torch.cat(kept), torch.cat(logits)  # (B * V, Nv, Dv) float16, (B * V, K) float32
+            audio = None
+            fbanks = [c.fbank for c in clips if c.fbank is not None]
+            if fbanks:
+                fbank = self._to_device.send(torch.stack(fbanks))  # (B_a, S, F)
                 audio = torch.cat([self._keep_audio(self._run(self._audio_forward, chunk, self._clips_per_batch))
-                                   for chunk in fbanks.split(self._clips_per_batch)]).cpu().numpy()  # (B_a, Na, Da)
+                                   for chunk in fbank.split(self._clips_per_batch)])  # (B_a, Na, Da)
+            ready = None
+            if self.device.type == "cuda":  # pinned host copies, read by `_collect` once `ready` has happened
+                video, kinetics = video.to("cpu", non_blocking=True), kinetics.to("cpu", non_blocking=True)
+                audio = audio.to("cpu", non_blocking=True) if audio is not None else None
+                ready = torch.cuda.Event()
+                ready.record(torch.cuda.current_stream(self.device))
+        return _Launched(clips, video, kinetics, audio, ready, started)
+
+    def _collect(self, launched: _Launched | None) -> list[ClipTokens]:
+        """The tokens of a launched batch, per clip (waits for the device)."""
+        if launched is None:
+            return []
+        if launched.ready is not None:
+            launched.ready.synchronize()
+        n_views = self.config.video.views
+        video, kinetics = launched.video.numpy(), launched.kinetics.numpy()
+        audio = launched.audio.numpy() if launched.audio is not None else None
         silent = np.zeros(self.token_layout().shape("audio_tokens"), dtype=np.float16)
+        with_audio = [i for i, c in enumerate(launched.clips) if c.fbank is not None]
         audio_row = {clip: row for row, clip in enumerate(with_audio)}
         out = [
             ClipTokens(
@@ -218,17 +252,17 @@ class ClipExtractor:
                 audio_frames=clip.audio_frames,
                 decoded_s=clip.decoded_s,
             )
-            for i, clip in enumerate(clips)
+            for i, clip in enumerate(launched.clips)
         ]
-        logger.debug("forward of %d clips (%d views) in %.3f s", len(clips), len(clips) * n_views,
-                     time.perf_counter() - started)
+        logger.debug("%d clips (%d views) in %.3f s from queueing to tokens", len(out), len(out) * n_views,
+                     time.perf_counter() - launched.started)
         return out
 
-    def _views(self, clip: _Prepared) -> torch.Tensor:
+    def _views(self, pixels: torch.Tensor, clip: PreparedClip) -> torch.Tensor:
+        """A clip's views from its pixels on the device: made already (CPU decode worker), or from its frames."""
         if clip.views is not None:
-            return clip.views.to(self.device)
-        frames = clip.frames.to(self.device, non_blocking=True)
-        return views.make_views(frames, clip.frame_index, self.config.video, mvit.VIDEO_MEAN, mvit.VIDEO_STD)
+            return pixels
+        return views.make_views(pixels, clip.frame_index, self.config.video, mvit.VIDEO_MEAN, mvit.VIDEO_STD)
 
     def _run(self, forward: Callable, batch: torch.Tensor, size: int):
         """Run one backbone (under autocast when bf16, on a bfloat16 batch when bf16-pure); with torch.compile, pad
@@ -255,6 +289,10 @@ class ClipExtractor:
             audio_tokens = tokens.pool_audio_tokens(audio_tokens, self.audio_backbone.grid,
                                                     self.config.tokens.audio_pooled_time)
         return audio_tokens.half()
+
+
+def _usable(batch: list[tuple[Path, PreparedClip | MediaError]]) -> list[PreparedClip]:
+    return [result for _, result in batch if not isinstance(result, MediaError)]
 
 
 def _finite(path: Path, clip: ClipTokens) -> ClipTokens | MediaError:

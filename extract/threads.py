@@ -9,6 +9,10 @@ default of one thread per core plus the helpers made the process fight itself an
 An explicit choice wins: `--threads N` (`set_requested_threads`) or `OMP_NUM_THREADS` set torch's intra-op
 threads to exactly that number; the helpers then share what is left of the budget. Every count is at least 1, so
 a 1-core process still runs one torch thread and one helper.
+
+When the backbones run on a GPU (`torch_on_device`), torch's thread only launches kernels: it keeps one core and
+the helpers (clip decode processes, extract/decode_pool.py) take the rest of the budget, so decoding scales with the
+cores instead of stopping at half of them.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ class ThreadPlan:
 
     cores: int  # the budget: usable cores, or the explicit thread count when one was given
     torch_threads: int  # torch.set_num_threads
-    helper_threads: int  # decode threads (extraction) or batch read-ahead threads (training)
+    helper_threads: int  # decode workers, processes or threads (extraction), or batch read-ahead threads (training)
     source: str  # "cores", "OMP_NUM_THREADS" or "--threads": where torch_threads came from
 
 
@@ -73,24 +77,29 @@ def requested_threads() -> tuple[int | None, str]:
     return None, "cores"
 
 
-def plan_threads(helpers_wanted: int, *, share: int = 1, cores: int | None = None) -> ThreadPlan:
+def plan_threads(helpers_wanted: int, *, share: int = 1, cores: int | None = None,
+                 torch_on_device: bool = False) -> ThreadPlan:
     """Split the cores among torch and up to `helpers_wanted` helper threads.
 
     Args:
         helpers_wanted: helper threads the caller would like (decode threads, read-ahead threads); 0 for none.
         share: processes dividing this machine's cores among them (Dask CPU workers), each planning its own part.
         cores: the budget (default: `usable_cores()`); tests pass it.
+        torch_on_device: torch computes on a GPU, so it needs a single thread.
 
-    Without an explicit count, helpers take at most half the budget (at least 1 when wanted) and torch the rest;
-    with one, torch takes exactly that and the helpers what is left (at least 1 when wanted).
+    Without an explicit count, helpers take at most half the budget (at least 1 when wanted) and torch the rest,
+    or with `torch_on_device` torch takes one core and the helpers the rest; with an explicit count, torch takes
+    exactly that and the helpers what is left (at least 1 when wanted).
     """
     budget = max(1, (usable_cores() if cores is None else cores) // max(1, share))
     explicit, source = requested_threads()
     if explicit is not None:
         helpers = min(helpers_wanted, max(1, budget - explicit)) if helpers_wanted else 0
         return ThreadPlan(cores=budget, torch_threads=explicit, helper_threads=helpers, source=source)
-    helpers = min(helpers_wanted, max(1, budget // 2)) if helpers_wanted else 0
-    return ThreadPlan(cores=budget, torch_threads=max(1, budget - helpers), helper_threads=helpers, source=source)
+    helpers_cap = budget - 1 if torch_on_device else budget // 2
+    helpers = min(helpers_wanted, max(1, helpers_cap)) if helpers_wanted else 0
+    torch_threads = 1 if torch_on_device else max(1, budget - helpers)
+    return ThreadPlan(cores=budget, torch_threads=torch_threads, helper_threads=helpers, source=source)
 
 
 def apply_thread_plan(plan: ThreadPlan) -> None:

@@ -14,6 +14,8 @@ clip's parent folder (the ImageFolder convention of UCF-101 and most action data
 from __future__ import annotations
 
 import csv
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +102,7 @@ def _read_manifest(manifest: Path, required: tuple[str, ...]) -> list[ClipRecord
     base = manifest.parent.resolve()
     problems: dict[str, list[int]] = {}
     first_line: dict[str, int] = {}
+    resolved_folders: dict[Path, Path] = {}
     records = []
     for line, row in enumerate(rows, start=2):
         values = {k: v or "" for k, v in row.items() if k is not None}
@@ -114,8 +117,8 @@ def _read_manifest(manifest: Path, required: tuple[str, ...]) -> list[ClipRecord
             problems.setdefault("clip_id repeated (first use on the line given first)", []).extend(
                 [first_line[clip_id], line])
         first_line.setdefault(clip_id, line)
-        path = (base / relative).resolve()
-        if values["path"].strip() and path.is_dir():
+        path, is_dir = _resolve(base / relative, resolved_folders)
+        if values["path"].strip() and is_dir:
             problems.setdefault("path is a folder, not a media file", []).append(line)
         records.append(ClipRecord(clip_id=clip_id, path=path, label=values.get("class_name", ""),
                                   split=values.get("split", ""),
@@ -125,6 +128,26 @@ def _read_manifest(manifest: Path, required: tuple[str, ...]) -> list[ClipRecord
         raise InputError(f"{manifest}: {bad} bad row(s), nothing extracted: " + "; ".join(
             f"{what} on line(s) {_first_few(lines)}" for what, lines in problems.items()))
     return records
+
+
+def _resolve(path: Path, resolved_folders: dict[Path, Path]) -> tuple[Path, bool]:
+    """`path.resolve()` and whether it is a folder, resolving each folder once (`resolved_folders` caches them).
+
+    A file that is not a symbolic link resolves to its resolved folder joined with its name, so one `lstat` per
+    row replaces `resolve`'s walk over every component: 200,000 rows took 8 s of `resolve` (issue 18).
+    """
+    if path.name in ("", ".", ".."):
+        return path.resolve(), path.resolve().is_dir()
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and stat.S_ISLNK(mode):
+        return path.resolve(), path.resolve().is_dir()
+    folder = resolved_folders.get(path.parent)
+    if folder is None:
+        folder = resolved_folders[path.parent] = path.parent.resolve()
+    return folder / path.name, mode is not None and stat.S_ISDIR(mode)
 
 
 def _first_few(lines: list[int], shown: int = 5) -> str:

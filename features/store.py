@@ -108,6 +108,9 @@ class TokenStore:
         self.fields = tuple(_token_arrays(self.token_layout)) + tuple(_SMALL_ARRAYS)
         self._raw_chunk_dirs = {name: path / name / "c" for name in _token_arrays(self.token_layout)
                                 if _is_raw_per_clip(group[name])}
+        # Array handles, opened once: opening one reads its zarr.json, which cost more than a batch's write of it.
+        self._arrays: dict[str, zarr.Array] = {}
+        self._has_decoded = _DECODED_ARRAY in group
 
     # --- creation and opening ---------------------------------------------------------------------------
 
@@ -193,7 +196,7 @@ class TokenStore:
     @property
     def status(self) -> np.ndarray:
         """Current status of every clip, read fresh from disk: (n,) uint8."""
-        return np.asarray(self._group["status"][:])
+        return np.asarray(self._array("status")[:])
 
     @property
     def failure_reasons(self) -> np.ndarray:
@@ -250,18 +253,24 @@ class TokenStore:
         index = np.asarray(indices, dtype=np.int64)[order]
         tokens = [clip_tokens[i] for i in order]
         for name, (dtype, clip_shape) in _token_arrays(self.token_layout).items():
-            values = np.stack([_checked(getattr(t, name), dtype, clip_shape, name, self.path) for t in tokens])
-            self._set(name, index, values)  # (k, *clip_shape)
+            values = [_checked(getattr(t, name), dtype, clip_shape, name, self.path) for t in tokens]
+            if name in self._raw_chunk_dirs:
+                self._write_raw_chunks(name, index, values)
+            else:
+                self._set(name, index, np.stack(values))  # (k, *clip_shape)
         self._set("has_audio", index, np.array([bool(t.has_audio) for t in tokens]))
         decoded = np.array([np.nan if getattr(t, "decoded_s", None) is None else t.decoded_s for t in tokens])
-        if _DECODED_ARRAY in self._group:
+        if self._has_decoded:
             self._set(_DECODED_ARRAY, index, decoded)
         elif not np.isnan(decoded).all():
             raise StoreError(f"{self.path}: made before partial clips were kept, it cannot record one; extract "
                              "into a new store, or set `strict_media=True` to fail such files")
         self._set("audio_frames", index, np.array([int(t.audio_frames) for t in tokens], dtype=np.int32))
-        # Status last: a clip is done only once its data is on disk.
-        self._set("failure_reason", index, np.array([""] * len(index), dtype=object))
+        # Status last: a clip is done only once its data is on disk. Only a clip that failed before has a reason
+        # to clear (a string array's read-modify-write is the dearest of these writes).
+        status = self._array("status")
+        if (np.asarray(status.get_orthogonal_selection((index,))) == FAILED).any():
+            self._set("failure_reason", index, np.array([""] * len(index), dtype=object))
         self._set("status", index, np.full(len(index), DONE, dtype=np.uint8))
 
     def relocate(self, paths: Sequence[Path], source: str) -> int:
@@ -303,7 +312,32 @@ class TokenStore:
         breaks = np.flatnonzero(np.diff(sorted_index) != 1) + 1
         for run in np.split(np.arange(len(sorted_index)), breaks):
             start = int(sorted_index[run[0]])
-            self._group[name][start:start + len(run)] = values[run[0]:run[-1] + 1]
+            self._array(name)[start:start + len(run)] = values[run[0]:run[-1] + 1]
+
+    def _write_raw_chunks(self, name: str, sorted_index: np.ndarray, values: Sequence[np.ndarray]) -> None:
+        """Write one-clip chunks of an uncompressed array as files (see `_read_raw_chunks`), each to a temporary
+        file renamed into place, as Zarr's local store does: a killed writer leaves the old chunk or the new one.
+
+        One file write per clip instead of a Zarr call: Zarr's per-call overhead was most of a clip's write time.
+        """
+        suffix = ("0",) * values[0].ndim if values else ()
+        for clip, value in zip(sorted_index, values, strict=True):
+            target = os.path.join(self._raw_chunk_dirs[name], str(int(clip)), *suffix)
+            staging = os.path.join(os.path.dirname(target), f".{suffix[-1]}.writing-{os.getpid()}")
+            data = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<")).tobytes()
+            try:
+                file = open(staging, "wb")  # noqa: SIM115 - the folder is made only when missing (a new clip)
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                file = open(staging, "wb")  # noqa: SIM115
+            with file:
+                file.write(data)
+            os.replace(staging, target)
+
+    def _array(self, name: str) -> zarr.Array:
+        if name not in self._arrays:
+            self._arrays[name] = self._group[name]
+        return self._arrays[name]
 
     def _check_writable(self) -> None:
         if not self.writable:

@@ -56,3 +56,14 @@ def test_the_plan_is_applied_to_torch():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_on_a_gpu_torch_keeps_one_core_and_decoding_takes_the_rest():
+    # torch only launches kernels there; decode processes are the CPU work (issue 18: half the cores capped decode)
+    plan = plan_threads(32, cores=16, torch_on_device=True)
+    assert (plan.torch_threads, plan.helper_threads) == (1, 15)
+    assert (plan_threads(8, cores=16, torch_on_device=True).helper_threads, plan_threads(8, cores=16).helper_threads
+            ) == (8, 8)  # the cap still holds
+    assert (plan_threads(8, cores=1, torch_on_device=True).torch_threads,
+            plan_threads(8, cores=1, torch_on_device=True).helper_threads) == (1, 1)
+    assert plan_threads(32, cores=16, share=2, torch_on_device=True).helper_threads == 7  # two GPU workers

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from extract.media import Segment
 from features.config import RunnerConfig, StoreConfig
 from features.lease import lease_path
 from features.runner import build_extract_config, failures_csv_path, run_extraction
-from features.store import DONE, FAILED, StoreError, TokenStore
+from features.store import DONE, FAILED, PENDING, StoreError, TokenStore
 from tests.media import truncated_playable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,6 +79,38 @@ def test_run_records_failures_and_a_rerun_skips_everything(clip_folder, tmp_path
     assert not (tmp_path / "new.zarr").exists()
 
 
+def test_one_pipeline_over_all_blocks_and_a_failed_write_spares_the_other_blocks(clip_folder, tmp_path, caplog):
+    from extract.pipeline import ClipExtractor
+    from features.manifest import read_clip_list
+
+    _, manifest = clip_folder
+    _run(manifest, tmp_path / "reference.zarr")
+    one_clip_blocks = StoreConfig(clips_per_block=1)
+    with caplog.at_level(logging.DEBUG, logger="extract.pipeline"):
+        _run(manifest, tmp_path / "small_blocks.zarr", store=one_clip_blocks)
+    forwards = [r for r in caplog.records if "from queueing to tokens" in r.getMessage()]
+    assert len(forwards) == 1  # the 6 usable clips of 8 one-clip blocks share one batch: no restart per block
+    _assert_same_store(tmp_path / "reference.zarr", tmp_path / "small_blocks.zarr")
+    caplog.clear()
+
+    target = tmp_path / "s.zarr"  # made as the runner makes it, so that the run resumes it
+    layout = ClipExtractor(CPU_SMALL).token_layout()
+    store = TokenStore.create(target, read_clip_list(manifest), layout, CPU_SMALL.to_dict(), {}, one_clip_blocks)
+    blocked = int(np.flatnonzero(store.clip_ids == "barking/clip1")[0])
+    (target / "video_tokens" / "c").mkdir(parents=True)
+    (target / "video_tokens" / "c" / str(blocked)).write_text("a file where the clip's chunk folder goes")
+    with caplog.at_level(logging.INFO, logger="extract.pipeline"):
+        summary = _run(manifest, target, store=one_clip_blocks)
+    assert len(summary.block_errors) == 1 and summary.block_errors[0].startswith(f"block {blocked}: ")
+    assert (summary.done, summary.failed, summary.pending) == (5, 2, 1)
+    assert TokenStore.open(target).status[blocked] == PENDING
+    pools = [r for r in caplog.records if r.getMessage().startswith("decoding in")]
+    assert len(pools) == 1  # the pipeline restarted after the error reuses the decode processes
+    (target / "video_tokens" / "c" / str(blocked)).unlink()
+    assert _run(manifest, target, store=one_clip_blocks).extracted == 1
+    _assert_same_store(tmp_path / "reference.zarr", target)
+
+
 @pytest.mark.slow
 def test_folder_input_keeps_equal_stems_apart(clip_folder, tmp_path):
     folder, _ = clip_folder
@@ -102,8 +135,9 @@ def test_sigkill_at_several_points_then_resume_equals_an_uninterrupted_run(clip_
     _, manifest = clip_folder
     _run(manifest, tmp_path / "reference.zarr")
     target = tmp_path / "killed.zarr"
+    # One clip per forward (2 views), so that clips reach the writer, and the disk, one at a time to be killed between.
     command = [sys.executable, str(REPO / "cli.py"), "extract", "--videos", str(manifest), "--out", str(target),
-               "--profile", "cpu-small", "--no-progress"]
+               "--profile", "cpu-small", "--no-progress", "--batch-views", "2"]
     kills_mid_run = 0
     for kill_after_done in (1, 2, 4):
         process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -137,3 +137,18 @@ def test_fast_raw_reads_equal_zarr_reads(tmp_path, store_config):
         np.testing.assert_array_equal(ours[name], group[name][:][index])
         assert ours[name].dtype == group[name].dtype
     assert bool(reopened._raw_chunk_dirs) == (store_config.compressor == "none" and not store_config.shard_blocks)
+
+
+def test_a_failed_clip_written_later_is_done_without_its_reason(tmp_path):
+    store = TokenStore.create(tmp_path / "s.zarr", _clips(6), LAYOUT, {}, {}, StoreConfig(clips_per_block=4))
+    store.mark_failed([1, 4], ["truncated", "empty file"])
+    store.write_clips([0, 1, 2], [_tokens(0), _tokens(1), _tokens(2)])  # a retry of clip 1 among new clips
+    store.write_clips([5], [_tokens(5)])  # clip 4's reason stays: only a written clip's is cleared
+    reopened = TokenStore.open(tmp_path / "s.zarr")
+    assert reopened.status.tolist() == [DONE, DONE, DONE, PENDING, FAILED, DONE]
+    assert reopened.failure_reasons.tolist() == ["", "", "", "", "empty file", ""]
+    chunk = tmp_path / "s.zarr" / "video_tokens" / "c" / "1" / "0" / "0" / "0"  # written as a plain chunk file
+    np.testing.assert_array_equal(np.fromfile(chunk, dtype="<f2").reshape(2, 3, 4), _tokens(1).video_tokens)
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "s.zarr" / "video_tokens"), mode="r")[1],
+                                  _tokens(1).video_tokens)
+    assert not list((tmp_path / "s.zarr").rglob(".*writing*"))  # no staging file left behind
