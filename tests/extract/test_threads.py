@@ -67,3 +67,12 @@ def test_on_a_gpu_torch_keeps_one_core_and_decoding_takes_the_rest():
     assert (plan_threads(8, cores=1, torch_on_device=True).torch_threads,
             plan_threads(8, cores=1, torch_on_device=True).helper_threads) == (1, 1)
     assert plan_threads(32, cores=16, share=2, torch_on_device=True).helper_threads == 7  # two GPU workers
+
+
+def test_the_gpu_profiles_decode_on_every_core_but_torchs():
+    from extract.config import PROFILES
+
+    # the default cap must not be what limits decoding on a GPU machine (8 workers capped it near 55 clips/s)
+    for name in ("paper", "mvit-1x5"):
+        plan = plan_threads(PROFILES[name].decode_threads, cores=16, torch_on_device=True)
+        assert plan.helper_threads == 15, name
