@@ -113,14 +113,16 @@ class _ForwardLog(logging.Handler):
 @contextlib.contextmanager
 def _forward_log():
     log, pipeline = _ForwardLog(), logging.getLogger("extract.pipeline")
-    level = pipeline.level
+    level, propagate = pipeline.level, pipeline.propagate
     pipeline.setLevel(logging.DEBUG)
+    pipeline.propagate = False  # the debug lines are this bench's clock, not output: the JSON line stays alone
     pipeline.addHandler(log)
     try:
         yield log
     finally:
         pipeline.removeHandler(log)
         pipeline.setLevel(level)
+        pipeline.propagate = propagate
 
 
 # --- store writes ---------------------------------------------------------------------------------------------
