@@ -57,7 +57,7 @@ def _as_options(message: str, command: click.Command) -> str:
             return _FIELD_OPTIONS.get(name, match.group(0))
         if option.is_flag:
             off = value is not None and value.strip() == "False"
-            return option.secondary_opts[0] if off and option.secondary_opts else option.opts[0]
+            return (option.secondary_opts or [f"no {option.opts[0]}"])[0] if off else option.opts[0]
         return option.opts[0] if value is None else f"{option.opts[0]} {value.strip().strip(chr(39))}"
 
     return _FIELD.sub(option_text, message)

@@ -192,8 +192,12 @@ def _open_or_create(config: RunnerConfig, clips: Sequence[ClipRecord], extractor
         if key not in _RUNTIME_KEYS and extract_dict.get(key) != recorded.get(key)
     )
     if differences or layout != store.token_layout:
+        # a setting of its own (not a group such as `video`) can be named with the store's value, to resume as it was
+        settings = [f"`{key}={recorded[key]!r}`" for key in differences
+                    if key in recorded and not isinstance(recorded[key], dict | list)]
         raise StoreError(f"{config.out}: made with a different extraction config (differs in "
-                         f"{', '.join(differences) or 'token layout'}); choose a new `out` or the same settings")
+                         f"{', '.join(differences) or 'token layout'}); choose a new `out` or the same settings"
+                         + (f" (the store's: {', '.join(settings)})" if settings else ""))
     same_clips = (store.clip_ids.tolist() == [c.clip_id for c in clips]
                   and store.labels.tolist() == [c.label for c in clips]
                   and store.splits.tolist() == [c.split for c in clips]

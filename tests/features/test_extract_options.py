@@ -29,3 +29,18 @@ def test_an_unknown_option_is_one_line_naming_the_known_ones(tmp_path, write_cli
         assert result.exit_code == 1 and told in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1
         assert not (tmp_path / "t.zarr").exists()
+
+
+def test_a_store_made_with_other_settings_is_refused_with_the_option_that_resumes_it(tmp_path, write_clip):
+    # e.g. a paper-profile store made before `frame_scaling` existed did the reference: the message says how to resume
+    clip = write_clip(tmp_path / "videos" / "drumming" / "clip0.mp4")
+    out = tmp_path / "tokens.zarr"
+    base = ["extract", "--videos", str(clip), "--out", str(out), "--profile", "cpu-small", "--no-progress"]
+    assert CliRunner().invoke(cli.cli, base).exit_code == 0
+    refused = CliRunner().invoke(cli.cli, [*base, "--option", "frame_scaling=decoder"])
+    assert refused.exit_code == 1 and len(refused.output.strip().splitlines()) == 1
+    assert "differs in frame_scaling" in refused.output
+    assert "(the store's: --option frame_scaling=reference)" in refused.output, refused.output
+    assert CliRunner().invoke(cli.cli, [*base, "--option", "frame_scaling=reference"]).exit_code == 0
+    strict = CliRunner().invoke(cli.cli, [*base, "--strict"])
+    assert "differs in strict_media" in strict.output and "(the store's: no --strict)" in strict.output
