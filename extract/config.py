@@ -36,7 +36,7 @@ _DECODE_IN = ("processes", "threads")
 _PRETRAINED_VIDEO_INPUT = {"mvit_v2_s": (16, 224)}  # (frames per view, crop size px): the weights' meta
 _PRETRAINED_AUDIO_INPUT = {"ast_vit_b": (128, 1024)}  # (mel bins, fbank frames): AST's AudioSet checkpoints
 _PRECISIONS = ("fp32", "bf16", "bf16-pure")
-_FRAME_SCALINGS = ("reference", "decoder")
+_FRAME_SCALINGS = ("reference", "worker", "decoder")
 # torchvision's own attention forward, or a fused kernel of extract/mvit_attention.py (docs/extract.md compares them)
 ATTENTION_KERNELS = ("torchvision", "sdpa", "sdpa-mask", "flex")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
@@ -183,10 +183,11 @@ class ExtractConfig:
     # workers take the rest (15 on a 16-core, 1-GPU machine), since 8 workers cap decoding near 55 clips/s
     strict_media: bool = False  # fail a file whose video breaks part-way instead of keeping its decodable part
     frame_scaling: str = "reference"  # where frames are scaled to the views' short side: "reference" (full-size
-    # RGB frames resized by torch on `device`, bilinear without antialiasing, as torchvision's weights transforms)
-    # or "decoder" (swscale's bilinear during the RGB conversion, when the source is at least 2x larger: 10x fewer
-    # bytes per 720p clip; tokens within docs/extract.md's stated tolerance of the reference). Stores made before
-    # this field existed did "reference".
+    # RGB frames resized by torch on `device`, bilinear without antialiasing, as torchvision's weights transforms),
+    # "worker" (the same filter on the uint8 frames in the decode worker: 10x fewer bytes per 720p clip, each pixel
+    # within 1 level of 255 of the reference) or "decoder" (swscale's bilinear during the RGB conversion, when the
+    # source is at least 2x larger: the same bytes, less CPU, tokens within docs/extract.md's wider stated
+    # tolerance). Stores made before this field existed did "reference".
     decode_in: str = "processes"  # "processes" or "threads": where clips decode (extract/decode_pool.py says why)
 
     def __post_init__(self) -> None:
@@ -245,13 +246,14 @@ def _sub_config(kind: type, values: dict, name: str):
     return kind(**values)
 
 
-# The GPU profiles scale frames in the decoder: a full-size 720p clip's frames (171 MB) would cap the transfer to
-# the device below the 100 clips/s per GPU that extraction aims at. A store made with the reference before then
-# resumes only with frame_scaling="reference" (the runner names the field that differs).
+# The GPU profiles scale frames in the decode workers: a full-size 720p clip's frames (171 MB) would cap the transfer
+# to the device below the 100 clips/s per GPU that extraction aims at; "worker" keeps the reference's filter (tokens
+# as good as equal), "decoder" is the cheaper opt-in. A store made with the reference before then resumes only with
+# frame_scaling="reference" (the runner names the field that differs).
 PROFILES: dict[str, ExtractConfig] = {
-    "paper": ExtractConfig(profile="paper", frame_scaling="decoder"),
+    "paper": ExtractConfig(profile="paper", frame_scaling="worker"),
     "mvit-1x5": ExtractConfig(profile="mvit-1x5", video=VideoConfig(crops=1, temporal_views=5), batch_views=80,
-                              frame_scaling="decoder"),
+                              frame_scaling="worker"),
     "cpu-small": ExtractConfig(
         profile="cpu-small",
         video=VideoConfig(architecture="mvit_tiny", crops=1, temporal_views=2, crop_size_px=112),

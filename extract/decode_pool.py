@@ -71,6 +71,8 @@ def prepare_clip(path: Path, segment: Segment | None, config: ExtractConfig, mak
     except MediaError as error:
         return error
     frames = torch.from_numpy(clip.frames)
+    if config.frame_scaling == "worker":
+        frames = views.resize_frames(frames, config.video)
     frame_index = torch.from_numpy(clip.frame_index)
     made = views.make_views(frames, frame_index, config.video, mvit.VIDEO_MEAN, mvit.VIDEO_STD) if make_views else None
     fbank, valid = None, 0

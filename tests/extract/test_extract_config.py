@@ -12,7 +12,7 @@ def test_paper_profile_is_the_papers_setting():
     paper = PROFILES["paper"]
     # The defaults are the paper's, but for where frames are scaled: stores made before the field did the reference.
     assert replace(paper, frame_scaling="reference") == ExtractConfig()
-    assert paper.frame_scaling == PROFILES["mvit-1x5"].frame_scaling == "decoder"
+    assert paper.frame_scaling == PROFILES["mvit-1x5"].frame_scaling == "worker"
     assert (paper.video.architecture, paper.video.crops, paper.video.temporal_views) == ("mvit_v2_s", 3, 4)
     assert (paper.video.frames_per_view, paper.video.frame_stride, paper.video.sampling_fps) == (16, 4, 30.0)
     assert (paper.audio.architecture, paper.audio.num_mel_bins, paper.audio.target_frames) == ("ast_vit_b", 128, 1024)
