@@ -49,7 +49,8 @@ class PreparedClip:
 
     path: Path
     views: torch.Tensor | None  # (V, 3, T, S, S) float32 when made by the decode worker (CPU device)
-    frames: torch.Tensor  # (N, H, W, 3) uint8: the distinct frames the views show
+    frames: torch.Tensor | None  # (N, H, W, 3) uint8: the distinct frames the views show; None once the worker
+    # made the views (not sent back through shared memory: nothing reads them then)
     frame_index: torch.Tensor  # (temporal_views, T) rows of `frames`
     fbank: torch.Tensor | None  # (S, F) float32; None without audio
     audio_frames: int  # fbank frames that hold audio (the rest is padding)
@@ -74,7 +75,10 @@ def prepare_clip(path: Path, segment: Segment | None, config: ExtractConfig, mak
     if config.frame_scaling == "worker":
         frames = views.resize_frames(frames, config.video)
     frame_index = torch.from_numpy(clip.frame_index)
-    made = views.make_views(frames, frame_index, config.video, mvit.VIDEO_MEAN, mvit.VIDEO_STD) if make_views else None
+    made = None
+    if make_views:
+        made = views.make_views(frames, frame_index, config.video, mvit.VIDEO_MEAN, mvit.VIDEO_STD)
+        frames = None
     fbank, valid = None, 0
     if clip.has_audio:
         fbank, valid = spectrogram.log_mel(torch.from_numpy(clip.audio), config.audio.sample_rate_hz,
