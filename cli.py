@@ -15,10 +15,10 @@ from pathlib import Path
 
 import click
 
-from extract.errors import InputError, is_user_error
-from extract.threads import set_requested_threads
+from common.errors import InputError, is_user_error
+from common.threads import set_requested_threads
 
-# A config field named in a library message: `resume`, `resume=True`, `se_target='class'` (extract.errors).
+# A config field named in a library message: `resume`, `resume=True`, `se_target='class'` (common.errors).
 _FIELD = re.compile(r"`([a-z_][a-z0-9_]*)(?:=([^`]*))?`")
 # Fields that a command sets through another option than their own.
 _FIELD_OPTIONS = {"normalise_embeddings": "--ablation normalised"}
@@ -134,7 +134,7 @@ def cli(verbose: bool, threads: int | None) -> None:
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    set_requested_threads(threads)  # the rule for every stage's threads: extract/threads.py
+    set_requested_threads(threads)  # the rule for every stage's threads: common/threads.py
 
 
 # --- commands -----------------------------------------------------------------------------------------
@@ -192,7 +192,7 @@ def demo_command(out: Path, seeds: tuple[int, ...], epochs: int, progress: bool)
     make-synthetic -> extract (cpu-small, random-init backbones) -> train-fusion (one run per seed, plus a control
     with shuffled class embeddings) -> zeroshot -> OUT/demo_results.json and OUT/report/.
     """
-    from eval.demo import DemoConfig, run_demo
+    from workflows.demo import DemoConfig, run_demo
 
     result = run_demo(DemoConfig(out=out, seeds=seeds, epochs=epochs, progress=progress))
     r = result.results
@@ -414,7 +414,7 @@ def train_fusion_command(config_file: Path | None, preset: str | None, ablations
 def zeroshot_command(no_plots: bool, **options) -> None:
     """Zero-shot recognition: nearest class per clip, ZSL and GZSL S / U / HM (or a ranking of any class names)."""
     from eval.config import PlotConfig, ZeroShotConfig
-    from eval.zeroshot import run_zeroshot
+    from workflows.zeroshot import run_zeroshot
 
     config = ZeroShotConfig(**options, plots=PlotConfig(tsne=not no_plots, per_class_bars=not no_plots))
     click.echo(run_zeroshot(config).summary() + (f"; wrote {config.out}" if config.out is not None else ""))
@@ -474,7 +474,7 @@ def protocol_group() -> None:
 def protocol_avca_command(dataset: str, store: Path, out: Path, split: str, **training) -> None:
     """AVCA two-stage protocol: select epoch (and beta) on stage-1 validation, retrain on train + val, test once."""
     from eval.config import AVCAProtocolConfig
-    from eval.protocols import run_avca_protocol
+    from workflows.protocols import run_avca_protocol
 
     config = AVCAProtocolConfig(dataset=dataset, store=store, out=out, split=split, **_protocol_settings(**training))
     click.echo(run_avca_protocol(config).summary() + f"; wrote {out}")
@@ -500,7 +500,7 @@ def protocol_avca_command(dataset: str, store: Path, out: Path, split: str, **tr
 def protocol_mzsl_command(out: Path, test_split: str, **options) -> None:
     """MZSL-50 protocol: train on a benchmark, ZSL by easy / medium / hard group and GZSL on the evaluation set."""
     from eval.config import MZSLProtocolConfig
-    from eval.protocols import run_mzsl_protocol
+    from workflows.protocols import run_mzsl_protocol
 
     test_split = None if test_split.lower() == "none" else test_split
     config = MZSLProtocolConfig(out=out, test_split=test_split, **_protocol_settings(**options))
@@ -519,8 +519,8 @@ def protocol_mzsl_command(out: Path, test_split: str, **options) -> None:
 @_user_errors
 def ablate_command(store: Path, out: Path, rows, seeds, preset, ablations, device, extra, **options) -> None:
     """Train and evaluate every ablation row (the paper's Table 7) with the same split and seeds; print the table."""
-    from eval.ablate import run_ablation
     from eval.config import AblateConfig
+    from workflows.ablate import run_ablation
 
     config = AblateConfig(store=store, out=out, seeds=seeds, train={**_given(**options), **dict(extra)}, preset=preset,
                           ablations=ablations, device=device or "cpu", **_given(rows=rows))
@@ -568,8 +568,8 @@ def report_command(runs: tuple[Path, ...], out: Path | None, group_seeds: bool) 
 def import_avca_command(features: Path, dataset: str, out: Path, stages: tuple[str, ...], trust_pickle: bool,
                         sequence_tokens: int) -> None:
     """Import AVCA-GZSL (.h5) or TCAF (.pkl) features into a token store that fusion heads train on."""
+    from curate.importers import import_avca_features
     from eval.config import AVCAImportConfig
-    from eval.importers import import_avca_features
 
     config = AVCAImportConfig(features=features, dataset=dataset, out=out, trust_pickle=trust_pickle, stages=stages,
                               sequence_tokens=sequence_tokens)

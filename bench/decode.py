@@ -40,10 +40,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from curate.encode import write_mp4  # noqa: E402
 from extract import views  # noqa: E402
 from extract.config import PROFILES  # noqa: E402
 from extract.decode import decode_clip  # noqa: E402
-from extract.encode import write_mp4  # noqa: E402
 
 __all__ = ["decode_720p_vs_ffmpeg", "write_720p_clip", "write_motion_clip"]
 
@@ -69,7 +69,7 @@ def _motion_frames(seconds: float, width: int, height: int, fps: int = 30) -> np
 
 
 def write_motion_clip(path: Path, seconds: float, width: int, height: int) -> Path:
-    """DESIGN section 5's clip: `_motion_frames` in H.264 (`extract.encode.write_mp4`) with AAC stereo."""
+    """DESIGN section 5's clip: `_motion_frames` in H.264 (`curate.encode.write_mp4`) with AAC stereo."""
     samples = np.arange(round(seconds * 44100)) / 44100
     audio = np.stack([0.3 * np.sin(2 * np.pi * 440 * samples), 0.2 * np.sin(2 * np.pi * 660 * samples)])
     return write_mp4(path, _motion_frames(seconds, width, height), 30, audio.astype(np.float32), 44100)

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from curate import classlists  # noqa: E402
-from fusion import class_embeddings, word_vectors  # noqa: E402
+from text import class_embeddings, word_vectors  # noqa: E402
 
 
 def best_of(repeats: int, action) -> float:

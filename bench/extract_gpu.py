@@ -5,7 +5,7 @@ Runs unmodified on a lent H100 / H200 (torch 2.11): nothing is downloaded, backb
 weights are given (their speed does not depend on the weights), the clips are written here. Every measurement
 prints one JSON line (device, versions, settings, results); warm-up (and compilation) is excluded from the
 timed iterations and reported separately. bench/extract_gpu.sh runs the steps in order of importance, each under
-its own timeout. On CUDA torch runs 1 CPU thread, as in the extraction workers (extract/threads.py).
+its own timeout. On CUDA torch runs 1 CPU thread, as in the extraction workers (common/threads.py).
 
     python bench/extract_gpu.py --steps e2e                         # paper profile end to end on cuda
     python bench/extract_gpu.py --steps mvit --attention torchvision,sdpa,flex --modes eager,default
@@ -44,10 +44,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from curate.encode import write_mp4  # noqa: E402
 from extract import ast_audio, mvit, spectrogram  # noqa: E402
 from extract.config import ATTENTION_KERNELS, COMPILE_MODES, PROFILES, ExtractConfig  # noqa: E402
 from extract.decode import decode_clip  # noqa: E402
-from extract.encode import write_mp4  # noqa: E402
 from features.config import RunnerConfig  # noqa: E402
 from features.runner import run_extraction  # noqa: E402
 from features.store import TokenStore  # noqa: E402

@@ -38,8 +38,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.threads import apply_thread_plan, plan_threads, set_requested_threads  # noqa: E402
 from extract.outputs import TokenLayout  # noqa: E402
-from extract.threads import apply_thread_plan, plan_threads, set_requested_threads  # noqa: E402
 from features.manifest import ClipRecord  # noqa: E402
 from features.reader import BatchReader  # noqa: E402
 from features.store import TokenStore  # noqa: E402
@@ -154,7 +154,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the head's forward")
     parser.add_argument("--peak-tflops", type=float, default=989.0,
                         help="the card's dense bf16 TFLOP/s for MFU (H100 / H200 SXM: 989)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: extract/threads.py's rule)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: common/threads.py's rule)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tmp", default=None, help="folder for the temporary store (default: the system's)")
     args = parser.parse_args()

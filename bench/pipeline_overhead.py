@@ -49,10 +49,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.decode import decode_720p_vs_ffmpeg, write_720p_clip  # noqa: E402
 from bench.store_io import PAPER_LAYOUT  # noqa: E402
+from curate.encode import write_mp4  # noqa: E402
 from extract import ast_audio, mvit  # noqa: E402
 from extract.config import PROFILES  # noqa: E402
 from extract.decode_pool import DecodePool, prepare_clip  # noqa: E402
-from extract.encode import write_mp4  # noqa: E402
 from extract.outputs import ClipTokens  # noqa: E402
 from features.config import RunnerConfig, StoreConfig  # noqa: E402
 from features.manifest import ClipRecord  # noqa: E402

@@ -3,7 +3,7 @@
 1. names/s: `embed` of the 1,310 names of Kinetics-700, VGGSound, ActivityNet and UCF-101, minilm (the encoder's
    per-process cache emptied before each repetition) and glove-6b-50d, in this process;
 2. start-up: a fresh Python process that imports the library, loads the packaged model and encodes one name,
-   with our loader (`fusion.sentence_encoder`, plain transformers) and with sentence-transformers'
+   with our loader (`text.sentence_encoder`, plain transformers) and with sentence-transformers'
    `SentenceTransformer(folder)`: the measurement behind choosing transformers.
 
     python bench/sentence_embeddings.py [--repeats 2]
@@ -24,12 +24,12 @@ sys.path.insert(0, str(ROOT))
 from embedding_load import best_of  # noqa: E402  (bench/ is on sys.path: the script's folder)
 
 from curate import classlists  # noqa: E402
-from fusion import class_embeddings, sentence_encoder  # noqa: E402
+from text import class_embeddings, sentence_encoder  # noqa: E402
 
-_OURS = ("from fusion.class_embeddings import load_embedding_source; "
+_OURS = ("from text.class_embeddings import load_embedding_source; "
          "load_embedding_source('minilm').embed(['playing guitar'])")
 _SENTENCE_TRANSFORMERS = ("from sentence_transformers import SentenceTransformer; "
-                          "from fusion.sentence_encoder import minilm_folder; "
+                          "from text.sentence_encoder import minilm_folder; "
                           "SentenceTransformer(str(minilm_folder()), device='cpu').encode(['playing guitar'])")
 
 

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curate.config import SyntheticConfig  # noqa: E402
 from curate.synthetic import make_synthetic  # noqa: E402
-from fusion.class_embeddings import AVCA_TABLES  # noqa: E402
+from text.class_embeddings import AVCA_TABLES  # noqa: E402
 
 
 def _decode(path: Path) -> tuple[np.ndarray, np.ndarray | None, int]:

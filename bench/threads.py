@@ -4,7 +4,7 @@ Starts a competing job (`--competing-threads` torch threads multiplying matrices
 it runs, trains the demo head in fresh processes, the settings interleaved round by round so that drift in the
 machine's load hits them alike:
 
-- "default": no OMP_NUM_THREADS, no --threads: extract/threads.py's rule (torch beside the read-ahead thread);
+- "default": no OMP_NUM_THREADS, no --threads: common/threads.py's rule (torch beside the read-ahead thread);
 - "omp1": OMP_NUM_THREADS=1, the hand-set figure the rule must reach (goal: default >= 0.8x of it);
 - "torch-default": `--threads` = the usable cores, what torch chose by itself before the rule.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from extract.threads import usable_cores  # noqa: E402
+from common.threads import usable_cores  # noqa: E402
 
 _BENCH = Path(__file__).resolve().parent / "fusion_step.py"
 _COMPETITOR = """

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import InputError
+from common.files import atomic_write, write_csv, write_json, write_text
 from curate import classlists
 from curate.classlists import normalised_name
 from curate.config import BuildConfig
@@ -31,9 +33,7 @@ from curate.tables import (
     relative_path,
     resolve_path,
 )
-from extract.errors import InputError
-from extract.files import atomic_write, write_csv, write_json, write_text
-from fusion.class_names import read_class_file
+from text.class_names import read_class_file
 
 __all__ = ["SPLIT", "BuildSummary", "build_evaluation_set", "videos_per_class_figure"]
 

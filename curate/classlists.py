@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from extract.errors import InputError
+from common.errors import InputError
 
 __all__ = [
     "CLASSLIST_SOURCES",

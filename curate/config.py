@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import InputError
 from curate import classlists, splits
-from extract.errors import InputError
-from fusion.class_embeddings import AVCA_TABLES, DEFAULT_SPEC, EmbeddingSpec
+from text.class_embeddings import AVCA_TABLES, DEFAULT_SPEC, EmbeddingSpec
 
 __all__ = [
     "IMAGE_FORMATS",
@@ -57,7 +57,7 @@ class SyntheticConfig:
             unseen).
         seed: seeds the class draw, the seen / unseen split, the special clips and every clip's randomness.
         embedding_table: which shipped AVCA table the class names and embeddings come from
-            (`fusion.class_embeddings.AVCA_TABLES`).
+            (`text.class_embeddings.AVCA_TABLES`).
         frame_width_px: width of landscape clips; portrait clips swap width and height.
         frame_height_px: height of landscape clips.
         fps: video frame rate.

@@ -14,10 +14,10 @@ Decoding (PyAV) reads only what the grid needs:
   keyframes less than a second apart (intra-only codecs, short-GOP camera files) most groups are skipped;
 - a frame that no cell shows and that no other frame references is skipped inside the decoder (FFmpeg's
   `skip_frame`, set per packet from the packets' presentation times, known before decoding; only for the codecs
-  of `extract.media.SKIPS_ONLY_UNREFERENCED`, as the views' decoder);
+  of `common.media.SKIPS_ONLY_UNREFERENCED`, as the views' decoder);
 - only the frame shown at each cell's time is converted to RGB, at the cell's size in the same swscale call.
 
-The frame shown at time t is `extract.media`'s rule, the one the backbones' views use (`extract.decode`); that
+The frame shown at time t is `common.media`'s rule, the one the backbones' views use (`extract.decode`); that
 module's clip decoder does not fit this sampling: it samples the views, converts at full size, decodes the audio,
 and imports torch (about 1 s in every worker process), where this module needs only PyAV, numpy and Pillow.
 Text is drawn with Pillow's built-in default font, so the images do not depend on the fonts a system has.
@@ -39,8 +39,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 from PIL import Image, ImageDraw, ImageFont
 
-from curate.config import FilmstripLayout
-from extract.media import (
+from common.media import (
     SKIPS_ONLY_UNREFERENCED,
     TIME_TOLERANCE_S,
     MediaError,
@@ -52,6 +51,7 @@ from extract.media import (
     presentation_span,
     shown_pts,
 )
+from curate.config import FilmstripLayout
 
 __all__ = [
     "FilmstripJob",

@@ -25,12 +25,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.errors import InputError
+from common.files import read_csv, write_csv
+from common.media import Segment
 from curate import splits
 from curate.config import AVCAManifestConfig, DatasetManifestConfig
 from curate.tables import relative_path
-from extract.errors import InputError
-from extract.files import read_csv, write_csv
-from extract.media import Segment
 from features.manifest import VIDEO_SUFFIXES
 
 __all__ = ["ManifestSummary", "write_avca_manifest", "write_dataset_manifest", "video_id_of",

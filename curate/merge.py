@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import InputError
+from common.files import read_csv, write_csv, write_json, write_text
 from curate.config import MergeConfig
 from curate.tables import DECISIONS, LABELS, parse_span
-from extract.errors import InputError
-from extract.files import read_csv, write_csv, write_json, write_text
 
 __all__ = ["MergeSummary", "label_counts", "fleiss_kappa", "cohen_kappa", "merge_annotations"]
 

@@ -1,7 +1,7 @@
 """Semantic relatedness (SR) of candidate classes to the classes that backbones and benchmarks have seen.
 
 The paper's eq. 1: `SR(c) = min over seen classes s of cosine_distance(phi(c), phi(s))`, phi = the mean of
-the word vectors of a name (`fusion.class_embeddings`), seen = every class of Kinetics-400/600/700, VGGSound,
+the word vectors of a name (`text.class_embeddings`), seen = every class of Kinetics-400/600/700, VGGSound,
 UCF-101 and ActivityNet. A class is kept for zero-shot evaluation when 0.1 < SR <= 0.8 and graded easy
 (0.1, 0.33], medium (0.33, 0.66] or hard (0.66, 0.8]; SR <= 0.1 overlaps a seen class and SR > 0.8 is too far
 from anything seen to be learnable. SR is rounded to `SR_DECIMALS` decimals before grading, so that a value
@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import InputError
+from common.files import atomic_write, write_csv, write_json, write_text
 from curate import classlists
 from curate.config import RelatednessConfig
-from extract.errors import InputError
-from extract.files import atomic_write, write_csv, write_json, write_text
-from fusion import class_embeddings
-from fusion.class_names import read_class_file
+from text import class_embeddings
+from text.class_names import read_class_file
 
 __all__ = [
     "DATASETS",
@@ -78,7 +78,7 @@ class RelatednessRow:
     """SR of one class and the seen class it is closest to."""
 
     class_name: str
-    words: tuple[str, ...]  # the words embedded (after the name map), see fusion.class_embeddings
+    words: tuple[str, ...]  # the words embedded (after the name map), see text.class_embeddings
     sr: float  # min cosine distance to any seen class, rounded to SR_DECIMALS
     group: str  # overlap, easy, medium, hard or too-far
     nearest_seen_class: str

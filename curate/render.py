@@ -27,11 +27,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from common.errors import InputError
+from common.files import write_csv, write_json, write_text
 from curate import filmstrip
 from curate.config import FilmstripConfig
 from curate.tables import INDEX_COLUMNS, format_float, read_class_table, read_index, relative_path, resolve_path
-from extract.errors import InputError
-from extract.files import write_csv, write_json, write_text
 from features.manifest import ClipRecord, read_clip_list
 
 __all__ = ["FilmstripSummary", "make_filmstrips"]

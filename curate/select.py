@@ -12,12 +12,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.files import read_csv, write_csv
 from curate import classlists, relatedness
 from curate.config import SelectConfig
 from curate.relatedness import DIFFICULTY_GROUPS, GROUPS
 from curate.tables import CLASS_COLUMNS
-from extract.files import read_csv, write_csv
-from fusion import class_embeddings
+from text import class_embeddings
 
 __all__ = ["SelectSummary", "select_classes"]
 

@@ -14,10 +14,10 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.errors import InputError
+from common.files import write_csv
 from curate.config import SheetsConfig
 from curate.tables import SHEET_COLUMNS, read_index, relative_path, resolve_path
-from extract.errors import InputError
-from extract.files import write_csv
 
 __all__ = ["SheetsSummary", "make_sheets"]
 

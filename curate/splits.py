@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from extract.errors import InputError
+from common.errors import InputError
 
 __all__ = [
     "DATA_ROOT",

@@ -35,11 +35,11 @@ import av
 import numpy as np
 from tqdm import tqdm
 
+from common.errors import InputError
+from common.files import sha256_file, write_csv, write_json, write_text
+from curate import encode
 from curate.config import SyntheticConfig, round_half_up
-from extract import encode
-from extract.errors import InputError
-from extract.files import sha256_file, write_csv, write_json, write_text
-from fusion.class_embeddings import AVCA_TABLES
+from text.class_embeddings import AVCA_TABLES
 
 __all__ = ["SyntheticSummary", "make_synthetic", "class_parameters"]
 

@@ -18,9 +18,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.errors import InputError
+from common.files import read_csv
 from curate.relatedness import DIFFICULTY_GROUPS
-from extract.errors import InputError
-from extract.files import read_csv
 
 __all__ = [
     "CLASS_COLUMNS",

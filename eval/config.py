@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from common.errors import InputError
 from eval import metrics
-from extract.errors import InputError
 
 __all__ = [
     "DEFAULT_BETAS",
@@ -229,7 +229,7 @@ class MZSLProtocolConfig:
     device: str = "cpu"
     batch_size: int = 64
     plots: PlotConfig = field(default_factory=PlotConfig)
-    allow_overlap: bool = False  # run although the leak check (eval.leaks) finds overlaps; they are recorded
+    allow_overlap: bool = False  # run although the leak check (workflows.leaks) finds overlaps; they are recorded
     near_duplicates: bool = False  # the leak check also compares video fingerprints (decodes every file)
 
     def __post_init__(self) -> None:
@@ -249,7 +249,7 @@ class MZSLProtocolConfig:
         return {**_to_dict(self), "plots": asdict(self.plots)}
 
 
-# The rows of `cli.py ablate` (eval.ablate.ROWS says what each one is); the default is the paper's Table 7 with
+# The rows of `cli.py ablate` (workflows.ablate.ROWS says what each one is); the default is the paper's Table 7 with
 # single modalities, Table 8's normalisation and the control; "sequential" and "eq5" are the two readings of the
 # paper we had to choose between.
 ABLATION_ROWS = ("full", "concat", "no-text", "task", "task+se", "audio-only", "video-only", "normalised", "control",

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from common.errors import InputError
 from eval import metrics
 from eval.scoring import ClipScores, ClipSet
-from extract.errors import InputError
 from fusion.plan import is_test_split
 
 __all__ = ["ValidationSplit", "GZSLEvaluation", "evaluate_gzsl", "gzsl_metrics", "gzsl_rows", "percent"]

@@ -267,7 +267,7 @@ def select_beta(
     """Choose the calibrated-stacking beta with the best HM on a validation split.
 
     Pass validation data only: the beta chosen here is then applied, unchanged, to the test split (see
-    `eval.zeroshot` for the guard that keeps test data out). Among betas with equal HM the smallest wins.
+    `workflows.zeroshot` for the guard that keeps test data out). Among betas with equal HM the smallest wins.
 
     Returns:
         (beta, hm on the validation data).

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import InputError
+from common.files import write_json, write_text
 from eval.config import ReportConfig
-from extract.errors import InputError
-from extract.files import write_json, write_text
 
 __all__ = [
     "COLUMNS",

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import InputError
 from eval import metrics
-from extract.errors import InputError
 
-__all__ = ["ClipSet", "ClipScores", "score_clips", "ClassEmbedder"]
+__all__ = ["ClipSet", "ClipScores", "ClassEmbedder"]
 
 
 @dataclass(frozen=True)
@@ -85,36 +85,6 @@ class ClipScores:
         )
 
 
-def score_clips(model, info, store, indices: np.ndarray, rule: str, batch_size: int, device: str) -> ClipScores:
-    """Run the head's AV-only pass over clips of a store and attach what the decision rule needs.
-
-    Raises:
-        ValueError: rule "kinetics" on a run trained without phi(s_v) or a store without Kinetics logits.
-    """
-    from fusion.predict import predict_embeddings
-
-    indices = np.asarray(indices, dtype=np.int64)
-    if rule == "kinetics":
-        if info.kinetics_embeddings is None:
-            raise InputError(f"{info.run_dir} was trained without the phi(s_v) term (se_target 'class'): its rule "
-                             "is 'plain'; `rule='kinetics'` does not apply")
-        if not store.token_layout.kinetics_classes:
-            raise InputError(f"{store.path} has no Kinetics logits, which rule 'kinetics' needs; use `rule='plain'`")
-    predictions = predict_embeddings(model, store, indices, batch_size, device, class_embeddings=info.class_embeddings)
-    offsets = None
-    if predictions.kinetics_pred is not None and info.kinetics_embeddings is not None:
-        offsets = info.kinetics_embeddings[predictions.kinetics_pred]  # (400, E) -> (N, E)
-    return ClipScores(
-        clips=ClipSet.of(store.path, indices),
-        clip_ids=store.clip_ids[predictions.index],
-        labels=store.labels[predictions.index],
-        splits=store.splits[predictions.index],
-        embeddings=predictions.embeddings,
-        offsets=offsets,
-        rule=rule,
-    )
-
-
 class ClassEmbedder:
     """phi(name) exactly as the run computed it: recorded rows for its training classes, its source for others.
 
@@ -142,7 +112,7 @@ class ClassEmbedder:
 
     def _open(self):
         if self._source is None:
-            from fusion.class_embeddings import load_embedding_source
+            from text.class_embeddings import load_embedding_source
 
             info = self._info
             provenance = info.embedding_provenance or {}

@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from timm.models.deit import VisionTransformerDistilled
 from torch import nn
 
+from common.errors import InputError
 from extract import weights as weight_files
 from extract.config import AudioConfig
-from extract.errors import InputError
 
 __all__ = [
     "AST_PATCH_PX",

@@ -15,7 +15,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
-from extract.errors import InputError
+from common.errors import InputError
 
 __all__ = [
     "VIDEO_ARCHITECTURES",
@@ -179,7 +179,7 @@ class ExtractConfig:
     compile_mode: str = "default"  # torch.compile's `mode` when `compile` is set, one of COMPILE_MODES
     batch_views: int = 96  # video views per backbone forward; views of several clips share a forward
     decode_threads: int = 32  # at most this many clips decoded concurrently (one worker each, single-threaded
-    # codecs); in practice the usable cores decide (extract/threads.py): on a GPU torch keeps one and the decode
+    # codecs); in practice the usable cores decide (common/threads.py): on a GPU torch keeps one and the decode
     # workers take the rest (15 on a 16-core, 1-GPU machine), since 8 workers cap decoding near 55 clips/s
     strict_media: bool = False  # fail a file whose video breaks part-way instead of keeping its decodable part
     frame_scaling: str = "reference"  # where frames are scaled to the views' short side: "reference" (full-size

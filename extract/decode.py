@@ -7,11 +7,11 @@ the decode time would otherwise go (DESIGN section 5). Audio is resampled to 16 
 `ffmpeg -ar 16000` would), averaged over channels, and cut to the fbank window centred on the middle of the
 views' span.
 
-A clip can be a segment of its file (`extract.media.Segment`): the demuxer seeks to the key frame before the
+A clip can be a segment of its file (`common.media.Segment`): the demuxer seeks to the key frame before the
 segment and stops soon after its end, and views and audio are sampled inside the segment only, with times counted
 from its start. A segment that starts at or after the end of the video is a MediaError.
 
-Bad input raises `extract.media.MediaError` (an InputError) naming the file and the reason; a clip without an audio
+Bad input raises `common.media.MediaError` (an InputError) naming the file and the reason; a clip without an audio
 stream is not an error (`has_audio` False). A file whose video decoding breaks part-way (truncated, damaged) is
 decoded again up to the packet before the break, and a file that holds fewer video frames than its index lists
 (cut short) is decoded as far as it goes; both are `partial`: views and audio come from the decodable part (unless
@@ -29,9 +29,10 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from extract import media, views
+from common import media
+from common.media import MediaError, Segment
+from extract import views
 from extract.config import AudioConfig, VideoConfig
-from extract.media import MediaError, Segment
 
 __all__ = ["DecodedClip", "decode_clip", "MIN_AUDIO_S"]
 
@@ -251,10 +252,10 @@ class _VideoCut(MediaError):
 
 def _decode_frames(path: Path, stream, packets: list, first_pts: int, targets: np.ndarray,
                    short_side_px: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Decode in order; convert to RGB only the frames shown at a target time (`extract.media`'s rule).
+    """Decode in order; convert to RGB only the frames shown at a target time (`common.media`'s rule).
 
     A packet whose frame no target shows is decoded with `skip_frame` "NONREF" by the decoders of
-    `extract.media.SKIPS_ONLY_UNREFERENCED`: the decoder skips the frame when no other frame references it
+    `common.media.SKIPS_ONLY_UNREFERENCED`: the decoder skips the frame when no other frame references it
     (B-frames, mostly), which changes no other frame.
 
     Args:

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import torch
 
+from common.media import MediaError, Segment
 from extract import mvit, spectrogram, views
 from extract.config import ExtractConfig
 from extract.decode import decode_clip
-from extract.media import MediaError, Segment
 
 __all__ = ["PreparedClip", "DecodePool", "prepare_clip"]
 

@@ -22,9 +22,9 @@ from torch import nn
 from torchvision.models.video import MViT, MViT_V2_S_Weights, mvit_v2_s
 from torchvision.models.video.mvit import MSBlockConfig
 
+from common.errors import InputError
 from extract import weights as weight_files
 from extract.config import VideoConfig
-from extract.errors import InputError
 from extract.mvit_attention import FusedMultiscaleAttention, pooled_grid
 
 __all__ = [

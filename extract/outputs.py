@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from extract.errors import InputError
+from common.errors import InputError
 
 __all__ = ["ClipTokens", "TokenLayout"]
 
@@ -30,7 +30,7 @@ _VIEW_ORDER = "temporal_view * crops + crop"
 class TokenLayout:
     """The shapes of every clip's tokens in one store, and the grids behind them.
 
-    The grids are those of the extracting backbones; a store of imported features (`eval.importers`) has none.
+    The grids are those of the extracting backbones; a store of imported features (`curate.importers`) has none.
     """
 
     views: int  # V: views per clip (crops x temporal views)

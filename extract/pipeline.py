@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.errors import InputError
+from common.media import MediaError, Segment
+from common.threads import apply_thread_plan, plan_threads
 from extract import ast_audio, mvit, tokens, views
 from extract.config import ExtractConfig
 from extract.decode_pool import DecodePool, PreparedClip, prepare_clip
-from extract.errors import InputError
-from extract.media import MediaError, Segment
 from extract.outputs import ClipTokens, TokenLayout
-from extract.threads import apply_thread_plan, plan_threads
 from extract.transfer import HostToDevice
 
 __all__ = ["ClipExtractor"]
@@ -58,7 +58,7 @@ class ClipExtractor:
         audio_weights: AST weights (AST original, HF transformers, or timm DeiT); required unless
             `config.random_init`.
         thread_share: processes sharing this machine's cores (Dask workers); sets this one's threads
-            (`extract.threads.plan_threads`).
+            (`common.threads.plan_threads`).
 
     Raises:
         FileNotFoundError: missing weights without `config.random_init` (names the file and how to get it).

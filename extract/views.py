@@ -11,7 +11,7 @@ frame rates and headers that lie about the frame count change nothing:
 2. Temporal view i of n starts at `i * floor(delta / (n - 1))` (one view: `floor(delta / 2)`), `delta =
    max(video_size - clip_size, 0)`; its `frames_per_view` grid indices are `linspace(start, start + clip_size - 1)`
    (float32, as SlowFast), clamped to `video_size - 1` and truncated, so short clips repeat their last frame.
-3. Grid index g is time `g / sampling_fps`; the frame shown at that time is used (`extract.media`'s rule: the
+3. Grid index g is time `g / sampling_fps`; the frame shown at that time is used (`common.media`'s rule: the
    last frame whose presentation time is <= it; the first frame for earlier times).
 4. Frames are resized (bilinear, no antialias, as torchvision's `MViT_V2_S_Weights` transforms) so the short
    side is `resize_short_side_px`, cropped, and normalised with the weights' mean and std. Frames the decoder

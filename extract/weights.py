@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from extract.errors import InputError
+from common.errors import InputError
 
 __all__ = ["read_state_dict", "sha256_file", "load_strict", "weights_file", "load_failure"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from common.errors import InputError
 from extract.config import ExtractConfig
-from extract.errors import InputError
 
 __all__ = ["StoreConfig", "RunnerConfig"]
 

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import psutil
 
-from extract.errors import InputError
-from extract.files import write_json
+from common.errors import InputError
+from common.files import write_json
 
 __all__ = ["LeaseHeldError", "LeaseHolder", "StoreLease", "lease_path"]
 

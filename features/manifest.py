@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from extract.errors import InputError
-from extract.media import Segment
+from common.errors import InputError
+from common.media import Segment
 
 __all__ = ["ClipRecord", "REQUIRED_COLUMNS", "VIDEO_SUFFIXES", "read_clip_list"]
 

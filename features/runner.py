@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from common.errors import InputError
+from common.files import read_csv, write_csv
+from common.media import MediaError
+from common.threads import requested_threads, set_requested_threads
 from extract.config import PROFILES, ExtractConfig
-from extract.errors import InputError
-from extract.files import read_csv, write_csv
-from extract.media import MediaError
 from extract.outputs import ClipTokens
-from extract.threads import requested_threads, set_requested_threads
 from features.config import RunnerConfig
 from features.lease import StoreLease
 from features.manifest import ClipRecord, read_clip_list

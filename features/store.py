@@ -39,8 +39,8 @@ import numpy as np
 import zarr
 import zarr.codecs
 
-from extract.errors import InputError
-from extract.media import Segment
+from common.errors import InputError
+from common.media import Segment
 from extract.outputs import ClipTokens, TokenLayout
 from features.config import StoreConfig
 from features.manifest import ClipRecord

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from extract.errors import InputError
-from fusion.class_embeddings import EmbeddingSpec
+from common.errors import InputError
+from text.class_embeddings import EmbeddingSpec
 
 __all__ = [
     "FUSION_MODES",
@@ -84,7 +84,7 @@ class FusionConfig:
     dropout: float = 0.1  # dropout on the residual branches, inside the FFNs and on the heads' input
     attention_dropout: float = 0.0  # dropout on attention probabilities (0, as in ViT: it costs ~20% of a CPU step)
     fusion_mode: str = "bottleneck"  # "bottleneck" (the paper's AVT network) or "concat" (one network on pooled,
-    # concatenated modality features; the paper's Table 7 row trains one head per modality instead: eval.ablate)
+    # concatenated modality features; the paper's Table 7 row trains one head per modality instead: workflows.ablate)
     fusion_order: str = "parallel"  # text pass: the T+F layer reads the block's incoming fusion tokens, as the AV+F
     # layer does (MBT); "sequential": the fusion tokens after the block's AV+F update (eq. 2 as written)
     use_text: bool = True  # False: no T+F layers and no MLM loss (Table 7: bottleneck without text)
@@ -182,7 +182,7 @@ class TrainConfig:
     store: Path  # the training token store
     out: Path  # the run directory
     fusion: FusionConfig = field(default_factory=FusionConfig)
-    embeddings: str = "glove-6b-50d"  # class-name embedding source spec (fusion.class_embeddings)
+    embeddings: str = "glove-6b-50d"  # class-name embedding source spec (text.class_embeddings)
     name_map: Path | None = None  # CSV `original,manual` mapping class names before embedding
     missing: str = "error"  # words the vectors lack: "error" lists them all, "skip" drops them from their names
     classes_file: Path | None = None  # training classes, one per line, id = line order; None: sorted labels

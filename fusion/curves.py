@@ -13,7 +13,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from extract.files import atomic_write
+from common.files import atomic_write
 
 __all__ = ["training_curves_figure", "write_training_curves", "TrainingCurves"]
 

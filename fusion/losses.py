@@ -17,7 +17,7 @@ from torch import nn
 
 from fusion.config import FusionConfig
 from fusion.model import FusionOutput
-from fusion.text import IGNORE_INDEX
+from text.vocabulary import IGNORE_INDEX
 
 __all__ = [
     "LossWeights",

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from extract.errors import InputError
+from common.errors import InputError
 from features.store import DONE, TokenStore
-from fusion.class_embeddings import EmbeddingSource, kinetics400_embeddings, load_embedding_source
-from fusion.class_names import read_class_file
 from fusion.config import TrainConfig
 from fusion.model import ModelDims
-from fusion.text import Vocabulary
+from text.class_embeddings import EmbeddingSource, kinetics400_embeddings, load_embedding_source
+from text.class_names import read_class_file
+from text.vocabulary import Vocabulary
 
 __all__ = ["KINETICS_CLASSES", "is_test_split", "ValidationSet", "ClipPlan", "ClassPlan", "TrainingPlan",
            "plan_training", "embedding_permutation"]

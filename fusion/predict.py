@@ -5,6 +5,7 @@ handling: the mean of f(x) over all views ("ensemble") or one pass on view-avera
 trained without the SE loss (`zero_shot_embedding="conse"`) gets f(x) by ConSE from its TASK logits instead
 (`conse_embeddings`). A trained head comes from `fusion.run_dir.load_run`; heads trained apart, one per modality,
 whose outputs are compared side by side (the paper's feature concatenation) from `load_concatenated_runs`.
+`score_clips` adds what the decision rule needs (phi(s_v(x))) and hands eval its `ClipScores`.
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from extract.errors import InputError
+from common.errors import InputError
+from eval.scoring import ClipScores, ClipSet
 from features.reader import BatchReader, TokenBatch
 from features.store import DONE, TokenStore
 from fusion.losses import kinetics_class
 from fusion.model import AVOutput, FusionModel, ModelDims
 
 __all__ = ["Predictions", "ConcatenatedHeads", "resolve_device", "to_device", "check_layout", "conse_embeddings",
-           "predict_embeddings", "non_finite_clips"]
+           "predict_embeddings", "score_clips", "non_finite_clips"]
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +189,34 @@ def predict_embeddings(
         kinetics_pred=(torch.cat(kinetics).numpy() if kinetics else np.zeros(0, np.int64)) if has_kinetics else None,
         task_logits=task_logits,
         index=torch.cat(order).numpy() if order else np.zeros(0, np.int64),
+    )
+
+
+def score_clips(model, info, store, indices: np.ndarray, rule: str, batch_size: int, device: str) -> ClipScores:
+    """Run the head's AV-only pass over clips of a store and attach what the decision rule needs.
+
+    Raises:
+        ValueError: rule "kinetics" on a run trained without phi(s_v) or a store without Kinetics logits.
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    if rule == "kinetics":
+        if info.kinetics_embeddings is None:
+            raise InputError(f"{info.run_dir} was trained without the phi(s_v) term (se_target 'class'): its rule "
+                             "is 'plain'; `rule='kinetics'` does not apply")
+        if not store.token_layout.kinetics_classes:
+            raise InputError(f"{store.path} has no Kinetics logits, which rule 'kinetics' needs; use `rule='plain'`")
+    predictions = predict_embeddings(model, store, indices, batch_size, device, class_embeddings=info.class_embeddings)
+    offsets = None
+    if predictions.kinetics_pred is not None and info.kinetics_embeddings is not None:
+        offsets = info.kinetics_embeddings[predictions.kinetics_pred]  # (400, E) -> (N, E)
+    return ClipScores(
+        clips=ClipSet.of(store.path, indices),
+        clip_ids=store.clip_ids[predictions.index],
+        labels=store.labels[predictions.index],
+        splits=store.splits[predictions.index],
+        embeddings=predictions.embeddings,
+        offsets=offsets,
+        rule=rule,
     )
 
 

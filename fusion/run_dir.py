@@ -5,7 +5,7 @@ sizes, the decision rule, the store), `classes.json` (training classes in id ord
 and provenance, the MLM vocabulary, the clips that trained, validated or were held out), `class_embeddings.npz`
 (the embeddings as used), `last.pt` every epoch, `best.pt` (best validation score; only with validation),
 `log.jsonl` (one line per epoch), `training_curves.png` (drawn from the log by `fusion.curves`). Every file is
-written through a temporary file and a rename (`extract.files`); checkpoints load with
+written through a temporary file and a rename (`common.files`); checkpoints load with
 `torch.load(..., weights_only=True)`.
 
 `start_run` creates a run directory or checks that a resumed run is the recorded one; `save_epoch` writes an
@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from extract.errors import InputError
-from extract.files import atomic_write, write_json, write_text
+from common.errors import InputError
+from common.files import atomic_write, write_json, write_text
 from extract.weights import load_failure
 from fusion.config import ARCHITECTURE_FIELDS, FusionConfig, TrainConfig
 from fusion.model import FusionModel, ModelDims, build_model
@@ -77,7 +77,7 @@ class RunInfo:
         class_embeddings: phi of the training classes as used in training, (C, E).
         kinetics_names: the Kinetics-400 labels (None when trained without the phi(s_v) term).
         kinetics_embeddings: phi of the Kinetics-400 labels, (400, E), or None.
-        embedding_spec: the embedding source spec (`fusion.class_embeddings.load_embedding_source`).
+        embedding_spec: the embedding source spec (`text.class_embeddings.load_embedding_source`).
         embedding_normalised: whether class embeddings were L2-normalised.
         embedding_provenance: the source's provenance record.
         decision_rule: the zero-shot rule consistent with training (`eval.metrics.RULES`).
@@ -160,7 +160,7 @@ def _clear_unfinished_run(config: TrainConfig) -> None:
     """Empty a run folder that a kill left before its first checkpoint, so that `resume` starts the run afresh.
 
     Nothing is lost: without last.pt no epoch was kept. Only the run's own files (and temporary files of
-    `extract.files.atomic_write`) are removed, and only when the recorded settings, if any, are this config's.
+    `common.files.atomic_write`) are removed, and only when the recorded settings, if any, are this config's.
 
     Raises:
         InputError: the folder records a run with other settings.
@@ -186,7 +186,7 @@ def _clear_unfinished_run(config: TrainConfig) -> None:
 
 
 def _is_temporary(name: str) -> bool:
-    """Whether `name` is a temporary file of `extract.files.atomic_write` (left by a kill while it wrote)."""
+    """Whether `name` is a temporary file of `common.files.atomic_write` (left by a kill while it wrote)."""
     return name.startswith(".") and ".tmp-" in name
 
 

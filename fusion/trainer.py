@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from common.errors import InputError
+from common.threads import apply_thread_plan, plan_threads
 from eval import metrics
-from extract.errors import InputError
-from extract.threads import apply_thread_plan, plan_threads
 from features.reader import BatchReader, TokenBatch, free_bytes, resident_bytes, resident_fits
 from fusion.config import TrainConfig
 from fusion.curves import TrainingCurves
@@ -37,7 +37,7 @@ from fusion.model import FusionModel, build_model, count_parameters
 from fusion.plan import TrainingPlan, ValidationSet, embedding_permutation, plan_training
 from fusion.predict import non_finite_clips, predict_embeddings, resolve_device, to_device
 from fusion.run_dir import checkpoint_payload, run_state, save_epoch, start_run
-from fusion.text import mask_words
+from text.vocabulary import mask_words
 
 __all__ = ["TrainSummary", "EpochStats", "ClassTargets", "train", "train_or_reuse", "train_one_epoch", "evaluate",
            "scaled_lr"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusion.class_names import tokenize_class_name
+from text.class_names import tokenize_class_name
 
 KINETICS400 = Path(__file__).resolve().parents[1] / "data" / "classlists" / "kinetics400.txt"
 
@@ -32,8 +32,8 @@ def write_word_vectors(tmp_path_factory):
 
 
 def pytest_configure(config):
-    """The tests run with the threads every command runs with (extract/threads.py): torch beside one helper."""
-    from extract.threads import apply_thread_plan, plan_threads
+    """The tests run with the threads every command runs with (common/threads.py): torch beside one helper."""
+    from common.threads import apply_thread_plan, plan_threads
 
     apply_thread_plan(plan_threads(1))
 

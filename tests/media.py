@@ -26,7 +26,7 @@ def frame_number(rgb: np.ndarray, bits: int, margin_px: int = 1) -> int:
 
 
 def shown_frame_index(frame_times: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """The test oracle of `extract.media`'s rule: for each time (any order), the index of the last frame whose
+    """The test oracle of `common.media`'s rule: for each time (any order), the index of the last frame whose
     time is <= it (within 1e-6 s), else frame 0."""
     index = np.searchsorted(np.asarray(frame_times, dtype=np.float64), np.asarray(times) + 1e-6, side="right") - 1
     return np.maximum(index, 0)

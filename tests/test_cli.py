@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-from extract.errors import InputError
+from common.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 LIBRARY = ("extract", "features", "fusion", "eval", "curate")

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from cli import cli
 from curate import splits
-from extract.encode import write_mp4
+from curate.encode import write_mp4
 
 # Videos taken from each stage: (classes, videos per class).
 _TAKEN = {"stage_1_train": (3, 2), "stage_1_val_seen": (2, 1), "stage_1_val_unseen": (2, 1),

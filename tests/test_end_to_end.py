@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import cli
-from eval.demo import DemoConfig, run_demo
+from workflows.demo import DemoConfig, run_demo
 
 
 @pytest.mark.slow

@@ -10,13 +10,13 @@ import json
 import numpy as np
 import pytest
 
+from common.media import Segment
 from curate.build import build_evaluation_set
 from curate.config import BuildConfig, FilmstripConfig, FilmstripLayout, MergeConfig, SheetsConfig
+from curate.encode import write_mp4
 from curate.merge import merge_annotations
 from curate.render import make_filmstrips
 from curate.sheets import make_sheets
-from extract.encode import write_mp4
-from extract.media import Segment
 from features.manifest import read_clip_list
 
 # clip id -> (class, seconds, audio, candidate segment)

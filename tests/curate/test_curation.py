@@ -1,6 +1,6 @@
 """curate select / filmstrips / sheets / merge / build: select by SR (exact groups on constructed vectors, and
 GloVe), filmstrips of the synthetic benchmark's clips with undecodable videos recorded, annotation sheets, merging
-with hand-computed Fleiss' / Cohen's kappa, the final manifest (read back by features.manifest and eval.protocols)
+with hand-computed Fleiss' / Cohen's kappa, the final manifest (read back by features.manifest and workflows.protocols)
 and its statistics, and the CLI end to end."""
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ from cli import cli
 from curate import classlists, tables
 from curate.build import build_evaluation_set
 from curate.config import BuildConfig, FilmstripConfig, MergeConfig, SelectConfig, SheetsConfig, SyntheticConfig
+from curate.encode import write_mp4
 from curate.merge import cohen_kappa, fleiss_kappa, label_counts, merge_annotations
 from curate.render import make_filmstrips
 from curate.select import select_classes
 from curate.sheets import make_sheets
 from curate.synthetic import make_synthetic
-from eval.protocols import read_groups
-from extract.encode import write_mp4
 from features.manifest import read_clip_list
-from fusion import class_embeddings as ce
-from fusion.class_names import tokenize_class_name
+from text import class_embeddings as ce
+from text.class_names import tokenize_class_name
+from workflows.protocols import read_groups
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -471,7 +471,7 @@ def test_build_the_evaluation_set_from_synthetic_annotations(curation, tmp_path)
         (easy, "easy", "0.200000"), (medium, "medium", "0.450000"), (hard, "hard", "0.700000")}
     dropped_clips = expected["mixed"] | expected["rejected"]
     assert not dropped_clips & {row["clip_id"] for row in rows}
-    # The manifest contract: features.manifest reads it, paths resolve to the clips, eval.protocols its groups.
+    # The manifest contract: features.manifest reads it, paths resolve to the clips, workflows.protocols its groups.
     synthetic = {row["clip_id"]: row for row in curation["manifest"]}
     records = read_clip_list(summary.manifest_path)
     assert len(records) == 6 and {r.split for r in records} == {"unseen"}

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from common.media import MediaError, Segment
 from curate import filmstrip
 from curate.config import FilmstripLayout
+from curate.encode import write_mp4
 from curate.filmstrip import FilmstripJob, render_filmstrip, render_job, sample_frames, sample_segment
-from extract.encode import write_mp4
-from extract.media import MediaError, Segment
 from tests.media import frame_number, numbered_frames
 
 _BITS = 12  # frame numbers up to 4095

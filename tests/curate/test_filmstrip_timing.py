@@ -4,8 +4,8 @@ follow what players show: time 0 is the first presented frame, the duration is t
 import numpy as np
 import pytest
 
+from curate.encode import write_mp4
 from curate.filmstrip import sample_frames
-from extract.encode import write_mp4
 from tests.media import frame_number, numbered_frames, stream_copy_trim
 
 _BITS = 12

@@ -10,12 +10,12 @@ import pytest
 from click.testing import CliRunner
 
 from cli import cli
+from common.errors import InputError
+from common.files import read_csv
+from common.media import Segment, open_video
 from curate import splits
 from curate.config import AVCAManifestConfig, DatasetManifestConfig
 from curate.manifests import video_id_of, write_avca_manifest, write_dataset_manifest
-from extract.errors import InputError
-from extract.files import read_csv
-from extract.media import Segment, open_video
 from features.manifest import read_clip_list
 
 

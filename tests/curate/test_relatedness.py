@@ -12,8 +12,8 @@ from cli import cli
 from curate import classlists
 from curate import relatedness as rel
 from curate.config import RelatednessConfig
-from fusion import class_embeddings as ce
-from fusion.class_names import tokenize_class_name
+from text import class_embeddings as ce
+from text.class_names import tokenize_class_name
 
 
 def _write_text_vectors(path, vectors):

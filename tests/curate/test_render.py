@@ -14,10 +14,10 @@ import pytest
 
 from curate import filmstrip, render
 from curate.config import FilmstripConfig, FilmstripLayout, SheetsConfig
+from curate.encode import write_mp4
 from curate.render import make_filmstrips
 from curate.sheets import make_sheets
 from curate.tables import INDEX_COLUMNS
-from extract.encode import write_mp4
 
 _LAYOUT = FilmstripLayout(rows=2, columns=5, cell_width_px=64, cell_height_px=48, max_pages=2)
 

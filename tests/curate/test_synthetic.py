@@ -17,7 +17,7 @@ from click.testing import CliRunner
 import cli
 from curate import synthetic
 from curate.config import SyntheticConfig
-from fusion.class_embeddings import AVCA_TABLES
+from text.class_embeddings import AVCA_TABLES
 
 # Small enough for seconds: 4 classes (3 seen / 1 unseen) x 2 clips of about 1 s.
 _SMALL = dict(classes=4, clips_per_class=2, seconds=1.0, workers=1)

@@ -167,7 +167,7 @@ def test_cli_report(tmp_path):
 
 
 def test_a_difficulty_group_without_classes_shows_a_dash():
-    from eval.protocols import group_scores
+    from workflows.protocols import group_scores
 
     metrics = {"label": "mzsl", **group_scores({"band marching": 50.0, "baseball pitch": 25.0},
                                                {"band marching": "easy", "baseball pitch": "hard"})}

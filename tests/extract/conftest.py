@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from extract.encode import write_mp4
+from curate.encode import write_mp4
 from tests import media
 from tests.media import numbered_frames
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import InputError
+from curate.encode import write_mp4
 from extract import mvit, views
 from extract.config import PROFILES, ExtractConfig
 from extract.decode import decode_clip
-from extract.encode import write_mp4
-from extract.errors import InputError
 
 PAPER, SMALL = PROFILES["paper"], PROFILES["cpu-small"]
 

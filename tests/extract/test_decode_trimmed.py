@@ -5,10 +5,10 @@ import av
 import numpy as np
 import pytest
 
+from common.media import Segment
 from extract import views
 from extract.config import PROFILES
 from extract.decode import decode_clip
-from extract.media import Segment
 from tests.media import shown_frame_index, stream_copy_trim
 
 VIDEO, AUDIO = PROFILES["paper"].video, PROFILES["paper"].audio

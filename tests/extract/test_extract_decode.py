@@ -6,12 +6,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from common.errors import InputError
+from common.media import MediaError, Segment
+from curate.encode import write_mp4
 from extract import views
 from extract.config import PROFILES
 from extract.decode import decode_clip
-from extract.encode import write_mp4
-from extract.errors import InputError
-from extract.media import MediaError, Segment
 from tests.media import shown_frame_index, truncated_playable
 
 VIDEO, AUDIO = PROFILES["paper"].video, PROFILES["paper"].audio

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from common.media import MediaError
+from curate.encode import write_mp4
 from extract.config import PROFILES
-from extract.encode import write_mp4
-from extract.media import MediaError
 from extract.outputs import ClipTokens, TokenLayout
 from extract.pipeline import ClipExtractor
 
@@ -222,8 +222,8 @@ def test_cuda_tokens_match_the_cpu_tokens(extractor, clips, precision):
 
 
 def test_decode_and_torch_threads_share_the_cores(monkeypatch):
-    # extract/threads.py: OMP_NUM_THREADS sets torch's, the decode threads get the rest (at most decode_threads)
-    from extract.threads import usable_cores
+    # common/threads.py: OMP_NUM_THREADS sets torch's, the decode threads get the rest (at most decode_threads)
+    from common.threads import usable_cores
 
     before = torch.get_num_threads()
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import InputError
+from common.media import MediaError
+from curate.encode import write_mp4
 from extract.config import PROFILES
 from extract.decode_pool import DecodePool
-from extract.encode import write_mp4
-from extract.errors import InputError
-from extract.media import MediaError
 from extract.pipeline import ClipExtractor
 from extract.transfer import HostToDevice
 

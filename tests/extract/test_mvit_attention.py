@@ -9,9 +9,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision.models.video import MViT
 from torchvision.models.video.mvit import MSBlockConfig
 
+from common.errors import InputError
 from extract import mvit
 from extract.config import PROFILES, ExtractConfig
-from extract.errors import InputError
 from extract.mvit_attention import FusedMultiscaleAttention
 from extract.pipeline import ClipExtractor
 

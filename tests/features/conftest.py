@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from extract.encode import write_mp4
+from curate.encode import write_mp4
 
 
 def write_test_clip(path: Path, seconds: float = 1.2, index: int = 0, audio: bool = True, size=(48, 64)) -> Path:

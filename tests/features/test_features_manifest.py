@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from extract.errors import InputError
-from extract.media import Segment
+from common.errors import InputError
+from common.media import Segment
 from features.manifest import read_clip_list
 
 

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import cli
-from extract.media import Segment
+from common.media import Segment
 from features.config import RunnerConfig, StoreConfig
 from features.lease import lease_path
 from features.runner import build_extract_config, failures_csv_path, run_extraction

@@ -14,7 +14,7 @@ from fusion.losses import (
     se_targets,
 )
 from fusion.model import FusionOutput
-from fusion.text import CLS, IGNORE_INDEX, MASK, PAD, SPECIAL_WORDS, Vocabulary, mask_words
+from text.vocabulary import CLS, IGNORE_INDEX, MASK, PAD, SPECIAL_WORDS, Vocabulary, mask_words
 
 
 def _words(name: str) -> list[str]:

@@ -6,7 +6,7 @@ import torch
 
 from fusion.config import ABLATIONS, PRESETS, FusionConfig, apply_ablations
 from fusion.model import FusionModel, ModelDims, build_model
-from fusion.text import CLS, MASK, PAD
+from text.vocabulary import CLS, MASK, PAD
 
 DIMS = ModelDims(video_tokens=6, video_dim=12, audio_tokens=5, audio_dim=10, num_classes=7, embedding_dim=9,
                  vocab_size=15, max_text_tokens=4)

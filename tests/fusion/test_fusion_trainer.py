@@ -16,15 +16,15 @@ import torch
 from click.testing import CliRunner
 
 import cli
-from extract.errors import InputError
-from extract.files import write_json
-from extract.threads import set_requested_threads
+from common.errors import InputError
+from common.files import write_json
+from common.threads import set_requested_threads
 from features.store import TokenStore
 from fusion import run_dir, trainer
-from fusion.class_embeddings import MissingWordsError
 from fusion.config import ABLATIONS, FusionConfig, TrainConfig, apply_ablations
 from fusion.curves import training_curves_figure
 from fusion.trainer import train
+from text.class_embeddings import MissingWordsError
 
 TINY = FusionConfig(width=32, num_blocks=1, num_heads=2, num_fusion_tokens=2, dropout=0.1,
                     se_weights=(0.25, 0.1), mlm_weights=(0.5, 0.25), weight_milestones_epochs=(3,))

@@ -8,12 +8,12 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-from extract.errors import InputError
-from extract.files import sha256_file
-from fusion import sentence_encoder
-from fusion.class_embeddings import kinetics400_embeddings, load_embedding_source
+from common.errors import InputError
+from common.files import sha256_file
 from fusion.config import FusionConfig, TrainConfig
 from fusion.trainer import train
+from text import sentence_encoder
+from text.class_embeddings import kinetics400_embeddings, load_embedding_source
 
 
 def _cos(a, b):

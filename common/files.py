@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from extract.errors import InputError
+from common.errors import InputError
 
 __all__ = ["atomic_write", "write_text", "write_json", "write_csv", "read_csv", "sha256_file"]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from extract.errors import InputError
+from common.errors import InputError
 
 __all__ = ["GLOVE_PACKAGE", "GLOVE_SOURCE", "glove_6b_50d", "glove_version", "file_vectors"]
 

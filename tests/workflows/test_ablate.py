@@ -1,12 +1,12 @@
-"""eval.ablate: every row trains and evaluates on a tiny store, finished rows are reused, bad input fails early."""
+"""workflows.ablate: every row trains and evaluates on a tiny store, finished rows are reused, bad input fails early."""
 
 import json
 
 import pytest
 from click.testing import CliRunner
 
-from eval import ablate
 from eval.config import ABLATION_ROWS, DEFAULT_ABLATION_ROWS, AblateConfig
+from workflows import ablate
 
 _TINY = {"epochs": 2, "batch_size": 16, "lr": 3e-3, "warmup_epochs": 0.0, "progress": False, "prefetch_batches": 0,
          "width": 32, "num_blocks": 1, "num_heads": 2, "dropout": 0.0, "train_splits": ("seen",),

@@ -17,14 +17,15 @@ from typing import Any
 
 import numpy as np
 
+from common.errors import InputError
+from common.files import write_csv, write_json, write_text
 from eval import metrics, report
 from eval.config import PlotConfig, ZeroShotConfig
 from eval.gzsl import GZSLEvaluation, ValidationSplit, evaluate_gzsl, gzsl_metrics, gzsl_rows, percent
-from eval.scoring import ClassEmbedder, ClipSet, score_clips
-from extract.errors import InputError
-from extract.files import write_csv, write_json, write_text
-from fusion.class_names import read_class_file
+from eval.scoring import ClassEmbedder, ClipSet
 from fusion.plan import is_test_split
+from fusion.predict import score_clips
+from text.class_names import read_class_file
 
 __all__ = ["RUN_VALIDATION", "ZeroShotResult", "run_clip_indices", "write_outputs", "run_zeroshot"]
 

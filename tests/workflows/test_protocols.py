@@ -1,4 +1,4 @@
-"""eval.protocols: AVCA two-stage on the real UCF split files (a small store) and MZSL-50, a few epochs each.
+"""workflows.protocols: AVCA two-stage on the real UCF split files (a small store) and MZSL-50, a few epochs each.
 
 The central check: the epoch and beta a protocol selects do not depend on the test clips at all (a store whose
 test clips are pure noise selects exactly the same), and stage 2 has no validation to select with.
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from curate import splits
-from eval import leaks, protocols
 from eval.config import AVCAProtocolConfig, MZSLProtocolConfig, PlotConfig, ReportConfig
 from eval.report import write_report
 from features.store import TokenStore
-from fusion.class_embeddings import load_embedding_source
+from text.class_embeddings import load_embedding_source
+from workflows import leaks, protocols
 
 _TINY = {"epochs": 3, "batch_size": 16, "lr": 3e-3, "warmup_epochs": 0.0, "progress": False, "prefetch_batches": 0,
          "width": 32, "num_blocks": 1, "num_heads": 2, "dropout": 0.0}
@@ -250,8 +250,8 @@ def test_imported_avca_features_run_the_avca_protocol(tmp_path):
     """The "MZST (VGG+)" route: AVCA feature files -> import-avca -> protocol avca."""
     import h5py
 
+    from curate.importers import import_avca_features
     from eval.config import AVCAImportConfig
-    from eval.importers import import_avca_features
 
     plan, ids = _ucf_plan()
     table = load_embedding_source("avca:ucf", normalise=True)
@@ -371,7 +371,7 @@ def test_mzsl_refuses_leaks_before_training(store_builder, eval_vectors, classes
 
 def _patterned_video(path, seed: int, crf: int = 23, side: int = 64):
     """25 frames, each a random 8 x 8 grey pattern blown up to side x side pixels (structure an average hash sees)."""
-    from extract.encode import write_mp4
+    from curate.encode import write_mp4
 
     cells = np.random.default_rng(seed).integers(0, 256, (25, 8, 8), np.uint8)
     frames = np.repeat(np.repeat(cells, side // 8, axis=1), side // 8, axis=2)[..., None].repeat(3, axis=3)

@@ -1,8 +1,8 @@
-"""fusion.class_names: the words of a class name and the user's class file (name maps: test_class_embeddings.py)."""
+"""text.class_names: the words of a class name and the user's class file (name maps: test_class_embeddings.py)."""
 
 import pytest
 
-from fusion.class_names import read_class_file, tokenize_class_name
+from text.class_names import read_class_file, tokenize_class_name
 
 
 def test_read_class_file_skips_blanks_and_comments(tmp_path):

@@ -5,7 +5,7 @@ the epoch (and, with calibrated stacking, beta) on it; stage 2 retrains on the t
 the selected number of epochs, without validation, and its last checkpoint is tested once (stage 2 keeps stage
 1's whole learning-rate schedule and stops at the selected epoch: AVCA's stage 2 takes its checkpoint there). Nothing
 is chosen on the test clips: stage 2 has no validation to choose with, beta comes from stage-1 validation clips through
-`eval.zeroshot.ValidationSplit` (which refuses test clips and test-unseen classes), and the test evaluation only
+`workflows.zeroshot.ValidationSplit` (which refuses test clips and test-unseen classes), and the test evaluation only
 measures.
 
 - AVCA (VGGSound / UCF / ActivityNet with the shipped split files): stage 1 trains on stage_1_train and
@@ -35,15 +35,17 @@ from typing import Any
 
 import numpy as np
 
+from common.errors import InputError
+from common.files import read_csv, write_json, write_text
 from curate import splits
 from curate.relatedness import DIFFICULTY_GROUPS
-from eval import leaks, report
+from eval import report
 from eval.config import AVCAProtocolConfig, MZSLProtocolConfig
 from eval.gzsl import ValidationSplit, evaluate_gzsl, gzsl_metrics, gzsl_rows
-from eval.scoring import ClassEmbedder, ClipSet, score_clips
-from eval.zeroshot import write_outputs
-from extract.errors import InputError
-from extract.files import read_csv, write_json, write_text
+from eval.scoring import ClassEmbedder, ClipSet
+from fusion.predict import score_clips
+from workflows import leaks
+from workflows.zeroshot import write_outputs
 
 __all__ = [
     "AVCA_STAGES",
@@ -251,7 +253,7 @@ def run_mzsl_protocol(config: MZSLProtocolConfig) -> ProtocolResult:
 
     Raises:
         FileNotFoundError: a missing store or groups file.
-        InputError: evaluation classes or files that overlap the training side (`eval.leaks`; unless
+        InputError: evaluation classes or files that overlap the training side (`workflows.leaks`; unless
             `allow_overlap`), classes without a group, options the protocol owns.
     """
     from features.store import DONE, TokenStore
@@ -317,13 +319,13 @@ def run_mzsl_protocol(config: MZSLProtocolConfig) -> ProtocolResult:
 
 def _check_leaks(config: MZSLProtocolConfig, options: dict, eval_store, eval_indices: np.ndarray, train_store,
                  train_indices: np.ndarray) -> list[leaks.Overlap]:
-    """The evaluation set's overlaps with the training side (`eval.leaks`), before any training.
+    """The evaluation set's overlaps with the training side (`workflows.leaks`), before any training.
 
     Raises:
         InputError: an evaluation class spelled exactly as a training class (never evaluable as unseen), or any
             overlap without `allow_overlap`.
     """
-    from fusion.class_embeddings import load_embedding_source
+    from text.class_embeddings import load_embedding_source
 
     eval_classes = sorted(set(eval_store.labels[eval_indices].tolist()))
     train_classes = sorted(set(train_store.labels[train_indices].tolist()))
@@ -350,8 +352,8 @@ def _check_leaks(config: MZSLProtocolConfig, options: dict, eval_store, eval_ind
 
 def _avca_options(config: AVCAProtocolConfig, dataset: str) -> dict[str, Any]:
     """Training options: the user's, with the peers' class embeddings (AVCA's fastText table) by default."""
-    from fusion.class_embeddings import EmbeddingSpec
     from fusion.config import embedding_settings
+    from text.class_embeddings import EmbeddingSpec
 
     options = dict(config.train)
     if "embeddings" not in options:

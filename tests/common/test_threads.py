@@ -1,12 +1,12 @@
-"""The one thread rule of every stage (extract/threads.py): budget from affinity and cgroup quota, explicit wins."""
+"""The one thread rule of every stage (common/threads.py): budget from affinity and cgroup quota, explicit wins."""
 
 import os
 
 import pytest
 import torch
 
-from extract import threads
-from extract.threads import cgroup_cpu_limit, plan_threads, set_requested_threads, usable_cores
+from common import threads
+from common.threads import cgroup_cpu_limit, plan_threads, set_requested_threads, usable_cores
 
 
 @pytest.fixture(autouse=True)

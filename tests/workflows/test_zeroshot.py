@@ -1,4 +1,4 @@
-"""eval.zeroshot on a trained tiny run: outputs, held-out clips only, beta from validation only, open vocabulary."""
+"""workflows.zeroshot on a trained tiny run: outputs, held-out clips only, beta from validation only, open vocab."""
 
 import csv
 import json
@@ -9,17 +9,18 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from common.errors import InputError
 from eval import metrics
 from eval.config import PlotConfig, ZeroShotConfig
 from eval.gzsl import ValidationSplit, evaluate_gzsl
-from eval.scoring import ClassEmbedder, ClipScores, ClipSet, score_clips
-from eval.zeroshot import run_zeroshot
-from extract.errors import InputError
+from eval.scoring import ClassEmbedder, ClipScores, ClipSet
 from features.store import DONE, TokenStore
+from fusion.predict import score_clips
 from fusion.run_dir import load_run
+from workflows.zeroshot import run_zeroshot
 
 _NO_PLOTS = PlotConfig(tsne=False, per_class_bars=False)
-# The fixtures' class names (tests/eval/conftest.py).
+# The fixtures' class names (tests/workflows/conftest.py).
 SEEN = ["playing guitar", "dog barking", "riding bike", "cooking pasta", "opera singing", "chopping wood"]
 VAL_UNSEEN = ["car engine", "ballet dancing"]
 UNSEEN = ["playing piano", "cat meowing", "riding horse"]

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from common.files import sha256_file
 from curate import classlists
 from curate.classlists import normalised_name
 from curate.relatedness import PAPER_EDGES, semantic_relatedness
-from extract.files import sha256_file
 
 __all__ = ["NEAR_DUPLICATE_BITS", "Overlap", "video_fingerprint", "find_overlaps", "overlap_message"]
 
@@ -89,9 +89,9 @@ def video_fingerprint(path: str | Path) -> np.ndarray | None:
     The frames are the ones extraction's view sampling picks (`extract.decode.decode_clip`, time 0 and rotation
     as it takes them), so a copy trimmed to the same clip or re-encoded at another size or quality hashes alike.
     """
+    from common.media import MediaError
     from extract.config import AudioConfig, VideoConfig
     from extract.decode import decode_clip
-    from extract.media import MediaError
 
     # the fewest frames a view takes (mvit_tiny: no fixed input size; no backbone runs), the first of each is hashed
     views = VideoConfig(architecture="mvit_tiny", crops=1, temporal_views=_FINGERPRINT_FRAMES, frames_per_view=2,
@@ -140,7 +140,7 @@ def find_overlaps(eval_classes: Sequence[str], train_classes: Sequence[str], eva
     Args:
         eval_classes, train_classes: class names of the evaluated clips and of the training clips.
         eval_files, train_files: clip id -> the clip's file (a store's `path`), on each side.
-        source: the run's class-name embedding source (`fusion.class_embeddings.EmbeddingSource`).
+        source: the run's class-name embedding source (`text.class_embeddings.EmbeddingSource`).
         near_duplicates: also compare the videos' fingerprints (decodes every file of both sides).
     """
     overlaps = _name_overlaps(eval_classes, train_classes, "name")

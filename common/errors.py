@@ -1,7 +1,7 @@
 """`InputError`: the one base class of the errors a user can fix, raised by every stage.
 
-Library code raises `InputError` (or a subclass: `extract.media.MediaError`, `features.store.StoreError`,
-`fusion.class_embeddings.MissingWordsError`, ...) when something the user gave cannot be used: a file, a value,
+Library code raises `InputError` (or a subclass: `common.media.MediaError`, `features.store.StoreError`,
+`text.class_embeddings.MissingWordsError`, ...) when something the user gave cannot be used: a file, a value,
 a combination of settings. The message names the input and says what to do; it refers to settings by their
 config field names in backticks (`resume=True`, `se_target='class'`), never by command-line flags, because the
 library is also called from Python. `cli.py` prints such an error as one line and writes each backticked field

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import InputError
 from curate import splits
 from eval.config import AVCAImportConfig
-from extract.errors import InputError
 from extract.outputs import ClipTokens, TokenLayout
 
 __all__ = ["ImportSummary", "import_avca_features", "resample_sequence"]

@@ -1,4 +1,4 @@
-"""fusion.class_embeddings and fusion.word_vectors: word2vec / fastText / GloVe / AVCA sources, name maps, missing
+"""text.class_embeddings and text.word_vectors: word2vec / fastText / GloVe / AVCA sources, name maps, missing
 words."""
 
 import csv
@@ -12,8 +12,8 @@ import pytest
 from gensim.models import FastText, KeyedVectors
 from gensim.models.fasttext import save_facebook_model
 
-from fusion import class_embeddings as ce
-from fusion import class_names, word_vectors
+from text import class_embeddings as ce
+from text import class_names, word_vectors
 
 _DATA = Path(__file__).resolve().parents[2] / "data"
 _WORDS = {
@@ -150,7 +150,7 @@ def test_missing_words_error_lists_every_word_and_its_names(text_vectors):
 def test_missing_skip_drops_words_and_records_them(text_vectors, caplog):
     source = ce.load_embedding_source(f"word2vec:{text_vectors}", missing="skip")
     assert source.can_embed("playing banjo")
-    with caplog.at_level(logging.WARNING, logger="fusion.class_embeddings"):
+    with caplog.at_level(logging.WARNING, logger="text.class_embeddings"):
         emb = source.embed(["playing banjo", "guitar"])
     np.testing.assert_allclose(emb, [[1.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0]])
     assert "banjo" in caplog.text

@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.errors import InputError
+from common.files import write_json, write_text
 from eval.report import format_mean_std
-from extract.errors import InputError
-from extract.files import write_json, write_text
 
 __all__ = ["DemoConfig", "DemoResult", "run_demo", "demo_findings"]
 
@@ -152,8 +152,8 @@ def _train_config(config: DemoConfig, store: Path, run_dir: Path, seed: int, con
 def _train_and_evaluate(config: DemoConfig, store: Path, run_dir: Path, report_dir: Path, seed: int,
                         control: bool) -> dict:
     from eval.config import ZeroShotConfig
-    from eval.zeroshot import RUN_VALIDATION, run_zeroshot
     from fusion.trainer import train_or_reuse
+    from workflows.zeroshot import RUN_VALIDATION, run_zeroshot
 
     train_or_reuse(_train_config(config, store, run_dir, seed, control))  # a run folder of the demo's own
     result = run_zeroshot(ZeroShotConfig(run_dir=run_dir, store=store, calibrated_stacking=True,

@@ -23,7 +23,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from extract.errors import InputError
+from common.errors import InputError
 
 __all__ = ["TIME_TOLERANCE_S", "SKIPS_ONLY_UNREFERENCED", "MediaError", "Segment", "open_video", "describe",
            "presentation_span", "shown_pts", "frames_shown_at", "display_orientation"]

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from extract.errors import InputError
-from extract.files import sha256_file
+from common.errors import InputError
+from common.files import sha256_file
 from extract.weights import load_failure
 
 __all__ = ["MINILM_PACKAGE", "MINILM_MODEL", "minilm_folder", "minilm_version", "SentenceEncoder", "sentence_encoder"]

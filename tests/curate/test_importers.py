@@ -1,4 +1,4 @@
-"""eval.importers: AVCA .h5 / TCAF .pkl feature folders written by the test -> token store and back."""
+"""curate.importers: AVCA .h5 / TCAF .pkl feature folders written by the test -> token store and back."""
 
 import pickle
 import zlib
@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from eval import importers
+from curate import importers
 from eval.config import AVCAImportConfig
 from features.reader import BatchReader
 from features.store import DONE, TokenStore

@@ -1,4 +1,4 @@
-"""The frame shown at a time (`extract.media`), on frames as a decoder yields them, and the clip timing rules."""
+"""The frame shown at a time (`common.media`), on frames as a decoder yields them, and the clip timing rules."""
 
 from fractions import Fraction
 from pathlib import Path
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from extract import media
+from common import media
 from tests.media import shown_frame_index
 
 

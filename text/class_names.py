@@ -12,7 +12,7 @@ import logging
 import re
 from pathlib import Path
 
-from extract.errors import InputError
+from common.errors import InputError
 
 __all__ = ["tokenize_class_name", "read_name_map", "read_class_file"]
 

@@ -17,7 +17,7 @@ import pytest
 from extract.outputs import TokenLayout
 from features.manifest import ClipRecord
 from features.store import TokenStore
-from fusion.class_names import tokenize_class_name
+from text.class_names import tokenize_class_name
 
 SEEN = ["playing guitar", "dog barking", "riding bike", "cooking pasta", "opera singing", "chopping wood"]
 VAL_UNSEEN = ["car engine", "ballet dancing"]

@@ -1,6 +1,6 @@
-"""The demo report's table and sentences come from its numbers (eval.demo)."""
+"""The demo report's table and sentences come from its numbers (workflows.demo)."""
 
-from eval import demo
+from workflows import demo
 
 
 def _results(seeds=3, **overrides):

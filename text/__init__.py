@@ -1,0 +1,1 @@
+"""Class-name text: name maps and normalisation, embedding sources (phi), word vectors, the MLM vocabulary."""

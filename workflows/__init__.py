@@ -1,0 +1,1 @@
+"""Runs above the library: zeroshot, the AVCA and MZSL-50 protocols, ablate and the demo."""
