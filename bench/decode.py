@@ -13,10 +13,10 @@ of the command (with process start-up) and its own `-benchmark` rtime (without).
     python bench/decode.py [--file CLIP] [--seconds 10] [--width 340] [--height 256] [--repeats 5] [--core 0]
     python bench/decode.py --720p [--quick]   # the 720p clip of decode_720p_vs_ffmpeg; --quick: best of 2
 
-Without --file, a clip like DESIGN section 5's is written: H.264 (x264 veryfast, crf 23) 340 x 256 at 30 fps
-with moving textured content, and AAC 44.1 kHz stereo. `--720p` writes a 1280 x 720 H.264 High-profile clip with
-3 B-frames (x264 veryfast, crf 23, no audio) of the same content, the clip `bench/pipeline_overhead.py` measures
-through `decode_720p_vs_ffmpeg`.
+Without --file, the clip of the decode figures in BENCHMARKS.md is written: H.264 (x264 veryfast, crf 23) 340 x 256
+at 30 fps with moving textured content, and AAC 44.1 kHz stereo. `--720p` writes a 1280 x 720 H.264 High-profile
+clip with 3 B-frames (x264 veryfast, crf 23, no audio) of the same content, the clip `bench/pipeline_overhead.py`
+measures through `decode_720p_vs_ffmpeg`.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _motion_frames(seconds: float, width: int, height: int, fps: int = 30) -> np
 
 
 def write_motion_clip(path: Path, seconds: float, width: int, height: int) -> Path:
-    """DESIGN section 5's clip: `_motion_frames` in H.264 (`curate.encode.write_mp4`) with AAC stereo."""
+    """The decode benchmark's clip: `_motion_frames` in H.264 (`curate.encode.write_mp4`) with AAC stereo."""
     samples = np.arange(round(seconds * 44100)) / 44100
     audio = np.stack([0.3 * np.sin(2 * np.pi * 440 * samples), 0.2 * np.sin(2 * np.pi * 660 * samples)])
     return write_mp4(path, _motion_frames(seconds, width, height), 30, audio.astype(np.float32), 44100)

@@ -1,8 +1,9 @@
-"""The extraction pipeline's CPU-side costs, on any machine (no GPU needed): one JSON line (issue 18).
+"""The extraction pipeline's CPU-side costs, on any machine (no GPU needed): one JSON line.
 
 - `write_ms_per_clip`: CPU ms of the store writes of one clip at the paper profile's pooled layout, written as the
   runner's writer thread does (a forward batch of clips per call, inside one block); the same run also times
-  the clips written one by one through Zarr (`write_ms_per_clip_one_by_one_zarr`, the write path before issue 18).
+  the clips written one by one through Zarr (`write_ms_per_clip_one_by_one_zarr`, the write path before the writer
+  thread batched them).
 - `decode_720p_vs_ffmpeg`: `bench.decode.decode_720p_vs_ffmpeg` (our decode rate over `ffmpeg -threads 1`'s on a
   1280 x 720 H.264 High clip with B-frames, one core, same run; null, with a note, without ffmpeg).
 - `host_to_device_bytes_per_clip_720p`: the bytes a 1280 x 720 clip of 10 s sends to the device at the paper
@@ -146,7 +147,7 @@ def write_ms_per_clip(folder: Path, clips: int, repeats: int) -> dict:
             store = TokenStore.create(folder / "w.zarr", records, layout, {}, {})
             batch = per_batch
             if how == "one_by_one_zarr":
-                store._raw_chunk_dirs = {}  # the Zarr call per array and clip of before issue 18
+                store._raw_chunk_dirs = {}  # one Zarr call per array and clip, as before writes were batched
                 batch = 1
             started = time.process_time()
             for start in range(0, clips, batch):

@@ -2,7 +2,7 @@
 
 Renders a benchmark with `curate.synthetic.make_synthetic` (or reads one), computes per-clip features, then over
 many random seen / unseen splits of its classes fits two linear heads on the seen classes and scores the unseen
-clips against the unseen classes only (ZSL, mean per-class accuracy, DESIGN section 3):
+clips against the unseen classes only (ZSL, mean per-class accuracy, as docs/eval.md defines it):
 - `regression`: ridge from standardised features to the class embedding; nearest unseen embedding by cosine.
 - `prototype`: ridge from class embedding to the class's mean feature; nearest predicted unseen prototype.
 A control shuffles the embeddings among the seen classes (it must fall to chance).
@@ -11,7 +11,8 @@ Features (`--features`):
 - `stats`: simple global statistics (RGB mean / percentiles, log-mel band means, beat-envelope spectrum).
 - `backbones`: random-init torchvision `mvit_v2_s` (1 view of 16 frames at 224 px; CLS and mean token) and a
   random-init AST-shaped timm ViT-B on a 128-bin kaldi fbank (patch tokens mean-pooled over time per
-  frequency row). This is what the real extractor keeps (DESIGN section 7), minus pretrained weights.
+  frequency row). This is what the real extractor keeps (docs/extract.md, "What is stored per clip"), minus pretrained
+  weights.
 - `pipeline`: the toolkit's own extractor, `extract.pipeline.ClipExtractor` with a profile of
   `extract.config.PROFILES` (default `cpu-small`); video tokens averaged over views, audio tokens flattened.
 

@@ -4,7 +4,8 @@ The budget is the cores this process may actually use: its CPU affinity (`os.sch
 cgroup CPU quota (`/sys/fs/cgroup/cpu.max`, cgroup v2), not `os.cpu_count()`, which counts the whole machine. The
 helpers (clip decode threads in extraction, the batch read-ahead thread in training) take their share first and
 torch gets the rest, so the threads of a process never outnumber its cores: on a shared 2-core machine torch's
-default of one thread per core plus the helpers made the process fight itself and every other job (issue 15).
+default of one thread per core plus the helpers made the process fight itself and every other job (BENCHMARKS.md,
+threads).
 
 An explicit choice wins: `--threads N` (`set_requested_threads`) or `OMP_NUM_THREADS` set torch's intra-op
 threads to exactly that number; the helpers then share what is left of the budget. Every count is at least 1, so

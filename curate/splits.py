@@ -58,7 +58,7 @@ STAGES = (
     "stage_2_test_seen",
     "stage_2_test_unseen",
 )
-# Nothing (epoch, beta, checkpoint) may be chosen on these (DESIGN section 3).
+# Nothing (epoch, beta, checkpoint) may be chosen on these: a number selected on its own test data means nothing.
 TEST_STAGES = frozenset({"stage_2_test_seen", "stage_2_test_unseen"})
 
 _ALIASES = {"ucf": "UCF", "ucf101": "UCF", "activitynet": "ActivityNet", "vggsound": "VGGSound"}

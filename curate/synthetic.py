@@ -5,7 +5,7 @@ fastText class-name embedding (`data/avgzsl/class_embeddings`, AVCA-GZSL, MIT). 
 fixed function of its class's embedding plus per-clip randomness, so a model that learns content -> embedding on
 the seen classes can recognise the unseen ones: the zero-shot assumption holds by construction.
 
-The rendering function (DESIGN section 7 records why it looks like this): the top principal components of the
+The rendering function (docs/synthetic.md records the measurements that shaped it): the top principal components of the
 chosen classes' embeddings, standardised over those classes, set global statistics that random-init backbones
 keep (background colour and brightness, object colour and size; pitch on a log scale, harmonic mix, beat rate,
 a noise band). PCs 1, 3, 5, 7 reach the video only, PCs 2, 4, 6, 8 the audio only and PCs 9-10 both, so
@@ -95,7 +95,7 @@ class _Parameter:
 
 # The class -> content mapping. u = Phi(z) in (0, 1), z the class's standardised score on `component`;
 # value = low + (high - low) * u, or low * (high / low) ** u on a log scale. Only global statistics carry
-# class information: random-init backbones keep them and lose geometry (DESIGN section 7). Odd PCs up to 7
+# class information: random-init backbones keep them and lose geometry (docs/synthetic.md). Odd PCs up to 7
 # reach the video only and even PCs up to 8 the audio only, so both modalities get strong components even
 # when few classes span few components; PCs 9-10 reach both.
 _PARAMETERS = (

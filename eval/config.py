@@ -164,7 +164,7 @@ def _check_protocol_settings(seeds: tuple[int, ...], train: dict, betas: tuple[f
 
 @dataclass(frozen=True)
 class AVCAProtocolConfig:
-    """`cli.py protocol avca`: the AVCA two-stage protocol on VGGSound / UCF / ActivityNet (DESIGN section 3).
+    """`cli.py protocol avca`: the AVCA two-stage protocol on VGGSound / UCF / ActivityNet (docs/eval.md).
 
     The store holds the benchmark's videos with `clip_id` = AVCA's video id (the split CSVs' `filename`, e.g.
     "v_ApplyEyeMakeup_g01_c02") and `split` = the video's stage (stage_1_train, stage_1_val_seen,

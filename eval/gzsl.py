@@ -1,9 +1,10 @@
 """ZSL and GZSL of scored clips, raw and with calibrated stacking, and the metrics.json entries they give.
 
-Calibrated stacking (DESIGN section 3) selects beta on a validation split only. `ValidationSplit` is the one input
-beta selection accepts; it is built by `ValidationSplit.build`, which refuses test splits ("unseen", "*test*") and
-clips that are also being evaluated, and `evaluate_gzsl` refuses a validation split that shares clips or unseen
-classes with the evaluated clips. So no code path can pick beta on the test data.
+Calibrated stacking (a constant beta added to seen-class distances, as AVCA-GZSL does) selects beta on a validation
+split only. `ValidationSplit` is the one input beta selection accepts; it is built by `ValidationSplit.build`, which
+refuses test splits ("unseen", "*test*") and clips that are also being evaluated, and `evaluate_gzsl` refuses a
+validation split that shares clips or unseen classes with the evaluated clips. So no code path can pick beta on the
+test data.
 """
 
 from __future__ import annotations

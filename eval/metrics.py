@@ -1,6 +1,6 @@
 """Zero-shot metrics: class distances under a decision rule, per-class accuracy, ZSL, GZSL and calibrated stacking.
 
-Semantics follow AVCA-GZSL `src/utils.py:get_best_evaluation` (DESIGN section 3), which TCAF and ClipClap copy:
+Semantics follow AVCA-GZSL `src/utils.py:get_best_evaluation`, which TCAF and ClipClap copy:
 scores are Euclidean distances from a clip's predicted embedding to every candidate class embedding, the
 prediction is the nearest candidate, per-class accuracy is the recall of that class, S / U are the mean
 per-class accuracies over the seen / unseen classes with seen and unseen classes both candidates, HM = 2SU / (S + U),
@@ -39,7 +39,8 @@ __all__ = [
     "select_beta",
 ]
 
-# "kinetics": ||f(x) - phi(s_v(x)) - phi(c)|| (the paper's training target phi(s_v) + phi(s_t), DESIGN 1.2);
+# "kinetics": ||f(x) - phi(s_v(x)) - phi(c)|| (the paper regresses phi(s_v) + phi(s_t),
+# so the clip's own phi(s_v) is taken off before the nearest class);
 # "plain": ||f(x) - phi(c)||; "cosine": 1 - cos(f(x) - offset, phi(c)), offset phi(s_v(x)) when given.
 RULES = ("kinetics", "plain", "cosine")
 

@@ -1,7 +1,7 @@
 """Report tables: one evaluated run as Markdown, and several runs side by side (mean +- std over seeds).
 
-Every evaluation writes a `metrics.json` whose headline values are percentages (fractions x 100, DESIGN
-section 3) under the keys of `COLUMNS`, plus `label` (the row name), `group` (runs that differ only in their
+Every evaluation writes a `metrics.json` whose headline values are percentages (fractions x 100, as the
+field reports them) under the keys of `COLUMNS`, plus `label` (the row name), `group` (runs that differ only in their
 seed share it) and `seed`. Tables print two decimals; a row that pools several seeds prints `mean ± std`
 (sample standard deviation, ddof = 1) and the number of seeds.
 """

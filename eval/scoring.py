@@ -1,7 +1,7 @@
 """Clips scored by a trained head: f(x) and what the decision rule needs, and phi(name) exactly as the run made it.
 
 A clip is scored by the distance of the head's f(x) to each candidate class embedding phi(c) under the run's
-decision rule (DESIGN section 1, open point 2; `eval.metrics.class_distances`): "kinetics" subtracts phi(s_v(x)),
+decision rule (`eval.metrics.class_distances`): "kinetics" subtracts phi(s_v(x)),
 the embedding of the Kinetics class the video backbone predicts for the clip. Class names are embedded as the run
 embedded its training classes (same source, name map and normalisation); the recorded embeddings of the training
 classes are used as they are, and a source that no longer reproduces them is an error (`ClassEmbedder`).

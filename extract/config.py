@@ -45,7 +45,7 @@ _CROP_MULTIPLE_PX = 16  # MViT's patch stride (4) times mvit_tiny's two spatial 
 
 @dataclass(frozen=True)
 class VideoConfig:
-    """Video views: SlowFast test-time multi-view sampling (DESIGN section 2).
+    """Video views: SlowFast test-time multi-view sampling (docs/extract.md, "Video").
 
     Temporal view i of n covers `frames_per_view * frame_stride` frames of a `sampling_fps` time grid and starts
     at `i * floor(delta / (n - 1))` grid frames (`delta` = clip length minus view span, at least 0; one view is

@@ -3,7 +3,7 @@
 One demux pass reads every packet: audio is decoded on the way, video packets are kept compressed. The video
 packets' presentation times give the clip's duration, hence the view sample times (extract.views); the video is
 then decoded in order and only the frames shown at a sample time are converted to RGB, which is where most of
-the decode time would otherwise go (DESIGN section 5). Audio is resampled to 16 kHz by FFmpeg's swresample (as
+the decode time would otherwise go (BENCHMARKS.md, decode). Audio is resampled to 16 kHz by FFmpeg's swresample (as
 `ffmpeg -ar 16000` would), averaged over channels, and cut to the fbank window centred on the middle of the
 views' span.
 

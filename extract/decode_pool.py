@@ -5,7 +5,7 @@ shows, the fbank, the counts the store records, and on a CPU device the views th
 used comes back as its `MediaError` (picklable), never as an exception, so one bad file never stops a batch.
 
 Processes, because decode threads share the GIL with the thread that drives the GPU and writes the store: next
-to a busy GPU thread a decode thread ran about 3x slower (issue 18). The workers fork from a forkserver that
+to a busy GPU thread a decode thread ran about 3x slower (BENCHMARKS.md). The workers fork from a forkserver that
 has already imported this module (torch, PyAV), so a pool starts in about a second and no worker inherits a
 CUDA context; torch's tensors come back through shared memory (torch.multiprocessing's pickling), not the pipe.
 A process that is itself daemonic (a Dask Nanny's worker, unless `distributed.worker.daemon` is False) cannot

@@ -42,7 +42,8 @@ def pool_video_tokens(tokens: torch.Tensor, grid: tuple[int, int, int], pooled_g
 def pool_audio_tokens(tokens: torch.Tensor, grid: tuple[int, int], pooled_time: int) -> torch.Tensor:
     """Keep CLS and DIST and average-pool the (F, T) patch grid over time only, to `pooled_time` columns.
 
-    Every frequency row is kept: pitch and timbre live there (DESIGN section 7).
+    Every frequency row is kept: pitch and timbre live there, and a random-init AST keeps them
+    (docs/synthetic.md).
 
     Args:
         tokens: AST final-norm tokens: CLS, DIST, then the grid in frequency-major order.

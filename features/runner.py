@@ -249,7 +249,7 @@ def _extract_blocks(store: TokenStore, blocks: Sequence[tuple[int, np.ndarray]],
 class _StoreWriter:
     """Writes extracted clips into the store from a thread of its own, in batches: what has arrived, per block.
 
-    Batches cut the store's per-call cost (issue 18: 13.8 ms per clip written one by one); a block never shares a
+    Batches cut the store's per-call cost (13.8 ms per clip written one by one; BENCHMARKS.md); a block never shares a
     chunk with another, so a batch inside one block is one writer's. Within a batch the tokens are written before
     the status marks them done (features.store), so a kill at any point leaves every clip done with its tokens or
     pending. A write error ends the writing (the clips after it stay pending) and is raised by the next `put`

@@ -73,7 +73,8 @@ class FusionConfig:
     The loss is `L = task_weight * TASK + lambda_SE(epoch) * SE + sigma(epoch) * MLM`. `se_weights` and
     `mlm_weights` are step schedules over epochs: one value (constant) or one more value than
     `weight_milestones_epochs` (value k applies from the epoch after milestone k-1 up to milestone k, 1-based
-    epochs). The default is the paper's 0.25 (epochs 1-20), 0.1 (21-40), 0.05 (41-) for both (DESIGN 1).
+    epochs). The default is the paper's 0.25 (epochs 1-20), 0.1 (21-40), 0.05 (41-) for both (the paper names
+    lambda1, lambda2 without saying what they weight; docs/fusion.md, "Losses").
     """
 
     width: int = 512  # D, the width of every token in the head
@@ -155,7 +156,7 @@ class FusionConfig:
 
     @property
     def decision_rule(self) -> str:
-        """The zero-shot rule consistent with the SE target (`eval.metrics.RULES`; DESIGN 1, open point 2)."""
+        """The zero-shot rule consistent with the SE target (`eval.metrics.RULES`; docs/fusion.md)."""
         return "kinetics" if self.se_target == "kinetics+class" else "plain"
 
     def to_dict(self) -> dict[str, Any]:
@@ -200,7 +201,7 @@ class TrainConfig:
     select_by: str = "gzsl_hm_calibrated"  # best.pt by validation HM after calibrated stacking (beta chosen on the
     # validation data, AVCA's stage 1), "gzsl_hm" (raw) or "zsl"; without a seen part ZSL, without an unseen part
     # seen accuracy. Not raw HM by default: it is 0 in most epochs while GZSL collapses onto the seen classes
-    # (DESIGN section 7), so it picks an arbitrary early epoch.
+    # (docs/fusion.md, "Which clips train and validate"), so it picks an arbitrary early epoch.
     epochs: int = 100
     schedule_epochs: int | None = None  # epochs the lr schedule spans (None: `epochs`); a run that stops before
     # the end of its schedule is AVCA's stage 2: stage 1's whole schedule, checkpoint at the selected epoch

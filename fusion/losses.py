@@ -1,7 +1,7 @@
 """The MZST losses: TASK (cross-entropy over seen classes), SE (embedding regression), MLM (masked words).
 
 `L = task_weight * L_TASK + lambda_SE(epoch) * L_SE + sigma(epoch) * L_MLM` (the paper's eq. 5 with the
-lambda1 / lambda2 schedule read as the weights of SE and MLM; DESIGN section 1). The SE target is
+lambda1 / lambda2 schedule read as the weights of SE and MLM: the paper does not say; docs/fusion.md). The SE target is
 `phi(s_v) + phi(s_t)`: s_t the clip's class name, s_v the Kinetics-400 class the video backbone predicts for
 the clip (argmax of the view-averaged softmax of its logits), or `phi(s_t)` alone with se_target "class".
 """

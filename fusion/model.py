@@ -5,7 +5,7 @@ network, eq. 2 and 5); bottleneck fusion as in MBT (Nagrani et al. 2021, google-
 `projects/mbt`, Apache-2.0): modality layers run on `[their tokens, bottleneck tokens]` and the copies of the
 bottleneck that come out are averaged. Written for this project, no code copied.
 
-Two passes, so that no label reaches the outputs used at inference (DESIGN section 1, open point 1):
+Two passes, so that no label reaches the outputs used at inference (the text stream carries the class name):
 - the AV-only pass (`forward_av`): per block only the AV+F layer on `[CLS_V, video, audio, fusion]`; the
   TASK logits and the SE output f(x) read its CLS_V. Inference runs this pass only; it has no text argument.
 - the text pass (training only, for the MLM loss): per block the AV+F layer and the T+F layer on
@@ -17,7 +17,7 @@ Two passes, so that no label reaches the outputs used at inference (DESIGN secti
 
 Cached tokens have lost their positions, so each modality gets a LayerNorm + linear adapter, a learned position
 embedding per token index and a learned modality embedding. A clip without audio has its audio tokens masked
-as attention keys in every layer, so they cannot influence any other token (DESIGN 1, open point 4).
+as attention keys in every layer, so they cannot influence any other token (silence would be a real, meaningless input).
 """
 
 from __future__ import annotations

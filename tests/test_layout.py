@@ -104,3 +104,16 @@ def test_imports_flow_one_way():
                     if target in ROOMS[position + 1:] and not allowed:
                         backwards.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {name}")
     assert backwards == []
+
+
+def test_comments_cite_only_what_the_repository_holds():
+    """A reason is written in place or points to docs/: project notes and issue numbers outside the repository
+    send a newcomer to something they do not have."""
+    outside = re.compile(r"\bDESIGN(\.md|'s| section| \d)|\b[Ii]ssue \d+\b|DEVELOPERS\.md")
+    cited = [f"{path.relative_to(ROOT)}:{number}" for folder in (*ROOMS, "bench", "tests")
+             for path in sorted((ROOT / folder).rglob("*.py"))
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if outside.search(line)]
+    cited += [name for name in ("cli.py", "README.md") if outside.search((ROOT / name).read_text(encoding="utf-8"))]
+    cited += [str(path.relative_to(ROOT)) for path in sorted((ROOT / "docs").rglob("*.md"))
+              if outside.search(path.read_text(encoding="utf-8"))]
+    assert cited == []

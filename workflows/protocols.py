@@ -1,6 +1,6 @@
 """Evaluation protocols that run every stage: the AVCA two-stage protocol and the paper's MZSL-50 protocol.
 
-Both train the fusion head in two stages (DESIGN section 3): stage 1 trains with a validation part and selects
+Both train the fusion head in two stages, as AVCA-GZSL does: stage 1 trains with a validation part and selects
 the epoch (and, with calibrated stacking, beta) on it; stage 2 retrains on the training and validation clips for
 the selected number of epochs, without validation, and its last checkpoint is tested once (stage 2 keeps stage
 1's whole learning-rate schedule and stops at the selected epoch: AVCA's stage 2 takes its checkpoint there). Nothing

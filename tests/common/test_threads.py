@@ -59,7 +59,7 @@ def test_the_plan_is_applied_to_torch():
 
 
 def test_on_a_gpu_torch_keeps_one_core_and_decoding_takes_the_rest():
-    # torch only launches kernels there; decode processes are the CPU work (issue 18: half the cores capped decode)
+    # torch only launches kernels there; decode processes are the CPU work (a cap of half the cores held decode back)
     plan = plan_threads(32, cores=16, torch_on_device=True)
     assert (plan.torch_threads, plan.helper_threads) == (1, 15)
     assert (plan_threads(8, cores=16, torch_on_device=True).helper_threads, plan_threads(8, cores=16).helper_threads

@@ -1,4 +1,4 @@
-"""eval.metrics against hand-computed cases (DESIGN section 3)."""
+"""eval.metrics against hand-computed cases (AVCA-GZSL's semantics, docs/eval.md)."""
 
 import numpy as np
 import pytest

@@ -120,7 +120,7 @@ def test_non_finite_backbone_output_fails_the_clip(clips):
 
 
 def test_random_init_small_profile_keeps_colour_and_pitch(extractor, clips):
-    """Random backbones keep global statistics (DESIGN section 7): red / 200 Hz clips and blue / 2 kHz clips must
+    """Random backbones keep global statistics (docs/synthetic.md): red / 200 Hz clips and blue / 2 kHz clips must
     be far apart compared with clips of one kind that differ in motion, phase, envelope and noise."""
     keys = [(colour, seed) for colour in ("red", "blue") for seed in range(3)]
     tokens = dict(zip(keys, (r for _, r in extractor.extract_many([clips[k] for k in keys])), strict=True))

@@ -28,7 +28,7 @@ def test_padding_happens_in_the_log_mel_domain_then_normalises():
 
 
 def test_ten_seconds_gives_998_frames():
-    assert log_mel(torch.zeros(160000), 16000, 128, 1024)[1] == 998  # DESIGN section 2
+    assert log_mel(torch.zeros(160000), 16000, 128, 1024)[1] == 998  # AST's reference: 10.00 s gives 998 frames
 
 
 def test_bad_waveforms_raise():
