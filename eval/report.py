@@ -184,7 +184,7 @@ def run_markdown(metrics: dict) -> str:
         ("protocol", metrics.get("protocol")),
         ("decision rule", metrics.get("rule")),
         ("checkpoint", metrics.get("checkpoint")),
-        ("clips", metrics.get("num_clips")),
+        ("clips", result.num_clips),
         ("seen / unseen classes", _pair(result.num_seen_classes, result.num_unseen_classes)),
         ("chance (uniform guessing)", _chance_note(metrics, result)),
         ("calibrated stacking", _calibration_note(result)),
