@@ -306,7 +306,7 @@ _training_options = _options(
     click.option("--val-seen-fraction", type=float, default=None,
                  help="With --val-unseen-fraction: share of each kept class's clips held out as validation-seen "
                       "(default 0.2)."),
-    click.option("--select-by", type=click.Choice(["gzsl_hm", "gzsl_hm_calibrated", "zsl"]), default=None,
+    click.option("--select-by", type=click.Choice(["gzsl_hm", "calibrated_gzsl_hm", "zsl"]), default=None,
                  help="Validation score that picks best.pt: HM after calibrated stacking with beta chosen on the "
                       "validation data (default; AVCA stage 1), raw GZSL HM, or ZSL; ties go to the higher ZSL."),
     click.option("--test-seen-fraction", type=float, default=None,

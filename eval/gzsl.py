@@ -18,10 +18,11 @@ import numpy as np
 
 from common.errors import InputError
 from eval import metrics
+from eval.metrics import percent
 from eval.scoring import ClipScores, ClipSet
 from fusion.plan import is_test_split
 
-__all__ = ["ValidationSplit", "GZSLEvaluation", "evaluate_gzsl", "gzsl_metrics", "gzsl_rows", "percent"]
+__all__ = ["ValidationSplit", "GZSLEvaluation", "evaluate_gzsl", "gzsl_metrics", "gzsl_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,18 @@ class GZSLEvaluation:
     validation_name: str | None = None
     validation_hm: float | None = None
 
+    def result(self) -> metrics.EvalResult:
+        """The headline values (fractions); an undefined one (e.g. calibrated S without seen clips) is None."""
+        raw, cal = self.gzsl, self.calibrated
+        calibrated = {} if cal is None else {
+            "calibrated_beta": cal.beta, "calibrated_gzsl_s": _defined(cal.s), "calibrated_gzsl_u": _defined(cal.u),
+            "calibrated_gzsl_hm": _defined(cal.hm), "calibrated_val_split": self.validation_name,
+            "calibrated_val_hm": self.validation_hm}
+        return metrics.EvalResult(
+            zsl=self.zsl, gzsl_s=raw.s if raw else None, gzsl_u=raw.u if raw else None,
+            gzsl_hm=raw.hm if raw else None, num_clips=int(self.y.size), num_seen_classes=int(self.seen_ids.size),
+            num_unseen_classes=int(self.unseen_ids.size), **calibrated)
+
 
 def evaluate_gzsl(
     scores: ClipScores,
@@ -173,24 +186,7 @@ def evaluate_gzsl(
 def gzsl_metrics(evaluation: GZSLEvaluation, worst_classes: int = 5) -> dict[str, Any]:
     """The metrics.json entries of an evaluation: headline values in percent, per-class accuracy, worst classes."""
     e = evaluation
-    out: dict[str, Any] = {
-        "zsl": percent(e.zsl),
-        "gzsl_s": percent(e.gzsl.s if e.gzsl else None),
-        "gzsl_u": percent(e.gzsl.u if e.gzsl else None),
-        "gzsl_hm": percent(e.gzsl.hm if e.gzsl else None),
-        "num_clips": int(e.y.size),
-        "num_seen_classes": int(e.seen_ids.size),
-        "num_unseen_classes": int(e.unseen_ids.size),
-    }
-    if e.calibrated is not None:
-        out.update(
-            calibrated_beta=e.calibrated.beta,
-            calibrated_gzsl_s=percent(e.calibrated.s),
-            calibrated_gzsl_u=percent(e.calibrated.u),
-            calibrated_gzsl_hm=percent(e.calibrated.hm),
-            calibrated_val_split=e.validation_name,
-            calibrated_val_hm=percent(e.validation_hm),
-        )
+    out: dict[str, Any] = e.result().to_json()
     all_ids = np.arange(len(e.class_names))
     gzsl_acc = metrics.per_class_accuracy(e.y, e.gzsl_pred, all_ids)
     zsl_acc = metrics.per_class_accuracy(e.y[e.zsl_pred >= 0], e.zsl_pred[e.zsl_pred >= 0], all_ids)
@@ -243,8 +239,5 @@ def _worst_classes(names, y, pred, accuracy, k: int) -> list[dict[str, Any]]:
     return out
 
 
-def percent(value) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return None if np.isnan(value) else 100.0 * value
+def _defined(value: float) -> float | None:
+    return None if np.isnan(value) else value

@@ -14,13 +14,17 @@ Where we differ from that reference, on purpose:
   it evaluates).
 
 Class ids index the columns of the distance matrix: column c holds the distance to class c. All values are
-fractions in [0, 1]; reports multiply by 100. This module imports numpy only, so the trainer can use it for its
-per-epoch validation without pulling in anything else.
+fractions in [0, 1]; `EvalResult` holds an evaluation's headline values and is the one place that writes them as
+percentages (metrics.json, log.jsonl) and reads them back. This module imports numpy only, so the trainer can use it
+for its per-epoch validation without pulling in anything else.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +32,9 @@ __all__ = [
     "RULES",
     "DEFAULT_BETAS",
     "GZSLResult",
+    "EvalResult",
+    "percent",
+    "validation_result",
     "class_distances",
     "nearest_class",
     "per_class_accuracy",
@@ -66,6 +73,122 @@ class GZSLResult:
     u: float
     hm: float
     beta: float
+
+
+# Field metadata of an `EvalResult` accuracy: a fraction inside, written x 100.
+_PERCENT = {"unit": "percent"}
+# The calibrated part of an `EvalResult`: written only by an evaluation that calibrated.
+_CALIBRATED = ("calibrated_beta", "calibrated_gzsl_s", "calibrated_gzsl_u", "calibrated_gzsl_hm",
+               "calibrated_val_split", "calibrated_val_hm")
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """The headline values of one zero-shot evaluation (a test set, or one epoch's validation clips).
+
+    The one set of metric names: the field names are the keys of metrics.json and of log.jsonl's `val`, and the
+    values of `TrainConfig.select_by`. Accuracies are fractions in [0, 1] here and percentages only in the JSON form
+    (`to_json`, read back by `from_json`); beta is in distance units. A value is None where it is undefined: ZSL
+    without unseen clips, S / U / HM without clips of both sides, the calibrated part without calibrated stacking.
+
+    Attributes:
+        zsl: mean per-class accuracy over the unseen classes, only unseen classes as candidates.
+        gzsl_s: S, seen classes' mean per-class accuracy with seen and unseen classes both candidates.
+        gzsl_u: U, the unseen classes' in the same setting.
+        gzsl_hm: HM = 2 S U / (S + U).
+        num_clips: clips evaluated.
+        num_seen_classes: seen candidate classes.
+        num_unseen_classes: unseen candidate classes.
+        calibrated_beta: the calibrated-stacking beta added to the seen classes' distances.
+        calibrated_gzsl_s: S with that beta.
+        calibrated_gzsl_u: U with that beta.
+        calibrated_gzsl_hm: HM with that beta.
+        calibrated_val_split: the split beta was chosen on; None: the evaluated clips themselves (the trainer's
+            validation, where beta is part of what is measured).
+        calibrated_val_hm: the HM of the chosen beta on that split.
+        seen_accuracy: mean per-class accuracy of clips of seen classes among the seen classes (the trainer's
+            validation without unseen clips).
+    """
+
+    zsl: float | None = field(default=None, metadata=_PERCENT)
+    gzsl_s: float | None = field(default=None, metadata=_PERCENT)
+    gzsl_u: float | None = field(default=None, metadata=_PERCENT)
+    gzsl_hm: float | None = field(default=None, metadata=_PERCENT)
+    num_clips: int | None = None
+    num_seen_classes: int | None = None
+    num_unseen_classes: int | None = None
+    calibrated_beta: float | None = None
+    calibrated_gzsl_s: float | None = field(default=None, metadata=_PERCENT)
+    calibrated_gzsl_u: float | None = field(default=None, metadata=_PERCENT)
+    calibrated_gzsl_hm: float | None = field(default=None, metadata=_PERCENT)
+    calibrated_val_split: str | None = None
+    calibrated_val_hm: float | None = field(default=None, metadata=_PERCENT)
+    seen_accuracy: float | None = field(default=None, metadata=_PERCENT)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None and _is_percent(f) and not 0.0 <= value <= 1.0:
+                raise ValueError(f"EvalResult.{f.name} must be a fraction in [0, 1] or None, got {value!r}")
+        if self.calibrated_beta is None and any(getattr(self, name) is not None for name in _CALIBRATED):
+            raise ValueError("EvalResult: a calibrated value without `calibrated_beta`")
+
+    def percent(self, name: str) -> float | None:
+        """A value as written: an accuracy in percent, beta and counts as they are.
+
+        Raises:
+            KeyError: `name` is not a field of `EvalResult`.
+        """
+        if name not in _FIELDS:
+            raise KeyError(f"{name!r} is not a metric of EvalResult; choose one of {tuple(_FIELDS)}")
+        value = getattr(self, name)
+        return percent(value) if _is_percent(_FIELDS[name]) else value
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form (metrics.json, log.jsonl's `val`): accuracies in percent, None where undefined; the
+        calibrated part only after calibrated stacking, seen accuracy only where measured."""
+        return {name: self.percent(name) for name in _FIELDS
+                if not (name in _CALIBRATED and self.calibrated_beta is None)
+                and not (name == "seen_accuracy" and self.seen_accuracy is None)}
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> EvalResult:
+        """Read the JSON form back: accuracies from percent; other keys (a report's label, per-class rows) ignored.
+
+        Raises:
+            ValueError: a metric that is not a number (the split: not a string), or outside [0, 100] percent.
+        """
+        kwargs: dict[str, Any] = {}
+        for name, f in _FIELDS.items():
+            value = values.get(name)
+            if value is None:
+                continue
+            wanted = str if name == "calibrated_val_split" else int if name.startswith("num_") else (int, float)
+            if isinstance(value, bool) or not isinstance(value, wanted):
+                raise ValueError(f"metric {name!r} must be a {'string' if wanted is str else 'number'}, got {value!r}")
+            kwargs[name] = value / 100.0 if _is_percent(f) else value
+        return cls(**kwargs)
+
+    def selection(self, select_by: str) -> str:
+        """The field that ranks epochs: `select_by` where defined, else ZSL (no seen clips), else seen accuracy."""
+        if getattr(self, select_by) is not None:
+            return select_by
+        return "zsl" if self.zsl is not None else "seen_accuracy"
+
+
+_FIELDS = {f.name: f for f in fields(EvalResult)}
+
+
+def _is_percent(f) -> bool:
+    return f.metadata.get("unit") == _PERCENT["unit"]
+
+
+def percent(value: float | None) -> float | None:
+    """A fraction as the percentage reports write (100 x value); None for None or NaN (undefined)."""
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else 100.0 * value
 
 
 def class_distances(
@@ -285,6 +408,41 @@ def select_beta(
     order = np.lexsort((betas, -np.asarray(hms)))  # best HM first, then the smallest beta
     best = int(order[0])
     return float(betas[best]), float(hms[best])
+
+
+def validation_result(
+    distances: np.ndarray,
+    y_true: np.ndarray,
+    seen_ids: np.ndarray,
+    unseen_ids: np.ndarray,
+    betas: np.ndarray = DEFAULT_BETAS,
+) -> EvalResult:
+    """The trainer's validation of one epoch: ZSL, GZSL and calibrated stacking with beta chosen on these clips.
+
+    Raw GZSL often collapses onto the seen classes; calibrated stacking with beta chosen on this same validation
+    data (as AVCA's stage 1 does) shows what is recoverable. Without unseen clips the result holds the seen
+    classes' accuracy among the seen classes instead.
+
+    Shapes:
+        distances (N, C), y_true (N,), seen_ids (Ks,), unseen_ids (Ku,), betas (B,) -> EvalResult
+    """
+    distances = _check_distances(distances)
+    y_true = _labels(y_true, "y_true", distances.shape[0])
+    has_seen, has_unseen = bool(np.isin(y_true, seen_ids).any()), bool(np.isin(y_true, unseen_ids).any())
+    values: dict[str, Any] = {"num_clips": int(y_true.size), "num_seen_classes": int(np.size(seen_ids)),
+                              "num_unseen_classes": int(np.size(unseen_ids))}
+    if has_unseen:
+        values["zsl"] = zsl(distances, y_true, unseen_ids)
+    if has_seen and has_unseen:
+        raw = gzsl(distances, y_true, seen_ids, unseen_ids)
+        beta, _ = select_beta(distances, y_true, seen_ids, unseen_ids, betas)
+        calibrated = gzsl(distances, y_true, seen_ids, unseen_ids, beta=beta)
+        values.update(gzsl_s=raw.s, gzsl_u=raw.u, gzsl_hm=raw.hm, calibrated_beta=beta, calibrated_gzsl_s=calibrated.s,
+                      calibrated_gzsl_u=calibrated.u, calibrated_gzsl_hm=calibrated.hm, calibrated_val_hm=calibrated.hm)
+    elif not has_unseen:
+        predicted = nearest_class(distances, seen_ids)
+        values["seen_accuracy"] = mean_class_accuracy(y_true, predicted, seen_ids)
+    return EvalResult(**values)
 
 
 def _gzsl_predictions(

@@ -1,13 +1,16 @@
 """Report tables: one evaluated run as Markdown, and several runs side by side (mean +- std over seeds).
 
-Every evaluation writes a `metrics.json` whose headline values are percentages (fractions x 100, as the
-field reports them) under the keys of `COLUMNS`, plus `label` (the row name), `group` (runs that differ only in their
-seed share it) and `seed`. Tables print two decimals; a row that pools several seeds prints `mean ± std`
-(sample standard deviation, ddof = 1) and the number of seeds.
+Every evaluation writes a `metrics.json` whose headline values are percentages (fractions x 100) under the keys
+of `COLUMNS`, plus `label` (the row name), `group` (runs that differ only in their seed share it) and `seed`.
+ZSL / GZSL values are read through `eval.metrics.EvalResult` (their one writer and reader); the MZSL groups and an
+open vocabulary's top-k are written by the protocols and `zeroshot` under their own keys. Tables print two
+decimals; a row that pools several seeds prints `mean ± std` (sample standard deviation, ddof = 1) and the number
+of seeds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -21,12 +24,14 @@ import numpy as np
 from common.errors import InputError
 from common.files import write_json, write_text
 from eval.config import ReportConfig
+from eval.metrics import EvalResult, percent
 
 __all__ = [
     "COLUMNS",
     "ComparisonRow",
     "ReportSummary",
     "load_metrics",
+    "column_values",
     "comparison_rows",
     "comparison_markdown",
     "comparison_json",
@@ -38,7 +43,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# (metrics.json key, column title, is a percentage). Only columns that some run reports are shown.
+# (metrics.json key, column title, is a percentage); the ZSL / GZSL keys are `EvalResult` fields. Only columns that
+# some run reports are shown.
 COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("zsl", "ZSL", True),
     ("gzsl_s", "S", True),
@@ -125,7 +131,8 @@ def comparison_rows(entries: Sequence[tuple[str, dict]], group_seeds: bool = Tru
     rows = []
     for members in groups.values():
         labels = sorted({m.get("label") or Path(f).name for f, m in members})
-        values = {key: tuple(_number(m.get(key)) for _, m in members) for key, _, _ in COLUMNS}
+        columns = [_column_values_of(f, m) for f, m in members]
+        values = {key: tuple(_number(c[key]) for c in columns) for key, _, _ in COLUMNS}
         rows.append(ComparisonRow(
             label=" / ".join(labels),
             runs=tuple(f for f, _ in members),
@@ -171,15 +178,16 @@ def comparison_json(rows: Sequence[ComparisonRow]) -> dict:
 def run_markdown(metrics: dict) -> str:
     """One evaluated run as Markdown: headline table, per-class accuracy, worst classes and their confusions."""
     title = metrics.get("label") or "zero-shot evaluation"
+    result = EvalResult.from_json(metrics)
     lines = [f"# {title}", ""]
     described = [(k, v) for k, v in (
         ("protocol", metrics.get("protocol")),
         ("decision rule", metrics.get("rule")),
         ("checkpoint", metrics.get("checkpoint")),
-        ("clips", metrics.get("num_clips")),
-        ("seen / unseen classes", _pair(metrics.get("num_seen_classes"), metrics.get("num_unseen_classes"))),
-        ("chance (uniform guessing)", _chance_note(metrics)),
-        ("calibrated stacking", _calibration_note(metrics)),
+        ("clips", result.num_clips),
+        ("seen / unseen classes", _pair(result.num_seen_classes, result.num_unseen_classes)),
+        ("chance (uniform guessing)", _chance_note(metrics, result)),
+        ("calibrated stacking", _calibration_note(result)),
         ("training clips", "included on request: S measures clips the head trained or validated on"
          if metrics.get("includes_training_clips") else None),
     ) if v is not None]
@@ -245,6 +253,27 @@ def _expand(folder: Path) -> list[tuple[str, dict]]:
     return [(str(folder), metrics)]
 
 
+_RESULT_FIELDS = frozenset(f.name for f in dataclasses.fields(EvalResult))
+
+
+def column_values(metrics: dict) -> dict[str, float | None]:
+    """The values of `COLUMNS` in a metrics.json, as written: ZSL / GZSL through their reader (`EvalResult`), the
+    MZSL groups and top-k by their writers' keys; None where the evaluation has no such value.
+
+    Raises:
+        ValueError: a ZSL / GZSL value that is not a number, or not a percentage in [0, 100].
+    """
+    result = EvalResult.from_json(metrics)
+    return {key: result.percent(key) if key in _RESULT_FIELDS else metrics.get(key) for key, _, _ in COLUMNS}
+
+
+def _column_values_of(folder: str, metrics: dict) -> dict[str, float | None]:
+    try:
+        return column_values(metrics)
+    except ValueError as error:
+        raise InputError(f"{Path(folder) / 'metrics.json'}: {error}") from error
+
+
 def _number(value) -> float:
     return math.nan if value is None else float(value)
 
@@ -264,13 +293,13 @@ def _pair(a, b) -> str | None:
     return None if a is None and b is None else f"{a} / {b}"
 
 
-def _chance_note(metrics: dict) -> str | None:
+def _chance_note(metrics: dict, result: EvalResult) -> str | None:
     """Chance beside the accuracies: 1 / candidates for ZSL, GZSL (over seen + unseen) and a vocabulary's top-1."""
-    seen, unseen = metrics.get("num_seen_classes") or 0, metrics.get("num_unseen_classes") or 0
+    seen, unseen = result.num_seen_classes or 0, result.num_unseen_classes or 0
     parts = []
-    if unseen and metrics.get("zsl") is not None:
+    if unseen and result.zsl is not None:
         parts.append(f"ZSL {100 / unseen:.2f}% (1 of {unseen})")
-    if seen and unseen and metrics.get("gzsl_hm") is not None:
+    if seen and unseen and result.gzsl_hm is not None:
         parts.append(f"GZSL S and U {100 / (seen + unseen):.2f}% (1 of {seen + unseen})")
     if metrics.get("top1") is not None and metrics.get("num_classes"):
         k, n = metrics.get("top_k") or 1, metrics["num_classes"]
@@ -278,8 +307,9 @@ def _chance_note(metrics: dict) -> str | None:
     return "; ".join(parts) or None
 
 
-def _calibration_note(metrics: dict) -> str | None:
-    if metrics.get("calibrated_beta") is None:
+def _calibration_note(result: EvalResult) -> str | None:
+    if result.calibrated_beta is None:
         return None
-    return (f"beta = {metrics['calibrated_beta']:g}, chosen on {metrics.get('calibrated_val_split')!r} "
-            f"(validation HM {metrics.get('calibrated_val_hm', math.nan):.2f}%)")
+    validation_hm = percent(result.calibrated_val_hm)
+    return (f"beta = {result.calibrated_beta:g}, chosen on {result.calibrated_val_split!r} "
+            f"(validation HM {math.nan if validation_hm is None else validation_hm:.2f}%)")

@@ -45,7 +45,10 @@ MODALITIES = ("av", "audio", "video")
 VIEW_MODES = ("ensemble", "mean")
 SE_TARGETS = ("kinetics+class", "class")
 LR_SCHEDULES = ("cosine", "step")
-SELECTION_METRICS = ("gzsl_hm", "gzsl_hm_calibrated", "zsl")
+# The `eval.metrics.EvalResult` fields that `select_by` may name.
+SELECTION_METRICS = ("gzsl_hm", "calibrated_gzsl_hm", "zsl")
+# Earlier names of selection metrics, as config.json files of runs made before still hold them.
+_RENAMED_SELECTION_METRICS = {"gzsl_hm_calibrated": "calibrated_gzsl_hm"}
 DEVICES = ("cpu", "cuda")
 RESIDENT_STORE = ("auto", "on", "off")
 LR_BATCH_SCALING = ("none", "sqrt", "linear")
@@ -198,7 +201,7 @@ class TrainConfig:
     # validated or selected on; `zeroshot` scores them as GZSL's seen part (stores with only seen / unseen splits)
     shuffle_class_embeddings: bool = False  # control run: SE targets use a permutation of the training classes'
     # embeddings (seeded by val_split_seed), so nothing links content to names; zero-shot must fall to chance
-    select_by: str = "gzsl_hm_calibrated"  # best.pt by validation HM after calibrated stacking (beta chosen on the
+    select_by: str = "calibrated_gzsl_hm"  # best.pt by validation HM after calibrated stacking (beta chosen on the
     # validation data, AVCA's stage 1), "gzsl_hm" (raw) or "zsl"; without a seen part ZSL, without an unseen part
     # seen accuracy. Not raw HM by default: it is 0 in most epochs while GZSL collapses onto the seen classes
     # (docs/fusion.md, "Which clips train and validate"), so it picks an arbitrary early epoch.
@@ -302,6 +305,8 @@ class TrainConfig:
                 value = Path(value)
             elif isinstance(value, list):
                 value = tuple(value)
+            elif key == "select_by":
+                value = _RENAMED_SELECTION_METRICS.get(value, value)
             kwargs[key] = value
         return cls(**kwargs)
 

@@ -14,13 +14,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from common.files import atomic_write
+from eval.metrics import EvalResult, percent
 
 __all__ = ["training_curves_figure", "write_training_curves", "TrainingCurves"]
 
 # (log.jsonl key, legend label) of the loss panel; the parts are unweighted, `loss` is the weighted total
 _LOSSES = (("loss", "total (weighted)"), ("loss_task", "TASK"), ("loss_se", "SE"), ("loss_mlm", "MLM"))
-# (key of the log's `val`, legend label) of the validation panel, fractions drawn as percent
-_SCORES = (("zsl", "ZSL"), ("gzsl_hm", "GZSL HM, raw"), ("gzsl_hm_calibrated", "GZSL HM, calibrated"),
+# (`EvalResult` field of the log's `val`, legend label) of the validation panel, drawn in percent
+_SCORES = (("zsl", "ZSL"), ("gzsl_hm", "GZSL HM, raw"), ("calibrated_gzsl_hm", "GZSL HM, calibrated"),
            ("seen_accuracy", "seen accuracy"))
 
 
@@ -39,10 +40,11 @@ def training_curves_figure(log_lines: list[dict], title: str) -> Figure:
     losses.set_title("training losses", fontsize=10)
     losses.legend(fontsize=8)
     drawn = False
-    for key, label in _SCORES:
-        values = [line.get("val", {}).get(key) for line in log_lines]
+    results = [EvalResult.from_json(line.get("val", {})) for line in log_lines]
+    for name, label in _SCORES:
+        values = [percent(getattr(result, name)) for result in results]
         if any(v is not None for v in values):
-            scores.plot(epochs, [float("nan") if v is None else 100 * v for v in values], marker=".", label=label)
+            scores.plot(epochs, [float("nan") if v is None else v for v in values], marker=".", label=label)
             drawn = True
     best = log_lines[-1].get("best_epoch") if log_lines else None
     if best is not None:

@@ -56,9 +56,9 @@ class TrainSummary:
     val_clips: int
     num_classes: int
     best_epoch: int | None  # None without validation
-    best_metric: str | None  # "gzsl_hm", "zsl" or "seen_accuracy"
-    best_score: float | None
-    last_metrics: dict[str, float]
+    best_metric: str | None  # the `EvalResult` field that selected it: `select_by`, "zsl" or "seen_accuracy"
+    best_score: float | None  # a fraction
+    last_metrics: metrics.EvalResult | None  # the last epoch's validation (None without validation)
 
 
 @dataclass(frozen=True)
@@ -140,13 +140,13 @@ def train(config: TrainConfig) -> TrainSummary:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     targets = ClassTargets.of(config, plan, device)
     loss_fn = FusionLoss()
-    start_epoch, step, best, last_metrics = 1, 0, {"epoch": None, "metric": None, "score": None, "rank": None}, {}
+    start_epoch, step, best, last_metrics = 1, 0, {"epoch": None, "metric": None, "score": None, "rank": None}, None
     if resumed is not None:
         model.load_state_dict(resumed["model"])
         optimizer.load_state_dict(resumed["optimizer"])
         scheduler.load_state_dict(resumed["scheduler"])
         start_epoch, step, best = int(resumed["epoch"]) + 1, int(resumed["step"]), dict(resumed["best"])
-        last_metrics = dict(resumed["metrics"])
+        last_metrics = metrics.EvalResult.from_json(resumed["metrics"]) if resumed["metrics"] else None
         logger.info("resuming %s after epoch %d (step %d)", config.out, start_epoch - 1, step)
     validation = plan.clips.validation
     logger.info("training %s: %d clips, %d classes, %d validation clips, %d parameters, %s", config.out,
@@ -163,17 +163,19 @@ def train(config: TrainConfig) -> TrainSummary:
             log_every_steps=config.log_every_steps, description=f"epoch {epoch}/{config.epochs}", forward=forward,
         )
         step += stats.steps
-        last_metrics = {} if validation is None else evaluate(
+        last_metrics = None if validation is None else evaluate(
             model, validation, plan.classes.validation_embeddings, plan.classes.kinetics_embeddings,
-            config.fusion.decision_rule, config.eval_batch_size, device, config.select_by)
-        is_best = bool(last_metrics) and (best["rank"] is None or last_metrics["rank"] > best["rank"])
+            config.fusion.decision_rule, config.eval_batch_size, device)
+        candidate = None if last_metrics is None else _best_record(epoch, last_metrics, config.select_by)
+        is_best = candidate is not None and (best["rank"] is None or candidate["rank"] > best["rank"])
         if is_best:
-            best = {"epoch": epoch, "metric": last_metrics["selection"], "score": last_metrics["score"],
-                    "rank": last_metrics["rank"]}
+            best = candidate
+        # log.jsonl's `val` and the checkpoint's `metrics`: the result's JSON form, and the field that ranked it
+        val = {} if candidate is None else {**last_metrics.to_json(), "selection": candidate["metric"]}
         payload = checkpoint_payload(config, plan, model, optimizer, scheduler, epoch=epoch, step=step, best=best,
-                                     metrics=last_metrics)
-        save_epoch(config.out, _log_line(epoch, step, stats, weights, last_metrics, best, started), payload, is_best)
-        _log_epoch(epoch, config.epochs, stats, last_metrics)
+                                     metrics=val)
+        save_epoch(config.out, _log_line(epoch, step, stats, weights, val, best, started), payload, is_best)
+        _log_epoch(epoch, config.epochs, stats, val)
         curves.after_epoch()
 
     curves.draw()
@@ -203,6 +205,15 @@ def train_or_reuse(config: TrainConfig) -> str:
     return "resumed" if state == "partial" else "trained"
 
 
+def _best_record(epoch: int, result: metrics.EvalResult, select_by: str) -> dict[str, Any]:
+    """The epoch as the best-epoch record holds it: the field that selects (`EvalResult.selection`), its score
+    (a fraction) and the rank that orders epochs: the score, then ZSL (raw HM is often 0 for many epochs), then
+    the earliest epoch."""
+    selection = result.selection(select_by)
+    score = getattr(result, selection)
+    return {"epoch": epoch, "metric": selection, "score": score, "rank": [score, result.zsl or 0.0]}
+
+
 def _log_line(epoch: int, step: int, stats: EpochStats, weights: LossWeights, val: dict[str, Any],
               best: dict[str, Any], started: float) -> dict[str, Any]:
     """One line of log.jsonl."""
@@ -216,7 +227,7 @@ def _log_line(epoch: int, step: int, stats: EpochStats, weights: LossWeights, va
 
 
 def _log_epoch(epoch: int, epochs: int, stats: EpochStats, val: dict[str, Any]) -> None:
-    summary = ", ".join(f"{k} {v:.4f}" for k, v in val.items() if isinstance(v, float))
+    summary = ", ".join(f"{k} {v:.2f}" for k, v in val.items() if isinstance(v, float))
     logger.info("epoch %d/%d: loss %.4f (task %.4f, se %.4f%s) %.1f clips/s%s", epoch, epochs, stats.loss,
                 stats.task, stats.se, "" if stats.mlm is None else f", mlm {stats.mlm:.4f}", stats.samples_per_s,
                 f"; val {summary}" if summary else "")
@@ -454,13 +465,10 @@ def evaluate(
     rule: str,
     batch_size: int,
     device: torch.device,
-    select_by: str = "gzsl_hm_calibrated",
-) -> dict[str, Any]:
-    """ZSL / GZSL on the validation classes only (fractions), and which score selects the best epoch.
+) -> metrics.EvalResult:
+    """ZSL / GZSL on the validation classes only (`eval.metrics.validation_result`).
 
     The candidates are the validation classes: all training (seen) classes plus the validation-unseen ones.
-    Selection: `select_by` when both parts have clips, ZSL with only unseen clips, seen accuracy with only
-    seen; ties are broken by ZSL (`rank`).
 
     Shapes:
         class_embeddings (C_val, E), kinetics_embeddings (400, E)
@@ -472,27 +480,4 @@ def evaluate(
     if rule == "kinetics":
         offsets = kinetics_embeddings[predictions.kinetics_pred]  # (400, E) -> (N, E)
     distances = metrics.class_distances(predictions.embeddings, class_embeddings, rule, offsets)  # (N, C_val)
-    labels = validation.labels
-    has_seen = bool(np.isin(labels, validation.seen_ids).any())
-    has_unseen = bool(np.isin(labels, validation.unseen_ids).any())
-    result: dict[str, Any] = {"clips": int(labels.size)}
-    if has_unseen:
-        result["zsl"] = metrics.zsl(distances, labels, validation.unseen_ids)
-    if has_seen and has_unseen:
-        gzsl = metrics.gzsl(distances, labels, validation.seen_ids, validation.unseen_ids)
-        result.update(gzsl_s=gzsl.s, gzsl_u=gzsl.u, gzsl_hm=gzsl.hm)
-        # Raw GZSL often collapses onto the seen classes; calibrated stacking with beta chosen on this same
-        # validation data (as AVCA's stage 1 does) shows what is recoverable.
-        beta, calibrated_hm = metrics.select_beta(distances, labels, validation.seen_ids, validation.unseen_ids)
-        result.update(gzsl_hm_calibrated=calibrated_hm, calibration_beta=beta)
-        result["selection"] = select_by
-    elif has_unseen:
-        result["selection"] = "zsl"
-    else:
-        predicted = metrics.nearest_class(distances, validation.seen_ids)
-        result["seen_accuracy"] = metrics.mean_class_accuracy(labels, predicted, validation.seen_ids)
-        result["selection"] = "seen_accuracy"
-    result["score"] = result[result["selection"]]
-    # Ranking of epochs: the score, then ZSL (raw HM is often 0 for many epochs), then the earliest epoch.
-    result["rank"] = [result["score"], result.get("zsl", 0.0)]
-    return result
+    return metrics.validation_result(distances, validation.labels, validation.seen_ids, validation.unseen_ids)

@@ -24,6 +24,7 @@ from typing import Any
 from common.errors import InputError
 from common.files import write_json, write_text
 from eval.config import AblateConfig, PlotConfig, ZeroShotConfig
+from eval.metrics import EvalResult
 from eval.report import format_mean_std
 
 __all__ = ["RowSpec", "ROWS", "METRICS", "MetricSummary", "AblationRow", "AblationResult", "run_ablation"]
@@ -60,7 +61,7 @@ ROWS: dict[str, RowSpec] = {
                         options=(("embeddings", "minilm"),)),
 }
 
-# (metrics.json key, column title), percent
+# (`eval.metrics.EvalResult` field, column title), percent
 METRICS: tuple[tuple[str, str], ...] = (
     ("zsl", "ZSL"), ("gzsl_s", "S"), ("gzsl_u", "U"), ("gzsl_hm", "HM"),
     ("calibrated_gzsl_s", "S (cal.)"), ("calibrated_gzsl_u", "U (cal.)"), ("calibrated_gzsl_hm", "HM (cal.)"),
@@ -155,24 +156,24 @@ def run_ablation(config: AblateConfig) -> AblationResult:
                                               name))
             evaluated.append(metrics_per_seed[-1])
             runs += [str(r) for r in run_dirs]
-        summaries = {key: MetricSummary.of([m.get(key) for m in metrics_per_seed]) for key, _ in METRICS}
+        summaries = {key: MetricSummary.of([m.percent(key) for m in metrics_per_seed]) for key, _ in METRICS}
         rows.append(AblationRow(name=name, label=spec.label, metrics=summaries, same_as=same_as.get(name),
                                 runs=tuple(runs)))
         logger.info("[%d/%d] %s: %s over %d seed(s) (runs %s); ZSL %s, HM (cal.) %s", position, len(config.rows),
                     name, spec.label, len(config.seeds), _count(states), summaries["zsl"].cell(),
                     summaries["calibrated_gzsl_hm"].cell())
     first = evaluated[0]  # every row is evaluated on the same clips and candidate classes
-    chance = {"zsl": round(100.0 / first["num_unseen_classes"], 2),
+    chance = {"zsl": round(100.0 / first.num_unseen_classes, 2),
               # uniform guessing over all GZSL candidates, for S, for U and so for HM
-              "gzsl": round(100.0 / (first["num_seen_classes"] + first["num_unseen_classes"]), 2)}
+              "gzsl": round(100.0 / (first.num_seen_classes + first.num_unseen_classes), 2)}
     honesty = _honesty(store)
     markdown = _markdown(config, rows, chance, first, honesty)
     payload = {"rows": {row.name: {key: vars(summary) for key, summary in row.metrics.items()} for row in rows},
                "labels": {row.name: row.label for row in rows},
                "same_runs_as": {row.name: row.same_as for row in rows if row.same_as},
                "chance": chance, "seeds": list(config.seeds), "unit": "percent",
-               "seen_classes": first["num_seen_classes"], "unseen_classes": first["num_unseen_classes"],
-               "test_clips": first["num_clips"], **honesty, "config": config.to_dict()}
+               "seen_classes": first.num_seen_classes, "unseen_classes": first.num_unseen_classes,
+               "test_clips": first.num_clips, **honesty, "config": config.to_dict()}
     json_path, markdown_path = out / "ablation.json", out / "ablation.md"
     write_json(json_path, json.loads(json.dumps(payload, default=str)))  # tuples -> lists, paths -> strings
     write_text(markdown_path, markdown)
@@ -216,14 +217,14 @@ def _train_or_reuse(train_config) -> str:
     return train_or_reuse(train_config)
 
 
-def _evaluate(config: AblateConfig, store: Path, run_dirs: list[Path], out: Path, label: str) -> dict[str, Any]:
+def _evaluate(config: AblateConfig, store: Path, run_dirs: list[Path], out: Path, label: str) -> EvalResult:
     from workflows.zeroshot import RUN_VALIDATION, run_zeroshot
 
     result = run_zeroshot(ZeroShotConfig(
         run_dir=run_dirs[0], concat_runs=tuple(run_dirs[1:]), store=store, calibrated_stacking=True,
         val_split=RUN_VALIDATION, out=out, label=label, batch_size=config.batch_size, device=config.device,
         plots=PlotConfig(tsne=False, per_class_bars=False)))
-    return result.metrics
+    return result.result
 
 
 def _count(states: list[str]) -> str:
@@ -238,7 +239,7 @@ def _honesty(store) -> dict[str, Any]:
     return {"random_init": bool(store.provenance.get("random_init")), "synthetic_data": synthetic}
 
 
-def _markdown(config: AblateConfig, rows: list[AblationRow], chance: dict[str, float], first: dict,
+def _markdown(config: AblateConfig, rows: list[AblationRow], chance: dict[str, float], first: EvalResult,
               honesty: dict[str, Any]) -> str:
     seeds = len(config.seeds)
     spread = "mean ± sample std over the seeds" if seeds > 1 else "one seed, so no spread"
@@ -250,8 +251,8 @@ def _markdown(config: AblateConfig, rows: list[AblationRow], chance: dict[str, f
         caveat = " and ".join(caveats)
         lines += [f"**{caveat[0].upper()}{caveat[1:]}: these numbers compare the variants on this data; they say "
                   "nothing about accuracy on real videos.**", ""]
-    lines += [f"Store `{config.store}`: {first['num_seen_classes']} seen and {first['num_unseen_classes']} unseen "
-              f"candidate classes, {first['num_clips']} test clips; seeds {', '.join(map(str, config.seeds))}; "
+    lines += [f"Store `{config.store}`: {first.num_seen_classes} seen and {first.num_unseen_classes} unseen "
+              f"candidate classes, {first.num_clips} test clips; seeds {', '.join(map(str, config.seeds))}; "
               f"percent, {spread}. Epoch and calibrated-stacking beta of every run come from its validation clips.",
               "", "| Model | Row | " + " | ".join(title for _, title in METRICS) + " |",
               "| --- | --- | " + " | ".join("---" for _ in METRICS) + " |"]

@@ -23,10 +23,14 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.errors import InputError
 from common.files import write_json, write_text
 from eval.report import format_mean_std
+
+if TYPE_CHECKING:
+    from workflows.zeroshot import ZeroShotResult
 
 __all__ = ["DemoConfig", "DemoResult", "run_demo", "demo_findings"]
 
@@ -144,13 +148,13 @@ def _train_config(config: DemoConfig, store: Path, run_dir: Path, seed: int, con
         {"store": store, "out": run_dir, "embeddings": embeddings, **embedding_settings(embeddings),
          "epochs": config.epochs, "lr": config.lr, "seed": seed, "val_unseen_fraction": config.val_unseen_fraction,
          "test_seen_fraction": config.test_seen_fraction, "shuffle_class_embeddings": control,
-         "select_by": "gzsl_hm_calibrated", "progress": config.progress},
+         "select_by": "calibrated_gzsl_hm", "progress": config.progress},
         preset="demo",
     )
 
 
 def _train_and_evaluate(config: DemoConfig, store: Path, run_dir: Path, report_dir: Path, seed: int,
-                        control: bool) -> dict:
+                        control: bool) -> ZeroShotResult:
     from eval.config import ZeroShotConfig
     from fusion.trainer import train_or_reuse
     from workflows.zeroshot import RUN_VALIDATION, run_zeroshot
@@ -159,9 +163,10 @@ def _train_and_evaluate(config: DemoConfig, store: Path, run_dir: Path, report_d
     result = run_zeroshot(ZeroShotConfig(run_dir=run_dir, store=store, calibrated_stacking=True,
                                          val_split=RUN_VALIDATION, out=report_dir,
                                          label="control" if control else "MZST"))
-    return result.metrics
+    return result
 
 
+# The `eval.metrics.EvalResult` fields the table shows, in percent.
 _METRICS = ("zsl", "gzsl_s", "gzsl_u", "gzsl_hm", "calibrated_gzsl_s", "calibrated_gzsl_u", "calibrated_gzsl_hm")
 # The findings' thresholds (stated in the sentences they decide): the demo's pass mark, and how close to
 # chance the control must stay.
@@ -174,15 +179,17 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return (round(statistics.fmean(values), 2), round(statistics.stdev(values), 2) if len(values) > 1 else None)
 
 
-def _results(config: DemoConfig, per_seed: list[dict], controls: list[dict], extraction, seconds: float) -> dict:
-    first = per_seed[0]
-    n_seen, n_unseen = first["num_seen_classes"], first["num_unseen_classes"]
+def _results(config: DemoConfig, per_seed: list[ZeroShotResult], controls: list[ZeroShotResult], extraction,
+             seconds: float) -> dict:
+    first = per_seed[0].result
+    n_seen, n_unseen = first.num_seen_classes, first.num_unseen_classes
     chance_zsl = 100.0 / n_unseen
     chance_gzsl = 100.0 / (n_seen + n_unseen)  # uniform guessing over all GZSL candidates, for S and for U
     results: dict = {"random_init": True, "synthetic_data": True, "note": _HONESTY}
     for name in _METRICS:
-        results[name], results[f"{name}_std"] = _mean_std([m[name] for m in per_seed])
-        results[f"control_{name}"], results[f"control_{name}_std"] = _mean_std([m[name] for m in controls])
+        results[name], results[f"{name}_std"] = _mean_std([r.result.percent(name) for r in per_seed])
+        results[f"control_{name}"], results[f"control_{name}_std"] = _mean_std([r.result.percent(name)
+                                                                                for r in controls])
     results.update({
         "chance_zsl": round(chance_zsl, 2),
         "chance_gzsl": round(chance_gzsl, 2),
@@ -190,12 +197,13 @@ def _results(config: DemoConfig, per_seed: list[dict], controls: list[dict], ext
         "control_zsl_over_chance": round(results["control_zsl"] / chance_zsl, 2),
         "seen_classes": n_seen,
         "unseen_classes": n_unseen,
-        "test_clips": first["num_clips"],
+        "test_clips": first.num_clips,
         "seeds": list(config.seeds),
-        "per_seed": [{"seed": s, **{k: round(m[k], 2) for k in _METRICS}, "calibrated_beta": m["calibrated_beta"],
-                      "checkpoint_epoch": m["checkpoint_epoch"]} for s, m in zip(config.seeds, per_seed, strict=True)],
-        "control_per_seed": [{"seed": s, **{k: round(m[k], 2) for k in _METRICS}}
-                             for s, m in zip(config.seeds, controls, strict=True)],
+        "per_seed": [{"seed": s, **{k: round(r.result.percent(k), 2) for k in _METRICS},
+                      "calibrated_beta": r.result.calibrated_beta, "checkpoint_epoch": r.metrics["checkpoint_epoch"]}
+                     for s, r in zip(config.seeds, per_seed, strict=True)],
+        "control_per_seed": [{"seed": s, **{k: round(r.result.percent(k), 2) for k in _METRICS}}
+                             for s, r in zip(config.seeds, controls, strict=True)],
         "extraction": {"clips": extraction.clips, "done": extraction.done, "failed": extraction.failed,
                        "extracted_this_run": extraction.extracted, "clips_per_second": extraction.clips_per_second},
         "seconds": round(seconds, 1),

@@ -42,6 +42,7 @@ from curate.relatedness import DIFFICULTY_GROUPS
 from eval import report
 from eval.config import AVCAProtocolConfig, MZSLProtocolConfig
 from eval.gzsl import ValidationSplit, evaluate_gzsl, gzsl_metrics, gzsl_rows
+from eval.metrics import EvalResult
 from eval.scoring import ClassEmbedder, ClipSet
 from fusion.predict import score_clips
 from workflows import leaks
@@ -447,6 +448,7 @@ def _warn_untrained(seen_names, info) -> None:
 def _finish_seed(config, seed: int, folder: Path, best_epoch: int, metrics: dict, evaluation, info,
                  stage1: Path | None) -> SeedResult:
     stage1_log = _read_log(stage1) if stage1 is not None else []
+    selected = stage1_log[best_epoch - 1]["val"] if stage1_log else None  # the trainer's record of the epoch
     metrics = {
         "label": Path(config.out).name,
         "seed": seed,
@@ -454,9 +456,10 @@ def _finish_seed(config, seed: int, folder: Path, best_epoch: int, metrics: dict
         "rule": info.decision_rule,
         "checkpoint": "last (stage 2)",
         "stage2_epochs": best_epoch,
-        "stage1_selection": None if not stage1_log else {
-            "epoch": best_epoch, "metric": stage1_log[best_epoch - 1]["val"].get("selection"),
-            "score": stage1_log[best_epoch - 1]["val"].get("score"), "validation": "stage-1 validation clips"},
+        "stage1_selection": None if selected is None else {
+            "epoch": best_epoch, "metric": selected["selection"],
+            "score": EvalResult.from_json(selected).percent(selected["selection"]),
+            "validation": "stage-1 validation clips"},
         "config": config.to_dict(),
         **metrics,
     }
@@ -476,8 +479,9 @@ def _finish(config, title: str, seeds: list[SeedResult], clips: dict[str, dict[s
                               "stage2_epochs": [s.best_epoch for s in seeds], "betas": [s.beta for s in seeds],
                               "seed_runs": [str(s.folder.relative_to(out) / "test") for s in seeds], "std": {},
                               "config": config.to_dict()}
+    per_seed = [report.column_values(s.metrics) for s in seeds]
     for key in _HEADLINE:
-        values = [s.metrics.get(key) for s in seeds]
+        values = [columns[key] for columns in per_seed]
         if all(v is not None for v in values):
             pooled[key] = float(np.mean(values))
             pooled["std"][key] = float(np.std(values, ddof=1)) if len(values) > 1 else None

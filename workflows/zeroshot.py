@@ -21,7 +21,8 @@ from common.errors import InputError
 from common.files import write_csv, write_json, write_text
 from eval import metrics, report
 from eval.config import PlotConfig, ZeroShotConfig
-from eval.gzsl import GZSLEvaluation, ValidationSplit, evaluate_gzsl, gzsl_metrics, gzsl_rows, percent
+from eval.gzsl import GZSLEvaluation, ValidationSplit, evaluate_gzsl, gzsl_metrics, gzsl_rows
+from eval.metrics import EvalResult, percent
 from eval.scoring import ClassEmbedder, ClipSet
 from fusion.plan import is_test_split
 from fusion.predict import score_clips
@@ -39,28 +40,30 @@ _RUN_FREE_FIELDS = ("seed", "out", "resume", "progress", "device", "prefetch_bat
 
 @dataclass(frozen=True)
 class ZeroShotResult:
-    """What `run_zeroshot` computed (and wrote, with `out`)."""
+    """What `run_zeroshot` computed (and wrote, with `out`): the metrics.json entries, and for a GZSL evaluation its
+    headline values (`result`, the entries' reader's view: fractions)."""
 
     metrics: dict[str, Any]
     paths: tuple[Path, ...]
+    result: EvalResult | None = None  # None for an open-vocabulary ranking
 
     def summary(self) -> str:
         """One line for the CLI."""
-        m = self.metrics
-        if m["mode"] == "vocabulary":
+        m, r = self.metrics, self.result
+        if r is None:
             line = f"{m['num_clips']} clips ranked against {m['num_classes']} classes"
             if m.get("top1") is not None:
                 line += f"; top-1 {m['top1']:.2f}%, top-{m['top_k']} {m['topk']:.2f}% on {m['num_labelled_clips']} " \
                         "labelled clips"
             return line
-        parts = [f"{m['num_clips']} clips, rule {m['rule']}"]
-        if m.get("zsl") is not None:
-            parts.append(f"ZSL {m['zsl']:.2f}")
-        if m.get("gzsl_hm") is not None:
-            parts.append(f"GZSL S {m['gzsl_s']:.2f} U {m['gzsl_u']:.2f} HM {m['gzsl_hm']:.2f}")
-        if m.get("calibrated_beta") is not None:
-            parts.append(f"calibrated (beta {m['calibrated_beta']:g} on {m['calibrated_val_split']!r}) "
-                         f"HM {m['calibrated_gzsl_hm']:.2f}")
+        parts = [f"{r.num_clips} clips, rule {m['rule']}"]
+        if r.zsl is not None:
+            parts.append(f"ZSL {percent(r.zsl):.2f}")
+        if r.gzsl_hm is not None:
+            parts.append(f"GZSL S {percent(r.gzsl_s):.2f} U {percent(r.gzsl_u):.2f} HM {percent(r.gzsl_hm):.2f}")
+        if r.calibrated_beta is not None:
+            parts.append(f"calibrated (beta {r.calibrated_beta:g} on {r.calibrated_val_split!r}) "
+                         f"HM {percent(r.calibrated_gzsl_hm):.2f}")
         return "; ".join(parts)
 
 
@@ -131,7 +134,8 @@ def run_zeroshot(config: ZeroShotConfig) -> ZeroShotResult:
     paths: tuple[Path, ...] = ()
     if config.out is not None:
         paths = write_outputs(Path(config.out), metrics_json, header, rows, evaluation, embed, config.plots)
-    return ZeroShotResult(metrics=metrics_json, paths=paths)
+    return ZeroShotResult(metrics=metrics_json, paths=paths,
+                          result=None if evaluation is None else evaluation.result())
 
 
 # --- the two modes ------------------------------------------------------------------------------------------

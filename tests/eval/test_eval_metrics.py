@@ -136,3 +136,88 @@ def test_gzsl_rejects_bad_ids():
         metrics.gzsl(_D[:3], _Y[:3], _SEEN, _UNSEEN)  # no unseen sample: U undefined
     with pytest.raises(ValueError, match="no sample belongs to an unseen class"):
         metrics.zsl(_D[:3], _Y[:3], _UNSEEN)
+
+
+def test_validation_result_by_hand():
+    result = metrics.validation_result(_D, _Y, _SEEN, _UNSEEN, betas=[0.0, 0.15, 0.3])
+    assert (result.num_clips, result.num_seen_classes, result.num_unseen_classes) == (6, 2, 2)
+    assert (result.zsl, result.gzsl_s, result.gzsl_u, result.gzsl_hm) == (pytest.approx(0.75), pytest.approx(0.75),
+                                                                          0.0, 0.0)
+    # beta 0.15 is chosen on these clips: S = U = HM = 0.75 (test_gzsl_by_hand_beta_zero_and_calibrated)
+    assert result.calibrated_beta == 0.15 and result.calibrated_val_split is None
+    assert (result.calibrated_gzsl_s, result.calibrated_gzsl_u, result.calibrated_gzsl_hm,
+            result.calibrated_val_hm) == pytest.approx((0.75, 0.75, 0.75, 0.75))
+    assert result.seen_accuracy is None and result.selection("calibrated_gzsl_hm") == "calibrated_gzsl_hm"
+    # seen clips only: nearest seen class, 0 -> 0 (right), 1 -> 1 (wrong), 2 -> 1 (right): (1/2 + 1) / 2
+    seen_only = metrics.validation_result(_D[:3], _Y[:3], _SEEN, _UNSEEN)
+    assert seen_only.seen_accuracy == pytest.approx(0.75) and seen_only.zsl is None and seen_only.gzsl_hm is None
+    assert seen_only.selection("gzsl_hm") == "seen_accuracy" and seen_only.calibrated_beta is None
+    unseen_only = metrics.validation_result(_D[3:], _Y[3:], _SEEN, _UNSEEN)
+    assert unseen_only.zsl == pytest.approx(0.75) and unseen_only.selection("calibrated_gzsl_hm") == "zsl"
+
+
+def test_eval_result_json_is_percent_and_reads_back():
+    result = metrics.EvalResult(zsl=0.5, gzsl_s=0.75, gzsl_u=0.25, gzsl_hm=0.375, num_clips=12, num_seen_classes=3,
+                                num_unseen_classes=2, calibrated_beta=0.4, calibrated_gzsl_s=0.5,
+                                calibrated_gzsl_u=0.5, calibrated_gzsl_hm=0.5, calibrated_val_split="val",
+                                calibrated_val_hm=0.625)
+    written = result.to_json()
+    assert written == {"zsl": 50.0, "gzsl_s": 75.0, "gzsl_u": 25.0, "gzsl_hm": 37.5, "num_clips": 12,
+                       "num_seen_classes": 3, "num_unseen_classes": 2, "calibrated_beta": 0.4,
+                       "calibrated_gzsl_s": 50.0, "calibrated_gzsl_u": 50.0, "calibrated_gzsl_hm": 50.0,
+                       "calibrated_val_split": "val", "calibrated_val_hm": 62.5}
+    assert metrics.EvalResult.from_json({**written, "label": "run", "per_class": []}) == result
+    assert result.percent("calibrated_val_hm") == 62.5 and result.percent("calibrated_beta") == 0.4
+    # undefined values are written as null; the calibrated part and seen accuracy only where measured
+    assert metrics.EvalResult(zsl=0.5, num_clips=4).to_json() == {
+        "zsl": 50.0, "gzsl_s": None, "gzsl_u": None, "gzsl_hm": None, "num_clips": 4, "num_seen_classes": None,
+        "num_unseen_classes": None}
+    assert metrics.EvalResult(seen_accuracy=0.25).to_json()["seen_accuracy"] == 25.0
+
+
+def test_eval_result_writer_and_reader_agree():
+    rng = np.random.default_rng(0)
+    fractions = [a / b for b in range(1, 60) for a in range(b + 1)] + rng.random(2000).tolist()
+    for value in fractions:
+        result = metrics.EvalResult(zsl=value, gzsl_hm=value, calibrated_beta=0.2, calibrated_gzsl_hm=value)
+        written = result.to_json()
+        again = metrics.EvalResult.from_json(written)
+        assert again.to_json() == written  # a JSON read and written again is the same JSON, to the last bit
+        assert again.zsl == pytest.approx(value, rel=1e-15, abs=1e-17)
+
+
+def test_eval_result_refuses_what_is_not_a_result():
+    with pytest.raises(ValueError, match="EvalResult.zsl must be a fraction"):
+        metrics.EvalResult(zsl=75.0)
+    with pytest.raises(ValueError, match="EvalResult.gzsl_hm must be a fraction"):
+        metrics.EvalResult(gzsl_hm=float("nan"))
+    with pytest.raises(ValueError, match="calibrated value without `calibrated_beta`"):
+        metrics.EvalResult(calibrated_gzsl_hm=0.5)
+    with pytest.raises(ValueError, match="metric 'zsl' must be a number, got '45'"):
+        metrics.EvalResult.from_json({"zsl": "45"})
+    with pytest.raises(ValueError, match="metric 'calibrated_val_split' must be a string"):
+        metrics.EvalResult.from_json({"calibrated_beta": 0.2, "calibrated_val_split": 3})
+    with pytest.raises(ValueError, match="EvalResult.gzsl_s must be a fraction"):
+        metrics.EvalResult.from_json({"gzsl_s": 120.0})  # 120 percent
+    with pytest.raises(KeyError, match="'gzsl_hm_calibrated' is not a metric"):
+        metrics.EvalResult().percent("gzsl_hm_calibrated")
+
+
+def test_every_table_of_metric_names_names_result_fields():
+    """The tables that pick metrics to show or select by name `EvalResult` fields, never free strings."""
+    import dataclasses
+
+    import click
+
+    import cli
+    from eval import report
+    from fusion import config, curves
+    from workflows import ablate, demo
+
+    names = {f.name for f in dataclasses.fields(metrics.EvalResult)}
+    assert {key for key, _, _ in report.COLUMNS if not key.startswith(("mzsl_", "top"))} <= names
+    assert {key for key, _ in ablate.METRICS} | set(ablate._JUDGED) | set(demo._METRICS) <= names
+    assert {key for key, _ in curves._SCORES} | set(config.SELECTION_METRICS) <= names
+    (select_by,) = [p for p in cli.train_fusion_command.params if p.name == "select_by"]
+    assert isinstance(select_by.type, click.Choice) and tuple(select_by.type.choices) == config.SELECTION_METRICS
+    assert config.TrainConfig.select_by in config.SELECTION_METRICS

@@ -19,6 +19,7 @@ import cli
 from common.errors import InputError
 from common.files import write_json
 from common.threads import set_requested_threads
+from eval.metrics import EvalResult
 from features.store import TokenStore
 from fusion import run_dir, trainer
 from fusion.config import ABLATIONS, FusionConfig, TrainConfig, apply_ablations
@@ -54,13 +55,15 @@ def test_run_directory_and_every_loss_decreases(synthetic_store, vectors_file, t
     assert [line.get_label() for line in scores.get_lines()] == ["ZSL", "GZSL HM, raw", "GZSL HM, calibrated",
                                                                  f"best epoch ({summary.best_epoch})"]
     assert list(losses.get_lines()[1].get_xdata()) == list(range(1, 9))
-    assert scores.get_lines()[0].get_ydata()[-1] == pytest.approx(100 * lines[-1]["val"]["zsl"])
+    results = [EvalResult.from_json(line["val"]) for line in lines]
+    assert scores.get_lines()[0].get_ydata()[-1] == pytest.approx(100 * results[-1].zsl)
     assert [line["epoch"] for line in lines] == list(range(1, 9)) and lines[-1]["step"] == summary.epochs * 5
     for part in ("loss_task", "loss_se", "loss_mlm"):
         assert lines[-1][part] < 0.8 * lines[0][part], part
     assert lines[0]["weight_se"] == 0.25 and lines[-1]["weight_se"] == 0.1 and lines[-1]["weight_mlm"] == 0.25
     assert {"lr", "val", "samples_per_s", "data_time_s", "step_time_s"} <= set(lines[0])
-    assert set(lines[0]["val"]) >= {"zsl", "gzsl_s", "gzsl_u", "gzsl_hm", "selection", "score"}
+    assert set(lines[0]["val"]) >= {"zsl", "gzsl_s", "gzsl_u", "gzsl_hm", "selection"}
+    assert lines[0]["val"]["selection"] == "gzsl_hm"  # the `EvalResult` field that scores the epoch
     config = json.loads((run / "config.json").read_text())
     assert config["decision_rule"] == "kinetics" and config["train"]["fusion"]["width"] == 32
     classes = json.loads((run / "classes.json").read_text())
@@ -71,11 +74,11 @@ def test_run_directory_and_every_loss_decreases(synthetic_store, vectors_file, t
     assert not set(kit.UNSEEN) & set(classes["validation"]["seen_classes"] + held)  # test classes never validate
     assert classes["embedding"]["spec"].startswith("word2vec:") and len(classes["kinetics_labels"]) == 400
     best = torch.load(run / "best.pt", weights_only=True)
-    assert best["epoch"] == summary.best_epoch and best["metrics"]["score"] == summary.best_score
-    ranks = [(line["val"]["gzsl_hm"], line["val"]["zsl"]) for line in lines]  # HM, ties broken by ZSL
-    assert summary.best_epoch == 1 + ranks.index(max(ranks)) and summary.best_score == max(ranks)[0]
-    assert 0 <= lines[0]["val"]["calibration_beta"] <= 3 and lines[0]["val"]["gzsl_hm_calibrated"] >= lines[0][
-        "val"]["gzsl_hm"]
+    assert best["epoch"] == summary.best_epoch
+    assert EvalResult.from_json(best["metrics"]).gzsl_hm == pytest.approx(summary.best_score)
+    ranks = [(r.gzsl_hm, r.zsl) for r in results]  # HM, ties broken by ZSL
+    assert summary.best_epoch == 1 + ranks.index(max(ranks)) and summary.best_score == pytest.approx(max(ranks)[0])
+    assert 0 <= results[0].calibrated_beta <= 3 and results[0].calibrated_gzsl_hm >= results[0].gzsl_hm
     with np.load(run / "class_embeddings.npz") as arrays:
         assert arrays["class_embeddings"].shape == (8, 16) and arrays["kinetics_embeddings"].shape == (400, 16)
 
@@ -279,12 +282,20 @@ def test_every_ablation_trains(ablation, synthetic_store, vectors_file, tmp_path
 
 @pytest.mark.slow
 def test_best_epoch_by_calibrated_hm(synthetic_store, vectors_file, tmp_path):
-    summary = train(_config(synthetic_store, tmp_path / "run", vectors_file, epochs=3, select_by="gzsl_hm_calibrated"))
-    lines = _log(tmp_path / "run")
-    ranks = [(line["val"]["gzsl_hm_calibrated"], line["val"]["zsl"]) for line in lines]
-    assert summary.best_metric == "gzsl_hm_calibrated" and summary.best_epoch == 1 + ranks.index(max(ranks))
+    summary = train(_config(synthetic_store, tmp_path / "run", vectors_file, epochs=3, select_by="calibrated_gzsl_hm"))
+    results = [EvalResult.from_json(line["val"]) for line in _log(tmp_path / "run")]
+    ranks = [(r.calibrated_gzsl_hm, r.zsl) for r in results]
+    assert summary.best_metric == "calibrated_gzsl_hm" and summary.best_epoch == 1 + ranks.index(max(ranks))
     with pytest.raises(ValueError, match="select_by"):
         _config(synthetic_store, tmp_path / "x", vectors_file, select_by="hm")
+
+
+def test_a_run_recorded_with_the_earlier_selection_name_resumes(synthetic_store, vectors_file, tmp_path):
+    config = _config(synthetic_store, tmp_path / "run", vectors_file, select_by="calibrated_gzsl_hm")
+    recorded = json.loads(json.dumps({**config.to_dict(), "select_by": "gzsl_hm_calibrated"}))  # its config.json
+    assert TrainConfig.from_dict(recorded).select_by == "calibrated_gzsl_hm"
+    assert run_dir.changed_settings(recorded, config) == []
+    assert run_dir.changed_settings(recorded, replace(config, select_by="gzsl_hm")) == ["select_by"]
 
 
 def test_no_validation_writes_only_last(synthetic_store, vectors_file, tmp_path):
@@ -303,7 +314,7 @@ def test_cli_train_fusion(synthetic_store, vectors_file, tmp_path):
             "--val-unseen-fraction", "0.25", "--ablation", "no-mlm", "--no-progress"]
     result = runner.invoke(cli.cli, args)
     assert result.exit_code == 0, result.output
-    assert "trained 1 epochs on" in result.output and "best epoch 1 by gzsl_hm" in result.output
+    assert "trained 1 epochs on" in result.output and "best epoch 1 by calibrated_gzsl_hm" in result.output
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
     assert recorded["fusion"]["width"] == 128 and recorded["fusion"]["mlm_weights"] == [0.0]
     assert recorded["batch_size"] == 16 and recorded["lr"] == 1e-4  # unset options keep the config defaults

@@ -11,6 +11,7 @@ import pytest
 
 from curate import splits
 from eval.config import AVCAProtocolConfig, MZSLProtocolConfig, PlotConfig, ReportConfig
+from eval.metrics import EvalResult
 from eval.report import write_report
 from features.store import TokenStore
 from text.class_embeddings import load_embedding_source
@@ -80,7 +81,7 @@ def test_avca_selects_nothing_on_the_test_clips(ucf_stores, tmp_path):
     assert not (tmp_path / "clean" / "seed_0" / "stage2" / "best.pt").exists()
     # the selected epoch is the stage-1 validation optimum (first one on ties)
     log = [json.loads(x) for x in (tmp_path / "clean" / "seed_0" / "stage1" / "log.jsonl").read_text().splitlines()]
-    scores = [line["val"]["score"] for line in log]
+    scores = [getattr(EvalResult.from_json(line["val"]), line["val"]["selection"]) for line in log]
     assert a.seeds[0].best_epoch == int(np.argmax(scores)) + 1
     # the embeddings default to AVCA's table, without the Kinetics term (the table cannot embed Kinetics labels)
     assert stage1["embeddings"] == "avca:ucf" and stage1["fusion"]["se_target"] == "class"

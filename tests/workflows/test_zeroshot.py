@@ -1,6 +1,7 @@
 """workflows.zeroshot on a trained tiny run: outputs, held-out clips only, beta from validation only, open vocab."""
 
 import csv
+import dataclasses
 import json
 import shutil
 from types import SimpleNamespace
@@ -245,6 +246,20 @@ def test_beta_from_the_runs_own_validation_clips(eval_store, held_run):
     beta, hm = metrics.select_beta(scores.distances(ClassEmbedder(info)(names)), y, seen, unseen)
     assert result.metrics["calibrated_val_split"] == "run"
     assert (result.metrics["calibrated_beta"], result.metrics["calibrated_val_hm"]) == (beta, pytest.approx(100 * hm))
+
+
+def test_validation_log_and_metrics_json_name_metrics_alike(eval_store, held_run):
+    """The trainer's validation (log.jsonl) and a zeroshot metrics.json are one type written by one writer."""
+    result = run_zeroshot(_config(held_run, eval_store, calibrated_stacking=True, val_split="run"))
+    logged = json.loads((held_run / "log.jsonl").read_text().splitlines()[-1])["val"]
+    fields = {f.name for f in dataclasses.fields(metrics.EvalResult)}
+    assert logged["selection"] in fields and set(logged) - {"selection"} <= fields
+    headline = {"zsl", "gzsl_s", "gzsl_u", "gzsl_hm", "calibrated_beta", "calibrated_gzsl_hm", "calibrated_val_hm"}
+    assert headline <= set(logged) and headline <= set(result.metrics)
+    assert set(metrics.EvalResult.from_json(logged).to_json()) <= set(logged)
+    # the result the workflows read is the one metrics.json holds, in fractions
+    assert result.result.to_json() == metrics.EvalResult.from_json(result.metrics).to_json()
+    assert result.result.calibrated_val_hm * 100 == result.metrics["calibrated_val_hm"]
 
 
 def test_hints_name_flags_of_zeroshot(eval_run, eval_store, tmp_path):
