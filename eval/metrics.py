@@ -158,6 +158,8 @@ class EvalResult:
         Raises:
             ValueError: a metric that is not a number (the split: not a string), or outside [0, 100] percent.
         """
+        if "clips" in values:  # the trainer's validation record before this type: fractions, two other names
+            values = _earlier_validation_record(values)
         kwargs: dict[str, Any] = {}
         for name, f in _FIELDS.items():
             value = values.get(name)
@@ -177,6 +179,17 @@ class EvalResult:
 
 
 _FIELDS = {f.name: f for f in fields(EvalResult)}
+# Names of the trainer's earlier validation record (log.jsonl `val`, a checkpoint's `metrics`) -> field names.
+_EARLIER_NAMES = {"clips": "num_clips", "gzsl_hm_calibrated": "calibrated_gzsl_hm",
+                  "calibration_beta": "calibrated_beta"}
+
+
+def _earlier_validation_record(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A run trained before `EvalResult` logged fractions under other names: its JSON form, so that a resumed
+    run's curves and summary read old and new epochs alike instead of 100x apart."""
+    fields_ = {_EARLIER_NAMES.get(key, key): value for key, value in values.items()}
+    return {name: value * 100.0 if name in _FIELDS and _is_percent(_FIELDS[name]) and value is not None else value
+            for name, value in fields_.items()}
 
 
 def _is_percent(f) -> bool:

@@ -221,3 +221,16 @@ def test_every_table_of_metric_names_names_result_fields():
     (select_by,) = [p for p in cli.train_fusion_command.params if p.name == "select_by"]
     assert isinstance(select_by.type, click.Choice) and tuple(select_by.type.choices) == config.SELECTION_METRICS
     assert config.TrainConfig.select_by in config.SELECTION_METRICS
+
+
+def test_eval_result_reads_the_trainers_earlier_validation_record():
+    """A run resumed across the change keeps one unit: its old log lines (fractions, other names) read as the
+    values they hold, not 100x smaller."""
+    earlier = {"clips": 12, "zsl": 0.5, "gzsl_s": 0.75, "gzsl_u": 0.25, "gzsl_hm": 0.375,
+               "gzsl_hm_calibrated": 0.6, "calibration_beta": 0.4, "selection": "gzsl_hm_calibrated",
+               "score": 0.6, "rank": [0.6, 0.5]}
+    result = metrics.EvalResult.from_json(earlier)
+    assert result.num_clips == 12 and result.calibrated_beta == 0.4
+    assert (result.zsl, result.gzsl_s, result.gzsl_u, result.gzsl_hm, result.calibrated_gzsl_hm) == pytest.approx(
+        (0.5, 0.75, 0.25, 0.375, 0.6))
+    assert metrics.EvalResult.from_json(result.to_json()) == result
