@@ -277,10 +277,14 @@ def test_damaged_store_metadata_is_one_line_naming_it(tmp_path, damage):
 def test_a_store_name_as_long_as_the_file_system_allows(tmp_path):
     from features.lease import StoreLease, lease_path
 
+    import time
+
     path = tmp_path / ("s" * 243 + ".zarr")  # 248 characters: the lease's own name (254) still fits in 255
-    with StoreLease(path, timeout_s=30) as lease:
+    with StoreLease(path, timeout_s=0.4) as lease:
         assert lease.holder is not None and lease_path(path).is_file()
         store = TokenStore.create(path, _clips(2), LAYOUT, {}, {})
         store.write_clips([0], [_tokens(0)])
+        time.sleep(0.3)  # the heartbeat is renewed (rewritten atomically) every 0.1 s
+        assert json.loads(lease_path(path).read_text())["heartbeat"] > lease.holder.heartbeat
     assert TokenStore.open(path).counts()["done"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no lease, staging or temporary file left
