@@ -215,7 +215,12 @@ def _validation_split(model, info, store, evaluated: ClipSet, rule, config) -> V
         recorded = info.validation or {}
         if not recorded.get("clip_ids"):
             raise InputError(f"{info.run_dir} was trained without validation clips; name a validation split")
-        val_store = TokenStore.open(config.val_store if config.val_store is not None else recorded["store"])
+        if config.val_store is not None:
+            val_store = TokenStore.open(config.val_store)
+        elif recorded.get("store_identity") == store.identity:  # the evaluated store is it, wherever it is now
+            val_store = store
+        else:
+            val_store = TokenStore.open(recorded["store"])
         indices = np.flatnonzero(np.isin(val_store.clip_ids, recorded["clip_ids"]))
         if indices.size != len(recorded["clip_ids"]):
             raise InputError(f"{val_store.path} holds {indices.size} of the run's {len(recorded['clip_ids'])} "

@@ -1,15 +1,20 @@
 import dataclasses
 import json
+import shutil
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import zarr
+from click.testing import CliRunner
 
+from cli import cli
 from extract.outputs import TokenLayout
 from features.chunks import DamagedClipError
 from features.config import StoreConfig
+from features.lease import StoreLease, lease_path
 from features.manifest import ClipRecord
 from features.store import DONE, FAILED, PENDING, StoreError, TokenStore, open_dask_arrays
 
@@ -159,8 +164,6 @@ def test_a_failed_clip_written_later_is_done_without_its_reason(tmp_path):
 
 
 def test_identity_survives_copy_move_and_link_and_tells_other_stores_apart(tmp_path):
-    import shutil
-
     store = TokenStore.create(tmp_path / "s.zarr", _clips(4), LAYOUT, {"profile": "p"}, {"created": "t"})
     store.write_clips([0, 1], [_tokens(0), _tokens(1)])
     identity = TokenStore.open(tmp_path / "s.zarr").identity
@@ -245,12 +248,6 @@ def test_compressed_or_sharded_chunks_are_checked_by_presence_then_when_decoded(
 @pytest.mark.parametrize("damage", ["array folder deleted", "junk group zarr.json", "truncated array zarr.json",
                                     "wrong-typed group zarr.json"])
 def test_damaged_store_metadata_is_one_line_naming_it(tmp_path, damage):
-    import shutil
-
-    from click.testing import CliRunner
-
-    from cli import cli
-
     path = tmp_path / "s.zarr"
     TokenStore.create(path, _clips(2), LAYOUT, {}, {})
     if damage == "array folder deleted":
@@ -275,10 +272,6 @@ def test_damaged_store_metadata_is_one_line_naming_it(tmp_path, damage):
 
 
 def test_a_store_name_as_long_as_the_file_system_allows(tmp_path):
-    from features.lease import StoreLease, lease_path
-
-    import time
-
     path = tmp_path / ("s" * 243 + ".zarr")  # 248 characters: the lease's own name (254) still fits in 255
     with StoreLease(path, timeout_s=0.4) as lease:
         assert lease.holder is not None and lease_path(path).is_file()

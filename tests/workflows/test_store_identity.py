@@ -42,17 +42,18 @@ def test_a_copied_moved_or_linked_store_evaluates_as_the_original(eval_run, eval
     assert _numbers(eval_run, tmp_path / "link.zarr", tmp_path, "link") == (original, predictions)
 
 
-def test_another_store_at_the_same_path_with_the_same_clip_ids_is_told_apart(eval_vectors, store_builder,
-                                                                             run_trainer, tmp_path, caplog):
+def test_a_moved_store_evaluates_as_before_and_another_at_its_path_is_told_apart(eval_vectors, store_builder,
+                                                                                 run_trainer, tmp_path, caplog):
     path = tmp_path / "s.zarr"
     store_builder(path, eval_vectors, default_plan())
     run = run_trainer(path, tmp_path / "run", eval_vectors)
-    before, _ = _numbers(run, path, tmp_path, "before")
-    shutil.rmtree(path)
+    before = _numbers(run, path, tmp_path, "before")
+    path.rename(tmp_path / "moved.zarr")  # the run's validation clips are found in the moved store too
+    assert _numbers(run, tmp_path / "moved.zarr", tmp_path, "moved") == before
     store_builder(path, eval_vectors, default_plan(), seed=3)  # same clip ids, labels and splits; other tokens
     with caplog.at_level(logging.WARNING, logger="workflows.zeroshot"):
         after = run_zeroshot(ZeroShotConfig(run_dir=run, store=path, plots=_NO_PLOTS)).metrics
-    assert after["num_clips"] == before["num_clips"] + _USED_CLIPS_PER_SEEN_CLASS * _SEEN_CLASSES
+    assert after["num_clips"] == before[0]["num_clips"] + _USED_CLIPS_PER_SEEN_CLASS * _SEEN_CLASSES
     assert f"{path} is not a store the run {run} trained or validated on (another identity) but holds" in caplog.text
     with pytest.raises(InputError, match="cannot resume against a different store .* clips or stores differ"):
         run_trainer(path, run, eval_vectors, resume=True)
