@@ -278,8 +278,9 @@ def inspect_command(store: Path, as_json: bool) -> None:
     for split, counts in summary["splits"].items():
         click.echo(f"  split {split}: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
     click.echo(f"{summary['partial']} partial, {summary['no_audio']} without audio; failed: " + (", ".join(
-        f"{n} {kind}" for kind, n in summary["failed_by_reason"].items()) or "none") + "".join(
-        f"\n  failed {failure['clip_id']}: {failure['reason']}" for failure in summary["first_failures"]))
+        f"{n} {kind}" for kind, n in summary["failed_by_reason"].items()) or "none") + f"; {summary['damaged']} damaged"
+        + "".join(f"\n  failed {row['clip_id']}: {row['reason']}" for row in summary["first_failures"])
+        + "".join(f"\n  damaged {row['clip_id']}: {row['problem']}" for row in summary["first_damaged"]))
 
 
 # --- fusion: train-fusion -----------------------------------------------------------------------------

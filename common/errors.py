@@ -19,8 +19,8 @@ __all__ = ["InputError", "is_user_error"]
 
 # File-system errors a user fixes: a path that is missing, exists, or is of the wrong kind, no permission.
 _USER_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError, IsADirectoryError)
-# Plain OSErrors of a file system that refuses a write: read-only, full, over quota.
-_REFUSED_WRITE_ERRNOS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+# Plain OSErrors of a file system that refuses a write: read-only, full, over quota, a name longer than it allows.
+_REFUSED_WRITE_ERRNOS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG})
 
 
 class InputError(ValueError):
@@ -34,7 +34,8 @@ def is_user_error(error: BaseException) -> bool:
     """Whether `error` is one a user fixes, shown as one line naming the file (its `str()`), without a traceback.
 
     That is an `InputError`, a missing / existing / wrong-kind path, no permission, or a file system that refuses
-    a write (read-only, full, over quota); every other OSError (an I/O error, a bug) keeps its traceback.
+    a write (read-only, full, over quota, a name too long); every other OSError (an I/O error, a bug) keeps its
+    traceback.
     """
     return isinstance(error, (InputError, *_USER_OS_ERRORS)) or (
         isinstance(error, OSError) and error.errno in _REFUSED_WRITE_ERRNOS)

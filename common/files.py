@@ -22,7 +22,26 @@ import numpy as np
 
 from common.errors import InputError
 
-__all__ = ["atomic_write", "write_text", "write_json", "write_csv", "read_csv", "sha256_file"]
+__all__ = ["atomic_write", "sibling_temporary", "write_text", "write_json", "write_csv", "read_csv", "sha256_file"]
+
+# The longest file name of the common file systems (ext4, XFS, Btrfs, APFS: 255 bytes), and the room kept for the
+# suffix of a temporary name (a tag and a process id or a random token).
+_NAME_BYTES = 255
+_SUFFIX_BYTES = 48
+
+
+def sibling_temporary(path: str | Path, suffix: str) -> Path:
+    """`.NAME.SUFFIX` next to `path`: a temporary (or staging) name that a glob of `.NAME.TAG-*` finds again.
+
+    When NAME is too long for such a name to fit a file name (255 bytes), a hash of NAME stands in for it, so any
+    name the file system accepts can be written atomically. The choice depends on NAME alone (suffixes up to 48
+    bytes), so a glob with the same NAME finds what a kill left behind.
+    """
+    path = Path(path)
+    name = path.name
+    if len(name.encode()) + 2 + _SUFFIX_BYTES > _NAME_BYTES:
+        name = hashlib.sha256(name.encode()).hexdigest()[:32]
+    return path.with_name(f".{name}.{suffix}")
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
@@ -31,7 +50,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     The temporary name carries the process id, so two processes writing the same file never share one.
     """
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary = sibling_temporary(path, f"tmp-{os.getpid()}")
     try:
         write(temporary)
         os.replace(temporary, path)

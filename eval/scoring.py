@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -23,16 +22,17 @@ __all__ = ["ClipSet", "ClipScores", "ClassEmbedder"]
 
 @dataclass(frozen=True)
 class ClipSet:
-    """Clips of one or more stores: per resolved store path, ascending clip indices."""
+    """Clips of one or more stores: per store identity (`features.store.TokenStore.identity`, the same for a copy
+    or a move of a store), ascending clip indices."""
 
-    parts: tuple[tuple[Path, np.ndarray], ...]
+    parts: tuple[tuple[str, np.ndarray], ...]
 
     @classmethod
-    def of(cls, store_path: str | Path, indices: Sequence[int] | np.ndarray) -> ClipSet:
-        return cls(parts=((Path(store_path).resolve(), np.unique(np.asarray(indices, dtype=np.int64))),))
+    def of(cls, store_identity: str, indices: Sequence[int] | np.ndarray) -> ClipSet:
+        return cls(parts=((store_identity, np.unique(np.asarray(indices, dtype=np.int64))),))
 
     def union(self, other: ClipSet) -> ClipSet:
-        merged: dict[Path, np.ndarray] = {}
+        merged: dict[str, np.ndarray] = {}
         for path, indices in self.parts + other.parts:
             merged[path] = np.union1d(merged.get(path, np.zeros(0, np.int64)), indices)
         return ClipSet(parts=tuple(merged.items()))

@@ -32,7 +32,7 @@ from pathlib import Path
 import psutil
 
 from common.errors import InputError
-from common.files import write_json
+from common.files import sibling_temporary, write_json
 
 __all__ = ["LeaseHeldError", "LeaseHolder", "StoreLease", "lease_path"]
 
@@ -156,7 +156,7 @@ def _create(path: Path, holder: LeaseHolder) -> bool:
     """Make the lease file, complete, unless one exists: write a temporary file, hard-link it into place."""
     if not path.parent.is_dir():  # the store's folder is made with the store: this comes first
         path.parent.mkdir(parents=True)
-    temporary = path.with_name(f".{path.name}.tmp-{holder.token}")
+    temporary = sibling_temporary(path, f"tmp-{holder.token}")
     write_json(temporary, asdict(holder))
     try:
         os.link(temporary, path)
@@ -184,7 +184,7 @@ def _read(path: Path) -> LeaseHolder | None:
 
 def _take_over(path: Path, stale_token: str) -> None:
     """Move the stale lease aside (rename: one taker wins); put back a fresh one moved by a lost race."""
-    moved = path.with_name(f".{path.name}.stale-{uuid.uuid4().hex}")
+    moved = sibling_temporary(path, f"stale-{uuid.uuid4().hex}")
     try:
         os.rename(path, moved)
     except FileNotFoundError:

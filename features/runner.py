@@ -6,9 +6,10 @@ writer, so no chunk or shard ever has two writers. A worker runs one pipeline ov
 block's end), and a writer thread beside it writes the clips as they come, batched per block, each batch marked
 done only after its tokens are on disk, so an interrupted run loses at most the clips in flight and the thread
 that drives the GPU never waits for the disk. Re-running the same command skips done clips and retries pending
-ones; a clip that cannot be decoded is recorded as failed with its reason and the run goes on. One run at a
-time writes a store: the runner holds its lease (features.lease) and its Dask workers write only the blocks it
-hands them, a few tasks of consecutive blocks per worker.
+ones (and done clips whose token data was damaged since, `TokenStore.damaged_clips`); a clip that cannot be
+decoded is recorded as failed with its reason and the run goes on. One run at a time writes a store: the runner
+holds its lease (features.lease) and its Dask workers write only the blocks it hands them, a few tasks of
+consecutive blocks per worker.
 """
 
 from __future__ import annotations
@@ -141,6 +142,12 @@ def _run_holding_the_lease(config: RunnerConfig, clips: Sequence[ClipRecord], st
 
     extractor = ClipExtractor(config.extract, video_weights=config.video_weights, audio_weights=config.audio_weights)
     store = _open_or_create(config, clips, extractor)
+    damaged = store.damaged_clips()
+    if damaged:  # a chunk file deleted, cut short or extended since: the clip's tokens are made again
+        first = next(iter(damaged))
+        logger.warning("%s: %d done clips have damaged token data (e.g. %r: %s); extracting them again", store.path,
+                       len(damaged), str(store.clip_ids[first]), damaged[first])
+        store.mark_pending(list(damaged))
 
     status = store.status
     todo_mask = (status == PENDING) | ((status == FAILED) if config.retry_failed else False)

@@ -20,17 +20,30 @@ lose data). Zarr's local store writes each chunk to a temporary file and renames
 leaves either the old or the new chunk. A clip's status becomes "done" only after its tokens are written.
 The store itself is created in a temporary folder and renamed into place, so a half-created store never
 exists.
+
+Identity (`TokenStore.identity`): a SHA-256 over a random id made once when the store is created (the group
+attribute `store_id`), its creation time, extraction config, token layout and clip list (ids, labels, splits,
+segments). A copied, moved or symlinked store keeps it; another store with the same clip ids has another one. A
+store made before `store_id` existed gets one from the rest alone.
+
+Integrity (`TokenStore.damaged_clips`, `features.chunks`): a done clip whose chunk file is missing or of the
+wrong size is found without reading token data; reading it raises `features.chunks.DamagedClipError` naming the
+clip and the array, never zeros; `extract` makes such clips pending and extracts them again.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
+import hashlib
 import importlib.metadata
+import json
 import logging
 import os
 import re
 import shutil
 import subprocess
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,8 +53,10 @@ import zarr
 import zarr.codecs
 
 from common.errors import InputError
+from common.files import sibling_temporary
 from common.media import Segment
 from extract.outputs import ClipTokens, TokenLayout
+from features.chunks import ClipChunks, is_raw_per_clip, write_raw_chunks
 from features.config import StoreConfig
 from features.manifest import ClipRecord
 
@@ -62,7 +77,7 @@ logger = logging.getLogger(__name__)
 
 PENDING, DONE, FAILED = 0, 1, 2
 STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
-# Failed clips `summary` lists one by one (the rest are counted by reason).
+# Failed, partial and damaged clips `summary` lists one by one (the rest are counted).
 _FIRST_FAILURES = 5
 STORE_FORMAT = "mzst-token-store"
 STORE_FORMAT_VERSION = 1
@@ -106,8 +121,10 @@ class TokenStore:
         self.segment_bounds = (np.stack([np.asarray(group[name][:]) for name in _SEGMENT_ARRAYS], axis=1)
                                if _SEGMENT_ARRAYS[0] in group else np.full((self.num_clips, 2), np.nan))  # (n, 2)
         self.fields = tuple(_token_arrays(self.token_layout)) + tuple(_SMALL_ARRAYS)
-        self._raw_chunk_dirs = {name: path / name / "c" for name in _token_arrays(self.token_layout)
-                                if _is_raw_per_clip(group[name])}
+        token_arrays = {name: group[name] for name in _token_arrays(self.token_layout)}
+        self._raw_chunk_dirs = {name: path / name / "c" for name, array in token_arrays.items()
+                                if is_raw_per_clip(array)}
+        self._chunks = ClipChunks(path, self.clip_ids, token_arrays, set(self._raw_chunk_dirs), self._must_have_chunk)
         # Array handles, opened once: opening one reads its zarr.json, which cost more than a batch's write of it.
         self._arrays: dict[str, zarr.Array] = {}
         self._has_decoded = _DECODED_ARRAY in group
@@ -138,7 +155,7 @@ class TokenStore:
             raise InputError(f"{path}: cannot create a store without clips")
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_staging(path)
-        staging = path.with_name(f".{path.name}.creating-{os.getpid()}")
+        staging = sibling_temporary(path, f"creating-{os.getpid()}")
         n, block = len(clips), store_config.clips_per_block
         group = zarr.open_group(str(staging), mode="w-", zarr_format=3, attributes={
             "format": STORE_FORMAT,
@@ -147,6 +164,7 @@ class TokenStore:
             "extract_config": extract_config,
             "provenance": provenance,
             "store_config": store_config.to_dict(),
+            "store_id": uuid.uuid4().hex,  # made once: copies of the store share it, other stores never do
         })
         for name, values in zip(_META_ARRAYS, _clip_columns(clips), strict=True):
             column = group.create_array(name, shape=(n,), dtype=str, chunks=(n,),
@@ -176,20 +194,39 @@ class TokenStore:
         """Open an existing store; `mode` "r" (read only) or "r+" (the runner's writes).
 
         Raises:
-            StoreError: `path` is missing or is not a token store.
+            StoreError: `path` is missing, is not a token store, or its metadata is damaged (an array folder
+                deleted, a zarr.json that is not one).
         """
         path = Path(path)
         if mode not in ("r", "r+"):
             raise ValueError(f"mode must be 'r' or 'r+', got {mode!r}")
         if not (path / "zarr.json").is_file():
             raise StoreError(f"{path}: not a token store (no zarr.json); create it with `cli.py extract`")
-        group = zarr.open_group(str(path), mode=mode, zarr_format=3)
-        if group.attrs.get("format") != STORE_FORMAT:
-            raise StoreError(f"{path}: a Zarr group but not an MZST token store (format={group.attrs.get('format')!r})")
-        if group.attrs.get("format_version") != STORE_FORMAT_VERSION:
-            raise StoreError(f"{path}: store format version {group.attrs.get('format_version')}, this code reads "
-                             f"{STORE_FORMAT_VERSION}")
-        return cls(group, path, writable=mode == "r+")
+        try:
+            group = zarr.open_group(str(path), mode=mode, zarr_format=3)
+            if group.attrs.get("format") != STORE_FORMAT:
+                raise StoreError(f"{path}: a Zarr group but not an MZST token store (format="
+                                 f"{group.attrs.get('format')!r})")
+            if group.attrs.get("format_version") != STORE_FORMAT_VERSION:
+                raise StoreError(f"{path}: store format version {group.attrs.get('format_version')}, this code "
+                                 f"reads {STORE_FORMAT_VERSION}")
+            return cls(group, path, writable=mode == "r+")
+        except StoreError:
+            raise
+        except KeyError as error:  # Zarr's word for an array whose folder is gone
+            raise StoreError(f"{path}: damaged store, {error} is missing (an array folder deleted?); extract into a "
+                             "new store") from error
+        except (ValueError, TypeError) as error:  # a zarr.json that is not JSON, or JSON of the wrong shape
+            raise StoreError(f"{_metadata_problem(path)}: damaged store metadata ({type(error).__name__}: {error}); "
+                             "extract into a new store") from error
+
+    @functools.cached_property
+    def identity(self) -> str:
+        """What tells this store from every other whatever its path (the module docstring): a SHA-256, hex."""
+        record = [self._group.attrs.get("store_id"), self.provenance.get("created"), self.extract_config,
+                  self.token_layout.to_dict(), self.clip_ids.tolist(), self.labels.tolist(), self.splits.tolist(),
+                  self.segment_bounds.tolist()]
+        return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
     # --- per-clip state ---------------------------------------------------------------------------------
 
@@ -255,7 +292,7 @@ class TokenStore:
         for name, (dtype, clip_shape) in _token_arrays(self.token_layout).items():
             values = [_checked(getattr(t, name), dtype, clip_shape, name, self.path) for t in tokens]
             if name in self._raw_chunk_dirs:
-                self._write_raw_chunks(name, index, values)
+                write_raw_chunks(self._raw_chunk_dirs[name], index, values)
             else:
                 self._set(name, index, np.stack(values))  # (k, *clip_shape)
         self._set("has_audio", index, np.array([bool(t.has_audio) for t in tokens]))
@@ -293,6 +330,13 @@ class TokenStore:
             self.paths, self.provenance = new, provenance
         return moved
 
+    def mark_pending(self, indices: Sequence[int]) -> None:
+        """Make clips pending again (done clips whose token data is damaged: `extract` redoes them)."""
+        self._check_writable()
+        if len(indices):
+            index = np.sort(np.asarray(indices, dtype=np.int64))
+            self._set("status", index, np.full(len(index), PENDING, dtype=np.uint8))
+
     def mark_failed(self, indices: Sequence[int], reasons: Sequence[str]) -> None:
         """Record clips as failed with a one-line reason each."""
         self._check_writable()
@@ -314,29 +358,13 @@ class TokenStore:
             start = int(sorted_index[run[0]])
             self._array(name)[start:start + len(run)] = values[run[0]:run[-1] + 1]
 
-    def _write_raw_chunks(self, name: str, sorted_index: np.ndarray, values: Sequence[np.ndarray]) -> None:
-        """Write one-clip chunks of an uncompressed array as files (see `_read_raw_chunks`), each to a temporary
-        file renamed into place, as Zarr's local store does: a killed writer leaves the old chunk or the new one.
-
-        One file write per clip instead of a Zarr call: Zarr's per-call overhead was most of a clip's write time.
-        """
-        suffix = ("0",) * values[0].ndim if values else ()
-        for clip, value in zip(sorted_index, values, strict=True):
-            target = os.path.join(self._raw_chunk_dirs[name], str(int(clip)), *suffix)
-            staging = os.path.join(os.path.dirname(target), f".{suffix[-1]}.writing-{os.getpid()}")
-            data = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<")).tobytes()
-            try:
-                file = open(staging, "wb")  # noqa: SIM115 - the folder is made only when missing (a new clip)
-            except FileNotFoundError:
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                file = open(staging, "wb")  # noqa: SIM115
-            with file:
-                file.write(data)
-            os.replace(staging, target)
-
     def _array(self, name: str) -> zarr.Array:
         if name not in self._arrays:
-            self._arrays[name] = self._group[name]
+            array = self._group[name]
+            # Zarr leaves out a chunk that is all fill value; a token array writes every clip's chunk, so that a
+            # done clip without one is damage (stores written before may lack the zero audio of a silent clip).
+            self._arrays[name] = (array.with_config({"write_empty_chunks": True}) if name in self._chunks.expected_bytes
+                                  else array)
         return self._arrays[name]
 
     def _check_writable(self) -> None:
@@ -353,6 +381,8 @@ class TokenStore:
 
         Raises:
             ValueError: an unknown field or an index out of range.
+            features.chunks.DamagedClipError: a done clip whose token data is missing, of the wrong size or does not
+                decode (never read as zeros).
         """
         fields = self.fields if fields is None else tuple(fields)
         unknown = [f for f in fields if f not in self.fields]
@@ -365,10 +395,13 @@ class TokenStore:
         unique, inverse = np.unique(index, return_inverse=True)
         out = {}
         for name in fields:
+            array = self._group[name]
             if name in self._raw_chunk_dirs:
-                values = self._read_raw_chunks(name, unique)
+                values = self._chunks.read_raw(name, unique, array.shape[1:], np.dtype(array.dtype).newbyteorder("<"))
+            elif name in self._chunks.expected_bytes:
+                values = self._chunks.read_decoded(name, array, unique)
             else:
-                values = np.asarray(self._group[name].get_orthogonal_selection((unique,)))
+                values = np.asarray(array.get_orthogonal_selection((unique,)))
             out[name] = values[inverse]
         return out
 
@@ -391,37 +424,34 @@ class TokenStore:
             raise ValueError(f"{self.path}: clip index or view out of range for {name} {array.shape}")
         if name not in self._raw_chunk_dirs:
             return self.read(index, [name])[name][np.arange(index.size), view]  # (B, V, ...) -> (B, ...)
-        view_shape, dtype = array.shape[2:], np.dtype(array.dtype).newbyteorder("<")
-        count = int(np.prod(view_shape))
-        out = np.zeros((len(index), *view_shape), dtype=dtype)
-        suffix = "/".join("0" * (array.ndim - 1))
-        for row, (clip, v) in enumerate(zip(index, view, strict=True)):
-            chunk = self._raw_chunk_dirs[name] / str(int(clip)) / suffix
-            if chunk.exists():
-                out[row] = np.fromfile(chunk, dtype=dtype, count=count, offset=int(v) * count * dtype.itemsize
-                                       ).reshape(view_shape)
-        return out
+        return self._chunks.read_raw_views(name, index, view, array.shape[2:], np.dtype(array.dtype).newbyteorder("<"))
 
     def field_shapes(self) -> dict[str, tuple[str, tuple[int, ...]]]:
         """Per-clip fields: name -> (dtype, per-clip shape)."""
         return {name: (str(self._group[name].dtype), tuple(self._group[name].shape[1:])) for name in self.fields}
 
-    def _read_raw_chunks(self, name: str, index: np.ndarray) -> np.ndarray:
-        """Read uncompressed one-clip chunks straight from their files.
+    # --- integrity (the module docstring) ---------------------------------------------------------------
 
-        Zarr-python's per-chunk overhead made batch reads about 8x slower than np.load of the same bytes
-        (bench/store_io.py); an uncompressed chunk file is, by the Zarr v3 spec, the array's bytes in C order
-        (little-endian "bytes" codec), and a missing chunk is the fill value (0).
+    def damaged_clips(self, indices: Sequence[int] | np.ndarray | None = None) -> dict[int, str]:
+        """Done clips (of `indices`; None: all) whose token data is missing or of the wrong size.
+
+        One `os.stat` per clip and token array, no read of token data; an uncompressed chunk must have its exact
+        size, a compressed chunk or a shard only exist (its bytes are checked when it is decoded).
+
+        Returns:
+            clip index -> the first problem found, e.g. "video_tokens: chunk file ... missing", ascending.
         """
-        array = self._group[name]
-        clip_shape, dtype = array.shape[1:], np.dtype(array.dtype).newbyteorder("<")
-        out = np.zeros((len(index), *clip_shape), dtype=dtype)
-        suffix = "/".join("0" * len(clip_shape))
-        for row, clip in enumerate(index):
-            chunk = self._raw_chunk_dirs[name] / str(int(clip)) / suffix
-            if chunk.exists():
-                out[row] = np.fromfile(chunk, dtype=dtype).reshape(clip_shape)
-        return out
+        index = np.arange(self.num_clips) if indices is None else np.unique(np.asarray(indices, dtype=np.int64))
+        return self._chunks.damaged(index)
+
+    def _must_have_chunk(self, name: str, index: np.ndarray) -> np.ndarray:
+        """Per clip of `index` whether its chunk file of token array `name` must exist: a done clip's, but for the
+        all-zero audio tokens of a clip without audio, which Zarr left out of stores written before every chunk
+        was (`_array`)."""
+        must = np.asarray(self._array("status").get_orthogonal_selection((index,))) == DONE
+        if name == "audio_tokens":
+            must &= np.asarray(self._array("has_audio").get_orthogonal_selection((index,)))
+        return must
 
     def summary(self) -> dict:
         """A JSON-able summary for people and scripts (`cli.py inspect`)."""
@@ -441,6 +471,7 @@ class TokenStore:
             by_reason[kind] = by_reason.get(kind, 0) + 1
         decoded_s = self.decoded_s
         partial = np.flatnonzero((status == DONE) & ~np.isnan(decoded_s))
+        damaged = self.damaged_clips(done)
         return {
             "store": str(self.path),
             "clips": self.num_clips,
@@ -448,6 +479,9 @@ class TokenStore:
             "partial": int(partial.size),
             "first_partial": [{"clip_id": str(self.clip_ids[i]), "path": str(self.paths[i]),
                                "decoded_s": round(float(decoded_s[i]), 3)} for i in partial[:_FIRST_FAILURES]],
+            "damaged": len(damaged),
+            "first_damaged": [{"clip_id": str(self.clip_ids[i]), "path": str(self.paths[i]), "problem": problem}
+                              for i, problem in list(damaged.items())[:_FIRST_FAILURES]],
             "no_audio": int((~self.read(done, ["has_audio"])["has_audio"]).sum()) if done.size else 0,
             "failed_by_reason": dict(sorted(by_reason.items(), key=lambda item: (-item[1], item[0]))),
             "first_failures": [{"clip_id": str(self.clip_ids[i]), "path": str(self.paths[i]),
@@ -477,11 +511,21 @@ def _reason_kind(reason: str) -> str:
 
 def _remove_stale_staging(path: Path) -> None:
     """Delete half-created stores left by killed processes (named after their process id)."""
-    for staging in path.parent.glob(f".{path.name}.creating-*"):
+    for staging in path.parent.glob(sibling_temporary(path, "creating-*").name):
         pid = staging.name.rsplit("-", 1)[-1]
         if pid.isdigit() and int(pid) != os.getpid() and _process_alive(int(pid)):
             continue
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _metadata_problem(path: Path) -> Path:
+    """The first metadata file of a store that is not JSON (the group's, then each array's), else the store."""
+    for file in (path / "zarr.json", *sorted(path.glob("*/zarr.json"))):
+        try:
+            json.loads(file.read_text(encoding="utf-8"))
+        except ValueError:
+            return file
+    return path
 
 
 def _process_alive(pid: int) -> bool:
@@ -492,25 +536,6 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _is_raw_per_clip(array: zarr.Array) -> bool:
-    """True when each clip's chunk is a plain little-endian file on local disk (see `_read_raw_chunks`)."""
-    from zarr.codecs import BytesCodec
-    from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
-    from zarr.storage import LocalStore
-
-    metadata = array.metadata
-    codecs = metadata.codecs
-    return (
-        isinstance(array.store, LocalStore)
-        and array.shards is None
-        and array.chunks == (1, *array.shape[1:])
-        and len(codecs) == 1 and isinstance(codecs[0], BytesCodec) and codecs[0].endian is not None
-        and codecs[0].endian.value == "little"
-        and isinstance(metadata.chunk_key_encoding, DefaultChunkKeyEncoding)
-        and metadata.chunk_key_encoding.separator == "/"
-    )
 
 
 def _clip_columns(clips: Sequence[ClipRecord]) -> tuple[np.ndarray, ...]:

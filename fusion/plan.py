@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -102,9 +101,10 @@ def plan_training(config: TrainConfig) -> TrainingPlan:
     store = TokenStore.open(config.store)
     val_store = None
     if config.val_store is not None:
-        if Path(config.val_store).resolve() == Path(config.store).resolve():
-            raise InputError("`val_store` is the training store; name `val_splits` to validate on its other splits")
         val_store = TokenStore.open(config.val_store)
+        if val_store.identity == store.identity:  # by identity: a copy or a link of the store is the store
+            raise InputError(f"`val_store` {config.val_store} is the training store (or a copy of it); name "
+                             "`val_splits` to validate on its other splits")
         _check_layouts(store, val_store)
     clips = _plan_clips(config, store, val_store)
     stores = [store] + ([val_store] if clips.validation is not None and val_store is not None else [])

@@ -210,7 +210,7 @@ def score_clips(model, info, store, indices: np.ndarray, rule: str, batch_size: 
     if predictions.kinetics_pred is not None and info.kinetics_embeddings is not None:
         offsets = info.kinetics_embeddings[predictions.kinetics_pred]  # (400, E) -> (N, E)
     return ClipScores(
-        clips=ClipSet.of(store.path, indices),
+        clips=ClipSet.of(store.identity, indices),
         clip_ids=store.clip_ids[predictions.index],
         labels=store.labels[predictions.index],
         splits=store.splits[predictions.index],

@@ -2,11 +2,11 @@
 
 Layout (docs/ARCHITECTURE.md, "Run directory"): `config.json` (the training and head configs, the data-fixed
 sizes, the decision rule, the store), `classes.json` (training classes in id order, the embedding source spec
-and provenance, the MLM vocabulary, the clips that trained, validated or were held out), `class_embeddings.npz`
-(the embeddings as used), `last.pt` every epoch, `best.pt` (best validation score; only with validation),
-`log.jsonl` (one line per epoch), `training_curves.png` (drawn from the log by `fusion.curves`). Every file is
-written through a temporary file and a rename (`common.files`); checkpoints load with
-`torch.load(..., weights_only=True)`.
+and provenance, the MLM vocabulary, the clips that trained, validated or were held out and the `identity` of the
+stores they are clips of), `class_embeddings.npz` (the embeddings as used), `last.pt` every epoch, `best.pt`
+(best validation score; only with validation), `log.jsonl` (one line per epoch), `training_curves.png` (drawn
+from the log by `fusion.curves`). Every file is written through a temporary file and a rename (`common.files`);
+checkpoints load with `torch.load(..., weights_only=True)`.
 
 `start_run` creates a run directory or checks that a resumed run is the recorded one; `save_epoch` writes an
 epoch's log line and checkpoints; `load_run` rebuilds a trained head for the eval stage.
@@ -83,6 +83,8 @@ class RunInfo:
         decision_rule: the zero-shot rule consistent with training (`eval.metrics.RULES`).
         validation: the validation classes and clips of the run (seen / unseen class names, source).
         train_clip_ids: ids of the clips of the training store the run trained on (None in older runs).
+        train_store_identity: the training store's `identity` (None in runs made before stores had one): which
+            store those ids are clips of, wherever it is now.
         embedding_repeats: how many heads' f(x) stand side by side (`load_concatenated_runs`); the class
             embeddings (recorded and new) are repeated as often.
     """
@@ -103,6 +105,7 @@ class RunInfo:
     decision_rule: str
     validation: dict[str, Any]
     train_clip_ids: tuple[str, ...] | None = None
+    train_store_identity: str | None = None
     embedding_repeats: int = 1
 
 
@@ -245,12 +248,14 @@ def _records(config: TrainConfig, plan: TrainingPlan) -> tuple[dict[str, Any], d
         "mlm_vocabulary": list(classes.vocabulary.words) if classes.vocabulary is not None else None,
         "train_clips": int(clips.train_indices.size),
         "train_clip_ids": store.clip_ids[clips.train_indices].tolist(),
+        "train_store_identity": store.identity,
         "test_seen_clip_ids": store.clip_ids[clips.test_seen_indices].tolist(),
         "shuffled_class_embeddings": embedding_permutation(config, len(clips.class_names)).tolist()
         if config.shuffle_class_embeddings else None,
         "validation": None if validation is None else {
             "source": validation.description,
             "store": str(validation.store.path),
+            "store_identity": validation.store.identity,
             "seen_classes": list(validation.class_names[: validation.seen_ids.size]),
             "unseen_classes": list(validation.class_names[validation.seen_ids.size:]),
             "clip_ids": validation.store.clip_ids[validation.indices].tolist(),
@@ -271,9 +276,15 @@ def _check_resume(config: TrainConfig, out: Path, config_record: dict, classes_r
         raise InputError(f"{out}: cannot resume with other settings than the run was started with ({changed}); "
                          f"pass the options recorded in {out / 'config.json'}")
     classes = json.loads((out / "classes.json").read_text(encoding="utf-8"))
-    if classes["classes"] != classes_record["classes"] or classes["validation"] != classes_record["validation"]:
+    # A run recorded before stores had an identity is compared without it; a recorded one must be the store's.
+    validation = classes_record["validation"]
+    if validation is not None and "store_identity" not in (classes["validation"] or {}):
+        validation = {key: value for key, value in validation.items() if key != "store_identity"}
+    train_identity = classes_record["train_store_identity"]
+    if (classes["classes"] != classes_record["classes"] or classes["validation"] != validation
+            or classes.get("train_store_identity", train_identity) != train_identity):
         raise InputError(f"{out}: cannot resume against a different store or class list: the training / validation "
-                         f"classes or clips differ from {out / 'classes.json'}")
+                         f"classes, clips or stores differ from {out / 'classes.json'}")
     if recorded["dims"] != config_record["dims"]:
         raise InputError(f"{out}: cannot resume, the store's sizes {config_record['dims']} differ from the run's "
                          f"{recorded['dims']}")
@@ -389,6 +400,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
         decision_rule=config_json["decision_rule"],
         validation=classes.get("validation") or {},
         train_clip_ids=tuple(classes["train_clip_ids"]) if classes.get("train_clip_ids") is not None else None,
+        train_store_identity=classes.get("train_store_identity"),
     )
     return model, info
 
@@ -404,7 +416,8 @@ def load_concatenated_runs(run_dirs: Sequence[str | Path], checkpoint: str = "be
     """
     loaded = [load_run(run_dir, checkpoint, device) for run_dir in run_dirs]
     first = loaded[0][1]
-    same = ("class_names", "decision_rule", "validation", "train_clip_ids", "embedding_spec", "embedding_normalised")
+    same = ("class_names", "decision_rule", "validation", "train_clip_ids", "train_store_identity", "embedding_spec",
+            "embedding_normalised")
     for _, info in loaded[1:]:
         differ = [name for name in same if getattr(info, name) != getattr(first, name)]
         if differ or not np.array_equal(info.class_embeddings, first.class_embeddings):

@@ -231,7 +231,7 @@ def run_avca_protocol(config: AVCAProtocolConfig) -> ProtocolResult:
             "store": config.store, "train_splits": _STAGE1_TRAIN, "val_splits": _STAGE1_VAL})
         stage2 = _train_stage2(config, options, seed, folder, best_epoch, stage1_epochs, {
             "store": config.store, "train_splits": _STAGE2_TRAIN})
-        test = ClipSet.of(store.path, np.concatenate([stage_indices[s] for s in _TEST]))
+        test = ClipSet.of(store.identity, np.concatenate([stage_indices[s] for s in _TEST]))
         validation = None
         if config.calibrated_stacking:
             val = np.concatenate([stage_indices[s] for s in _STAGE1_VAL])

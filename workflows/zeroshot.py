@@ -72,19 +72,39 @@ def run_clip_indices(info, store) -> np.ndarray:
 
     The run records the clips it trained on (`train_clip_ids`) and validated on (`validation.clip_ids`); clips
     it held out as test-seen (`test_seen_fraction`) are in neither. Runs without the record count every clip
-    of their training splits as used.
+    of their training splits as used. Which store those clips are of is decided by the stores' identity
+    (`features.store.TokenStore.identity`), so a copied, moved or symlinked store is the store the run used, and
+    another store that reuses its clip ids is not (a warning says that it holds such ids).
     """
-    here = Path(store.path).resolve()
-    used = []
-    if info.train.get("store") is not None and Path(info.train["store"]).resolve() == here:
-        if info.train_clip_ids is not None:
-            used.append(np.flatnonzero(np.isin(store.clip_ids, list(info.train_clip_ids))))
-        else:
-            used.append(store.indices(None, list(info.train.get("train_splits") or ())))
     validation = info.validation or {}
-    if validation.get("store") is not None and Path(validation["store"]).resolve() == here:
-        used.append(np.flatnonzero(np.isin(store.clip_ids, list(validation.get("clip_ids") or ()))))
+    trained = (np.flatnonzero(np.isin(store.clip_ids, list(info.train_clip_ids))) if info.train_clip_ids is not None
+               else store.indices(None, list(info.train.get("train_splits") or ())))
+    validated = np.flatnonzero(np.isin(store.clip_ids, list(validation.get("clip_ids") or ())))
+    used, reused = [], 0
+    for identity, recorded_path, role, indices in (
+            (info.train_store_identity, info.train.get("store"), "training", trained),
+            (validation.get("store_identity"), validation.get("store"), "validation", validated)):
+        if _is_run_store(info, identity, recorded_path, store, role):
+            used.append(indices)
+        elif identity is not None:
+            reused += indices.size
+    if reused:
+        logger.warning("%s is not a store the run %s trained or validated on (another identity) but holds %d of the "
+                       "clip ids it used: they are scored as test clips; if it holds the same clips extracted again, "
+                       "evaluate on the run's own store", store.path, info.run_dir, reused)
     return np.unique(np.concatenate(used)) if used else np.zeros(0, np.int64)
+
+
+def _is_run_store(info, identity: str | None, recorded_path: str | None, store, role: str) -> bool:
+    """Whether `store` is the run's `role` store: by identity; for a run recorded without one, by resolved path."""
+    if identity is not None:
+        return identity == store.identity
+    if recorded_path is None:
+        return False
+    logger.warning("%s records no identity of its %s store (made before stores had one): %s is matched to it by "
+                   "path, so a copied or moved store's %s clips would be scored as test clips", info.run_dir, role,
+                   store.path, role)
+    return Path(recorded_path).resolve() == Path(store.path).resolve()
 
 
 def run_zeroshot(config: ZeroShotConfig) -> ZeroShotResult:
@@ -199,7 +219,12 @@ def _validation_split(model, info, store, evaluated: ClipSet, rule, config) -> V
         recorded = info.validation or {}
         if not recorded.get("clip_ids"):
             raise InputError(f"{info.run_dir} was trained without validation clips; name a validation split")
-        val_store = TokenStore.open(config.val_store if config.val_store is not None else recorded["store"])
+        if config.val_store is not None:
+            val_store = TokenStore.open(config.val_store)
+        elif recorded.get("store_identity") == store.identity:  # the evaluated store is it, wherever it is now
+            val_store = store
+        else:
+            val_store = TokenStore.open(recorded["store"])
         indices = np.flatnonzero(np.isin(val_store.clip_ids, recorded["clip_ids"]))
         if indices.size != len(recorded["clip_ids"]):
             raise InputError(f"{val_store.path} holds {indices.size} of the run's {len(recorded['clip_ids'])} "

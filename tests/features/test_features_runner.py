@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from cli import cli
 from common.media import Segment
+from features.chunks import DamagedClipError
 from features.config import RunnerConfig, StoreConfig
 from features.lease import lease_path
 from features.runner import build_extract_config, failures_csv_path, run_extraction
@@ -418,3 +419,38 @@ def test_a_real_scheduler_and_two_workers_on_localhost(clip_folder, tmp_path):
         for process in processes:
             process.kill()
             process.wait()
+
+
+def test_damaged_chunks_are_inspected_refused_on_read_and_extracted_again(clip_folder, tmp_path, caplog):
+    import shutil
+
+    _, manifest = clip_folder
+    store_path = tmp_path / "store.zarr"
+    _run(manifest, store_path)
+    shutil.copytree(store_path, tmp_path / "clean.zarr")
+    store = TokenStore.open(store_path)
+    index = {clip_id: i for i, clip_id in enumerate(store.clip_ids.tolist())}
+    deleted, truncated, extended = index["barking/clip0"], index["drumming/clip0"], index["barking/clip1"]
+    (store_path / "video_tokens" / "c" / str(deleted) / "0" / "0" / "0").unlink()
+    audio = store_path / "audio_tokens" / "c" / str(truncated) / "0" / "0"
+    audio.write_bytes(audio.read_bytes()[:-2])
+    logits = store_path / "kinetics_logits" / "c" / str(extended) / "0" / "0"
+    logits.write_bytes(logits.read_bytes() + b"\0" * 4)
+
+    summary = json.loads(CliRunner().invoke(cli, ["inspect", str(store_path), "--json"]).output)
+    assert summary["done"] == 6 and summary["damaged"] == 3
+    assert {row["clip_id"] for row in summary["first_damaged"]} == {"barking/clip0", "drumming/clip0",
+                                                                     "barking/clip1"}
+    text = CliRunner().invoke(cli, ["inspect", str(store_path)]).output
+    assert "; 3 damaged" in text and "\n  damaged barking/clip0: video_tokens: chunk file " in text
+    for clip_id, array in (("barking/clip0", "video_tokens"), ("drumming/clip0", "audio_tokens"),
+                           ("barking/clip1", "kinetics_logits")):
+        with pytest.raises(DamagedClipError, match=f"clip '{clip_id}' .* its {array} data is damaged"):
+            TokenStore.open(store_path).read([index[clip_id]])
+
+    with caplog.at_level(logging.WARNING, logger="features.runner"):
+        again = _run(manifest, store_path)
+    assert "3 done clips have damaged token data" in caplog.text
+    assert (again.extracted, again.done, again.failed, again.pending) == (3, 6, 2, 0)
+    assert TokenStore.open(store_path).damaged_clips() == {}
+    _assert_same_store(store_path, tmp_path / "clean.zarr")

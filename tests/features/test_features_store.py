@@ -1,14 +1,20 @@
 import dataclasses
 import json
+import shutil
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import zarr
+from click.testing import CliRunner
 
+from cli import cli
 from extract.outputs import TokenLayout
+from features.chunks import DamagedClipError
 from features.config import StoreConfig
+from features.lease import StoreLease, lease_path
 from features.manifest import ClipRecord
 from features.store import DONE, FAILED, PENDING, StoreError, TokenStore, open_dask_arrays
 
@@ -152,3 +158,126 @@ def test_a_failed_clip_written_later_is_done_without_its_reason(tmp_path):
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "s.zarr" / "video_tokens"), mode="r")[1],
                                   _tokens(1).video_tokens)
     assert not list((tmp_path / "s.zarr").rglob(".*writing*"))  # no staging file left behind
+
+
+# --- identity and integrity -------------------------------------------------------------------------------
+
+
+def test_identity_survives_copy_move_and_link_and_tells_other_stores_apart(tmp_path):
+    store = TokenStore.create(tmp_path / "s.zarr", _clips(4), LAYOUT, {"profile": "p"}, {"created": "t"})
+    store.write_clips([0, 1], [_tokens(0), _tokens(1)])
+    identity = TokenStore.open(tmp_path / "s.zarr").identity
+    shutil.copytree(tmp_path / "s.zarr", tmp_path / "copy.zarr")
+    (tmp_path / "link.zarr").symlink_to(tmp_path / "copy.zarr")
+    assert TokenStore.open(tmp_path / "copy.zarr").identity == identity
+    assert TokenStore.open(tmp_path / "link.zarr").identity == identity
+    (tmp_path / "copy.zarr").rename(tmp_path / "moved.zarr")
+    assert TokenStore.open(tmp_path / "moved.zarr").identity == identity
+    # Another store of the very same clip list, config and layout: another identity.
+    other = TokenStore.create(tmp_path / "other.zarr", _clips(4), LAYOUT, {"profile": "p"}, {"created": "t"})
+    assert other.identity != identity
+    # A store made before `store_id`: its identity comes from its content, the same for its copy.
+    for name in ("s.zarr", "moved.zarr"):
+        group = zarr.open_group(str(tmp_path / name), mode="r+")
+        del group.attrs["store_id"]
+    older = TokenStore.open(tmp_path / "s.zarr").identity
+    assert older != identity and TokenStore.open(tmp_path / "moved.zarr").identity == older
+
+
+def _corrupt(chunk: Path, how: str) -> None:
+    data = chunk.read_bytes()
+    if how == "deleted":
+        chunk.unlink()
+    elif how == "truncated":
+        chunk.write_bytes(data[: len(data) // 2])
+    else:  # "extended"
+        chunk.write_bytes(data + b"\0" * 8)
+
+
+@pytest.mark.parametrize("array", ["video_tokens", "audio_tokens", "kinetics_logits"])
+@pytest.mark.parametrize("how", ["deleted", "truncated", "extended"])
+def test_a_damaged_chunk_is_reported_and_never_read_as_zeros(tmp_path, how, array):
+    store = TokenStore.create(tmp_path / "s.zarr", _clips(6), LAYOUT, {}, {}, StoreConfig(clips_per_block=4))
+    store.write_clips([0, 1, 2, 3], [_tokens(i) for i in range(4)])
+    store.write_clips([4], [_tokens(4)])
+    chunk = tmp_path / "s.zarr" / array / "c" / "2" / "0" / "0"
+    _corrupt(chunk / "0" if array == "video_tokens" else chunk, how)
+
+    reopened = TokenStore.open(tmp_path / "s.zarr")
+    damaged = reopened.damaged_clips()
+    assert list(damaged) == [2] and damaged[2].startswith(f"{array}: chunk file ")
+    assert ("missing" in damaged[2]) == (how == "deleted")
+    summary = reopened.summary()
+    assert summary["damaged"] == 1 and summary["first_damaged"][0]["clip_id"] == "c2"
+    message = f"s.zarr: clip 'c2' \\(index 2\\) is done but its {array} data is damaged"
+    with pytest.raises(DamagedClipError, match=message):
+        reopened.read([0, 2])
+    if array == "video_tokens":
+        with pytest.raises(DamagedClipError, match=message):
+            reopened.read_views([2], [1])
+    np.testing.assert_array_equal(reopened.read([3])[array][0], getattr(_tokens(3), array))  # others read as before
+    assert not reopened.read([5])[array].any()  # a pending clip has no data: zeros, as before
+
+    writable = TokenStore.open(tmp_path / "s.zarr", mode="r+")
+    writable.mark_pending([2])
+    assert writable.damaged_clips() == {} and writable.status[2] == PENDING
+    writable.write_clips([2], [_tokens(2)])
+    np.testing.assert_array_equal(writable.read([2])[array][0], getattr(_tokens(2), array))
+
+
+@pytest.mark.parametrize("store_config", [StoreConfig(compressor="zstd", clips_per_block=4),
+                                          StoreConfig(shard_blocks=True, clips_per_block=4)])
+@pytest.mark.parametrize("how", ["deleted", "truncated", "extended"])
+def test_compressed_or_sharded_chunks_are_checked_by_presence_then_when_decoded(tmp_path, store_config, how):
+    store = TokenStore.create(tmp_path / "s.zarr", _clips(6), LAYOUT, {}, {}, store_config)
+    silent = SimpleNamespace(**{**vars(_tokens(1, has_audio=False)), "audio_tokens": np.zeros((5, 6), np.float16)})
+    store.write_clips([0, 1, 2, 3], [_tokens(0), silent, _tokens(2), _tokens(3)])
+    assert TokenStore.open(tmp_path / "s.zarr").damaged_clips() == {}  # zero audio of a silent clip is no damage
+    # One clip per chunk file, or the shard file of clips 0-3.
+    _corrupt(tmp_path / "s.zarr" / "video_tokens" / "c" / ("0" if store_config.shard_blocks else "2") / "0" / "0" / "0",
+             how)
+    reopened = TokenStore.open(tmp_path / "s.zarr")
+    first = 0 if store_config.shard_blocks else 2
+    if how == "deleted":  # found without reading token data
+        assert list(reopened.damaged_clips()) == ([0, 1, 2, 3] if store_config.shard_blocks else [2])
+    with pytest.raises(DamagedClipError,
+                       match=f"clip 'c{first}' \\(index {first}\\) is done but its video_tokens data is damaged"):
+        reopened.read([first, 3])
+
+
+@pytest.mark.parametrize("damage", ["array folder deleted", "junk group zarr.json", "truncated array zarr.json",
+                                    "wrong-typed group zarr.json"])
+def test_damaged_store_metadata_is_one_line_naming_it(tmp_path, damage):
+    path = tmp_path / "s.zarr"
+    TokenStore.create(path, _clips(2), LAYOUT, {}, {})
+    if damage == "array folder deleted":
+        shutil.rmtree(path / "audio_tokens")
+        named = "'audio_tokens' is missing"
+    elif damage == "junk group zarr.json":
+        (path / "zarr.json").write_text("{junk")
+        named = f"{path / 'zarr.json'}: damaged store metadata"
+    elif damage == "truncated array zarr.json":
+        text = (path / "status" / "zarr.json").read_text()
+        (path / "status" / "zarr.json").write_text(text[: len(text) // 2])
+        named = f"{path / 'status' / 'zarr.json'}: damaged store metadata"
+    else:
+        (path / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group", "attributes": 5}')
+        named = "damaged store metadata (TypeError"
+    with pytest.raises(StoreError, match="damaged store") as error:
+        TokenStore.open(path)
+    assert named in str(error.value) and "\n" not in str(error.value)
+    result = CliRunner().invoke(cli, ["inspect", str(path)])
+    assert result.exit_code == 1 and result.output.startswith("Error: ") and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_store_name_as_long_as_the_file_system_allows(tmp_path):
+    path = tmp_path / ("s" * 243 + ".zarr")  # 248 characters: the lease's own name (254) still fits in 255
+    with StoreLease(path, timeout_s=0.4) as lease:
+        assert lease.holder is not None and lease_path(path).is_file()
+        store = TokenStore.create(path, _clips(2), LAYOUT, {}, {})
+        store.write_clips([0], [_tokens(0)])
+        time.sleep(0.3)  # the heartbeat is renewed (rewritten atomically) every 0.1 s
+        assert json.loads(lease_path(path).read_text())["heartbeat"] > lease.holder.heartbeat
+    assert TokenStore.open(path).counts()["done"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no lease, staging or temporary file left

@@ -134,11 +134,11 @@ def test_validation_split_cannot_be_built_from_evaluated_clips(eval_run, eval_st
         ValidationSplit(test_scores, "val", tuple(SEEN), tuple(UNSEEN))
     # renaming the test clips does not help: their store split says test, and they are the evaluated clips
     with pytest.raises(ValueError, match="'my_val' is test data"):
-        ValidationSplit.build(test_scores, "my_val", info.class_names, ClipSet.of(eval_store.path, []))
+        ValidationSplit.build(test_scores, "my_val", info.class_names, ClipSet.of(eval_store.identity, []))
     with pytest.raises(ValueError, match="shares clips with the evaluated clips"):
-        ValidationSplit.build(val_scores, "val", info.class_names, ClipSet.of(eval_store.path, val[:1]))
+        ValidationSplit.build(val_scores, "val", info.class_names, ClipSet.of(eval_store.identity, val[:1]))
     # a validation split built against other clips still cannot calibrate an overlapping evaluation
-    validation = ValidationSplit.build(val_scores, "val", info.class_names, ClipSet.of(eval_store.path, []))
+    validation = ValidationSplit.build(val_scores, "val", info.class_names, ClipSet.of(eval_store.identity, []))
     embed = ClassEmbedder(info)
     with pytest.raises(ValueError, match="shares clips"):
         evaluate_gzsl(val_scores, SEEN, VAL_UNSEEN, embed, validation)
