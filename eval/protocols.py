@@ -44,6 +44,7 @@ from eval.scoring import ClassEmbedder, ClipSet, score_clips
 from eval.zeroshot import write_outputs
 from extract.errors import InputError
 from extract.files import read_csv, write_json, write_text
+from features.splits import SplitRoles
 
 __all__ = [
     "AVCA_STAGES",
@@ -421,7 +422,8 @@ def _validation(stage1: Path | None, store, indices: np.ndarray, name: str, eval
         raise InputError("calibrated stacking needs stage 1 (its validation clips choose beta)")
     model, info = _load(stage1, config, "best")
     scores = score_clips(model, info, store, indices, info.decision_rule, config.batch_size, config.device)
-    return ValidationSplit.build(scores, name, info.class_names, evaluated)
+    # AVCA's stages by the roles the protocol states for them; any other split by its name.
+    return ValidationSplit.build(scores, name, info.class_names, evaluated, SplitRoles(splits.STAGE_ROLES))
 
 
 def _holdout_indices(stage1: Path | None, store) -> np.ndarray:

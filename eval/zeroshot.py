@@ -23,8 +23,8 @@ from eval.gzsl import GZSLEvaluation, ValidationSplit, evaluate_gzsl, gzsl_metri
 from eval.scoring import ClassEmbedder, ClipSet, score_clips
 from extract.errors import InputError
 from extract.files import write_csv, write_json, write_text
+from features.splits import SplitRole, split_role
 from fusion.class_names import read_class_file
-from fusion.plan import is_test_split
 
 __all__ = ["RUN_VALIDATION", "ZeroShotResult", "run_clip_indices", "write_outputs", "run_zeroshot"]
 
@@ -200,7 +200,7 @@ def _validation_split(model, info, store, evaluated: ClipSet, rule, config) -> V
             raise InputError(f"{val_store.path} holds {indices.size} of the run's {len(recorded['clip_ids'])} "
                              "validation clips; pass the store the run validated on (`val_store`)")
     else:
-        if is_test_split(config.val_split):
+        if split_role(config.val_split) is SplitRole.TEST:
             raise InputError(f"`val_split` {config.val_split!r} is test data (split 'unseen' or '*test*'); choose "
                              "beta on a validation split")
         val_store = TokenStore.open(config.val_store) if config.val_store is not None else store

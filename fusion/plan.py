@@ -2,8 +2,8 @@
 their embeddings, and the sizes the head is built with (`plan_training(config)`).
 
 Nothing here trains or writes: the plan is a pure function of the config and the stores, so a resumed run
-plans exactly what the interrupted one did (`fusion.run_dir` checks it). Splits named "unseen" or containing
-"test" are test data: they never train, validate or select (`is_test_split`).
+plans exactly what the interrupted one did (`fusion.run_dir` checks it). Test splits (`features.splits`: named
+"unseen", or with a word "test") never validate or select.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from extract.errors import InputError
+from features.splits import ROLES_BY_NAME, SplitRole
 from features.store import DONE, TokenStore
 from fusion.class_embeddings import EmbeddingSource, kinetics400_embeddings, load_embedding_source
 from fusion.class_names import read_class_file
@@ -24,18 +25,12 @@ from fusion.config import TrainConfig
 from fusion.model import ModelDims
 from fusion.text import Vocabulary
 
-__all__ = ["KINETICS_CLASSES", "is_test_split", "ValidationSet", "ClipPlan", "ClassPlan", "TrainingPlan",
+__all__ = ["KINETICS_CLASSES", "ValidationSet", "ClipPlan", "ClassPlan", "TrainingPlan",
            "plan_training", "embedding_permutation"]
 
 logger = logging.getLogger(__name__)
 
 KINETICS_CLASSES = 400
-
-
-def is_test_split(split: str) -> bool:
-    """Whether clips of this split are test data: "unseen" (the synthetic benchmark) or any "*test*" name."""
-    name = split.strip().lower()
-    return name == "unseen" or "test" in name
 
 
 @dataclass(frozen=True)
@@ -146,8 +141,7 @@ def _plan_classes(config: TrainConfig, clips: ClipPlan, stores: Sequence[TokenSt
 
 
 def _is_test_unseen_split(split: str) -> bool:
-    name = split.strip().lower()
-    return name == "unseen" or ("test" in name and "unseen" in name)
+    return ROLES_BY_NAME.role(split) is SplitRole.TEST and "unseen" in split.lower()
 
 
 def _test_unseen_classes(store: TokenStore) -> set[str]:
@@ -262,7 +256,7 @@ def _validation(
 ) -> ValidationSet:
     if not indices.size:
         raise InputError(f"validation ({description}): no done clips")
-    splits = sorted({str(s) for s in store.splits[indices].tolist() if is_test_split(str(s))})
+    splits = ROLES_BY_NAME.test_splits(str(s) for s in store.splits[indices].tolist())
     if splits:
         raise InputError(f"validation ({description}) would use clips of test split(s) {splits}; never select on "
                          "test data: name validation splits explicitly (`val_splits`) or hold out training classes "
