@@ -58,8 +58,8 @@ class ValidationSplit:
             ValueError: a test split name, clips that are also evaluated, or a part without clips.
         """
         if roles.test_splits([name, *(str(s) for s in set(scores.splits.tolist()))]):
-            raise InputError(f"validation split {name!r} is test data (split 'unseen' or '*test*'); beta is chosen on "
-                             "validation clips only")
+            raise InputError(f"validation split {name!r} is test data (split 'unseen' or a word 'test'); beta is "
+                             "chosen on validation clips only")
         if scores.clips.overlaps(evaluated):
             raise InputError(f"validation split {name!r} shares clips with the evaluated clips; beta must come from "
                              "clips that are not evaluated")

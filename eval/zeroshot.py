@@ -201,8 +201,8 @@ def _validation_split(model, info, store, evaluated: ClipSet, rule, config) -> V
                              "validation clips; pass the store the run validated on (`val_store`)")
     else:
         if split_role(config.val_split) is SplitRole.TEST:
-            raise InputError(f"`val_split` {config.val_split!r} is test data (split 'unseen' or '*test*'); choose "
-                             "beta on a validation split")
+            raise InputError(f"`val_split` {config.val_split!r} is test data (split 'unseen' or a word 'test'); "
+                             "choose beta on a validation split")
         val_store = TokenStore.open(config.val_store) if config.val_store is not None else store
         indices = val_store.indices(DONE, [config.val_split])
         if not indices.size:

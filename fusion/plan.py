@@ -213,7 +213,8 @@ def _plan_clips(config: TrainConfig, store: TokenStore, val_store: TokenStore | 
     leaked = sorted(set(class_names) & test_unseen)
     if leaked:
         raise InputError(f"{store.path}: classes {leaked[:10]} are training classes and also label test-unseen "
-                         "clips (split 'unseen' or '*test*unseen*'); the test-unseen classes must never be trained on")
+                         "clips (a test split with 'unseen' in its name); the test-unseen classes must never be "
+                         "trained on")
     class_id = {name: i for i, name in enumerate(class_names)}
     train_labels = np.asarray([class_id[name] for name in train_labels_text.tolist()], dtype=np.int64)
 
