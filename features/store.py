@@ -43,7 +43,7 @@ from extract.errors import InputError
 from extract.media import Segment
 from extract.outputs import ClipTokens, TokenLayout
 from features.config import StoreConfig
-from features.manifest import ClipRecord
+from features.manifest import ManifestRow
 
 __all__ = [
     "PENDING",
@@ -118,7 +118,7 @@ class TokenStore:
     def create(
         cls,
         path: str | Path,
-        clips: Sequence[ClipRecord],
+        clips: Sequence[ManifestRow],
         token_layout: TokenLayout,
         extract_config: dict,
         provenance: dict,
@@ -513,12 +513,13 @@ def _is_raw_per_clip(array: zarr.Array) -> bool:
     )
 
 
-def _clip_columns(clips: Sequence[ClipRecord]) -> tuple[np.ndarray, ...]:
+def _clip_columns(clips: Sequence[ManifestRow]) -> tuple[np.ndarray, ...]:
     return tuple(np.array(column, dtype=object) for column in (
-        [c.clip_id for c in clips], [str(c.path) for c in clips], [c.label for c in clips], [c.split for c in clips]))
+        [c.clip_id for c in clips], [str(c.path) for c in clips], [c.class_name for c in clips],
+        [c.split for c in clips]))
 
 
-def _segment_columns(clips: Sequence[ClipRecord]) -> tuple[np.ndarray, np.ndarray]:
+def _segment_columns(clips: Sequence[ManifestRow]) -> tuple[np.ndarray, np.ndarray]:
     bounds = np.array([(np.nan, np.nan) if c.segment is None else (c.segment.start_s, c.segment.end_s)
                        for c in clips], dtype=np.float64)  # (n, 2)
     return bounds[:, 0], bounds[:, 1]
