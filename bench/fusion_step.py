@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.threads import apply_thread_plan, plan_threads, set_requested_threads  # noqa: E402
 from extract.outputs import TokenLayout  # noqa: E402
-from features.manifest import ClipRecord  # noqa: E402
+from features.manifest import ManifestRow  # noqa: E402
 from features.reader import BatchReader  # noqa: E402
 from features.store import TokenStore  # noqa: E402
 from fusion.config import PRESETS, FusionConfig, TrainConfig, apply_ablations  # noqa: E402
@@ -71,7 +71,7 @@ def _layout(text: str) -> tuple[int, ...]:
 def _make_store(path: Path, layout: tuple[int, ...], clips: int, classes: int, seed: int) -> TokenStore:
     v, nv, dv, na, da = layout
     names = _CLASSES.read_text(encoding="utf-8").splitlines()[:classes]
-    records = [ClipRecord(f"c{i}", Path(f"/c{i}.mp4"), names[i % classes], "seen") for i in range(clips)]
+    records = [ManifestRow(f"c{i}", Path(f"/c{i}.mp4"), names[i % classes], "seen") for i in range(clips)]
     token_layout = TokenLayout(views=v, video_tokens=nv, video_dim=dv, audio_tokens=na, audio_dim=da,
                                kinetics_classes=400)
     store = TokenStore.create(path, records, token_layout, {"profile": "bench"}, {"weights": "random"})

@@ -56,7 +56,7 @@ from extract.config import PROFILES  # noqa: E402
 from extract.decode_pool import DecodePool, prepare_clip  # noqa: E402
 from extract.outputs import ClipTokens  # noqa: E402
 from features.config import RunnerConfig, StoreConfig  # noqa: E402
-from features.manifest import ClipRecord  # noqa: E402
+from features.manifest import ManifestRow  # noqa: E402
 from features.runner import run_extraction  # noqa: E402
 from features.store import TokenStore  # noqa: E402
 
@@ -138,7 +138,7 @@ def write_ms_per_clip(folder: Path, clips: int, repeats: int) -> dict:
         audio_tokens=rng.standard_normal(layout.shape("audio_tokens")).astype(np.float16),
         has_audio=True, audio_frames=1000, decoded_s=None)
     per_batch = PROFILES["paper"].batch_views // layout.views  # clips of one forward: what the writer gets at once
-    records = [ClipRecord(clip_id=f"clip{i}", path=Path(f"/data/clip{i}.mp4"), label="a", split="seen")
+    records = [ManifestRow(clip_id=f"clip{i}", path=Path(f"/data/clip{i}.mp4"), class_name="a", split="seen")
                for i in range(clips)]
     times: dict[str, list[float]] = {"batched": [], "one_by_one_zarr": []}
     for _ in range(repeats):

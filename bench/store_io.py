@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from extract.outputs import TokenLayout  # noqa: E402
 from features.config import StoreConfig  # noqa: E402
-from features.manifest import ClipRecord  # noqa: E402
+from features.manifest import ManifestRow  # noqa: E402
 from features.reader import BatchReader  # noqa: E402
 from features.store import TokenStore, package_versions  # noqa: E402
 
@@ -53,7 +53,7 @@ def _source_tokens(source: str | None, clips: int, seed: int):
 
 
 def _write_store(path: Path, layout: TokenLayout, base: list, clips: int, store_config: StoreConfig) -> float:
-    records = [ClipRecord(f"c{i}", Path(f"/c{i}.mp4"), "x", "seen") for i in range(clips)]
+    records = [ManifestRow(f"c{i}", Path(f"/c{i}.mp4"), "x", "seen") for i in range(clips)]
     store = TokenStore.create(path, records, layout, {}, {}, store_config)
     started = time.perf_counter()
     for start, stop in store.block_ranges():

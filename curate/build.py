@@ -18,21 +18,21 @@ import numpy as np
 
 from common.errors import InputError
 from common.files import atomic_write, write_csv, write_json, write_text
+from common.media import Segment
 from curate import classlists
 from curate.classlists import normalised_name
 from curate.config import BuildConfig
 from curate.relatedness import DIFFICULTY_GROUPS, relatedness_group, separate_captions
 from curate.tables import (
     LABELS,
-    MANIFEST_COLUMNS,
     ClassRow,
     parse_span,
     read_class_table,
     read_decisions,
     read_index,
-    relative_path,
     resolve_path,
 )
+from features.manifest import ManifestRow, parse_descriptive_columns, write_manifest
 from text.class_names import read_class_file
 
 __all__ = ["SPLIT", "BuildSummary", "build_evaluation_set", "videos_per_class_figure"]
@@ -76,7 +76,7 @@ def _audio_markdown(classes: dict[str, ClassRow], without_audio: dict[str, tuple
     return lines
 
 
-def _statistics_markdown(classes: list[ClassRow], videos: dict[str, list[dict[str, str]]],
+def _statistics_markdown(classes: list[ClassRow], videos: dict[str, list[ManifestRow]],
                          dropped: Counter, dropped_classes: list[str], title: str, audio: list[str]) -> str:
     lines = [f"# {title}", "", "Classes and videos per group (the paper's Table 2):", "",
              "| group | SR | classes | videos | videos per class (min / mean / max) | hours | with audio |",
@@ -85,8 +85,8 @@ def _statistics_markdown(classes: list[ClassRow], videos: dict[str, list[dict[st
     def row(name: str, bounds: str, members: list[ClassRow]) -> str:
         counts = [len(videos[c.class_name]) for c in members]
         clips = [v for c in members for v in videos[c.class_name]]
-        hours = sum(float(v["duration_s"] or 0.0) for v in clips) / 3600
-        audio = sum(v["has_audio"] == "1" for v in clips)
+        hours = sum(v.duration_s or 0.0 for v in clips) / 3600
+        audio = sum(bool(v.has_audio) for v in clips)
         spread = f"{min(counts)} / {np.mean(counts):.1f} / {max(counts)}" if counts else "-"
         share = f"{audio / len(clips):.0%}" if clips else "-"
         return f"| {name} | {bounds} | {len(members)} | {len(clips)} | {spread} | {hours:.2f} | {share} |"
@@ -189,8 +189,8 @@ def _check_class_table(path: Path, classes: list[ClassRow], edges: tuple[float, 
                          f"lists), not unseen: {'; '.join(seen[:5])}; drop them from the class table")
 
 
-def _clip_span(video: dict[str, str], decision: dict[str, str], where: str) -> tuple[str, str, str]:
-    """(start_s, end_s, duration_s) of a kept video in its file: the candidate's own segment, narrowed to the span the
+def _clip_span(video: dict[str, str], decision: dict[str, str], where: str) -> tuple[Segment | None, float | None]:
+    """(segment, duration_s) of a kept video in its file: the candidate's own segment, narrowed to the span the
     annotators chose (seconds from the clip's start, as the filmstrip counts them) when they gave one.
 
     Raises:
@@ -198,14 +198,31 @@ def _clip_span(video: dict[str, str], decision: dict[str, str], where: str) -> t
     """
     segment = parse_span(video.get("start_s", ""), video.get("end_s", ""), where)
     chosen = parse_span(decision.get("start_s", ""), decision.get("end_s", ""), where)
+    duration_s = float(video["duration_s"]) if video.get("duration_s") else None
     if chosen is None:
-        return (video.get("start_s", ""), video.get("end_s", ""), video.get("duration_s", ""))
-    length = float(video["duration_s"]) if video.get("duration_s") else float("inf")
+        return (None if segment is None else Segment(*segment)), duration_s
+    length = float("inf") if duration_s is None else duration_s
     if chosen[0] >= length:
         raise ValueError(f"{chosen[0]:g}-{chosen[1]:g} s starts after the end of the clip ({length:g} s)")
     offset = segment[0] if segment is not None else 0.0
     start, end = offset + chosen[0], offset + min(chosen[1], length)
-    return f"{start:g}", f"{end:g}", f"{end - start:.3f}"
+    return Segment(start, end), end - start
+
+
+def _manifest_row(video: dict[str, str], segment: Segment | None, duration_s: float | None, class_row: ClassRow,
+                  index_path: Path) -> ManifestRow:
+    """The manifest row of a kept video: its filmstrip index row's media columns, its class's group and SR.
+
+    Raises:
+        InputError: a media column of the index row that is not of its type.
+    """
+    media, unreadable = parse_descriptive_columns(video)
+    if unreadable:
+        raise InputError(f"{index_path}: clip {video['clip_id']!r} has unreadable {', '.join(unreadable)}; render "
+                         "the filmstrips again")
+    media |= {"duration_s": duration_s, "group": class_row.group, "sr": class_row.sr}
+    return ManifestRow(video["clip_id"], resolve_path(video["video"], index_path.parent), class_row.class_name, SPLIT,
+                       segment, **media)
 
 
 def build_evaluation_set(config: BuildConfig) -> BuildSummary:
@@ -241,7 +258,7 @@ def build_evaluation_set(config: BuildConfig) -> BuildSummary:
         dropped_rows.append([clip_id, class_name, f"{reason}: {detail}" if detail else reason])
 
     decided: set[str] = set()
-    kept: dict[str, list[dict[str, str]]] = {name: [] for name in classes}
+    kept: dict[str, list[ManifestRow]] = {name: [] for name in classes}
     for line, row in enumerate(decisions, start=2):
         clip_id, name = row["clip_id"], row["class_name"]
         if clip_id not in index:
@@ -267,11 +284,11 @@ def build_evaluation_set(config: BuildConfig) -> BuildSummary:
             drop(clip_id, name, "too few reviewers", f"{sum(int(row.get(c) or 0) for c in LABELS)} labelled it")
         else:
             try:
-                start_s, end_s, duration_s = _clip_span(video, row, f"{config.decisions} line {line}")
+                segment, duration_s = _clip_span(video, row, f"{config.decisions} line {line}")
             except ValueError as error:
                 drop(clip_id, name, "annotated span after the end", str(error))
                 continue
-            kept[name].append(video | {"start_s": start_s, "end_s": end_s, "duration_s": duration_s})
+            kept[name].append(_manifest_row(video, segment, duration_s, classes[name], index_path))
     for clip_id, video in index.items():
         if clip_id in decided:
             continue
@@ -279,18 +296,18 @@ def build_evaluation_set(config: BuildConfig) -> BuildSummary:
             drop(clip_id, video["class_name"], "could not be decoded", video["reason"])
         else:
             drop(clip_id, video["class_name"], "not annotated")
-    without_audio = {name: (sum(v.get("has_audio") != "1" for v in videos), len(videos))
+    without_audio = {name: (sum(not v.has_audio for v in videos), len(videos))
                      for name, videos in kept.items() if videos}
     if config.require_audio:
         for name, videos in kept.items():
             for video in videos:
-                if video.get("has_audio") != "1":
-                    drop(video["clip_id"], name, "no audio track")
-            kept[name] = [video for video in videos if video.get("has_audio") == "1"]
+                if not video.has_audio:
+                    drop(video.clip_id, name, "no audio track")
+            kept[name] = [video for video in videos if video.has_audio]
     dropped_classes = [name for name, videos in kept.items() if len(videos) < config.min_videos_per_class]
     for name in dropped_classes:
         for video in kept[name]:
-            drop(video["clip_id"], name, f"class has fewer than {config.min_videos_per_class} kept videos")
+            drop(video.clip_id, name, f"class has fewer than {config.min_videos_per_class} kept videos")
         del kept[name]
     if not kept:
         raise InputError(f"{config.decisions}: no video is left for the evaluation set (dropped: "
@@ -299,12 +316,7 @@ def build_evaluation_set(config: BuildConfig) -> BuildSummary:
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     final = [classes[name] for name in classes if name in kept]  # class table order
-    manifest_rows = []
-    for row in final:
-        for video in sorted(kept[row.class_name], key=lambda v: v["clip_id"]):
-            path = relative_path(resolve_path(video["video"], index_path.parent), out_dir)
-            manifest_rows.append([video["clip_id"], path, row.class_name, SPLIT, video["start_s"], video["end_s"],
-                                  row.group, f"{row.sr:.6f}", *(video.get(c, "") for c in MANIFEST_COLUMNS[8:])])
+    manifest_rows = [video for row in final for video in sorted(kept[row.class_name], key=lambda v: v.clip_id)]
     manifest_path, classes_path = out_dir / "manifest.csv", out_dir / "classes.csv"
     dropped_path, statistics_md = out_dir / "dropped.csv", out_dir / "statistics.md"
     figure_png = out_dir / "videos_per_class.png"
@@ -331,7 +343,7 @@ def build_evaluation_set(config: BuildConfig) -> BuildSummary:
     }
     write_json(out_dir / "build.json", record)
     # The manifest is written last: its presence means the set is complete.
-    write_csv(manifest_path, MANIFEST_COLUMNS, manifest_rows)
+    write_manifest(manifest_path, manifest_rows)
     logger.info("evaluation set: %d classes, %d videos (%s); %d videos dropped", len(final), len(manifest_rows),
                 ", ".join(f"{g} {groups[g]['classes']}/{groups[g]['videos']}" for g in DIFFICULTY_GROUPS),
                 sum(dropped.values()))

@@ -91,7 +91,7 @@ def import_avca_features(config: AVCAImportConfig) -> ImportSummary:
             across stages with different features.
     """
     from features.config import StoreConfig
-    from features.manifest import ClipRecord
+    from features.manifest import ManifestRow
     from features.store import TokenStore, code_version, now_utc, package_versions
 
     root = Path(config.features)
@@ -126,7 +126,7 @@ def import_avca_features(config: AVCAImportConfig) -> ImportSummary:
         raise InputError(f"{root}: the stage folders hold no clips")
     ordered = list(clips.values())
     layout = _layout(ordered, file_format, config.sequence_tokens)
-    records = [ClipRecord(clip_id=c.clip_id, path=c.source, label=c.label, split=c.stage) for c in ordered]
+    records = [ManifestRow(clip_id=c.clip_id, path=c.source, class_name=c.label, split=c.stage) for c in ordered]
     extract_config = {
         "importer": "avca",
         "format": file_format,

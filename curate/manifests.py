@@ -30,15 +30,13 @@ from common.files import read_csv, write_csv
 from common.media import Segment
 from curate import splits
 from curate.config import AVCAManifestConfig, DatasetManifestConfig
-from curate.tables import relative_path
-from features.manifest import VIDEO_SUFFIXES
+from features.manifest import VIDEO_SUFFIXES, ManifestRow, write_manifest
 
 __all__ = ["ManifestSummary", "write_avca_manifest", "write_dataset_manifest", "video_id_of",
            "read_activitynet_segments"]
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ("clip_id", "path", "class_name", "split", "start_s", "end_s")  # the manifest contract's order
 MISSING_COLUMNS = ("clip_id", "class_name", "split", "reason")
 # VGGSound cuts named `<ytid>_<start>_<end>` (seconds, unpadded); AVCA's id is `<ytid>_<start:06d>`. YouTube ids
 # are 11 characters, so an id's own "_digits" never reads as a start.
@@ -229,8 +227,7 @@ def _write_manifest(wanted: Sequence[_Wanted], dataset: str, root: Path, out: Pa
         candidates = next(([_Match(p, segment) for p in files[key]] for key, segment in clip.keys if key in files), [])
         if len(candidates) == 1:
             match = candidates[0]
-            bounds = ("", "") if match.segment is None else (f"{match.segment.start_s:g}", f"{match.segment.end_s:g}")
-            rows.append((clip.clip_id, relative_path(match.path, out.parent), clip.label, clip.split, *bounds))
+            rows.append(ManifestRow(clip.clip_id, match.path, clip.label, clip.split, match.segment))
             found[clip.split] += 1
             continue
         missing[clip.split] += 1
@@ -243,7 +240,7 @@ def _write_manifest(wanted: Sequence[_Wanted], dataset: str, root: Path, out: Pa
         raise InputError(f"{root}: no file of {what} found (looked for {layout} among "
                          f"{sum(len(p) for p in files.values())} media files); nothing written")
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_csv(out, MANIFEST_COLUMNS, rows)
+    write_manifest(out, rows)
     missing_path = None
     if missing_rows:
         missing_path = write_csv(out.with_name(f"{out.stem}.missing.csv"), MISSING_COLUMNS, missing_rows)

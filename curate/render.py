@@ -32,7 +32,7 @@ from common.files import write_csv, write_json, write_text
 from curate import filmstrip
 from curate.config import FilmstripConfig
 from curate.tables import INDEX_COLUMNS, format_float, read_class_table, read_index, relative_path, resolve_path
-from features.manifest import ClipRecord, read_clip_list
+from features.manifest import ManifestRow, read_clip_list, segment_text
 
 __all__ = ["FilmstripSummary", "make_filmstrips"]
 
@@ -94,17 +94,13 @@ def _run_jobs(jobs: list[filmstrip.FilmstripJob], workers: int, progress: bool) 
         yield from tqdm((future.result() for future in as_completed(futures)), **bar)
 
 
-def _segment_text(clip: ClipRecord) -> tuple[str, str]:
-    return ("", "") if clip.segment is None else (f"{clip.segment.start_s:g}", f"{clip.segment.end_s:g}")
-
-
-def _row(clip: ClipRecord, result: filmstrip.FilmstripResult, out_dir: Path) -> list:
+def _row(clip: ManifestRow, result: filmstrip.FilmstripResult, out_dir: Path) -> list:
     """The index row of one video (INDEX_COLUMNS)."""
     video = relative_path(clip.path, out_dir)
     if not result.ok:
-        return [clip.clip_id, clip.label, video, *_segment_text(clip), "", "", "", "failed",
+        return [clip.clip_id, clip.class_name, video, *segment_text(clip.segment), "", "", "", "failed",
                 " ".join(result.reason.split())] + [""] * 8  # one line: the index is appended line by line
-    return [clip.clip_id, clip.label, video, *_segment_text(clip), relative_path(result.out_path, out_dir),
+    return [clip.clip_id, clip.class_name, video, *segment_text(clip.segment), relative_path(result.out_path, out_dir),
             result.pages, f"{result.seconds_per_frame:g}", "ok", "", format_float(result.duration_s), result.frames,
             int(result.has_audio), result.width_px, result.height_px, f"{result.fps:g}", result.sample_rate_hz,
             result.audio_channels]
@@ -130,17 +126,17 @@ def _check_layout(record_path: Path, layout) -> None:
                          "options or another output folder")
 
 
-def _done(row: dict[str, str], clip: ClipRecord, out_dir: Path) -> bool:
+def _done(row: dict[str, str], clip: ManifestRow, out_dir: Path) -> bool:
     """Whether an earlier run finished this clip (and its images are still there).
 
     Raises:
         InputError: the index lists the clip id for another video, class or segment (another batch's clip).
     """
     earlier = (resolve_path(row["video"], out_dir), row["class_name"], row.get("start_s", ""), row.get("end_s", ""))
-    if earlier != (clip.path.resolve(), clip.label, *_segment_text(clip)):
+    if earlier != (clip.path.resolve(), clip.class_name, *segment_text(clip.segment)):
         raise InputError(f"clip id {clip.clip_id!r} is in {out_dir / 'filmstrips.csv'} already for "
-                         f"{earlier[0]} ({earlier[1]!r}), here for {clip.path} ({clip.label!r}); give the clip list a "
-                         "clip_id column with ids of its own, or use another output folder")
+                         f"{earlier[0]} ({earlier[1]!r}), here for {clip.path} ({clip.class_name!r}); give the clip "
+                         "list a clip_id column with ids of its own, or use another output folder")
     pages = filmstrip.page_paths(resolve_path(row["filmstrip"], out_dir), int(row.get("pages") or 1)) if (
         row["status"] == "ok") else []
     return bool(pages) and all(page.is_file() for page in pages)
@@ -168,14 +164,14 @@ def make_filmstrips(config: FilmstripConfig) -> FilmstripSummary:
             run of another layout, or a clip id the earlier index holds for another video.
     """
     start = time.perf_counter()
-    clips = read_clip_list(config.videos, required=("path", "class_name"))  # candidates: no split before curation
+    clips = read_clip_list(config.videos, split_required=False)  # candidates: no split before curation
     skipped = 0
     if config.classes is not None:
         names = {row.class_name for row in read_class_table(config.classes)}
-        chosen = [clip for clip in clips if clip.label in names]
+        chosen = [clip for clip in clips if clip.class_name in names]
         skipped = len(clips) - len(chosen)
         if skipped:
-            others = sorted({clip.label for clip in clips if clip.label not in names})
+            others = sorted({clip.class_name for clip in clips if clip.class_name not in names})
             logger.warning("%d videos of %d classes not in %s are skipped: %s", skipped, len(others), config.classes,
                            ", ".join(repr(name) for name in others[:10]))
         if not chosen:
@@ -194,7 +190,7 @@ def make_filmstrips(config: FilmstripConfig) -> FilmstripSummary:
     image_root = out_dir / "filmstrips"
     jobs = [filmstrip.FilmstripJob(clip.clip_id, clip.path, _filmstrip_path(image_root, clip.clip_id,
                                                                             layout.image_format), layout,
-                                   clip.segment, clip.label) for clip in clips if clip.clip_id not in done]
+                                   clip.segment, clip.class_name) for clip in clips if clip.clip_id not in done]
     if done:
         logger.info("%d of %d videos have filmstrips from an earlier run in %s: not rendered again", len(done),
                     len(clips), out_dir)

@@ -29,13 +29,14 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import InputError
+from features.splits import SplitRole
 
 __all__ = [
     "DATA_ROOT",
     "DATASETS",
     "SPLITS",
     "STAGES",
-    "TEST_STAGES",
+    "STAGE_ROLES",
     "ClassSplit",
     "StageVideos",
     "dataset_folder",
@@ -58,8 +59,16 @@ STAGES = (
     "stage_2_test_seen",
     "stage_2_test_unseen",
 )
-# Nothing (epoch, beta, checkpoint) may be chosen on these: a number selected on its own test data means nothing.
-TEST_STAGES = frozenset({"stage_2_test_seen", "stage_2_test_unseen"})
+# The protocol's word on each stage, stated rather than left to the stage's name: validation may choose an epoch
+# or a beta, nothing is ever chosen on a test stage.
+STAGE_ROLES = {
+    "stage_1_train": SplitRole.TRAIN,
+    "stage_1_val_seen": SplitRole.VALIDATION,
+    "stage_1_val_unseen": SplitRole.VALIDATION,
+    "stage_2_train": SplitRole.TRAIN,
+    "stage_2_test_seen": SplitRole.TEST,
+    "stage_2_test_unseen": SplitRole.TEST,
+}
 
 _ALIASES = {"ucf": "UCF", "ucf101": "UCF", "activitynet": "ActivityNet", "vggsound": "VGGSound"}
 _NAME_MAP_FILES = {

@@ -39,6 +39,7 @@ from common.errors import InputError
 from common.files import sha256_file, write_csv, write_json, write_text
 from curate import encode
 from curate.config import SyntheticConfig, round_half_up
+from features.manifest import ManifestRow, write_manifest
 from text.class_embeddings import AVCA_TABLES
 
 __all__ = ["SyntheticSummary", "make_synthetic", "class_parameters"]
@@ -450,8 +451,9 @@ def make_synthetic(config: SyntheticConfig, progress: bool = False) -> Synthetic
             rate, channels = (0, 0) if i in no_audio else audio_format.get(i, (config.sample_rate_hz, 1))
             jobs.append(_ClipJob(out_dir / rel, tuple(params[c].items()), (config.seed, _STREAM_CLIP, table_index, k),
                                  n_frames, height, width, config.fps, rate, channels))
-            manifest.append([rel[:-len(".mp4")], rel, name, split, int(channels > 0), f"{n_frames / config.fps:.3f}",
-                             width, height, f"{config.fps:g}", rate, channels])
+            manifest.append(ManifestRow(rel[:-len(".mp4")], out_dir / rel, name, split, has_audio=channels > 0,
+                                        duration_s=n_frames / config.fps, width_px=width, height_px=height,
+                                        fps=float(config.fps), sample_rate_hz=rate, audio_channels=channels))
 
     for job in jobs:
         job.path.parent.mkdir(parents=True, exist_ok=True)
@@ -463,7 +465,7 @@ def make_synthetic(config: SyntheticConfig, progress: bool = False) -> Synthetic
     write_csv(out_dir / "classes.csv", header, classes_rows)
     seen = tuple(row[0] for row in classes_rows if row[1] == "seen")
     unseen = tuple(row[0] for row in classes_rows if row[1] == "unseen")
-    short_clip_id = manifest[short_clip][0]
+    short_clip_id = manifest[short_clip].clip_id
     record = {
         "render_version": RENDER_VERSION,
         # out_dir is left out: the same benchmark written elsewhere must be byte-identical.
@@ -481,9 +483,7 @@ def make_synthetic(config: SyntheticConfig, progress: bool = False) -> Synthetic
     write_json(out_dir / "benchmark.json", record)
     write_text(out_dir / "README.md", _readme(config, len(seen), len(unseen), n_clips, short_clip_id))
     # The manifest is written last: its presence means the benchmark is complete.
-    write_csv(out_dir / "manifest.csv", ["clip_id", "path", "class_name", "split", "has_audio", "duration_s",
-                                          "width_px", "height_px", "fps", "sample_rate_hz", "audio_channels"],
-               sorted(manifest))
+    write_manifest(out_dir / "manifest.csv", sorted(manifest, key=lambda row: row.clip_id), whole_files=True)
     summary = SyntheticSummary(out_dir, out_dir / "manifest.csv", tuple(sorted(seen)), tuple(sorted(unseen)),
                                n_clips, len(no_audio), len(portrait), short_clip_id, time.perf_counter() - start)
     logger.info("wrote %d clips (%d seen / %d unseen classes) to %s in %.1f s", n_clips, len(seen), len(unseen),

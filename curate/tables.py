@@ -9,24 +9,23 @@ folder can be moved or shared with annotators as a whole: `relative_path` writes
 | `filmstrips.csv` (index) | `curate filmstrips` | `INDEX_COLUMNS` |
 | `<reviewer>.csv` (sheet) | `curate sheets` | `SHEET_COLUMNS`, `label` (and a span) filled in by the reviewer |
 | `decisions.csv` | `curate merge` | clip_id, class_name, decision, yes / no / unsure, start_s, end_s, label_<name> |
-| `manifest.csv` | `curate build` | `MANIFEST_COLUMNS` (the extraction manifest plus group and sr) |
+| `manifest.csv` | `curate build` | the manifest contract (`features.manifest.ManifestRow`), with group, sr and media |
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import InputError
 from common.files import read_csv
 from curate.relatedness import DIFFICULTY_GROUPS
+from features.manifest import relative_path
 
 __all__ = [
     "CLASS_COLUMNS",
     "INDEX_COLUMNS",
     "SHEET_COLUMNS",
-    "MANIFEST_COLUMNS",
     "LABELS",
     "DECISIONS",
     "ClassRow",
@@ -48,9 +47,6 @@ INDEX_COLUMNS = ("clip_id", "class_name", "video", "start_s", "end_s", "filmstri
                  "sample_rate_hz", "audio_channels")
 # label: yes / no / unsure; start_s,end_s (optional, with a yes): the span showing the class, on the filmstrip's clock
 SHEET_COLUMNS = ("clip_id", "class_name", "video", "filmstrip", "pages", "label", "start_s", "end_s")
-# The manifest contract's six columns first (clip_id,path,class_name,split,start_s,end_s), then what build adds.
-MANIFEST_COLUMNS = ("clip_id", "path", "class_name", "split", "start_s", "end_s", "group", "sr", "has_audio",
-                    "duration_s", "width_px", "height_px", "fps", "sample_rate_hz", "audio_channels")
 
 
 @dataclass(frozen=True)
@@ -117,11 +113,6 @@ def read_decisions(path: Path) -> list[dict[str, str]]:
             raise InputError(f"{path} line {line}: decision {row['decision']!r} is not one of {DECISIONS}")
     return rows
 
-
-
-def relative_path(path: Path, base: Path) -> str:
-    """`path` relative to the folder `base`, with / separators (the manifest contract)."""
-    return Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix()
 
 
 def resolve_path(text: str, base: Path) -> Path:

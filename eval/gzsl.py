@@ -1,10 +1,9 @@
 """ZSL and GZSL of scored clips, raw and with calibrated stacking, and the metrics.json entries they give.
 
-Calibrated stacking (a constant beta added to seen-class distances, as AVCA-GZSL does) selects beta on a validation
-split only. `ValidationSplit` is the one input beta selection accepts; it is built by `ValidationSplit.build`, which
-refuses test splits ("unseen", "*test*") and clips that are also being evaluated, and `evaluate_gzsl` refuses a
-validation split that shares clips or unseen classes with the evaluated clips. So no code path can pick beta on the
-test data.
+Calibrated stacking selects beta on a validation split only. `ValidationSplit` is the one input
+beta selection accepts; it is built by `ValidationSplit.build`, which refuses test splits (`features.splits`) and
+clips that are also being evaluated, and `evaluate_gzsl` refuses a validation split that shares clips or unseen
+classes with the evaluated clips. So no code path can pick beta on the test data.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from common.errors import InputError
 from eval import metrics
 from eval.metrics import percent
 from eval.scoring import ClipScores, ClipSet
-from fusion.plan import is_test_split
+from features.splits import ROLES_BY_NAME, SplitRoles
 
 __all__ = ["ValidationSplit", "GZSLEvaluation", "evaluate_gzsl", "gzsl_metrics", "gzsl_rows"]
 
@@ -45,7 +44,8 @@ class ValidationSplit:
         self.unseen_names = unseen_names
 
     @classmethod
-    def build(cls, scores: ClipScores, name: str, run_classes: Sequence[str], evaluated: ClipSet) -> ValidationSplit:
+    def build(cls, scores: ClipScores, name: str, run_classes: Sequence[str], evaluated: ClipSet,
+              roles: SplitRoles = ROLES_BY_NAME) -> ValidationSplit:
         """Validation from scored clips: the run's training classes are its seen part, the others its unseen part.
 
         Args:
@@ -53,13 +53,14 @@ class ValidationSplit:
             name: the split's name (a store split, or a stage of the AVCA protocol).
             run_classes: the run's training classes.
             evaluated: the clips that will be evaluated with the chosen beta.
+            roles: the roles of split names (a protocol states its stages'; the naming rule otherwise).
 
         Raises:
             ValueError: a test split name, clips that are also evaluated, or a part without clips.
         """
-        if is_test_split(name) or any(is_test_split(str(s)) for s in set(scores.splits.tolist())):
-            raise InputError(f"validation split {name!r} is test data (split 'unseen' or '*test*'); beta is chosen on "
-                             "validation clips only")
+        if roles.test_splits([name, *(str(s) for s in set(scores.splits.tolist()))]):
+            raise InputError(f"validation split {name!r} is test data (split 'unseen' or a word 'test'); beta is "
+                             "chosen on validation clips only")
         if scores.clips.overlaps(evaluated):
             raise InputError(f"validation split {name!r} shares clips with the evaluated clips; beta must come from "
                              "clips that are not evaluated")

@@ -35,7 +35,7 @@ from extract.config import PROFILES, ExtractConfig
 from extract.outputs import ClipTokens
 from features.config import RunnerConfig
 from features.lease import StoreLease
-from features.manifest import ClipRecord, read_clip_list
+from features.manifest import ManifestRow, read_clip_list
 from features.store import DONE, FAILED, PENDING, StoreError, TokenStore, code_version, now_utc, package_versions
 
 __all__ = ["ExtractionSummary", "build_extract_config", "failures_csv_path", "run_extraction"]
@@ -137,7 +137,7 @@ def run_extraction(config: RunnerConfig) -> ExtractionSummary:
         return _run_holding_the_lease(config, clips, started)
 
 
-def _run_holding_the_lease(config: RunnerConfig, clips: Sequence[ClipRecord], started: float) -> ExtractionSummary:
+def _run_holding_the_lease(config: RunnerConfig, clips: Sequence[ManifestRow], started: float) -> ExtractionSummary:
     from extract.pipeline import ClipExtractor
 
     extractor = ClipExtractor(config.extract, video_weights=config.video_weights, audio_weights=config.audio_weights)
@@ -182,7 +182,7 @@ def _run_holding_the_lease(config: RunnerConfig, clips: Sequence[ClipRecord], st
     )
 
 
-def _open_or_create(config: RunnerConfig, clips: Sequence[ClipRecord], extractor) -> TokenStore:
+def _open_or_create(config: RunnerConfig, clips: Sequence[ManifestRow], extractor) -> TokenStore:
     layout = extractor.token_layout()
     extract_dict = config.extract.to_dict()
     if not config.out.exists():
@@ -206,7 +206,7 @@ def _open_or_create(config: RunnerConfig, clips: Sequence[ClipRecord], extractor
                          f"{', '.join(differences) or 'token layout'}); choose a new `out` or the same settings"
                          + (f" (the store's: {', '.join(settings)})" if settings else ""))
     same_clips = (store.clip_ids.tolist() == [c.clip_id for c in clips]
-                  and store.labels.tolist() == [c.label for c in clips]
+                  and store.labels.tolist() == [c.class_name for c in clips]
                   and store.splits.tolist() == [c.split for c in clips]
                   and store.segments(np.arange(store.num_clips)) == [c.segment for c in clips])
     if not same_clips:

@@ -58,7 +58,7 @@ from common.media import Segment
 from extract.outputs import ClipTokens, TokenLayout
 from features.chunks import ClipChunks, is_raw_per_clip, write_raw_chunks
 from features.config import StoreConfig
-from features.manifest import ClipRecord
+from features.manifest import ManifestRow
 
 __all__ = [
     "PENDING",
@@ -135,7 +135,7 @@ class TokenStore:
     def create(
         cls,
         path: str | Path,
-        clips: Sequence[ClipRecord],
+        clips: Sequence[ManifestRow],
         token_layout: TokenLayout,
         extract_config: dict,
         provenance: dict,
@@ -538,12 +538,13 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _clip_columns(clips: Sequence[ClipRecord]) -> tuple[np.ndarray, ...]:
+def _clip_columns(clips: Sequence[ManifestRow]) -> tuple[np.ndarray, ...]:
     return tuple(np.array(column, dtype=object) for column in (
-        [c.clip_id for c in clips], [str(c.path) for c in clips], [c.label for c in clips], [c.split for c in clips]))
+        [c.clip_id for c in clips], [str(c.path) for c in clips], [c.class_name for c in clips],
+        [c.split for c in clips]))
 
 
-def _segment_columns(clips: Sequence[ClipRecord]) -> tuple[np.ndarray, np.ndarray]:
+def _segment_columns(clips: Sequence[ManifestRow]) -> tuple[np.ndarray, np.ndarray]:
     bounds = np.array([(np.nan, np.nan) if c.segment is None else (c.segment.start_s, c.segment.end_s)
                        for c in clips], dtype=np.float64)  # (n, 2)
     return bounds[:, 0], bounds[:, 1]

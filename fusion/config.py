@@ -180,7 +180,7 @@ class TrainConfig:
     (a) `val_store` (its done clips, filtered by `val_splits` when given), (b) `val_splits` of `store`, or
     (c) `val_unseen_fraction` > 0: a deterministic share of the training classes held out as validation-unseen
     plus `val_seen_fraction` of the remaining classes' clips as validation-seen (AVCA stage-1 style). No
-    validation: only `last.pt` is written. Splits named "unseen" or containing "test" never validate.
+    validation: only `last.pt` is written. Test splits (`features.splits`) never validate.
     """
 
     store: Path  # the training token store

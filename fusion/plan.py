@@ -2,8 +2,8 @@
 their embeddings, and the sizes the head is built with (`plan_training(config)`).
 
 Nothing here trains or writes: the plan is a pure function of the config and the stores, so a resumed run
-plans exactly what the interrupted one did (`fusion.run_dir` checks it). Splits named "unseen" or containing
-"test" are test data: they never train, validate or select (`is_test_split`).
+plans exactly what the interrupted one did (`fusion.run_dir` checks it). Test splits (`features.splits`: named
+"unseen", or with a word "test") never validate or select.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from common.errors import InputError
+from features.splits import ROLES_BY_NAME, SplitRole
 from features.store import DONE, TokenStore
 from fusion.config import TrainConfig
 from fusion.model import ModelDims
@@ -23,18 +24,12 @@ from text.class_embeddings import EmbeddingSource, kinetics400_embeddings, load_
 from text.class_names import read_class_file
 from text.vocabulary import Vocabulary
 
-__all__ = ["KINETICS_CLASSES", "is_test_split", "ValidationSet", "ClipPlan", "ClassPlan", "TrainingPlan",
+__all__ = ["KINETICS_CLASSES", "ValidationSet", "ClipPlan", "ClassPlan", "TrainingPlan",
            "plan_training", "embedding_permutation"]
 
 logger = logging.getLogger(__name__)
 
 KINETICS_CLASSES = 400
-
-
-def is_test_split(split: str) -> bool:
-    """Whether clips of this split are test data: "unseen" (the synthetic benchmark) or any "*test*" name."""
-    name = split.strip().lower()
-    return name == "unseen" or "test" in name
 
 
 @dataclass(frozen=True)
@@ -146,8 +141,7 @@ def _plan_classes(config: TrainConfig, clips: ClipPlan, stores: Sequence[TokenSt
 
 
 def _is_test_unseen_split(split: str) -> bool:
-    name = split.strip().lower()
-    return name == "unseen" or ("test" in name and "unseen" in name)
+    return ROLES_BY_NAME.role(split) is SplitRole.TEST and "unseen" in split.lower()
 
 
 def _test_unseen_classes(store: TokenStore) -> set[str]:
@@ -219,7 +213,8 @@ def _plan_clips(config: TrainConfig, store: TokenStore, val_store: TokenStore | 
     leaked = sorted(set(class_names) & test_unseen)
     if leaked:
         raise InputError(f"{store.path}: classes {leaked[:10]} are training classes and also label test-unseen "
-                         "clips (split 'unseen' or '*test*unseen*'); the test-unseen classes must never be trained on")
+                         "clips (a test split with 'unseen' in its name); the test-unseen classes must never be "
+                         "trained on")
     class_id = {name: i for i, name in enumerate(class_names)}
     train_labels = np.asarray([class_id[name] for name in train_labels_text.tolist()], dtype=np.int64)
 
@@ -262,7 +257,7 @@ def _validation(
 ) -> ValidationSet:
     if not indices.size:
         raise InputError(f"validation ({description}): no done clips")
-    splits = sorted({str(s) for s in store.splits[indices].tolist() if is_test_split(str(s))})
+    splits = ROLES_BY_NAME.test_splits(str(s) for s in store.splits[indices].tolist())
     if splits:
         raise InputError(f"validation ({description}) would use clips of test split(s) {splits}; never select on "
                          "test data: name validation splits explicitly (`val_splits`) or hold out training classes "

@@ -44,6 +44,7 @@ from eval.config import AVCAProtocolConfig, MZSLProtocolConfig
 from eval.gzsl import ValidationSplit, evaluate_gzsl, gzsl_metrics, gzsl_rows
 from eval.metrics import EvalResult
 from eval.scoring import ClassEmbedder, ClipSet
+from features.splits import SplitRoles
 from fusion.predict import score_clips
 from workflows import leaks
 from workflows.zeroshot import write_outputs
@@ -424,7 +425,8 @@ def _validation(stage1: Path | None, store, indices: np.ndarray, name: str, eval
         raise InputError("calibrated stacking needs stage 1 (its validation clips choose beta)")
     model, info = _load(stage1, config, "best")
     scores = score_clips(model, info, store, indices, info.decision_rule, config.batch_size, config.device)
-    return ValidationSplit.build(scores, name, info.class_names, evaluated)
+    # AVCA's stages by the roles the protocol states for them; any other split by its name.
+    return ValidationSplit.build(scores, name, info.class_names, evaluated, SplitRoles(splits.STAGE_ROLES))
 
 
 def _holdout_indices(stage1: Path | None, store) -> np.ndarray:

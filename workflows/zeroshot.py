@@ -24,7 +24,7 @@ from eval.config import PlotConfig, ZeroShotConfig
 from eval.gzsl import GZSLEvaluation, ValidationSplit, evaluate_gzsl, gzsl_metrics, gzsl_rows
 from eval.metrics import EvalResult, percent
 from eval.scoring import ClassEmbedder, ClipSet
-from fusion.plan import is_test_split
+from features.splits import SplitRole, split_role
 from fusion.predict import score_clips
 from text.class_names import read_class_file
 
@@ -230,9 +230,9 @@ def _validation_split(model, info, store, evaluated: ClipSet, rule, config) -> V
             raise InputError(f"{val_store.path} holds {indices.size} of the run's {len(recorded['clip_ids'])} "
                              "validation clips; pass the store the run validated on (`val_store`)")
     else:
-        if is_test_split(config.val_split):
-            raise InputError(f"`val_split` {config.val_split!r} is test data (split 'unseen' or '*test*'); choose "
-                             "beta on a validation split")
+        if split_role(config.val_split) is SplitRole.TEST:
+            raise InputError(f"`val_split` {config.val_split!r} is test data (split 'unseen' or a word 'test'); "
+                             "choose beta on a validation split")
         val_store = TokenStore.open(config.val_store) if config.val_store is not None else store
         indices = val_store.indices(DONE, [config.val_split])
         if not indices.size:

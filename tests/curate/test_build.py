@@ -17,7 +17,8 @@ from curate.encode import write_mp4
 from curate.merge import merge_annotations
 from curate.render import make_filmstrips
 from curate.sheets import make_sheets
-from features.manifest import read_clip_list
+from curate.tables import read_class_table
+from features.manifest import read_clip_list, read_manifest
 
 # clip id -> (class, seconds, audio, candidate segment)
 _CLIPS = {
@@ -146,3 +147,17 @@ def test_videos_per_class_figure_keeps_small_groups_captions_apart():
     assert [b.get_height() for b in axes.patches] == [2] * 42
     _assert_readable(figure, axes, axes.texts)
     assert len(axes.get_title().splitlines()) > 1  # wrapped to the figure's width
+
+
+def test_the_manifest_carries_group_sr_and_media_in_the_contract_order(decided):
+    summary = _build(decided, "typed")
+    assert summary.manifest_path.read_text(encoding="utf-8").splitlines()[0] == (
+        "clip_id,path,class_name,split,start_s,end_s,group,sr,has_audio,duration_s,width_px,height_px,fps,"
+        "sample_rate_hz,audio_channels")
+    classes = {row.class_name: row for row in read_class_table(decided["table"])}
+    rows = read_manifest(summary.manifest_path)
+    assert len(rows) == summary.n_videos
+    for row in rows:
+        assert (row.split, row.group, row.sr) == ("unseen", classes[row.class_name].group,
+                                                  pytest.approx(classes[row.class_name].sr, abs=1e-6))
+        assert row.has_audio is not None and row.width_px > 0 and row.fps > 0 and row.duration_s > 0

@@ -477,7 +477,7 @@ def test_build_the_evaluation_set_from_synthetic_annotations(curation, tmp_path)
     assert len(records) == 6 and {r.split for r in records} == {"unseen"}
     for record in records:
         assert record.path == (curation["synthetic"].out_dir / synthetic[record.clip_id]["path"]).resolve()
-        assert record.label == synthetic[record.clip_id]["class_name"] and record.path.is_file()
+        assert record.class_name == synthetic[record.clip_id]["class_name"] and record.path.is_file()
     assert read_groups(summary.manifest_path) == {easy: "easy", medium: "medium", hard: "hard"}
 
     dropped = {row["clip_id"]: row["reason"] for row in _rows(summary.dropped_path)}
@@ -568,7 +568,7 @@ def test_cli_curate_end_to_end_from_a_class_folder(tmp_path, constructed_vectors
     records = read_clip_list(work / "final" / "manifest.csv")
     assert sorted(r.clip_id for r in records) == sorted(f"{c}/clip{k}" for c in ("xeasy", "xmedium", "xhard")
                                                        for k in range(2) if f"{c}/clip{k}" != "xhard/clip1")
-    assert all(r.path.is_file() and r.path.parent.name == r.label for r in records)
+    assert all(r.path.is_file() and r.path.parent.name == r.class_name for r in records)
 
 
 def test_cli_filmstrip_help_states_the_layout_defaults():

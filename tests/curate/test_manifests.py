@@ -67,7 +67,7 @@ def test_ucf_layout_finds_ids_lists_missing_and_ambiguous(tmp_path):
     assert sorted(c.clip_id for c in clips) == sorted(video_id for video_id, _ in held)
     for clip in clips:
         assert clip.split == first_stage[clip.clip_id] and clip.path.is_file()
-        assert clip.label in splits.load_class_split("UCF").all_classes
+        assert clip.class_name in splits.load_class_split("UCF").all_classes
         open_video(clip.path).close()
     assert {c.split for c in clips} == {"stage_1_train", "stage_2_test_unseen"}
     assert summary.found["stage_1_train"] == 2 and summary.found["stage_2_test_unseen"] == 1
@@ -94,7 +94,7 @@ def test_vggsound_cuts_by_id_or_by_start_and_end(tmp_path):
     clips = {clip.clip_id: clip for clip in read_clip_list(tmp_path / "vgg.csv")}
     assert clips.keys() == {by_id, by_seconds} and summary.found["stage_2_test_unseen"] == 2
     assert clips[by_seconds].path.name == f"{ytid}_{int(start)}_{int(start) + 10}.avi"
-    assert clips[by_id].label == label_a and clips[by_seconds].label == label_b
+    assert clips[by_id].class_name == label_a and clips[by_seconds].class_name == label_b
 
 
 def test_bad_input_writes_nothing(tmp_path):
@@ -139,7 +139,7 @@ def test_a_full_vggsound_video_gives_its_10_s_segment(tmp_path):
     _write_video(tmp_path / "full" / f"{ytid}.mp4")
     write_avca_manifest(AVCAManifestConfig(dataset="vggsound", videos=tmp_path / "full", out=tmp_path / "m.csv"))
     (clip,) = read_clip_list(tmp_path / "m.csv")
-    assert (clip.clip_id, clip.label, clip.split) == (video_id, label, "stage_1_val_unseen")
+    assert (clip.clip_id, clip.class_name, clip.split) == (video_id, label, "stage_1_val_unseen")
     assert clip.segment == Segment(int(start), int(start) + 10)
 
 
@@ -179,7 +179,7 @@ def test_ucf101_official_lists_give_train_and_test(tmp_path):
     summary = write_dataset_manifest(DatasetManifestConfig(dataset="ucf101", videos=root, lists=(lists,),
                                                            out=tmp_path / "ucf101.csv"))
     clips = {c.clip_id: c for c in read_clip_list(tmp_path / "ucf101.csv")}
-    assert {k: (c.label, c.split) for k, c in clips.items()} == {
+    assert {k: (c.class_name, c.split) for k, c in clips.items()} == {
         "v_ApplyEyeMakeup_g08_c01": ("ApplyEyeMakeup", "train"), "v_ApplyEyeMakeup_g01_c01": ("ApplyEyeMakeup", "test")}
     assert summary.found == {"train": 1, "test": 1} and summary.missing == {"train": 1, "test": 0}
     with pytest.raises(FileNotFoundError, match="trainlist02.txt not found"):
@@ -202,7 +202,7 @@ def test_vggsound_csv_cuts_and_full_videos(tmp_path):
     clips = {c.clip_id: c for c in read_clip_list(tmp_path / "vgg.csv")}
     assert clips["---g-f_I2yQ_000001"].segment is None and clips["---g-f_I2yQ_000001"].split == "test"
     assert clips["--0PQM4-hqg_000030"].segment == Segment(30, 40)
-    assert clips["--0PQM4-hqg_000030"].label == "waterfall burbling"
+    assert clips["--0PQM4-hqg_000030"].class_name == "waterfall burbling"
     csv_path.write_text("youtube_id,start_seconds,label,split\n")
     with pytest.raises(InputError, match="vggsound.csv:1: expected youtube_id,start_seconds,label,split"):
         write_dataset_manifest(DatasetManifestConfig(dataset="vggsound", videos=tmp_path / "v", lists=(csv_path,),
@@ -220,7 +220,7 @@ def test_activitynet_every_annotated_segment_is_a_clip(tmp_path):
     summary = write_dataset_manifest(DatasetManifestConfig(dataset="activitynet", videos=tmp_path / "v",
                                                            lists=(annotations,), out=tmp_path / "anet.csv"))
     clips = {c.clip_id: c for c in read_clip_list(tmp_path / "anet.csv")}
-    assert {k: (c.segment, c.split, c.label) for k, c in clips.items()} == {
+    assert {k: (c.segment, c.split, c.class_name) for k, c in clips.items()} == {
         "abcdefghijk_0": (Segment(1.0, 5.0), "training", "Surfing"),
         "abcdefghijk_1": (Segment(9.0, 12.5), "training", "Surfing")}
     assert summary.missing == {"training": 0, "validation": 1}
@@ -240,7 +240,7 @@ def test_kinetics_csvs_cut_files_and_full_videos(tmp_path):
     clips = {c.clip_id: c for c in read_clip_list(tmp_path / "kinetics.csv")}
     assert clips["--07WQ2iBlw_000001_000011"].segment is None
     assert clips["-0pBnwNKyZs_000035_000045"].segment == Segment(35, 45)
-    assert clips["-0pBnwNKyZs_000035_000045"].label == "air drumming"
+    assert clips["-0pBnwNKyZs_000035_000045"].class_name == "air drumming"
     val.write_text("youtube_id,start\nx,1\n")
     bad = CliRunner().invoke(cli, ["manifest", "kinetics", "--videos", str(tmp_path / "k"), "--csv", str(val),
                                    "--out", str(tmp_path / "k2.csv")])

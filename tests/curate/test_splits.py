@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from curate import splits
+from features.splits import SplitRole, split_role
 
 # data/README.md: class counts per stage (stage 1 train / val-unseen, stage 2 seen / unseen, cls-split unseen)
 _CLASSES = {
@@ -127,3 +128,17 @@ def test_bad_label_code_is_reported(tmp_path):
     (folder / "main_split" / "stage_1_val_unseen.txt").write_text("C\n")
     with pytest.raises(ValueError, match="test-unseen classes also in stage 1"):
         splits.load_class_split("UCF", root=tmp_path)
+
+
+@pytest.mark.parametrize(("name", "role"), [
+    ("stage_1_train", SplitRole.TRAIN), ("stage_1_val_seen", SplitRole.VALIDATION),
+    ("stage_1_val_unseen", SplitRole.VALIDATION), ("stage_2_train", SplitRole.TRAIN),
+    ("stage_2_test_seen", SplitRole.TEST), ("stage_2_test_unseen", SplitRole.TEST),
+])
+def test_every_avca_stage_has_its_role_by_name_and_as_stated(name, role):
+    assert split_role(name) is role
+    assert splits.STAGE_ROLES[name] is role
+
+
+def test_the_stated_avca_roles_cover_every_stage():
+    assert set(splits.STAGE_ROLES) == set(splits.STAGES)

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 import cli
 from curate import synthetic
 from curate.config import SyntheticConfig
+from features.manifest import read_manifest
 from text.class_embeddings import AVCA_TABLES
 
 # Small enough for seconds: 4 classes (3 seen / 1 unseen) x 2 clips of about 1 s.
@@ -238,3 +239,14 @@ def test_docs_describe_every_parameter(bench):
         cells = f"| `{name}` | PC{row['component']} | {row['modality']} |"
         assert cells in docs, cells
         assert cells in readme, cells
+
+
+def test_manifest_reads_back_typed_through_the_contract(bench, manifest):
+    out, summary = bench
+    rows = read_manifest(summary.manifest_path)
+    assert [row.clip_id for row in rows] == [row["clip_id"] for row in manifest]
+    assert all(row.segment is None and row.group is None and row.path == (out / f"{row.clip_id}.mp4").resolve()
+               for row in rows)
+    assert sum(not row.has_audio for row in rows) == summary.n_no_audio
+    assert all((row.sample_rate_hz == 0) == (not row.has_audio) for row in rows)
+    assert sum(row.height_px > row.width_px for row in rows) == summary.n_portrait

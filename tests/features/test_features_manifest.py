@@ -1,10 +1,11 @@
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from common.errors import InputError
 from common.media import Segment
-from features.manifest import read_clip_list
+from features.manifest import ManifestRow, read_clip_list, read_manifest, write_manifest
 
 
 def _touch(path: Path) -> Path:
@@ -20,7 +21,7 @@ def test_folder_scan_keeps_equal_stems_apart_and_labels_by_parent(tmp_path):
     _touch(tmp_path / "notes.txt")
     clips = read_clip_list(tmp_path)
     assert [c.clip_id for c in clips] == ["Archery/clip", "Bowling/clip", "top"]
-    assert [c.label for c in clips] == ["Archery", "Bowling", ""]
+    assert [c.class_name for c in clips] == ["Archery", "Bowling", ""]
     assert all(c.path.is_absolute() and c.path.exists() for c in clips)
 
 
@@ -30,7 +31,7 @@ def test_manifest_paths_are_relative_to_its_folder(tmp_path):
     clips = read_clip_list(tmp_path / "m.csv")
     assert [c.clip_id for c in clips] == ["a/x", "b/x"]
     assert clips[0].path == (tmp_path / "a" / "x.mp4").resolve()
-    assert (clips[1].label, clips[1].split) == ("cat", "unseen")
+    assert (clips[1].class_name, clips[1].split) == ("cat", "unseen")
 
 
 def test_single_media_file(tmp_path):
@@ -101,8 +102,51 @@ def test_candidate_lists_need_no_split_but_still_a_class(tmp_path):
     manifest = tmp_path / "candidates.csv"
     manifest.write_text("path,class_name\na.mp4,dog\nb.mp4,\n")
     with pytest.raises(InputError, match="1 bad row.*empty class_name on line.s. 3$"):
-        read_clip_list(manifest, required=("path", "class_name"))
+        read_clip_list(manifest, split_required=False)
     manifest.write_text("path,class_name\na.mp4,dog\n")
-    assert read_clip_list(manifest, required=("path", "class_name"))[0].split == ""
+    assert read_clip_list(manifest, split_required=False)[0].split == ""
     with pytest.raises(InputError, match="missing split"):
         read_clip_list(manifest)
+
+
+def test_descriptive_columns_are_read_typed(tmp_path):
+    (tmp_path / "m.csv").write_text("path,class_name,split,has_audio,duration_s,width_px,fps,sr,group\n"
+                                    "a.mp4,dog,seen,1,4.000,160,29.97,0.250000,easy\nb.mp4,cat,seen,0,,,,,\n")
+    described, blank = read_manifest(tmp_path / "m.csv")
+    assert (described.has_audio, described.duration_s, described.width_px, described.fps) == (True, 4.0, 160, 29.97)
+    assert (described.sr, described.group, described.height_px) == (0.25, "easy", None)
+    assert blank.has_audio is False and blank.duration_s is None and blank.group is None
+
+
+def test_descriptive_values_of_the_wrong_type_are_refused_with_their_lines(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,class_name,split,has_audio,width_px\na.mp4,dog,seen,yes,160\nb.mp4,dog,seen,1,1.5\n"
+                        "c.mp4,dog,seen,1,\n")
+    with pytest.raises(InputError, match=r"2 bad row.*has_audio not 0 or 1 on line.s. 2; width_px not a whole "
+                                         r"number on line.s. 3$"):
+        read_manifest(manifest)
+
+
+def test_written_manifest_has_the_contract_order_and_reads_back(tmp_path):
+    rows = [ManifestRow("b", tmp_path / "clips" / "b.mp4", "cat", "unseen", Segment(1.5, 11.5), group="hard",
+                        sr=0.7, has_audio=False, duration_s=10.0, width_px=320, height_px=240, fps=25.0,
+                        sample_rate_hz=0, audio_channels=0),
+            ManifestRow("a", tmp_path / "clips" / "a.mp4", "dog", "unseen", group="easy", sr=0.2)]
+    manifest = write_manifest(tmp_path / "m.csv", rows)
+    assert manifest.read_text(encoding="utf-8").splitlines() == [
+        "clip_id,path,class_name,split,start_s,end_s,group,sr,has_audio,duration_s,width_px,height_px,fps,"
+        "sample_rate_hz,audio_channels",
+        "b,clips/b.mp4,cat,unseen,1.5,11.5,hard,0.700000,0,10.000,320,240,25,0,0",
+        "a,clips/a.mp4,dog,unseen,,,easy,0.200000,,,,,,,",
+    ]
+    assert read_manifest(manifest) == [replace(rows[0], path=rows[0].path.resolve()),
+                                       replace(rows[1], path=rows[1].path.resolve())]
+
+
+def test_a_manifest_of_whole_files_has_no_segment_columns(tmp_path):
+    rows = [ManifestRow("x", tmp_path / "x.mp4", "dog", "seen", has_audio=True)]
+    assert (write_manifest(tmp_path / "m.csv", rows, whole_files=True).read_text(encoding="utf-8")
+            == "clip_id,path,class_name,split,has_audio\nx,x.mp4,dog,seen,1\n")
+    with pytest.raises(ValueError, match="whole files"):
+        write_manifest(tmp_path / "n.csv", [replace(rows[0], segment=Segment(0.0, 1.0))], whole_files=True)
+    assert not (tmp_path / "n.csv").exists()

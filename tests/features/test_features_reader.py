@@ -7,7 +7,7 @@ import torch
 
 from extract.outputs import TokenLayout
 from features.config import StoreConfig
-from features.manifest import ClipRecord
+from features.manifest import ManifestRow
 from features.reader import BatchReader, free_bytes, resident_bytes, resident_fits
 from features.store import TokenStore
 
@@ -16,7 +16,7 @@ LAYOUT = TokenLayout(views=1, video_tokens=2, video_dim=3, audio_tokens=2, audio
 
 @pytest.fixture
 def store(tmp_path):
-    clips = [ClipRecord(f"c{i}", Path(f"/c{i}.mp4"), "x", "seen") for i in range(11)]
+    clips = [ManifestRow(f"c{i}", Path(f"/c{i}.mp4"), "x", "seen") for i in range(11)]
     store = TokenStore.create(tmp_path / "s.zarr", clips, LAYOUT, {}, {})
     for i in range(11):
         store.write_clips([i], [SimpleNamespace(
@@ -70,7 +70,7 @@ VIEWS_LAYOUT = TokenLayout(views=3, video_tokens=2, video_dim=3, audio_tokens=2,
                         StoreConfig(compressor="none", shard_blocks=True)], ids=["raw", "zstd", "sharded"])
 def views_store(tmp_path, request):
     """Clip i, view v holds i + v / 10 in every video token."""
-    clips = [ClipRecord(f"c{i}", Path(f"/c{i}.mp4"), "x", "seen") for i in range(9)]
+    clips = [ManifestRow(f"c{i}", Path(f"/c{i}.mp4"), "x", "seen") for i in range(9)]
     store = TokenStore.create(tmp_path / "v.zarr", clips, VIEWS_LAYOUT, {}, {}, request.param)
     for i in range(9):
         video = np.stack([np.full((2, 3), i + v / 10) for v in range(3)]).astype(np.float16)

@@ -15,14 +15,14 @@ from extract.outputs import TokenLayout
 from features.chunks import DamagedClipError
 from features.config import StoreConfig
 from features.lease import StoreLease, lease_path
-from features.manifest import ClipRecord
+from features.manifest import ManifestRow
 from features.store import DONE, FAILED, PENDING, StoreError, TokenStore, open_dask_arrays
 
 LAYOUT = TokenLayout(views=2, video_tokens=3, video_dim=4, audio_tokens=5, audio_dim=6, kinetics_classes=7)
 
 
 def _clips(n):
-    return [ClipRecord(f"c{i}", Path(f"/data/c{i}.mp4"), f"class{i % 3}", "seen" if i % 2 else "unseen")
+    return [ManifestRow(f"c{i}", Path(f"/data/c{i}.mp4"), f"class{i % 3}", "seen" if i % 2 else "unseen")
             for i in range(n)]
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from extract.outputs import TokenLayout
-from features.manifest import ClipRecord
+from features.manifest import ManifestRow
 from features.store import TokenStore
 from text.class_names import tokenize_class_name
 
@@ -73,7 +73,7 @@ def make_store(
         phi = _phi(name, vectors)
         for k in range(clips_per_class):
             i = len(clips)
-            clips.append(ClipRecord(f"{split}/{name}/{k}", Path(f"/data/{i}.mp4"), name, split))
+            clips.append(ManifestRow(f"{split}/{name}/{k}", Path(f"/data/{i}.mp4"), name, split))
             has_audio = no_audio_every == 0 or i % no_audio_every != 0
             video = np.einsum("ndw,w->nd", video_map, phi)[None] + noise * rng.normal(
                 size=(layout["V"], layout["Nv"], layout["Dv"]))

@@ -73,9 +73,9 @@ def test_predict_refuses_pending_clips_and_other_layouts(run_dir, synthetic_stor
 
 
 def _record(clip_id):
-    from features.manifest import ClipRecord
+    from features.manifest import ManifestRow
 
-    return ClipRecord(clip_id, Path(f"/{clip_id}.mp4"), "dog barking", "seen")
+    return ManifestRow(clip_id, Path(f"/{clip_id}.mp4"), "dog barking", "seen")
 
 
 def test_load_run_errors(run_dir, synthetic_store, vectors_file, tmp_path):

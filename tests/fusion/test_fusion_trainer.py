@@ -24,6 +24,7 @@ from features.store import TokenStore
 from fusion import run_dir, trainer
 from fusion.config import ABLATIONS, FusionConfig, TrainConfig, apply_ablations
 from fusion.curves import training_curves_figure
+from fusion.plan import plan_training
 from fusion.trainer import train
 from text.class_embeddings import MissingWordsError
 
@@ -266,6 +267,15 @@ def test_validation_never_uses_test_data(synthetic_store, vectors_file, tmp_path
     leaky = kit.make_store(tmp_path / "leaky.zarr", vectors_file, clips_per_class=2, seen=kit.SEEN + ["playing piano"])
     with pytest.raises(ValueError, match="never be trained on"):
         train(_config(leaky, tmp_path / "d", vectors_file))
+
+
+def test_validation_split_named_like_test_by_substring_only_is_accepted(vectors_file, tmp_path, kit):
+    # the role comes from whole words of the name: "latest" and "contest" hold no word "test"
+    store = kit.make_store(tmp_path / "s.zarr", vectors_file, clips_per_class=2,
+                           extra_splits={"latest": ["dog barking"], "contest": ["dog barking"]})
+    plan = plan_training(_config(store, tmp_path / "a", vectors_file, val_unseen_fraction=0.0,
+                                 val_splits=("latest", "contest")))
+    assert sorted(set(store.splits[plan.clips.validation.indices].tolist())) == ["contest", "latest"]
 
 
 @pytest.mark.slow

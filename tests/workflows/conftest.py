@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from extract.outputs import TokenLayout
-from features.manifest import ClipRecord
+from features.manifest import ManifestRow
 from features.store import TokenStore
 from text.class_names import tokenize_class_name
 
@@ -66,7 +66,7 @@ def build_store(path: Path, vectors_file: Path | None, plan: list[tuple[str, str
             i = len(clips)
             clip_rng = np.random.default_rng([seed, i])
             cid = clip_id(name, split, k) if clip_id else f"{split}/{name}/{k}"
-            clips.append(ClipRecord(cid, Path(f"/data/{i}.mp4"), name, split))
+            clips.append(ManifestRow(cid, Path(f"/data/{i}.mp4"), name, split))
             video = np.einsum("ndw,w->nd", video_map, vector)[None] + noise * clip_rng.normal(
                 size=(layout["V"], layout["Nv"], layout["Dv"]))
             audio = np.einsum("ndw,w->nd", audio_map, vector) + noise * clip_rng.normal(size=(layout["Na"],

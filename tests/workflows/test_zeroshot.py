@@ -15,6 +15,7 @@ from eval import metrics
 from eval.config import PlotConfig, ZeroShotConfig
 from eval.gzsl import ValidationSplit, evaluate_gzsl
 from eval.scoring import ClassEmbedder, ClipScores, ClipSet
+from features.splits import SplitRole, SplitRoles
 from features.store import DONE, TokenStore
 from fusion.predict import score_clips
 from fusion.run_dir import load_run
@@ -115,6 +116,15 @@ def test_calibrated_stacking_takes_beta_from_validation(eval_run, eval_store):
 def test_beta_is_never_chosen_on_test_splits(eval_run, eval_store, split):
     with pytest.raises(ValueError, match="is test data"):
         run_zeroshot(_config(eval_run, eval_store, calibrated_stacking=True, val_split=split))
+
+
+def test_beta_follows_the_roles_a_protocol_states(eval_run, eval_store):
+    model, info = load_run(eval_run)
+    val_scores = score_clips(model, info, eval_store, eval_store.indices(DONE, ["val"]), "kinetics", 64, "cpu")
+    nothing = ClipSet.of(eval_store.identity, [])
+    assert ValidationSplit.build(val_scores, "val", info.class_names, nothing).name == "val"
+    with pytest.raises(ValueError, match="'val' is test data"):
+        ValidationSplit.build(val_scores, "val", info.class_names, nothing, SplitRoles({"val": SplitRole.TEST}))
 
 
 def test_calibrated_stacking_needs_a_validation_split(eval_run, eval_store):
