@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from common.settings import result_values
 from curate import splits
 from curate.relatedness import DIFFICULTY_GROUPS
 from eval import leaks, report
@@ -44,6 +45,7 @@ from eval.scoring import ClassEmbedder, ClipSet, score_clips
 from eval.zeroshot import write_outputs
 from extract.errors import InputError
 from extract.files import read_csv, write_json, write_text
+from fusion.config import TrainConfig
 
 __all__ = [
     "AVCA_STAGES",
@@ -64,8 +66,6 @@ _STAGE1_TRAIN, _STAGE1_VAL = ("stage_1_train",), ("stage_1_val_seen", "stage_1_v
 _STAGE2_TRAIN = _STAGE1_TRAIN + _STAGE1_VAL
 _TEST = ("stage_2_test_seen", "stage_2_test_unseen")
 _HEADLINE = tuple(key for key, _, _ in report.COLUMNS)
-# Config fields that do not change what a protocol computes: left out of the seed-group key.
-_FREE_FIELDS = ("seeds", "out", "device", "plots", "batch_size")
 
 
 @dataclass(frozen=True)
@@ -507,5 +507,7 @@ def _read_log(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _group_key(config) -> str:
-    values = {k: v for k, v in config.to_dict().items() if k not in _FREE_FIELDS}
-    return report.group_key(values)
+    """Protocols that differ only in their seeds share this key: what they compute (`affects_result`), the seeds
+    left out, and of the training options those a resume compares."""
+    values = {k: v for k, v in result_values(type(config), config.to_dict()).items() if k != "seeds"}
+    return report.group_key({**values, "train": result_values(TrainConfig, values["train"])})

@@ -1,0 +1,1 @@
+"""What every room uses: errors, files, threads, media, and the declaration of a setting."""
