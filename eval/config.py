@@ -124,9 +124,10 @@ class ZeroShotConfig:
                                help="Report folder: metrics, predictions, report.md, figures.")
     label: str | None = setting(None, help="Row name in reports (default: the run folder's name).")
     top_k: int = setting(5, help="Candidates listed per clip (open vocabulary).")
-    # Words of class names the run's vectors do not know: None keeps the run's rule; "skip" drops them from
-    # names the run never embedded (its own classes keep their recorded embeddings).
-    missing: str | None = setting(None)
+    missing: str | None = setting(None, choices=("error", "skip"),
+                                  help="New names with words the run's vectors lack: error, or skip those words "
+                                       "(the run's own classes keep their recorded embeddings; default: the run's "
+                                       "rule).")
     worst_classes: int = setting(5)  # classes shown with their confusions
     batch_size: int = setting(64, affects_result=False, help="Clips per forward pass.")
     device: str = setting("cpu", affects_result=False, choices=("cpu", "cuda"), help="Where the head runs.")
