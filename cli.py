@@ -17,8 +17,16 @@ from pathlib import Path
 import click
 
 from common.settings import Setting, setting_of
-from curate.config import BuildConfig, FilmstripConfig, FilmstripLayout, MergeConfig, SheetsConfig, SyntheticConfig
-from eval.config import AVCAImportConfig, ReportConfig, ZeroShotConfig
+from curate.config import (
+    BuildConfig,
+    FilmstripConfig,
+    FilmstripLayout,
+    MergeConfig,
+    RelatednessConfig,
+    SheetsConfig,
+    SyntheticConfig,
+)
+from eval.config import AVCAImportConfig, AVCAProtocolConfig, MZSLProtocolConfig, ReportConfig, ZeroShotConfig
 from eval.demo import DemoConfig
 from extract.config import ExtractConfig
 from extract.errors import InputError, is_user_error
@@ -413,13 +421,8 @@ _protocol_training_options = _options(
     click.option("--preset", default=None, help="Head size preset of train-fusion (e.g. default, demo)."),
     click.option("--ablation", "ablations", multiple=True, help="Ablation of train-fusion; repeatable."),
     _extra_option,
-    click.option("--calibrated-stacking", is_flag=True,
-                 help="Also report GZSL with beta chosen on the stage-1 validation clips."),
-    click.option("--seeds", type=INTEGERS, default="0", show_default=True,
-                 help="Comma-separated seeds; each runs every stage."),
-    click.option("--batch-size", default=64, show_default=True, type=int, help="Inference batch size."),
-    click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-                 help="Where training and inference run."),
+    # the same fields, with the same defaults, in both protocols' configs
+    _field_options(AVCAProtocolConfig, "calibrated_stacking", "seeds", "batch_size", "device"),
     click.option("--no-plots", is_flag=True, help="Skip the t-SNE and per-class accuracy figures."),
 )
 
@@ -443,17 +446,11 @@ def protocol_group() -> None:
 @protocol_group.command("avca")
 @click.option("--dataset", required=True, type=click.Choice(["UCF", "ActivityNet", "VGGSound"], case_sensitive=False),
               help="Benchmark whose shipped split files define the stages.")
-@click.option("--store", required=True, type=EXISTING_DIR,
-              help="Token store of the benchmark (clip_id = AVCA video id, split = its stage; see import-avca).")
-@click.option("--out", required=True, type=NEW_DIR,
-              help="Output folder (seed_<s>/stage1, stage2, test; metrics.json; summary.md).")
-@click.option("--split", type=click.Choice(["main_split", "cls_split"]), default="main_split", show_default=True,
-              help="main_split (SeLaVi features) or cls_split (C3D / VGGish).")
+@_field_options(AVCAProtocolConfig, "store", "out", "split", types={"store": EXISTING_DIR, "out": NEW_DIR})
 @_protocol_training_options
 @_user_errors
 def protocol_avca_command(dataset: str, store: Path, out: Path, split: str, **training) -> None:
     """AVCA two-stage protocol: select epoch (and beta) on stage-1 validation, retrain on train + val, test once."""
-    from eval.config import AVCAProtocolConfig
     from eval.protocols import run_avca_protocol
 
     config = AVCAProtocolConfig(dataset=dataset, store=store, out=out, split=split, **_protocol_settings(**training))
@@ -461,25 +458,14 @@ def protocol_avca_command(dataset: str, store: Path, out: Path, split: str, **tr
 
 
 @protocol_group.command("mzsl")
-@click.option("--train-store", required=True, type=EXISTING_DIR,
-              help="Token store of the benchmark dataset the head trains on (all its classes).")
-@click.option("--eval-store", required=True, type=EXISTING_DIR, help="Token store of the MZSL evaluation set (unseen).")
-@click.option("--groups", required=True, type=EXISTING_FILE,
-              help="CSV with class_name,group (easy / medium / hard), e.g. the evaluation set's manifest.")
-@click.option("--out", required=True, type=NEW_DIR, help="Output folder (seed_<s>/..., metrics.json, summary.md).")
-@click.option("--allow-overlap", is_flag=True, help="Run despite leak-check overlaps (recorded in metrics.json).")
-@click.option("--near-duplicates", is_flag=True, help="Leak check: also compare video fingerprints (decodes files).")
-@click.option("--train-splits", type=NAMES, default="train", show_default=True,
-              help="Comma-separated splits of --train-store that train the head.")
-@click.option("--test-split", default="test", show_default=True,
-              help="Split of --train-store that is the GZSL seen part ('none': ZSL only).")
-@click.option("--val-unseen-fraction", default=0.2, show_default=True, type=float,
-              help="Stage 1 holds out this share of training classes to choose the epoch (0: no stage 1).")
+@_field_options(MZSLProtocolConfig, "train_store", "eval_store", "groups", "out", "allow_overlap", "near_duplicates",
+                "train_splits", "test_split", "val_unseen_fraction", types={"train_store": EXISTING_DIR,
+                                                                            "eval_store": EXISTING_DIR,
+                                                                            "groups": EXISTING_FILE, "out": NEW_DIR})
 @_protocol_training_options
 @_user_errors
 def protocol_mzsl_command(out: Path, test_split: str, **options) -> None:
     """MZSL-50 protocol: train on a benchmark, ZSL by easy / medium / hard group and GZSL on the evaluation set."""
-    from eval.config import MZSLProtocolConfig
     from eval.protocols import run_mzsl_protocol
 
     test_split = None if test_split.lower() == "none" else test_split
@@ -613,23 +599,10 @@ _dataset_manifest_command("kinetics", "An official Kinetics CSV (label,youtube_i
 # --- curate: relatedness, and building an evaluation set ---------------------------------------------------
 
 
-# Options shared by relatedness and curate select: the seen lists and the embeddings (phi of eq. 1); build: edges.
-_edges_option = click.option("--edges", type=_CommaList(float), default="0.1,0.33,0.66,0.8", show_default=True,
-                             help="Upper SR bounds of overlap, easy, medium and hard.")
-_relatedness_options = _options(
-    click.option("--seen", type=NAMES, default=None,
-                 help="Seen lists: shipped names or class files (default: the six standard lists but the scored one)."),
-    _edges_option,
-    click.option("--embeddings", default="glove-6b-50d", show_default=True,
-                 help="Word vectors: glove-6b-50d, word2vec:PATH (binary or text), fasttext:PATH (.bin, mean of "
-                      "word vectors) or fasttext-phrase:PATH (vector of the whole name, as AVCA-GZSL)."),
-    click.option("--name-map", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                 help="CSV with columns original,manual: names rewritten before embedding (e.g. AVCA-GZSL's "
-                      "*_w2v_class_names.csv)."),
-    click.option("--missing", type=click.Choice(["error", "skip"]), default="error", show_default=True,
-                 help="Words not in the vectors: error lists them all; skip drops them from their names."),
-    click.option("--compare", default=None, help="A second source (e.g. minilm): both SR distributions side by side."),
-)
+# Options shared by relatedness and curate select (whose fields are the same): the seen lists, the embeddings (phi of
+# eq. 1) and the SR edges.
+_relatedness_options = _field_options(RelatednessConfig, "seen", "edges", "embeddings", "name_map", "missing",
+                                      "compare", types={"name_map": click.Path(dir_okay=False, path_type=Path)})
 
 
 @cli.command("relatedness")
@@ -642,7 +615,6 @@ _relatedness_options = _options(
 @_user_errors
 def relatedness_command(classes: str, out_dir: Path, **embedding) -> None:
     """Semantic relatedness SR of each class to the seen datasets (the paper's equation 1), its group and flags."""
-    from curate.config import RelatednessConfig
     from curate.relatedness import run_relatedness
 
     summary = run_relatedness(RelatednessConfig(classes=classes, out_dir=out_dir, **embedding))
@@ -737,8 +709,7 @@ def curate_merge_command(**options) -> None:
 @click.option("--out-dir", required=True, type=NEW_DIR, help="Folder for manifest.csv, classes.csv, dropped.csv, "
               "statistics.md, videos_per_class.png.")
 @_field_options(BuildConfig, "min_videos_per_class")
-@_edges_option
-@_field_options(BuildConfig, "require_audio")
+@_field_options(BuildConfig, "edges", "require_audio")
 @_user_errors
 def curate_build_command(**options) -> None:
     """Write the evaluation set: manifest (split unseen, group, SR), class table, Table 2 / Fig. 3 statistics."""

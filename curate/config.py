@@ -137,16 +137,21 @@ class RelatednessConfig:
     classes: str = setting()  # a class file (one name per line, # comments) or the name of a shipped list, e.g.
     # "ucf101"
     out_dir: Path = setting(affects_result=False)  # output folder (created): relatedness.{csv,png,md,json}
-    # seen class lists: shipped list names and / or class files (the researcher's own training classes);
-    # None: `curate.relatedness.default_seen(classes)`
-    seen: tuple[str, ...] | None = setting(None)
-    embeddings: str = setting(DEFAULT_SPEC)  # embedding source spec (word vectors: a table embeds only its own names)
-    name_map: Path | None = setting(None)  # CSV original,manual applied to every name before embedding
-    missing: str = setting("error")  # words missing from the vectors: "error" or "skip" (drop them)
-    # A second embedding source: the SR distributions under both, side by side (relatedness_compare.png)
-    compare: str | None = setting(None)
-    edges: tuple[float, ...] = setting((0.1, 0.33, 0.66, 0.8))  # upper SR bounds of overlap, easy, medium, hard (the
-    # paper's)
+    seen: tuple[str, ...] | None = setting(None, help="Seen lists: shipped names or class files (the researcher's own "
+                                                      "training classes; default: the six standard lists but the "
+                                                      "scored one, `curate.relatedness.default_seen`).")
+    embeddings: str = setting(DEFAULT_SPEC,
+                              help="Word vectors: glove-6b-50d, word2vec:PATH (binary or text), fasttext:PATH (.bin, "
+                                   "mean of word vectors) or fasttext-phrase:PATH (vector of the whole name, as "
+                                   "AVCA-GZSL); a table embeds only its own names.")
+    name_map: Path | None = setting(None, help="CSV with columns original,manual: names rewritten before embedding "
+                                               "(e.g. AVCA-GZSL's *_w2v_class_names.csv).")
+    missing: str = setting("error", choices=("error", "skip"),
+                           help="Words not in the vectors: error lists them all; skip drops them from their names.")
+    compare: str | None = setting(None, help="A second source (e.g. minilm): both SR distributions side by side "
+                                             "(relatedness_compare.png).")
+    edges: tuple[float, ...] = setting((0.1, 0.33, 0.66, 0.8),
+                                       help="Upper SR bounds of overlap, easy, medium and hard (the paper's).")
 
     def __post_init__(self) -> None:
         if not self.classes.strip():
@@ -328,8 +333,9 @@ class BuildConfig:
     out_dir: Path = setting(affects_result=False)  # manifest.csv, classes.csv, dropped.csv, statistics.md,
     # videos_per_class.png, build.json
     min_videos_per_class: int = setting(1, help="Drop classes with fewer kept videos (with their videos; noted).")
-    edges: tuple[float, ...] = setting((0.1, 0.33, 0.66, 0.8))  # SR group bounds the table's groups must agree with
-    # (select's)
+    edges: tuple[float, ...] = setting((0.1, 0.33, 0.66, 0.8),
+                                       help="Upper SR bounds of overlap, easy, medium and hard: the class table's "
+                                            "groups must agree with them (curate select's).")
     require_audio: bool = setting(False, help="Drop videos without an audio track (reported per class anyway).")
 
     def __post_init__(self) -> None:

@@ -195,17 +195,22 @@ class AVCAProtocolConfig:
     """
 
     dataset: str = setting()  # "UCF", "ActivityNet" or "VGGSound"
-    store: Path = setting()
-    out: Path = setting(affects_result=False)
-    split: str = setting("main_split")  # "main_split" (SeLaVi features) or "cls_split" (C3D / VGGish)
+    store: Path = setting(help="Token store of the benchmark (clip_id = AVCA video id, split = its stage; see "
+                               "import-avca).")
+    out: Path = setting(affects_result=False,
+                        help="Output folder (seed_<s>/stage1, stage2, test; metrics.json; summary.md).")
+    split: str = setting("main_split", choices=("main_split", "cls_split"),
+                         help="main_split (SeLaVi features) or cls_split (C3D / VGGish).")
     train: dict = setting(factory=dict)  # TrainConfig / FusionConfig fields (epochs, lr, width, ...)
     preset: str | None = setting(None)  # fusion.config.PRESETS head size
     ablations: tuple[str, ...] = setting(())  # fusion.config.ABLATIONS names
-    calibrated_stacking: bool = setting(False)  # also choose beta on stage-1 validation and apply it to the test
+    calibrated_stacking: bool = setting(False, help="Also report GZSL with beta chosen on the stage-1 validation "
+                                                    "clips and applied to the test.")
     betas: tuple[float, ...] = setting(DEFAULT_BETAS)
-    seeds: tuple[int, ...] = setting((0,))  # one full two-stage run per seed; reports give mean +- std
-    device: str = setting("cpu", affects_result=False)
-    batch_size: int = setting(64, affects_result=False)  # inference batch size
+    seeds: tuple[int, ...] = setting((0,), help="Seeds; each runs every stage (reports give mean +- std).")
+    device: str = setting("cpu", affects_result=False, choices=("cpu", "cuda"),
+                          help="Where training and inference run.")
+    batch_size: int = setting(64, affects_result=False, help="Inference batch size.")
     plots: PlotConfig = setting(factory=PlotConfig, affects_result=False)
     splits_root: Path | None = setting(None)  # folder holding <DS>/class-split (None: the shipped data/avgzsl)
 
@@ -233,13 +238,16 @@ class MZSLProtocolConfig:
     benchmark's test clips (`test_split` of `train_store`), unseen = the evaluation set.
     """
 
-    train_store: Path = setting()
-    eval_store: Path = setting()
-    groups: Path = setting()  # CSV with columns class_name,group (easy / medium / hard)
-    out: Path = setting(affects_result=False)
-    train_splits: tuple[str, ...] = setting(("train",))  # clips of train_store that train the head
-    test_split: str | None = setting("test")  # clips of train_store forming the GZSL seen part (None: ZSL only)
-    val_unseen_fraction: float = setting(0.2)  # stage 1: share of training classes held out to choose the epoch
+    train_store: Path = setting(help="Token store of the benchmark dataset the head trains on (all its classes).")
+    eval_store: Path = setting(help="Token store of the MZSL evaluation set (unseen).")
+    groups: Path = setting(help="CSV with class_name,group (easy / medium / hard), e.g. the evaluation set's "
+                                "manifest.")
+    out: Path = setting(affects_result=False, help="Output folder (seed_<s>/..., metrics.json, summary.md).")
+    train_splits: tuple[str, ...] = setting(("train",), help="Splits of `train_store` that train the head.")
+    test_split: str | None = setting("test", help="Split of `train_store` whose clips are the GZSL seen part (none: "
+                                                  "ZSL only).")
+    val_unseen_fraction: float = setting(0.2, help="Stage 1 holds out this share of training classes to choose the "
+                                                   "epoch (0: no stage 1).")
     val_seen_fraction: float = setting(0.2)  # stage 1: share of the other classes' clips held out as validation-seen
     train: dict = setting(factory=dict)
     preset: str | None = setting(None)
@@ -250,8 +258,9 @@ class MZSLProtocolConfig:
     device: str = setting("cpu", affects_result=False)
     batch_size: int = setting(64, affects_result=False)
     plots: PlotConfig = setting(factory=PlotConfig, affects_result=False)
-    allow_overlap: bool = setting(False)  # run although the leak check (eval.leaks) finds overlaps; they are recorded
-    near_duplicates: bool = setting(False)  # the leak check also compares video fingerprints (decodes every file)
+    allow_overlap: bool = setting(False, help="Run although the leak check (eval.leaks) finds overlaps; they are "
+                                              "recorded in metrics.json.")
+    near_duplicates: bool = setting(False, help="Leak check: also compare video fingerprints (decodes every file).")
 
     def __post_init__(self) -> None:
         if not self.train_splits:
