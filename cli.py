@@ -1,7 +1,9 @@
 """Command line of the MZST toolkit: `python cli.py --help`.
 
 This module only parses options, builds the stage's config dataclass and calls one public function of the
-stage. Heavy imports (torch, zarr, dask) happen inside the commands so that `--help` stays fast.
+stage. An option that sets a config field is built from that field's declaration (`common.settings.setting`:
+default, help, flag, choices), so the config modules are imported here; they import no torch, zarr or dask.
+Heavy imports happen inside the commands so that `--help` stays fast.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ _FLAG = "flag"
 _CHOICES = "choices"
 
 
-def setting(default: Any = MISSING, *, factory: Callable[[], Any] | Any = MISSING, help: str | None = None,
+def setting(default: Any = MISSING, *, factory: Callable[[], Any] = MISSING, help: str | None = None,
             affects_result: bool = True, flag: str | None = None, choices: tuple | None = None) -> Any:
     """A dataclass field with its facts: `x: int = setting(3, help="...", affects_result=False)`.
 
