@@ -1,7 +1,9 @@
 """Command line of the MZST toolkit: `python cli.py --help`.
 
 This module only parses options, builds the stage's config dataclass and calls one public function of the
-stage. Heavy imports (torch, zarr, dask) happen inside the commands so that `--help` stays fast.
+stage. An option that sets a config field is built from that field's declaration (`common.settings.setting`:
+default, help, flag, choices), so the config modules are imported here; they import no torch, zarr or dask.
+Heavy imports happen inside the commands so that `--help` stays fast.
 """
 
 from __future__ import annotations
@@ -11,12 +13,28 @@ import json
 import logging
 import re
 import sys
+from dataclasses import MISSING
 from pathlib import Path
 
 import click
 
 from common.errors import InputError, is_user_error
+from common.settings import Setting, setting_of
 from common.threads import set_requested_threads
+from curate.config import (
+    BuildConfig,
+    FilmstripConfig,
+    FilmstripLayout,
+    MergeConfig,
+    RelatednessConfig,
+    SheetsConfig,
+    SyntheticConfig,
+)
+from eval.config import AVCAImportConfig, AVCAProtocolConfig, MZSLProtocolConfig, ReportConfig, ZeroShotConfig
+from extract.config import ExtractConfig
+from features.config import RunnerConfig, StoreConfig
+from fusion.config import FusionConfig, TrainConfig
+from workflows.demo import DemoConfig
 
 # A config field named in a library message: `resume`, `resume=True`, `se_target='class'` (common.errors).
 _FIELD = re.compile(r"`([a-z_][a-z0-9_]*)(?:=([^`]*))?`")
@@ -113,6 +131,75 @@ def _options(*options):
     return apply
 
 
+class _FieldOption(click.Option):
+    """An option built from the declaration (`common.settings.setting`) of a field of the config class `config`."""
+
+    def __init__(self, *args, config: type, setting: Setting, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.config, self.setting = config, setting
+
+
+def _shown(setting: Setting) -> str:
+    """A field's default as `--help` shows it ("" when there is nothing to show)."""
+    default = setting.default
+    if default is MISSING or default is None or default is False or default in ("", ()):
+        return ""
+    if default is True:
+        return setting.flag.removeprefix("--")
+    return ",".join(map(str, default)) if setting.sequence else str(default)
+
+
+def _field_options(config_cls: type, *names: str, keep_base: bool = False, types: dict | None = None):
+    """Options for fields of `config_cls`, each with the flag, type, choices, default and help its declaration gives.
+
+    A bool field is a flag (`--x/--no-x` when it defaults to True); a tuple field takes comma-separated values; a
+    path takes any path unless `types` names a click type for it. With `keep_base` an option is None unless given
+    (the command starts from a recorded config, a preset or a protocol's own values) and its help still shows the
+    field's default. A backticked field name in a help text becomes that field's option.
+    """
+
+    def build(name: str) -> click.Option:
+        setting = setting_of(config_cls, name)
+        if setting.help is None:
+            raise TypeError(f"{config_cls.__name__}.{name} declares no help for the command line")
+        text = re.sub(r"`(\w+)`", lambda m: _flag_of(config_cls, m.group(1)) or m.group(0), setting.help)
+        required, shown = setting.required and not keep_base, _shown(setting)
+        decls, kwargs = [setting.flag, name], {}
+        if not required:  # click takes a given default, even None, as the value of a required option
+            kwargs["default"] = None if keep_base else setting.default
+        if setting.value_type is bool and setting.default is True:
+            decls[0] = f"{setting.flag}/--no-{setting.flag.removeprefix('--')}"
+        elif setting.value_type is bool:
+            kwargs["is_flag"] = True
+        else:
+            kwargs["type"] = (types or {}).get(name) or _click_type(setting)
+            if setting.sequence and kwargs.get("default") is not None:
+                kwargs["default"] = shown
+        if keep_base and shown:  # click would show a string default in parentheses: written as click writes values
+            text += f"  [default: {shown}]"
+        return click.option(*decls, cls=_FieldOption, config=config_cls, setting=setting, required=required,
+                            show_default=bool(shown) and not keep_base, help=text, **kwargs)
+
+    return _options(*(build(name) for name in names))
+
+
+def _click_type(setting: Setting) -> click.ParamType | type:
+    if setting.choices:
+        return click.Choice(setting.choices)
+    if setting.sequence:
+        return _CommaList(setting.value_type)
+    return ANY_PATH if setting.value_type is Path else setting.value_type
+
+
+def _flag_of(config_cls: type, name: str) -> str | None:
+    """The option of a field the command line sets (one with help), else None."""
+    try:
+        setting = setting_of(config_cls, name)
+    except (KeyError, TypeError):
+        return None
+    return setting.flag if setting.help is not None else None
+
+
 def _extra_option_for(fields: str, example: str):
     return click.option("--option", "extra", multiple=True, type=_KeyValue(),
                         help=f"Any other {fields} field as KEY=VALUE (JSON), e.g. --option {example}; repeatable.")
@@ -141,23 +228,10 @@ def cli(verbose: bool, threads: int | None) -> None:
 # Each command: options -> config dataclass -> one library call -> a one-line summary.
 
 
-# Option defaults repeat curate.config.SyntheticConfig's so that --help shows them without importing the
-# library; tests/curate/test_synthetic.py checks that they agree.
 @cli.command("make-synthetic")
 @click.argument("out_dir", type=NEW_DIR)
-@click.option("--classes", type=int, default=24, show_default=True,
-              help="Number of classes drawn from the embedding table.")
-@click.option("--clips-per-class", type=int, default=8, show_default=True, help="Clips rendered per class.")
-@click.option("--seconds", type=float, default=4.0, show_default=True,
-              help="Nominal clip length in seconds; each clip lasts seconds x U(0.75, 1.25).")
-@click.option("--unseen-fraction", type=float, default=0.25, show_default=True,
-              help="Share of the classes held out as unseen.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the class draw, the split and every clip; same seed, same bytes.")
-@click.option("--embedding-table", type=click.Choice(["vggsound", "ucf", "activitynet"]), default="vggsound",
-              show_default=True, help="Shipped 300-d class-name embeddings the classes come from.")
-@click.option("--workers", type=int, default=2, show_default=True,
-              help="Processes rendering and encoding clips (the output does not depend on it).")
+@_field_options(SyntheticConfig, "classes", "clips_per_class", "seconds", "unseen_fraction", "seed", "embedding_table",
+                "workers")
 @_user_errors
 def make_synthetic(out_dir: Path, **options) -> None:
     """Render the built-in synthetic audio-visual benchmark into OUT_DIR.
@@ -165,7 +239,6 @@ def make_synthetic(out_dir: Path, **options) -> None:
     Real H.264 / AAC mp4 clips whose picture and sound are a fixed function of real class names' embeddings,
     plus manifest.csv, classes.csv, benchmark.json and README.md (docs/synthetic.md).
     """
-    from curate.config import SyntheticConfig
     from curate.synthetic import make_synthetic
 
     config = SyntheticConfig(out_dir=out_dir, **options)
@@ -179,22 +252,17 @@ def make_synthetic(out_dir: Path, **options) -> None:
 
 
 @cli.command("demo")
-@click.option("--out", type=NEW_DIR, default=Path("runs/demo"), show_default=True,
-              help="Folder for the benchmark, store, runs and report; a second run reuses what is finished.")
-@click.option("--seeds", type=INTEGERS, default="0,1,2", show_default=True,
-              help="Comma-separated training seeds (mean +- std).")
-@click.option("--epochs", type=int, default=40, show_default=True, help="Training epochs per run.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+@_field_options(DemoConfig, "out", "seeds", "epochs", "progress", types={"out": NEW_DIR})
 @_user_errors
-def demo_command(out: Path, seeds: tuple[int, ...], epochs: int, progress: bool) -> None:
+def demo_command(**options) -> None:
     """Run the whole pipeline on the built-in synthetic benchmark and print the ZSL / GZSL table.
 
     make-synthetic -> extract (cpu-small, random-init backbones) -> train-fusion (one run per seed, plus a control
     with shuffled class embeddings) -> zeroshot -> OUT/demo_results.json and OUT/report/.
     """
-    from workflows.demo import DemoConfig, run_demo
+    from workflows.demo import run_demo
 
-    result = run_demo(DemoConfig(out=out, seeds=seeds, epochs=epochs, progress=progress))
+    result = run_demo(DemoConfig(**options))
     r = result.results
     click.echo(f"\n{r['note']}\n\n{result.table}\n")
     click.echo(f"ZSL {r['zsl']:.2f}% = {r['zsl_over_chance']:.1f}x chance ({r['chance_zsl']:.2f}%); control "
@@ -206,48 +274,28 @@ def demo_command(out: Path, seeds: tuple[int, ...], epochs: int, progress: bool)
 
 
 @cli.command("extract")
-@click.option("--videos", required=True, type=ANY_PATH,
-              help="A manifest CSV (clip_id,path,class_name,split[,start_s,end_s]), a folder, or a video.")
-@click.option("--out", required=True, type=ANY_PATH,
-              help="Token store to create, or to resume when it exists (same config and clip list).")
-@click.option("--gpus", type=int, default=0, show_default=True,
-              help="GPUs to use: one Dask worker process per GPU (0: CPU).")
-@click.option("--workers", type=int, default=1, show_default=True,
-              help="CPU worker processes when --gpus 0 (1 runs in this process).")
-@click.option("--scheduler", default=None, help="Address of an existing Dask scheduler to run on (multi-node).")
+@_field_options(RunnerConfig, "videos", "out", "gpus", "workers", "scheduler")
 @click.option("--profile", type=click.Choice(["paper", "mvit-1x5", "cpu-small"]), default="paper", show_default=True,
               help="Extraction preset (docs/extract.md): paper = 3 crops x 4 views, MViT-v2-S + AST ViT-B.")
 @click.option("--crops", type=click.Choice(["1", "3"]), default=None, help="Crops per temporal view (profile's).")
 @click.option("--temporal-views", type=int, default=None,
               help="Temporal views per clip (profile's); a clip has crops x temporal views views in all.")
-@click.option("--video-weights", type=EXISTING_FILE, default=None,
-              help="MViT-v2-S weights in torchvision format (default: the torch hub cache).")
-@click.option("--audio-weights", type=click.Path(exists=True, path_type=Path), default=None,
-              help="AST weights (file or HF model folder): original AST, HF transformers, or timm DeiT-base-384.")
-@click.option("--random-init", is_flag=True, help="Random backbones instead of weights (recorded in the store).")
-@click.option("--full-tokens", is_flag=True, help="Keep every token (about 8.7 MiB per clip) instead of pooled ones.")
-@click.option("--retry-failed", is_flag=True, help="Also retry clips that failed in an earlier run.")
-@click.option("--compile", is_flag=True, help="torch.compile the backbones (GPU runs).")
 @click.option("--batch-views", type=int, default=None, help="Video views per backbone forward (profile's).")
-@click.option("--clips-per-block", type=int, default=None,
-              help="Clips per unit of work and per status chunk (default 32; fixed when the store is created).")
-@click.option("--shard", is_flag=True, help="Bundle each block's chunks into one Zarr shard file (fewer files).")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-@click.option("--wait", is_flag=True, help="If another extract holds the store, wait for it instead of stopping.")
-@click.option("--strict", "strict_media", is_flag=True,
-              help="Fail files that decode only in part (default: keep the decodable part).")
+@_field_options(RunnerConfig, "video_weights", "audio_weights", "retry_failed", "progress", "wait",
+                types={"video_weights": EXISTING_FILE, "audio_weights": click.Path(exists=True, path_type=Path)})
+@_field_options(ExtractConfig, "random_init", "full_tokens", "compile", "strict_media")
+@_field_options(StoreConfig, "clips_per_block", "shard_blocks")
 @_extra_option_for("extraction (extract/config.py; video.X for a view setting)", "precision=fp32")
 @_user_errors
-def extract_command(videos: Path, out: Path, crops: str | None, clips_per_block: int | None, shard: bool, extra,
+def extract_command(videos: Path, out: Path, crops: str | None, clips_per_block: int, shard_blocks: bool, extra,
                     **options) -> None:
     """Run the frozen backbones over every clip into a Zarr token store (resumable; bad clips are recorded)."""
-    from features.config import RunnerConfig, StoreConfig
     from features.runner import build_extract_config, run_extraction
 
     run = {name: options.pop(name) for name in ("workers", "scheduler", "video_weights", "audio_weights",
                                                 "retry_failed", "progress", "wait")} | {"gpus": options["gpus"]}
     extract = build_extract_config(crops=int(crops) if crops else None, options=dict(extra), **options)
-    store = StoreConfig(**({"clips_per_block": clips_per_block} if clips_per_block else {}), shard_blocks=shard)
+    store = StoreConfig(clips_per_block=clips_per_block, shard_blocks=shard_blocks)
     summary = run_extraction(RunnerConfig(videos=videos, out=out, extract=extract, store=store, **run))
     click.echo(f"{summary.store}: {summary.extracted} extracted, {summary.failed} failed, {summary.skipped} skipped, "
                f"{summary.pending} pending of {summary.clips} clips; {summary.clips_per_second:.2f} clips/s in "
@@ -298,60 +346,24 @@ _training_options = _options(
                  help="Paper ablation (Tables 7, 8; repeatable): concat = no fusion, no-text = bottleneck without "
                       "text, no-se = SE regresses phi(class) only, no-mlm, normalised embeddings, one modality, "
                       "task = L_TASK only (ConSE), sequential = eq. 2's fusion order, eq5 = SE weight 1."),
-    click.option("--val-store", type=ANY_PATH, default=None, help="A separate validation store."),
-    click.option("--val-split", "val_splits", type=NAMES, default=None,
-                 help="Comma-separated validation split(s) of --store (or of --val-store); never a test split."),
-    click.option("--val-unseen-fraction", type=float, default=None,
-                 help="Hold out this share of the training classes as validation-unseen (plus --val-seen-fraction of "
-                      "the other classes' clips as validation-seen); for stores with only seen / unseen splits."),
-    click.option("--val-seen-fraction", type=float, default=None,
-                 help="With --val-unseen-fraction: share of each kept class's clips held out as validation-seen "
-                      "(default 0.2)."),
+    _field_options(TrainConfig, "val_store", "val_splits", "val_unseen_fraction", "val_seen_fraction", keep_base=True),
     click.option("--select-by", type=click.Choice(["gzsl_hm", "calibrated_gzsl_hm", "zsl"]), default=None,
                  help="Validation score that picks best.pt: HM after calibrated stacking with beta chosen on the "
                       "validation data (default; AVCA stage 1), raw GZSL HM, or ZSL; ties go to the higher ZSL."),
-    click.option("--test-seen-fraction", type=float, default=None,
-                 help="Hold out this share of each training class's clips as test-seen (never trained or validated "
-                      "on; zeroshot scores them as GZSL's seen part); for stores with only seen / unseen splits."),
-    click.option("--shuffle-class-embeddings", is_flag=True, default=None,
-                 help="Control run: train on a permutation of the training classes' embeddings (ZSL falls to chance)."),
-    click.option("--train-splits", type=NAMES, default=None,
-                 help="Comma-separated store splits that train the head (default seen)."),
-    click.option("--classes", "classes_file", type=ANY_PATH, default=None,
-                 help="Training class list, one per line, class id = line order (default: sorted training labels)."),
-    click.option("--embeddings", default=None,
-                 help="Class-name embeddings: glove-6b-50d (default), word2vec:PATH, fasttext:PATH, avca:ucf|..."),
-    click.option("--name-map", type=ANY_PATH, default=None, help="CSV original,manual: names rewritten first."),
-    click.option("--missing", type=click.Choice(["error", "skip"]), default=None, help="Unknown words: error or skip."),
-    click.option("--se-target", type=click.Choice(["kinetics+class", "class"]), default=None,
-                 help="SE regression target: phi(s_v) + phi(class) (paper, default) or phi(class) only."),
-    click.option("--view-mode", type=click.Choice(["ensemble", "mean"]), default=None,
-                 help="ensemble (default): one random view per step, mean of f(x) over views at inference; "
-                      "mean: tokens averaged over views."),
-    click.option("--conse-top-t", type=int, default=None, help="T of ConSE, for heads without SE (default 10)."),
-    click.option("--epochs", type=int, default=None, help="Training epochs (default 100)."),
-    click.option("--batch-size", type=int, default=None, help="Clips per step (default 64)."),
-    click.option("--lr", type=float, default=None, help="Peak AdamW learning rate (default 1e-4)."),
-    click.option("--weight-decay", type=float, default=None, help="AdamW decay of weight matrices (default 0.05)."),
-    click.option("--lr-schedule", type=click.Choice(["cosine", "step"]), default=None,
-                 help="After linear warmup: cosine decay (default) or x0.1 steps after epochs 20 and 40."),
-    click.option("--warmup-epochs", type=float, default=None, help="Linear warmup length in epochs (default 2)."),
-    click.option("--grad-clip-norm", type=float, default=None, help="Gradient norm clipping, 0 = off (default 1.0)."),
-    click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
-                 help="cpu (default) or cuda (bf16 autocast); no silent fallback."),
-    click.option("--progress/--no-progress", default=None, help="Show a progress bar (default on)."),
+    _field_options(TrainConfig, "test_seen_fraction", "shuffle_class_embeddings", "train_splits", "classes_file",
+                   "embeddings", "name_map", "missing", keep_base=True),
+    _field_options(FusionConfig, "se_target", "view_mode", "conse_top_t", keep_base=True),
+    _field_options(TrainConfig, "epochs", "batch_size", "lr", "weight_decay", "lr_schedule", "warmup_epochs",
+                   "grad_clip_norm", "device", "progress", keep_base=True),
 )
 
 
 @cli.command("train-fusion")
-@click.option("--store", type=ANY_PATH, default=None, help="Training token store.")
-@click.option("--out", type=ANY_PATH, default=None,
-              help="Run directory (created; must be empty unless --resume); with a run's --config, that run's folder.")
+@_field_options(TrainConfig, "store", "out", keep_base=True)
 @click.option("--config", "config_file", type=EXISTING_FILE, default=None,
               help="A run's config.json (or a TrainConfig JSON) to start from; explicit options override it.")
 @_training_options
-@click.option("--seed", type=int, default=None, help="Seed of init, data order, views, masks, dropout (default 0).")
-@click.option("--resume", is_flag=True, default=None, help="Continue the run in --out from its last.pt.")
+@_field_options(TrainConfig, "seed", "resume", keep_base=True)
 @_user_errors
 def train_fusion_command(config_file: Path | None, preset: str | None, ablations: tuple[str, ...], extra, **options):
     """Train the MZST fusion head on a token store (writes config, classes, checkpoints, log to --out)."""
@@ -382,39 +394,17 @@ def train_fusion_command(config_file: Path | None, preset: str | None, ablations
 
 
 @cli.command("zeroshot")
-@click.option("--run", "run_dir", required=True, type=EXISTING_DIR, help="Run directory written by train-fusion.")
-@click.option("--store", required=True, type=EXISTING_DIR, help="Token store of the clips to recognise.")
-@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
-              help="best.pt (chosen on validation) or last.pt.")
-@click.option("--classes", type=EXISTING_FILE, default=None,
-              help="Open vocabulary: rank every clip against these class names (one per line).")
-@click.option("--class-names", type=NAMES, default="", help='Open vocabulary typed here: "name a,name b,...".')
-@click.option("--seen", type=EXISTING_FILE, default=None,
-              help="Seen class names for GZSL (one per line); default: labels of the store's split 'seen'.")
-@click.option("--unseen", type=EXISTING_FILE, default=None,
-              help="Unseen class names for ZSL / GZSL; default: labels of the store's split 'unseen'.")
-@click.option("--rule", type=click.Choice(["kinetics", "plain", "cosine"]), default=None,
-              help="Decision rule: kinetics ||f(x)-phi(s_v)-phi(c)||, plain ||f(x)-phi(c)||, cosine (default: run's).")
-@click.option("--calibrated-stacking", is_flag=True,
-              help="Also report GZSL with a seen-class penalty beta chosen on --val-split (never on test clips).")
-@click.option("--val-split", default=None,
-              help="Validation split for beta (of --val-store, or of --store); 'run': the clips the run validated on.")
-@click.option("--val-store", type=EXISTING_DIR, default=None, help="A separate store holding the validation split.")
-@click.option("--splits", type=NAMES, default="", help="Score only clips of these comma-separated store splits.")
-@click.option("--include-training-clips", is_flag=True,
-              help="Also score clips the run trained or validated on (S is then biased; marked in the report).")
-@click.option("--out", type=NEW_DIR, default=None, help="Report folder: metrics, predictions, report.md, figures.")
-@click.option("--label", default=None, help="Row name in reports (default: the run folder's name).")
-@click.option("--top-k", default=5, show_default=True, type=int, help="Candidates listed per clip (open vocabulary).")
-@click.option("--missing", type=click.Choice(["error", "skip"]), default=None,
-              help="New names with words the run's vectors lack: error, or skip those words (default: the run's).")
+@_field_options(ZeroShotConfig, "run_dir", "store", "checkpoint", "classes", "class_names", "seen", "unseen", "rule",
+                "calibrated_stacking", "val_split", "val_store", "splits", "include_training_clips", "out", "label",
+                "top_k", "missing", types={"run_dir": EXISTING_DIR, "store": EXISTING_DIR, "classes": EXISTING_FILE,
+                                           "seen": EXISTING_FILE, "unseen": EXISTING_FILE, "val_store": EXISTING_DIR,
+                                           "out": NEW_DIR})
 @click.option("--no-plots", is_flag=True, help="Skip the t-SNE and per-class accuracy figures.")
-@click.option("--batch-size", default=64, show_default=True, type=int, help="Clips per forward pass.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="Where the head runs (default cpu).")
+@_field_options(ZeroShotConfig, "batch_size", "device")
 @_user_errors
 def zeroshot_command(no_plots: bool, **options) -> None:
     """Zero-shot recognition: nearest class per clip, ZSL and GZSL S / U / HM (or a ranking of any class names)."""
-    from eval.config import PlotConfig, ZeroShotConfig
+    from eval.config import PlotConfig
     from workflows.zeroshot import run_zeroshot
 
     config = ZeroShotConfig(**options, plots=PlotConfig(tsne=not no_plots, per_class_bars=not no_plots))
@@ -434,13 +424,8 @@ _protocol_training_options = _options(
     click.option("--preset", default=None, help="Head size preset of train-fusion (e.g. default, demo)."),
     click.option("--ablation", "ablations", multiple=True, help="Ablation of train-fusion; repeatable."),
     _extra_option,
-    click.option("--calibrated-stacking", is_flag=True,
-                 help="Also report GZSL with beta chosen on the stage-1 validation clips."),
-    click.option("--seeds", type=INTEGERS, default="0", show_default=True,
-                 help="Comma-separated seeds; each runs every stage."),
-    click.option("--batch-size", default=64, show_default=True, type=int, help="Inference batch size."),
-    click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-                 help="Where training and inference run."),
+    # the same fields, with the same defaults, in both protocols' configs
+    _field_options(AVCAProtocolConfig, "calibrated_stacking", "seeds", "batch_size", "device"),
     click.option("--no-plots", is_flag=True, help="Skip the t-SNE and per-class accuracy figures."),
 )
 
@@ -464,17 +449,11 @@ def protocol_group() -> None:
 @protocol_group.command("avca")
 @click.option("--dataset", required=True, type=click.Choice(["UCF", "ActivityNet", "VGGSound"], case_sensitive=False),
               help="Benchmark whose shipped split files define the stages.")
-@click.option("--store", required=True, type=EXISTING_DIR,
-              help="Token store of the benchmark (clip_id = AVCA video id, split = its stage; see import-avca).")
-@click.option("--out", required=True, type=NEW_DIR,
-              help="Output folder (seed_<s>/stage1, stage2, test; metrics.json; summary.md).")
-@click.option("--split", type=click.Choice(["main_split", "cls_split"]), default="main_split", show_default=True,
-              help="main_split (SeLaVi features) or cls_split (C3D / VGGish).")
+@_field_options(AVCAProtocolConfig, "store", "out", "split", types={"store": EXISTING_DIR, "out": NEW_DIR})
 @_protocol_training_options
 @_user_errors
 def protocol_avca_command(dataset: str, store: Path, out: Path, split: str, **training) -> None:
     """AVCA two-stage protocol: select epoch (and beta) on stage-1 validation, retrain on train + val, test once."""
-    from eval.config import AVCAProtocolConfig
     from workflows.protocols import run_avca_protocol
 
     config = AVCAProtocolConfig(dataset=dataset, store=store, out=out, split=split, **_protocol_settings(**training))
@@ -482,25 +461,14 @@ def protocol_avca_command(dataset: str, store: Path, out: Path, split: str, **tr
 
 
 @protocol_group.command("mzsl")
-@click.option("--train-store", required=True, type=EXISTING_DIR,
-              help="Token store of the benchmark dataset the head trains on (all its classes).")
-@click.option("--eval-store", required=True, type=EXISTING_DIR, help="Token store of the MZSL evaluation set (unseen).")
-@click.option("--groups", required=True, type=EXISTING_FILE,
-              help="CSV with class_name,group (easy / medium / hard), e.g. the evaluation set's manifest.")
-@click.option("--out", required=True, type=NEW_DIR, help="Output folder (seed_<s>/..., metrics.json, summary.md).")
-@click.option("--allow-overlap", is_flag=True, help="Run despite leak-check overlaps (recorded in metrics.json).")
-@click.option("--near-duplicates", is_flag=True, help="Leak check: also compare video fingerprints (decodes files).")
-@click.option("--train-splits", type=NAMES, default="train", show_default=True,
-              help="Comma-separated splits of --train-store that train the head.")
-@click.option("--test-split", default="test", show_default=True,
-              help="Split of --train-store that is the GZSL seen part ('none': ZSL only).")
-@click.option("--val-unseen-fraction", default=0.2, show_default=True, type=float,
-              help="Stage 1 holds out this share of training classes to choose the epoch (0: no stage 1).")
+@_field_options(MZSLProtocolConfig, "train_store", "eval_store", "groups", "out", "allow_overlap", "near_duplicates",
+                "train_splits", "test_split", "val_unseen_fraction", types={"train_store": EXISTING_DIR,
+                                                                            "eval_store": EXISTING_DIR,
+                                                                            "groups": EXISTING_FILE, "out": NEW_DIR})
 @_protocol_training_options
 @_user_errors
 def protocol_mzsl_command(out: Path, test_split: str, **options) -> None:
     """MZSL-50 protocol: train on a benchmark, ZSL by easy / medium / hard group and GZSL on the evaluation set."""
-    from eval.config import MZSLProtocolConfig
     from workflows.protocols import run_mzsl_protocol
 
     test_split = None if test_split.lower() == "none" else test_split
@@ -535,14 +503,10 @@ def ablate_command(store: Path, out: Path, rows, seeds, preset, ablations, devic
 
 @cli.command("report")
 @click.argument("runs", nargs=-1, required=True, type=EXISTING_DIR)
-@click.option("--out", type=NEW_DIR, default=None,
-              help="Folder for comparison.md and comparison.json (default: print the table only).")
-@click.option("--group-seeds/--no-group-seeds", default=True, show_default=True,
-              help="Pool runs that differ only in their seed into one row (mean ± std).")
+@_field_options(ReportConfig, "out", "group_seeds", types={"out": NEW_DIR})
 @_user_errors
 def report_command(runs: tuple[Path, ...], out: Path | None, group_seeds: bool) -> None:
     """Compare evaluated runs side by side (each RUN folder holds a metrics.json from zeroshot / protocol)."""
-    from eval.config import ReportConfig
     from eval.report import write_report
 
     summary = write_report(ReportConfig(runs=runs, out=out, group_seeds=group_seeds))
@@ -555,26 +519,16 @@ def report_command(runs: tuple[Path, ...], out: Path | None, group_seeds: bool) 
 
 
 @cli.command("import-avca")
-@click.option("--features", required=True, type=EXISTING_DIR,
-              help="AVCA-GZSL / TCAF feature folder holding audio/<stage>/<Class>.h5 (or .pkl) and video/...")
+@_field_options(AVCAImportConfig, "features", types={"features": EXISTING_DIR})
 @click.option("--dataset", required=True, type=click.Choice(["UCF", "ActivityNet", "VGGSound"], case_sensitive=False),
               help="Benchmark whose all_class.txt names the class files.")
-@click.option("--out", required=True, type=ANY_PATH, help="The token store to create.")
-@click.option("--stages", type=NAMES, default="", help="Stage folders to import, comma-separated (default: all).")
-@click.option("--trust-pickle", is_flag=True,
-              help="Allow TCAF .pkl files; unpickling runs code from the file, so only for files you trust.")
-@click.option("--sequence-tokens", default=8, show_default=True, type=int,
-              help="Tokens per modality kept from temporal (TCAF) features, as segment means.")
+@_field_options(AVCAImportConfig, "out", "stages", "trust_pickle", "sequence_tokens")
 @_user_errors
-def import_avca_command(features: Path, dataset: str, out: Path, stages: tuple[str, ...], trust_pickle: bool,
-                        sequence_tokens: int) -> None:
+def import_avca_command(**options) -> None:
     """Import AVCA-GZSL (.h5) or TCAF (.pkl) features into a token store that fusion heads train on."""
     from curate.importers import import_avca_features
-    from eval.config import AVCAImportConfig
 
-    config = AVCAImportConfig(features=features, dataset=dataset, out=out, trust_pickle=trust_pickle, stages=stages,
-                              sequence_tokens=sequence_tokens)
-    summary = import_avca_features(config)
+    summary = import_avca_features(AVCAImportConfig(**options))
     click.echo(f"imported {summary.clips} clips of {summary.classes} classes ({summary.format}, "
                f"{summary.duplicates} repeated across stages) into {summary.store}")
 
@@ -648,23 +602,10 @@ _dataset_manifest_command("kinetics", "An official Kinetics CSV (label,youtube_i
 # --- curate: relatedness, and building an evaluation set ---------------------------------------------------
 
 
-# Options shared by relatedness and curate select: the seen lists and the embeddings (phi of eq. 1); build: edges.
-_edges_option = click.option("--edges", type=_CommaList(float), default="0.1,0.33,0.66,0.8", show_default=True,
-                             help="Upper SR bounds of overlap, easy, medium and hard.")
-_relatedness_options = _options(
-    click.option("--seen", type=NAMES, default=None,
-                 help="Seen lists: shipped names or class files (default: the six standard lists but the scored one)."),
-    _edges_option,
-    click.option("--embeddings", default="glove-6b-50d", show_default=True,
-                 help="Word vectors: glove-6b-50d, word2vec:PATH (binary or text), fasttext:PATH (.bin, mean of "
-                      "word vectors) or fasttext-phrase:PATH (vector of the whole name, as AVCA-GZSL)."),
-    click.option("--name-map", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                 help="CSV with columns original,manual: names rewritten before embedding (e.g. AVCA-GZSL's "
-                      "*_w2v_class_names.csv)."),
-    click.option("--missing", type=click.Choice(["error", "skip"]), default="error", show_default=True,
-                 help="Words not in the vectors: error lists them all; skip drops them from their names."),
-    click.option("--compare", default=None, help="A second source (e.g. minilm): both SR distributions side by side."),
-)
+# Options shared by relatedness and curate select (whose fields are the same): the seen lists, the embeddings (phi of
+# eq. 1) and the SR edges.
+_relatedness_options = _field_options(RelatednessConfig, "seen", "edges", "embeddings", "name_map", "missing",
+                                      "compare", types={"name_map": click.Path(dir_okay=False, path_type=Path)})
 
 
 @cli.command("relatedness")
@@ -677,7 +618,6 @@ _relatedness_options = _options(
 @_user_errors
 def relatedness_command(classes: str, out_dir: Path, **embedding) -> None:
     """Semantic relatedness SR of each class to the seen datasets (the paper's equation 1), its group and flags."""
-    from curate.config import RelatednessConfig
     from curate.relatedness import run_relatedness
 
     summary = run_relatedness(RelatednessConfig(classes=classes, out_dir=out_dir, **embedding))
@@ -716,23 +656,17 @@ def curate_select_command(reference: str, **options) -> None:
 @click.option("--out-dir", required=True, type=NEW_DIR, help="Folder for filmstrips/, filmstrips.csv (index), "
               "failures.csv; a rerun skips the videos done, a new batch adds to the index.")
 @click.option("--classes", type=EXISTING_FILE, default=None, help="Class table of curate select: its classes only.")
-@_options(*(click.option(f"--{name}", type=kind, default=None, help=f"{text} (default {default}).")
-            for name, kind, text, default in (("rows", int, "Page rows", 10), ("columns", int, "Page columns", 10),
-                        ("seconds-per-frame", float, "Seconds between cells", "1.0: 1 fps"),
-                        ("max-pages", int, "Pages per video at most; a longer video gets a wider stride", 10),
-                        ("cell-width-px", int, "Cell width in px", 192), ("cell-height-px", int, "Cell height", 108),
-                        ("image-format", click.Choice(["jpg", "png"]), "Image format", "jpg"),
-                        ("jpeg-quality", int, "JPEG quality 1-95", 85))))
-@click.option("--workers", type=int, default=2, show_default=True, help="Processes decoding videos in parallel.")
+@_field_options(FilmstripLayout, "rows", "columns", "seconds_per_frame", "max_pages", "cell_width_px", "cell_height_px",
+                "image_format", "jpeg_quality")
+@_field_options(FilmstripConfig, "workers")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @_user_errors
 def curate_filmstrips_command(videos: Path, out_dir: Path, classes: Path | None, workers: int, progress: bool,
                               **layout_options) -> None:
     """Filmstrips of 10 x 10 frames at 1 fps, as many pages as a video needs; failed videos go to failures.csv."""
-    from curate.config import FilmstripConfig, FilmstripLayout
     from curate.render import make_filmstrips
 
-    layout = FilmstripLayout(**_given(**layout_options))
+    layout = FilmstripLayout(**layout_options)
     s = make_filmstrips(FilmstripConfig(videos=videos, out_dir=out_dir, classes=classes, layout=layout,
                                         workers=workers, progress=progress))
     click.echo(f"{s.n_ok} filmstrips ({s.n_pages} pages; {s.n_widened} at a wider stride), {s.n_failed} videos failed"
@@ -745,11 +679,10 @@ def curate_filmstrips_command(videos: Path, out_dir: Path, classes: Path | None,
 @click.option("--filmstrips", required=True, type=EXISTING_FILE, help="The filmstrips.csv index of curate filmstrips.")
 @click.option("--reviewers", required=True, type=NAMES, help="Comma-separated reviewers; one sheet <name>.csv each.")
 @click.option("--out-dir", required=True, type=NEW_DIR, help="Folder for the sheets (never overwritten).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds each reviewer's own order of the videos.")
+@_field_options(SheetsConfig, "seed")
 @_user_errors
 def curate_sheets_command(**options) -> None:
     """Write one blank annotation sheet per reviewer (label each video yes / no / unsure, optionally a span)."""
-    from curate.config import SheetsConfig
     from curate.sheets import make_sheets
 
     summary = make_sheets(SheetsConfig(**options))
@@ -760,12 +693,10 @@ def curate_sheets_command(**options) -> None:
 @curate_group.command("merge")
 @click.argument("sheets", nargs=-1, required=True, type=EXISTING_FILE)
 @click.option("--out-dir", required=True, type=NEW_DIR, help="Folder for decisions.csv, agreement.json, agreement.md.")
-@click.option("--min-reviewers", type=int, default=2, show_default=True,
-              help="Videos labelled by fewer reviewers are reported as too-few-reviews, not decided.")
+@_field_options(MergeConfig, "min_reviewers")
 @_user_errors
 def curate_merge_command(**options) -> None:
     """Merge filled SHEETS (one per reviewer): keep all-yes videos, drop mixed ones, report Fleiss' / Cohen's kappa."""
-    from curate.config import MergeConfig
     from curate.merge import merge_annotations
 
     s = merge_annotations(MergeConfig(**options))
@@ -780,14 +711,12 @@ def curate_merge_command(**options) -> None:
 @click.option("--filmstrips", required=True, type=EXISTING_FILE, help="filmstrips.csv index of curate filmstrips.")
 @click.option("--out-dir", required=True, type=NEW_DIR, help="Folder for manifest.csv, classes.csv, dropped.csv, "
               "statistics.md, videos_per_class.png.")
-@click.option("--min-videos-per-class", type=int, default=1, show_default=True, help="Drop classes with fewer videos.")
-@_edges_option
-@click.option("--require-audio", is_flag=True, help="Drop videos without an audio track (reported per class anyway).")
+@_field_options(BuildConfig, "min_videos_per_class")
+@_field_options(BuildConfig, "edges", "require_audio")
 @_user_errors
 def curate_build_command(**options) -> None:
     """Write the evaluation set: manifest (split unseen, group, SR), class table, Table 2 / Fig. 3 statistics."""
     from curate.build import build_evaluation_set
-    from curate.config import BuildConfig
 
     s = build_evaluation_set(BuildConfig(**options))
     groups = ", ".join(f"{g} {n['classes']}/{n['videos']}" for g, n in s.groups.items())

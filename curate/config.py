@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from common.errors import InputError
+from common.settings import setting
 from curate import classlists, splits
 from text.class_embeddings import AVCA_TABLES, DEFAULT_SPEC, EmbeddingSpec
 
@@ -70,22 +71,24 @@ class SyntheticConfig:
         workers: processes rendering and encoding clips; the output does not depend on it.
     """
 
-    out_dir: Path
-    classes: int = 24
-    clips_per_class: int = 8
-    seconds: float = 4.0
-    unseen_fraction: float = 0.25
-    seed: int = 0
-    embedding_table: str = "vggsound"
-    frame_width_px: int = 160
-    frame_height_px: int = 120
-    fps: float = 25.0
-    sample_rate_hz: int = 16000
-    no_audio_fraction: float = 0.05
-    portrait_fraction: float = 0.1
-    other_audio_fraction: float = 0.25
-    short_clip_seconds: float = 0.6
-    workers: int = 2
+    out_dir: Path = setting(affects_result=False)
+    classes: int = setting(24, help="Number of classes drawn from the embedding table.")
+    clips_per_class: int = setting(8, help="Clips rendered per class.")
+    seconds: float = setting(4.0, help="Nominal clip length in seconds; each clip lasts seconds x U(0.75, 1.25).")
+    unseen_fraction: float = setting(0.25, help="Share of the classes held out as unseen.")
+    seed: int = setting(0, help="Seed of the class draw, the split and every clip; same seed, same bytes.")
+    embedding_table: str = setting("vggsound", choices=tuple(AVCA_TABLES),
+                                   help="Shipped 300-d class-name embeddings the classes come from.")
+    frame_width_px: int = setting(160)
+    frame_height_px: int = setting(120)
+    fps: float = setting(25.0)
+    sample_rate_hz: int = setting(16000)
+    no_audio_fraction: float = setting(0.05)
+    portrait_fraction: float = setting(0.1)
+    other_audio_fraction: float = setting(0.25)
+    short_clip_seconds: float = setting(0.6)
+    workers: int = setting(2, affects_result=False,
+                           help="Processes rendering and encoding clips (the output does not depend on it).")
 
     def __post_init__(self) -> None:
         if self.classes < 2:
@@ -131,17 +134,24 @@ class SyntheticConfig:
 class RelatednessConfig:
     """One relatedness run (the `relatedness` command)."""
 
-    classes: str  # a class file (one name per line, # comments) or the name of a shipped list, e.g. "ucf101"
-    out_dir: Path  # output folder (created): relatedness.{csv,png,md,json}
-    # seen class lists: shipped list names and / or class files (the researcher's own training classes);
-    # None: `curate.relatedness.default_seen(classes)`
-    seen: tuple[str, ...] | None = None
-    embeddings: str = DEFAULT_SPEC  # embedding source spec (word vectors: a table embeds only its own names)
-    name_map: Path | None = None  # CSV original,manual applied to every name before embedding
-    missing: str = "error"  # words missing from the vectors: "error" or "skip" (drop them)
-    # A second embedding source: the SR distributions under both, side by side (relatedness_compare.png)
-    compare: str | None = None
-    edges: tuple[float, ...] = (0.1, 0.33, 0.66, 0.8)  # upper SR bounds of overlap, easy, medium, hard (the paper's)
+    classes: str = setting()  # a class file (one name per line, # comments) or the name of a shipped list, e.g.
+    # "ucf101"
+    out_dir: Path = setting(affects_result=False)  # output folder (created): relatedness.{csv,png,md,json}
+    seen: tuple[str, ...] | None = setting(None, help="Seen lists: shipped names or class files (the researcher's own "
+                                                      "training classes; default: the six standard lists but the "
+                                                      "scored one, `curate.relatedness.default_seen`).")
+    embeddings: str = setting(DEFAULT_SPEC,
+                              help="Word vectors: glove-6b-50d, word2vec:PATH (binary or text), fasttext:PATH (.bin, "
+                                   "mean of word vectors) or fasttext-phrase:PATH (vector of the whole name, as "
+                                   "AVCA-GZSL); a table embeds only its own names.")
+    name_map: Path | None = setting(None, help="CSV with columns original,manual: names rewritten before embedding "
+                                               "(e.g. AVCA-GZSL's *_w2v_class_names.csv).")
+    missing: str = setting("error", choices=("error", "skip"),
+                           help="Words not in the vectors: error lists them all; skip drops them from their names.")
+    compare: str | None = setting(None, help="A second source (e.g. minilm): both SR distributions side by side "
+                                             "(relatedness_compare.png).")
+    edges: tuple[float, ...] = setting((0.1, 0.33, 0.66, 0.8),
+                                       help="Upper SR bounds of overlap, easy, medium and hard (the paper's).")
 
     def __post_init__(self) -> None:
         if not self.classes.strip():
@@ -176,17 +186,19 @@ def _seen_key(name: str) -> str:
 class SelectConfig:
     """`curate select`: candidate class names -> the class table of the evaluation set."""
 
-    candidates: str  # class file (one name per line, # comments) or a shipped list name, e.g. "hmdb51"
-    out_dir: Path  # classes.csv (kept classes) and relatedness.{csv,png,md,json} (every candidate)
-    seen: tuple[str, ...] | None = None  # shipped seen lists; None: curate.relatedness.default_seen(candidates)
-    embeddings: str = DEFAULT_SPEC  # word vectors (phi of eq. 1)
-    name_map: Path | None = None  # CSV original,manual applied to every name before embedding
-    missing: str = "error"  # words missing from the vectors: "error" or "skip"
-    compare: str | None = None  # a second embedding source drawn beside the first (RelatednessConfig.compare)
-    edges: tuple[float, ...] = (0.1, 0.33, 0.66, 0.8)  # SR group bounds (RelatednessConfig.edges)
+    candidates: str = setting()  # class file (one name per line, # comments) or a shipped list name, e.g. "hmdb51"
+    out_dir: Path = setting(affects_result=False)  # classes.csv (kept classes) and relatedness.{csv,png,md,json} (every
+    # candidate)
+    seen: tuple[str, ...] | None = setting(None)  # shipped seen lists; None:
+    # curate.relatedness.default_seen(candidates)
+    embeddings: str = setting(DEFAULT_SPEC)  # word vectors (phi of eq. 1)
+    name_map: Path | None = setting(None)  # CSV original,manual applied to every name before embedding
+    missing: str = setting("error")  # words missing from the vectors: "error" or "skip"
+    compare: str | None = setting(None)  # a second embedding source drawn beside the first (RelatednessConfig.compare)
+    edges: tuple[float, ...] = setting((0.1, 0.33, 0.66, 0.8))  # SR group bounds (RelatednessConfig.edges)
     # a shipped list whose SR distribution (against the standard lists without it, same vectors and edges) is
     # reported beside the candidates'; None: none
-    reference: str | None = "ucf101"
+    reference: str | None = setting("ucf101")
 
     def __post_init__(self) -> None:
         # The relatedness config validates the shared fields (seen lists, embeddings, missing).
@@ -216,14 +228,18 @@ class FilmstripLayout:
         jpeg_quality: JPEG quality (1-95, Pillow's scale).
     """
 
-    rows: int = 10
-    columns: int = 10
-    seconds_per_frame: float = 1.0
-    max_pages: int = 10
-    cell_width_px: int = 192
-    cell_height_px: int = 108
-    image_format: str = "jpg"
-    jpeg_quality: int = 85
+    rows: int = setting(10, help="Page rows.")
+    columns: int = setting(10, help="Page columns; cells are filled row by row, page after page.")
+    seconds_per_frame: float = setting(1.0, help="Seconds between the frames of consecutive cells (1.0: 1 fps).")
+    max_pages: int = setting(10,
+                             help="Pages per video at most; a longer video is sampled at the smallest whole multiple "
+                                  "of `seconds_per_frame` that fits it into them.")
+    cell_width_px: int = setting(192,
+                                 help="Cell width in px; the frame is scaled to fit the cell and keeps its aspect "
+                                      "ratio.")
+    cell_height_px: int = setting(108, help="Cell height in px (192 x 108: a 10 x 10 grid fills a 1920 x 1080 screen).")
+    image_format: str = setting("jpg", choices=IMAGE_FORMATS, help="Image format.")
+    jpeg_quality: int = setting(85, help="JPEG quality (1-95, Pillow's scale).")
 
     def __post_init__(self) -> None:
         for name in ("rows", "columns"):
@@ -251,12 +267,14 @@ class FilmstripLayout:
 class FilmstripConfig:
     """`curate filmstrips`: one filmstrip image per candidate video."""
 
-    videos: Path  # candidate videos: a CSV with path,class_name (paths relative to it) or a folder <class>/<video>
-    out_dir: Path  # filmstrips/<clip_id>.<jpg|png>, filmstrips.csv (index), failures.csv
-    classes: Path | None = None  # a class table (curate select's classes.csv): only videos of its classes
-    layout: FilmstripLayout = field(default_factory=FilmstripLayout)
-    workers: int = 2  # processes decoding videos in parallel (1: in this process)
-    progress: bool = False  # tqdm bar on stderr
+    videos: Path = setting()  # candidate videos: a CSV with path,class_name (paths relative to it) or a folder
+    # <class>/<video>
+    out_dir: Path = setting(affects_result=False)  # filmstrips/<clip_id>.<jpg|png>, filmstrips.csv (index),
+    # failures.csv
+    classes: Path | None = setting(None)  # a class table (curate select's classes.csv): only videos of its classes
+    layout: FilmstripLayout = setting(factory=FilmstripLayout)
+    workers: int = setting(2, affects_result=False, help="Processes decoding videos in parallel (1: in this process).")
+    progress: bool = setting(False, affects_result=False)  # tqdm bar on stderr
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -267,10 +285,10 @@ class FilmstripConfig:
 class SheetsConfig:
     """`curate sheets`: one blank annotation sheet per reviewer."""
 
-    filmstrips: Path  # the index written by make_filmstrips (filmstrips.csv)
-    reviewers: tuple[str, ...]  # names; each sheet is <out_dir>/<name>.csv
-    out_dir: Path
-    seed: int = 0  # each sheet lists the videos in its own order, drawn from (seed, reviewer name)
+    filmstrips: Path = setting()  # the index written by make_filmstrips (filmstrips.csv)
+    reviewers: tuple[str, ...] = setting()  # names; each sheet is <out_dir>/<name>.csv
+    out_dir: Path = setting(affects_result=False)
+    seed: int = setting(0, help="Seeds each reviewer's own order of the videos.")
 
     def __post_init__(self) -> None:
         if not self.reviewers:
@@ -286,11 +304,13 @@ class SheetsConfig:
 class MergeConfig:
     """`curate merge`: the reviewers' filled sheets -> decisions and agreement."""
 
-    sheets: tuple[Path, ...]  # one CSV per reviewer; the reviewer's name is the file's stem
-    out_dir: Path  # decisions.csv, agreement.json, agreement.md
+    sheets: tuple[Path, ...] = setting()  # one CSV per reviewer; the reviewer's name is the file's stem
+    out_dir: Path = setting(affects_result=False)  # decisions.csv, agreement.json, agreement.md
     # a video is decided only when at least this many reviewers labelled it (blank rows or missing rows: not seen);
     # the others are "too-few-reviews", reported and never kept
-    min_reviewers: int = 2
+    min_reviewers: int = setting(2,
+                                 help="Videos labelled by fewer reviewers are reported as too-few-reviews, not "
+                                      "decided.")
 
     def __post_init__(self) -> None:
         if len(self.sheets) < 2:
@@ -307,13 +327,16 @@ class MergeConfig:
 class BuildConfig:
     """`curate build`: the final evaluation set and its statistics."""
 
-    decisions: Path  # decisions.csv of merge_annotations
-    classes: Path  # the class table (classes.csv of select_classes)
-    filmstrips: Path  # the index of make_filmstrips (video paths, decode failures, durations)
-    out_dir: Path  # manifest.csv, classes.csv, dropped.csv, statistics.md, videos_per_class.png, build.json
-    min_videos_per_class: int = 1  # a class with fewer kept videos is dropped (with its videos), and noted
-    edges: tuple[float, ...] = (0.1, 0.33, 0.66, 0.8)  # SR group bounds the table's groups must agree with (select's)
-    require_audio: bool = False  # drop the videos without an audio track (they are reported per class either way)
+    decisions: Path = setting()  # decisions.csv of merge_annotations
+    classes: Path = setting()  # the class table (classes.csv of select_classes)
+    filmstrips: Path = setting()  # the index of make_filmstrips (video paths, decode failures, durations)
+    out_dir: Path = setting(affects_result=False)  # manifest.csv, classes.csv, dropped.csv, statistics.md,
+    # videos_per_class.png, build.json
+    min_videos_per_class: int = setting(1, help="Drop classes with fewer kept videos (with their videos; noted).")
+    edges: tuple[float, ...] = setting((0.1, 0.33, 0.66, 0.8),
+                                       help="Upper SR bounds of overlap, easy, medium and hard: the class table's "
+                                            "groups must agree with them (curate select's).")
+    require_audio: bool = setting(False, help="Drop videos without an audio track (reported per class anyway).")
 
     def __post_init__(self) -> None:
         if self.min_videos_per_class < 1:
@@ -344,12 +367,12 @@ class AVCAManifestConfig:
     official annotations (`annotations`, activity_net.v1-3.min.json).
     """
 
-    dataset: str  # "ucf", "vggsound" or "activitynet" (any spelling `curate.splits.dataset_folder` takes)
-    videos: Path  # the download folder, scanned recursively
-    out: Path  # the manifest CSV; the videos not found go to <out stem>.missing.csv beside it
-    split: str = "main_split"  # "main_split" or "cls_split"
-    annotations: Path | None = None  # ActivityNet's activity_net.v1-3.min.json (required for ActivityNet)
-    splits_root: Path | None = None  # folder holding <DS>/class-split (None: the shipped data/avgzsl)
+    dataset: str = setting()  # "ucf", "vggsound" or "activitynet" (any spelling `curate.splits.dataset_folder` takes)
+    videos: Path = setting()  # the download folder, scanned recursively
+    out: Path = setting()  # the manifest CSV; the videos not found go to <out stem>.missing.csv beside it
+    split: str = setting("main_split")  # "main_split" or "cls_split"
+    annotations: Path | None = setting(None)  # ActivityNet's activity_net.v1-3.min.json (required for ActivityNet)
+    splits_root: Path | None = setting(None)  # folder holding <DS>/class-split (None: the shipped data/avgzsl)
 
     def __post_init__(self) -> None:
         folder = splits.dataset_folder(self.dataset)
@@ -381,11 +404,11 @@ class DatasetManifestConfig:
     from such a manifest. Files are found by name under `videos` as in `manifest avca` (docs/datasets.md).
     """
 
-    dataset: str  # one of DATASET_LISTS
-    videos: Path  # the download folder, scanned recursively
-    lists: tuple[Path, ...]  # the dataset's list file(s) (DATASET_LISTS); several only for Kinetics
-    out: Path  # the manifest CSV; the clips not found go to <out stem>.missing.csv beside it
-    fold: int = 1  # UCF-101's train / test split: 1, 2 or 3
+    dataset: str = setting()  # one of DATASET_LISTS
+    videos: Path = setting()  # the download folder, scanned recursively
+    lists: tuple[Path, ...] = setting()  # the dataset's list file(s) (DATASET_LISTS); several only for Kinetics
+    out: Path = setting()  # the manifest CSV; the clips not found go to <out stem>.missing.csv beside it
+    fold: int = setting(1)  # UCF-101's train / test split: 1, 2 or 3
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASET_LISTS:

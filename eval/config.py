@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common.errors import InputError
+from common.settings import setting
 from eval import metrics
 
 __all__ = [
@@ -42,12 +43,12 @@ def _check_betas(betas: tuple[float, ...]) -> None:
 class PlotConfig:
     """Figures written beside a report."""
 
-    tsne: bool = True  # t-SNE of predicted and class embeddings (the paper's Fig. 6-7)
-    tsne_max_points: int = 2000  # clips drawn at most (a deterministic sample); t-SNE is O(N log N) on CPU
-    tsne_perplexity: float = 30.0  # capped at (points - 1) / 3 for small sets
-    tsne_iterations: int = 1000  # optimisation steps (sklearn's max_iter, at least 250)
-    per_class_bars: bool = True  # per-class accuracy bar chart
-    seed: int = 0  # t-SNE initialisation and point sampling
+    tsne: bool = setting(True)  # t-SNE of predicted and class embeddings (the paper's Fig. 6-7)
+    tsne_max_points: int = setting(2000)  # clips drawn at most (a deterministic sample); t-SNE is O(N log N) on CPU
+    tsne_perplexity: float = setting(30.0)  # capped at (points - 1) / 3 for small sets
+    tsne_iterations: int = setting(1000)  # optimisation steps (sklearn's max_iter, at least 250)
+    per_class_bars: bool = setting(True)  # per-class accuracy bar chart
+    seed: int = setting(0)  # t-SNE initialisation and point sampling
 
     def __post_init__(self) -> None:
         if self.tsne_max_points < 2:
@@ -62,9 +63,11 @@ class PlotConfig:
 class ReportConfig:
     """`cli.py report`: compare evaluated runs side by side."""
 
-    runs: tuple[Path, ...]  # folders with a metrics.json (zeroshot --out; a protocol --out stands for its seeds)
-    out: Path | None = None  # where to write comparison.md / comparison.json (None: only return the table)
-    group_seeds: bool = True  # runs whose metrics.json share a "group" (same config but the seed) -> mean +- std
+    runs: tuple[Path, ...] = setting()  # folders with a metrics.json (zeroshot --out; a protocol --out stands for its
+    # seeds)
+    out: Path | None = setting(None, affects_result=False,
+                               help="Folder for comparison.md and comparison.json (default: print the table only).")
+    group_seeds: bool = setting(True, help="Pool runs that differ only in their seed into one row (mean ± std).")
 
     def __post_init__(self) -> None:
         if not self.runs:
@@ -84,33 +87,51 @@ class ZeroShotConfig:
     `seen` + `unseen` files name the two class sets of GZSL explicitly.
     """
 
-    run_dir: Path
-    store: Path
-    concat_runs: tuple[Path, ...] = ()  # runs trained apart on the same classes and clips (e.g. run_dir audio-only,
-    # these video-only) whose f(x) stand beside run_dir's, against repeated class embeddings (feature concatenation)
-    checkpoint: str = "best"  # "best" (chosen on validation) or "last"
-    classes: Path | None = None  # class names, one per line: open-vocabulary ranking
-    class_names: tuple[str, ...] = ()  # the same, typed on the command line
-    seen: Path | None = None  # seen class names (GZSL candidates with unseen)
-    unseen: Path | None = None  # unseen class names
-    rule: str | None = None  # decision rule; None: the rule recorded in the run's config.json
-    calibrated_stacking: bool = False  # also report GZSL with beta chosen on a validation split
-    val_split: str | None = None  # validation clips: this split of `val_store` (or of `store`); "run": the clips
-    # the run validated on (its classes.json), e.g. classes held out by the trainer's val_unseen_fraction
-    val_store: Path | None = None  # a separate validation store (with "run": where the run's validation clips are)
-    betas: tuple[float, ...] = DEFAULT_BETAS  # calibrated-stacking sweep
-    splits: tuple[str, ...] = ()  # evaluate only store clips of these splits (empty: all done clips)
-    include_training_clips: bool = False  # also score clips the run trained / validated on (S is then biased)
-    out: Path | None = None  # report folder: metrics.json, predictions.csv, report.md, plots
-    label: str | None = None  # row label in reports (default: the run folder's name)
-    top_k: int = 5  # candidates listed per clip in the open-vocabulary ranking
-    # Words of class names the run's vectors do not know: None keeps the run's rule; "skip" drops them from
-    # names the run never embedded (its own classes keep their recorded embeddings).
-    missing: str | None = None
-    worst_classes: int = 5  # classes shown with their confusions
-    batch_size: int = 64
-    device: str = "cpu"
-    plots: PlotConfig = field(default_factory=PlotConfig)
+    run_dir: Path = setting(flag="--run", help="Run directory written by train-fusion.")
+    store: Path = setting(help="Token store of the clips to recognise.")
+    concat_runs: tuple[Path, ...] = setting(())  # runs trained apart on the same classes and clips (e.g. run_dir
+    # audio-only, these video-only) whose f(x) stand beside run_dir's, against repeated class embeddings (feature
+    # concatenation)
+    checkpoint: str = setting("best", choices=_CHECKPOINTS, help="best.pt (chosen on validation) or last.pt.")
+    classes: Path | None = setting(None,
+                                   help="Open vocabulary: rank every clip against these class names (one per line).")
+    class_names: tuple[str, ...] = setting((), help='Open vocabulary typed here: "name a,name b,...".')
+    seen: Path | None = setting(None,
+                                help="Seen class names for GZSL (one per line); default: labels of the store's split "
+                                     "'seen'.")
+    unseen: Path | None = setting(None,
+                                  help="Unseen class names for ZSL / GZSL; default: labels of the store's split "
+                                       "'unseen'.")
+    rule: str | None = setting(None, choices=_RULES,
+                               help="Decision rule: kinetics ||f(x)-phi(s_v)-phi(c)||, plain ||f(x)-phi(c)||, cosine "
+                                    "(default: the run's).")
+    calibrated_stacking: bool = setting(False,
+                                        help="Also report GZSL with a seen-class penalty beta chosen on `val_split` "
+                                             "(never on test clips).")
+    val_split: str | None = setting(None,
+                                    help="Validation split for beta (of `val_store`, or of `store`); 'run': the clips "
+                                         "the run validated on (its classes.json), e.g. classes held out by the "
+                                         "trainer's val_unseen_fraction.")
+    val_store: Path | None = setting(None,
+                                     help="A separate store holding the validation split (with 'run': where the run's "
+                                          "validation clips are).")
+    betas: tuple[float, ...] = setting(DEFAULT_BETAS)  # calibrated-stacking sweep
+    splits: tuple[str, ...] = setting((), help="Score only clips of these store splits (empty: all done clips).")
+    include_training_clips: bool = setting(False,
+                                           help="Also score clips the run trained or validated on (S is then biased; "
+                                                "marked in the report).")
+    out: Path | None = setting(None, affects_result=False,
+                               help="Report folder: metrics, predictions, report.md, figures.")
+    label: str | None = setting(None, help="Row name in reports (default: the run folder's name).")
+    top_k: int = setting(5, help="Candidates listed per clip (open vocabulary).")
+    missing: str | None = setting(None, choices=("error", "skip"),
+                                  help="New names with words the run's vectors lack: error, or skip those words "
+                                       "(the run's own classes keep their recorded embeddings; default: the run's "
+                                       "rule).")
+    worst_classes: int = setting(5)  # classes shown with their confusions
+    batch_size: int = setting(64, affects_result=False, help="Clips per forward pass.")
+    device: str = setting("cpu", affects_result=False, choices=("cpu", "cuda"), help="Where the head runs.")
+    plots: PlotConfig = setting(factory=PlotConfig, affects_result=False)
 
     def __post_init__(self) -> None:
         if self.checkpoint not in _CHECKPOINTS:
@@ -173,20 +194,25 @@ class AVCAProtocolConfig:
     stage_2_train (= the three stage-1 parts) for that many epochs and is tested once on stage_2_test_{seen,unseen}.
     """
 
-    dataset: str  # "UCF", "ActivityNet" or "VGGSound"
-    store: Path
-    out: Path
-    split: str = "main_split"  # "main_split" (SeLaVi features) or "cls_split" (C3D / VGGish)
-    train: dict = field(default_factory=dict)  # TrainConfig / FusionConfig fields (epochs, lr, width, ...)
-    preset: str | None = None  # fusion.config.PRESETS head size
-    ablations: tuple[str, ...] = ()  # fusion.config.ABLATIONS names
-    calibrated_stacking: bool = False  # also choose beta on stage-1 validation and apply it to the test
-    betas: tuple[float, ...] = DEFAULT_BETAS
-    seeds: tuple[int, ...] = (0,)  # one full two-stage run per seed; reports give mean +- std
-    device: str = "cpu"
-    batch_size: int = 64  # inference batch size
-    plots: PlotConfig = field(default_factory=PlotConfig)
-    splits_root: Path | None = None  # folder holding <DS>/class-split (None: the shipped data/avgzsl)
+    dataset: str = setting()  # "UCF", "ActivityNet" or "VGGSound"
+    store: Path = setting(help="Token store of the benchmark (clip_id = AVCA video id, split = its stage; see "
+                               "import-avca).")
+    out: Path = setting(affects_result=False,
+                        help="Output folder (seed_<s>/stage1, stage2, test; metrics.json; summary.md).")
+    split: str = setting("main_split", choices=("main_split", "cls_split"),
+                         help="main_split (SeLaVi features) or cls_split (C3D / VGGish).")
+    train: dict = setting(factory=dict)  # TrainConfig / FusionConfig fields (epochs, lr, width, ...)
+    preset: str | None = setting(None)  # fusion.config.PRESETS head size
+    ablations: tuple[str, ...] = setting(())  # fusion.config.ABLATIONS names
+    calibrated_stacking: bool = setting(False, help="Also report GZSL with beta chosen on the stage-1 validation "
+                                                    "clips and applied to the test.")
+    betas: tuple[float, ...] = setting(DEFAULT_BETAS)
+    seeds: tuple[int, ...] = setting((0,), help="Seeds; each runs every stage (reports give mean +- std).")
+    device: str = setting("cpu", affects_result=False, choices=("cpu", "cuda"),
+                          help="Where training and inference run.")
+    batch_size: int = setting(64, affects_result=False, help="Inference batch size.")
+    plots: PlotConfig = setting(factory=PlotConfig, affects_result=False)
+    splits_root: Path | None = setting(None)  # folder holding <DS>/class-split (None: the shipped data/avgzsl)
 
     def __post_init__(self) -> None:
         from curate import splits  # a leaf module; kept local so that this module stays import-light
@@ -212,25 +238,29 @@ class MZSLProtocolConfig:
     benchmark's test clips (`test_split` of `train_store`), unseen = the evaluation set.
     """
 
-    train_store: Path
-    eval_store: Path
-    groups: Path  # CSV with columns class_name,group (easy / medium / hard)
-    out: Path
-    train_splits: tuple[str, ...] = ("train",)  # clips of train_store that train the head
-    test_split: str | None = "test"  # clips of train_store forming the GZSL seen part (None: ZSL only)
-    val_unseen_fraction: float = 0.2  # stage 1: share of training classes held out to choose the epoch
-    val_seen_fraction: float = 0.2  # stage 1: share of the other classes' clips held out as validation-seen
-    train: dict = field(default_factory=dict)
-    preset: str | None = None
-    ablations: tuple[str, ...] = ()
-    calibrated_stacking: bool = False  # also choose beta on the stage-1 hold-out and apply it to the GZSL test
-    betas: tuple[float, ...] = DEFAULT_BETAS
-    seeds: tuple[int, ...] = (0,)
-    device: str = "cpu"
-    batch_size: int = 64
-    plots: PlotConfig = field(default_factory=PlotConfig)
-    allow_overlap: bool = False  # run although the leak check (workflows.leaks) finds overlaps; they are recorded
-    near_duplicates: bool = False  # the leak check also compares video fingerprints (decodes every file)
+    train_store: Path = setting(help="Token store of the benchmark dataset the head trains on (all its classes).")
+    eval_store: Path = setting(help="Token store of the MZSL evaluation set (unseen).")
+    groups: Path = setting(help="CSV with class_name,group (easy / medium / hard), e.g. the evaluation set's "
+                                "manifest.")
+    out: Path = setting(affects_result=False, help="Output folder (seed_<s>/..., metrics.json, summary.md).")
+    train_splits: tuple[str, ...] = setting(("train",), help="Splits of `train_store` that train the head.")
+    test_split: str | None = setting("test", help="Split of `train_store` whose clips are the GZSL seen part (none: "
+                                                  "ZSL only).")
+    val_unseen_fraction: float = setting(0.2, help="Stage 1 holds out this share of training classes to choose the "
+                                                   "epoch (0: no stage 1).")
+    val_seen_fraction: float = setting(0.2)  # stage 1: share of the other classes' clips held out as validation-seen
+    train: dict = setting(factory=dict)
+    preset: str | None = setting(None)
+    ablations: tuple[str, ...] = setting(())
+    calibrated_stacking: bool = setting(False)  # also choose beta on the stage-1 hold-out and apply it to the GZSL test
+    betas: tuple[float, ...] = setting(DEFAULT_BETAS)
+    seeds: tuple[int, ...] = setting((0,))
+    device: str = setting("cpu", affects_result=False)
+    batch_size: int = setting(64, affects_result=False)
+    plots: PlotConfig = setting(factory=PlotConfig, affects_result=False)
+    allow_overlap: bool = setting(False, help="Run although the leak check (workflows.leaks) finds overlaps; they are "
+                                              "recorded in metrics.json.")
+    near_duplicates: bool = setting(False, help="Leak check: also compare video fingerprints (decodes every file).")
 
     def __post_init__(self) -> None:
         if not self.train_splits:
@@ -269,15 +299,16 @@ class AblateConfig:
     `unseen` split column, calibrated stacking with beta from the run's validation clips.
     """
 
-    store: Path
-    out: Path  # runs/, report/, ablation.json, ablation.md; a rerun reuses the finished runs
-    rows: tuple[str, ...] = DEFAULT_ABLATION_ROWS
-    seeds: tuple[int, ...] = (0, 1, 2)
-    train: dict = field(default_factory=dict)  # TrainConfig / FusionConfig fields shared by every row
-    preset: str | None = None  # fusion.config.PRESETS head size
-    ablations: tuple[str, ...] = ()  # fusion.config.ABLATIONS applied to every row before the row's own change
-    batch_size: int = 64  # inference batch size
-    device: str = "cpu"
+    store: Path = setting()
+    out: Path = setting(affects_result=False)  # runs/, report/, ablation.json, ablation.md; a rerun reuses the finished
+    # runs
+    rows: tuple[str, ...] = setting(DEFAULT_ABLATION_ROWS)
+    seeds: tuple[int, ...] = setting((0, 1, 2))
+    train: dict = setting(factory=dict)  # TrainConfig / FusionConfig fields shared by every row
+    preset: str | None = setting(None)  # fusion.config.PRESETS head size
+    ablations: tuple[str, ...] = setting(())  # fusion.config.ABLATIONS applied to every row before the row's own change
+    batch_size: int = setting(64, affects_result=False)  # inference batch size
+    device: str = setting("cpu", affects_result=False)
 
     def __post_init__(self) -> None:
         unknown = [r for r in self.rows if r not in ABLATION_ROWS]
@@ -304,13 +335,16 @@ class AVCAImportConfig:
     needs `trust_pickle=True`.
     """
 
-    features: Path  # the feature folder (holding audio/ and video/), e.g. .../features/cls_features
-    dataset: str  # "UCF", "ActivityNet" or "VGGSound": class names resolve against its all_class.txt
-    out: Path  # the new store
-    stages: tuple[str, ...] = ()  # stages to import (empty: every stage folder present)
-    trust_pickle: bool = False  # allow TCAF .pkl files (unpickling runs code from the file)
-    sequence_tokens: int = 8  # tokens per modality for temporal features (segment means); vectors keep 1
-    clips_per_block: int = 256  # store write block (vectors are small)
+    features: Path = setting(help="AVCA-GZSL / TCAF feature folder holding audio/<stage>/<Class>.h5 (or .pkl) and "
+                                  "video/...")
+    dataset: str = setting()  # "UCF", "ActivityNet" or "VGGSound": class names resolve against its all_class.txt
+    out: Path = setting(affects_result=False, help="The token store to create.")
+    stages: tuple[str, ...] = setting((), help="Stage folders to import (default: every stage folder present).")
+    trust_pickle: bool = setting(False,
+                                 help="Allow TCAF .pkl files; unpickling runs code from the file, so only for files "
+                                      "you trust.")
+    sequence_tokens: int = setting(8, help="Tokens per modality kept from temporal (TCAF) features, as segment means.")
+    clips_per_block: int = setting(256, affects_result=False)  # store write block (vectors are small)
 
     def __post_init__(self) -> None:
         from curate import splits

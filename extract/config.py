@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from common.errors import InputError
+from common.settings import setting
 
 __all__ = [
     "VIDEO_ARCHITECTURES",
@@ -55,13 +56,13 @@ class VideoConfig:
     View v = temporal_view * crops + crop (SlowFast's ensemble order).
     """
 
-    architecture: str = "mvit_v2_s"  # one of VIDEO_ARCHITECTURES
-    crops: int = 3  # spatial crops per temporal view: 1 (centre) or 3
-    temporal_views: int = 4  # temporal views per clip
-    frames_per_view: int = 16  # frames fed to the backbone per view (mvit_v2_s: 16)
-    frame_stride: int = 4  # a view takes every `frame_stride`-th frame of the `sampling_fps` grid
-    sampling_fps: float = 30.0  # the time grid the views are sampled on (K400 "16x4" at 30 fps = 7.5 fps)
-    crop_size_px: int = 224  # side of the square crop fed to the backbone (mvit_v2_s: 224)
+    architecture: str = setting("mvit_v2_s")  # one of VIDEO_ARCHITECTURES
+    crops: int = setting(3)  # spatial crops per temporal view: 1 (centre) or 3
+    temporal_views: int = setting(4)  # temporal views per clip
+    frames_per_view: int = setting(16)  # frames fed to the backbone per view (mvit_v2_s: 16)
+    frame_stride: int = setting(4)  # a view takes every `frame_stride`-th frame of the `sampling_fps` grid
+    sampling_fps: float = setting(30.0)  # the time grid the views are sampled on (K400 "16x4" at 30 fps = 7.5 fps)
+    crop_size_px: int = setting(224)  # side of the square crop fed to the backbone (mvit_v2_s: 224)
 
     def __post_init__(self) -> None:
         if self.architecture not in VIDEO_ARCHITECTURES:
@@ -110,10 +111,10 @@ class AudioConfig:
     domain, as AST does.
     """
 
-    architecture: str = "ast_vit_b"  # one of AUDIO_ARCHITECTURES
-    sample_rate_hz: int = 16000  # AST's rate; audio is resampled to it
-    num_mel_bins: int = 128  # F: mel bins of the fbank
-    target_frames: int = 1024  # fbank frames fed to the backbone (pad or cut); 10 ms each
+    architecture: str = setting("ast_vit_b")  # one of AUDIO_ARCHITECTURES
+    sample_rate_hz: int = setting(16000)  # AST's rate; audio is resampled to it
+    num_mel_bins: int = setting(128)  # F: mel bins of the fbank
+    target_frames: int = setting(1024)  # fbank frames fed to the backbone (pad or cut); 10 ms each
 
     def __post_init__(self) -> None:
         if self.architecture not in AUDIO_ARCHITECTURES:
@@ -144,8 +145,8 @@ class TokenConfig:
     average-pooled over time to `audio_pooled_time` columns, each frequency row kept.
     """
 
-    video_pooled_grid: tuple[int, int, int] = (4, 2, 2)  # (T, H, W) after pooling: 17 tokens per view with CLS
-    audio_pooled_time: int = 8  # time columns after pooling: 2 + 12 x 8 = 98 tokens for AST
+    video_pooled_grid: tuple[int, int, int] = setting((4, 2, 2))  # (T, H, W) after pooling: 17 tokens per view with CLS
+    audio_pooled_time: int = setting(8)  # time columns after pooling: 2 + 12 x 8 = 98 tokens for AST
 
     def __post_init__(self) -> None:
         if len(self.video_pooled_grid) != 3 or min(self.video_pooled_grid) < 1:
@@ -159,36 +160,45 @@ class ExtractConfig:
     """One extraction setting; recorded in the token store (`to_dict`).
 
     Override a preset with `dataclasses.replace`, e.g. `replace(PROFILES["paper"], video=replace(
-    PROFILES["paper"].video, crops=1))`. `device`, `compile`, `compile_mode`, `attention`, `batch_views`,
-    `decode_threads` and `decode_in` change speed, not tokens beyond rounding (the store may be resumed with other
-    values); everything else defines the tokens.
+    PROFILES["paper"].video, crops=1))`. The fields declared `affects_result=False` (`device`, `compile`,
+    `compile_mode`, `attention`, `batch_views`, `decode_threads`, `decode_in`) change speed, not tokens beyond
+    rounding, and `profile` only names where the config came from: a store may be resumed with other values of
+    them. Everything else defines the tokens.
     """
 
-    profile: str = "paper"  # name of the preset this config came from (informational)
-    video: VideoConfig = field(default_factory=VideoConfig)
-    audio: AudioConfig = field(default_factory=AudioConfig)
-    tokens: TokenConfig = field(default_factory=TokenConfig)
-    full_tokens: bool = False  # store every token ((V, 393, 768) and (1214, 768)) instead of the pooled ones
-    random_init: bool = False  # build backbones with seeded random weights instead of loading weights
-    seed: int = 0  # seeds random init: every process builds bit-identical random backbones
-    precision: str = "bf16"  # backbone forwards: "bf16" (autocast), "bf16-pure" (weights and inputs cast to
+    profile: str = setting("paper", affects_result=False)  # name of the preset this config came from (informational)
+    video: VideoConfig = setting(factory=VideoConfig)
+    audio: AudioConfig = setting(factory=AudioConfig)
+    tokens: TokenConfig = setting(factory=TokenConfig)
+    full_tokens: bool = setting(False, help="Keep every token (about 8.7 MiB per clip) instead of pooled ones.")
+    random_init: bool = setting(False, help="Random backbones instead of weights (recorded in the store).")
+    seed: int = setting(0)  # seeds random init: every process builds bit-identical random backbones
+    precision: str = setting("bf16")  # backbone forwards: "bf16" (autocast), "bf16-pure" (weights and inputs cast to
     # bfloat16, no autocast) or "fp32"
-    attention: str = "sdpa"  # MViT-v2 attention kernel, one of ATTENTION_KERNELS; equal tokens up to rounding
-    device: str = "cuda"  # torch device of the backbones and of resize / crop / normalise ("cpu", "cuda:1")
-    compile: bool = False  # torch.compile the backbone forwards (pays off on GPU for large runs)
-    compile_mode: str = "default"  # torch.compile's `mode` when `compile` is set, one of COMPILE_MODES
-    batch_views: int = 96  # video views per backbone forward; views of several clips share a forward
-    decode_threads: int = 32  # at most this many clips decoded concurrently (one worker each, single-threaded
-    # codecs); in practice the usable cores decide (common/threads.py): on a GPU torch keeps one and the decode
-    # workers take the rest (15 on a 16-core, 1-GPU machine), since 8 workers cap decoding near 55 clips/s
-    strict_media: bool = False  # fail a file whose video breaks part-way instead of keeping its decodable part
-    frame_scaling: str = "reference"  # where frames are scaled to the views' short side: "reference" (full-size
-    # RGB frames resized by torch on `device`, bilinear without antialiasing, as torchvision's weights transforms),
+    attention: str = setting("sdpa", affects_result=False)  # MViT-v2 attention kernel, one of ATTENTION_KERNELS; equal
+    # tokens up to rounding
+    device: str = setting("cuda", affects_result=False)  # torch device of the backbones and of resize / crop /
+    # normalise ("cpu", "cuda:1")
+    compile: bool = setting(False, affects_result=False, help="torch.compile the backbones (GPU runs).")
+    compile_mode: str = setting("default", affects_result=False)  # torch.compile's `mode` when `compile` is set, one of
+    # COMPILE_MODES
+    batch_views: int = setting(96, affects_result=False)  # video views per backbone forward; views of several clips
+    # share a forward
+    decode_threads: int = setting(32, affects_result=False)  # at most this many clips decoded concurrently (one worker
+    # each, single-threaded codecs); in practice the usable cores decide (common/threads.py): on a GPU torch keeps one
+    # and the decode workers take the rest (15 on a 16-core, 1-GPU machine), since 8 workers cap decoding near 55
+    # clips/s
+    strict_media: bool = setting(False, flag="--strict",
+                                 help="Fail files that decode only in part (default: keep the decodable part).")
+    frame_scaling: str = setting("reference")  # where frames are scaled to the views' short side: "reference"
+    # (full-size RGB frames resized by torch on `device`, bilinear without antialiasing, as torchvision's weights
+    # transforms),
     # "worker" (the same filter on the uint8 frames in the decode worker: 10x fewer bytes per 720p clip, each pixel
     # within 1 level of 255 of the reference) or "decoder" (swscale's bilinear during the RGB conversion, when the
     # source is at least 2x larger: the same bytes, less CPU, tokens within docs/extract.md's wider stated
     # tolerance). Stores made before this field existed did "reference".
-    decode_in: str = "processes"  # "processes" or "threads": where clips decode (extract/decode_pool.py says why)
+    decode_in: str = setting("processes", affects_result=False)  # "processes" or "threads": where clips decode
+    # (extract/decode_pool.py says why)
 
     def __post_init__(self) -> None:
         for name, kind in (("video", VideoConfig), ("audio", AudioConfig), ("tokens", TokenConfig)):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common.errors import InputError
+from common.settings import setting
 from extract.config import ExtractConfig
 
 __all__ = ["StoreConfig", "RunnerConfig"]
@@ -22,10 +23,13 @@ class StoreConfig:
     uncompressed by default; one clip per chunk keeps random access by clip index to one file per array.
     """
 
-    clips_per_block: int = 32  # unit of work of one writer; status / reason / small arrays chunk by it
-    compressor: str = "none"  # "none" or "zstd" for the token arrays
-    compression_level: int = 1  # zstd level (1-22)
-    shard_blocks: bool = False  # bundle each block's per-clip chunks into one shard file (zarr sharding)
+    clips_per_block: int = setting(32, affects_result=False,
+                                   help="Clips per unit of work of one writer and per status chunk (fixed when the "
+                                        "store is created).")
+    compressor: str = setting("none", affects_result=False)  # "none" or "zstd" for the token arrays
+    compression_level: int = setting(1, affects_result=False)  # zstd level (1-22)
+    shard_blocks: bool = setting(False, affects_result=False, flag="--shard",
+                                 help="Bundle each block's chunks into one Zarr shard file (fewer files).")
 
     def __post_init__(self) -> None:
         if self.clips_per_block < 1:
@@ -48,19 +52,29 @@ class RunnerConfig:
     existing Dask cluster instead (every worker must see the store path, e.g. on a shared file system).
     """
 
-    videos: Path  # manifest CSV, a folder scanned for media files, or one media file
-    out: Path  # the store folder (created, or resumed when it exists with the same config)
-    extract: ExtractConfig  # how clips become tokens (what every worker builds its extractor from)
-    store: StoreConfig = field(default_factory=StoreConfig)
-    gpus: int = 0  # local GPU workers (one process per GPU)
-    workers: int = 1  # CPU worker processes when gpus == 0
-    scheduler: str | None = None  # address of an existing Dask scheduler (multi-node)
-    video_weights: Path | None = None  # MViT-v2-S weights (torchvision format); None: torch hub cache
-    audio_weights: Path | None = None  # AST weights (original AST, HF transformers, or timm DeiT format)
-    retry_failed: bool = False  # also retry clips recorded as failed (pending clips are always retried)
-    progress: bool = True  # show a progress bar
-    wait: bool = False  # when another extract holds the store's lease: wait for it (False: stop, naming it)
-    lease_timeout_s: float = 60.0  # a store lease without a heartbeat for this long is stale and taken over
+    videos: Path = setting(help="A manifest CSV (clip_id,path,class_name,split[,start_s,end_s]), a folder, or a video.")
+    out: Path = setting(affects_result=False,
+                        help="Token store to create, or to resume when it exists (same config and clip list).")
+    extract: ExtractConfig = setting()  # how clips become tokens (what every worker builds its extractor from)
+    store: StoreConfig = setting(factory=StoreConfig, affects_result=False)
+    gpus: int = setting(0, affects_result=False, help="GPUs to use: one Dask worker process per GPU (0: CPU).")
+    workers: int = setting(1, affects_result=False,
+                           help="CPU worker processes when `gpus` is 0 (1 runs in this process).")
+    scheduler: str | None = setting(None, affects_result=False,
+                                    help="Address of an existing Dask scheduler to run on (multi-node).")
+    video_weights: Path | None = setting(None,
+                                         help="MViT-v2-S weights in torchvision format (default: the torch hub cache).")
+    audio_weights: Path | None = setting(None,
+                                         help="AST weights (file or HF model folder): original AST, HF transformers, "
+                                              "or timm DeiT-base-384.")
+    retry_failed: bool = setting(False,
+                                 help="Also retry clips that failed in an earlier run (pending clips are always "
+                                      "retried).")
+    progress: bool = setting(True, affects_result=False, help="Show a progress bar.")
+    wait: bool = setting(False, affects_result=False,
+                         help="If another extract holds the store, wait for it instead of stopping.")
+    lease_timeout_s: float = setting(60.0, affects_result=False)  # a store lease without a heartbeat for this long is
+    # stale and taken over
 
     def __post_init__(self) -> None:
         if self.gpus < 0:

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from common.errors import InputError
 from common.files import read_csv, write_csv
 from common.media import MediaError
+from common.settings import result_values
 from common.threads import requested_threads, set_requested_threads
 from extract.config import PROFILES, ExtractConfig
 from extract.outputs import ClipTokens
@@ -42,10 +43,6 @@ __all__ = ["ExtractionSummary", "build_extract_config", "failures_csv_path", "ru
 
 logger = logging.getLogger(__name__)
 
-# Extraction settings that change how fast tokens are made, not what they are: a store may be resumed with
-# other values of these (e.g. on a GPU machine after a CPU start).
-_RUNTIME_KEYS = frozenset({"device", "compile", "compile_mode", "attention", "batch_views", "decode_threads",
-                           "decode_in"})
 # Dask tasks per worker: each task is one pipeline over its consecutive blocks; a few per worker balance the load
 # and bound what a killed worker's task redoes elsewhere.
 _TASKS_PER_WORKER = 4
@@ -194,10 +191,10 @@ def _open_or_create(config: RunnerConfig, clips: Sequence[ManifestRow], extracto
         recorded = ExtractConfig.from_dict(store.extract_config).to_dict()
     except InputError:  # not an extraction config of this code (an imported store): compared as it is
         recorded = store.extract_config
-    differences = sorted(
-        key for key in set(extract_dict) | set(recorded)
-        if key not in _RUNTIME_KEYS and extract_dict.get(key) != recorded.get(key)
-    )
+    # Settings that change how fast tokens are made, not what they are (`affects_result=False`), may differ: a
+    # store resumes on a GPU machine after a CPU start.
+    wanted, made = result_values(ExtractConfig, extract_dict), result_values(ExtractConfig, recorded)
+    differences = sorted(key for key in set(wanted) | set(made) if wanted.get(key) != made.get(key))
     if differences or layout != store.token_layout:
         # a setting of its own (not a group such as `video`) can be named with the store's value, to resume as it was
         settings = [f"`{key}={recorded[key]!r}`" for key in differences

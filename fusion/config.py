@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from common.errors import InputError
+from common.settings import setting
 from text.class_embeddings import EmbeddingSpec
 
 __all__ = [
@@ -80,31 +81,38 @@ class FusionConfig:
     lambda1, lambda2 without saying what they weight; docs/fusion.md, "Losses").
     """
 
-    width: int = 512  # D, the width of every token in the head
-    num_blocks: int = 4  # K fusion blocks (an AV+F layer, then a T+F layer)
-    num_heads: int = 8  # attention heads per layer; must divide width
-    num_fusion_tokens: int = 4  # L bottleneck tokens, initialised N(0, 0.02)
-    mlp_ratio: float = 4.0  # hidden width of each layer's FFN as a multiple of width
-    dropout: float = 0.1  # dropout on the residual branches, inside the FFNs and on the heads' input
-    attention_dropout: float = 0.0  # dropout on attention probabilities (0, as in ViT: it costs ~20% of a CPU step)
-    fusion_mode: str = "bottleneck"  # "bottleneck" (the paper's AVT network) or "concat" (one network on pooled,
-    # concatenated modality features; the paper's Table 7 row trains one head per modality instead: workflows.ablate)
-    fusion_order: str = "parallel"  # text pass: the T+F layer reads the block's incoming fusion tokens, as the AV+F
-    # layer does (MBT); "sequential": the fusion tokens after the block's AV+F update (eq. 2 as written)
-    use_text: bool = True  # False: no T+F layers and no MLM loss (Table 7: bottleneck without text)
-    modalities: str = "av"  # "av", or "audio" / "video" only (the other modality is left out)
-    view_mode: str = "ensemble"  # "ensemble": 1 random view per step, mean of f(x) over views at inference;
-    # "mean": tokens averaged over views, one pass
-    se_target: str = "kinetics+class"  # SE regresses phi(s_v) + phi(s_t) (paper) or "class": phi(s_t) only
-    normalise_embeddings: bool = False  # L2-normalise the class-name embeddings (Table 8; raw is the paper's)
-    zero_shot_embedding: str = "se"  # f(x) for zero-shot: the SE head's output, or "conse": the convex combination
-    # of the top `conse_top_t` seen-class embeddings weighted by the TASK softmax (ConSE, Norouzi et al. 2014)
-    conse_top_t: int = 10  # T of ConSE (capped at the number of seen classes)
-    task_weight: float = 1.0  # weight of the cross-entropy over seen classes
-    se_weights: tuple[float, ...] = (0.25, 0.1, 0.05)  # lambda_SE step schedule; (1.0,) is eq. 5 as written
-    mlm_weights: tuple[float, ...] = (0.25, 0.1, 0.05)  # sigma step schedule (all 0: no MLM)
-    weight_milestones_epochs: tuple[int, ...] = (20, 40)  # last epoch of each step of the schedules
-    mlm_mask_probability: float = 0.15  # each word of a class name is masked with this probability (>= 1 word)
+    width: int = setting(512)  # D, the width of every token in the head
+    num_blocks: int = setting(4)  # K fusion blocks (an AV+F layer, then a T+F layer)
+    num_heads: int = setting(8)  # attention heads per layer; must divide width
+    num_fusion_tokens: int = setting(4)  # L bottleneck tokens, initialised N(0, 0.02)
+    mlp_ratio: float = setting(4.0)  # hidden width of each layer's FFN as a multiple of width
+    dropout: float = setting(0.1)  # dropout on the residual branches, inside the FFNs and on the heads' input
+    attention_dropout: float = setting(0.0)  # dropout on attention probabilities (0, as in ViT: it costs ~20% of a CPU
+    # step)
+    fusion_mode: str = setting("bottleneck")  # "bottleneck" (the paper's AVT network) or "concat" (one network on
+    # pooled, concatenated modality features; the paper's Table 7 row trains one head per modality instead:
+    # workflows.ablate)
+    fusion_order: str = setting("parallel")  # text pass: the T+F layer reads the block's incoming fusion tokens, as the
+    # AV+F layer does (MBT); "sequential": the fusion tokens after the block's AV+F update (eq. 2 as written)
+    use_text: bool = setting(True)  # False: no T+F layers and no MLM loss (Table 7: bottleneck without text)
+    modalities: str = setting("av")  # "av", or "audio" / "video" only (the other modality is left out)
+    view_mode: str = setting("ensemble", choices=VIEW_MODES,
+                             help="ensemble: one random view per step, mean of f(x) over views at inference; mean: "
+                                  "tokens averaged over views, one pass.")
+    se_target: str = setting("kinetics+class", choices=SE_TARGETS,
+                             help="SE regression target: phi(s_v) + phi(class) (the paper's) or phi(class) only.")
+    normalise_embeddings: bool = setting(False)  # L2-normalise the class-name embeddings (Table 8; raw is the paper's)
+    zero_shot_embedding: str = setting("se")  # f(x) for zero-shot: the SE head's output, or "conse": the convex
+    # combination of the top `conse_top_t` seen-class embeddings weighted by the TASK softmax (ConSE, Norouzi et al.
+    # 2014)
+    conse_top_t: int = setting(10,
+                               help="T of ConSE, for heads without SE: the top seen classes combined (capped at the "
+                                    "number of seen classes).")
+    task_weight: float = setting(1.0)  # weight of the cross-entropy over seen classes
+    se_weights: tuple[float, ...] = setting((0.25, 0.1, 0.05))  # lambda_SE step schedule; (1.0,) is eq. 5 as written
+    mlm_weights: tuple[float, ...] = setting((0.25, 0.1, 0.05))  # sigma step schedule (all 0: no MLM)
+    weight_milestones_epochs: tuple[int, ...] = setting((20, 40))  # last epoch of each step of the schedules
+    mlm_mask_probability: float = setting(0.15)  # each word of a class name is masked with this probability (>= 1 word)
 
     def __post_init__(self) -> None:
         for name in ("width", "num_blocks", "num_heads", "num_fusion_tokens"):
@@ -183,54 +191,80 @@ class TrainConfig:
     validation: only `last.pt` is written. Test splits (`features.splits`) never validate.
     """
 
-    store: Path  # the training token store
-    out: Path  # the run directory
-    fusion: FusionConfig = field(default_factory=FusionConfig)
-    embeddings: str = "glove-6b-50d"  # class-name embedding source spec (text.class_embeddings)
-    name_map: Path | None = None  # CSV `original,manual` mapping class names before embedding
-    missing: str = "error"  # words the vectors lack: "error" lists them all, "skip" drops them from their names
-    classes_file: Path | None = None  # training classes, one per line, id = line order; None: sorted labels
-    train_splits: tuple[str, ...] = ("seen",)  # store splits whose clips train the head
-    val_store: Path | None = None  # a separate validation store
-    val_splits: tuple[str, ...] = ()  # validation splits (of val_store, or of store without val_store)
-    val_unseen_fraction: float = 0.0  # share of training classes held out as validation-unseen (0: off)
-    val_seen_fraction: float = 0.2  # with val_unseen_fraction: share of each kept class's clips for val-seen
-    # (rounded; at least 1 clip of a class with 2 or more, so small stores still validate GZSL)
-    val_split_seed: int = 0  # seed of that hold-out draw (independent of `seed` so seeds share one split)
-    test_seen_fraction: float = 0.0  # share of each training class's clips held out as test-seen: never trained,
-    # validated or selected on; `zeroshot` scores them as GZSL's seen part (stores with only seen / unseen splits)
-    shuffle_class_embeddings: bool = False  # control run: SE targets use a permutation of the training classes'
-    # embeddings (seeded by val_split_seed), so nothing links content to names; zero-shot must fall to chance
-    select_by: str = "calibrated_gzsl_hm"  # best.pt by validation HM after calibrated stacking (beta chosen on the
-    # validation data, AVCA's stage 1), "gzsl_hm" (raw) or "zsl"; without a seen part ZSL, without an unseen part
+    store: Path = setting(help="Training token store.")
+    out: Path = setting(affects_result=False,
+                        help="Run directory (created; must be empty unless `resume`); with a run's config, that run's "
+                             "folder.")
+    fusion: FusionConfig = setting(factory=FusionConfig)
+    embeddings: str = setting("glove-6b-50d",
+                              help="Class-name embeddings: glove-6b-50d, word2vec:PATH, fasttext:PATH, avca:ucf|... "
+                                   "(text.class_embeddings).")
+    name_map: Path | None = setting(None, help="CSV original,manual: class names rewritten before embedding.")
+    missing: str = setting("error", choices=("error", "skip"),
+                           help="Words the vectors lack: error lists them all, skip drops them from their names.")
+    classes_file: Path | None = setting(None, flag="--classes",
+                                        help="Training class list, one per line, class id = line order (default: "
+                                             "sorted training labels).")
+    train_splits: tuple[str, ...] = setting(("seen",), help="Store splits whose clips train the head.")
+    val_store: Path | None = setting(None, help="A separate validation store.")
+    val_splits: tuple[str, ...] = setting((), flag="--val-split",
+                                          help="Validation split(s) of `store` (or of `val_store`); never a test "
+                                               "split.")
+    val_unseen_fraction: float = setting(0.0,
+                                         help="Hold out this share of the training classes as validation-unseen (plus "
+                                              "`val_seen_fraction` of the other classes' clips as validation-seen); "
+                                              "for stores with only seen / unseen splits.")
+    val_seen_fraction: float = setting(0.2,
+                                       help="With `val_unseen_fraction`: share of each kept class's clips held out as "
+                                            "validation-seen (rounded; at least 1 clip of a class with 2 or more, so "
+                                            "small stores still validate GZSL).")
+    val_split_seed: int = setting(0)  # seed of that hold-out draw (independent of `seed` so seeds share one split)
+    test_seen_fraction: float = setting(0.0,
+                                        help="Hold out this share of each training class's clips as test-seen (never "
+                                             "trained, validated or selected on; zeroshot scores them as GZSL's seen "
+                                             "part); for stores with only seen / unseen splits.")
+    shuffle_class_embeddings: bool = setting(False,
+                                             help="Control run: SE targets use a permutation of the training classes' "
+                                                  "embeddings (seeded by `val_split_seed`), so nothing links content "
+                                                  "to names; zero-shot falls to chance.")
+    select_by: str = setting("calibrated_gzsl_hm")  # best.pt by validation HM after calibrated stacking (beta chosen on
+    # the validation data, AVCA's stage 1), "gzsl_hm" (raw) or "zsl"; without a seen part ZSL, without an unseen part
     # seen accuracy. Not raw HM by default: it is 0 in most epochs while GZSL collapses onto the seen classes
     # (docs/fusion.md, "Which clips train and validate"), so it picks an arbitrary early epoch.
-    epochs: int = 100
-    schedule_epochs: int | None = None  # epochs the lr schedule spans (None: `epochs`); a run that stops before
-    # the end of its schedule is AVCA's stage 2: stage 1's whole schedule, checkpoint at the selected epoch
-    batch_size: int = 64
-    eval_batch_size: int = 128
-    lr: float = 1e-4  # peak learning rate of AdamW
-    weight_decay: float = 0.05  # AdamW decay of weight matrices (not of norms, biases, embeddings, tokens)
-    lr_schedule: str = "cosine"  # "cosine": linear warmup then cosine to lr * min_lr_ratio; "step"
-    warmup_epochs: float = 2.0  # linear warmup length (both schedules)
-    min_lr_ratio: float = 0.01  # cosine floor as a fraction of lr
-    lr_milestones_epochs: tuple[int, ...] = (20, 40)  # "step": lr *= lr_step_gamma after each of these epochs
-    lr_step_gamma: float = 0.1
-    grad_clip_norm: float = 1.0  # max global gradient norm (0: no clipping)
-    seed: int = 0  # model init, data order, view draws, word masks, dropout
-    device: str = "cpu"  # "cpu" or "cuda" (bf16 autocast); no silent fallback
-    resume: bool = False  # continue the run in `out` from its last.pt
-    prefetch_batches: int = 2  # batches read ahead in a background thread
-    resident_store: str = "auto"  # "on": the training clips' tokens are read once onto the device and batched
-    # there; "auto": so on CUDA when they fit in `resident_share` of its free memory; "off": streamed per batch
-    resident_share: float = 0.5  # share of the device's free memory a resident store may take ("auto")
-    compile: bool = False  # torch.compile the head's forward (fixed shapes; pays off on a GPU)
-    lr_batch_scaling: str = "none"  # the peak lr is `lr` at `lr_reference_batch` clips, scaled to `batch_size`:
-    # "sqrt" (x sqrt(batch / reference), the rule for Adam-type optimisers), "linear" (x batch / reference), "none"
-    lr_reference_batch: int = 64  # the batch size `lr` is given for
-    progress: bool = True  # show a progress bar
-    log_every_steps: int = 50  # a log line every this many steps
+    epochs: int = setting(100, help="Training epochs.")
+    schedule_epochs: int | None = setting(None)  # epochs the lr schedule spans (None: `epochs`); a run that stops
+    # before the end of its schedule is AVCA's stage 2: stage 1's whole schedule, checkpoint at the selected epoch
+    batch_size: int = setting(64, help="Clips per step.")
+    eval_batch_size: int = setting(128, affects_result=False)
+    lr: float = setting(1e-4, help="Peak AdamW learning rate.")
+    weight_decay: float = setting(0.05,
+                                  help="AdamW decay of weight matrices (not of norms, biases, embeddings, tokens).")
+    lr_schedule: str = setting("cosine", choices=LR_SCHEDULES,
+                               help="After linear warmup: cosine decay to lr x `min_lr_ratio`, or steps of "
+                                    "`lr_step_gamma` after each of `lr_milestones_epochs`.")
+    warmup_epochs: float = setting(2.0, help="Linear warmup length in epochs (both schedules).")
+    min_lr_ratio: float = setting(0.01)  # cosine floor as a fraction of lr
+    lr_milestones_epochs: tuple[int, ...] = setting((20, 40))  # "step": lr *= lr_step_gamma after each of these epochs
+    lr_step_gamma: float = setting(0.1)
+    grad_clip_norm: float = setting(1.0, help="Maximum global gradient norm (0: no clipping).")
+    seed: int = setting(0, help="Seed of init, data order, views, masks and dropout.")
+    device: str = setting("cpu", affects_result=False, choices=DEVICES,
+                          help="cpu or cuda (bf16 autocast); no silent fallback.")
+    resume: bool = setting(False, affects_result=False, help="Continue the run in `out` from its last.pt.")
+    prefetch_batches: int = setting(2, affects_result=False)  # batches read ahead in a background thread
+    resident_store: str = setting("auto", affects_result=False)  # "on": the training clips' tokens are read once onto
+    # the device and batched there; "auto": so on CUDA when they fit in `resident_share` of its free memory; "off":
+    # streamed per batch
+    resident_share: float = setting(0.5, affects_result=False)  # share of the device's free memory a resident store may
+    # take ("auto")
+    compile: bool = setting(False, affects_result=False)  # torch.compile the head's forward (fixed shapes; pays off on
+    # a GPU)
+    lr_batch_scaling: str = setting("none")  # the peak lr is `lr` at `lr_reference_batch` clips, scaled to
+    # `batch_size`: "sqrt" (x sqrt(batch / reference), the rule for Adam-type optimisers), "linear" (x batch /
+    # reference), "none"
+    lr_reference_batch: int = setting(64)  # the batch size `lr` is given for
+    progress: bool = setting(True, affects_result=False, help="Show a progress bar.")
+    log_every_steps: int = setting(50, affects_result=False)  # a log line every this many steps
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "log_every_steps"):

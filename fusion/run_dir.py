@@ -30,6 +30,7 @@ import torch
 
 from common.errors import InputError
 from common.files import atomic_write, write_json, write_text
+from common.settings import result_values
 from extract.weights import load_failure
 from fusion.config import ARCHITECTURE_FIELDS, FusionConfig, TrainConfig
 from fusion.model import FusionModel, ModelDims, build_model
@@ -57,9 +58,6 @@ CHECKPOINT_VERSION = 1
 # What a run folder holds (the module docstring): the files a restart before the first checkpoint may remove.
 _RUN_FILES = ("config.json", "classes.json", "class_embeddings.npz", "log.jsonl", "best.pt", "last.pt",
               "training_curves.png")
-# Settings a resumed run may change: how it runs, and where the run folder now is (a copied or moved run resumes).
-_RESUME_FREE_FIELDS = ("resume", "progress", "device", "prefetch_batches", "log_every_steps", "eval_batch_size",
-                       "out", "resident_store", "resident_share", "compile")
 
 
 @dataclass(frozen=True)
@@ -298,14 +296,15 @@ def _check_resume(config: TrainConfig, out: Path, config_record: dict, classes_r
 def changed_settings(recorded: dict[str, Any], config: TrainConfig) -> list[str]:
     """The settings of `config` that differ from a run's recorded `train` config and can change its result.
 
-    How a run runs (progress, device, prefetching, logging, evaluation batch size, its folder) does not count:
-    the same run resumes, or is reused, whatever they are. A field the record lacks (a run recorded before the
-    field existed) counts as its default, which is what that run did.
+    How a run runs (progress, device, prefetching, logging, evaluation batch size, resident store, compilation)
+    and where its folder now is (a copied or moved run resumes) do not count: the fields declared
+    `affects_result=False`. The same run resumes, or is reused, whatever they are. A field the record lacks (a run
+    recorded before the field existed) counts as its default, which is what that run did.
     """
     old = json.loads(json.dumps(TrainConfig.from_dict(recorded).to_dict()))  # tuples -> lists, defaults filled
-    new = json.loads(json.dumps(config.to_dict()))
+    old, new = result_values(TrainConfig, old), result_values(TrainConfig, json.loads(json.dumps(config.to_dict())))
     old_fusion, new_fusion = old.pop("fusion"), new.pop("fusion")
-    changed = [k for k in sorted(set(old) | set(new)) if k not in _RESUME_FREE_FIELDS and old.get(k) != new.get(k)]
+    changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     return changed + [f"fusion.{k}" for k in sorted(new_fusion) if old_fusion.get(k) != new_fusion.get(k)]
 
 

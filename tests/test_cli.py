@@ -2,6 +2,7 @@
 (one line, exit 1, in the command's own flags) and bugs (a traceback)."""
 
 import ast
+import dataclasses
 import os
 import re
 import subprocess
@@ -91,6 +92,33 @@ def test_an_unknown_option_is_a_usage_error(path):
 def test_missing_required_option_names_it():
     result = CliRunner().invoke(cli.cli, ["extract", "--out", "somewhere.zarr"])
     assert result.exit_code == 2 and "Missing option '--videos'" in result.output
+
+
+def test_options_built_from_config_fields_show_the_fields_defaults():
+    built = 0
+    for path in COMMANDS:
+        command = _command(path)
+        context = click.Context(command)
+        for option in (p for p in command.params if isinstance(p, cli._FieldOption)):
+            built += 1
+            field = {f.name: f for f in dataclasses.fields(option.config)}[option.name]
+            assert option.help and option.help.split()[0] in field.metadata["help"], option.opts
+            help_text = " ".join(option.get_help_record(context)[1].split())
+            if field.default is dataclasses.MISSING:
+                # required, or None where the command may take it from a recorded config
+                assert (option.required or option.default is None) and "[default:" not in help_text, option.opts
+                continue
+            value = field.default
+            shown = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            if value is True:
+                shown = option.opts[0].removeprefix("--")
+            if value is None or value is False or (isinstance(value, str | tuple) and not value):
+                assert "[default:" not in help_text, option.opts
+            else:
+                assert f"[default: {shown}]" in help_text, (option.opts, help_text)
+            # the option's own default is the field's, or None where the command starts from a recorded config
+            assert option.default is None or option.default in (value, shown), option.opts
+    assert built >= 60
 
 
 def test_views_help_says_what_it_counts():

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from common.errors import InputError
 from common.files import write_json, write_text
+from common.settings import setting
 from eval.report import format_mean_std
 
 if TYPE_CHECKING:
@@ -47,20 +48,22 @@ _HONESTY = ("Backbones are RANDOM-INIT (no pretrained weights can be downloaded 
 class DemoConfig:
     """The demo's settings; the defaults are what `make demo` runs (about 3-5 minutes on 2 cores)."""
 
-    out: Path = Path("runs/demo")  # everything is written here; reused by a second run
-    classes: int = 24  # synthetic classes (VGGSound names)
-    clips_per_class: int = 8
-    seconds: float = 4.0  # nominal clip length
-    unseen_fraction: float = 0.25  # 6 of 24 classes unseen
-    data_seed: int = 0  # seed of the synthetic benchmark
-    seeds: tuple[int, ...] = (0, 1, 2)  # training seeds: results are reported as mean +- std over them
-    epochs: int = 40
-    lr: float = 1e-3  # the head starts near 0 and must reach the embeddings' scale within a few hundred steps
-    val_unseen_fraction: float = 0.2  # seen classes held out as validation-unseen (selects best.pt)
-    test_seen_fraction: float = 0.25  # seen-class clips held out as GZSL's seen test part
-    synthetic_workers: int = 2  # processes rendering clips (the output does not depend on it)
-    extract_workers: int = 1  # extraction processes (1: in this process)
-    progress: bool = True
+    out: Path = setting(Path("runs/demo"), affects_result=False,
+                        help="Folder for the benchmark, store, runs and report; a second run reuses what is finished.")
+    classes: int = setting(24)  # synthetic classes (VGGSound names)
+    clips_per_class: int = setting(8)
+    seconds: float = setting(4.0)  # nominal clip length
+    unseen_fraction: float = setting(0.25)  # 6 of 24 classes unseen
+    data_seed: int = setting(0)  # seed of the synthetic benchmark
+    seeds: tuple[int, ...] = setting((0, 1, 2), help="Training seeds: results are reported as mean +- std over them.")
+    epochs: int = setting(40, help="Training epochs per run.")
+    lr: float = setting(1e-3)  # the head starts near 0 and must reach the embeddings' scale within a few hundred steps
+    val_unseen_fraction: float = setting(0.2)  # seen classes held out as validation-unseen (selects best.pt)
+    test_seen_fraction: float = setting(0.25)  # seen-class clips held out as GZSL's seen test part
+    synthetic_workers: int = setting(2, affects_result=False)  # processes rendering clips (the output does not depend
+    # on it)
+    extract_workers: int = setting(1, affects_result=False)  # extraction processes (1: in this process)
+    progress: bool = setting(True, affects_result=False, help="Show progress bars.")
 
     def __post_init__(self) -> None:
         if not self.seeds:

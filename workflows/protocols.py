@@ -37,6 +37,7 @@ import numpy as np
 
 from common.errors import InputError
 from common.files import read_csv, write_json, write_text
+from common.settings import result_values
 from curate import splits
 from curate.relatedness import DIFFICULTY_GROUPS
 from eval import report
@@ -45,6 +46,7 @@ from eval.gzsl import ValidationSplit, evaluate_gzsl, gzsl_metrics, gzsl_rows
 from eval.metrics import EvalResult
 from eval.scoring import ClassEmbedder, ClipSet
 from features.splits import SplitRoles
+from fusion.config import TrainConfig
 from fusion.predict import score_clips
 from workflows import leaks
 from workflows.zeroshot import write_outputs
@@ -68,8 +70,6 @@ _STAGE1_TRAIN, _STAGE1_VAL = ("stage_1_train",), ("stage_1_val_seen", "stage_1_v
 _STAGE2_TRAIN = _STAGE1_TRAIN + _STAGE1_VAL
 _TEST = ("stage_2_test_seen", "stage_2_test_unseen")
 _HEADLINE = tuple(key for key, _, _ in report.COLUMNS)
-# Config fields that do not change what a protocol computes: left out of the seed-group key.
-_FREE_FIELDS = ("seeds", "out", "device", "plots", "batch_size")
 
 
 @dataclass(frozen=True)
@@ -515,5 +515,7 @@ def _read_log(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _group_key(config) -> str:
-    values = {k: v for k, v in config.to_dict().items() if k not in _FREE_FIELDS}
-    return report.group_key(values)
+    """Protocols that differ only in their seeds share this key: what they compute (`affects_result`), the seeds
+    left out, and of the training options those a resume compares."""
+    values = {k: v for k, v in result_values(type(config), config.to_dict()).items() if k != "seeds"}
+    return report.group_key({**values, "train": result_values(TrainConfig, values["train"])})

@@ -19,12 +19,14 @@ import numpy as np
 
 from common.errors import InputError
 from common.files import write_csv, write_json, write_text
+from common.settings import result_values
 from eval import metrics, report
 from eval.config import PlotConfig, ZeroShotConfig
 from eval.gzsl import GZSLEvaluation, ValidationSplit, evaluate_gzsl, gzsl_metrics, gzsl_rows
 from eval.metrics import EvalResult, percent
 from eval.scoring import ClassEmbedder, ClipSet
 from features.splits import SplitRole, split_role
+from fusion.config import TrainConfig
 from fusion.predict import score_clips
 from text.class_names import read_class_file
 
@@ -33,9 +35,6 @@ __all__ = ["RUN_VALIDATION", "ZeroShotResult", "run_clip_indices", "write_output
 logger = logging.getLogger(__name__)
 
 RUN_VALIDATION = "run"  # `val_split='run'`: the validation clips the run itself validated on (classes.json)
-# Training-config fields that do not change what a run computes: left out of the seed-group key.
-_RUN_FREE_FIELDS = ("seed", "out", "resume", "progress", "device", "prefetch_batches", "log_every_steps",
-                    "eval_batch_size")
 
 
 @dataclass(frozen=True)
@@ -308,8 +307,12 @@ def write_outputs(out: Path, metrics_json: dict, header: list[str], rows: list[l
 
 
 def _group_key(info, store, metrics_json, config) -> str:
-    """Runs that differ only in their seed (and output paths) share this key: the report pools them."""
-    train = {k: v for k, v in info.train.items() if k not in _RUN_FREE_FIELDS}
+    """Runs that differ only in their seed (and output paths) share this key: the report pools them.
+
+    The training settings compared are those a resume compares (`affects_result`), so a run resumed with another
+    device or `compile` stays in its group; the seed is what differs between the runs of a group.
+    """
+    train = {k: v for k, v in result_values(TrainConfig, info.train).items() if k != "seed"}
     key = {
         "train": train,
         "store": str(Path(store.path).resolve()),

@@ -9,6 +9,7 @@ import csv
 import json
 import math
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -576,6 +577,8 @@ def test_cli_filmstrip_help_states_the_layout_defaults():
 
     from curate.config import FilmstripLayout
 
-    options = {param.name: param.help for param in cli.commands["curate"].commands["filmstrips"].params}
+    command = cli.commands["curate"].commands["filmstrips"]
+    context = click.Context(command)
+    options = {param.name: " ".join(param.get_help_record(context)[1].split()) for param in command.params}
     for field in fields(FilmstripLayout):
-        assert f"(default {getattr(FilmstripLayout(), field.name)}" in options[field.name], field.name
+        assert f"[default: {getattr(FilmstripLayout(), field.name)}]" in options[field.name], field.name

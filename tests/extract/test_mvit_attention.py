@@ -10,6 +10,7 @@ from torchvision.models.video import MViT
 from torchvision.models.video.mvit import MSBlockConfig
 
 from common.errors import InputError
+from common.settings import affects_result
 from extract import mvit
 from extract.config import PROFILES, ExtractConfig
 from extract.mvit_attention import FusedMultiscaleAttention
@@ -169,9 +170,9 @@ def test_settings_are_validated_and_speed_only():
     assert PROFILES["paper"].attention == "sdpa" and PROFILES["cpu-small"].attention == "torchvision"
     config = replace(PROFILES["cpu-small"], precision="bf16-pure", attention="flex", compile_mode="max-autotune")
     assert ExtractConfig.from_dict(config.to_dict()) == config
-    from features.runner import _RUNTIME_KEYS  # a store may be resumed with another kernel or compile mode
-
-    assert {"attention", "compile_mode"} <= _RUNTIME_KEYS and "precision" not in _RUNTIME_KEYS
+    # a store may be resumed with another kernel or compile mode, not with another precision
+    assert not affects_result(ExtractConfig, "attention") and not affects_result(ExtractConfig, "compile_mode")
+    assert affects_result(ExtractConfig, "precision")
 
 
 def test_extractor_runs_fused_and_pure_bf16_on_cpu(numbered_clip):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +176,9 @@ def test_clear_errors_before_any_work(clip_folder, tmp_path):
     other = build_extract_config("cpu-small", temporal_views=3)
     with pytest.raises(StoreError, match="different extraction config"):
         _run(manifest, tmp_path / "store.zarr", extract=other)
+    # the profile's name and how fast tokens are made are not compared: the same store resumes (nothing to do)
+    renamed = replace(CPU_SMALL, profile="my-cpu", decode_threads=1, batch_views=4, attention="sdpa")
+    assert _run(manifest, tmp_path / "store.zarr", extract=renamed).extracted == 0
     reordered = tmp_path / "videos" / "other.csv"
     lines = manifest.read_text().splitlines()
     reordered.write_text("\n".join([lines[0], *reversed(lines[1:])]) + "\n")

@@ -436,7 +436,8 @@ def test_settings_that_change_no_result_do_not_count_as_changed(synthetic_store,
     config = _config(synthetic_store, tmp_path / "run", vectors_file, epochs=1)
     train(config)
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
-    how_it_runs = replace(config, progress=True, prefetch_batches=0, eval_batch_size=7, out=tmp_path / "copy")
+    how_it_runs = replace(config, progress=True, prefetch_batches=0, eval_batch_size=7, out=tmp_path / "copy",
+                          compile=True, resident_store="on", resident_share=0.2)
     assert run_dir.changed_settings(recorded, how_it_runs) == []
     assert run_dir.changed_settings(recorded, replace(config, lr=1e-3, fusion=replace(TINY, dropout=0.3))) == [
         "lr", "fusion.dropout"]

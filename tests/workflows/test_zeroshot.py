@@ -309,3 +309,29 @@ def test_train_and_evaluate_on_a_read_only_store(eval_store, eval_vectors, run_t
     assert (tmp_path / "rep" / "metrics.json").is_file() and result.paths
     with pytest.raises(OSError, match="Read-only file system"):  # what cannot be written fails, naming the path
         run_zeroshot(_config(run, store, out=store.path.parent / "rep"))
+
+
+def test_a_resumed_run_is_one_run_and_one_seed_group(tmp_path):
+    # Resume and seed grouping read the one declaration (`affects_result`): a run resumed with another compile or
+    # resident store is the same run for both; another seed is another run of the same group; another lr neither.
+    from dataclasses import replace
+
+    from fusion.config import TrainConfig
+    from fusion.run_dir import changed_settings
+    from workflows.zeroshot import _group_key
+
+    base = TrainConfig(store=tmp_path / "store.zarr", out=tmp_path / "run")
+    store = SimpleNamespace(path=tmp_path / "store.zarr")
+    metrics_json = {"rule": "kinetics", "mode": "gzsl", "classes": None}
+    config = ZeroShotConfig(run_dir=tmp_path / "run", store=tmp_path / "store.zarr")
+
+    def group(train: TrainConfig) -> str:
+        info = SimpleNamespace(train=json.loads(json.dumps(train.to_dict())), embedding_repeats=1)
+        return _group_key(info, store, metrics_json, config)
+
+    resumed = replace(base, compile=True, resident_store="on", device="cuda", out=tmp_path / "moved")
+    assert changed_settings(base.to_dict(), resumed) == [] and group(resumed) == group(base)
+    other_seed = replace(base, seed=1, out=tmp_path / "seed1")
+    assert changed_settings(base.to_dict(), other_seed) == ["seed"] and group(other_seed) == group(base)
+    other_lr = replace(base, lr=1e-3)
+    assert changed_settings(base.to_dict(), other_lr) == ["lr"] and group(other_lr) != group(base)
