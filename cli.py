@@ -22,6 +22,7 @@ from common.errors import InputError, is_user_error
 from common.settings import Setting, setting_of
 from common.threads import set_requested_threads
 from curate.config import (
+    AVCAImportConfig,
     BuildConfig,
     FilmstripConfig,
     FilmstripLayout,
@@ -30,10 +31,11 @@ from curate.config import (
     SheetsConfig,
     SyntheticConfig,
 )
-from eval.config import AVCAImportConfig, AVCAProtocolConfig, MZSLProtocolConfig, ReportConfig, ZeroShotConfig
+from eval.config import ReportConfig
 from extract.config import ExtractConfig
 from features.config import RunnerConfig, StoreConfig
 from fusion.config import FusionConfig, TrainConfig
+from workflows.config import AVCAProtocolConfig, MZSLProtocolConfig, ZeroShotConfig
 from workflows.demo import DemoConfig
 
 # A config field named in a library message: `resume`, `resume=True`, `se_target='class'` (common.errors).
@@ -488,8 +490,8 @@ def protocol_mzsl_command(out: Path, test_split: str, **options) -> None:
 @_user_errors
 def ablate_command(store: Path, out: Path, rows, seeds, preset, ablations, device, extra, **options) -> None:
     """Train and evaluate every ablation row (the paper's Table 7) with the same split and seeds; print the table."""
-    from eval.config import AblateConfig
     from workflows.ablate import run_ablation
+    from workflows.config import AblateConfig
 
     config = AblateConfig(store=store, out=out, seeds=seeds, train={**_given(**options), **dict(extra)}, preset=preset,
                           ablations=ablations, device=device or "cpu", **_given(rows=rows))

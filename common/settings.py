@@ -23,7 +23,8 @@ from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Setting", "setting", "is_declared", "affects_result", "result_values", "result_fields", "setting_of"]
+__all__ = ["Setting", "setting", "config_dict", "is_declared", "affects_result", "result_values", "result_fields",
+           "setting_of"]
 
 _AFFECTS_RESULT = "affects_result"
 _HELP = "help"
@@ -49,6 +50,12 @@ def setting(default: Any = MISSING, *, factory: Callable[[], Any] = MISSING, hel
     """
     metadata = {_AFFECTS_RESULT: affects_result, _HELP: help, _FLAG: flag, _CHOICES: choices}
     return dataclasses.field(default=default, default_factory=factory, metadata=metadata)
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """A config as JSON-able values (`dataclasses.asdict`, paths as strings), as outputs record it."""
+    values = dataclasses.asdict(config)
+    return {name: str(value) if isinstance(value, Path) else value for name, value in values.items()}
 
 
 def is_declared(field: dataclasses.Field) -> bool:

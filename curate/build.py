@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ import numpy as np
 from common.errors import InputError
 from common.files import atomic_write, write_csv, write_json, write_text
 from common.media import Segment
+from common.settings import config_dict
 from curate import classlists
 from curate.classlists import normalised_name
 from curate.config import BuildConfig
@@ -332,7 +333,7 @@ def build_evaluation_set(config: BuildConfig) -> BuildSummary:
     groups = {g: {"classes": sum(c.group == g for c in final),
                   "videos": sum(len(kept[c.class_name]) for c in final if c.group == g)} for g in DIFFICULTY_GROUPS}
     record = {
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+        "config": config_dict(config),
         "classes": len(final),
         "videos": len(manifest_rows),
         "groups": groups,

@@ -3,7 +3,8 @@
 `SyntheticConfig` is the built-in benchmark (`make-synthetic`); `RelatednessConfig` scores class names against
 the seen datasets (`relatedness`); the rest are the steps of building an MZSL-style evaluation set (`curate ...`,
 docs/curation.md): `SelectConfig` -> `FilmstripConfig` (with its `FilmstripLayout`) -> `SheetsConfig` ->
-`MergeConfig` -> `BuildConfig`; `AVCAManifestConfig` finds a benchmark's videos in a download (`manifest avca`).
+`MergeConfig` -> `BuildConfig`; `AVCAManifestConfig` finds a benchmark's videos in a download (`manifest avca`);
+`AVCAImportConfig` brings the peers' feature files into a store (`import-avca`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import InputError
-from common.settings import setting
+from common.settings import config_dict, setting
 from curate import classlists, splits
 from text.class_embeddings import AVCA_TABLES, DEFAULT_SPEC, EmbeddingSpec
 
@@ -34,6 +35,7 @@ __all__ = [
     "AVCAManifestConfig",
     "DATASET_LISTS",
     "DatasetManifestConfig",
+    "AVCAImportConfig",
 ]
 
 IMAGE_FORMATS = ("jpg", "png")  # filmstrip image formats
@@ -419,3 +421,39 @@ class DatasetManifestConfig:
         if self.fold not in (1, 2, 3):
             raise InputError(f"UCF-101 has folds 1, 2 and 3, got `fold={self.fold}`")
         _check_manifest_name(self.out)
+
+
+@dataclass(frozen=True)
+class AVCAImportConfig:
+    """`cli.py import-avca`: AVCA-GZSL (or TCAF) feature files -> a token store the fusion head trains on.
+
+    AVCA layout: `<features>/{audio,video}/<stage>/<Class>.h5` with datasets `data` (clips, D) and `video_urls`.
+    TCAF ships pickles (`.pkl`) of temporal features; reading them runs arbitrary code from the file, so it
+    needs `trust_pickle=True`.
+    """
+
+    features: Path = setting(help="AVCA-GZSL / TCAF feature folder holding audio/<stage>/<Class>.h5 (or .pkl) and "
+                                  "video/...")
+    dataset: str = setting()  # "UCF", "ActivityNet" or "VGGSound": class names resolve against its all_class.txt
+    out: Path = setting(affects_result=False, help="The token store to create.")
+    stages: tuple[str, ...] = setting((), help="Stage folders to import (default: every stage folder present).")
+    trust_pickle: bool = setting(False,
+                                 help="Allow TCAF .pkl files; unpickling runs code from the file, so only for files "
+                                      "you trust.")
+    sequence_tokens: int = setting(8, help="Tokens per modality kept from temporal (TCAF) features, as segment means.")
+    clips_per_block: int = setting(256, affects_result=False)  # store write block (vectors are small)
+
+    def __post_init__(self) -> None:
+        from curate import splits
+
+        splits.dataset_folder(self.dataset)
+        unknown = [s for s in self.stages if s not in splits.STAGES]
+        if unknown:
+            raise InputError(f"unknown stages {unknown}; choose from {splits.STAGES}")
+        if self.clips_per_block < 1:
+            raise InputError(f"clips_per_block must be >= 1, got {self.clips_per_block}")
+        if self.sequence_tokens < 1:
+            raise InputError(f"sequence_tokens must be >= 1, got {self.sequence_tokens}")
+
+    def to_dict(self) -> dict:
+        return config_dict(self)

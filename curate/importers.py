@@ -28,7 +28,7 @@ import numpy as np
 
 from common.errors import InputError
 from curate import splits
-from eval.config import AVCAImportConfig
+from curate.config import AVCAImportConfig
 from extract.outputs import ClipTokens, TokenLayout
 
 __all__ = ["ImportSummary", "import_avca_features", "resample_sequence"]

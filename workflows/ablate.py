@@ -23,9 +23,10 @@ from typing import Any
 
 from common.errors import InputError
 from common.files import write_json, write_text
-from eval.config import AblateConfig, PlotConfig, ZeroShotConfig
+from eval.config import PlotConfig
 from eval.metrics import EvalResult
 from eval.report import format_mean_std
+from workflows.config import AblateConfig, ZeroShotConfig
 
 __all__ = ["RowSpec", "ROWS", "METRICS", "MetricSummary", "AblationRow", "AblationResult", "run_ablation"]
 
@@ -43,7 +44,7 @@ class RowSpec:
     options: tuple[tuple[str, str], ...] = ()  # training fields the row sets over the common options
 
 
-# eval.config.ABLATION_ROWS names these, in this order.
+# workflows.config.ABLATION_ROWS names these, in this order.
 ROWS: dict[str, RowSpec] = {
     "full": RowSpec("MZST: AVT fusion + L_TASK + L_SE + L_MLM"),
     "concat": RowSpec("Feature concatenation: audio-only and video-only heads, f(x) side by side",

@@ -158,8 +158,8 @@ def _train_config(config: DemoConfig, store: Path, run_dir: Path, seed: int, con
 
 def _train_and_evaluate(config: DemoConfig, store: Path, run_dir: Path, report_dir: Path, seed: int,
                         control: bool) -> ZeroShotResult:
-    from eval.config import ZeroShotConfig
     from fusion.trainer import train_or_reuse
+    from workflows.config import ZeroShotConfig
     from workflows.zeroshot import RUN_VALIDATION, run_zeroshot
 
     train_or_reuse(_train_config(config, store, run_dir, seed, control))  # a run folder of the demo's own

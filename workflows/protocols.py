@@ -41,7 +41,6 @@ from common.settings import result_values
 from curate import splits
 from curate.relatedness import DIFFICULTY_GROUPS
 from eval import report
-from eval.config import AVCAProtocolConfig, MZSLProtocolConfig
 from eval.gzsl import ValidationSplit, evaluate_gzsl, gzsl_metrics, gzsl_rows
 from eval.metrics import EvalResult
 from eval.scoring import ClassEmbedder, ClipSet
@@ -49,6 +48,7 @@ from features.splits import SplitRoles
 from fusion.config import TrainConfig
 from fusion.predict import score_clips
 from workflows import leaks
+from workflows.config import AVCAProtocolConfig, MZSLProtocolConfig
 from workflows.zeroshot import write_outputs
 
 __all__ = [

@@ -21,7 +21,7 @@ from common.errors import InputError
 from common.files import write_csv, write_json, write_text
 from common.settings import result_values
 from eval import metrics, report
-from eval.config import PlotConfig, ZeroShotConfig
+from eval.config import PlotConfig
 from eval.gzsl import GZSLEvaluation, ValidationSplit, evaluate_gzsl, gzsl_metrics, gzsl_rows
 from eval.metrics import EvalResult, percent
 from eval.scoring import ClassEmbedder, ClipSet
@@ -29,6 +29,7 @@ from features.splits import SplitRole, split_role
 from fusion.config import TrainConfig
 from fusion.predict import score_clips
 from text.class_names import read_class_file
+from workflows.config import ZeroShotConfig
 
 __all__ = ["RUN_VALIDATION", "ZeroShotResult", "run_clip_indices", "write_outputs", "run_zeroshot"]
 

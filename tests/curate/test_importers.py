@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from curate import importers
-from eval.config import AVCAImportConfig
+from curate.config import AVCAImportConfig
 from features.reader import BatchReader
 from features.store import DONE, TokenStore
 

@@ -5,8 +5,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from eval.config import ABLATION_ROWS, DEFAULT_ABLATION_ROWS, AblateConfig
 from workflows import ablate
+from workflows.config import ABLATION_ROWS, DEFAULT_ABLATION_ROWS, AblateConfig
 
 _TINY = {"epochs": 2, "batch_size": 16, "lr": 3e-3, "warmup_epochs": 0.0, "progress": False, "prefetch_batches": 0,
          "width": 32, "num_blocks": 1, "num_heads": 2, "dropout": 0.0, "train_splits": ("seen",),

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 from curate import splits
-from eval.config import AVCAProtocolConfig, MZSLProtocolConfig, PlotConfig, ReportConfig
+from eval.config import PlotConfig, ReportConfig
 from eval.metrics import EvalResult
 from eval.report import write_report
 from features.store import TokenStore
 from text.class_embeddings import load_embedding_source
 from workflows import leaks, protocols
+from workflows.config import AVCAProtocolConfig, MZSLProtocolConfig
 
 _TINY = {"epochs": 3, "batch_size": 16, "lr": 3e-3, "warmup_epochs": 0.0, "progress": False, "prefetch_batches": 0,
          "width": 32, "num_blocks": 1, "num_heads": 2, "dropout": 0.0}
@@ -251,8 +252,8 @@ def test_imported_avca_features_run_the_avca_protocol(tmp_path):
     """The "MZST (VGG+)" route: AVCA feature files -> import-avca -> protocol avca."""
     import h5py
 
+    from curate.config import AVCAImportConfig
     from curate.importers import import_avca_features
-    from eval.config import AVCAImportConfig
 
     plan, ids = _ucf_plan()
     table = load_embedding_source("avca:ucf", normalise=True)

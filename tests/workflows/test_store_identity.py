@@ -8,8 +8,9 @@ import shutil
 import pytest
 
 from common.errors import InputError
-from eval.config import PlotConfig, ZeroShotConfig
+from eval.config import PlotConfig
 from tests.workflows.conftest import default_plan
+from workflows.config import ZeroShotConfig
 from workflows.zeroshot import run_zeroshot
 
 _NO_PLOTS = PlotConfig(tsne=False, per_class_bars=False)

@@ -12,13 +12,14 @@ from click.testing import CliRunner
 
 from common.errors import InputError
 from eval import metrics
-from eval.config import PlotConfig, ZeroShotConfig
+from eval.config import PlotConfig
 from eval.gzsl import ValidationSplit, evaluate_gzsl
 from eval.scoring import ClassEmbedder, ClipScores, ClipSet
 from features.splits import SplitRole, SplitRoles
 from features.store import DONE, TokenStore
 from fusion.predict import score_clips
 from fusion.run_dir import load_run
+from workflows.config import ZeroShotConfig
 from workflows.zeroshot import run_zeroshot
 
 _NO_PLOTS = PlotConfig(tsne=False, per_class_bars=False)
