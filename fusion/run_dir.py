@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import io
 import json
 import logging
 import pickle
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from common.errors import InputError
-from common.files import atomic_write, write_json, write_text
+from common.files import atomic_write, write_bytes, write_json, write_text
 from extract.weights import load_failure
 from fusion.config import ARCHITECTURE_FIELDS, FusionConfig, TrainConfig
 from fusion.model import FusionModel, ModelDims, build_model
@@ -45,6 +46,8 @@ __all__ = [
     "checkpoint_payload",
     "save_epoch",
     "run_state",
+    "read_run_config",
+    "read_log",
     "load_run",
     "load_concatenated_runs",
     "read_checkpoint",
@@ -139,6 +142,7 @@ def start_run(config: TrainConfig, plan: TrainingPlan) -> dict[str, Any] | None:
                 raise FileNotFoundError(f"{out}: cannot resume, the run folder has last.pt but no {name}")
         payload = _check_resume(config, out, config_record, classes_record, emb_id)
         _truncate_log(out / "log.jsonl", int(payload["epoch"]))
+        _check_best(out, payload)
         return payload
     if config.resume:
         _clear_unfinished_run(config)
@@ -172,7 +176,7 @@ def _clear_unfinished_run(config: TrainConfig) -> None:
         return
     record = out / "config.json"
     if record.is_file():
-        changed = changed_settings(json.loads(record.read_text(encoding="utf-8"))["train"], config)
+        changed = changed_settings(read_run_config(out)["train"], config)
         if changed:
             raise InputError(f"{out}: cannot resume with other settings than the run was started with ({changed}); "
                              f"pass the options recorded in {record}")
@@ -217,8 +221,14 @@ def save_epoch(out: Path, log_line: dict[str, Any], payload: dict[str, Any], is_
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write a checkpoint atomically: a crash leaves the previous file, never half of one."""
-    atomic_write(path, lambda temporary: torch.save(payload, temporary))
+    """Write a checkpoint atomically: a crash or a full disk leaves the previous file, never half of one.
+
+    torch serialises into memory and Python writes the file: torch's own file writer turns a full disk into a
+    RuntimeError ("unexpected pos ..."), where Python's write raises the OSError that names the file.
+    """
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes(path, buffer.getbuffer())
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -260,7 +270,7 @@ def _records(config: TrainConfig, plan: TrainingPlan) -> tuple[dict[str, Any], d
 
 
 def _check_resume(config: TrainConfig, out: Path, config_record: dict, classes_record: dict, emb_id: str) -> dict:
-    recorded = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    recorded = read_run_config(out)
     old_fusion, new_fusion = recorded["train"]["fusion"], config.fusion.to_dict()
     arch = [k for k in ARCHITECTURE_FIELDS if old_fusion.get(k) != new_fusion.get(k)]
     if arch:
@@ -270,18 +280,50 @@ def _check_resume(config: TrainConfig, out: Path, config_record: dict, classes_r
     if changed:
         raise InputError(f"{out}: cannot resume with other settings than the run was started with ({changed}); "
                          f"pass the options recorded in {out / 'config.json'}")
-    classes = json.loads((out / "classes.json").read_text(encoding="utf-8"))
-    if classes["classes"] != classes_record["classes"] or classes["validation"] != classes_record["validation"]:
+    classes = _read_json_object(out / "classes.json", "class record")
+    if classes.get("classes") != classes_record["classes"] or classes.get("validation") != classes_record["validation"]:
         raise InputError(f"{out}: cannot resume against a different store or class list: the training / validation "
                          f"classes or clips differ from {out / 'classes.json'}")
     if recorded["dims"] != config_record["dims"]:
         raise InputError(f"{out}: cannot resume, the store's sizes {config_record['dims']} differ from the run's "
                          f"{recorded['dims']}")
-    payload = read_checkpoint(out / "last.pt", torch.device("cpu"))
+    try:
+        payload = read_checkpoint(out / "last.pt", torch.device("cpu"))
+    except InputError as error:
+        raise InputError(f"{error}; the run cannot continue from it: delete it, and `resume=True` trains the run "
+                         "again from its first epoch") from error
     if payload["class_embedding_id"] != emb_id:
         raise InputError(f"{out}: cannot resume, the class embeddings differ from the run's (another source or "
                          "vectors file?)")
     return payload
+
+
+def _check_best(out: Path, last: dict[str, Any]) -> None:
+    """best.pt of a resumed run is the checkpoint its records name, and loads: a run is not continued, or reported
+    finished, with a best.pt that is damaged or of another epoch (zeroshot and the protocols test best.pt).
+
+    best.pt of the epoch after last.pt's is allowed: a kill between the two writes of an epoch leaves it, and the
+    resumed run repeats that epoch, rewriting it identically.
+
+    Raises:
+        FileNotFoundError: the records name a best epoch and there is no best.pt.
+        InputError: best.pt does not load, or holds another epoch than last.pt and log.jsonl name.
+    """
+    best_epoch = last["best"]["epoch"]
+    path = out / "best.pt"
+    if best_epoch is None:
+        return
+    again = "its best checkpoint cannot be recovered: train the run again (another `out`, or delete the folder)"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist, but last.pt names epoch {best_epoch} as the best; {again}")
+    try:
+        best = read_checkpoint(path, torch.device("cpu"))
+    except InputError as error:
+        raise InputError(f"{error}; {again}") from error
+    logged = [line.get("best_epoch") for line in read_log(out / "log.jsonl")]
+    if (best["epoch"] not in (best_epoch, last["epoch"] + 1)) or logged[-1:] not in ([], [best_epoch]):
+        raise InputError(f"{path} holds epoch {best['epoch']}, but last.pt and log.jsonl name epoch {best_epoch} as "
+                         f"the best (log: {logged[-1:]}); {again}")
 
 
 def changed_settings(recorded: dict[str, Any], config: TrainConfig) -> list[str]:
@@ -305,13 +347,11 @@ def run_state(config: TrainConfig) -> str:
     "Same settings" is `changed_settings`: what does not change a result (progress bars, device, ...) is ignored.
     """
     out = Path(config.out)
-    record, log = out / "config.json", out / "log.jsonl"
     if not out.exists():
         return "new"
-    if not record.is_file() or changed_settings(json.loads(record.read_text(encoding="utf-8"))["train"], config):
+    if not (out / "config.json").is_file() or changed_settings(read_run_config(out)["train"], config):
         return "other"
-    lines = log.read_text(encoding="utf-8").splitlines() if log.is_file() else []
-    epochs = [json.loads(line)["epoch"] for line in lines if line.strip()]
+    epochs = [line["epoch"] for line in read_log(out / "log.jsonl")]
     if not (out / "last.pt").is_file():
         return "other"
     return "finished" if epochs and epochs[-1] == config.epochs else "partial"
@@ -321,9 +361,78 @@ def _truncate_log(path: Path, epoch: int) -> None:
     """Keep the log lines of epochs up to `epoch` (a crash may have logged an epoch without its checkpoint)."""
     if not path.is_file():
         return
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines()
-             if line.strip() and json.loads(line)["epoch"] <= epoch]
-    write_text(path, "".join(f"{line}\n" for line in lines))
+    write_text(path, "".join(f"{json.dumps(line)}\n" for line in read_log(path) if line["epoch"] <= epoch))
+
+
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """A run's config.json, checked: a JSON object whose `train` is a training config, `dims` an object and
+    `decision_rule` a string.
+
+    Raises:
+        InputError: the file is not JSON, or not a run's config (the message names the file and what is wrong).
+    """
+    path = Path(run_dir) / "config.json"
+    record = _read_json_object(path, "run config")
+    kinds = {"train": dict, "dims": dict, "decision_rule": str}
+    wrong = [f"{key} is not a {kind.__name__}" for key, kind in kinds.items() if not isinstance(record.get(key), kind)]
+    try:
+        if not wrong:
+            TrainConfig.from_dict(record["train"])
+    except (TypeError, ValueError, KeyError, AttributeError) as error:  # a field missing, unknown or of another type
+        wrong.append(f"its training config does not load: {' '.join(str(error).split())[:200]}")
+    if wrong:
+        raise InputError(f"{path}: not a run's config ({'; '.join(wrong)}); restore the file, or train the run "
+                         "again in another `out`")
+    return record
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The epochs of a run's log.jsonl (none without the file), in order.
+
+    A last line cut off without its newline is the epoch a kill interrupted while it was logged (its checkpoint
+    was never written): it is left out, and logged.
+
+    Raises:
+        InputError: any other line that is not a JSON object with an integer `epoch`.
+    """
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").split("\n")
+    epochs = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as error:
+            if number == len(lines):  # no newline after it: a write that did not finish
+                logger.warning("%s: leaving out its last line, cut off while it was written (the epoch did not "
+                               "finish)", path)
+                continue
+            raise InputError(f"{path} line {number}: not a log line ({error}); restore the file, or train the run "
+                             "again in another `out`") from error
+        if not isinstance(entry, dict) or type(entry.get("epoch")) is not int:
+            raise InputError(f"{path} line {number}: not a log line (no integer epoch); restore the file, or train "
+                             "the run again in another `out`")
+        epochs.append(entry)
+    return epochs
+
+
+def _read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object from `path` (a run's record).
+
+    Raises:
+        InputError: the file is not UTF-8 JSON, or holds another value than an object.
+    """
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: not a {what} (not JSON: {error}); restore the file, or train the run again in "
+                         "another `out`") from error
+    if not isinstance(value, dict):
+        raise InputError(f"{path}: not a {what} (a JSON {type(value).__name__}, not an object); restore the file, "
+                         "or train the run again in another `out`")
+    return value
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> tuple[FusionModel, RunInfo]:
@@ -354,14 +463,18 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
     torch_device = resolve_device(device)
-    payload = read_checkpoint(path, torch_device)
+    try:
+        payload = read_checkpoint(path, torch_device)
+    except InputError as error:
+        raise InputError(f"{error}; the file is damaged: train the run again, or use another checkpoint "
+                         "(`checkpoint='last'`)") from error
     fusion = FusionConfig.from_dict(payload["config"]["fusion"])
     dims = ModelDims(**payload["dims"])
     model = build_model(fusion, dims)
     model.load_state_dict(payload["model"])
     model.to(torch_device).eval()
 
-    classes = json.loads((run_dir / "classes.json").read_text(encoding="utf-8"))
+    classes = _read_json_object(run_dir / "classes.json", "class record")
     with np.load(run_dir / "class_embeddings.npz", allow_pickle=False) as arrays:
         class_embeddings = np.asarray(arrays["class_embeddings"], dtype=np.float32)
         kinetics = None
@@ -371,7 +484,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
     if embedding_id(class_names, class_embeddings, kinetics) != payload["class_embedding_id"]:
         raise InputError(f"{path}: the checkpoint was trained with other class embeddings than {run_dir}/"
                          "class_embeddings.npz; do not mix files of different runs")
-    config_json = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    config_json = read_run_config(run_dir)
     info = RunInfo(
         run_dir=run_dir,
         checkpoint=path,
