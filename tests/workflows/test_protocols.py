@@ -445,3 +445,27 @@ def test_a_rerun_of_an_interrupted_protocol_continues_and_equals_an_uninterrupte
     with pytest.raises(InputError, match=r"seed_0/stage1: holds this protocol's run with other settings \(epochs\)"):
         protocols.run_avca_protocol(AVCAProtocolConfig(dataset="UCF", store=clean.path, out=out, seeds=(0, 1),
                                                        train={**_TINY, "epochs": 2}, plots=_NO_PLOTS))
+
+
+def test_a_full_disk_while_writing_the_pooled_report_keeps_the_previous_one(ucf_stores, tmp_path, monkeypatch):
+    import errno
+    import pathlib
+
+    clean, _ = ucf_stores
+    out = tmp_path / "p"
+    protocols.run_avca_protocol(_avca(clean, out))
+    before = {name: (out / name).read_bytes() for name in ("metrics.json", "summary.md")}
+    write = pathlib.Path.write_text
+
+    def full_at_summary(path, text, *args, **kwargs):
+        if path.name.startswith(".summary.md.tmp-"):
+            write(path, text[:10], *args, **kwargs)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write(path, text, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", full_at_summary)
+    with pytest.raises(OSError, match="No space left on device") as raised:
+        protocols.run_avca_protocol(_avca(clean, out, calibrated_stacking=True))  # a rerun that changes the report
+    assert raised.value.filename == str(out / "summary.md")
+    assert {name: (out / name).read_bytes() for name in before} == before  # neither file replaced
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "seed_0", "summary.md"]
