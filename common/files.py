@@ -23,7 +23,7 @@ import numpy as np
 
 from common.errors import InputError
 
-__all__ = ["atomic_write", "write_text", "write_bytes", "write_json", "json_text", "write_texts", "write_folder",
+__all__ = ["atomic_write", "write_text", "write_json", "json_text", "write_texts", "write_folder",
            "write_csv", "read_csv", "sha256_file"]
 
 
@@ -49,11 +49,6 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
 def write_text(path: str | Path, text: str) -> Path:
     """Write UTF-8 text atomically."""
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
-
-
-def write_bytes(path: str | Path, data: bytes | memoryview) -> Path:
-    """Write bytes atomically."""
-    return atomic_write(path, lambda p: p.write_bytes(data))
 
 
 def json_text(value: Any) -> str:

@@ -17,20 +17,19 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import io
 import json
 import logging
 import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 
 from common.errors import InputError
-from common.files import atomic_write, write_bytes, write_json, write_text
+from common.files import atomic_write, write_json, write_text
 from extract.weights import load_failure
 from fusion.config import ARCHITECTURE_FIELDS, FusionConfig, TrainConfig
 from fusion.model import FusionModel, ModelDims, build_model
@@ -223,12 +222,39 @@ def save_epoch(out: Path, log_line: dict[str, Any], payload: dict[str, Any], is_
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write a checkpoint atomically: a crash or a full disk leaves the previous file, never half of one.
 
-    torch serialises into memory and Python writes the file: torch's own file writer turns a full disk into a
-    RuntimeError ("unexpected pos ..."), where Python's write raises the OSError that names the file.
+    torch's serialiser turns a failed write into a RuntimeError ("unexpected pos ..."), which names no file and
+    reads as a bug; the file's own OSError (full disk, quota) is raised instead, and `atomic_write` names the path.
     """
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    write_bytes(path, buffer.getbuffer())
+
+    def write(temporary: Path) -> None:
+        with temporary.open("wb") as handle:
+            writer = _WriteErrorKeeper(handle)
+            try:
+                torch.save(payload, writer)
+            except RuntimeError as error:
+                if writer.error is None:
+                    raise
+                raise writer.error from error
+
+    atomic_write(path, write)
+
+
+class _WriteErrorKeeper:
+    """A binary file for `torch.save` that keeps the OSError of a failed write (torch replaces it)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

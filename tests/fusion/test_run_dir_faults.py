@@ -2,6 +2,7 @@
 a log line cut off by a kill. Each test does the damage itself and runs the command a user would run next."""
 
 import errno
+import io
 import json
 import logging
 import pathlib
@@ -74,18 +75,40 @@ def run_copy(finished_run, tmp_path):
 
 def test_a_full_disk_while_writing_a_checkpoint_names_the_file_and_keeps_the_previous_one(
         synthetic_store, vectors_file, tmp_path, monkeypatch):
-    write_bytes = pathlib.Path.write_bytes
-    written = []
+    open_path = pathlib.Path.open
+    opened = []
 
-    def full_disk_at_epoch_2(path, data):  # last.pt of epoch 2: half of it reaches the disk, then it is full
-        if path.name.startswith(".last.pt.tmp-"):
-            written.append(path)
-            if len(written) == 2:
-                write_bytes(path, bytes(data)[: len(data) // 2])
+    class FullDisk:
+        """A file on a disk that fills up after `room` bytes (what torch.save writes to)."""
+
+        def __init__(self, handle, room: int) -> None:
+            self.handle, self.room = handle, room
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.handle.close()
+
+        def write(self, data) -> int:
+            # as a buffered file on a full disk: a large write fails, small ones still land in the buffer
+            if len(data) > self.room and len(data) >= io.DEFAULT_BUFFER_SIZE:
                 raise OSError(errno.ENOSPC, "No space left on device")
-        return write_bytes(path, data)
+            self.room = max(0, self.room - len(data))
+            return self.handle.write(data)
 
-    monkeypatch.setattr(pathlib.Path, "write_bytes", full_disk_at_epoch_2)
+        def flush(self) -> None:
+            self.handle.flush()
+
+    def full_disk_at_epoch_2(path, mode="r", *args, **kwargs):  # last.pt of epoch 2: the disk fills part-way
+        handle = open_path(path, mode, *args, **kwargs)
+        if path.name.startswith(".last.pt.tmp-"):
+            opened.append(path)
+            if len(opened) == 2:
+                return FullDisk(handle, room=100_000)
+        return handle
+
+    monkeypatch.setattr(pathlib.Path, "open", full_disk_at_epoch_2)
     run = tmp_path / "run"
     args = _train_args(synthetic_store, run, vectors_file)
     result = CliRunner().invoke(cli.cli, args)
@@ -93,7 +116,7 @@ def test_a_full_disk_while_writing_a_checkpoint_names_the_file_and_keeps_the_pre
     assert "unexpected pos" not in result.output
     assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1  # the previous checkpoint, whole
     assert not [p.name for p in run.iterdir() if ".tmp-" in p.name]
-    monkeypatch.setattr(pathlib.Path, "write_bytes", write_bytes)
+    monkeypatch.setattr(pathlib.Path, "open", open_path)
     resumed = CliRunner().invoke(cli.cli, args + ["--resume"])  # the disk has room again
     assert resumed.exit_code == 0, resumed.output
     assert [line["epoch"] for line in _log(run)] == [1, 2]
