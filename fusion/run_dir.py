@@ -326,7 +326,7 @@ def _check_resume(config: TrainConfig, out: Path, config_record: dict, classes_r
 
 def _check_best(out: Path, last: dict[str, Any]) -> None:
     """best.pt of a resumed run is the checkpoint its records name, and loads: a run is not continued, or reported
-    finished, with a best.pt that is damaged or of another epoch (zeroshot and the protocols test best.pt).
+    finished, with a best.pt that is damaged or of another epoch (zeroshot and the protocols evaluate it).
 
     best.pt of the epoch after last.pt's is allowed: a kill between the two writes of an epoch leaves it, and the
     resumed run repeats that epoch, rewriting it identically.
@@ -390,9 +390,10 @@ def _truncate_log(path: Path, epoch: int) -> None:
     write_text(path, "".join(f"{json.dumps(line)}\n" for line in read_log(path) if line["epoch"] <= epoch))
 
 
-def read_run_config(run_dir: Path) -> dict[str, Any]:
-    """A run's config.json, checked: a JSON object whose `train` is a training config, `dims` an object and
-    `decision_rule` a string.
+def read_run_config(run_dir: Path, training_config: bool = True) -> dict[str, Any]:
+    """A run's config.json, checked: a JSON object whose `train` is an object, `dims` an object and
+    `decision_rule` a string; with `training_config`, `train` must load as a `TrainConfig` too (what resume
+    compares). `load_run` reads only the decision rule, so that a run recorded before a field changed still loads.
 
     Raises:
         InputError: the file is not JSON, or not a run's config (the message names the file and what is wrong).
@@ -401,11 +402,11 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     record = _read_json_object(path, "run config")
     kinds = {"train": dict, "dims": dict, "decision_rule": str}
     wrong = [f"{key} is not a {kind.__name__}" for key, kind in kinds.items() if not isinstance(record.get(key), kind)]
-    try:
-        if not wrong:
+    if training_config and not wrong:
+        try:
             TrainConfig.from_dict(record["train"])
-    except (TypeError, ValueError, KeyError, AttributeError) as error:  # a field missing, unknown or of another type
-        wrong.append(f"its training config does not load: {' '.join(str(error).split())[:200]}")
+        except (TypeError, ValueError, KeyError, AttributeError) as error:  # a field missing, unknown or mistyped
+            wrong.append(f"its training config does not load: {' '.join(str(error).split())[:200]}")
     if wrong:
         raise InputError(f"{path}: not a run's config ({'; '.join(wrong)}); restore the file, or train the run "
                          "again in another `out`")
@@ -510,7 +511,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
     if embedding_id(class_names, class_embeddings, kinetics) != payload["class_embedding_id"]:
         raise InputError(f"{path}: the checkpoint was trained with other class embeddings than {run_dir}/"
                          "class_embeddings.npz; do not mix files of different runs")
-    config_json = read_run_config(run_dir)
+    config_json = read_run_config(run_dir, training_config=False)
     info = RunInfo(
         run_dir=run_dir,
         checkpoint=path,

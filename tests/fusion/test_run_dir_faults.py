@@ -163,7 +163,10 @@ def test_a_junk_config_json_is_one_line_naming_it(run_copy, synthetic_store, vec
     path.write_text(text)
     _one_line_error(_resume(run_copy, synthetic_store, vectors_file), str(path), problem)
     result = CliRunner().invoke(cli.cli, ["zeroshot", "--run", str(run_copy), "--store", str(synthetic_store.path)])
-    _one_line_error(result, str(path), problem)
+    if "training config" in problem:  # zeroshot reads only the decision rule of config.json (the head's config
+        assert result.exit_code == 0, result.output  # comes from the checkpoint)
+    else:
+        _one_line_error(result, str(path), problem)
 
 
 def test_a_half_written_log_line_is_dropped_on_resume(finished_run, synthetic_store, vectors_file, tmp_path,
