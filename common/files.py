@@ -14,7 +14,8 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+import shutil
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ import numpy as np
 
 from common.errors import InputError
 
-__all__ = ["atomic_write", "sibling_temporary", "write_text", "write_json", "write_csv", "read_csv", "sha256_file"]
+__all__ = ["atomic_write", "sibling_temporary", "write_text", "write_json", "json_text", "write_texts", "write_folder",
+           "write_csv", "read_csv", "sha256_file"]
 
 # The longest file name of the common file systems (ext4, XFS, Btrfs, APFS: 255 bytes), and the room kept for the
 # suffix of a temporary name (a tag and a process id or a random token).
@@ -47,13 +49,17 @@ def sibling_temporary(path: str | Path, suffix: str) -> Path:
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call `write(temporary_path)`, then rename the temporary file to `path`; returns `path`.
 
-    The temporary name carries the process id, so two processes writing the same file never share one.
+    The temporary name carries the process id, so two processes writing the same file never share one. A write
+    the file system refuses (full, read-only) raises an OSError that names `path`: the error of a failed
+    `write()` names no file, and the temporary's name would mean nothing to the user.
     """
     path = Path(path)
-    temporary = sibling_temporary(path, f"tmp-{os.getpid()}")
+    temporary = _temporary(path)
     try:
         write(temporary)
         os.replace(temporary, path)
+    except OSError as error:
+        raise _naming(error, temporary, path) from error
     finally:
         temporary.unlink(missing_ok=True)
     return path
@@ -64,9 +70,125 @@ def write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
+def json_text(value: Any) -> str:
+    """`value` as the indented JSON text `write_json` writes; paths and numpy values as strings and numbers."""
+    return json.dumps(value, indent=2, default=_json_default) + "\n"
+
+
 def write_json(path: str | Path, value: Any) -> Path:
-    """Write `value` as indented JSON atomically; paths and numpy values are written as strings and numbers."""
-    return write_text(path, json.dumps(value, indent=2, default=_json_default) + "\n")
+    """Write `value` as indented JSON atomically (`json_text`)."""
+    return write_text(path, json_text(value))
+
+
+def write_texts(files: Mapping[Path, str]) -> tuple[Path, ...]:
+    """Write UTF-8 files that belong together (a report and its table): all are written under temporary names
+    first, and renamed into place only when every one is written, so a full disk replaces none of them.
+
+    Raises:
+        OSError: a refused write, naming the file it was writing; no temporary file is left.
+    """
+    temporaries = {Path(path): _temporary(Path(path)) for path in files}
+    try:
+        for (path, temporary), text in zip(temporaries.items(), files.values(), strict=True):
+            try:
+                temporary.write_text(text, encoding="utf-8")
+            except OSError as error:
+                raise _naming(error, temporary, path) from error
+        for path, temporary in temporaries.items():
+            os.replace(temporary, path)
+    finally:
+        for temporary in temporaries.values():
+            temporary.unlink(missing_ok=True)
+    return tuple(temporaries)
+
+
+def write_folder(path: str | Path, write: Callable[[Path], object], names: Collection[str], what: str) -> Path:
+    """Write a folder whole or not at all: `write(folder)` fills a new sibling folder, which then takes the place
+    of `path`; returns `path`.
+
+    An error while writing (a full disk) leaves `path` as it was and no partial folder. An existing `path` is
+    replaced only when it holds nothing but `names` (an earlier output of the same kind), so that a folder of
+    other files is never deleted. The previous folder is moved aside before the new one is renamed in; a kill
+    between those two renames leaves it as `.<name>.old-<pid>` beside `path`. Temporary folders of processes
+    that no longer run are removed first.
+
+    Args:
+        path: the folder to write.
+        write: fills the folder it is given (a temporary sibling of `path`).
+        names: the entries the folder holds when `write` wrote it (the files it may replace).
+        what: what the folder is, for messages ("report folder").
+
+    Raises:
+        FileExistsError: `path` is a file, or a folder holding other entries than `names`.
+        OSError: a refused write, naming the file under `path` it was writing.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path}: exists and is not a folder; choose another {what}")
+    foreign = sorted(entry.name for entry in path.iterdir() if entry.name not in names) if path.is_dir() else []
+    if foreign:
+        raise FileExistsError(f"{path}: holds files that are not a {what}'s ({', '.join(foreign[:3])}); choose "
+                              f"another {what}, or empty it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(path)
+    temporary, old = _temporary(path), sibling_temporary(path, f"old-{os.getpid()}")
+    try:
+        temporary.mkdir()
+        write(temporary)
+        moved = path.exists()
+        if moved:
+            os.replace(path, old)
+        try:
+            os.replace(temporary, path)
+        except OSError:
+            if moved:
+                os.replace(old, path)
+            raise
+    except OSError as error:
+        raise _naming(error, temporary, path) from error
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def _temporary(path: Path) -> Path:
+    """The temporary sibling a write of `path` goes through: hidden, and unique to this process."""
+    return sibling_temporary(path, f"tmp-{os.getpid()}")
+
+
+def _naming(error: OSError, temporary: Path, path: Path) -> OSError:
+    """`error` naming `path` (or the file under it) instead of its temporary, or of no file at all."""
+    if error.errno is None:
+        return error
+    named = path
+    if error.filename is not None:
+        relative = Path(os.fsdecode(error.filename))
+        if relative != temporary and temporary not in relative.parents:
+            return error  # the error names another file (a missing folder, a file the write read)
+        named = path / relative.relative_to(temporary) if relative != temporary else path
+    return OSError(error.errno, error.strerror, str(named))
+
+
+def _remove_abandoned(path: Path) -> None:
+    """Remove the temporary and set-aside siblings of `path` (`write_folder`) left by processes that are gone."""
+    prefix = sibling_temporary(path, "").name
+    for sibling in path.parent.iterdir():
+        if not sibling.name.startswith(prefix):
+            continue
+        kind, _, pid = sibling.name[len(prefix):].partition("-")
+        if kind in ("tmp", "old") and pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> Path:

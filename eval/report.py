@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import InputError
-from common.files import write_json, write_text
+from common.files import json_text, write_texts
 from eval.config import ReportConfig
 from eval.metrics import EvalResult, percent
 
@@ -238,9 +238,8 @@ def write_report(config: ReportConfig) -> ReportSummary:
     if config.out is not None:
         out = Path(config.out)
         out.mkdir(parents=True, exist_ok=True)
-        write_text(out / "comparison.md", markdown)
-        write_json(out / "comparison.json", {**comparison_json(rows), "config": config.to_dict()})
-        paths = (out / "comparison.md", out / "comparison.json")
+        record = {**comparison_json(rows), "config": config.to_dict()}
+        paths = write_texts({out / "comparison.md": markdown, out / "comparison.json": json_text(record)})
         logger.info("wrote %s", ", ".join(str(p) for p in paths))
     return ReportSummary(markdown=markdown, rows=tuple(rows), paths=paths)
 

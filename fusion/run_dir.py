@@ -23,7 +23,7 @@ import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -46,6 +46,8 @@ __all__ = [
     "checkpoint_payload",
     "save_epoch",
     "run_state",
+    "read_run_config",
+    "read_log",
     "load_run",
     "load_concatenated_runs",
     "read_checkpoint",
@@ -140,6 +142,7 @@ def start_run(config: TrainConfig, plan: TrainingPlan) -> dict[str, Any] | None:
                 raise FileNotFoundError(f"{out}: cannot resume, the run folder has last.pt but no {name}")
         payload = _check_resume(config, out, config_record, classes_record, emb_id)
         _truncate_log(out / "log.jsonl", int(payload["epoch"]))
+        _check_best(out, payload)
         return payload
     if config.resume:
         _clear_unfinished_run(config)
@@ -173,7 +176,7 @@ def _clear_unfinished_run(config: TrainConfig) -> None:
         return
     record = out / "config.json"
     if record.is_file():
-        changed = changed_settings(json.loads(record.read_text(encoding="utf-8"))["train"], config)
+        changed = changed_settings(read_run_config(out)["train"], config)
         if changed:
             raise InputError(f"{out}: cannot resume with other settings than the run was started with ({changed}); "
                              f"pass the options recorded in {record}")
@@ -218,8 +221,41 @@ def save_epoch(out: Path, log_line: dict[str, Any], payload: dict[str, Any], is_
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write a checkpoint atomically: a crash leaves the previous file, never half of one."""
-    atomic_write(path, lambda temporary: torch.save(payload, temporary))
+    """Write a checkpoint atomically: a crash or a full disk leaves the previous file, never half of one.
+
+    torch's serialiser turns a failed write into a RuntimeError ("unexpected pos ..."), which names no file and
+    reads as a bug; the file's own OSError (full disk, quota) is raised instead, and `atomic_write` names the path.
+    """
+
+    def write(temporary: Path) -> None:
+        with temporary.open("wb") as handle:
+            writer = _WriteErrorKeeper(handle)
+            try:
+                torch.save(payload, writer)
+            except RuntimeError as error:
+                if writer.error is None:
+                    raise
+                raise writer.error from error
+
+    atomic_write(path, write)
+
+
+class _WriteErrorKeeper:
+    """A binary file for `torch.save` that keeps the OSError of a failed write (torch replaces it)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -263,7 +299,7 @@ def _records(config: TrainConfig, plan: TrainingPlan) -> tuple[dict[str, Any], d
 
 
 def _check_resume(config: TrainConfig, out: Path, config_record: dict, classes_record: dict, emb_id: str) -> dict:
-    recorded = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    recorded = read_run_config(out)
     old_fusion, new_fusion = recorded["train"]["fusion"], config.fusion.to_dict()
     arch = [k for k in ARCHITECTURE_FIELDS if old_fusion.get(k) != new_fusion.get(k)]
     if arch:
@@ -273,24 +309,56 @@ def _check_resume(config: TrainConfig, out: Path, config_record: dict, classes_r
     if changed:
         raise InputError(f"{out}: cannot resume with other settings than the run was started with ({changed}); "
                          f"pass the options recorded in {out / 'config.json'}")
-    classes = json.loads((out / "classes.json").read_text(encoding="utf-8"))
+    classes = _read_json_object(out / "classes.json", "class record")
     # A run recorded before stores had an identity is compared without it; a recorded one must be the store's.
     validation = classes_record["validation"]
-    if validation is not None and "store_identity" not in (classes["validation"] or {}):
+    if validation is not None and "store_identity" not in (classes.get("validation") or {}):
         validation = {key: value for key, value in validation.items() if key != "store_identity"}
     train_identity = classes_record["train_store_identity"]
-    if (classes["classes"] != classes_record["classes"] or classes["validation"] != validation
+    if (classes.get("classes") != classes_record["classes"] or classes.get("validation") != validation
             or classes.get("train_store_identity", train_identity) != train_identity):
         raise InputError(f"{out}: cannot resume against a different store or class list: the training / validation "
                          f"classes, clips or stores differ from {out / 'classes.json'}")
     if recorded["dims"] != config_record["dims"]:
         raise InputError(f"{out}: cannot resume, the store's sizes {config_record['dims']} differ from the run's "
                          f"{recorded['dims']}")
-    payload = read_checkpoint(out / "last.pt", torch.device("cpu"))
+    try:
+        payload = read_checkpoint(out / "last.pt", torch.device("cpu"))
+    except InputError as error:
+        raise InputError(f"{error}; the run cannot continue from it: delete it, and `resume=True` trains the run "
+                         "again from its first epoch") from error
     if payload["class_embedding_id"] != emb_id:
         raise InputError(f"{out}: cannot resume, the class embeddings differ from the run's (another source or "
                          "vectors file?)")
     return payload
+
+
+def _check_best(out: Path, last: dict[str, Any]) -> None:
+    """best.pt of a resumed run is the checkpoint its records name, and loads: a run is not continued, or reported
+    finished, with a best.pt that is damaged or of another epoch (zeroshot and the protocols evaluate it).
+
+    best.pt of the epoch after last.pt's is allowed: a kill between the two writes of an epoch leaves it, and the
+    resumed run repeats that epoch, rewriting it identically.
+
+    Raises:
+        FileNotFoundError: the records name a best epoch and there is no best.pt.
+        InputError: best.pt does not load, or holds another epoch than last.pt and log.jsonl name.
+    """
+    best_epoch = last["best"]["epoch"]
+    path = out / "best.pt"
+    if best_epoch is None:
+        return
+    again = "its best checkpoint cannot be recovered: train the run again (another `out`, or delete the folder)"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist, but last.pt names epoch {best_epoch} as the best; {again}")
+    try:
+        best = read_checkpoint(path, torch.device("cpu"))
+    except InputError as error:
+        raise InputError(f"{error}; {again}") from error
+    logged = [line.get("best_epoch") for line in read_log(out / "log.jsonl")]
+    if (best["epoch"] not in (best_epoch, last["epoch"] + 1)) or logged[-1:] not in ([], [best_epoch]):
+        raise InputError(f"{path} holds epoch {best['epoch']}, but last.pt and log.jsonl name epoch {best_epoch} as "
+                         f"the best (log: {logged[-1:]}); {again}")
 
 
 def changed_settings(recorded: dict[str, Any], config: TrainConfig) -> list[str]:
@@ -315,13 +383,11 @@ def run_state(config: TrainConfig) -> str:
     "Same settings" is `changed_settings`: what does not change a result (progress bars, device, ...) is ignored.
     """
     out = Path(config.out)
-    record, log = out / "config.json", out / "log.jsonl"
     if not out.exists():
         return "new"
-    if not record.is_file() or changed_settings(json.loads(record.read_text(encoding="utf-8"))["train"], config):
+    if not (out / "config.json").is_file() or changed_settings(read_run_config(out)["train"], config):
         return "other"
-    lines = log.read_text(encoding="utf-8").splitlines() if log.is_file() else []
-    epochs = [json.loads(line)["epoch"] for line in lines if line.strip()]
+    epochs = [line["epoch"] for line in read_log(out / "log.jsonl")]
     if not (out / "last.pt").is_file():
         return "other"
     return "finished" if epochs and epochs[-1] == config.epochs else "partial"
@@ -331,9 +397,79 @@ def _truncate_log(path: Path, epoch: int) -> None:
     """Keep the log lines of epochs up to `epoch` (a crash may have logged an epoch without its checkpoint)."""
     if not path.is_file():
         return
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines()
-             if line.strip() and json.loads(line)["epoch"] <= epoch]
-    write_text(path, "".join(f"{line}\n" for line in lines))
+    write_text(path, "".join(f"{json.dumps(line)}\n" for line in read_log(path) if line["epoch"] <= epoch))
+
+
+def read_run_config(run_dir: Path, training_config: bool = True) -> dict[str, Any]:
+    """A run's config.json, checked: a JSON object whose `train` is an object, `dims` an object and
+    `decision_rule` a string; with `training_config`, `train` must load as a `TrainConfig` too (what resume
+    compares). `load_run` reads only the decision rule, so that a run recorded before a field changed still loads.
+
+    Raises:
+        InputError: the file is not JSON, or not a run's config (the message names the file and what is wrong).
+    """
+    path = Path(run_dir) / "config.json"
+    record = _read_json_object(path, "run config")
+    kinds = {"train": dict, "dims": dict, "decision_rule": str}
+    wrong = [f"{key} is not a {kind.__name__}" for key, kind in kinds.items() if not isinstance(record.get(key), kind)]
+    if training_config and not wrong:
+        try:
+            TrainConfig.from_dict(record["train"])
+        except (TypeError, ValueError, KeyError, AttributeError) as error:  # a field missing, unknown or mistyped
+            wrong.append(f"its training config does not load: {' '.join(str(error).split())[:200]}")
+    if wrong:
+        raise InputError(f"{path}: not a run's config ({'; '.join(wrong)}); restore the file, or train the run "
+                         "again in another `out`")
+    return record
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The epochs of a run's log.jsonl (none without the file), in order.
+
+    A last line cut off without its newline is the epoch a kill interrupted while it was logged (its checkpoint
+    was never written): it is left out, and logged.
+
+    Raises:
+        InputError: any other line that is not a JSON object with an integer `epoch`.
+    """
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").split("\n")
+    epochs = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as error:
+            if number == len(lines):  # no newline after it: a write that did not finish
+                logger.warning("%s: leaving out its last line, cut off while it was written (the epoch did not "
+                               "finish)", path)
+                continue
+            raise InputError(f"{path} line {number}: not a log line ({error}); restore the file, or train the run "
+                             "again in another `out`") from error
+        if not isinstance(entry, dict) or type(entry.get("epoch")) is not int:
+            raise InputError(f"{path} line {number}: not a log line (no integer epoch); restore the file, or train "
+                             "the run again in another `out`")
+        epochs.append(entry)
+    return epochs
+
+
+def _read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object from `path` (a run's record).
+
+    Raises:
+        InputError: the file is not UTF-8 JSON, or holds another value than an object.
+    """
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: not a {what} (not JSON: {error}); restore the file, or train the run again in "
+                         "another `out`") from error
+    if not isinstance(value, dict):
+        raise InputError(f"{path}: not a {what} (a JSON {type(value).__name__}, not an object); restore the file, "
+                         "or train the run again in another `out`")
+    return value
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> tuple[FusionModel, RunInfo]:
@@ -364,14 +500,18 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
     torch_device = resolve_device(device)
-    payload = read_checkpoint(path, torch_device)
+    try:
+        payload = read_checkpoint(path, torch_device)
+    except InputError as error:
+        raise InputError(f"{error}; the file is damaged: train the run again, or use another checkpoint "
+                         "(`checkpoint='last'`)") from error
     fusion = FusionConfig.from_dict(payload["config"]["fusion"])
     dims = ModelDims(**payload["dims"])
     model = build_model(fusion, dims)
     model.load_state_dict(payload["model"])
     model.to(torch_device).eval()
 
-    classes = json.loads((run_dir / "classes.json").read_text(encoding="utf-8"))
+    classes = _read_json_object(run_dir / "classes.json", "class record")
     with np.load(run_dir / "class_embeddings.npz", allow_pickle=False) as arrays:
         class_embeddings = np.asarray(arrays["class_embeddings"], dtype=np.float32)
         kinetics = None
@@ -381,7 +521,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
     if embedding_id(class_names, class_embeddings, kinetics) != payload["class_embedding_id"]:
         raise InputError(f"{path}: the checkpoint was trained with other class embeddings than {run_dir}/"
                          "class_embeddings.npz; do not mix files of different runs")
-    config_json = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    config_json = read_run_config(run_dir, training_config=False)
     info = RunInfo(
         run_dir=run_dir,
         checkpoint=path,

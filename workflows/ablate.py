@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import InputError
-from common.files import write_json, write_text
+from common.files import json_text, write_texts
 from eval.config import PlotConfig
 from eval.metrics import EvalResult
 from eval.report import format_mean_std
@@ -176,8 +176,8 @@ def run_ablation(config: AblateConfig) -> AblationResult:
                "seen_classes": first.num_seen_classes, "unseen_classes": first.num_unseen_classes,
                "test_clips": first.num_clips, **honesty, "config": config.to_dict()}
     json_path, markdown_path = out / "ablation.json", out / "ablation.md"
-    write_json(json_path, json.loads(json.dumps(payload, default=str)))  # tuples -> lists, paths -> strings
-    write_text(markdown_path, markdown)
+    payload = json.loads(json.dumps(payload, default=str))  # tuples -> lists, paths -> strings
+    write_texts({json_path: json_text(payload), markdown_path: markdown})  # both or neither replaced
     return AblationResult(rows=tuple(rows), chance=chance, markdown=markdown, json_path=json_path,
                           markdown_path=markdown_path)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from common.errors import InputError
-from common.files import write_json, write_text
+from common.files import json_text, write_texts
 from common.settings import setting
 from eval.report import format_mean_std
 
@@ -124,9 +124,9 @@ def run_demo(config: DemoConfig) -> DemoResult:
     results = _results(config, per_seed, controls, extraction, time.perf_counter() - started)
     table = _table(results)
     report_dir = out / "report"
-    _write_report(report_dir, results, table, config)
     results_path = out / "demo_results.json"
-    write_json(results_path, results)
+    report = _report_text(report_dir, results, table, config)
+    write_texts({report_dir / "README.md": report, results_path: json_text(results)})  # both or neither replaced
     return DemoResult(results=results, table=table, results_path=results_path, report_dir=report_dir)
 
 
@@ -265,7 +265,8 @@ def demo_findings(results: dict) -> list[str]:
     return findings
 
 
-def _write_report(report_dir: Path, results: dict, table: str, config: DemoConfig) -> None:
+def _report_text(report_dir: Path, results: dict, table: str, config: DemoConfig) -> str:
+    """The demo's report/README.md (after writing the runs' comparison beside it)."""
     from eval.config import ReportConfig
     from eval.report import write_report
 
@@ -285,4 +286,4 @@ def _write_report(report_dir: Path, results: dict, table: str, config: DemoConfi
         "Settings: " + json.dumps({k: str(v) if isinstance(v, Path) else v
                                    for k, v in config.__dict__.items()}), "",
     ]
-    write_text(report_dir / "README.md", "\n".join(text))
+    return "\n".join(text)

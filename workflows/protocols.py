@@ -20,6 +20,11 @@ measures.
 
 Every seed runs the whole protocol (`<out>/seed_<s>/{stage1,stage2,test}`); `<out>/metrics.json` holds the mean
 over seeds (and the per-seed values), `<out>/summary.md` the table with mean ± std.
+
+A rerun of the same protocol into the same `out` continues where a kill left it: a finished stage is reused, an
+interrupted one resumes from its last.pt (`fusion.trainer.train` with `resume`), so no epoch trains twice and the
+result equals an uninterrupted run's; a stage folder recording other settings is refused. The evaluation and the
+reports, cheap, are redone and replace the earlier ones whole.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import InputError
-from common.files import read_csv, write_json, write_text
+from common.files import json_text, read_csv, write_texts
 from common.settings import result_values
 from curate import splits
 from curate.relatedness import DIFFICULTY_GROUPS
@@ -212,7 +217,8 @@ def run_avca_protocol(config: AVCAProtocolConfig) -> ProtocolResult:
 
     Raises:
         FileNotFoundError: a missing store or split file.
-        InputError: a store whose clips and split files disagree, or training options the protocol owns.
+        InputError: a store whose clips and split files disagree, training options the protocol owns, or a stage
+            folder of `out` holding a run with other settings (a rerun continues only the same protocol).
     """
     from features.store import TokenStore
 
@@ -256,7 +262,8 @@ def run_mzsl_protocol(config: MZSLProtocolConfig) -> ProtocolResult:
     Raises:
         FileNotFoundError: a missing store or groups file.
         InputError: evaluation classes or files that overlap the training side (`workflows.leaks`; unless
-            `allow_overlap`), classes without a group, options the protocol owns.
+            `allow_overlap`), classes without a group, options the protocol owns, a stage folder of `out` holding a
+            run with other settings.
     """
     from features.store import DONE, TokenStore
 
@@ -380,15 +387,32 @@ def _train_config(config, options: dict, seed: int, out: Path, data: dict[str, A
     return train_config_from_options(values, preset=config.preset, ablations=tuple(config.ablations))
 
 
+def _train_or_continue(stage_config):
+    """Train a stage's run, or continue the one an interrupted protocol left in its folder (`train` with `resume`:
+    a finished run is checked and reused, an interrupted one resumes from last.pt, an empty one starts).
+
+    Raises:
+        InputError: the folder holds a run with other settings (they are named).
+    """
+    from fusion.run_dir import changed_settings, read_run_config
+    from fusion.trainer import train
+
+    out = Path(stage_config.out)
+    if (out / "config.json").is_file():
+        changed = changed_settings(read_run_config(out)["train"], stage_config)
+        if changed:
+            raise InputError(f"{out}: holds this protocol's run with other settings ({', '.join(changed)}); rerun "
+                             f"with the settings recorded in {out / 'config.json'}, or choose another `out`")
+    return train(dataclasses.replace(stage_config, resume=out.is_dir() and any(out.iterdir())))
+
+
 def _train_stage1(config, options: dict, seed: int, folder: Path,
                   data: dict[str, Any]) -> tuple[Path, int, int]:
     """Train with validation; return the run folder, the epoch of its best validation score and its epochs."""
-    from fusion.trainer import train
-
     stage_config = _train_config(config, options, seed, folder / "stage1", data)
     if not stage_config.has_validation:
         raise InputError("stage 1 needs a validation part to choose the epoch")
-    summary = train(stage_config)
+    summary = _train_or_continue(stage_config)
     if summary.best_epoch is None:
         raise InputError(f"{folder / 'stage1'}: stage 1 selected no epoch (no validation score)")
     logger.info("seed %d stage 1: best epoch %d by %s %.4f", seed, summary.best_epoch, summary.best_metric,
@@ -403,12 +427,10 @@ def _train_stage2(config, options: dict, seed: int, folder: Path, epochs: int, s
     As AVCA's stage 2 (`get_evaluation.py`): stage 1's whole schedule (`schedule_epochs`), and the checkpoint at
     the selected epoch; training stops there, since later epochs cannot change it.
     """
-    from fusion.trainer import train
-
     stage_config = _train_config(config, {**options, "epochs": epochs, "schedule_epochs": schedule_epochs}, seed,
                                  folder / "stage2", data)
     assert not stage_config.has_validation  # stage 2 measures nothing, so it can select nothing
-    train(stage_config)
+    _train_or_continue(stage_config)
     return folder / "stage2"
 
 
@@ -449,7 +471,9 @@ def _warn_untrained(seen_names, info) -> None:
 
 def _finish_seed(config, seed: int, folder: Path, best_epoch: int, metrics: dict, evaluation, info,
                  stage1: Path | None) -> SeedResult:
-    stage1_log = _read_log(stage1) if stage1 is not None else []
+    from fusion.run_dir import read_log
+
+    stage1_log = read_log(stage1 / "log.jsonl") if stage1 is not None else []
     selected = stage1_log[best_epoch - 1]["val"] if stage1_log else None  # the trainer's record of the epoch
     metrics = {
         "label": Path(config.out).name,
@@ -501,17 +525,12 @@ def _finish(config, title: str, seeds: list[SeedResult], clips: dict[str, dict[s
         overlap_note = ("Leak check: no overlap with the training side.\n\n" if not overlaps else
                         f"Leak check: run with allow_overlap; {len(overlaps)} overlap(s) with the training side:\n\n"
                         + "".join(f"- {o.describe()}\n" for o in overlaps) + "\n")
-    write_json(out / "metrics.json", pooled)
     rows = report.comparison_rows([(str(s.folder / "test"), s.metrics) for s in seeds])
     used = ", ".join(f"{part} {c['used']:,} of {c['listed']:,}" for part, c in clips.items())
-    write_text(out / "summary.md", f"# {title}\n\nClips used (done clips of the store, of those its lists name): "
-                                   f"{used}.\n\n" + groups_note + overlap_note + report.comparison_markdown(rows))
+    write_texts({out / "metrics.json": json_text(pooled),
+                 out / "summary.md": f"# {title}\n\nClips used (done clips of the store, of those its lists name): "
+                                     f"{used}.\n\n" + groups_note + overlap_note + report.comparison_markdown(rows)})
     return ProtocolResult(out=out, metrics=pooled, seeds=tuple(seeds))
-
-
-def _read_log(run_dir: Path) -> list[dict[str, Any]]:
-    lines = (run_dir / "log.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
 
 
 def _group_key(config) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import InputError
-from common.files import write_csv, write_json, write_text
+from common.files import write_csv, write_folder, write_json, write_text
 from common.settings import result_values
 from eval import metrics, report
 from eval.config import PlotConfig
@@ -271,6 +271,9 @@ def _open_vocabulary(model, info, store, candidates, vocabulary, rule, embed, co
 # --- outputs ------------------------------------------------------------------------------------------------
 
 
+# What a report folder holds (`write_outputs`): a folder holding only these is an earlier report, which a new one
+# replaces whole.
+_REPORT_FILES = ("metrics.json", "predictions.csv", "report.md", "per_class_accuracy.png", "tsne.png")
 # (per_class key, panel title) of the per-class figure, left to right; panels without values are left out
 _PER_CLASS_PANELS = (("gzsl_acc", "GZSL, raw"), ("calibrated_gzsl_acc", "GZSL, calibrated stacking"),
                      ("zsl_acc", "ZSL (unseen candidates only)"))
@@ -279,10 +282,32 @@ _PER_CLASS_PANELS = (("gzsl_acc", "GZSL, raw"), ("calibrated_gzsl_acc", "GZSL, c
 def write_outputs(out: Path, metrics_json: dict, header: list[str], rows: list[list[str]],
                   evaluation: GZSLEvaluation | None, embed: Callable[[Sequence[str]], np.ndarray],
                   plot_config: PlotConfig) -> tuple[Path, ...]:
-    """Write metrics.json, predictions.csv, report.md and (for GZSL evaluations) the figures into `out`."""
+    """Write metrics.json, predictions.csv, report.md and (for GZSL evaluations) the figures into the folder `out`.
+
+    The folder is written whole or not at all (`common.files.write_folder`): an interrupted or failed write (a
+    full disk) leaves the previous report, or none, never a mix of two runs' files. A folder holding an earlier
+    report is replaced; one holding other files is refused.
+
+    Raises:
+        FileExistsError: `out` holds files that are not a report's.
+        OSError: a refused write (full, read-only), naming the file.
+    """
+    written: list[Path] = []
+
+    def write(folder: Path) -> None:
+        written.extend(_write_report_files(folder, metrics_json, header, rows, evaluation, embed, plot_config))
+
+    write_folder(out, write, _REPORT_FILES, "report folder")
+    paths = tuple(out / p.name for p in written)
+    logger.info("wrote %s", ", ".join(str(p) for p in paths))
+    return paths
+
+
+def _write_report_files(out: Path, metrics_json: dict, header: list[str], rows: list[list[str]],
+                        evaluation: GZSLEvaluation | None, embed: Callable[[Sequence[str]], np.ndarray],
+                        plot_config: PlotConfig) -> list[Path]:
     from eval import plots
 
-    out.mkdir(parents=True, exist_ok=True)
     paths = [write_json(out / "metrics.json", metrics_json)]
     paths.append(write_csv(out / "predictions.csv", header, rows))
     paths.append(write_text(out / "report.md", report.run_markdown(metrics_json)))
@@ -303,8 +328,7 @@ def write_outputs(out: Path, metrics_json: dict, header: list[str], rows: list[l
             evaluation.class_names, unseen=np.isin(np.arange(len(evaluation.class_names)), evaluation.unseen_ids),
             max_points=plot_config.tsne_max_points, perplexity=plot_config.tsne_perplexity,
             iterations=plot_config.tsne_iterations, seed=plot_config.seed))
-    logger.info("wrote %s", ", ".join(str(p) for p in paths))
-    return tuple(paths)
+    return paths
 
 
 def _group_key(info, store, metrics_json, config) -> str:

@@ -399,3 +399,75 @@ def test_near_duplicate_videos_are_found_by_fingerprint(eval_vectors, classes, t
     assert [(o.kind, o.evaluation, o.other) for o in found] == [("file", "e/exact", "t/0"),
                                                                 ("near-duplicate", "e/copy", "t/0")]
     assert leaks.find_overlaps(["riding horse"], classes.seen, eval_files, {"t/0": str(original)}, source) == found[:1]
+
+
+def test_a_rerun_of_an_interrupted_protocol_continues_and_equals_an_uninterrupted_run(ucf_stores, tmp_path,
+                                                                                      monkeypatch):
+    from common.errors import InputError
+    from fusion import trainer
+
+    clean, _ = ucf_stores
+    whole = protocols.run_avca_protocol(_avca(clean, tmp_path / "whole" / "p", seeds=(0, 1)))
+    out = tmp_path / "cut" / "p"
+    save, saved = trainer.save_epoch, []
+
+    def killed_at(stage: str, epoch):
+        """save_epoch that records each saved epoch, and is killed in `stage` at `epoch` after its log line."""
+        def save_epoch(run, log_line, payload, is_best):
+            if run == out / stage and log_line["epoch"] == (epoch or payload["config"]["epochs"]):
+                with (run / "log.jsonl").open("a") as log:
+                    log.write(json.dumps(log_line) + "\n")
+                raise KeyboardInterrupt
+            saved.append((run.relative_to(out).as_posix(), log_line["epoch"]))
+            save(run, log_line, payload, is_best)
+        return save_epoch
+
+    for stage, epoch in (("seed_1/stage1", 2), ("seed_1/stage2", None)):  # stage 2: killed in its last epoch
+        monkeypatch.setattr(trainer, "save_epoch", killed_at(stage, epoch))
+        with pytest.raises(KeyboardInterrupt):
+            protocols.run_avca_protocol(_avca(clean, out, seeds=(0, 1)))
+    monkeypatch.setattr(trainer, "save_epoch", killed_at("none", 0))
+    rerun = protocols.run_avca_protocol(_avca(clean, out, seeds=(0, 1)))
+    assert len(saved) == len(set(saved))  # no epoch trained twice: seed 0 was reused, seed 1 resumed
+    assert {run for run, _ in saved} == {"seed_0/stage1", "seed_0/stage2", "seed_1/stage1", "seed_1/stage2"}
+
+    def numbers(metrics):
+        return {k: v for k, v in metrics.items() if k not in ("config", "run")}
+
+    assert numbers(rerun.metrics) == numbers(whole.metrics)
+    assert numbers(json.loads((out / "metrics.json").read_text())) == numbers(
+        json.loads((tmp_path / "whole" / "p" / "metrics.json").read_text()))
+    for seed in (0, 1):
+        cut_seed, whole_seed = (json.loads((root / f"seed_{seed}" / "test" / "metrics.json").read_text())
+                                for root in (out, tmp_path / "whole" / "p"))
+        assert numbers(cut_seed) == numbers(whole_seed)
+    saved.clear()
+    protocols.run_avca_protocol(_avca(clean, out, seeds=(0, 1)))  # a finished protocol: reused, nothing trains
+    assert saved == []
+    with pytest.raises(InputError, match=r"seed_0/stage1: holds this protocol's run with other settings \(epochs\)"):
+        protocols.run_avca_protocol(AVCAProtocolConfig(dataset="UCF", store=clean.path, out=out, seeds=(0, 1),
+                                                       train={**_TINY, "epochs": 2}, plots=_NO_PLOTS))
+
+
+def test_a_full_disk_while_writing_the_pooled_report_keeps_the_previous_one(ucf_stores, tmp_path, monkeypatch):
+    import errno
+    import pathlib
+
+    clean, _ = ucf_stores
+    out = tmp_path / "p"
+    protocols.run_avca_protocol(_avca(clean, out))
+    before = {name: (out / name).read_bytes() for name in ("metrics.json", "summary.md")}
+    write = pathlib.Path.write_text
+
+    def full_at_summary(path, text, *args, **kwargs):
+        if path.name.startswith(".summary.md.tmp-"):
+            write(path, text[:10], *args, **kwargs)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write(path, text, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", full_at_summary)
+    with pytest.raises(OSError, match="No space left on device") as raised:
+        protocols.run_avca_protocol(_avca(clean, out, calibrated_stacking=True))  # a rerun that changes the report
+    assert raised.value.filename == str(out / "summary.md")
+    assert {name: (out / name).read_bytes() for name in before} == before  # neither file replaced
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "seed_0", "summary.md"]

@@ -336,3 +336,58 @@ def test_a_resumed_run_is_one_run_and_one_seed_group(tmp_path):
     assert changed_settings(base.to_dict(), other_seed) == ["seed"] and group(other_seed) == group(base)
     other_lr = replace(base, lr=1e-3)
     assert changed_settings(base.to_dict(), other_lr) == ["lr"] and group(other_lr) != group(base)
+def _fail_writing(monkeypatch, name: str, error: BaseException) -> None:
+    """Writing the report file `name` writes half of it, then raises `error` (a kill, a full disk)."""
+    import pathlib
+
+    write = pathlib.Path.write_text
+
+    def half_then_fail(path, text, *args, **kwargs):
+        if name in path.name:
+            write(path, text[: len(text) // 2], *args, **kwargs)
+            raise error
+        return write(path, text, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", half_then_fail)
+
+
+def _folder(path):
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+
+
+def test_an_interrupted_report_leaves_the_previous_one_whole_and_a_rerun_replaces_it_whole(eval_run, eval_store,
+                                                                                           tmp_path, monkeypatch):
+    out = tmp_path / "rep"
+    run_zeroshot(_config(eval_run, eval_store, out=out, plots=PlotConfig(tsne=False)))  # GZSL, with the figure
+    before = _folder(out)
+    ranking = _config(eval_run, eval_store, out=out, class_names=tuple(UNSEEN))  # another report into the folder
+    _fail_writing(monkeypatch, "predictions.csv", KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        run_zeroshot(ranking)
+    assert _folder(out) == before and [p.name for p in tmp_path.iterdir()] == ["rep"]
+    monkeypatch.undo()
+    result = run_zeroshot(ranking)
+    assert sorted(_folder(out)) == sorted(p.name for p in result.paths) == ["metrics.json", "predictions.csv",
+                                                                          "report.md"]  # no figure of the other run
+    assert json.loads((out / "metrics.json").read_text())["mode"] == "vocabulary"
+
+
+def test_a_full_disk_while_writing_a_report_is_one_line_naming_the_file(eval_run, eval_store, tmp_path,
+                                                                        monkeypatch):
+    import errno
+
+    from cli import cli
+
+    _fail_writing(monkeypatch, "report.md", OSError(errno.ENOSPC, "No space left on device"))
+    result = CliRunner().invoke(cli, ["zeroshot", "--run", str(eval_run), "--store", str(eval_store.path),
+                                      "--no-plots", "--out", str(tmp_path / "rep")])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith("Error: ") and str(tmp_path / "rep" / "report.md") in result.output
+    assert "No space left on device" in result.output and not list(tmp_path.iterdir())  # no partial folder
+
+
+def test_a_report_never_replaces_a_folder_of_other_files(eval_run, eval_store, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="notes.txt"):
+        run_zeroshot(_config(eval_run, eval_store, out=tmp_path))
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
