@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from cli import cli
 from common.media import Segment
@@ -344,6 +345,23 @@ def test_a_file_that_plays_in_part_is_extracted_and_recorded_as_partial(clip_fol
     assert reasons[cut] == "truncated: the file ends inside a packet near 1.60 s"
     with pytest.raises(StoreError, match="different extraction config .*strict_media"):
         _run(manifest, tmp_path / "s.zarr", extract=build_extract_config("cpu-small", strict_media=True))
+
+
+def test_an_image_named_mp4_and_a_one_frame_file_fail_and_the_run_goes_on(clip_folder, tmp_path, write_clip):
+    folder, manifest = clip_folder
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(folder / "barking" / "photo.mp4", format="JPEG")
+    Image.new("RGB", (64, 48), (30, 200, 30)).save(folder / "drumming" / "drawing.mp4", format="PNG")
+    write_clip(folder / "barking" / "one_frame.mp4", seconds=0.04)  # one frame at 25 fps, with its sound
+    manifest.write_text(manifest.read_text() + "barking/photo.mp4,barking,seen\ndrumming/drawing.mp4,drumming,unseen\n"
+                        "barking/one_frame.mp4,barking,seen\n")
+    summary = _run(manifest, tmp_path / "s.zarr")
+    assert (summary.done, summary.failed, summary.pending) == (6, 5, 0)
+    store = TokenStore.open(tmp_path / "s.zarr")
+    reasons = dict(zip(store.clip_ids.tolist(), store.failure_reasons.tolist(), strict=True))
+    for clip_id in ("barking/photo", "drumming/drawing", "barking/one_frame"):
+        assert reasons[clip_id] == "1 video frame(s), not a video (a still image?); a clip needs at least 2"
+    with failures_csv_path(tmp_path / "s.zarr").open() as handle:
+        assert sum("a clip needs at least 2" in row["reason"] for row in csv.DictReader(handle)) == 3
 
 
 @pytest.mark.slow
