@@ -339,6 +339,7 @@ _training_options = _options(
     click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
                  help="cpu (default) or cuda (bf16 autocast); no silent fallback."),
     click.option("--progress/--no-progress", default=None, help="Show a progress bar (default on)."),
+    click.option("--require-complete", is_flag=True, default=None, help="Refuse a store with pending clips."),
 )
 
 

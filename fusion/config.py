@@ -228,6 +228,7 @@ class TrainConfig:
     lr_reference_batch: int = 64  # the batch size `lr` is given for
     progress: bool = True  # show a progress bar
     log_every_steps: int = 50  # a log line every this many steps
+    require_complete: bool = False  # refuse a store that extract is still filling (pending clips); False: warn
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "log_every_steps"):

@@ -59,7 +59,7 @@ _RUN_FILES = ("config.json", "classes.json", "class_embeddings.npz", "log.jsonl"
               "training_curves.png")
 # Settings a resumed run may change: how it runs, and where the run folder now is (a copied or moved run resumes).
 _RESUME_FREE_FIELDS = ("resume", "progress", "device", "prefetch_batches", "log_every_steps", "eval_batch_size",
-                       "out", "resident_store", "resident_share", "compile")
+                       "out", "resident_store", "resident_share", "compile", "require_complete")
 
 
 @dataclass(frozen=True)

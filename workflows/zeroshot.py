@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 RUN_VALIDATION = "run"  # `val_split='run'`: the validation clips the run itself validated on (classes.json)
 # Training-config fields that do not change what a run computes: left out of the seed-group key.
 _RUN_FREE_FIELDS = ("seed", "out", "resume", "progress", "device", "prefetch_batches", "log_every_steps",
-                    "eval_batch_size")
+                    "eval_batch_size", "require_complete")
 
 
 @dataclass(frozen=True)

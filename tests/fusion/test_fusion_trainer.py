@@ -427,6 +427,28 @@ def test_settings_that_change_no_result_do_not_count_as_changed(synthetic_store,
         "fusion.fusion_order"]
 
 
+def test_a_store_extract_is_still_filling_is_named_with_its_counts(vectors_file, tmp_path, kit, caplog):
+    store = kit.make_store(tmp_path / "filling.zarr", vectors_file, pending=30)  # the last 30 of 84 clips
+    with pytest.raises(InputError) as refused:
+        train(_config(store, tmp_path / "refused", vectors_file, epochs=1, require_complete=True))
+    assert str(refused.value) == (f"{store.path}: 30 of 84 clips are still pending (54 done, 0 failed): extract has "
+                                  "not finished the store; run extract to the end first, or train without "
+                                  "`require_complete`")
+    assert not (tmp_path / "refused").exists()
+    summary = train(_config(store, tmp_path / "run", vectors_file, epochs=1))
+    assert summary.train_clips + summary.val_clips == 54  # the done clips only, and said so
+    warned = [r for r in caplog.records if r.levelname == "WARNING" and "still pending" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].getMessage().startswith(f"{store.path}: 30 of 84 clips are still pending")
+    complete = _config(store, tmp_path / "run", vectors_file, epochs=1, require_complete=True)
+    assert run_dir.changed_settings(json.loads((tmp_path / "run" / "config.json").read_text())["train"],
+                                    complete) == []  # refusing or not changes no result
+    result = CliRunner().invoke(cli.cli, ["train-fusion", "--store", str(store.path), "--out", str(tmp_path / "cli"),
+                                          "--require-complete", "--epochs", "1"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert result.output.startswith(f"Error: {store.path}: 30 of 84 clips are still pending")
+    assert result.output.endswith("or train without --require-complete\n")
+
+
 def test_non_finite_tokens_stop_training_naming_the_clip(vectors_file, tmp_path, kit):
     store = kit.make_store(tmp_path / "nan.zarr", vectors_file)
     writable = TokenStore.open(store.path, mode="r+")
