@@ -10,6 +10,12 @@ written through a temporary file and a rename (`common.files`); checkpoints load
 
 `start_run` creates a run directory or checks that a resumed run is the recorded one; `save_epoch` writes an
 epoch's log line and checkpoints; `load_run` rebuilds a trained head for the eval stage.
+
+One training per run folder (`RunLease`): the trainer holds `<RUN>.lease` beside the folder (the store's lease,
+`features.lease`, with its own words) while it writes, so a second training into the folder, a resume or a
+workflow's rerun, stops with one line naming the holder instead of interleaving log.jsonl and checkpoints. The
+lease lies beside the folder, not in it, so that a run folder holds only the run's files (copied, compared or
+emptied as before) and the lease of a folder that does not exist yet needs no folder.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ import hashlib
 import json
 import logging
 import pickle
-from collections.abc import Sequence
+import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +38,7 @@ import torch
 from common.errors import InputError
 from common.files import atomic_write, write_json, write_text
 from extract.weights import load_failure
+from features.lease import Lease
 from fusion.config import ARCHITECTURE_FIELDS, FusionConfig, TrainConfig
 from fusion.model import FusionModel, ModelDims, build_model
 from fusion.plan import TrainingPlan, embedding_permutation
@@ -40,11 +48,14 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "RunInfo",
+    "RunLease",
     "embedding_id",
     "start_run",
     "checkpoint_payload",
     "save_epoch",
     "run_state",
+    "holds_run_lease",
+    "claim_run_folder",
     "load_run",
     "load_concatenated_runs",
     "read_checkpoint",
@@ -60,6 +71,21 @@ _RUN_FILES = ("config.json", "classes.json", "class_embeddings.npz", "log.jsonl"
 # Settings a resumed run may change: how it runs, and where the run folder now is (a copied or moved run resumes).
 _RESUME_FREE_FIELDS = ("resume", "progress", "device", "prefetch_batches", "log_every_steps", "eval_batch_size",
                        "out", "resident_store", "resident_share", "compile", "require_complete")
+
+
+class RunLease(Lease):
+    """One training per run folder: `<RUN>.lease` beside it, held while `fusion.trainer` writes the run.
+
+    A holder that died is taken over at once on its own host, and `timeout_s` (60 s) after its last heartbeat
+    from another host, as the store's lease is (`features.lease`).
+    """
+
+    kind = "run folder"
+    writer = "training"
+    alternative = "train into another `out`"
+
+    def __init__(self, run_dir: str | Path, timeout_s: float = 60.0) -> None:
+        super().__init__(Path(run_dir).resolve(), timeout_s)  # resolved: two names of one folder share its lease
 
 
 @dataclass(frozen=True)
@@ -315,6 +341,28 @@ def run_state(config: TrainConfig) -> str:
     if not (out / "last.pt").is_file():
         return "other"
     return "finished" if epochs and epochs[-1] == config.epochs else "partial"
+
+
+def holds_run_lease(train: Callable[[TrainConfig], Any]) -> Callable[[TrainConfig], Any]:
+    """Decorate `train(config)` so that it runs holding `config.out`'s `RunLease`: one training per run folder."""
+
+    @functools.wraps(train)
+    def holding(config: TrainConfig) -> Any:
+        with RunLease(config.out):
+            return train(config)
+
+    return holding
+
+
+def claim_run_folder(config: TrainConfig) -> str:
+    """`run_state` of `config.out`, with a folder of another run deleted ("new", "finished" or "partial"): for
+    folders the caller owns. Under the run's lease, so that a folder another process trains into is neither
+    judged nor deleted."""
+    with RunLease(config.out):
+        state = run_state(config)
+        if state == "other":
+            shutil.rmtree(config.out)
+    return "new" if state == "other" else state
 
 
 def _truncate_log(path: Path, epoch: int) -> None:
