@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from common.errors import InputError, is_user_error
+from common.errors import InputError, interruptible, is_user_error
 from common.threads import set_requested_threads
 
 # A config field named in a library message: `resume`, `resume=True`, `se_target='class'` (common.errors).
@@ -30,7 +30,7 @@ ANY_PATH = click.Path(path_type=Path)
 
 
 def _user_errors(command):
-    """Map the library's bad-input exceptions to a one-line click error that names this command's options."""
+    """One line for bad input (options named as this command's) and for Ctrl-C / SIGTERM (a resuming rerun named)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -41,7 +41,7 @@ def _user_errors(command):
                 raise
             raise click.ClickException(_as_options(str(error), click.get_current_context().command)) from error
 
-    return wrapper
+    return interruptible(wrapper, {"extract": "", "train-fusion": "--resume", "protocol": "", "demo": "", "ablate": ""})
 
 
 def _as_options(message: str, command: click.Command) -> str:

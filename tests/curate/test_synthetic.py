@@ -6,6 +6,9 @@ import csv
 import dataclasses
 import hashlib
 import json
+import os
+import signal
+import time
 from pathlib import Path
 
 import av
@@ -17,6 +20,7 @@ from click.testing import CliRunner
 import cli
 from curate import synthetic
 from curate.config import SyntheticConfig
+from tests.processes import end_session, start_command, survivors, wait_for_workers
 from text.class_embeddings import AVCA_TABLES
 
 # Small enough for seconds: 4 classes (3 seen / 1 unseen) x 2 clips of about 1 s.
@@ -238,3 +242,28 @@ def test_docs_describe_every_parameter(bench):
         cells = f"| `{name}` | PC{row['component']} | {row['modality']} |"
         assert cells in docs, cells
         assert cells in readme, cells
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
+def test_a_stopped_make_synthetic_leaves_no_rendering_worker(tmp_path, stop):
+    """SIGTERM (`kill PID`) and Ctrl-C (SIGINT to the whole group, as a terminal sends it) end the command in one
+    line; after SIGKILL, which runs no clean-up, the kernel ends the workers (they die with their parent)."""
+    process = start_command("make-synthetic", str(tmp_path / "bench"), "--classes", "8", "--clips-per-class", "8",
+                            "--workers", "2")
+    try:
+        wait_for_workers(process, "spawn_main", 2)
+        time.sleep(1.0)  # into the rendering
+        if stop == signal.SIGINT:
+            os.killpg(process.pid, stop)
+        else:
+            process.send_signal(stop)
+        _, err = process.communicate(timeout=120)
+        assert survivors(process) == {}
+    finally:
+        end_session(process)
+    if stop == signal.SIGKILL:
+        assert process.returncode == -signal.SIGKILL
+        return
+    assert process.returncode == 128 + stop and "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert err.splitlines()[-1] == f"Interrupted ({stop.name})"  # make-synthetic starts over: no rerun named
