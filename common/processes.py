@@ -57,11 +57,10 @@ def worker_pool(workers: int, context: BaseContext) -> Iterator[ProcessPoolExecu
     try:
         yield pool
     except BaseException:
-        processes = list((pool._processes or {}).values())  # no public handle before Python 3.14's terminate_workers
-        pool.shutdown(wait=False, cancel_futures=True)
-        for process in processes:
+        for process in list((pool._processes or {}).values()):  # no public handle before 3.14's terminate_workers
             process.terminate()
-        for process in processes:
-            process.join()
+        # Then wait for the pool's manager thread, which sees its workers gone and ends: one left running at exit
+        # makes Python's exit hook write to its closed wake-up pipe (a traceback after the command's last line).
+        pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
