@@ -43,7 +43,7 @@ def become_worker() -> None:
                          ctypes.get_errno())
 
 
-def dask_setup(worker) -> None:
+def dask_setup(worker: object) -> None:
     """Dask's preload hook (`distributed.worker.preload: ["common.processes"]`): the worker ignores Ctrl-C."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 

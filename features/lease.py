@@ -81,7 +81,7 @@ class Lease:
 
     kind = "folder"  # what the lease guards, in messages
     writer = "process"  # what holds it
-    alternative = "wait for it"  # what else the refused user can do
+    alternative = "set `wait` to queue behind it"  # what else the refused user can do
 
     def __init__(self, guarded: str | Path, timeout_s: float, wait: bool = False, poll_s: float = 1.0) -> None:
         self.path = lease_path(guarded)
@@ -176,7 +176,6 @@ class StoreLease(Lease):
 
     kind = "store"
     writer = "extract"
-    alternative = "set `wait` to queue behind it"
 
 
 def _create(path: Path, holder: LeaseHolder) -> bool:
