@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from common.errors import InputError, is_user_error
+from common.errors import InputError, interruptible, is_user_error
 from common.settings import Setting, setting_of
 from common.threads import set_requested_threads
 from curate.config import (
@@ -50,7 +50,7 @@ ANY_PATH = click.Path(path_type=Path)
 
 
 def _user_errors(command):
-    """Map the library's bad-input exceptions to a one-line click error that names this command's options."""
+    """One line for bad input (options named as this command's) and for Ctrl-C / SIGTERM (a resuming rerun named)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -61,7 +61,7 @@ def _user_errors(command):
                 raise
             raise click.ClickException(_as_options(str(error), click.get_current_context().command)) from error
 
-    return wrapper
+    return interruptible(wrapper, {"extract": "", "train-fusion": "--resume", "protocol": "", "demo": "", "ablate": ""})
 
 
 def _as_options(message: str, command: click.Command) -> str:
@@ -356,7 +356,7 @@ _training_options = _options(
                    "embeddings", "name_map", "missing", keep_base=True),
     _field_options(FusionConfig, "se_target", "view_mode", "conse_top_t", keep_base=True),
     _field_options(TrainConfig, "epochs", "batch_size", "lr", "weight_decay", "lr_schedule", "warmup_epochs",
-                   "grad_clip_norm", "device", "progress", keep_base=True),
+                   "grad_clip_norm", "device", "progress", "require_complete", keep_base=True),
 )
 
 

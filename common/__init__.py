@@ -1,1 +1,1 @@
-"""What every room uses: errors, files, threads, media, and the declaration of a setting."""
+"""What every room uses: errors, files, threads, media, processes, and the declaration of a setting."""

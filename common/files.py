@@ -3,7 +3,8 @@
 Every stage writes its outputs through here: a file is written under a temporary name in its own folder and
 renamed into place (`os.replace` is atomic on POSIX and Windows), so an interrupted run leaves the old file or
 the new one, never a mix. CSV files are UTF-8 with "\\n" line ends; JSON files are indented, one value per file.
-It lives in `extract/`, the first stage, so that every stage can import it (imports flow one way).
+It lives in `common/`, the room below every stage, so that every stage can import it (imports flow one way).
+`media_files` is the one walk of a folder of media files (extraction's folder input, dataset downloads).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import functools
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -24,7 +26,9 @@ import numpy as np
 from common.errors import InputError
 
 __all__ = ["atomic_write", "sibling_temporary", "write_text", "write_json", "json_text", "write_texts", "write_folder",
-           "write_csv", "read_csv", "sha256_file"]
+           "write_csv", "read_csv", "sha256_file", "media_files"]
+
+logger = logging.getLogger(__name__)
 
 # The longest file name of the common file systems (ext4, XFS, Btrfs, APFS: 255 bytes), and the room kept for the
 # suffix of a temporary name (a tag and a process id or a random token).
@@ -243,6 +247,29 @@ def _sha256(path: str, mtime_ns: int, size_bytes: int) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def media_files(root: str | Path, suffixes: frozenset[str]) -> list[Path]:
+    """The files under `root` whose suffix (lower case) is in `suffixes`, in every sub-folder, sorted.
+
+    Symbolic links to folders are followed (a dataset's class folders often link to another disk), except a link
+    to a folder that is already on its own path from `root` (itself or an ancestor): that would loop forever, so
+    it is skipped with a warning naming it. Files keep the path through the link (the clip id and label come
+    from it).
+    """
+    root = Path(root)
+    files = []
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        folder = Path(folder)
+        above = {Path(os.path.realpath(parent)) for parent in (folder, *folder.parents) if parent.is_relative_to(root)}
+        for name in list(subfolders):
+            if (folder / name).is_symlink() and Path(os.path.realpath(folder / name)) in above:
+                logger.warning("%s: skipped, a symbolic link to %s, a folder on its own path (a loop)",
+                               folder / name, os.path.realpath(folder / name))
+                subfolders.remove(name)
+        files.extend(folder / name for name in names
+                     if Path(name).suffix.lower() in suffixes and (folder / name).is_file())
+    return sorted(files)
 
 
 def _json_default(value: Any) -> Any:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import InputError
-from common.files import read_csv, write_csv
+from common.files import media_files, read_csv, write_csv
 from common.media import Segment
 from curate import splits
 from curate.config import AVCAManifestConfig, DatasetManifestConfig
@@ -111,9 +111,8 @@ def video_id_of(dataset: str, stem: str) -> str:
 def _files_by_id(dataset: str, root: Path) -> dict[str, list[Path]]:
     """Every media file under `root`, by the video id its name carries (a full video: its YouTube id)."""
     by_id: dict[str, list[Path]] = {}
-    for path in sorted(root.rglob("*")):
-        if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file():
-            by_id.setdefault(video_id_of(dataset, path.stem), []).append(path)
+    for path in media_files(root, VIDEO_SUFFIXES):
+        by_id.setdefault(video_id_of(dataset, path.stem), []).append(path)
     return by_id
 
 

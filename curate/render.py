@@ -21,7 +21,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from common.errors import InputError
 from common.files import write_csv, write_json, write_text
+from common.processes import worker_pool
 from curate import filmstrip
 from curate.config import FilmstripConfig
 from curate.tables import INDEX_COLUMNS, format_float, read_class_table, read_index, relative_path, resolve_path
@@ -89,7 +90,7 @@ def _run_jobs(jobs: list[filmstrip.FilmstripJob], workers: int, progress: bool) 
         return
     # Spawned workers import curate.filmstrip (PyAV, numpy, Pillow; no torch) and inherit no threads or locks. One
     # future per video: its row is written when it finishes, not when a chunk of videos does.
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+    with worker_pool(min(workers, len(jobs)), multiprocessing.get_context("spawn")) as pool:  # ends with the command
         futures = [pool.submit(filmstrip.render_job, job) for job in jobs]
         yield from tqdm((future.result() for future in as_completed(futures)), **bar)
 

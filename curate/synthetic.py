@@ -27,7 +27,6 @@ import multiprocessing
 import re
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from tqdm import tqdm
 
 from common.errors import InputError
 from common.files import sha256_file, write_csv, write_json, write_text
+from common.processes import worker_pool
 from curate import encode
 from curate.config import SyntheticConfig, round_half_up
 from features.manifest import ManifestRow, write_manifest
@@ -334,8 +334,8 @@ def _run_jobs(jobs: list[_ClipJob], workers: int, progress: bool) -> Iterator[Pa
         yield from tqdm(map(_render_clip, jobs), **bar)
         return
     # Spawned workers: no inherited state (threads, locks) from the parent; results are deterministic
-    # because every clip carries its own seed.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    # because every clip carries its own seed. They end with the command (Ctrl-C, SIGTERM, a kill): worker_pool.
+    with worker_pool(workers, multiprocessing.get_context("spawn")) as pool:
         yield from tqdm(pool.map(_render_clip, jobs, chunksize=4), **bar)
 
 

@@ -34,11 +34,14 @@ from common.media import MediaError, Segment
 from extract import views
 from extract.config import AudioConfig, VideoConfig
 
-__all__ = ["DecodedClip", "decode_clip", "MIN_AUDIO_S"]
+__all__ = ["DecodedClip", "decode_clip", "MIN_AUDIO_S", "MIN_VIDEO_FRAMES"]
 
 logger = logging.getLogger(__name__)
 
 MIN_AUDIO_S = 0.025  # one 25 ms fbank window; Kaldi's fbank asserts on less
+# A clip is a video: a still image (a PNG or JPEG named .mp4, which FFmpeg opens as a one-frame video stream) or a
+# one-frame file would give every view the same picture. Short videos are valid: views repeat their last frame.
+MIN_VIDEO_FRAMES = 2
 # Frames are scaled in the decoder only when this many times larger than the views' short side: below it the bytes
 # saved are few, and the swscale filter's difference from the reference resize (docs/extract.md) grows.
 _DECODER_SCALING_MIN_RATIO = 2.0
@@ -105,7 +108,8 @@ def decode_clip(path: str | Path, video: VideoConfig, audio: AudioConfig, codec_
         The decoded clip (`partial` when only the part before a break in the video could be decoded).
 
     Raises:
-        MediaError: missing, empty, not media, truncated, no video stream, no decodable video frame, an audio
+        MediaError: missing, empty, not media, truncated, no video stream, fewer than `MIN_VIDEO_FRAMES` video
+            frames (a still image), no decodable video frame, an audio
             stream that cannot be decoded or gives less than 25 ms, a segment that starts after the video ends.
     """
     path = Path(path)
@@ -122,6 +126,9 @@ def decode_clip(path: str | Path, video: VideoConfig, audio: AudioConfig, codec_
             stop_s = origin_s + segment.end_s + _SEGMENT_MARGIN_S
         packets, mono_audio, truncation = _demux(path, container, video_stream, audio_stream,
                                                  audio.sample_rate_hz, stop_s)
+        if len(packets) < MIN_VIDEO_FRAMES:  # an image under a video's name, or a one-frame file: no motion to see
+            raise MediaError(path, f"{len(packets)} video frame(s), not a video (a still image?); a clip needs at "
+                                   f"least {MIN_VIDEO_FRAMES}")
         if truncation is None and segment is None and video_stream.frames > len(packets):  # a download cut short
             truncation = f"truncated: the index lists {video_stream.frames} video frames, the file holds {len(packets)}"
         if truncation is not None and strict:
@@ -131,7 +138,7 @@ def decode_clip(path: str | Path, video: VideoConfig, audio: AudioConfig, codec_
                 path, video_stream, packets, video, segment, origin_s, scale_frames)
             partial = truncation is not None
         except _VideoCut as cut:  # a truncated or damaged file: keep the part before the damage, unless strict
-            if strict or cut.packets_ok == 0:
+            if strict or cut.packets_ok < MIN_VIDEO_FRAMES:
                 raise
             logger.warning("%s: %s; using the %d packets before it", path, cut.reason, cut.packets_ok)
             video_stream.codec_context.flush_buffers()  # the failed pass left the decoder mid-stream

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from common.media import MediaError, Segment
+from common.processes import become_worker
 from extract import mvit, spectrogram, views
 from extract.config import ExtractConfig
 from extract.decode import decode_clip
@@ -126,7 +127,9 @@ def _forkserver():
 def _start_worker(owner_pid: int) -> None:
     """A decode process runs one torch thread (parallelism comes from the number of processes) and ends when the
     process that owns the pool is gone: after a SIGKILL of the owner nothing else would end it, since every worker
-    holds the task queue's write end and so never reads end-of-file."""
+    holds the task queue's write end and so never reads end-of-file. Ctrl-C is the owner's to handle
+    (`common.processes.become_worker`): the owner closes the pool, or its death ends the worker."""
+    become_worker()
     torch.set_num_threads(1)
     threading.Thread(target=_exit_with, args=(owner_pid,), name="mzst-owner-watch", daemon=True).start()
 

@@ -1,4 +1,7 @@
-"""One `extract` per store at a time, across processes and machines: a lease file the runner holds while it runs.
+"""One writer per folder at a time, across processes and machines: a lease file the writer holds while it runs.
+
+`Lease` guards any folder; `StoreLease` is the token store's (one `extract` per store), and the trainer's run
+folder has its own (`fusion.run_dir.RunLease`: one training per run folder). Each differs only in its words.
 
 `<STORE>.lease` (next to the store, like its failures CSV) is a JSON `LeaseHolder`: host, pid, the process's
 start time, when the lease was taken, its last heartbeat and a random token. It appears complete or not at all:
@@ -34,13 +37,13 @@ import psutil
 from common.errors import InputError
 from common.files import sibling_temporary, write_json
 
-__all__ = ["LeaseHeldError", "LeaseHolder", "StoreLease", "lease_path"]
+__all__ = ["LeaseHeldError", "LeaseHolder", "Lease", "StoreLease", "lease_path"]
 
 logger = logging.getLogger(__name__)
 
 
 class LeaseHeldError(InputError):
-    """Another process holds the store's lease (the message names it)."""
+    """Another process holds the lease (the message names it)."""
 
 
 @dataclass(frozen=True)
@@ -59,25 +62,29 @@ class LeaseHolder:
         return f"host {self.host}, pid {self.pid}, since {started}, last heartbeat {now - self.heartbeat:.0f} s ago"
 
 
-def lease_path(store: str | Path) -> Path:
-    """`<STORE>.lease`, next to the store."""
-    return Path(f"{Path(store)}.lease")
+def lease_path(guarded: str | Path) -> Path:
+    """`<FOLDER>.lease`, next to the folder it guards."""
+    return Path(f"{Path(guarded)}.lease")
 
 
-class StoreLease:
-    """Hold the lease of `store` for the duration of a `with` block.
+class Lease:
+    """Hold the lease of a folder for the duration of a `with` block.
 
     Args:
-        store: the store folder (need not exist yet: creating it is writing it).
+        guarded: the folder (need not exist yet: creating it is writing it).
         timeout_s: a heartbeat older than this makes the lease stale (the holder renews every timeout_s / 4).
         wait: poll until the lease is free instead of raising `LeaseHeldError`.
         poll_s: seconds between polls while waiting.
 
-    A store on a read-only file system needs no lease (nobody can write it): entering then holds nothing.
+    A folder on a read-only file system needs no lease (nobody can write it): entering then holds nothing.
     """
 
-    def __init__(self, store: str | Path, timeout_s: float, wait: bool = False, poll_s: float = 1.0) -> None:
-        self.path = lease_path(store)
+    kind = "folder"  # what the lease guards, in messages
+    writer = "process"  # what holds it
+    alternative = "set `wait` to queue behind it"  # what else the refused user can do
+
+    def __init__(self, guarded: str | Path, timeout_s: float, wait: bool = False, poll_s: float = 1.0) -> None:
+        self.path = lease_path(guarded)
         self.timeout_s = timeout_s
         self.wait = wait
         self.poll_s = poll_s
@@ -85,7 +92,7 @@ class StoreLease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> StoreLease:
+    def __enter__(self) -> Lease:
         self.holder = self._acquire()
         if self.holder is not None:
             self._thread = threading.Thread(target=self._renew, name="mzst-lease", daemon=True)
@@ -96,7 +103,7 @@ class StoreLease:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        current = _read(self.path)
+        current = self._read()
         if self.holder is not None and current is not None and current.token == self.holder.token:
             self.path.unlink(missing_ok=True)
 
@@ -115,7 +122,7 @@ class StoreLease:
                     logger.info("%s: read-only file system, no lease taken", self.path)
                     return None
                 raise
-            holder = _read(self.path)
+            holder = self._read()
             if holder is None:  # released in between
                 continue
             if self._is_stale(holder):
@@ -123,10 +130,10 @@ class StoreLease:
                 _take_over(self.path, holder.token)
                 continue
             if not self.wait:
-                raise LeaseHeldError(f"{self.path.with_suffix('')}: another extract is running on this store "
-                                     f"({holder.describe(time.time())}); let it finish, or set `wait` to queue "
-                                     f"behind it (a holder that died is taken over {self.timeout_s:.0f} s after its "
-                                     "last heartbeat)")
+                raise LeaseHeldError(f"{self.path.with_suffix('')}: another {self.writer} is running on this "
+                                     f"{self.kind} ({holder.describe(time.time())}); let it finish, or "
+                                     f"{self.alternative} (a holder that died is taken over {self.timeout_s:.0f} s "
+                                     "after its last heartbeat)")
             if not announced:
                 logger.info("%s: waiting for the lease held by %s", self.path, holder.describe(time.time()))
                 announced = True
@@ -144,17 +151,36 @@ class StoreLease:
 
     def _renew(self) -> None:
         while not self._stop.wait(self.timeout_s / 4):
-            current = _read(self.path)
+            current = self._read()
             if current is None or current.token != self.holder.token:
                 logger.error("%s: this run lost its lease (taken over after no heartbeat for %.0f s)", self.path,
                              self.timeout_s)
                 return
             write_json(self.path, asdict(self.holder) | {"heartbeat": time.time()})
 
+    def _read(self) -> LeaseHolder | None:
+        """The lease's holder, or None when there is no lease.
+
+        Raises:
+            InputError: the file is not a lease (written by something else).
+        """
+        try:
+            return _read(self.path)
+        except (ValueError, TypeError) as error:
+            raise InputError(f"{self.path}: not a {self.kind} lease ({type(error).__name__}); delete it if no "
+                             f"{self.writer} is running on the {self.kind}") from error
+
+
+class StoreLease(Lease):
+    """One `extract` per store: `<STORE>.lease`; a refused one may queue (`wait`)."""
+
+    kind = "store"
+    writer = "extract"
+
 
 def _create(path: Path, holder: LeaseHolder) -> bool:
     """Make the lease file, complete, unless one exists: write a temporary file, hard-link it into place."""
-    if not path.parent.is_dir():  # the store's folder is made with the store: this comes first
+    if not path.parent.is_dir():  # the guarded folder is made after its lease: this comes first
         path.parent.mkdir(parents=True)
     temporary = sibling_temporary(path, f"tmp-{holder.token}")
     write_json(temporary, asdict(holder))
@@ -168,18 +194,11 @@ def _create(path: Path, holder: LeaseHolder) -> bool:
 
 
 def _read(path: Path) -> LeaseHolder | None:
-    """The lease's holder, or None when there is no lease.
-
-    Raises:
-        InputError: the file is not a lease (written by something else).
-    """
+    """The holder a lease file names, or None when there is none (ValueError, TypeError: not a lease)."""
     try:
         return LeaseHolder(**json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         return None
-    except (ValueError, TypeError) as error:
-        raise InputError(f"{path}: not a store lease ({type(error).__name__}); delete it if no extract is running "
-                         "on the store") from error
 
 
 def _take_over(path: Path, stale_token: str) -> None:

@@ -8,9 +8,10 @@ descriptive columns `group,sr,has_audio,duration_s,width_px,height_px,fps,sample
 without its extension; `start_s`, `end_s` are seconds: the clip is that segment of the file, both blank for the
 whole file; paths relative to the manifest's folder. Blank or space-padded ids, repeated ids, folders given as
 paths and descriptive values that are not of their column's type are refused with their line numbers, all problems
-of the file in one message. A folder is scanned recursively for video files; the clip id is the path relative to
-the folder without its extension, so equal file stems in different sub-folders never collide, and the label is the
-name of the clip's parent folder (the ImageFolder convention of UCF-101 and most action datasets).
+of the file in one message. A folder is scanned recursively for video files (symbolic links to folders followed,
+loops skipped: `common.files.media_files`); the clip id is the path relative to the folder without its extension,
+so equal file stems in different sub-folders never collide, and the label is the name of the clip's parent folder
+(the ImageFolder convention of UCF-101 and most action datasets).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import InputError
-from common.files import write_csv
+from common.files import media_files, write_csv
 from common.media import Segment
 
 __all__ = ["ManifestRow", "VIDEO_SUFFIXES", "read_clip_list", "read_manifest", "write_manifest",
@@ -168,7 +169,7 @@ def read_clip_list(videos: str | Path, split_required: bool = True) -> list[Mani
 
 
 def _scan_folder(root: Path) -> list[ManifestRow]:
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    files = media_files(root, VIDEO_SUFFIXES)
     if not files:
         raise InputError(f"{root}: no media files found (looked for {', '.join(sorted(VIDEO_SUFFIXES))})")
     records = []

@@ -323,8 +323,9 @@ def _run_on_dask(config: RunnerConfig, store: TokenStore, blocks, bar: tqdm, blo
     from distributed import Client, as_completed
 
     # Our own cluster's workers are not daemonic, so that they can start their decode processes (a cluster
-    # joined by `scheduler` is configured by whoever started it; daemonic workers decode in threads, and log it).
-    with dask.config.set({"distributed.worker.daemon": False}):
+    # joined by `scheduler` is configured by whoever started it; daemonic workers decode in threads, and log it),
+    # and leave Ctrl-C to this process, which closes the cluster (`common.processes.dask_setup`).
+    with dask.config.set({"distributed.worker.daemon": False, "distributed.worker.preload": ["common.processes"]}):
         cluster = None if config.scheduler else _local_cluster(config)
         client = Client(config.scheduler) if config.scheduler else Client(cluster)
         try:

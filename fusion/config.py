@@ -265,6 +265,9 @@ class TrainConfig:
     lr_reference_batch: int = setting(64)  # the batch size `lr` is given for
     progress: bool = setting(True, affects_result=False, help="Show a progress bar.")
     log_every_steps: int = setting(50, affects_result=False)  # a log line every this many steps
+    require_complete: bool = setting(False, affects_result=False,
+                                     help="Refuse a store that extract is still filling (pending clips); without it, "
+                                          "training warns with their count.")
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "log_every_steps"):

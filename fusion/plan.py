@@ -94,12 +94,14 @@ def plan_training(config: TrainConfig) -> TrainingPlan:
             data, test-unseen classes among the training or validation classes, an impossible configuration.
     """
     store = TokenStore.open(config.store)
+    _check_complete(store, config.require_complete)
     val_store = None
     if config.val_store is not None:
         val_store = TokenStore.open(config.val_store)
         if val_store.identity == store.identity:  # by identity: a copy or a link of the store is the store
             raise InputError(f"`val_store` {config.val_store} is the training store (or a copy of it); name "
                              "`val_splits` to validate on its other splits")
+        _check_complete(val_store, config.require_complete)
         _check_layouts(store, val_store)
     clips = _plan_clips(config, store, val_store)
     stores = [store] + ([val_store] if clips.validation is not None and val_store is not None else [])
@@ -277,6 +279,22 @@ def _validation(
     unseen_ids = np.arange(len(class_names), len(names), dtype=np.int64)
     return ValidationSet(store=store, indices=indices, labels=ids, class_names=names, seen_ids=seen_ids,
                        unseen_ids=unseen_ids, description=description)
+
+
+def _check_complete(store: TokenStore, required: bool) -> None:
+    """Say when `extract` has not finished the store: the run would see only the clips done so far.
+
+    Raises:
+        InputError: pending clips, when `required` (`require_complete`).
+    """
+    counts = store.counts()
+    if not counts["pending"]:
+        return
+    state = (f"{store.path}: {counts['pending']} of {store.num_clips} clips are still pending ({counts['done']} done, "
+             f"{counts['failed']} failed): extract has not finished the store")
+    if required:
+        raise InputError(f"{state}; run extract to the end first, or train without `require_complete`")
+    logger.warning("%s; training on the clips done so far (a rerun on the finished store trains on more)", state)
 
 
 def _check_layouts(store: TokenStore, other: TokenStore) -> None:

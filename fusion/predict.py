@@ -3,7 +3,7 @@
 `predict_embeddings` runs the AV-only pass (no text can reach it) over clips of a store, with the head's view
 handling: the mean of f(x) over all views ("ensemble") or one pass on view-averaged tokens ("mean"). A head
 trained without the SE loss (`zero_shot_embedding="conse"`) gets f(x) by ConSE from its TASK logits instead
-(`conse_embeddings`). A trained head comes from `fusion.run_dir.load_run`; heads trained apart, one per modality,
+(`conse_embeddings`). A trained head comes from `fusion.trained_run.load_run`; heads trained apart, one per modality,
 whose outputs are compared side by side (the paper's feature concatenation) from `load_concatenated_runs`.
 `score_clips` adds what the decision rule needs (phi(s_v(x))) and hands eval its `ClipScores`.
 """

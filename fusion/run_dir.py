@@ -9,19 +9,24 @@ from the log by `fusion.curves`). Every file is written through a temporary file
 checkpoints load with `torch.load(..., weights_only=True)`.
 
 `start_run` creates a run directory or checks that a resumed run is the recorded one; `save_epoch` writes an
-epoch's log line and checkpoints; `load_run` rebuilds a trained head for the eval stage.
+epoch's log line and checkpoints; `fusion.trained_run.load_run` rebuilds a trained head for the workflows.
+
+One training per run folder (`RunLease`): the trainer holds `<RUN>.lease` beside the folder (the store's lease,
+`features.lease`, with its own words) while it writes, so a second training into the folder, a resume or a
+workflow's rerun, stops with one line naming the holder instead of interleaving log.jsonl and checkpoints. The
+lease lies beside the folder, not in it, so that a run folder holds only the run's files (copied, compared or
+emptied as before) and the lease of a folder that does not exist yet needs no folder.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import json
 import logging
 import pickle
-from collections.abc import Sequence
-from dataclasses import dataclass
+import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -32,15 +37,15 @@ from common.errors import InputError
 from common.files import atomic_write, write_json, write_text
 from common.settings import result_values
 from extract.weights import load_failure
-from fusion.config import ARCHITECTURE_FIELDS, FusionConfig, TrainConfig
-from fusion.model import FusionModel, ModelDims, build_model
+from features.lease import Lease
+from fusion.config import ARCHITECTURE_FIELDS, TrainConfig
+from fusion.model import FusionModel
 from fusion.plan import TrainingPlan, embedding_permutation
-from fusion.predict import ConcatenatedHeads, resolve_device
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
-    "RunInfo",
+    "RunLease",
     "embedding_id",
     "start_run",
     "checkpoint_payload",
@@ -48,8 +53,9 @@ __all__ = [
     "run_state",
     "read_run_config",
     "read_log",
-    "load_run",
-    "load_concatenated_runs",
+    "read_json_object",
+    "holds_run_lease",
+    "claim_run_folder",
     "read_checkpoint",
 ]
 
@@ -60,53 +66,19 @@ CHECKPOINT_VERSION = 1
 # What a run folder holds (the module docstring): the files a restart before the first checkpoint may remove.
 _RUN_FILES = ("config.json", "classes.json", "class_embeddings.npz", "log.jsonl", "best.pt", "last.pt",
               "training_curves.png")
+class RunLease(Lease):
+    """One training per run folder: `<RUN>.lease` beside it, held while `fusion.trainer` writes the run.
 
-
-@dataclass(frozen=True)
-class RunInfo:
-    """What a run directory records besides the weights.
-
-    Attributes:
-        run_dir: the run directory.
-        checkpoint: the checkpoint file loaded.
-        epoch: the epoch the checkpoint was written after (1-based).
-        fusion: the head's config (incl. its ablation switches).
-        train: the training config as recorded (`TrainConfig.to_dict()`).
-        dims: the data-fixed sizes the model was built with.
-        class_names: the training (seen) classes in id order: row c of `class_embeddings`, logit c of TASK.
-        class_embeddings: phi of the training classes as used in training, (C, E).
-        kinetics_names: the Kinetics-400 labels (None when trained without the phi(s_v) term).
-        kinetics_embeddings: phi of the Kinetics-400 labels, (400, E), or None.
-        embedding_spec: the embedding source spec (`text.class_embeddings.load_embedding_source`).
-        embedding_normalised: whether class embeddings were L2-normalised.
-        embedding_provenance: the source's provenance record.
-        decision_rule: the zero-shot rule consistent with training (`eval.metrics.RULES`).
-        validation: the validation classes and clips of the run (seen / unseen class names, source).
-        train_clip_ids: ids of the clips of the training store the run trained on (None in older runs).
-        train_store_identity: the training store's `identity` (None in runs made before stores had one): which
-            store those ids are clips of, wherever it is now.
-        embedding_repeats: how many heads' f(x) stand side by side (`load_concatenated_runs`); the class
-            embeddings (recorded and new) are repeated as often.
+    A holder that died is taken over at once on its own host, and `timeout_s` (60 s) after its last heartbeat
+    from another host, as the store's lease is (`features.lease`).
     """
 
-    run_dir: Path
-    checkpoint: Path
-    epoch: int
-    fusion: FusionConfig
-    train: dict[str, Any]
-    dims: ModelDims
-    class_names: tuple[str, ...]
-    class_embeddings: np.ndarray
-    kinetics_names: tuple[str, ...] | None
-    kinetics_embeddings: np.ndarray | None
-    embedding_spec: str
-    embedding_normalised: bool
-    embedding_provenance: dict[str, Any]
-    decision_rule: str
-    validation: dict[str, Any]
-    train_clip_ids: tuple[str, ...] | None = None
-    train_store_identity: str | None = None
-    embedding_repeats: int = 1
+    kind = "run folder"
+    writer = "training"
+    alternative = "train into another `out`"
+
+    def __init__(self, run_dir: str | Path, timeout_s: float = 60.0) -> None:
+        super().__init__(Path(run_dir).resolve(), timeout_s)  # resolved: two names of one folder share its lease
 
 
 def embedding_id(class_names: Sequence[str], class_embeddings: np.ndarray, kinetics: np.ndarray | None) -> str:
@@ -309,7 +281,7 @@ def _check_resume(config: TrainConfig, out: Path, config_record: dict, classes_r
     if changed:
         raise InputError(f"{out}: cannot resume with other settings than the run was started with ({changed}); "
                          f"pass the options recorded in {out / 'config.json'}")
-    classes = _read_json_object(out / "classes.json", "class record")
+    classes = read_json_object(out / "classes.json", "class record")
     # A run recorded before stores had an identity is compared without it; a recorded one must be the store's.
     validation = classes_record["validation"]
     if validation is not None and "store_identity" not in (classes.get("validation") or {}):
@@ -393,6 +365,28 @@ def run_state(config: TrainConfig) -> str:
     return "finished" if epochs and epochs[-1] == config.epochs else "partial"
 
 
+def holds_run_lease(train: Callable[[TrainConfig], Any]) -> Callable[[TrainConfig], Any]:
+    """Decorate `train(config)` so that it runs holding `config.out`'s `RunLease`: one training per run folder."""
+
+    @functools.wraps(train)
+    def holding(config: TrainConfig) -> Any:
+        with RunLease(config.out):
+            return train(config)
+
+    return holding
+
+
+def claim_run_folder(config: TrainConfig) -> str:
+    """`run_state` of `config.out`, with a folder of another run deleted ("new", "finished" or "partial"): for
+    folders the caller owns. Under the run's lease, so that a folder another process trains into is neither
+    judged nor deleted."""
+    with RunLease(config.out):
+        state = run_state(config)
+        if state == "other":
+            shutil.rmtree(config.out)
+    return "new" if state == "other" else state
+
+
 def _truncate_log(path: Path, epoch: int) -> None:
     """Keep the log lines of epochs up to `epoch` (a crash may have logged an epoch without its checkpoint)."""
     if not path.is_file():
@@ -409,7 +403,7 @@ def read_run_config(run_dir: Path, training_config: bool = True) -> dict[str, An
         InputError: the file is not JSON, or not a run's config (the message names the file and what is wrong).
     """
     path = Path(run_dir) / "config.json"
-    record = _read_json_object(path, "run config")
+    record = read_json_object(path, "run config")
     kinds = {"train": dict, "dims": dict, "decision_rule": str}
     wrong = [f"{key} is not a {kind.__name__}" for key, kind in kinds.items() if not isinstance(record.get(key), kind)]
     if training_config and not wrong:
@@ -455,7 +449,7 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     return epochs
 
 
-def _read_json_object(path: Path, what: str) -> dict[str, Any]:
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
     """A JSON object from `path` (a run's record).
 
     Raises:
@@ -470,106 +464,6 @@ def _read_json_object(path: Path, what: str) -> dict[str, Any]:
         raise InputError(f"{path}: not a {what} (a JSON {type(value).__name__}, not an object); restore the file, "
                          "or train the run again in another `out`")
     return value
-
-
-def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> tuple[FusionModel, RunInfo]:
-    """Rebuild the trained head of a run directory, in eval mode on `device`.
-
-    Args:
-        run_dir: a run directory written by `fusion.trainer.train`.
-        checkpoint: "best" (chosen on validation), "last", or a path to a checkpoint file.
-        device: "cpu" or "cuda".
-
-    Raises:
-        FileNotFoundError: no run directory, no such checkpoint (a run without validation has no best.pt).
-        InputError: a file that is not a fusion checkpoint, or a checkpoint that does not belong to the run's
-            class embeddings.
-    """
-    run_dir = Path(run_dir)
-    for name in ("config.json", "classes.json", "class_embeddings.npz"):
-        if not (run_dir / name).is_file():
-            raise FileNotFoundError(f"{run_dir}: not a fusion run directory (no {name}); train one first "
-                                    "(`fusion.trainer.train`, the train-fusion command)")
-    if checkpoint in ("best", "last"):
-        path = run_dir / f"{checkpoint}.pt"
-        if not path.is_file():
-            hint = " (the run had no validation, so only last.pt exists)" if checkpoint == "best" else ""
-            raise FileNotFoundError(f"{path} does not exist{hint}; choose `checkpoint='last'`")
-    else:
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {path} does not exist")
-    torch_device = resolve_device(device)
-    try:
-        payload = read_checkpoint(path, torch_device)
-    except InputError as error:
-        raise InputError(f"{error}; the file is damaged: train the run again, or use another checkpoint "
-                         "(`checkpoint='last'`)") from error
-    fusion = FusionConfig.from_dict(payload["config"]["fusion"])
-    dims = ModelDims(**payload["dims"])
-    model = build_model(fusion, dims)
-    model.load_state_dict(payload["model"])
-    model.to(torch_device).eval()
-
-    classes = _read_json_object(run_dir / "classes.json", "class record")
-    with np.load(run_dir / "class_embeddings.npz", allow_pickle=False) as arrays:
-        class_embeddings = np.asarray(arrays["class_embeddings"], dtype=np.float32)
-        kinetics = None
-        if "kinetics_embeddings" in arrays:
-            kinetics = np.asarray(arrays["kinetics_embeddings"], dtype=np.float32)
-    class_names = tuple(classes["classes"])
-    if embedding_id(class_names, class_embeddings, kinetics) != payload["class_embedding_id"]:
-        raise InputError(f"{path}: the checkpoint was trained with other class embeddings than {run_dir}/"
-                         "class_embeddings.npz; do not mix files of different runs")
-    config_json = read_run_config(run_dir, training_config=False)
-    info = RunInfo(
-        run_dir=run_dir,
-        checkpoint=path,
-        epoch=int(payload["epoch"]),
-        fusion=fusion,
-        train=payload["config"],
-        dims=dims,
-        class_names=class_names,
-        class_embeddings=class_embeddings,
-        kinetics_names=tuple(classes["kinetics_labels"]) if kinetics is not None else None,
-        kinetics_embeddings=kinetics,
-        embedding_spec=classes["embedding"]["spec"],
-        embedding_normalised=bool(classes["embedding"]["normalised"]),
-        embedding_provenance=classes["embedding"]["provenance"],
-        decision_rule=config_json["decision_rule"],
-        validation=classes.get("validation") or {},
-        train_clip_ids=tuple(classes["train_clip_ids"]) if classes.get("train_clip_ids") is not None else None,
-        train_store_identity=classes.get("train_store_identity"),
-    )
-    return model, info
-
-
-def load_concatenated_runs(run_dirs: Sequence[str | Path], checkpoint: str = "best",
-                           device: str = "cpu") -> tuple[ConcatenatedHeads, RunInfo]:
-    """Runs trained apart on the same classes and clips (e.g. audio-only and video-only) read as one head whose
-    f(x) is theirs side by side, compared with each class embedding repeated (the paper's feature concatenation).
-
-    Raises:
-        InputError: runs that differ in their classes, class embeddings, decision rule, or training, validation
-            or held-out clips (each run's own checkpoint choice is kept: each branch is optimised on its own).
-    """
-    loaded = [load_run(run_dir, checkpoint, device) for run_dir in run_dirs]
-    first = loaded[0][1]
-    same = ("class_names", "decision_rule", "validation", "train_clip_ids", "train_store_identity", "embedding_spec",
-            "embedding_normalised")
-    for _, info in loaded[1:]:
-        differ = [name for name in same if getattr(info, name) != getattr(first, name)]
-        if differ or not np.array_equal(info.class_embeddings, first.class_embeddings):
-            raise InputError(f"{info.run_dir} and {first.run_dir} cannot be concatenated: their "
-                             f"{differ or ['class_embeddings']} differ; train both on the same store, classes and "
-                             "hold-outs")
-    repeats = len(loaded)
-    kinetics = first.kinetics_embeddings
-    info = dataclasses.replace(
-        first, class_embeddings=np.tile(first.class_embeddings, (1, repeats)),  # (C, E) -> (C, H*E)
-        kinetics_embeddings=None if kinetics is None else np.tile(kinetics, (1, repeats)),  # (400, E) -> (400, H*E)
-        embedding_repeats=repeats)
-    return ConcatenatedHeads([model for model, _ in loaded]).eval(), info
 
 
 def read_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:

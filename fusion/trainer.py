@@ -16,7 +16,6 @@ import dataclasses
 import functools
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from fusion.losses import FusionLoss, LossWeights, kinetics_class, loss_weights,
 from fusion.model import FusionModel, build_model, count_parameters
 from fusion.plan import TrainingPlan, ValidationSet, embedding_permutation, plan_training
 from fusion.predict import non_finite_clips, predict_embeddings, resolve_device, to_device
-from fusion.run_dir import checkpoint_payload, run_state, save_epoch, start_run
+from fusion.run_dir import checkpoint_payload, claim_run_folder, holds_run_lease, save_epoch, start_run
 from text.vocabulary import mask_words
 
 __all__ = ["TrainSummary", "EpochStats", "ClassTargets", "train", "train_or_reuse", "train_one_epoch", "evaluate",
@@ -114,6 +113,7 @@ class ClassTargets:
                    class_text_ids=plan.classes.class_text_ids, kinetics_of_clip=kinetics_of_clip)
 
 
+@holds_run_lease  # one training per run folder: a second one stops, naming this process
 def train(config: TrainConfig) -> TrainSummary:
     """Train the fusion head on a token store and write the run directory `config.out`.
 
@@ -122,6 +122,7 @@ def train(config: TrainConfig) -> TrainSummary:
         FileExistsError: `out` exists and is not empty, without resume.
         InputError: the store and the class list / embedding source / run disagree, a validation split that is
             test data, an impossible configuration (e.g. the Kinetics SE target on a store without Kinetics logits).
+        features.lease.LeaseHeldError: another process trains into `out` (the message names it).
         FloatingPointError: the loss became NaN or infinite (the message names the batch's clip ids).
     """
     plan = plan_training(config)
@@ -195,12 +196,10 @@ def train_or_reuse(config: TrainConfig) -> str:
     holding another run is deleted and trained anew, so use it only for folders the caller owns (the demo's,
     the ablation's).
     """
-    state = run_state(config)
+    state = claim_run_folder(config)
     if state == "finished":
         logger.info("reusing the finished run %s", config.out)
         return "reused"
-    if state == "other":
-        shutil.rmtree(config.out)
     train(dataclasses.replace(config, resume=state == "partial"))
     return "resumed" if state == "partial" else "trained"
 

@@ -435,7 +435,7 @@ def _train_stage2(config, options: dict, seed: int, folder: Path, epochs: int, s
 
 
 def _load(run_dir: Path, config, checkpoint: str = "last"):
-    from fusion.run_dir import load_run
+    from fusion.trained_run import load_run
 
     return load_run(run_dir, checkpoint, config.device)
 

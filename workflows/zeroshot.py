@@ -116,7 +116,7 @@ def run_zeroshot(config: ZeroShotConfig) -> ZeroShotResult:
             split that is test data or shares clips / unseen classes with the evaluated clips, nothing to evaluate.
     """
     from features.store import DONE, TokenStore
-    from fusion.run_dir import load_concatenated_runs, load_run
+    from fusion.trained_run import load_concatenated_runs, load_run
 
     if config.concat_runs:
         model, info = load_concatenated_runs((config.run_dir, *config.concat_runs), config.checkpoint, config.device)

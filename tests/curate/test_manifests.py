@@ -79,6 +79,19 @@ def test_ucf_layout_finds_ids_lists_missing_and_ambiguous(tmp_path):
     assert all(Path(row["path"]).parts[0] == ".." for row in read_csv(out, ("path",), "manifest"))
 
 
+def test_symlinked_class_folders_of_a_download_are_followed(tmp_path, caplog):
+    (video_id, label), = _videos("UCF", "stage_1_train")[:1]
+    elsewhere = tmp_path / "second_disk" / label
+    _write_video(elsewhere / f"{video_id}.avi")
+    root = tmp_path / "UCF-101"
+    root.mkdir()
+    (root / label).symlink_to(elsewhere, target_is_directory=True)
+    (elsewhere / "loop").symlink_to(root, target_is_directory=True)  # back to the download's top: a loop
+    summary = write_avca_manifest(AVCAManifestConfig(dataset="ucf", videos=root, out=tmp_path / "ucf.csv"))
+    assert [c.clip_id for c in read_clip_list(tmp_path / "ucf.csv")] == [video_id] and summary.total_found == 1
+    assert any(r.getMessage().startswith(f"{root / label / 'loop'}: skipped") for r in caplog.records)
+
+
 @pytest.mark.slow
 def test_vggsound_cuts_by_id_or_by_start_and_end(tmp_path):
     (by_id, label_a), (by_seconds, label_b) = _videos("VGGSound", "stage_2_test_unseen")[:2]

@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from common.errors import InputError
 from common.media import MediaError, Segment
@@ -135,6 +136,19 @@ def test_every_bad_input_is_a_media_error_naming_file_and_reason(tmp_path, valid
         assert error.path == path and reason in error.reason, (path, error.reason)
         assert str(error).startswith(f"{path}: ") and "\n" not in str(error)
     assert decode_clip(valid_mp4, VIDEO, AUDIO).has_audio  # the same writer's intact file is fine
+
+
+def test_a_still_image_or_a_one_frame_file_is_not_a_clip(tmp_path, numbered_clip):
+    picture = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    stills = [tmp_path / "png_named.mp4", tmp_path / "jpeg_named.mp4", numbered_clip("one_frame.mp4", 1, 25)]
+    Image.fromarray(picture).save(stills[0], format="PNG")  # FFmpeg opens these as one-frame video streams
+    Image.fromarray(picture).save(stills[1], format="JPEG")
+    for path in stills:
+        with pytest.raises(MediaError) as caught:
+            decode_clip(path, VIDEO, AUDIO)
+        assert str(caught.value) == f"{path}: 1 video frame(s), not a video (a still image?); a clip needs at least 2"
+    two = decode_clip(numbered_clip("two_frames.mp4", 2, 25), VIDEO, AUDIO)  # short, but a video: views repeat
+    assert two.duration_s == pytest.approx(0.08) and two.frame_index.shape == (4, 16)
 
 
 def test_a_file_that_plays_in_part_is_decoded_from_that_part(numbered_clip, helpers, tmp_path):

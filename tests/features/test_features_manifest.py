@@ -25,6 +25,23 @@ def test_folder_scan_keeps_equal_stems_apart_and_labels_by_parent(tmp_path):
     assert all(c.path.is_absolute() and c.path.exists() for c in clips)
 
 
+def test_folder_scan_follows_symlinked_class_folders_and_skips_loops(tmp_path, caplog):
+    videos, elsewhere = tmp_path / "videos", tmp_path / "other_disk"
+    _touch(videos / "Archery" / "clip.mp4")
+    _touch(elsewhere / "Bowling" / "a.mp4")
+    _touch(elsewhere / "Bowling" / "deeper" / "b.mp4")
+    (videos / "Bowling").symlink_to(elsewhere / "Bowling", target_is_directory=True)  # a class folder on another disk
+    (videos / "Archery" / "again").symlink_to(videos, target_is_directory=True)  # a loop: a link to an ancestor
+    (elsewhere / "Bowling" / "deeper" / "up").symlink_to(elsewhere / "Bowling", target_is_directory=True)  # another
+    clips = read_clip_list(videos)
+    assert [c.clip_id for c in clips] == ["Archery/clip", "Bowling/a", "Bowling/deeper/b"]
+    assert [c.class_name for c in clips] == ["Archery", "Bowling", "deeper"]
+    assert clips[1].path == (elsewhere / "Bowling" / "a.mp4").resolve()
+    skipped = [r.getMessage() for r in caplog.records if "(a loop)" in r.getMessage()]
+    assert len(skipped) == 2 and skipped[0].startswith(f"{videos / 'Archery' / 'again'}: skipped, a symbolic link")
+    assert skipped[1].startswith(f"{videos / 'Bowling' / 'deeper' / 'up'}: skipped")
+
+
 def test_manifest_paths_are_relative_to_its_folder(tmp_path):
     (tmp_path / "m.csv").write_text("path,class_name,split,has_audio,duration_s\n"
                                     "a/x.mp4,dog barking,seen,1,4.0\nb/x.mp4,cat,unseen,0,3.5\n")

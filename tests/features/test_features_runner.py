@@ -4,6 +4,7 @@ import csv
 import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from cli import cli
 from common.media import Segment
@@ -24,6 +26,7 @@ from features.lease import lease_path
 from features.runner import build_extract_config, failures_csv_path, run_extraction
 from features.store import DONE, FAILED, PENDING, StoreError, TokenStore
 from tests.media import truncated_playable
+from tests.processes import end_session, start_command, survivors, wait_for_workers
 
 REPO = Path(__file__).resolve().parents[2]
 CPU_SMALL = build_extract_config("cpu-small")
@@ -349,6 +352,50 @@ def test_a_file_that_plays_in_part_is_extracted_and_recorded_as_partial(clip_fol
     assert reasons[cut] == "truncated: the file ends inside a packet near 1.60 s"
     with pytest.raises(StoreError, match="different extraction config .*strict_media"):
         _run(manifest, tmp_path / "s.zarr", extract=build_extract_config("cpu-small", strict_media=True))
+
+
+def test_an_image_named_mp4_and_a_one_frame_file_fail_and_the_run_goes_on(clip_folder, tmp_path, write_clip):
+    folder, manifest = clip_folder
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(folder / "barking" / "photo.mp4", format="JPEG")
+    Image.new("RGB", (64, 48), (30, 200, 30)).save(folder / "drumming" / "drawing.mp4", format="PNG")
+    write_clip(folder / "barking" / "one_frame.mp4", seconds=0.04)  # one frame at 25 fps, with its sound
+    manifest.write_text(manifest.read_text() + "barking/photo.mp4,barking,seen\ndrumming/drawing.mp4,drumming,unseen\n"
+                        "barking/one_frame.mp4,barking,seen\n")
+    summary = _run(manifest, tmp_path / "s.zarr")
+    assert (summary.done, summary.failed, summary.pending) == (6, 5, 0)
+    store = TokenStore.open(tmp_path / "s.zarr")
+    reasons = dict(zip(store.clip_ids.tolist(), store.failure_reasons.tolist(), strict=True))
+    for clip_id in ("barking/photo", "drumming/drawing", "barking/one_frame"):
+        assert reasons[clip_id] == "1 video frame(s), not a video (a still image?); a clip needs at least 2"
+    with failures_csv_path(tmp_path / "s.zarr").open() as handle:
+        assert sum("a clip needs at least 2" in row["reason"] for row in csv.DictReader(handle)) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_extract_with_two_workers_ends_in_one_line_and_leaves_no_process(tmp_path, write_clip, stop):
+    """Ctrl-C (SIGINT to the whole group, as a terminal sends it) or SIGTERM (`kill PID`) during an extract on two
+    Dask workers: one line naming the rerun, exit code 128 + the signal, and no process of the command left."""
+    for i in range(12):
+        write_clip(tmp_path / "videos" / ("a" if i % 2 else "b") / f"clip{i}.mp4", seconds=3.0, index=i)
+    command = ["extract", "--videos", str(tmp_path / "videos"), "--out", str(tmp_path / "s.zarr"), "--profile",
+               "cpu-small", "--workers", "2", "--no-progress"]
+    process = start_command(*command)
+    try:
+        wait_for_workers(process, "spawn_main", 2)  # the two Dask worker processes
+        wait_for_workers(process, "forkserver", 1)  # and a decode pool: extracting
+        if stop == signal.SIGINT:
+            os.killpg(process.pid, stop)
+        else:
+            process.send_signal(stop)
+        _, err = process.communicate(timeout=120)
+        assert survivors(process) == {}
+    finally:
+        end_session(process)
+    assert process.returncode == 128 + stop and "KeyboardInterrupt" not in err, err
+    rerun = shlex.join([sys.executable, str(REPO / "cli.py"), *command])
+    assert [line for line in err.splitlines() if line.startswith("Interrupted")] == [
+        f"Interrupted ({stop.name}); rerun the same command to resume: {rerun}"]
 
 
 @pytest.mark.slow

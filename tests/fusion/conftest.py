@@ -52,10 +52,12 @@ def make_store(
     noise: float = 0.3,
     seed: int = 0,
     extra_splits: dict[str, list[str]] | None = None,
+    pending: int = 0,
 ) -> TokenStore:
     """A done store whose tokens are linear maps of the clip's class embedding (+ noise).
 
-    `extra_splits` adds clips of other splits: split name -> class names.
+    `extra_splits` adds clips of other splits: split name -> class names. `pending`: the last this many clips
+    are left unwritten, as in a store that extract is still filling.
     """
     layout = dict(LAYOUT if layout is None else layout)
     vectors = _read_vectors(vectors_file)
@@ -89,7 +91,9 @@ def make_store(
     store = TokenStore.create(path, clips, TokenLayout.from_dict(layout), {"profile": "test"},
                               {"weights": "random-init"})
     for start, stop in store.block_ranges():
-        store.write_clips(list(range(start, stop)), tokens[start:stop])
+        stop = min(stop, len(clips) - pending)
+        if start < stop:
+            store.write_clips(list(range(start, stop)), tokens[start:stop])
     return TokenStore.open(path)
 
 

@@ -10,7 +10,7 @@ from features.store import TokenStore
 from fusion.config import FusionConfig, TrainConfig
 from fusion.losses import kinetics_class
 from fusion.predict import conse_embeddings, predict_embeddings, resolve_device
-from fusion.run_dir import load_concatenated_runs, load_run
+from fusion.trained_run import load_concatenated_runs, load_run
 from fusion.trainer import train
 
 TINY = FusionConfig(width=32, num_blocks=1, num_heads=2, num_fusion_tokens=2, se_weights=(0.25,),

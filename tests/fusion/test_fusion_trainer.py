@@ -3,6 +3,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from common.errors import InputError
 from common.files import write_json
 from common.threads import set_requested_threads
 from eval.metrics import EvalResult
+from features.lease import LeaseHeldError, lease_path
 from features.store import TokenStore
 from fusion import run_dir, trainer
 from fusion.config import ABLATIONS, FusionConfig, TrainConfig, apply_ablations
@@ -210,6 +212,33 @@ def test_sigkill_at_any_moment_then_resume_equals_uninterrupted(synthetic_store,
         for key, tensor in whole["model"].items():
             assert torch.equal(tensor, cut["model"][key]), key
     assert [line["epoch"] for line in _log(run)] == [1, 2, 3]
+
+
+def test_one_training_per_run_folder_and_a_killed_holders_lease_is_taken_over(synthetic_store, vectors_file,
+                                                                                tmp_path):
+    config = _config(synthetic_store, tmp_path / "run", vectors_file, epochs=1)
+    holder = subprocess.Popen(  # another process writing the run folder (a training would do the same)
+        [sys.executable, "-c", "import sys, time\nfrom fusion.run_dir import RunLease\nwith RunLease(sys.argv[1]):\n"
+         "    print('held', flush=True)\n    time.sleep(120)", str(config.out)], cwd=REPO, stdout=subprocess.PIPE,
+        text=True)
+    write_json(tmp_path / "c.json", config.to_dict())
+    try:
+        assert holder.stdout.readline() == "held\n"
+        for second in (["--resume"], []):  # a resume or a new run into the same folder
+            refused = CliRunner().invoke(cli.cli, ["train-fusion", "--config", str(tmp_path / "c.json"), *second])
+            assert refused.exit_code == 1 and refused.output.count("\n") == 1, refused.output
+            assert refused.output.startswith(f"Error: {config.out.resolve()}: another training is running on this "
+                                             f"run folder (host {socket.gethostname()}, pid {holder.pid}, since ")
+            assert refused.output.endswith("let it finish, or train into another --out (a holder that died is taken "
+                                           "over 60 s after its last heartbeat)\n")
+        with pytest.raises(LeaseHeldError):  # the workflows' way in (demo, ablate) neither judges nor deletes
+            trainer.train_or_reuse(config)
+    finally:
+        holder.kill()  # SIGKILL: the lease file stays behind, its process gone
+        holder.wait()
+    assert lease_path(config.out.resolve()).exists() and not config.out.exists()
+    assert train(config).epochs == 1  # a dead holder's lease on this host is taken over at once
+    assert not lease_path(config.out.resolve()).exists() and (config.out / "last.pt").is_file()
 
 
 def test_store_and_class_list_must_agree(synthetic_store, vectors_file, tmp_path, kit):
@@ -447,6 +476,28 @@ def test_settings_that_change_no_result_do_not_count_as_changed(synthetic_store,
     assert run_dir.changed_settings(older, config) == []
     assert run_dir.changed_settings(older, replace(config, fusion=replace(TINY, fusion_order="sequential"))) == [
         "fusion.fusion_order"]
+
+
+def test_a_store_extract_is_still_filling_is_named_with_its_counts(vectors_file, tmp_path, kit, caplog):
+    store = kit.make_store(tmp_path / "filling.zarr", vectors_file, pending=30)  # the last 30 of 84 clips
+    with pytest.raises(InputError) as refused:
+        train(_config(store, tmp_path / "refused", vectors_file, epochs=1, require_complete=True))
+    assert str(refused.value) == (f"{store.path}: 30 of 84 clips are still pending (54 done, 0 failed): extract has "
+                                  "not finished the store; run extract to the end first, or train without "
+                                  "`require_complete`")
+    assert not (tmp_path / "refused").exists()
+    summary = train(_config(store, tmp_path / "run", vectors_file, epochs=1))
+    assert summary.train_clips + summary.val_clips == 54  # the done clips only, and said so
+    warned = [r for r in caplog.records if r.levelname == "WARNING" and "still pending" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].getMessage().startswith(f"{store.path}: 30 of 84 clips are still pending")
+    complete = _config(store, tmp_path / "run", vectors_file, epochs=1, require_complete=True)
+    assert run_dir.changed_settings(json.loads((tmp_path / "run" / "config.json").read_text())["train"],
+                                    complete) == []  # refusing or not changes no result
+    result = CliRunner().invoke(cli.cli, ["train-fusion", "--store", str(store.path), "--out", str(tmp_path / "cli"),
+                                          "--require-complete", "--epochs", "1"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert result.output.startswith(f"Error: {store.path}: 30 of 84 clips are still pending")
+    assert result.output.endswith("or train without --require-complete\n")
 
 
 def test_non_finite_tokens_stop_training_naming_the_clip(vectors_file, tmp_path, kit):

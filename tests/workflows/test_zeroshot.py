@@ -18,7 +18,7 @@ from eval.scoring import ClassEmbedder, ClipScores, ClipSet
 from features.splits import SplitRole, SplitRoles
 from features.store import DONE, TokenStore
 from fusion.predict import score_clips
-from fusion.run_dir import load_run
+from fusion.trained_run import load_run
 from workflows.config import ZeroShotConfig
 from workflows.zeroshot import run_zeroshot
 
