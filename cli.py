@@ -35,7 +35,7 @@ from eval.config import ReportConfig
 from extract.config import ExtractConfig
 from features.config import RunnerConfig, StoreConfig
 from fusion.config import FusionConfig, TrainConfig
-from workflows.config import AVCAProtocolConfig, MZSLProtocolConfig, ZeroShotConfig
+from workflows.config import AblateConfig, AVCAProtocolConfig, MZSLProtocolConfig, ZeroShotConfig
 from workflows.demo import DemoConfig
 
 # A config field named in a library message: `resume`, `resume=True`, `se_target='class'` (common.errors).
@@ -479,22 +479,15 @@ def protocol_mzsl_command(out: Path, test_split: str, **options) -> None:
 
 
 @cli.command("ablate")
-@click.option("--store", required=True, type=EXISTING_DIR, help="Token store with seen / unseen splits.")
-@click.option("--out", required=True, type=NEW_DIR,
-              help="Folder for runs/, report/, ablation.json and ablation.md; a rerun reuses finished runs.")
-@click.option("--rows", type=NAMES, default=None,
-              help="Comma-separated rows: full, concat, no-text, task, task+se, audio-only, video-only, normalised, "
-                   "control (the default: all of these), sequential, eq5, sentence (docs/eval.md).")
-@click.option("--seeds", type=INTEGERS, default="0,1,2", show_default=True, help="Seeds; each row trains per seed.")
+@_field_options(AblateConfig, "store", "out", "rows", "seeds", types={"store": EXISTING_DIR, "out": NEW_DIR})
 @_training_options
 @_user_errors
 def ablate_command(store: Path, out: Path, rows, seeds, preset, ablations, device, extra, **options) -> None:
     """Train and evaluate every ablation row (the paper's Table 7) with the same split and seeds; print the table."""
     from workflows.ablate import run_ablation
-    from workflows.config import AblateConfig
 
-    config = AblateConfig(store=store, out=out, seeds=seeds, train={**_given(**options), **dict(extra)}, preset=preset,
-                          ablations=ablations, device=device or "cpu", **_given(rows=rows))
+    config = AblateConfig(store=store, out=out, rows=rows, seeds=seeds, train={**_given(**options), **dict(extra)},
+                          preset=preset, ablations=ablations, device=device or "cpu")
     result = run_ablation(config)
     click.echo(result.markdown)
     click.echo(f"{result.summary()}; wrote {result.json_path} and {result.markdown_path}")

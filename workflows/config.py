@@ -255,11 +255,13 @@ class AblateConfig:
     `unseen` split column, calibrated stacking with beta from the run's validation clips.
     """
 
-    store: Path = setting()
-    out: Path = setting(affects_result=False)  # runs/, report/, ablation.json, ablation.md; a rerun reuses the finished
-    # runs
-    rows: tuple[str, ...] = setting(DEFAULT_ABLATION_ROWS)
-    seeds: tuple[int, ...] = setting((0, 1, 2))
+    store: Path = setting(help="Token store with seen / unseen splits.")
+    out: Path = setting(affects_result=False,
+                        help="Folder for runs/, report/, ablation.json and ablation.md; a rerun reuses finished runs.")
+    rows: tuple[str, ...] = setting(DEFAULT_ABLATION_ROWS,
+                                    help=f"Rows to train and evaluate, of {', '.join(ABLATION_ROWS)} "
+                                         "(docs/eval.md).")
+    seeds: tuple[int, ...] = setting((0, 1, 2), help="Seeds; each row trains once per seed.")
     train: dict = setting(factory=dict)  # TrainConfig / FusionConfig fields shared by every row
     preset: str | None = setting(None)  # fusion.config.PRESETS head size
     ablations: tuple[str, ...] = setting(())  # fusion.config.ABLATIONS applied to every row before the row's own change
