@@ -38,14 +38,18 @@ def session_processes(session: int) -> dict[int, str]:
 
 
 def wait_for_workers(process: subprocess.Popen, marker: str, count: int, timeout_s: float = 120) -> dict[int, str]:
-    """Wait until `count` processes of the command's session have `marker` in their command line; returns them."""
+    """Wait until `count` processes of the command's session have `marker` in their command line; returns them.
+    A command that ends first or takes too long fails the test, its session ended."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         workers = {pid: line for pid, line in session_processes(process.pid).items() if marker in line}
         if len(workers) >= count:
             return workers
-        assert process.poll() is None, f"the command ended before its workers started: {process.communicate()}"
+        if process.poll() is not None:
+            end_session(process)
+            raise AssertionError(f"the command ended before its workers started (exit {process.returncode})")
         time.sleep(0.1)
+    end_session(process)
     raise AssertionError(f"no {count} worker processes with {marker!r} after {timeout_s} s")
 
 
@@ -65,3 +69,19 @@ def end_session(process: subprocess.Popen) -> None:
         except ProcessLookupError:
             pass
     process.communicate()
+
+
+def stop_and_collect(process: subprocess.Popen, stop: signal.Signals, after: float = 0.0) -> str:
+    """Send `stop` after `after` seconds (SIGINT to the whole group, as a terminal's Ctrl-C; other signals to the
+    command), wait for the command to end, check that no process of its session survives; returns its stderr."""
+    try:
+        time.sleep(after)
+        if stop == signal.SIGINT:
+            os.killpg(process.pid, stop)
+        else:
+            process.send_signal(stop)
+        _, err = process.communicate(timeout=120)
+        assert survivors(process) == {}
+    finally:
+        end_session(process)
+    return err

@@ -6,9 +6,7 @@ import csv
 import dataclasses
 import hashlib
 import json
-import os
 import signal
-import time
 from pathlib import Path
 
 import av
@@ -21,7 +19,7 @@ import cli
 from curate import synthetic
 from curate.config import SyntheticConfig
 from features.manifest import read_manifest
-from tests.processes import end_session, start_command, survivors, wait_for_workers
+from tests.processes import start_command, stop_and_collect, wait_for_workers
 from text.class_embeddings import AVCA_TABLES
 
 # Small enough for seconds: 4 classes (3 seen / 1 unseen) x 2 clips of about 1 s.
@@ -254,6 +252,8 @@ def test_manifest_reads_back_typed_through_the_contract(bench, manifest):
     assert sum(not row.has_audio for row in rows) == summary.n_no_audio
     assert all((row.sample_rate_hz == 0) == (not row.has_audio) for row in rows)
     assert sum(row.height_px > row.width_px for row in rows) == summary.n_portrait
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_a_stopped_make_synthetic_leaves_no_rendering_worker(tmp_path, stop):
@@ -261,17 +261,8 @@ def test_a_stopped_make_synthetic_leaves_no_rendering_worker(tmp_path, stop):
     line; after SIGKILL, which runs no clean-up, the kernel ends the workers (they die with their parent)."""
     process = start_command("make-synthetic", str(tmp_path / "bench"), "--classes", "8", "--clips-per-class", "8",
                             "--workers", "2")
-    try:
-        wait_for_workers(process, "spawn_main", 2)
-        time.sleep(1.0)  # into the rendering
-        if stop == signal.SIGINT:
-            os.killpg(process.pid, stop)
-        else:
-            process.send_signal(stop)
-        _, err = process.communicate(timeout=120)
-        assert survivors(process) == {}
-    finally:
-        end_session(process)
+    wait_for_workers(process, "spawn_main", 2)
+    err = stop_and_collect(process, stop, after=1.0)  # into the rendering
     if stop == signal.SIGKILL:
         assert process.returncode == -signal.SIGKILL
         return

@@ -26,7 +26,7 @@ from features.lease import lease_path
 from features.runner import build_extract_config, failures_csv_path, run_extraction
 from features.store import DONE, FAILED, PENDING, StoreError, TokenStore
 from tests.media import truncated_playable
-from tests.processes import end_session, start_command, survivors, wait_for_workers
+from tests.processes import start_command, stop_and_collect, wait_for_workers
 
 REPO = Path(__file__).resolve().parents[2]
 CPU_SMALL = build_extract_config("cpu-small")
@@ -381,17 +381,9 @@ def test_a_stopped_extract_with_two_workers_ends_in_one_line_and_leaves_no_proce
     command = ["extract", "--videos", str(tmp_path / "videos"), "--out", str(tmp_path / "s.zarr"), "--profile",
                "cpu-small", "--workers", "2", "--no-progress"]
     process = start_command(*command)
-    try:
-        wait_for_workers(process, "spawn_main", 2)  # the two Dask worker processes
-        wait_for_workers(process, "forkserver", 1)  # and a decode pool: extracting
-        if stop == signal.SIGINT:
-            os.killpg(process.pid, stop)
-        else:
-            process.send_signal(stop)
-        _, err = process.communicate(timeout=120)
-        assert survivors(process) == {}
-    finally:
-        end_session(process)
+    wait_for_workers(process, "spawn_main", 2)  # the two Dask worker processes
+    wait_for_workers(process, "forkserver", 1)  # and a decode pool: extracting
+    err = stop_and_collect(process, stop)
     assert process.returncode == 128 + stop and "KeyboardInterrupt" not in err, err
     rerun = shlex.join([sys.executable, str(REPO / "cli.py"), *command])
     assert [line for line in err.splitlines() if line.startswith("Interrupted")] == [

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.processes import REPO, end_session, start_command, survivors, wait_for_workers
+from tests.processes import REPO, start_command, stop_and_collect, wait_for_workers
 from workflows import demo
 
 
@@ -61,13 +61,8 @@ def test_one_seed_shows_no_spread_and_every_row_has_chance_and_control():
 @pytest.mark.slow
 def test_sigterm_during_the_demo_ends_it_in_one_line_and_leaves_no_worker(tmp_path):
     process = start_command("demo", "--out", str(tmp_path / "demo"), "--no-progress")
-    try:
-        wait_for_workers(process, "spawn_main", 2)  # rendering the benchmark
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=120)
-        assert survivors(process) == {}
-    finally:
-        end_session(process)
+    wait_for_workers(process, "spawn_main", 2)  # rendering the benchmark
+    err = stop_and_collect(process, signal.SIGTERM)
     assert process.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
     rerun = shlex.join([sys.executable, str(REPO / "cli.py"), "demo", "--out", str(tmp_path / "demo"), "--no-progress"])
     assert err.splitlines()[-1] == f"Interrupted (SIGTERM); rerun the same command to resume: {rerun}"
