@@ -84,18 +84,22 @@ def _as_options(message: str, command: click.Command) -> str:
 
 
 class _CommaList(click.ParamType):
-    """A comma-separated list ("a, b,c" -> ("a", "b", "c"); blank items dropped), items converted by `item`."""
+    """A comma-separated list ("a, b,c" -> ("a", "b", "c"); blank items dropped unless `keep_blank`), items converted
+    by `item`. With `keep_blank` ("a,,b" -> ("a", "", "b")) the config refuses the blank entries: a list of class
+    names with a hole or ",,," is a mistake, not a shorter list."""
 
     name = "list"
 
-    def __init__(self, item: type = str) -> None:
-        self.item = item
+    def __init__(self, item: type = str, keep_blank: bool = False) -> None:
+        self.item, self.keep_blank = item, keep_blank
 
     def convert(self, value, param, ctx):
         if isinstance(value, tuple):
             return value
+        if not str(value).strip():  # not given
+            return ()
         try:
-            return tuple(self.item(part.strip()) for part in str(value).split(",") if part.strip())
+            return tuple(self.item(part.strip()) for part in str(value).split(",") if self.keep_blank or part.strip())
         except ValueError:
             self.fail(f"expected comma-separated {self.item.__name__} values, got {value!r}", param, ctx)
 
@@ -119,6 +123,7 @@ class _KeyValue(click.ParamType):
 
 
 NAMES = _CommaList(str)
+CLASS_NAMES = _CommaList(str, keep_blank=True)
 INTEGERS = _CommaList(int)
 
 
@@ -399,6 +404,7 @@ def train_fusion_command(config_file: Path | None, preset: str | None, ablations
 @_field_options(ZeroShotConfig, "run_dir", "store", "checkpoint", "classes", "class_names", "seen", "unseen", "rule",
                 "calibrated_stacking", "val_split", "val_store", "splits", "include_training_clips", "out", "label",
                 "top_k", "missing", types={"run_dir": EXISTING_DIR, "store": EXISTING_DIR, "classes": EXISTING_FILE,
+                                           "class_names": CLASS_NAMES,
                                            "seen": EXISTING_FILE, "unseen": EXISTING_FILE, "val_store": EXISTING_DIR,
                                            "out": NEW_DIR})
 @click.option("--no-plots", is_flag=True, help="Skip the t-SNE and per-class accuracy figures.")

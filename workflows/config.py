@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common.errors import InputError
+from common.names import canonical_names
 from common.settings import config_dict, setting
 from eval import metrics
 from eval.config import PlotConfig
@@ -97,6 +98,8 @@ class ZeroShotConfig:
         if self.missing not in (None, "error", "skip"):
             raise InputError(f"missing must be 'error' or 'skip', got {self.missing!r}")
         vocabulary = self.classes is not None or bool(self.class_names)
+        if self.class_names:  # "a,a" or ",,," is a mistake, not a vocabulary of one class or none
+            canonical_names(self.class_names, "`class_names`")
         if self.classes is not None and self.class_names:
             raise InputError("give `classes` or `class_names`, not both")
         if (self.seen is None) != (self.unseen is None):
