@@ -170,6 +170,18 @@ def test_read_groups_errors(tmp_path):
         protocols.read_groups(path)
 
 
+def test_groups_files_read_class_names_in_one_spelling(tmp_path):
+    path = tmp_path / "g.csv"
+    path.write_text("class_name,group\na ,easy\na,easy\n  b  c ,hard\n", encoding="utf-8")
+    assert protocols.read_groups(path) == {"a": "easy", "b c": "hard"}  # "a " and "a" are one class
+    path.write_text("class_name,group\na ,easy\na,hard\n")
+    with pytest.raises(ValueError, match="class 'a' is in groups 'easy' and 'hard'"):
+        protocols.read_groups(path)
+    path.write_text("class_name,group\n  ,easy\n")
+    with pytest.raises(ValueError, match="line 2: empty class_name"):
+        protocols.read_groups(path)
+
+
 @pytest.fixture(scope="module")
 def mzsl_stores(tmp_path_factory, store_builder, eval_vectors, classes):
     root = tmp_path_factory.mktemp("mzsl")
