@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from common.errors import InputError, interruptible, is_user_error
-from common.settings import Setting, setting_of
+from common.settings import Setting, check_values, setting_of
 from common.threads import set_requested_threads
 from curate.config import (
     AVCAImportConfig,
@@ -105,7 +105,12 @@ class _CommaList(click.ParamType):
 
 
 class _KeyValue(click.ParamType):
-    """KEY=VALUE with a JSON value (a string when it is not JSON; lists become tuples), as a (key, value) pair."""
+    """KEY=VALUE with a JSON value (a string when it is not JSON; lists become tuples), as a (key, value) pair.
+
+    The value's type is checked by the config it sets (`common.settings.check_fields`): text that is not JSON
+    fits a text field, and a value that does not fit its field ("yes" for a flag, "abc" for a number) is one line
+    naming the field and the type it takes.
+    """
 
     name = "key=value"
 
@@ -384,8 +389,9 @@ def train_fusion_command(config_file: Path | None, preset: str | None, ablations
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise click.BadParameter(f"{config_file}: not a JSON file ({error})", param_hint="--config") from error
         base = recorded.get("train", recorded) if isinstance(recorded, dict) else None
-        if base is None:
+        if not isinstance(base, dict):
             raise click.BadParameter(f"{config_file}: not a training config (a JSON object)", param_hint="--config")
+        check_values(TrainConfig, base, str(config_file))  # a value of the wrong type: one line naming the file
     given = {**_given(**options), **dict(extra)}
     if config_file is not None and "train" in recorded and "out" not in given:
         given["out"] = config_file.parent  # a run's own config.json: the run is where that file is now
