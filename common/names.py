@@ -19,9 +19,11 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable
 
+import numpy as np
+
 from common.errors import InputError
 
-__all__ = ["canonical_name", "canonical_names"]
+__all__ = ["canonical_name", "canonical_names", "canonical_name_array"]
 
 
 def canonical_name(name: str) -> str:
@@ -30,6 +32,12 @@ def canonical_name(name: str) -> str:
     Examples: " foo  bar\\t" -> "foo bar"; "cafe\\u0301" (NFD) -> "caf\\u00e9" (NFC); "Archery" stays "Archery".
     """
     return " ".join(unicodedata.normalize("NFC", name).split())
+
+
+def canonical_name_array(names: np.ndarray) -> np.ndarray:
+    """`canonical_name` of every name of a string array (a store's labels), each distinct name normalised once."""
+    distinct, inverse = np.unique(names, return_inverse=True)
+    return np.array([canonical_name(str(name)) for name in distinct], dtype=object)[inverse.reshape(names.shape)]
 
 
 def canonical_names(names: Iterable[str], source: str, what: str = "class names") -> tuple[str, ...]:

@@ -2,10 +2,11 @@
 
 import unicodedata
 
+import numpy as np
 import pytest
 
 from common.errors import InputError
-from common.names import canonical_name, canonical_names
+from common.names import canonical_name, canonical_name_array, canonical_names
 
 NFD = unicodedata.normalize("NFD", "café crème")
 NFC = unicodedata.normalize("NFC", "café crème")
@@ -28,3 +29,9 @@ def test_a_list_of_names_is_canonical_and_refuses_empty_or_repeated_entries():
         canonical_names(["", " ", ""], "`class_names`")
     with pytest.raises(InputError, match="entry 2 of the class names is empty"):
         canonical_names(["a", "", "b"], "`class_names`")
+
+
+def test_an_array_of_names_is_normalised_name_by_name():
+    names = np.array(["unseen ", "seen", NFD, "unseen", " seen"], dtype=object)
+    assert canonical_name_array(names).tolist() == ["unseen", "seen", NFC, "unseen", "seen"]
+    assert canonical_name_array(np.array([], dtype=object)).tolist() == []
