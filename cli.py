@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from common.errors import InputError, interruptible, is_user_error
-from common.settings import Setting, setting_of
+from common.settings import Setting, check_values, setting_of
 from common.threads import set_requested_threads
 from curate.config import (
     AVCAImportConfig,
@@ -84,24 +84,33 @@ def _as_options(message: str, command: click.Command) -> str:
 
 
 class _CommaList(click.ParamType):
-    """A comma-separated list ("a, b,c" -> ("a", "b", "c"); blank items dropped), items converted by `item`."""
+    """A comma-separated list ("a, b,c" -> ("a", "b", "c"); blank items dropped unless `keep_blank`), items converted
+    by `item`. With `keep_blank` ("a,,b" -> ("a", "", "b")) the config refuses the blank entries: a list of class
+    names with a hole or ",,," is a mistake, not a shorter list."""
 
     name = "list"
 
-    def __init__(self, item: type = str) -> None:
-        self.item = item
+    def __init__(self, item: type = str, keep_blank: bool = False) -> None:
+        self.item, self.keep_blank = item, keep_blank
 
     def convert(self, value, param, ctx):
         if isinstance(value, tuple):
             return value
+        if not str(value).strip():  # not given
+            return ()
         try:
-            return tuple(self.item(part.strip()) for part in str(value).split(",") if part.strip())
+            return tuple(self.item(part.strip()) for part in str(value).split(",") if self.keep_blank or part.strip())
         except ValueError:
             self.fail(f"expected comma-separated {self.item.__name__} values, got {value!r}", param, ctx)
 
 
 class _KeyValue(click.ParamType):
-    """KEY=VALUE with a JSON value (a string when it is not JSON; lists become tuples), as a (key, value) pair."""
+    """KEY=VALUE with a JSON value (a string when it is not JSON; lists become tuples), as a (key, value) pair.
+
+    The value's type is checked by the config it sets (`common.settings.check_fields`): text that is not JSON
+    fits a text field, and a value that does not fit its field ("yes" for a flag, "abc" for a number) is one line
+    naming the field and the type it takes.
+    """
 
     name = "key=value"
 
@@ -119,6 +128,7 @@ class _KeyValue(click.ParamType):
 
 
 NAMES = _CommaList(str)
+CLASS_NAMES = _CommaList(str, keep_blank=True)
 INTEGERS = _CommaList(int)
 
 
@@ -379,8 +389,9 @@ def train_fusion_command(config_file: Path | None, preset: str | None, ablations
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise click.BadParameter(f"{config_file}: not a JSON file ({error})", param_hint="--config") from error
         base = recorded.get("train", recorded) if isinstance(recorded, dict) else None
-        if base is None:
+        if not isinstance(base, dict):
             raise click.BadParameter(f"{config_file}: not a training config (a JSON object)", param_hint="--config")
+        check_values(TrainConfig, base, str(config_file))  # a value of the wrong type: one line naming the file
     given = {**_given(**options), **dict(extra)}
     if config_file is not None and "train" in recorded and "out" not in given:
         given["out"] = config_file.parent  # a run's own config.json: the run is where that file is now
@@ -399,6 +410,7 @@ def train_fusion_command(config_file: Path | None, preset: str | None, ablations
 @_field_options(ZeroShotConfig, "run_dir", "store", "checkpoint", "classes", "class_names", "seen", "unseen", "rule",
                 "calibrated_stacking", "val_split", "val_store", "splits", "include_training_clips", "out", "label",
                 "top_k", "missing", types={"run_dir": EXISTING_DIR, "store": EXISTING_DIR, "classes": EXISTING_FILE,
+                                           "class_names": CLASS_NAMES,
                                            "seen": EXISTING_FILE, "unseen": EXISTING_FILE, "val_store": EXISTING_DIR,
                                            "out": NEW_DIR})
 @click.option("--no-plots", is_flag=True, help="Skip the t-SNE and per-class accuracy figures.")

@@ -7,6 +7,11 @@ token store, resuming a run, grouping the seeds of a run and reusing a protocol'
 that change a result (`result_values`), and `cli.py` builds an option's default and help from the field
 (`setting_of`).
 
+The declared type is checked too: `check_fields`, the first step of every config's `__post_init__`, refuses a value
+that is not of its field's type (a JSON string where a number belongs, "yes" for a flag, NaN or inf for any
+float) and a seed that numpy, torch and scikit-learn do not all take (`Seed`: 0 to 2**32 - 1; a tuple of seeds
+repeats none), in one line naming the field. `check_values` does the same for a config as recorded in a file.
+
 A field changes a result when two runs that differ only in it can produce different tokens, weights, metrics or
 file contents. How fast or where a run runs (device, compilation, batching for speed, workers, progress bars,
 logging) and where it writes do not.
@@ -16,20 +21,35 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import numbers
+import os
 import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-__all__ = ["Setting", "setting", "config_dict", "is_declared", "affects_result", "result_values", "result_fields",
-           "setting_of"]
+from common.errors import InputError
+
+__all__ = ["Setting", "Seed", "setting", "config_dict", "is_declared", "affects_result", "result_values",
+           "result_fields", "setting_of", "check_fields", "check_values"]
 
 _AFFECTS_RESULT = "affects_result"
 _HELP = "help"
 _FLAG = "flag"
 _CHOICES = "choices"
+# The largest seed + 1 that numpy (`SeedSequence`, the legacy `RandomState`), torch (`manual_seed`) and
+# scikit-learn (`random_state`) all take.
+_SEED_LIMIT = 2**32
+
+
+class _SeedMark:
+    """The mark of `Seed` in an annotation."""
+
+
+Seed = Annotated[int, _SeedMark]  # a seed field's type: a whole number from 0 to 2**32 - 1
 
 
 def setting(default: Any = MISSING, *, factory: Callable[[], Any] = MISSING, help: str | None = None,
@@ -160,3 +180,104 @@ def setting_of(config_cls: type, name: str) -> Setting:
     default = field.default_factory() if field.default_factory is not MISSING else field.default
     return Setting(name=name, flag=field.metadata[_FLAG] or "--" + name.replace("_", "-"), value_type=value_type,
                    sequence=sequence, default=default, help=field.metadata[_HELP], choices=field.metadata[_CHOICES])
+
+
+# --- the declared types, checked --------------------------------------------------------------------------------
+
+
+def _expected(hint: Any, value: Any) -> str | None:
+    """What `value` should have been for the annotation `hint` (for a message), or None when it fits.
+
+    Annotations that are not a config's plain types (int, float, str, bool, Path, dict, a config dataclass,
+    `Seed`, optional ones, tuples of them) are not checked.
+    """
+    if typing.get_origin(hint) is Annotated:
+        base, *marks = typing.get_args(hint)
+        if _SeedMark in marks:
+            fits = isinstance(value, numbers.Integral) and not isinstance(value, bool) and 0 <= value < _SEED_LIMIT
+            return None if fits else "a whole number from 0 to 2**32 - 1 (a seed)"
+        return _expected(base, value)
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None and len(options) < len(typing.get_args(hint)):
+            return None
+        problems = [_expected(option, value) for option in options]
+        return None if None in problems else " or ".join(problems) + " (or null)"
+    if typing.get_origin(hint) is tuple:
+        items = typing.get_args(hint)
+        if not isinstance(value, (tuple, list)):
+            return "a list"
+        if items[1:] != (Ellipsis,) and len(items) != len(value):
+            return f"a list of {len(items)} values"
+        item_hints = [items[0]] * len(value) if items[1:] == (Ellipsis,) else items
+        for item_hint, item in zip(item_hints, value, strict=True):
+            problem = _expected(item_hint, item)
+            if problem is not None:
+                return f"a list, each {problem}"
+        if items[1:] == (Ellipsis,) and _SeedMark in typing.get_args(items[0])[1:] and len(set(value)) < len(value):
+            repeated = sorted({seed for seed in value if list(value).count(seed) > 1})
+            return f"distinct seeds (a repeated seed repeats a run; {repeated} given more than once)"
+        return None
+    checks = {
+        bool: (lambda v: isinstance(v, (bool, _numpy_bool())), "true or false"),
+        int: (lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool), "a whole number"),
+        float: (lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v),
+                "a finite number"),
+        str: (lambda v: isinstance(v, str), "text"),
+        Path: (lambda v: isinstance(v, (str, os.PathLike)), "a path"),
+        dict: (lambda v: isinstance(v, Mapping), "an object of settings"),
+    }
+    if hint in checks:
+        fits, expected = checks[hint]
+        return None if fits(value) else expected
+    if dataclasses.is_dataclass(hint):
+        return None if isinstance(value, hint) else f"a {hint.__name__}"
+    return None
+
+
+@functools.cache
+def _numpy_bool() -> type:
+    import numpy  # numpy's bool (what an array's element is) is a bool too; imported once, when a flag is checked
+
+    return numpy.bool_
+
+
+@functools.cache
+def _hints(config_cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(config_cls, include_extras=True)
+
+
+def check_fields(config: Any) -> None:
+    """Refuse a config whose field holds a value that is not of the field's declared type (the module docstring).
+
+    Called first in every config's `__post_init__`, so that the checks after it compare numbers with numbers.
+
+    Raises:
+        InputError: naming the first such field (in backticks), what it must be and what it holds.
+    """
+    hints = _hints(type(config))
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        expected = _expected(hints[field.name], value)
+        if expected is not None:
+            raise InputError(f"`{field.name}` must be {expected}, got {value!r}")
+
+
+def check_values(config_cls: type, values: Mapping[str, Any], source: str) -> None:
+    """Refuse a recorded config (a JSON object read from `source`) whose value is not of its field's type.
+
+    Keys that are not fields are left to the config's own reader; a nested config may be an object of its fields.
+
+    Raises:
+        InputError: "`source`: field 'name' must be ..., got ..." for the first such value.
+    """
+    hints = _hints(config_cls)
+    for name, value in values.items():
+        if name not in hints:
+            continue
+        if dataclasses.is_dataclass(hints[name]) and isinstance(value, Mapping):
+            check_values(hints[name], value, source)
+            continue
+        expected = _expected(hints[name], value)
+        if expected is not None:
+            raise InputError(f"{source}: field {name!r} must be {expected}, got {value!r}")

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.errors import InputError
+from common.names import canonical_name
 
 __all__ = [
     "CLASSLIST_SOURCES",
@@ -103,8 +104,11 @@ def _word_stem(word: str) -> str:
 
 
 def normalised_name(name: str) -> str:
-    """The form two class names are compared in: lower case, words only, no articles, each word stemmed."""
-    words = re.findall(r"[a-z0-9]+", name.lower())
+    """The form two class names are compared in: lower case, words only, no articles, each word stemmed.
+
+    A looser key than `common.names.canonical_name`, built on it: the NFD and NFC spellings of a name give one key.
+    """
+    words = re.findall(r"[a-z0-9]+", canonical_name(name).lower())
     return " ".join(_word_stem(w) for w in words if w not in _ARTICLES)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import InputError
-from common.settings import config_dict, setting
+from common.settings import Seed, check_fields, config_dict, setting
 from curate import classlists, splits
 from text.class_embeddings import AVCA_TABLES, DEFAULT_SPEC, EmbeddingSpec
 
@@ -78,7 +78,7 @@ class SyntheticConfig:
     clips_per_class: int = setting(8, help="Clips rendered per class.")
     seconds: float = setting(4.0, help="Nominal clip length in seconds; each clip lasts seconds x U(0.75, 1.25).")
     unseen_fraction: float = setting(0.25, help="Share of the classes held out as unseen.")
-    seed: int = setting(0, help="Seed of the class draw, the split and every clip; same seed, same bytes.")
+    seed: Seed = setting(0, help="Seed of the class draw, the split and every clip; same seed, same bytes.")
     embedding_table: str = setting("vggsound", choices=tuple(AVCA_TABLES),
                                    help="Shipped 300-d class-name embeddings the classes come from.")
     frame_width_px: int = setting(160)
@@ -93,6 +93,7 @@ class SyntheticConfig:
                            help="Processes rendering and encoding clips (the output does not depend on it).")
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.classes < 2:
             raise InputError(f"classes must be at least 2 (one seen, one unseen), got {self.classes}")
         if self.clips_per_class < 1:
@@ -106,8 +107,6 @@ class SyntheticConfig:
         if not 1 <= n_unseen <= self.classes - 1:
             raise InputError(f"unseen_fraction {self.unseen_fraction} of {self.classes} classes gives {n_unseen} "
                              "unseen classes; choose a fraction that leaves at least one seen and one unseen")
-        if self.seed < 0:
-            raise InputError(f"seed must be non-negative, got {self.seed}")
         if self.embedding_table not in AVCA_TABLES:
             raise InputError(f"embedding_table must be one of {sorted(AVCA_TABLES)}, got "
                              f"{self.embedding_table!r}")
@@ -156,6 +155,7 @@ class RelatednessConfig:
                                        help="Upper SR bounds of overlap, easy, medium and hard (the paper's).")
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if not self.classes.strip():
             raise InputError("classes must name a class file or a shipped class list")
         if self.seen is not None:
@@ -203,6 +203,7 @@ class SelectConfig:
     reference: str | None = setting("ucf101")
 
     def __post_init__(self) -> None:
+        check_fields(self)
         # The relatedness config validates the shared fields (seen lists, embeddings, missing).
         self.relatedness_config()
         if self.reference is not None:
@@ -244,6 +245,7 @@ class FilmstripLayout:
     jpeg_quality: int = setting(85, help="JPEG quality (1-95, Pillow's scale).")
 
     def __post_init__(self) -> None:
+        check_fields(self)
         for name in ("rows", "columns"):
             if not 1 <= getattr(self, name) <= 100:
                 raise InputError(f"{name} must be in [1, 100], got {getattr(self, name)}")
@@ -279,6 +281,7 @@ class FilmstripConfig:
     progress: bool = setting(False, affects_result=False)  # tqdm bar on stderr
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.workers < 1:
             raise InputError(f"workers must be at least 1, got {self.workers}")
 
@@ -290,9 +293,10 @@ class SheetsConfig:
     filmstrips: Path = setting()  # the index written by make_filmstrips (filmstrips.csv)
     reviewers: tuple[str, ...] = setting()  # names; each sheet is <out_dir>/<name>.csv
     out_dir: Path = setting(affects_result=False)
-    seed: int = setting(0, help="Seeds each reviewer's own order of the videos.")
+    seed: Seed = setting(0, help="Seeds each reviewer's own order of the videos.")
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if not self.reviewers:
             raise InputError("name at least one reviewer")
         bad = [name for name in self.reviewers if not _REVIEWER.match(name)]
@@ -315,6 +319,7 @@ class MergeConfig:
                                       "decided.")
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if len(self.sheets) < 2:
             raise InputError(f"merging needs the sheets of at least 2 reviewers, got {len(self.sheets)}")
         if not 1 <= self.min_reviewers <= len(self.sheets):
@@ -341,6 +346,7 @@ class BuildConfig:
     require_audio: bool = setting(False, help="Drop videos without an audio track (reported per class anyway).")
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.min_videos_per_class < 1:
             raise InputError(f"min_videos_per_class must be at least 1, got {self.min_videos_per_class}")
         _check_edges(self.edges)
@@ -377,6 +383,7 @@ class AVCAManifestConfig:
     splits_root: Path | None = setting(None)  # folder holding <DS>/class-split (None: the shipped data/avgzsl)
 
     def __post_init__(self) -> None:
+        check_fields(self)
         folder = splits.dataset_folder(self.dataset)
         if folder == "ActivityNet" and self.annotations is None:
             raise InputError("ActivityNet's AVCA ids are annotated segments of full videos: give `annotations` "
@@ -413,6 +420,7 @@ class DatasetManifestConfig:
     fold: int = setting(1)  # UCF-101's train / test split: 1, 2 or 3
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.dataset not in DATASET_LISTS:
             raise InputError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASET_LISTS)}")
         if not self.lists or (self.dataset != "kinetics" and len(self.lists) != 1):
@@ -444,6 +452,7 @@ class AVCAImportConfig:
     clips_per_block: int = setting(256, affects_result=False)  # store write block (vectors are small)
 
     def __post_init__(self) -> None:
+        check_fields(self)
         from curate import splits
 
         splits.dataset_folder(self.dataset)

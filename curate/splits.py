@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import InputError
+from common.names import canonical_name
 from features.splits import SplitRole
 
 __all__ = [
@@ -99,7 +100,7 @@ class ClassSplit:
 
     def class_id(self, name: str) -> int:
         """The id of a class name (index in the sorted class list); case-insensitive like AVCA's UCF reader."""
-        index = self._index.get(name.lower())
+        index = self._index.get(canonical_name(name).lower())
         if index is None:
             raise InputError(f"class {name!r} is not in {self.dataset}/class-split/all_class.txt")
         return index
@@ -280,7 +281,7 @@ def _read_lines(path: Path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found")
     with _open_text(path) as f:
-        return [line.strip() for line in f if line.strip()]
+        return [canonical_name(line) for line in f if canonical_name(line)]
 
 
 def _open_text(path: Path):

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from common.errors import InputError
 from common.files import sha256_file, write_csv, write_json, write_text
+from common.names import canonical_names
 from common.processes import worker_pool
 from curate import encode
 from curate.config import SyntheticConfig, round_half_up
@@ -146,7 +147,7 @@ def _load_table(path: Path) -> tuple[list[str], np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: shipped embedding table missing; restore data/ from the repository")
     with np.load(path, allow_pickle=False) as table:
-        names, emb = [str(n) for n in table["names"]], table["emb"].astype(np.float64)
+        names, emb = list(canonical_names((str(n) for n in table["names"]), str(path))), table["emb"].astype(np.float64)
     if emb.ndim != 2 or emb.shape[0] != len(names):
         raise InputError(f"{path}: expected emb (C, E) matching {len(names)} names, got {emb.shape}")
     return names, emb

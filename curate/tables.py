@@ -19,6 +19,7 @@ from pathlib import Path
 
 from common.errors import InputError
 from common.files import read_csv
+from common.names import canonical_name
 from curate.relatedness import DIFFICULTY_GROUPS
 from features.manifest import relative_path
 
@@ -63,6 +64,9 @@ class ClassRow:
 def read_class_table(path: str | Path) -> list[ClassRow]:
     """The class table: CSV with columns class_name,sr,group (and optionally the nearest seen class / dataset).
 
+    Class names are read in their one spelling (`common.names.canonical_name`); two rows that are one name after it
+    list the class twice.
+
     Raises:
         FileNotFoundError: no such file.
         ValueError: missing columns, an SR that is not a number, a group other than easy / medium / hard, or a
@@ -72,7 +76,7 @@ def read_class_table(path: str | Path) -> list[ClassRow]:
     rows = read_csv(path, ("class_name", "sr", "group"), "class table")
     table: dict[str, ClassRow] = {}
     for line, row in enumerate(rows, start=2):
-        name, group = row["class_name"], row["group"].lower()
+        name, group = canonical_name(row["class_name"]), row["group"].lower()
         if not name:
             raise InputError(f"{path} line {line}: empty class_name")
         if group not in DIFFICULTY_GROUPS:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import InputError
-from common.settings import config_dict, setting
+from common.settings import Seed, check_fields, config_dict, setting
 
 __all__ = ["ReportConfig", "PlotConfig"]
 
@@ -20,9 +20,10 @@ class PlotConfig:
     tsne_perplexity: float = setting(30.0)  # capped at (points - 1) / 3 for small sets
     tsne_iterations: int = setting(1000)  # optimisation steps (sklearn's max_iter, at least 250)
     per_class_bars: bool = setting(True)  # per-class accuracy bar chart
-    seed: int = setting(0)  # t-SNE initialisation and point sampling
+    seed: Seed = setting(0)  # t-SNE initialisation and point sampling
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.tsne_max_points < 2:
             raise InputError(f"tsne_max_points must be >= 2, got {self.tsne_max_points}")
         if self.tsne_iterations < 250:
@@ -42,6 +43,7 @@ class ReportConfig:
     group_seeds: bool = setting(True, help="Pool runs that differ only in their seed into one row (mean ± std).")
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if not self.runs:
             raise InputError("give at least one run folder")
 

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 
 from common.errors import InputError
-from common.settings import setting
+from common.settings import Seed, check_fields, setting
 
 __all__ = [
     "VIDEO_ARCHITECTURES",
@@ -65,6 +65,7 @@ class VideoConfig:
     crop_size_px: int = setting(224)  # side of the square crop fed to the backbone (mvit_v2_s: 224)
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.architecture not in VIDEO_ARCHITECTURES:
             raise InputError(f"video architecture must be one of {VIDEO_ARCHITECTURES}, got {self.architecture!r}")
         if self.crops not in (1, 3):
@@ -117,6 +118,7 @@ class AudioConfig:
     target_frames: int = setting(1024)  # fbank frames fed to the backbone (pad or cut); 10 ms each
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.architecture not in AUDIO_ARCHITECTURES:
             raise InputError(f"audio architecture must be one of {AUDIO_ARCHITECTURES}, got {self.architecture!r}")
         if self.sample_rate_hz != 16000:
@@ -149,6 +151,7 @@ class TokenConfig:
     audio_pooled_time: int = setting(8)  # time columns after pooling: 2 + 12 x 8 = 98 tokens for AST
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if len(self.video_pooled_grid) != 3 or min(self.video_pooled_grid) < 1:
             raise InputError(f"video_pooled_grid must be three sizes >= 1, got {self.video_pooled_grid}")
         if self.audio_pooled_time < 1:
@@ -172,7 +175,7 @@ class ExtractConfig:
     tokens: TokenConfig = setting(factory=TokenConfig)
     full_tokens: bool = setting(False, help="Keep every token (about 8.7 MiB per clip) instead of pooled ones.")
     random_init: bool = setting(False, help="Random backbones instead of weights (recorded in the store).")
-    seed: int = setting(0)  # seeds random init: every process builds bit-identical random backbones
+    seed: Seed = setting(0)  # seeds random init: every process builds bit-identical random backbones
     precision: str = setting("bf16")  # backbone forwards: "bf16" (autocast), "bf16-pure" (weights and inputs cast to
     # bfloat16, no autocast) or "fp32"
     attention: str = setting("sdpa", affects_result=False)  # MViT-v2 attention kernel, one of ATTENTION_KERNELS; equal
@@ -204,6 +207,7 @@ class ExtractConfig:
         for name, kind in (("video", VideoConfig), ("audio", AudioConfig), ("tokens", TokenConfig)):
             if not isinstance(getattr(self, name), kind):
                 raise InputError(f"{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}")
+        check_fields(self)
         if not self.profile:
             raise InputError("profile must be a non-empty name")
         if self.precision not in _PRECISIONS:

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common.errors import InputError
-from common.settings import setting
+from common.settings import check_fields, setting
 from extract.config import ExtractConfig
 
 __all__ = ["StoreConfig", "RunnerConfig"]
@@ -32,6 +32,7 @@ class StoreConfig:
                                  help="Bundle each block's chunks into one Zarr shard file (fewer files).")
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.clips_per_block < 1:
             raise InputError(f"clips_per_block must be >= 1, got {self.clips_per_block}")
         if self.compressor not in _COMPRESSORS:
@@ -77,6 +78,7 @@ class RunnerConfig:
     # stale and taken over
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.gpus < 0:
             raise InputError(f"`gpus` must be >= 0, got {self.gpus}")
         if self.workers < 1:

@@ -8,10 +8,11 @@ descriptive columns `group,sr,has_audio,duration_s,width_px,height_px,fps,sample
 without its extension; `start_s`, `end_s` are seconds: the clip is that segment of the file, both blank for the
 whole file; paths relative to the manifest's folder. Blank or space-padded ids, repeated ids, folders given as
 paths and descriptive values that are not of their column's type are refused with their line numbers, all problems
-of the file in one message. A folder is scanned recursively for video files (symbolic links to folders followed,
-loops skipped: `common.files.media_files`); the clip id is the path relative to the folder without its extension,
-so equal file stems in different sub-folders never collide, and the label is the name of the clip's parent folder
-(the ImageFolder convention of UCF-101 and most action datasets).
+of the file in one message. Class and split names are read in their one spelling (`common.names.canonical_name`).
+A folder is scanned recursively for video files (symbolic links to folders followed, loops skipped:
+`common.files.media_files`); the clip id is the path relative to the folder without its extension, so equal file
+stems in different sub-folders never collide, and the label is the name of the clip's parent folder (the
+ImageFolder convention of UCF-101 and most action datasets).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from common.errors import InputError
 from common.files import media_files, write_csv
 from common.media import Segment
+from common.names import canonical_name
 
 __all__ = ["ManifestRow", "VIDEO_SUFFIXES", "read_clip_list", "read_manifest", "write_manifest",
            "parse_descriptive_columns", "relative_path", "segment_text"]
@@ -175,7 +177,7 @@ def _scan_folder(root: Path) -> list[ManifestRow]:
     records = []
     for path in files:
         relative = path.relative_to(root)
-        label = relative.parent.name if relative.parent != Path(".") else ""
+        label = canonical_name(relative.parent.name) if relative.parent != Path(".") else ""
         records.append(ManifestRow(clip_id=relative.with_suffix("").as_posix(), path=path.resolve(), class_name=label))
     return _check_unique(records, root)
 
@@ -184,7 +186,9 @@ def read_manifest(manifest: str | Path, split_required: bool = True) -> list[Man
     """The rows of a manifest, after checking every row: nothing is extracted from a manifest with a bad row.
 
     Read as "utf-8-sig": a byte-order mark ("CSV UTF-8" of spreadsheets) would otherwise become part of the first
-    column's name. Values are kept as written, so an id with spaces around it is reported, not quietly changed.
+    column's name. Ids and paths are kept as written, so an id with spaces around it is reported, not quietly
+    changed; class and split names are read in their one spelling (`common.names.canonical_name`), so "foo " and
+    "foo", or an NFD and an NFC spelling, are one class.
 
     Args:
         manifest: the CSV file.
@@ -236,9 +240,9 @@ def read_manifest(manifest: str | Path, split_required: bool = True) -> list[Man
         descriptive, unreadable = parse_descriptive_columns(values)
         for column in unreadable:
             problems.setdefault(f"{column} not {_DESCRIPTIVE[column].expected}", []).append(line)
-        records.append(ManifestRow(clip_id=clip_id, path=path, class_name=values.get("class_name", ""),
-                                   split=values.get("split", ""), segment=_segment(values, f"{manifest}:{line}"),
-                                   **descriptive))
+        records.append(ManifestRow(clip_id=clip_id, path=path, class_name=canonical_name(values.get("class_name", "")),
+                                   split=canonical_name(values.get("split", "")),
+                                   segment=_segment(values, f"{manifest}:{line}"), **descriptive))
     if problems:
         bad = len({line for lines in problems.values() for line in lines})
         raise InputError(f"{manifest}: {bad} bad row(s), nothing extracted: " + "; ".join(

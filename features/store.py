@@ -55,6 +55,7 @@ import zarr.codecs
 from common.errors import InputError
 from common.files import sibling_temporary
 from common.media import Segment
+from common.names import canonical_name_array
 from extract.outputs import ClipTokens, TokenLayout
 from features.chunks import ClipChunks, is_raw_per_clip, write_raw_chunks
 from features.config import StoreConfig
@@ -117,7 +118,9 @@ class TokenStore:
         self.store_config = StoreConfig(**attrs["store_config"])
         self.num_clips: int = group["status"].shape[0]
         # Clip metadata never changes after creation: read it once.
-        self.clip_ids, self.paths, self.labels, self.splits = (np.asarray(group[name][:]) for name in _META_ARRAYS)
+        self.clip_ids, self.paths, *self._stored_names = (np.asarray(group[name][:]) for name in _META_ARRAYS)
+        # One spelling, also of a store written before it ("unseen " is "unseen"); `identity` hashes names as stored.
+        self.labels, self.splits = (canonical_name_array(names) for names in self._stored_names)
         self.segment_bounds = (np.stack([np.asarray(group[name][:]) for name in _SEGMENT_ARRAYS], axis=1)
                                if _SEGMENT_ARRAYS[0] in group else np.full((self.num_clips, 2), np.nan))  # (n, 2)
         self.fields = tuple(_token_arrays(self.token_layout)) + tuple(_SMALL_ARRAYS)
@@ -224,7 +227,7 @@ class TokenStore:
     def identity(self) -> str:
         """What tells this store from every other whatever its path (the module docstring): a SHA-256, hex."""
         record = [self._group.attrs.get("store_id"), self.provenance.get("created"), self.extract_config,
-                  self.token_layout.to_dict(), self.clip_ids.tolist(), self.labels.tolist(), self.splits.tolist(),
+                  self.token_layout.to_dict(), self.clip_ids.tolist(), *(n.tolist() for n in self._stored_names),
                   self.segment_bounds.tolist()]
         return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import InputError
-from common.settings import setting
+from common.settings import Seed, check_fields, setting
 from text.class_embeddings import EmbeddingSpec
 
 __all__ = [
@@ -115,6 +115,7 @@ class FusionConfig:
     mlm_mask_probability: float = setting(0.15)  # each word of a class name is masked with this probability (>= 1 word)
 
     def __post_init__(self) -> None:
+        check_fields(self)
         for name in ("width", "num_blocks", "num_heads", "num_fusion_tokens"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -218,7 +219,7 @@ class TrainConfig:
                                        help="With `val_unseen_fraction`: share of each kept class's clips held out as "
                                             "validation-seen (rounded; at least 1 clip of a class with 2 or more, so "
                                             "small stores still validate GZSL).")
-    val_split_seed: int = setting(0)  # seed of that hold-out draw (independent of `seed` so seeds share one split)
+    val_split_seed: Seed = setting(0)  # seed of that hold-out draw (independent of `seed` so seeds share one split)
     test_seen_fraction: float = setting(0.0,
                                         help="Hold out this share of each training class's clips as test-seen (never "
                                              "trained, validated or selected on; zeroshot scores them as GZSL's seen "
@@ -247,7 +248,7 @@ class TrainConfig:
     lr_milestones_epochs: tuple[int, ...] = setting((20, 40))  # "step": lr *= lr_step_gamma after each of these epochs
     lr_step_gamma: float = setting(0.1)
     grad_clip_norm: float = setting(1.0, help="Maximum global gradient norm (0: no clipping).")
-    seed: int = setting(0, help="Seed of init, data order, views, masks and dropout.")
+    seed: Seed = setting(0, help="Seed of init, data order, views, masks and dropout.")
     device: str = setting("cpu", affects_result=False, choices=DEVICES,
                           help="cpu or cuda (bf16 autocast); no silent fallback.")
     resume: bool = setting(False, affects_result=False, help="Continue the run in `out` from its last.pt.")
@@ -270,6 +271,7 @@ class TrainConfig:
                                           "training warns with their count.")
 
     def __post_init__(self) -> None:
+        check_fields(self)
         for name in ("epochs", "batch_size", "eval_batch_size", "log_every_steps"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -3,6 +3,7 @@
 
 import ast
 import dataclasses
+import json
 import os
 import re
 import subprocess
@@ -186,3 +187,70 @@ def test_library_errors_name_config_fields_not_cli_flags():
                  for package in LIBRARY for path in sorted((REPO / package).rglob("*.py"))
                  for line, text in _raised_texts(path) if flag.search(text)]
     assert offenders == []
+
+
+def _one_error_line(arguments: list[str]) -> str:
+    result = CliRunner().invoke(cli.cli, arguments)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("given, message", [
+    (["--lr", "nan"], "--lr must be a finite number, got nan"),
+    (["--lr", "inf"], "--lr must be a finite number, got inf"),
+    (["--weight-decay", "-inf"], "--weight-decay must be a finite number, got -inf"),
+    (["--seed", "-1"], "--seed must be a whole number from 0 to 2**32 - 1 (a seed), got -1"),
+    (["--seed", str(2**64)], f"--seed must be a whole number from 0 to 2**32 - 1 (a seed), got {2**64}"),
+    (["--option", "compile=yes"], "`compile` must be true or false, got 'yes'"),
+    (["--option", "batch_size=abc"], "--batch-size must be a whole number, got 'abc'"),
+    (["--option", "mlm_mask_probability=NaN"], "`mlm_mask_probability` must be a finite number, got nan"),
+    (["--option", "val_split_seed=-3"], "`val_split_seed` must be a whole number from 0 to 2**32 - 1"),
+])
+def test_values_that_do_not_fit_their_setting_are_one_line(tmp_path, given, message):
+    line = _one_error_line(["train-fusion", "--store", str(tmp_path / "s.zarr"), "--out", str(tmp_path / "run"),
+                            *given])
+    assert message in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_config_file_with_a_value_of_the_wrong_type_is_one_line_naming_the_file_and_the_field(tmp_path):
+    config = tmp_path / "config.json"
+    for recorded, field, expected in (({"train": {"epochs": "abc"}}, "epochs", "a whole number"),
+                                      ({"lr": "fast"}, "lr", "a finite number"),
+                                      ({"train": {"fusion": {"width": [1]}}}, "width", "a whole number"),
+                                      ({"train": {"train_splits": "seen"}}, "train_splits", "a list")):
+        config.write_text(json.dumps(recorded))
+        line = _one_error_line(["train-fusion", "--config", str(config), "--store", str(tmp_path / "s.zarr"),
+                                "--out", str(tmp_path / "run")])
+        assert line.startswith(f"Error: {config}: field {field!r} must be {expected}, got "), line
+
+
+@pytest.mark.parametrize("command", [["demo", "--seeds", "0,0"], ["ablate", "--seeds", "1,2,1"],
+                                     ["protocol", "avca", "--dataset", "UCF", "--seeds", "3,3"],
+                                     ["protocol", "mzsl", "--seeds", "0,1,0"]])
+def test_repeated_seeds_are_refused_everywhere(tmp_path, command):
+    store = tmp_path / "store.zarr"
+    store.mkdir()
+    places = {"demo": ["--out", str(tmp_path / "demo")], "ablate": ["--store", str(store), "--out", str(tmp_path)],
+              "avca": ["--store", str(store), "--out", str(tmp_path / "p")],
+              "mzsl": ["--train-store", str(store), "--eval-store", str(store), "--groups", str(_groups(tmp_path)),
+                       "--out", str(tmp_path / "p")]}
+    line = _one_error_line([*command, *places[command[1] if command[0] == "protocol" else command[0]]])
+    assert "--seeds must be distinct seeds" in line and "given more than once" in line
+
+
+def _groups(tmp_path: Path) -> Path:
+    path = tmp_path / "groups.csv"
+    path.write_text("class_name,group\na,easy\n")
+    return path
+
+
+@pytest.mark.parametrize("command", [["make-synthetic", "OUT", "--seed", "-5"],
+                                     ["curate", "sheets", "--filmstrips", "INDEX", "--reviewers", "a,b", "--out-dir",
+                                      "OUT", "--seed", str(2**40)]])
+def test_seeds_out_of_range_are_one_line_in_every_command(tmp_path, command):
+    index = tmp_path / "index.csv"
+    index.write_text("x\n")
+    arguments = [str(tmp_path / "out") if a == "OUT" else str(index) if a == "INDEX" else a for a in command]
+    assert "--seed must be a whole number from 0 to 2**32 - 1 (a seed)" in _one_error_line(arguments)

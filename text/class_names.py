@@ -2,7 +2,8 @@
 
 Every embedding source and the fusion head's MLM vocabulary take a name's words from `tokenize_class_name`;
 `read_name_map` reads the `original,manual` CSVs (AVCA-GZSL's `*_w2v_class_names.csv` have this form) that
-rewrite names before they are embedded; `read_class_file` is the one reader of a user's class list.
+rewrite names before they are embedded; `read_class_file` is the one reader of a user's class list. Names are read
+in their one spelling (`common.names.canonical_name`: Unicode NFC, white space trimmed and collapsed, case kept).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 from pathlib import Path
 
 from common.errors import InputError
+from common.names import canonical_name
 
 __all__ = ["tokenize_class_name", "read_name_map", "read_class_file"]
 
@@ -98,30 +100,33 @@ def read_name_map(path: str | Path) -> dict[str, str]:
 
 
 def read_class_file(path: str | Path) -> list[str]:
-    """Read a user's class file: one class name per line.
+    """Read a user's class file: one class name per line, each in its one spelling (`common.names.canonical_name`).
 
-    Leading and trailing white space is stripped; blank lines and lines whose first non-blank character is
-    `#` are ignored (a `#` later in a line is part of the name).
+    UTF-8, with or without a byte-order mark. Blank lines and lines whose first non-blank character is `#` are
+    ignored (a `#` later in a line is part of the name). Two lines that are one name after normalisation ("foo "
+    and "foo", an NFD and an NFC spelling) list the class twice.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        InputError: the file lists no class, or lists a class twice (the message gives the line numbers).
+        InputError: the file lists no class, or lists a class twice (the message gives both lines).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"class file {path} does not exist (expected one class name per line)")
-    first_line: dict[str, int] = {}
+    first_line: dict[str, tuple[int, str]] = {}
     duplicates: list[str] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        name = line.strip()
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        name = canonical_name(line)
         if not name or name.startswith("#"):
             continue
         if name in first_line:
-            duplicates.append(f"{name!r} (lines {first_line[name]} and {number})")
+            earlier, spelled = first_line[name]
+            spellings = "" if spelled == line else f" spelled {spelled!r} and {line!r}"
+            duplicates.append(f"{name!r} (lines {earlier} and {number}){spellings}")
             continue
-        first_line[name] = number
+        first_line[name] = number, line
     if duplicates:
-        raise InputError(f"{path}: class names listed more than once: {', '.join(duplicates)}")
+        raise InputError(f"{path}: class names listed twice: {', '.join(duplicates)}")
     if not first_line:
         raise InputError(f"{path}: no class names (one name per line; blank lines and # comments are ignored)")
     logger.debug("read %d class names from %s", len(first_line), path)

@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common.errors import InputError
-from common.settings import config_dict, setting
+from common.names import canonical_names
+from common.settings import Seed, check_fields, config_dict, setting
 from eval import metrics
 from eval.config import PlotConfig
 
@@ -90,6 +91,7 @@ class ZeroShotConfig:
     plots: PlotConfig = setting(factory=PlotConfig, affects_result=False)
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.checkpoint not in _CHECKPOINTS:
             raise InputError(f"checkpoint must be one of {_CHECKPOINTS}, got {self.checkpoint!r}")
         if self.rule is not None and self.rule not in _RULES:
@@ -97,6 +99,8 @@ class ZeroShotConfig:
         if self.missing not in (None, "error", "skip"):
             raise InputError(f"missing must be 'error' or 'skip', got {self.missing!r}")
         vocabulary = self.classes is not None or bool(self.class_names)
+        if self.class_names:  # "a,a" or ",,," is a mistake, not a vocabulary of one class or none
+            canonical_names(self.class_names, "`class_names`")
         if self.classes is not None and self.class_names:
             raise InputError("give `classes` or `class_names`, not both")
         if (self.seen is None) != (self.unseen is None):
@@ -131,8 +135,8 @@ _PROTOCOL_OWNED = ("store", "out", "train_splits", "val_store", "val_splits", "v
 
 
 def _check_protocol_settings(seeds: tuple[int, ...], train: dict, betas: tuple[float, ...]) -> None:
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise InputError(f"give distinct seeds, got {seeds}")
+    if not seeds:  # repeated ones: `check_fields`
+        raise InputError("give at least one seed")
     owned = sorted(set(train) & set(_PROTOCOL_OWNED))
     if owned:
         raise InputError(f"training options {owned} are set by the protocol; leave them out")
@@ -163,7 +167,7 @@ class AVCAProtocolConfig:
     calibrated_stacking: bool = setting(False, help="Also report GZSL with beta chosen on the stage-1 validation "
                                                     "clips and applied to the test.")
     betas: tuple[float, ...] = setting(DEFAULT_BETAS)
-    seeds: tuple[int, ...] = setting((0,), help="Seeds; each runs every stage (reports give mean +- std).")
+    seeds: tuple[Seed, ...] = setting((0,), help="Seeds; each runs every stage (reports give mean +- std).")
     device: str = setting("cpu", affects_result=False, choices=("cpu", "cuda"),
                           help="Where training and inference run.")
     batch_size: int = setting(64, affects_result=False, help="Inference batch size.")
@@ -171,6 +175,7 @@ class AVCAProtocolConfig:
     splits_root: Path | None = setting(None)  # folder holding <DS>/class-split (None: the shipped data/avgzsl)
 
     def __post_init__(self) -> None:
+        check_fields(self)
         from curate import splits  # a leaf module; kept local so that this module stays import-light
 
         splits.dataset_folder(self.dataset)  # raises ValueError for an unknown dataset
@@ -210,7 +215,7 @@ class MZSLProtocolConfig:
     ablations: tuple[str, ...] = setting(())
     calibrated_stacking: bool = setting(False)  # also choose beta on the stage-1 hold-out and apply it to the GZSL test
     betas: tuple[float, ...] = setting(DEFAULT_BETAS)
-    seeds: tuple[int, ...] = setting((0,))
+    seeds: tuple[Seed, ...] = setting((0,))
     device: str = setting("cpu", affects_result=False)
     batch_size: int = setting(64, affects_result=False)
     plots: PlotConfig = setting(factory=PlotConfig, affects_result=False)
@@ -219,6 +224,7 @@ class MZSLProtocolConfig:
     near_duplicates: bool = setting(False, help="Leak check: also compare video fingerprints (decodes every file).")
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if not self.train_splits:
             raise InputError("give at least one training split")
         if self.test_split is not None and self.test_split in self.train_splits:
@@ -261,7 +267,7 @@ class AblateConfig:
     rows: tuple[str, ...] = setting(DEFAULT_ABLATION_ROWS,
                                     help=f"Rows to train and evaluate, of {', '.join(ABLATION_ROWS)} "
                                          "(docs/eval.md).")
-    seeds: tuple[int, ...] = setting((0, 1, 2), help="Seeds; each row trains once per seed.")
+    seeds: tuple[Seed, ...] = setting((0, 1, 2), help="Seeds; each row trains once per seed.")
     train: dict = setting(factory=dict)  # TrainConfig / FusionConfig fields shared by every row
     preset: str | None = setting(None)  # fusion.config.PRESETS head size
     ablations: tuple[str, ...] = setting(())  # fusion.config.ABLATIONS applied to every row before the row's own change
@@ -269,13 +275,14 @@ class AblateConfig:
     device: str = setting("cpu", affects_result=False)
 
     def __post_init__(self) -> None:
+        check_fields(self)
         unknown = [r for r in self.rows if r not in ABLATION_ROWS]
         if unknown:
             raise InputError(f"unknown ablation row(s) {unknown}; choose from {', '.join(ABLATION_ROWS)}")
         if not self.rows or len(set(self.rows)) != len(self.rows):
             raise InputError(f"give distinct ablation rows, got {self.rows}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise InputError(f"give distinct seeds, got {self.seeds}")
+        if not self.seeds:  # repeated ones: `check_fields`
+            raise InputError("give at least one seed")
         owned = sorted(set(self.train) & set(_ABLATION_OWNED))
         if owned:
             raise InputError(f"training options {owned} are set per row and seed; leave them out")

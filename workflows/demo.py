@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from common.errors import InputError
 from common.files import json_text, write_texts
-from common.settings import setting
+from common.settings import Seed, check_fields, setting
 from eval.report import format_mean_std
 
 if TYPE_CHECKING:
@@ -54,8 +54,8 @@ class DemoConfig:
     clips_per_class: int = setting(8)
     seconds: float = setting(4.0)  # nominal clip length
     unseen_fraction: float = setting(0.25)  # 6 of 24 classes unseen
-    data_seed: int = setting(0)  # seed of the synthetic benchmark
-    seeds: tuple[int, ...] = setting((0, 1, 2), help="Training seeds: results are reported as mean +- std over them.")
+    data_seed: Seed = setting(0)  # seed of the synthetic benchmark
+    seeds: tuple[Seed, ...] = setting((0, 1, 2), help="Training seeds: results are reported as mean +- std over them.")
     epochs: int = setting(40, help="Training epochs per run.")
     lr: float = setting(1e-3)  # the head starts near 0 and must reach the embeddings' scale within a few hundred steps
     val_unseen_fraction: float = setting(0.2)  # seen classes held out as validation-unseen (selects best.pt)
@@ -66,7 +66,8 @@ class DemoConfig:
     progress: bool = setting(True, affects_result=False, help="Show progress bars.")
 
     def __post_init__(self) -> None:
-        if not self.seeds:
+        check_fields(self)
+        if not self.seeds:  # repeated ones: `check_fields`
             raise InputError("give at least one training seed")
         if self.epochs < 1:
             raise InputError(f"epochs must be >= 1, got {self.epochs}")

@@ -42,6 +42,7 @@ import numpy as np
 
 from common.errors import InputError
 from common.files import json_text, read_csv, write_texts
+from common.names import canonical_name
 from common.settings import result_values
 from curate import splits
 from curate.relatedness import DIFFICULTY_GROUPS
@@ -109,7 +110,8 @@ class ProtocolResult:
 
 
 def read_groups(path: Path) -> dict[str, str]:
-    """Difficulty group per class from a CSV with columns `class_name,group` (a manifest works too).
+    """Difficulty group per class from a CSV with columns `class_name,group` (a manifest works too), class names in
+    their one spelling (`common.names.canonical_name`).
 
     Raises:
         FileNotFoundError: no such file.
@@ -117,7 +119,9 @@ def read_groups(path: Path) -> dict[str, str]:
     """
     groups: dict[str, str] = {}
     for line, row in enumerate(read_csv(path, ("class_name", "group"), "groups file"), start=2):
-        name, group = row["class_name"], row["group"].lower()
+        name, group = canonical_name(row["class_name"]), row["group"].lower()
+        if not name:
+            raise InputError(f"{path} line {line}: empty class_name")
         if group not in DIFFICULTY_GROUPS:
             raise InputError(f"{path} line {line}: group {row['group']!r} of {name!r} is not one of "
                              f"{DIFFICULTY_GROUPS}")

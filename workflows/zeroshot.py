@@ -19,6 +19,7 @@ import numpy as np
 
 from common.errors import InputError
 from common.files import write_csv, write_folder, write_json, write_text
+from common.names import canonical_names
 from common.settings import result_values
 from eval import metrics, report
 from eval.config import PlotConfig
@@ -143,7 +144,8 @@ def run_zeroshot(config: ZeroShotConfig) -> ZeroShotResult:
         "run": {"run_dir": str(info.run_dir), "embedding": info.embedding_spec, "classes": list(info.class_names)},
         "store": {"path": str(store.path), "provenance": store.provenance},
     }
-    vocabulary = read_class_file(config.classes) if config.classes else list(config.class_names)
+    vocabulary = (read_class_file(config.classes) if config.classes else
+                  list(canonical_names(config.class_names, "`class_names`")) if config.class_names else [])
     if vocabulary:
         metrics_json, rows, header = _open_vocabulary(model, info, store, candidates, vocabulary, rule, embed, config)
         evaluation = None
@@ -249,7 +251,10 @@ def _open_vocabulary(model, info, store, candidates, vocabulary, rule, embed, co
     distances = scores.distances(embed(vocabulary))  # (N, C)
     k = min(config.top_k, len(vocabulary))
     order = np.argsort(distances, axis=1, kind="stable")[:, :k]  # ties: lower list position first
+    # One position per name: a name listed twice would map its clips to its last position while ties of the two
+    # identical embeddings go to the first, and every right prediction would count as wrong (top-1 0%).
     position = {n: i for i, n in enumerate(vocabulary)}
+    assert len(position) == len(vocabulary), "vocabulary names must be distinct (canonical_names checks them)"
     y = np.array([position.get(n, -1) for n in scores.labels.tolist()], dtype=np.int64)
     labelled = y >= 0
     out: dict[str, Any] = {"mode": "vocabulary", "classes": list(vocabulary), "num_classes": len(vocabulary),

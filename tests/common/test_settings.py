@@ -5,6 +5,9 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib
+import inspect
+import re
+import textwrap
 import tomllib
 import typing
 from dataclasses import MISSING, dataclass
@@ -12,7 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from common.settings import affects_result, is_declared, result_fields, result_values, setting, setting_of
+from common.errors import InputError
+from common.settings import (
+    Seed,
+    affects_result,
+    check_fields,
+    check_values,
+    is_declared,
+    result_fields,
+    result_values,
+    setting,
+    setting_of,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 ROOMS = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"]
@@ -102,3 +116,54 @@ def test_a_setting_tells_the_command_line_what_it_needs():
     assert mode.choices == ("a", "b") and mode.default == "a"
     with pytest.raises(TypeError, match="no command-line value type"):
         setting_of(_Outer, "inner")
+
+
+def test_every_config_checks_its_fields_types_in_post_init():
+    def checks(cls) -> bool:
+        source = ast.parse(textwrap.dedent(inspect.getsource(cls.__post_init__)))
+        return any(isinstance(node, ast.Call) and getattr(node.func, "id", None) == "check_fields"
+                   for node in ast.walk(source))
+
+    assert sorted(cls.__name__ for cls in _config_classes() if not checks(cls)) == []
+
+
+def test_every_seed_field_is_declared_a_seed():
+    hints = {(cls.__name__, name): hint for cls in _config_classes()
+             for name, hint in typing.get_type_hints(cls, include_extras=True).items()
+             if "seed" in name and name != "group_seeds"}
+    assert len(hints) >= 10 and all(hint in (Seed, tuple[Seed, ...]) for hint in hints.values()), hints
+
+
+@dataclass(frozen=True)
+class _Typed:
+    count: int = setting(1)
+    share: float = setting(0.5)
+    flag: bool = setting(False)
+    name: str = setting("x")
+    where: Path | None = setting(None)
+    betas: tuple[float, ...] = setting((0.0,))
+    seed: Seed = setting(0)
+    seeds: tuple[Seed, ...] = setting((0, 1))
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("count", "3", "a whole number"), ("count", True, "a whole number"), ("share", float("nan"), "a finite number"),
+    ("share", "0.5", "a finite number"), ("flag", "yes", "true or false"), ("name", 3, "text"),
+    ("where", 3, "a path (or null)"), ("betas", (0.1, float("inf")), "a list, each a finite number"),
+    ("seed", -1, "a whole number from 0 to 2**32 - 1"), ("seed", 2**64, "a whole number from 0 to 2**32 - 1"),
+    ("seed", 1.5, "a whole number from 0 to 2**32 - 1"), ("seeds", (0, 1, 0), "distinct seeds"),
+    ("seeds", (0, -1), "a list, each a whole number from 0 to 2**32 - 1"),
+])
+def test_a_value_that_is_not_of_its_fields_type_is_refused_naming_the_field(field, value, expected):
+    with pytest.raises(InputError, match=re.escape(f"`{field}` must be {expected}")):
+        _Typed(**{field: value})
+    with pytest.raises(InputError, match=re.escape(f"run/config.json: field {field!r} must be {expected}")):
+        check_values(_Typed, {field: list(value) if isinstance(value, tuple) else value}, "run/config.json")
+
+
+def test_values_of_their_type_pass_ints_as_floats_and_strings_as_paths():
+    _Typed(count=3, share=1, flag=True, name="", where="a/b", betas=[0, 0.5], seed=2**32 - 1, seeds=(5,))
+    check_values(_Typed, {"share": 2, "where": None, "seeds": [0, 1], "unknown": "left to the reader"}, "file")

@@ -1,5 +1,7 @@
 """curate.classlists: the shipped class lists."""
 
+import unicodedata
+
 import pytest
 
 from curate import classlists
@@ -46,6 +48,7 @@ def test_normalised_names_compare_spellings():
     assert n("getting a tattoo") == "get tattoo" and n("tattooing") == "tattoo" and n("Origami") == n("origami")
     assert n("dancing") == n("dance") and n("glass") == "glass" and n("ponies") == "pony"
     assert n("playing piano") != n("playing guitar")
+    assert n(unicodedata.normalize("NFD", "café racing")) == n(unicodedata.normalize("NFC", "café racing"))
 
 
 def test_merge_spellings_keeps_the_first_and_says_so(caplog):

@@ -341,6 +341,10 @@ def test_class_table_validation(tmp_path):
     twice = _write_rows(tmp_path / "twice.csv", ("class_name", "sr", "group"), [["a", "0.2", "easy"]] * 2)
     with pytest.raises(ValueError, match="listed twice"):
         tables.read_class_table(twice)
+    padded = _write_rows(tmp_path / "padded.csv", ("class_name", "sr", "group"),
+                         [["a ", "0.2", "easy"], [" a", "0.3", "hard"]])
+    with pytest.raises(ValueError, match="line 3: class 'a' is listed twice"):  # one class after normalisation
+        tables.read_class_table(padded)
     with pytest.raises(ValueError, match="missing sr"):
         tables.read_class_table(_write_rows(tmp_path / "cols.csv", ("class_name", "group"), [["a", "easy"]]))
 

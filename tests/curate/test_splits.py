@@ -87,6 +87,7 @@ def test_ucf_case_mismatch_resolves_to_all_class_spelling():
     ucf = splits.load_class_split("ucf")
     assert "HandstandPushups" in ucf.stages["stage_1_train"]
     assert ucf.class_id("HandStandPushups") == ucf.class_id("HandstandPushups") == 36
+    assert ucf.class_id(" HandstandPushups\t") == 36  # a name in the one spelling of common.names
     videos = splits.load_stage_videos(ucf, "stage_1_train")
     assert "HandStandPushups" not in videos.labels
     assert videos.labels.count("HandstandPushups") > 0

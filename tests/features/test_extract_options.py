@@ -31,6 +31,20 @@ def test_an_unknown_option_is_one_line_naming_the_known_ones(tmp_path, write_cli
         assert not (tmp_path / "t.zarr").exists()
 
 
+def test_an_option_value_that_does_not_fit_its_field_is_one_line_naming_it(tmp_path, write_clip):
+    clip = write_clip(tmp_path / "clip0.mp4")
+    for option, told in (("compile=yes", "--compile must be true or false, got 'yes'"),
+                         ("video.crops=abc", "--crops must be a whole number, got 'abc'"),
+                         ("audio.sample_rate_hz=[16000]", "`sample_rate_hz` must be a whole number, got (16000,)"),
+                         ("seed=-1", "`seed` must be a whole number from 0 to 2**32 - 1"),
+                         ("precision=3", "`precision` must be text")):
+        result = CliRunner().invoke(cli.cli, ["extract", "--videos", str(clip), "--out", str(tmp_path / "t.zarr"),
+                                              "--profile", "cpu-small", "--option", option])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 1 and len(lines) == 1 and told in lines[0], result.output
+        assert not (tmp_path / "t.zarr").exists()
+
+
 def test_a_store_made_with_other_settings_is_refused_with_the_option_that_resumes_it(tmp_path, write_clip):
     # e.g. a paper-profile store made before `frame_scaling` existed did the reference: the message says how to resume
     clip = write_clip(tmp_path / "videos" / "drumming" / "clip0.mp4")

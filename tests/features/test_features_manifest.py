@@ -1,3 +1,4 @@
+import unicodedata
 from dataclasses import replace
 from pathlib import Path
 
@@ -167,3 +168,19 @@ def test_a_manifest_of_whole_files_has_no_segment_columns(tmp_path):
     with pytest.raises(ValueError, match="whole files"):
         write_manifest(tmp_path / "n.csv", [replace(rows[0], segment=Segment(0.0, 1.0))], whole_files=True)
     assert not (tmp_path / "n.csv").exists()
+
+
+def test_class_and_split_names_that_are_one_after_normalisation_are_one_class(tmp_path):
+    nfd, nfc = unicodedata.normalize("NFD", "Café"), unicodedata.normalize("NFC", "Café")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("clip_id,path,class_name,split\n"
+                        "a,a.mp4,Archery ,seen\nb,b.mp4,Archery,seen\nc,c.mp4,  Archery\u00a0,unseen \n"
+                        f"d,d.mp4,{nfd},unseen\ne,e.mp4,{nfc},  unseen\nf,f.mp4,archery,seen\n"
+                        "g,g.mp4,playing   guitar,seen\n", encoding="utf-8")
+    rows = read_manifest(manifest)
+    assert [r.class_name for r in rows] == ["Archery", "Archery", "Archery", nfc, nfc, "archery", "playing guitar"]
+    assert [r.split for r in rows] == ["seen", "seen", "unseen", "unseen", "unseen", "seen", "seen"]
+    assert len({r.class_name for r in rows}) == 4  # case is kept: "archery" is another class
+    (tmp_path / "videos" / nfd).mkdir(parents=True)  # a class folder named in NFD (as macOS writes names)
+    _touch(tmp_path / "videos" / nfd / "clip.mp4")
+    assert [c.class_name for c in read_clip_list(tmp_path / "videos")] == [nfc]

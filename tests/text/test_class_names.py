@@ -1,7 +1,10 @@
 """text.class_names: the words of a class name and the user's class file (name maps: test_class_embeddings.py)."""
 
+import unicodedata
+
 import pytest
 
+from common.errors import InputError
 from text.class_names import read_class_file, tokenize_class_name
 
 
@@ -50,3 +53,14 @@ def test_read_class_file_errors(tmp_path):
 )
 def test_tokenize_class_name(name, words):
     assert tokenize_class_name(name) == words
+
+
+def test_a_class_file_reads_names_in_one_spelling_with_or_without_a_byte_order_mark(tmp_path):
+    nfd, nfc = unicodedata.normalize("NFD", "café"), unicodedata.normalize("NFC", "café")
+    path = tmp_path / "classes.txt"
+    path.write_text(f"\ufeffArchery\n  playing   guitar \n{nfd}\narchery\n", encoding="utf-8")
+    assert read_class_file(path) == ["Archery", "playing guitar", nfc, "archery"]  # case kept: two classes
+    for twice in (f"{nfc}\n{nfd}\n", "foo \nfoo\n", "\ufefffoo\nfoo\n"):
+        path.write_text(twice, encoding="utf-8")
+        with pytest.raises(InputError, match=r"listed twice: '.*' \(lines 1 and 2\)"):
+            read_class_file(path)

@@ -170,6 +170,18 @@ def test_read_groups_errors(tmp_path):
         protocols.read_groups(path)
 
 
+def test_groups_files_read_class_names_in_one_spelling(tmp_path):
+    path = tmp_path / "g.csv"
+    path.write_text("class_name,group\na ,easy\na,easy\n  b  c ,hard\n", encoding="utf-8")
+    assert protocols.read_groups(path) == {"a": "easy", "b c": "hard"}  # "a " and "a" are one class
+    path.write_text("class_name,group\na ,easy\na,hard\n")
+    with pytest.raises(ValueError, match="class 'a' is in groups 'easy' and 'hard'"):
+        protocols.read_groups(path)
+    path.write_text("class_name,group\n  ,easy\n")
+    with pytest.raises(ValueError, match="line 2: empty class_name"):
+        protocols.read_groups(path)
+
+
 @pytest.fixture(scope="module")
 def mzsl_stores(tmp_path_factory, store_builder, eval_vectors, classes):
     root = tmp_path_factory.mktemp("mzsl")
@@ -471,3 +483,19 @@ def test_a_full_disk_while_writing_the_pooled_report_keeps_the_previous_one(ucf_
     assert raised.value.filename == str(out / "summary.md")
     assert {name: (out / name).read_bytes() for name in before} == before  # neither file replaced
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "seed_0", "summary.md"]
+
+
+@pytest.mark.parametrize("given, message", [(["--lr", "nan"], "must be a finite number, got nan"),
+                                            (["--option", "compile=yes"], "must be true or false, got 'yes'"),
+                                            (["--seeds", "0,0"], "must be distinct seeds")])
+def test_a_protocol_refuses_values_that_do_not_fit_in_one_line_before_training(ucf_stores, tmp_path, given, message):
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    clean, _ = ucf_stores
+    result = CliRunner().invoke(cli, ["protocol", "avca", "--dataset", "UCF", "--store", str(clean.path), "--out",
+                                      str(tmp_path / "p"), "--no-plots", *given])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1 and message in lines[0], result.output
+    assert not list((tmp_path / "p").rglob("*.pt"))

@@ -391,3 +391,40 @@ def test_a_report_never_replaces_a_folder_of_other_files(eval_run, eval_store, t
     with pytest.raises(FileExistsError, match="notes.txt"):
         run_zeroshot(_config(eval_run, eval_store, out=tmp_path))
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_a_store_written_with_padded_or_nfd_names_scores_them_as_their_one_spelling(eval_run, eval_store,
+                                                                                   eval_vectors, store_builder,
+                                                                                   tmp_path):
+    import unicodedata
+
+    # A store written before names were normalised: the rows go into the store as they are (no manifest reader).
+    nfd = {name: unicodedata.normalize("NFD", name) for name in UNSEEN}
+    plan = ([(f"{n} ", "seen", 2) for n in SEEN] + [(n, "test_seen", 3) for n in SEEN]
+            + [(nfd[n] if k % 2 else f" {n}", "unseen " if k % 2 else "unseen", 2) for n in UNSEEN for k in (0, 1)])
+    store = store_builder(tmp_path / "padded.zarr", eval_vectors, plan)
+    assert set(store.splits.tolist()) == {"seen", "test_seen", "unseen"} and set(store.labels.tolist()) <= set(
+        SEEN + UNSEEN)
+    padded = run_zeroshot(_config(eval_run, store)).metrics
+    clean = run_zeroshot(_config(eval_run, store_builder(tmp_path / "clean.zarr", eval_vectors, [
+        (n.strip(), s.strip(), c) for n, s, c in [(unicodedata.normalize("NFC", n), s, c) for n, s, c in plan]])))
+    assert padded["classes"] == clean.metrics["classes"] and padded["classes"]["unseen"] == sorted(UNSEEN)
+    assert padded["num_clips"] == clean.metrics["num_clips"] == len(SEEN) * 2 + len(SEEN) * 3 + len(UNSEEN) * 4
+    assert padded["zsl"] == clean.metrics["zsl"]
+
+
+def test_class_names_with_a_repeat_or_none_are_one_line_errors(eval_run, eval_store):
+    from cli import cli
+
+    base = ["zeroshot", "--run", str(eval_run), "--store", str(eval_store.path), "--no-plots"]
+    for given, message in ((f"{UNSEEN[0]},{UNSEEN[0]} ", f"'{UNSEEN[0]}' is given twice"), (",,,", "no class names"),
+                           (f"{UNSEEN[0]},,{UNSEEN[1]}", "entry 2 of the class names is empty")):
+        result = CliRunner().invoke(cli, [*base, "--class-names", given])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 1 and len(lines) == 1, result.output
+        assert lines[0].startswith("Error: --class-names: ") and message in lines[0]
+
+
+def test_a_vocabulary_of_one_class_scores_every_clip_of_it_right(eval_run, eval_store):
+    metrics = run_zeroshot(_config(eval_run, eval_store, class_names=(UNSEEN[0],), splits=("unseen",))).metrics
+    assert metrics["num_labelled_clips"] == 4 and metrics["top1"] == metrics["topk"] == 100.0
