@@ -55,7 +55,7 @@ import zarr.codecs
 from common.errors import InputError
 from common.files import sibling_temporary
 from common.media import Segment
-from common.names import canonical_name_array
+from common.names import canonical_name, canonical_name_array
 from extract.outputs import ClipTokens, TokenLayout
 from features.chunks import ClipChunks, is_raw_per_clip, write_raw_chunks
 from features.config import StoreConfig
@@ -264,12 +264,13 @@ class TokenStore:
         return {name: int((status == code).sum()) for code, name in STATUS_NAMES.items()}
 
     def indices(self, status: int | None = DONE, splits: Sequence[str] | None = None) -> np.ndarray:
-        """Clip indices with the given status (None: any) and split (None: any), ascending."""
+        """Clip indices with the given status (None: any) and split (None: any, names in any spelling that
+        `common.names.canonical_name` makes one), ascending."""
         keep = np.ones(self.num_clips, dtype=bool)
         if status is not None:
             keep &= self.status == status
         if splits is not None:
-            keep &= np.isin(self.splits, list(splits))
+            keep &= np.isin(self.splits, [canonical_name(split) for split in splits])
         return np.flatnonzero(keep)
 
     # --- writes (runner only) ---------------------------------------------------------------------------

@@ -59,6 +59,16 @@ def test_round_trip_statuses_and_order(tmp_path, shard_blocks):
     assert reopened.block_ranges() == [(0, 4), (4, 8), (8, 10)]
 
 
+def test_split_names_asked_for_in_any_spelling_select_the_same_clips(tmp_path):
+    # `train_splits`, `val_splits` and zeroshot's `--splits` reach the store through `indices`: a name padded with
+    # spaces or a no-break space in a config file selects the clips of the split it spells.
+    store = TokenStore.create(tmp_path / "s.zarr", _clips(6), LAYOUT, {}, {})
+    unseen = store.indices(None, ["unseen"])
+    assert unseen.tolist() == [0, 2, 4]
+    assert store.indices(None, [" unseen  "]).tolist() == unseen.tolist()
+    assert store.indices(None, ["seen\u00a0", "unseen"]).tolist() == list(range(6))
+
+
 def test_store_opens_with_plain_zarr_and_dask(tmp_path):
     store = TokenStore.create(tmp_path / "s.zarr", _clips(3), LAYOUT, {}, {})
     store.write_clips([0], [_tokens(0)])
