@@ -359,9 +359,7 @@ _training_options = _options(
                       "text, no-se = SE regresses phi(class) only, no-mlm, normalised embeddings, one modality, "
                       "task = L_TASK only (ConSE), sequential = eq. 2's fusion order, eq5 = SE weight 1."),
     _field_options(TrainConfig, "val_store", "val_splits", "val_unseen_fraction", "val_seen_fraction", keep_base=True),
-    click.option("--select-by", type=click.Choice(["gzsl_hm", "calibrated_gzsl_hm", "zsl"]), default=None,
-                 help="Validation score that picks best.pt: HM after calibrated stacking with beta chosen on the "
-                      "validation data (default; AVCA stage 1), raw GZSL HM, or ZSL; ties go to the higher ZSL."),
+    _field_options(TrainConfig, "select_by", keep_base=True),
     _field_options(TrainConfig, "test_seen_fraction", "shuffle_class_embeddings", "train_splits", "classes_file",
                    "embeddings", "name_map", "missing", keep_base=True),
     _field_options(FusionConfig, "se_target", "view_mode", "conse_top_t", keep_base=True),

@@ -228,10 +228,13 @@ class TrainConfig:
                                              help="Control run: SE targets use a permutation of the training classes' "
                                                   "embeddings (seeded by `val_split_seed`), so nothing links content "
                                                   "to names; zero-shot falls to chance.")
-    select_by: str = setting("calibrated_gzsl_hm")  # best.pt by validation HM after calibrated stacking (beta chosen on
-    # the validation data, AVCA's stage 1), "gzsl_hm" (raw) or "zsl"; without a seen part ZSL, without an unseen part
-    # seen accuracy. Not raw HM by default: it is 0 in most epochs while GZSL collapses onto the seen classes
-    # (docs/fusion.md, "Which clips train and validate"), so it picks an arbitrary early epoch.
+    # Not raw HM by default: it is 0 in most epochs while GZSL collapses onto the seen classes (docs/fusion.md,
+    # "Which clips train and validate"), so it would pick an arbitrary early epoch. Without a seen part of the
+    # validation data, ZSL selects; without an unseen part, seen accuracy.
+    select_by: str = setting("calibrated_gzsl_hm", choices=SELECTION_METRICS,
+                             help="Validation score that picks best.pt: HM after calibrated stacking with beta chosen "
+                                  "on the validation data (AVCA's stage 1), raw GZSL HM, or ZSL; ties go to the "
+                                  "higher ZSL.")
     epochs: int = setting(100, help="Training epochs.")
     schedule_epochs: int | None = setting(None)  # epochs the lr schedule spans (None: `epochs`); a run that stops
     # before the end of its schedule is AVCA's stage 2: stage 1's whole schedule, checkpoint at the selected epoch
