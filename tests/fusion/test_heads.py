@@ -1,0 +1,192 @@
+"""The comparison heads (fusion.heads): registry, per-clip vectors, forward shapes, losses against hand-computed
+values, training that beats chance in ZSL, resume equal to an uninterrupted run, and the settings they refuse."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import cli
+from common.errors import InputError
+from eval import metrics
+from eval.scoring import ClassEmbedder
+from fusion import run_dir
+from fusion.config import TrainConfig, train_config_from_options
+from fusion.heads import create_head, list_heads, resolve_head_settings
+from fusion.heads.inputs import clip_vectors
+from fusion.heads.ranking import RankingLoss
+from fusion.heads.training import balanced_batches
+from fusion.model import ModelDims
+from fusion.predict import score_clips
+from fusion.trained_run import load_run
+from fusion.trainer import train
+
+DIMS = ModelDims(video_tokens=5, video_dim=24, audio_tokens=4, audio_dim=16, num_classes=10, embedding_dim=16)
+RANKING = ("devise", "ale", "sje")
+
+
+def _options(store, out, vectors_file, method, **overrides):
+    values = dict(store=store.path, out=out, embeddings=f"word2vec:{vectors_file}", method=method, epochs=6,
+                  batch_size=32, n_batches=20, val_unseen_fraction=0.25, progress=False, lr=3e-3)
+    values.update(overrides)
+    return train_config_from_options(values)
+
+
+def _log(run):
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_the_registry_names_every_method():
+    assert set(RANKING) <= set(list_heads())
+    with pytest.raises(InputError, match="unknown method 'nope'"):
+        create_head("nope", {}, DIMS, True)
+
+
+@pytest.mark.parametrize("method", RANKING)
+def test_forward_shapes(method):
+    head = create_head(method, {}, DIMS, extracted=True)
+    out = head.forward_views(torch.randn(3, 2, 5, 24), torch.randn(3, 4, 16), torch.tensor([True, False, True]))
+    assert out.embedding.shape == (3, 16) and out.task_logits.shape == (3, 0)
+    assert head.embed_classes(torch.randn(7, 16)).shape == (7, 16)
+    assert head.class_space(np.zeros((7, 16), np.float32)).shape == (7, 16)
+    losses = head.training_losses(torch.randn(4, 24), torch.randn(4, 16), torch.tensor([0, 1, 2, 1]),
+                                  torch.randn(3, 16))
+    assert losses.total.shape == () and set(losses.parts) == {"rank"}
+
+
+def test_clip_vectors_rule():
+    video = torch.arange(2 * 3 * 4 * 2, dtype=torch.float32).reshape(2, 3, 4, 2)  # (B, V, Nv, Dv)
+    audio = torch.arange(2 * 5 * 3, dtype=torch.float32).reshape(2, 5, 3)  # (B, Na, Da)
+    has_audio = torch.tensor([True, False])
+    v, a = clip_vectors(video, audio, has_audio, extracted=True)
+    assert torch.equal(v, video[:, :, 0].mean(dim=1)) and torch.equal(a[0], audio[0, :2].mean(dim=0))
+    assert torch.equal(a[1], torch.zeros(3))  # no audio: zeros
+    v, a = clip_vectors(video, audio, has_audio, extracted=False)
+    assert torch.equal(v, video.mean(dim=(1, 2))) and torch.equal(a[0], audio[0].mean(dim=0))
+
+
+def test_ranking_losses_by_hand():
+    scores = torch.tensor([[1.0, 0.95, 0.5, 1.2]])  # true class 0; margin 0.1
+    labels = torch.tensor([0])
+    # violations: class 1: 0.1 + 0.95 - 1 = 0.05; class 2: none (-0.4); class 3: 0.1 + 1.2 - 1 = 0.3
+    assert RankingLoss(0.1, "sum")(scores, labels).item() == pytest.approx(0.35)
+    assert RankingLoss(0.1, "max")(scores, labels).item() == pytest.approx(0.3)
+    # ALE: r = 2 violating classes, weight L(2) / 2 = (1 + 1/2) / 2 = 0.75
+    assert RankingLoss(0.1, "rank_weighted")(scores, labels).item() == pytest.approx(0.35 * 0.75)
+    no_violation = torch.tensor([[2.0, 0.0, 0.0]])
+    assert RankingLoss(0.1, "rank_weighted")(no_violation, labels).item() == 0.0
+
+
+def test_balanced_batches_draw_every_class_alike():
+    labels = np.array([0] * 90 + [1] * 10)
+    batches = balanced_batches(labels, 100, 50, seed=0, epoch=1)
+    drawn = labels[np.concatenate(batches)]
+    assert len(batches) == 50 and 0.45 < drawn.mean() < 0.55  # class 1 is a tenth of the clips, half of the draws
+    assert all(np.array_equal(a, b) for a, b in zip(batches, balanced_batches(labels, 100, 50, seed=0, epoch=1),
+                                                     strict=True))
+
+
+def test_recipes_and_overrides():
+    train_values, head = resolve_head_settings("devise", "vggsound", set(TrainConfig.__dataclass_fields__), {})
+    assert head["dropout"] == 0.0 and train_values["lr"] == 1e-3 and train_values["epochs"] == 50
+    _, head = resolve_head_settings("devise", "ucf", set(TrainConfig.__dataclass_fields__), {"dropout": 0.5})
+    assert head["dropout"] == 0.5 and head["n_batches"] == 500
+    config = train_config_from_options({"store": "s", "out": "o", "method": "sje", "recipe": "ucf", "epochs": 3})
+    assert config.epochs == 3 and config.lr == 1e-3 and config.batch_size == 256 and config.head["dropout"] == 0.2
+    with pytest.raises(InputError, match=r"unknown option\(s\) \[.nonsense.\]"):
+        train_config_from_options({"store": "s", "out": "o", "method": "ale", "nonsense": 1})
+
+
+def test_settings_a_head_cannot_take_are_refused_in_one_line():
+    for option in ({"warmup_epochs": 1.0}, {"view_mode": "mean"}, {"se_target": "kinetics+class"}):
+        with pytest.raises(InputError, match="method 'devise' cannot take") as error:
+            train_config_from_options({"store": "s", "out": "o", "method": "devise", **option})
+        assert "\n" not in str(error.value)
+    with pytest.raises(InputError, match="no preset or ablation"):
+        train_config_from_options({"store": "s", "out": "o", "method": "devise"}, ablations=("no-mlm",))
+
+
+def _unseen_zsl(run, store, kit) -> float:
+    """ZSL over the store's test-unseen classes (4: chance 0.25), scored as zeroshot scores them."""
+    model, info = load_run(run)
+    unseen = np.flatnonzero(store.splits == "unseen")
+    scores = score_clips(model, info, store, unseen, info.decision_rule, 64, "cpu")
+    names = sorted(kit.UNSEEN)
+    labels = np.array([names.index(label) for label in scores.labels])
+    return metrics.zsl(scores.distances(ClassEmbedder(info)(names)), labels, np.arange(len(names)))
+
+
+@pytest.mark.parametrize("method", RANKING)
+def test_each_method_trains_and_beats_chance(method, synthetic_store, vectors_file, tmp_path, kit):
+    zsl = []
+    for seed in (0, 1, 2):
+        run = tmp_path / f"run{seed}"
+        train(_options(synthetic_store, run, vectors_file, method, seed=seed))
+        log = _log(run)
+        assert log[-1]["loss"] < log[0]["loss"] and log[-1]["loss_rank"] == log[-1]["loss"]
+        assert log[0]["weight_se"] is None and log[0]["loss_task"] is None
+        zsl.append(_unseen_zsl(run, synthetic_store, kit))
+    assert np.mean(zsl) > 2 * 0.25, zsl
+    model, info = load_run(tmp_path / "run0")
+    assert model.method == method and info.decision_rule == "plain"
+
+
+def test_a_killed_run_resumes_and_equals_an_uninterrupted_one(synthetic_store, vectors_file, tmp_path, monkeypatch):
+    # patience 0: the plateau schedule drops the lr during the run, so its state must resume too
+    options = dict(plateau_patience=0, epochs=6, n_batches=5, select_by="zsl")
+    train(_options(synthetic_store, tmp_path / "whole", vectors_file, "sje", **options))
+    save = run_dir.save_checkpoint
+
+    def crash_in_epoch_3(path, payload):
+        if payload["epoch"] == 3:  # after epoch 3's log line, before its checkpoints
+            raise RuntimeError("power cut")
+        save(path, payload)
+
+    monkeypatch.setattr(run_dir, "save_checkpoint", crash_in_epoch_3)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(_options(synthetic_store, tmp_path / "cut", vectors_file, "sje", **options))
+    monkeypatch.setattr(run_dir, "save_checkpoint", save)
+    train(_options(synthetic_store, tmp_path / "cut", vectors_file, "sje", resume=True, **options))
+    whole = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)
+    cut = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    assert whole["epoch"] == cut["epoch"] == 6 and whole["best"] == cut["best"]
+    assert all(torch.equal(tensor, cut["model"][key]) for key, tensor in whole["model"].items())
+    assert whole["scheduler"] == cut["scheduler"] and whole["head"] == cut["head"]
+    timing = ("samples_per_s", "data_time_s", "step_time_s", "epoch_time_s")
+    assert [{k: v for k, v in line.items() if k not in timing} for line in _log(tmp_path / "whole")] == [
+        {k: v for k, v in line.items() if k not in timing} for line in _log(tmp_path / "cut")]
+    assert min(line["lr"] for line in _log(tmp_path / "whole")) < 3e-3  # the plateau schedule dropped the lr
+
+
+def test_resume_refuses_another_method_or_head_setting(synthetic_store, vectors_file, tmp_path):
+    train(_options(synthetic_store, tmp_path / "run", vectors_file, "devise", epochs=1, n_batches=2))
+    for method, extra in (("ale", {}), ("devise", {"dropout": 0.5})):
+        with pytest.raises(InputError, match="cannot resume with other settings"):
+            train(_options(synthetic_store, tmp_path / "run", vectors_file, method, epochs=1, n_batches=2,
+                           resume=True, **extra))
+
+
+def test_cli_trains_a_head_with_a_recipe_and_options(synthetic_store, vectors_file, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli.cli, [
+        "train-fusion", "--store", str(synthetic_store.path), "--out", str(out), "--method", "ale", "--recipe",
+        "vggsound", "--embeddings", f"word2vec:{vectors_file}", "--epochs", "2", "--batch-size", "16",
+        "--val-unseen-fraction", "0.25", "--option", "n_batches=3", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((out / "config.json").read_text())["train"]
+    assert recorded["method"] == "ale" and recorded["recipe"] == "vggsound"
+    assert recorded["head"] == {"n_batches": 3, "plateau_patience": 3, "plateau_factor": 0.1, "dropout": 0.0,
+                                "margin": 0.1}
+    assert recorded["lr"] == 1e-3 and recorded["epochs"] == 2 and recorded["batch_size"] == 16
+    # resume from the recorded config rebuilds the same head (and a finished run is left as it is)
+    again = CliRunner().invoke(cli.cli, ["train-fusion", "--config", str(out / "config.json"), "--resume",
+                                         "--no-progress"])
+    assert again.exit_code == 0, again.output
+    refused = CliRunner().invoke(cli.cli, [
+        "train-fusion", "--store", str(synthetic_store.path), "--out", str(tmp_path / "x"), "--method", "devise",
+        "--embeddings", f"word2vec:{vectors_file}", "--warmup-epochs", "1"])
+    assert refused.exit_code == 1 and "method 'devise' cannot take --warmup-epochs" in refused.output
