@@ -40,7 +40,7 @@ class HeadEntry:
 _REGISTRY: dict[str, HeadEntry] = {}
 # The modules whose methods register themselves when imported; imported on the first lookup, so that evaluation
 # (`fusion.predict`) can import the interface without the methods' training code, which imports evaluation.
-_METHOD_MODULES = ("fusion.heads.ranking",)
+_METHOD_MODULES = ("fusion.heads.ranking", "fusion.heads.cjme")
 
 
 def _import_methods() -> None:

@@ -20,7 +20,20 @@ from torch import nn
 from fusion.heads.inputs import clip_vectors
 from fusion.model import AVOutput, ModelDims
 
-__all__ = ["HeadLosses", "ComparisonHead", "config_values"]
+__all__ = ["ClipBatch", "HeadLosses", "ComparisonHead", "config_values"]
+
+
+@dataclass
+class ClipBatch:
+    """Per-clip vectors of a batch and their class ids (rows of the training classes' embeddings).
+
+    Shapes:
+        video (B, Dv), audio (B, Da), labels (B,) int64
+    """
+
+    video: torch.Tensor
+    audio: torch.Tensor
+    labels: torch.Tensor
 
 
 @dataclass
@@ -58,12 +71,13 @@ class ComparisonHead(nn.Module):
         """theta_w(phi(c)), the classes in the comparison space. Shapes: (C, E) -> (C, D)."""
         raise NotImplementedError
 
-    def training_losses(self, video: torch.Tensor, audio: torch.Tensor, labels: torch.Tensor,
-                        class_embeddings: torch.Tensor) -> HeadLosses:
+    def training_losses(self, batch: ClipBatch, negatives: ClipBatch, class_embeddings: torch.Tensor) -> HeadLosses:
         """The method's losses on one batch.
 
-        Shapes:
-            video (B, Dv), audio (B, Da), labels (B,) ids into class_embeddings (C, E) of the training classes
+        Args:
+            batch: the clips; their labels index `class_embeddings`.
+            negatives: per clip a clip of another class (for triplets; methods without them ignore it).
+            class_embeddings: phi of the training classes (C, E).
         """
         raise NotImplementedError
 

@@ -26,7 +26,7 @@ from torch import nn
 from common.errors import InputError
 from common.settings import setting
 from fusion.heads import register_head
-from fusion.heads.head import ComparisonHead, HeadLosses
+from fusion.heads.head import ClipBatch, ComparisonHead, HeadLosses
 from fusion.heads.training import PEER_TRAINING, HeadTrainingConfig
 from fusion.model import ModelDims
 
@@ -111,10 +111,9 @@ class LinearCompatibility(ComparisonHead):
     def embed_classes(self, class_embeddings: torch.Tensor) -> torch.Tensor:
         return class_embeddings
 
-    def training_losses(self, video: torch.Tensor, audio: torch.Tensor, labels: torch.Tensor,
-                        class_embeddings: torch.Tensor) -> HeadLosses:
-        scores = self.embed_clips(video, audio) @ self.dropout(class_embeddings).T  # (B, E) x (E, C) -> (B, C)
-        loss = self.loss(scores, labels)
+    def training_losses(self, batch: ClipBatch, negatives: ClipBatch, class_embeddings: torch.Tensor) -> HeadLosses:
+        scores = self.embed_clips(batch.video, batch.audio) @ self.dropout(class_embeddings).T  # (B, E) x (E, C)
+        loss = self.loss(scores, batch.labels)
         return HeadLosses(total=loss, parts={"rank": loss})
 
 

@@ -10,7 +10,8 @@ steps the schedule.
   on the device, as AVCA-GZSL keeps its per-clip features; a step gathers its batch from them.
 - Class-balanced batches (AVCA-GZSL `src/sampler.py`, alpha 1, "random"): each clip of a batch is drawn with
   replacement with probability 1 / (C n_c), so every class is equally likely whatever its size; an epoch is
-  `n_batches` such batches, not a pass over the clips.
+  `n_batches` such batches, not a pass over the clips. Each clip comes with a negative, a clip of another class
+  (AVCA-GZSL's `ContrastiveDataset`), for the methods whose triplets need one.
 - The schedule: `torch.optim.lr_scheduler.ReduceLROnPlateau` ("max", `plateau_patience`, `plateau_factor`) on the
   validation score that selects best.pt (`TrainConfig.select_by`; AVCA-GZSL steps on the validation HM after its
   beta sweep, our default `calibrated_gzsl_hm`). A run without validation keeps its lr.
@@ -30,10 +31,13 @@ from tqdm import tqdm
 from common.errors import InputError
 from common.settings import setting
 from features.reader import BatchReader
+from features.store import TokenStore
+from fusion.config import TrainConfig
 from fusion.epoch import EpochStats, StepTimer, check_finite, epoch_seeds
 from fusion.heads import create_head
-from fusion.heads.head import ComparisonHead
+from fusion.heads.head import ClipBatch, ComparisonHead
 from fusion.heads.inputs import clip_vectors
+from fusion.plan import TrainingPlan
 from fusion.predict import to_device
 
 __all__ = ["PEER_TRAINING", "HeadTrainingConfig", "HeadTraining", "balanced_batches"]
@@ -63,23 +67,35 @@ class HeadTrainingConfig:
             raise InputError(f"plateau_factor must be in (0, 1), got {self.plateau_factor}")
 
 
-def balanced_batches(labels: np.ndarray, batch_size: int, n_batches: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """An epoch's class-balanced batches: rows of `labels`, drawn with replacement, every class equally likely.
+def balanced_batches(labels: np.ndarray, batch_size: int, n_batches: int, seed: int,
+                     epoch: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """An epoch's class-balanced batches, each clip with a negative: rows of `labels`, drawn with replacement.
 
-    A function of (seed, epoch) only, so a resumed run draws what an uninterrupted one does.
+    A clip: a class drawn uniformly, then a clip of it uniformly (every class equally likely, whatever its size).
+    Its negative, as AVCA-GZSL's `ContrastiveDataset` pairs them: a class drawn uniformly among the other classes,
+    then a clip of it uniformly. A function of (seed, epoch) only, so a resumed run draws what an uninterrupted one
+    does.
 
     Shapes:
-        labels (n,) class ids -> n_batches x (batch_size,) rows into labels
+        labels (n,) class ids -> n_batches x ((batch_size,) rows, (batch_size,) negative rows) into labels
     """
     rng = np.random.default_rng([seed, epoch, 1])
     classes, inverse = np.unique(labels, return_inverse=True)
+    if classes.size < 2:
+        raise InputError(f"class-balanced training needs clips of 2 or more classes, got {classes.size}")
     rows_of_class = [np.flatnonzero(inverse == k) for k in range(classes.size)]
     sizes = np.array([rows.size for rows in rows_of_class])
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     by_class = np.concatenate(rows_of_class)  # rows grouped by class, class k at offsets[k]
+
+    def clip_of(picked: np.ndarray) -> np.ndarray:  # a clip of each picked class, uniformly
+        return by_class[offsets[picked] + (rng.random(picked.shape) * sizes[picked]).astype(np.int64)]
+
     picked = rng.integers(classes.size, size=(n_batches, batch_size))  # a class per draw, uniformly
-    within = (rng.random((n_batches, batch_size)) * sizes[picked]).astype(np.int64)  # a clip of it, uniformly
-    return list(by_class[offsets[picked] + within])
+    rows = clip_of(picked)
+    other = (picked + rng.integers(1, classes.size, size=picked.shape)) % classes.size  # uniformly another class
+    negatives = clip_of(other)
+    return list(zip(rows, negatives, strict=True))
 
 
 @dataclass
@@ -100,7 +116,7 @@ class HeadTraining:
     indices: np.ndarray
 
     @classmethod
-    def start(cls, config, plan, device: torch.device) -> HeadTraining:
+    def start(cls, config: TrainConfig, plan: TrainingPlan, device: torch.device) -> HeadTraining:
         """Build the head of `config.method` (seed torch first), its optimiser and schedule, and the vectors of the
         planned training clips."""
         extracted = plan.store.token_layout.source == "extracted"
@@ -119,7 +135,7 @@ class HeadTraining:
         if score is not None:
             self.scheduler.step(score)
 
-    def train_epoch(self, class_embeddings: torch.Tensor, store, *, epoch: int, seed: int, batch_size: int,
+    def train_epoch(self, class_embeddings: torch.Tensor, store: TokenStore, *, epoch: int, seed: int, batch_size: int,
                     grad_clip_norm: float, progress: bool, log_every_steps: int, description: str = "") -> EpochStats:
         """One epoch: `n_batches` class-balanced batches, each a step of the head's losses.
 
@@ -142,11 +158,9 @@ class HeadTraining:
         clips = 0
         bar = tqdm(total=len(batches), desc=description, disable=not progress, leave=False, dynamic_ncols=True)
         try:
-            for step, rows in enumerate(batches, start=1):
+            for step, (rows, negative_rows) in enumerate(batches, start=1):
                 timer.start()
-                rows_on_device = torch.from_numpy(rows).to(device)
-                losses = head.training_losses(self.video[rows_on_device], self.audio[rows_on_device],
-                                              self.labels[rows_on_device], class_embeddings)
+                losses = head.training_losses(self._batch(rows), self._batch(negative_rows), class_embeddings)
                 recent[step] = torch.from_numpy(self.indices[rows])
                 first_bad = torch.where((first_bad < 0) & ~torch.isfinite(losses.total.detach()), step, first_bad)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -174,8 +188,12 @@ class HeadTraining:
                           lr=float(self.optimizer.param_groups[0]["lr"]), data_time_s=0.0, step_time_s=step_time,
                           samples_per_s=clips / max(step_time, 1e-9), parts=means)
 
+    def _batch(self, rows: np.ndarray) -> ClipBatch:
+        on_device = torch.from_numpy(rows).to(self.video.device)
+        return ClipBatch(video=self.video[on_device], audio=self.audio[on_device], labels=self.labels[on_device])
 
-def _clip_vectors(store, indices: np.ndarray, extracted: bool, batch_size: int,
+
+def _clip_vectors(store: TokenStore, indices: np.ndarray, extracted: bool, batch_size: int,
                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The per-clip vectors of `indices`, read a batch at a time. Shapes: (n,) -> video (n, Dv), audio (n, Da)."""
     if not indices.size:

@@ -473,7 +473,7 @@ def test_a_full_disk_while_writing_the_pooled_report_keeps_the_previous_one(ucf_
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "seed_0", "summary.md"]
 
 
-@pytest.mark.parametrize("method", ["devise", "ale", "sje"])
+@pytest.mark.parametrize("method", ["devise", "ale", "sje", "cjme"])
 def test_avca_protocol_runs_a_comparison_head(ucf_stores, tmp_path, method):
     clean, _ = ucf_stores
     train = {"method": method, "epochs": 3, "batch_size": 16, "n_batches": 4, "progress": False}
