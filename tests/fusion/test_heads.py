@@ -1,8 +1,10 @@
 """The comparison heads (fusion.heads): registry, per-clip vectors, forward shapes, losses against hand-computed
-values, training that beats chance in ZSL, resume equal to an uninterrupted run, and the settings they refuse."""
+values, training that beats chance in ZSL, resume equal to an uninterrupted run, the command line, the settings they
+refuse and checkpoints that do not load."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -232,3 +234,31 @@ def test_cli_trains_a_head_with_a_recipe_and_options(synthetic_store, vectors_fi
         "train-fusion", "--store", str(synthetic_store.path), "--out", str(tmp_path / "x"), "--method", "devise",
         "--embeddings", f"word2vec:{vectors_file}", "--warmup-epochs", "1"])
     assert refused.exit_code == 1 and "method 'devise' cannot take --warmup-epochs" in refused.output
+
+
+def test_bad_checkpoints_are_one_line_naming_the_file(synthetic_store, vectors_file, tmp_path):
+    run = tmp_path / "run"
+    train(_options(synthetic_store, run, vectors_file, "devise", epochs=1, n_batches=2))
+    good = torch.load(run / "last.pt", weights_only=True)
+
+    def tampered(name, change):
+        payload = {**good, "head": dict(good["head"]), "model": dict(good["model"])}
+        change(payload)
+        torch.save(payload, run / name)
+        return run / name
+
+    cases = {
+        "method.pt": lambda p: p["head"].update(method="cjme"),  # weights of another method
+        "unknown.pt": lambda p: p["head"].update(method="nope"),
+        "missing.pt": lambda p: p["model"].pop("projection.weight"),
+        "shape.pt": lambda p: p["model"].update({"projection.weight": torch.zeros(3, 3)}),
+    }
+    for name, change in cases.items():
+        with pytest.raises(InputError, match=rf"{name}: its weights do not fit the head it records") as error:
+            load_run(run, checkpoint=str(tampered(name, change)))
+        assert "\n" not in str(error.value)
+
+    # a pickle that needs code to load (argparse.Namespace, as training scripts save their arguments)
+    torch.save({**good, "args": argparse.Namespace(lr=1e-3)}, run / "code.pt")
+    with pytest.raises(InputError, match=r"code\.pt: cannot read as a fusion checkpoint"):
+        load_run(run, checkpoint=str(run / "code.pt"))
