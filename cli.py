@@ -34,7 +34,7 @@ from curate.config import (
 from eval.config import ReportConfig
 from extract.config import ExtractConfig
 from features.config import RunnerConfig, StoreConfig
-from fusion.config import FusionConfig, TrainConfig
+from fusion.config import RECIPE_DATASETS, FusionConfig, TrainConfig
 from workflows.config import AblateConfig, AVCAProtocolConfig, MZSLProtocolConfig, ZeroShotConfig
 from workflows.demo import DemoConfig
 
@@ -373,10 +373,11 @@ _training_options = _options(
 @click.option("--config", "config_file", type=EXISTING_FILE, default=None,
               help="A run's config.json (or a TrainConfig JSON) to start from; explicit options override it.")
 @_training_options
-@_field_options(TrainConfig, "seed", "resume", keep_base=True)
+@_field_options(TrainConfig, "method", "recipe", "seed", "resume", keep_base=True)
 @_user_errors
 def train_fusion_command(config_file: Path | None, preset: str | None, ablations: tuple[str, ...], extra, **options):
-    """Train the MZST fusion head on a token store (writes config, classes, checkpoints, log to --out)."""
+    """Train the MZST fusion head, or a comparison head (--method), on a token store (writes config, classes,
+    checkpoints, log to --out)."""
     from fusion.config import train_config_from_options
     from fusion.trainer import train
 
@@ -435,6 +436,10 @@ _protocol_training_options = _options(
                  help="Class-name embedding source spec (avca: default AVCA's table; mzsl: glove-6b-50d)."),
     click.option("--preset", default=None, help="Head size preset of train-fusion (e.g. default, demo)."),
     click.option("--ablation", "ablations", multiple=True, help="Ablation of train-fusion; repeatable."),
+    click.option("--method", default=None,
+                 help="The head: mzst (default) or a comparison head (devise, ale, sje, cjme)."),
+    click.option("--recipe", type=click.Choice(RECIPE_DATASETS), default=None,
+                 help="A comparison head's training as AVCA-GZSL ran it on this dataset."),
     _extra_option,
     # the same fields, with the same defaults, in both protocols' configs
     _field_options(AVCAProtocolConfig, "calibrated_stacking", "seeds", "batch_size", "device"),
@@ -442,12 +447,13 @@ _protocol_training_options = _options(
 )
 
 
-def _protocol_settings(epochs, lr, train_batch_size, embeddings, preset, ablations, extra, calibrated_stacking,
-                       seeds, batch_size, device, no_plots, **fields) -> dict:
+def _protocol_settings(epochs, lr, train_batch_size, embeddings, preset, ablations, method, recipe, extra,
+                       calibrated_stacking, seeds, batch_size, device, no_plots, **fields) -> dict:
     """The protocol config fields: the command's own (`fields`) and those the shared options give."""
     from eval.config import PlotConfig
 
-    train = {**_given(epochs=epochs, lr=lr, batch_size=train_batch_size, embeddings=embeddings), **dict(extra)}
+    train = {**_given(epochs=epochs, lr=lr, batch_size=train_batch_size, embeddings=embeddings, method=method,
+                      recipe=recipe), **dict(extra)}
     return dict(fields, train=train, preset=preset, ablations=tuple(ablations), calibrated_stacking=calibrated_stacking,
                 seeds=seeds, device=device, batch_size=batch_size,
                 plots=PlotConfig(tsne=not no_plots, per_class_bars=not no_plots))

@@ -9,7 +9,7 @@ classes are used as they are, and a source that no longer reproduces them is an 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,8 +45,12 @@ class ClipSet:
 class ClipScores:
     """What the head predicts for a set of clips, ready for class distances.
 
+    A head that compares clips and classes in a learned space (`fusion.heads`) gives its clip embeddings theta(x)
+    and `class_space`, its map of phi(c) into that space; every distance goes through it.
+
     Shapes:
-        clip_ids (N,), labels (N,) class names, embeddings (N, E) f(x), offsets (N, E) phi(s_v(x)) or None.
+        clip_ids (N,), labels (N,) class names, embeddings (N, E) f(x) (or (N, D) theta(x)), offsets (N, E)
+        phi(s_v(x)) or None; class_space: (C, E) -> (C, D).
     """
 
     clips: ClipSet
@@ -56,11 +60,16 @@ class ClipScores:
     embeddings: np.ndarray
     offsets: np.ndarray | None
     rule: str
+    class_space: Callable[[np.ndarray], np.ndarray] | None = None
 
     def distances(self, class_embeddings: np.ndarray) -> np.ndarray:
         """Distances to the given class embeddings under the rule. Shapes: (C, E) -> (N, C)."""
         offsets = self.offsets if self.rule != "plain" else None
-        return metrics.class_distances(self.embeddings, class_embeddings, self.rule, offsets)
+        return metrics.class_distances(self.embeddings, self.class_points(class_embeddings), self.rule, offsets)
+
+    def class_points(self, class_embeddings: np.ndarray) -> np.ndarray:
+        """The class embeddings where the clips' points are compared with them. Shapes: (C, E) -> (C, D)."""
+        return class_embeddings if self.class_space is None else self.class_space(class_embeddings)
 
     def aligned_embeddings(self) -> np.ndarray:
         """f(x) - phi(s_v(x)) where the rule subtracts it: the points that sit near phi(c). Shapes: (N, E)."""
@@ -70,6 +79,8 @@ class ClipScores:
         """The clips of both (e.g. a benchmark's seen test clips and another store's unseen clips)."""
         if other.rule != self.rule:
             raise InputError(f"cannot pool clips scored with rules {self.rule!r} and {other.rule!r}")
+        if other.class_space != self.class_space:  # bound methods of one head compare equal
+            raise InputError("cannot pool clips scored by heads that compare in different spaces")
         if (self.offsets is None) != (other.offsets is None) and self.rule != "plain":
             raise InputError(f"rule {self.rule!r}: one store has Kinetics logits and the other not")
         offsets = None if self.offsets is None or other.offsets is None else np.concatenate([self.offsets,
@@ -82,6 +93,7 @@ class ClipScores:
             embeddings=np.concatenate([self.embeddings, other.embeddings]),
             offsets=offsets,
             rule=self.rule,
+            class_space=self.class_space,
         )
 
 

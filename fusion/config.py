@@ -37,6 +37,8 @@ __all__ = [
     "apply_ablations",
     "embedding_settings",
     "train_config_from_options",
+    "RECIPE_DATASETS",
+    "HEAD_FUSION_SETTINGS",
 ]
 
 FUSION_MODES = ("bottleneck", "concat")
@@ -53,6 +55,15 @@ _RENAMED_SELECTION_METRICS = {"gzsl_hm_calibrated": "calibrated_gzsl_hm"}
 DEVICES = ("cpu", "cuda")
 RESIDENT_STORE = ("auto", "on", "off")
 LR_BATCH_SCALING = ("none", "sqrt", "linear")
+# The datasets whose AVCA-GZSL run scripts give a comparison head its recipe (`fusion.heads`).
+RECIPE_DATASETS = ("ucf", "activitynet", "vggsound")
+# What a comparison head's run sets in the MZST head's config: no phi(s_v) term (so the planner embeds no Kinetics
+# labels and the decision rule is "plain"), no text stream, no MLM.
+HEAD_FUSION_SETTINGS: dict[str, Any] = {"se_target": "class", "use_text": False, "mlm_weights": (0.0,)}
+# Training settings of the MZST head's AdamW and warmup schedule, which a comparison head (Adam and a plateau
+# schedule, `fusion.heads.training`) cannot take.
+_MZST_TRAINING = ("lr_schedule", "warmup_epochs", "min_lr_ratio", "lr_milestones_epochs", "lr_step_gamma",
+                  "lr_batch_scaling", "lr_reference_batch", "compile")
 
 # Fields that shape the parameters of the model: a checkpoint only loads into a model built with the same.
 ARCHITECTURE_FIELDS = ("width", "num_blocks", "num_heads", "num_fusion_tokens", "mlp_ratio", "fusion_mode",
@@ -272,6 +283,14 @@ class TrainConfig:
     require_complete: bool = setting(False, affects_result=False,
                                      help="Refuse a store that extract is still filling (pending clips); without it, "
                                           "training warns with their count.")
+    method: str = setting("mzst",
+                          help="The head: mzst (the fusion head), or a comparison head of the AVCA-GZSL family: "
+                               "devise, ale, sje, cjme (docs/fusion.md, Comparison heads).")
+    recipe: str | None = setting(None, choices=RECIPE_DATASETS,
+                                 help="A comparison head's training as AVCA-GZSL's run scripts give it for a dataset "
+                                      "(epochs, lr, batch size, n_batches, dropouts); options given override it.")
+    head: dict[str, Any] = setting(factory=dict)  # a comparison head's config values, complete (its recipe and the
+    # options applied; `fusion.heads.head_config`); empty for mzst
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -309,6 +328,7 @@ class TrainConfig:
         _check_choice("lr_batch_scaling", self.lr_batch_scaling, LR_BATCH_SCALING)
         if not 0 < self.resident_share <= 1 or self.lr_reference_batch < 1:
             raise InputError("resident_share must be in (0, 1] and lr_reference_batch >= 1")
+        self._check_method()
         spec = self.embedding_spec
         if spec.is_table and not self.fusion.normalise_embeddings:
             raise InputError(f"the {spec.text} table is stored L2-normalised (raw vectors do not exist): train on it "
@@ -316,6 +336,24 @@ class TrainConfig:
         if self.fusion.se_target == "kinetics+class" and not spec.has_kinetics_labels:
             raise InputError(f"{spec.text} holds only its dataset's class names, no Kinetics-400 labels for the SE "
                              "target's phi(s_v) term: set `se_target='class'`, or pick a word-vector source")
+
+    def _check_method(self) -> None:
+        """A setting the run's head cannot take is refused in one line, never ignored."""
+        if self.method == "mzst":
+            if self.head or self.recipe is not None:
+                raise InputError("`recipe` and head settings belong to the comparison heads (`method`); the MZST head "
+                                 "takes a preset and ablations")
+            return
+        defaults = TrainConfig.__dataclass_fields__
+        taken = [name for name in _MZST_TRAINING if getattr(self, name) != _default(defaults[name])]
+        head_fusion = dataclasses.replace(FusionConfig(), **HEAD_FUSION_SETTINGS,
+                                          normalise_embeddings=self.fusion.normalise_embeddings)
+        taken += [f.name for f in dataclasses.fields(FusionConfig)
+                  if getattr(self.fusion, f.name) != getattr(head_fusion, f.name)]
+        if taken:
+            raise InputError(f"method {self.method!r} cannot take {', '.join(f'`{n}`' for n in taken)}: settings of "
+                             "the MZST head (a comparison head has no text stream, no phi(s_v) term, no MLM, no views "
+                             "of its own, and trains with Adam and a plateau schedule)")
 
     @property
     def embedding_spec(self) -> EmbeddingSpec:
@@ -354,6 +392,10 @@ class TrainConfig:
 
 
 _PATH_FIELDS = ("store", "out", "name_map", "classes_file", "val_store")
+
+
+def _default(field: dataclasses.Field) -> Any:
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default
 
 # Named head sizes. "demo" trains ~150 clips for tens of epochs on 2 CPU cores in about a minute
 # (BENCHMARKS.md, bench/fusion_step.py).
@@ -422,17 +464,24 @@ def train_config_from_options(
 
     Precedence: `base` (a recorded `TrainConfig.to_dict()`, e.g. a run's config.json "train" entry) < `preset`
     (head size) < `ablations` < `options`. Keys of `options` are field names of `TrainConfig` or of
-    `FusionConfig` (the latter go into the nested fusion config).
+    `FusionConfig` (the latter go into the nested fusion config); for a comparison head (`method`), also of
+    its config (they go into `head`), and its `recipe` comes between `base` and `options`.
 
     Raises:
         ValueError: unknown preset, ablation or option name, or invalid values.
     """
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"fusion"}
     fusion_fields = {f.name for f in dataclasses.fields(FusionConfig)}
+    base_values = dict(base or {})
+    method = options.get("method", base_values.get("method", "mzst"))
+    head_values: dict[str, Any] = {}
+    recipe_values: dict[str, Any] = {}
+    if method != "mzst":
+        options, head_values, recipe_values = _head_options(method, options, base_values, train_fields, preset,
+                                                            ablations)
     unknown = set(options) - train_fields - fusion_fields
     if unknown:
         raise InputError(f"unknown option(s) {sorted(unknown)}")
-    base_values = dict(base or {})
     fusion = FusionConfig.from_dict(base_values.pop("fusion")) if "fusion" in base_values else FusionConfig()
     if preset is not None:
         if preset not in PRESETS:
@@ -441,10 +490,35 @@ def train_config_from_options(
                 if name not in ("fusion_mode", "use_text", "modalities")}
         fusion = dataclasses.replace(fusion, **size)
     fusion = apply_ablations(fusion, ablations)
+    if method != "mzst":
+        fusion = dataclasses.replace(fusion, **HEAD_FUSION_SETTINGS)
     fusion = dataclasses.replace(fusion, **{k: v for k, v in options.items() if k in fusion_fields})
-    merged = {**base_values, **{k: v for k, v in options.items() if k in train_fields}}
+    merged = {**base_values, **recipe_values, **{k: v for k, v in options.items() if k in train_fields},
+              **head_values}
     missing = {"store", "out"} - set(merged)
     if missing:
         raise InputError(f"missing {sorted(missing)}: give `store` and `out` (or a recorded config that has them)")
     return TrainConfig.from_dict({**merged, "fusion": fusion.to_dict()})
 
+
+def _head_options(method: str, options: Mapping[str, Any], base: dict[str, Any], train_fields: set[str],
+                  preset: str | None, ablations: tuple[str, ...]) -> tuple[dict, dict, dict]:
+    """A comparison head's run: (the options left for the training and fusion configs, its `method` and `head`
+    values, the training values its recipe gives). Its own settings win over same-named fusion fields (`dropout`).
+
+    The recipe (`recipe`, or the peers' shared training without one) applies to a new run; a recorded run of the
+    same method keeps its recorded values unless a recipe is given again.
+    """
+    from fusion.heads import head_entry, resolve_head_settings
+
+    if preset is not None or ablations:
+        raise InputError(f"method {method!r} takes no preset or ablation (the MZST head's); choose its `recipe` and "
+                         "its settings")
+    own = {f.name for f in dataclasses.fields(head_entry(method).config_class)}
+    same_method = base.get("method", "mzst") == method
+    recipe = options.get("recipe")
+    recorded = dict(base.get("head") or {}) if same_method and recipe is None else {}
+    recipe_train, head = resolve_head_settings(method, recipe, train_fields,
+                                               {**recorded, **{k: v for k, v in options.items() if k in own}})
+    left = {k: v for k, v in options.items() if k not in own}
+    return left, {"head": head, "method": method}, recipe_train if recipe is not None or not same_method else {}

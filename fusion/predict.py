@@ -22,6 +22,7 @@ from common.errors import InputError
 from eval.scoring import ClipScores, ClipSet
 from features.reader import BatchReader, TokenBatch
 from features.store import DONE, TokenStore
+from fusion.heads.head import ComparisonHead
 from fusion.losses import kinetics_class
 from fusion.model import AVOutput, FusionModel, ModelDims
 
@@ -122,7 +123,7 @@ def conse_embeddings(task_logits: np.ndarray, class_embeddings: np.ndarray, top_
 
 @torch.inference_mode()
 def predict_embeddings(
-    model: FusionModel | ConcatenatedHeads,
+    model: FusionModel | ConcatenatedHeads | ComparisonHead,
     store: TokenStore,
     indices: Sequence[int] | np.ndarray,
     batch_size: int = 128,
@@ -180,7 +181,7 @@ def predict_embeddings(
     e, c = model.dims.embedding_dim, model.dims.num_classes
     task_logits = torch.cat(logits).numpy() if logits else np.zeros((0, c), np.float32)
     f_x = torch.cat(embeddings).numpy() if embeddings else np.zeros((0, e), np.float32)
-    if model.config.zero_shot_embedding == "conse":
+    if isinstance(model, FusionModel) and model.config.zero_shot_embedding == "conse":
         if class_embeddings is None:
             raise ValueError("a ConSE head (zero_shot_embedding 'conse') needs the training classes' embeddings")
         f_x = conse_embeddings(task_logits, class_embeddings, model.config.conse_top_t)
@@ -193,7 +194,8 @@ def predict_embeddings(
 
 
 def score_clips(model, info, store, indices: np.ndarray, rule: str, batch_size: int, device: str) -> ClipScores:
-    """Run the head's AV-only pass over clips of a store and attach what the decision rule needs.
+    """Run the head's AV-only pass over clips of a store and attach what the decision rule needs (for a comparison
+    head, its map of class embeddings into the space it compares in).
 
     Raises:
         ValueError: rule "kinetics" on a run trained without phi(s_v) or a store without Kinetics logits.
@@ -217,6 +219,7 @@ def score_clips(model, info, store, indices: np.ndarray, rule: str, batch_size: 
         embeddings=predictions.embeddings,
         offsets=offsets,
         rule=rule,
+        class_space=model.class_space if isinstance(model, ComparisonHead) else None,
     )
 
 

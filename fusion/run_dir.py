@@ -39,6 +39,7 @@ from common.settings import result_values
 from extract.weights import load_failure
 from features.lease import Lease
 from fusion.config import ARCHITECTURE_FIELDS, TrainConfig
+from fusion.heads.head import ComparisonHead
 from fusion.model import FusionModel
 from fusion.plan import TrainingPlan, embedding_permutation
 
@@ -166,11 +167,14 @@ def _is_temporary(name: str) -> bool:
     return name.startswith(".") and ".tmp-" in name
 
 
-def checkpoint_payload(config: TrainConfig, plan: TrainingPlan, model: FusionModel, optimizer, scheduler, *,
-                       epoch: int, step: int, best: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint holds: model, optimiser and scheduler states, progress, config, sizes, class embeddings."""
+def checkpoint_payload(config: TrainConfig, plan: TrainingPlan, model: FusionModel | ComparisonHead, optimizer,
+                       scheduler, *, epoch: int, step: int, best: dict[str, Any],
+                       metrics: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint holds: model, optimiser and scheduler states, progress, config, sizes, class embeddings,
+    and for a comparison head what rebuilds it (`head`: method, config, the kind of tokens it reduces)."""
     classes = plan.classes
-    return {
+    head = {"head": model.record()} if isinstance(model, ComparisonHead) else {}
+    return {**head,
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         "epoch": epoch, "step": step, "best": best, "metrics": metrics, "rng": {"torch": torch.get_rng_state()},

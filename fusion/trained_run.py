@@ -17,6 +17,7 @@ import numpy as np
 
 from common.errors import InputError
 from fusion.config import FusionConfig
+from fusion.heads import ComparisonHead, head_from_record
 from fusion.model import FusionModel, ModelDims, build_model
 from fusion.predict import ConcatenatedHeads, resolve_device
 from fusion.run_dir import embedding_id, read_checkpoint, read_json_object, read_run_config
@@ -71,8 +72,9 @@ class RunInfo:
     embedding_repeats: int = 1
 
 
-def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> tuple[FusionModel, RunInfo]:
-    """Rebuild the trained head of a run directory, in eval mode on `device`.
+def load_run(run_dir: str | Path, checkpoint: str = "best",
+             device: str = "cpu") -> tuple[FusionModel | ComparisonHead, RunInfo]:
+    """Rebuild the trained head of a run directory (MZST's, or a comparison head), in eval mode on `device`.
 
     Args:
         run_dir: a run directory written by `fusion.trainer.train`.
@@ -81,8 +83,8 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
 
     Raises:
         FileNotFoundError: no run directory, no such checkpoint (a run without validation has no best.pt).
-        InputError: a file that is not a fusion checkpoint, or a checkpoint that does not belong to the run's
-            class embeddings.
+        InputError: a file that is not a fusion checkpoint, weights that do not fit the head it records (another
+            method, missing keys, other shapes), or a checkpoint that does not belong to the run's class embeddings.
     """
     run_dir = Path(run_dir)
     for name in ("config.json", "classes.json", "class_embeddings.npz"):
@@ -106,8 +108,12 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
                          "(`checkpoint='last'`)") from error
     fusion = FusionConfig.from_dict(payload["config"]["fusion"])
     dims = ModelDims(**payload["dims"])
-    model = build_model(fusion, dims)
-    model.load_state_dict(payload["model"])
+    try:
+        model = head_from_record(payload["head"], dims) if "head" in payload else build_model(fusion, dims)
+        model.load_state_dict(payload["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:  # another method, missing keys, other shapes
+        raise InputError(f"{path}: its weights do not fit the head it records ({' '.join(str(error).split())[:300]}); "
+                         "the file is damaged or of another run: train the run again") from error
     model.to(torch_device).eval()
 
     classes = read_json_object(run_dir / "classes.json", "class record")

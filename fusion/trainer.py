@@ -28,13 +28,16 @@ from tqdm import tqdm
 from common.errors import InputError
 from common.threads import apply_thread_plan, plan_threads
 from eval import metrics
-from features.reader import BatchReader, TokenBatch, free_bytes, resident_bytes, resident_fits
+from features.reader import BatchReader, free_bytes, resident_bytes, resident_fits
 from fusion.config import TrainConfig
 from fusion.curves import TrainingCurves
+from fusion.epoch import EpochStats, StepTimer, check_finite, epoch_seeds
+from fusion.heads import ComparisonHead
+from fusion.heads.training import HeadTraining
 from fusion.losses import FusionLoss, LossWeights, kinetics_class, loss_weights, se_targets
 from fusion.model import FusionModel, build_model, count_parameters
 from fusion.plan import TrainingPlan, ValidationSet, embedding_permutation, plan_training
-from fusion.predict import non_finite_clips, predict_embeddings, resolve_device, to_device
+from fusion.predict import predict_embeddings, resolve_device, to_device
 from fusion.run_dir import checkpoint_payload, claim_run_folder, holds_run_lease, save_epoch, start_run
 from text.vocabulary import mask_words
 
@@ -58,22 +61,6 @@ class TrainSummary:
     best_metric: str | None  # the `EvalResult` field that selected it: `select_by`, "zsl" or "seen_accuracy"
     best_score: float | None  # a fraction
     last_metrics: metrics.EvalResult | None  # the last epoch's validation (None without validation)
-
-
-@dataclass(frozen=True)
-class EpochStats:
-    """Means over one epoch's clips, and its timing."""
-
-    loss: float
-    task: float
-    se: float
-    mlm: float | None
-    clips: int
-    steps: int
-    lr: float  # the learning rate of the epoch's last step
-    data_time_s: float  # waiting for batches
-    step_time_s: float  # forward, backward and update
-    samples_per_s: float
 
 
 @dataclass(frozen=True)
@@ -130,15 +117,12 @@ def train(config: TrainConfig) -> TrainSummary:
     device = resolve_device(config.device)
     apply_thread_plan(plan_threads(1 if config.prefetch_batches else 0))  # torch beside the read-ahead thread
     torch.manual_seed(config.seed)
-    model = build_model(config.fusion, plan.dims).to(device)
-    optimizer = torch.optim.AdamW(model.parameter_groups(config.weight_decay), lr=scaled_lr(config),
-                                  fused=device.type == "cuda")
-    forward = torch.compile(model, dynamic=False) if config.compile else model
-    reader = _training_reader(config, plan, device)
-    schedule_epochs = config.schedule_epochs or config.epochs
-    factor = functools.partial(_lr_factor, steps_per_epoch=len(reader), total_steps=schedule_epochs * len(reader),
-                               config=config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    heads = None  # a comparison head's training (`fusion.heads.training`); None: the MZST head's
+    if config.method == "mzst":
+        model, optimizer, scheduler, reader, forward = _mzst_training(config, plan, device)
+    else:
+        heads = HeadTraining.start(config, plan, device)
+        model, optimizer, scheduler = heads.head, heads.optimizer, heads.scheduler
     targets = ClassTargets.of(config, plan, device)
     loss_fn = FusionLoss()
     start_epoch, step, best, last_metrics = 1, 0, {"epoch": None, "metric": None, "score": None, "rank": None}, None
@@ -156,13 +140,19 @@ def train(config: TrainConfig) -> TrainSummary:
 
     curves = TrainingCurves(config.out)
     for epoch in range(start_epoch, config.epochs + 1):
-        weights = loss_weights(config.fusion, epoch)
+        weights = loss_weights(config.fusion, epoch) if heads is None else None
         started = time.perf_counter()
-        stats = train_one_epoch(
-            model, reader, optimizer, scheduler, loss_fn, targets, weights, epoch=epoch, seed=config.seed,
-            device=device, grad_clip_norm=config.grad_clip_norm, progress=config.progress,
-            log_every_steps=config.log_every_steps, description=f"epoch {epoch}/{config.epochs}", forward=forward,
-        )
+        if heads is None:
+            stats = train_one_epoch(
+                model, reader, optimizer, scheduler, loss_fn, targets, weights, epoch=epoch, seed=config.seed,
+                device=device, grad_clip_norm=config.grad_clip_norm, progress=config.progress,
+                log_every_steps=config.log_every_steps, description=f"epoch {epoch}/{config.epochs}", forward=forward,
+            )
+        else:
+            stats = heads.train_epoch(
+                targets.class_embeddings, plan.store, epoch=epoch, seed=config.seed, batch_size=config.batch_size,
+                grad_clip_norm=config.grad_clip_norm, progress=config.progress,
+                log_every_steps=config.log_every_steps, description=f"epoch {epoch}/{config.epochs}")
         step += stats.steps
         last_metrics = None if validation is None else evaluate(
             model, validation, plan.classes.validation_embeddings, plan.classes.kinetics_embeddings,
@@ -171,6 +161,8 @@ def train(config: TrainConfig) -> TrainSummary:
         is_best = candidate is not None and (best["rank"] is None or candidate["rank"] > best["rank"])
         if is_best:
             best = candidate
+        if heads is not None:  # the plateau schedule steps on the score that selects best.pt
+            heads.after_validation(None if candidate is None else candidate["score"])
         # log.jsonl's `val` and the checkpoint's `metrics`: the result's JSON form, and the field that ranked it
         val = {} if candidate is None else {**last_metrics.to_json(), "selection": candidate["metric"]}
         payload = checkpoint_payload(config, plan, model, optimizer, scheduler, epoch=epoch, step=step, best=best,
@@ -187,6 +179,20 @@ def train(config: TrainConfig) -> TrainSummary:
         num_classes=len(plan.clips.class_names), best_epoch=best["epoch"], best_metric=best["metric"],
         best_score=best["score"], last_metrics=last_metrics,
     )
+
+
+def _mzst_training(config: TrainConfig, plan: TrainingPlan, device: torch.device):
+    """The MZST head (seeded before), its AdamW, its warmup schedule per step, the training reader and the
+    (compiled) forward."""
+    model = build_model(config.fusion, plan.dims).to(device)
+    optimizer = torch.optim.AdamW(model.parameter_groups(config.weight_decay), lr=scaled_lr(config),
+                                  fused=device.type == "cuda")
+    forward = torch.compile(model, dynamic=False) if config.compile else model
+    reader = _training_reader(config, plan, device)
+    schedule_epochs = config.schedule_epochs or config.epochs
+    factor = functools.partial(_lr_factor, steps_per_epoch=len(reader), total_steps=schedule_epochs * len(reader),
+                               config=config)
+    return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor), reader, forward
 
 
 def train_or_reuse(config: TrainConfig) -> str:
@@ -213,22 +219,25 @@ def _best_record(epoch: int, result: metrics.EvalResult, select_by: str) -> dict
     return {"epoch": epoch, "metric": selection, "score": score, "rank": [score, result.zsl or 0.0]}
 
 
-def _log_line(epoch: int, step: int, stats: EpochStats, weights: LossWeights, val: dict[str, Any],
+def _log_line(epoch: int, step: int, stats: EpochStats, weights: LossWeights | None, val: dict[str, Any],
               best: dict[str, Any], started: float) -> dict[str, Any]:
-    """One line of log.jsonl."""
+    """One line of log.jsonl (a comparison head has no MZST loss weights, and its own loss parts at the end)."""
     return {
         "epoch": epoch, "step": step, "lr": stats.lr, "loss": stats.loss, "loss_task": stats.task,
-        "loss_se": stats.se, "loss_mlm": stats.mlm, "weight_task": weights.task, "weight_se": weights.se,
-        "weight_mlm": weights.mlm, "val": val, "best_epoch": best["epoch"], "clips": stats.clips,
+        "loss_se": stats.se, "loss_mlm": stats.mlm, "weight_task": None if weights is None else weights.task,
+        "weight_se": None if weights is None else weights.se, "weight_mlm": None if weights is None else weights.mlm,
+        "val": val, "best_epoch": best["epoch"], "clips": stats.clips,
         "samples_per_s": stats.samples_per_s, "data_time_s": stats.data_time_s,
         "step_time_s": stats.step_time_s, "epoch_time_s": time.perf_counter() - started,
+        **{f"loss_{name}": value for name, value in stats.parts.items()},
     }
 
 
 def _log_epoch(epoch: int, epochs: int, stats: EpochStats, val: dict[str, Any]) -> None:
     summary = ", ".join(f"{k} {v:.2f}" for k, v in val.items() if isinstance(v, float))
-    logger.info("epoch %d/%d: loss %.4f (task %.4f, se %.4f%s) %.1f clips/s%s", epoch, epochs, stats.loss,
-                stats.task, stats.se, "" if stats.mlm is None else f", mlm {stats.mlm:.4f}", stats.samples_per_s,
+    parts = stats.parts or {"task": stats.task, "se": stats.se, **({} if stats.mlm is None else {"mlm": stats.mlm})}
+    logger.info("epoch %d/%d: loss %.4f (%s) %.1f clips/s%s", epoch, epochs, stats.loss,
+                ", ".join(f"{k} {v:.4f}" for k, v in parts.items()), stats.samples_per_s,
                 f"; val {summary}" if summary else "")
 
 
@@ -271,11 +280,6 @@ def _lr_factor(step: int, *, steps_per_epoch: int, total_steps: int, config: Tra
     return config.lr_step_gamma ** sum(epoch > m for m in config.lr_milestones_epochs)
 
 
-def _epoch_seeds(seed: int, epoch: int) -> list[int]:
-    """Seeds of an epoch's dropout, view draws and word masks: a function of (seed, epoch) only."""
-    return [int(s) for s in np.random.SeedSequence([seed, epoch]).generate_state(3)]
-
-
 def train_one_epoch(
     model: FusionModel,
     reader: BatchReader,
@@ -297,7 +301,7 @@ def train_one_epoch(
     """Train the model on one pass over `reader`'s clips.
 
     The step never waits for the device: the losses add up on it and are read, with the finiteness check
-    (`_check_finite`), every `log_every_steps` steps and at the end; step time comes from CUDA events on a GPU.
+    (`check_finite`), every `log_every_steps` steps and at the end; step time comes from CUDA events on a GPU.
     `forward` is the model's (possibly compiled) forward; default: the model.
 
     Raises:
@@ -306,7 +310,7 @@ def train_one_epoch(
     """
     config = model.config
     forward = model if forward is None else forward
-    dropout_seed, view_seed, mask_seed = _epoch_seeds(seed, epoch)
+    dropout_seed, view_seed, mask_seed = epoch_seeds(seed, epoch)
     torch.manual_seed(dropout_seed)
     view_generator = torch.Generator().manual_seed(view_seed)
     mask_generator = torch.Generator().manual_seed(mask_seed)
@@ -325,7 +329,7 @@ def train_one_epoch(
     recent: dict[int, torch.Tensor] = {}  # step -> clip indices, for the steps since the last check
     clips = steps = 0
     data_time = 0.0
-    timer = _StepTimer(device)
+    timer = StepTimer(device)
     bar = tqdm(total=len(reader), desc=description, disable=not progress, leave=False, dynamic_ncols=True)
     iterator = iter(reader)
     try:
@@ -370,7 +374,7 @@ def train_one_epoch(
             sums += torch.stack([parts.total.detach(), parts.task.detach(), parts.se.detach(), mlm]).double() * b
             bar.update()
             if steps % log_every_steps == 0 or steps == len(reader):
-                _check_finite(first_bad, recent, reader.store, epoch)
+                check_finite(first_bad, recent, reader.store, epoch)
                 recent.clear()
                 shown = {k: f"{v / clips:.3f}" for k, v in zip(_PARTS, sums.tolist(), strict=True)
                          if k != "mlm" or use_mlm}
@@ -386,7 +390,7 @@ def train_one_epoch(
         bar.close()
     if not clips:
         raise InputError("the epoch had no batches: no training clips")
-    _check_finite(first_bad, recent, reader.store, epoch)
+    check_finite(first_bad, recent, reader.store, epoch)
     loss, task, se, mlm = (v / clips for v in sums.tolist())
     step_time = timer.total()
     return EpochStats(
@@ -396,68 +400,11 @@ def train_one_epoch(
     )
 
 
-def _check_finite(first_bad: torch.Tensor, recent: dict[int, torch.Tensor], store, epoch: int) -> None:
-    """Stop the run when a step since the last check had a non-finite loss, naming that batch's clips.
-
-    Reads one number from the device (the first bad step or -1) once per log interval, so the loop never waits
-    for the GPU; a bad batch is read again to tell NaN / inf tokens (named by array and clip) from divergence.
-
-    Raises:
-        InputError: the batch's tokens hold NaN or inf.
-        FloatingPointError: a loss was NaN or infinite on finite tokens.
-    """
-    bad = int(first_bad.item())
-    if bad < 0:
-        return
-    index = recent.get(bad, torch.zeros(0, dtype=torch.int64))
-    arrays = store.read(index.numpy(), ("video_tokens", "audio_tokens"))
-    batch = TokenBatch(index=index, **{name: torch.from_numpy(np.asarray(values)) for name, values in arrays.items()})
-    where = non_finite_clips(store, batch)
-    if where:
-        raise InputError(f"{store.path}: NaN or inf in {where}; extract those clips again")
-    ids = [str(store.clip_ids[i]) for i in index.tolist()]
-    shown = ", ".join(ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
-    raise FloatingPointError(f"epoch {epoch} step {bad}: the loss is not finite on the batch of clips {shown}; "
-                             "their tokens are finite: lower `lr`")
-
-
-class _StepTimer:
-    """Seconds spent in steps: wall clock on the CPU; CUDA events on a GPU, read only when asked (`total`)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-        self.seconds = 0.0
-        self.events: list[tuple[Any, Any]] = []
-        self._began: Any = None
-
-    def start(self) -> None:
-        if self.cuda:
-            self._began = torch.cuda.Event(enable_timing=True)
-            self._began.record()
-        else:
-            self._began = time.perf_counter()
-
-    def stop(self) -> None:
-        if self.cuda:
-            end = torch.cuda.Event(enable_timing=True)
-            end.record()
-            self.events.append((self._began, end))
-        else:
-            self.seconds += time.perf_counter() - self._began
-
-    def total(self) -> float:
-        """Step seconds so far (on a GPU this waits for the last recorded step)."""
-        if self.events:
-            self.events[-1][1].synchronize()
-            self.seconds += sum(began.elapsed_time(end) for began, end in self.events) / 1000
-            self.events.clear()
-        return self.seconds
-
 # --- validation ----------------------------------------------------------------------------------------------
 
 
 def evaluate(
-    model: FusionModel,
+    model: FusionModel | ComparisonHead,
     validation: ValidationSet,
     class_embeddings: np.ndarray,
     kinetics_embeddings: np.ndarray | None,
@@ -475,6 +422,8 @@ def evaluate(
     # validation candidates start with the training classes in TASK-logit order (fusion.plan): ConSE's classes
     predictions = predict_embeddings(model, validation.store, validation.indices, batch_size, device,
                                      class_embeddings=class_embeddings[validation.seen_ids])
+    if isinstance(model, ComparisonHead):  # it compares theta(x) with theta_w(phi(c)), not with phi(c)
+        class_embeddings = model.class_space(class_embeddings)  # (C_val, E) -> (C_val, D)
     offsets = None
     if rule == "kinetics":
         offsets = kinetics_embeddings[predictions.kinetics_pred]  # (400, E) -> (N, E)

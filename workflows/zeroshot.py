@@ -329,8 +329,9 @@ def _write_report_files(out: Path, metrics_json: dict, header: list[str], rows: 
     if evaluation is not None and plot_config.tsne:
         scores = evaluation.scores
         paths.append(plots.plot_tsne(
-            out / "tsne.png", scores.aligned_embeddings(), evaluation.y, embed(evaluation.class_names),
-            evaluation.class_names, unseen=np.isin(np.arange(len(evaluation.class_names)), evaluation.unseen_ids),
+            out / "tsne.png", scores.aligned_embeddings(), evaluation.y,
+            scores.class_points(embed(evaluation.class_names)), evaluation.class_names,
+            unseen=np.isin(np.arange(len(evaluation.class_names)), evaluation.unseen_ids),
             max_points=plot_config.tsne_max_points, perplexity=plot_config.tsne_perplexity,
             iterations=plot_config.tsne_iterations, seed=plot_config.seed))
     return paths

@@ -119,10 +119,13 @@ def test_a_setting_tells_the_command_line_what_it_needs():
 
 
 def test_every_config_checks_its_fields_types_in_post_init():
-    def checks(cls) -> bool:
+    def checks(cls) -> bool:  # directly, or through the base class's `__post_init__` it calls first
         source = ast.parse(textwrap.dedent(inspect.getsource(cls.__post_init__)))
-        return any(isinstance(node, ast.Call) and getattr(node.func, "id", None) == "check_fields"
-                   for node in ast.walk(source))
+        calls = [node.func for node in ast.walk(source) if isinstance(node, ast.Call)]
+        if any(getattr(func, "id", None) == "check_fields" for func in calls):
+            return True
+        calls_super = any(isinstance(func, ast.Attribute) and func.attr == "__post_init__" for func in calls)
+        return calls_super and checks(cls.__mro__[1])
 
     assert sorted(cls.__name__ for cls in _config_classes() if not checks(cls)) == []
 

@@ -26,6 +26,7 @@ from features.store import TokenStore
 from fusion import run_dir, trainer
 from fusion.config import ABLATIONS, FusionConfig, TrainConfig, apply_ablations
 from fusion.curves import training_curves_figure
+from fusion.epoch import check_finite
 from fusion.plan import plan_training
 from fusion.trainer import train
 from text.class_embeddings import MissingWordsError
@@ -536,9 +537,9 @@ def test_a_non_finite_loss_stops_the_run_naming_the_batch(kit, vectors_file, tmp
     # the check itself: the first bad step since the last check names its batch's clips
     finite = SimpleNamespace(clip_ids=np.array(["a", "b", "c"]), path="s.zarr", read=lambda index, fields: {
         name: np.zeros((len(index), 2), dtype=np.float16) for name in fields})  # finite tokens: the run diverged
-    trainer._check_finite(torch.tensor(-1), {1: torch.tensor([0])}, finite, epoch=1)
+    check_finite(torch.tensor(-1), {1: torch.tensor([0])}, finite, epoch=1)
     with pytest.raises(FloatingPointError, match=r"epoch 3 step 2: .* clips c, a; their tokens are finite"):
-        trainer._check_finite(torch.tensor(2), {1: torch.tensor([1]), 2: torch.tensor([2, 0])}, finite, epoch=3)
+        check_finite(torch.tensor(2), {1: torch.tensor([1]), 2: torch.tensor([2, 0])}, finite, epoch=3)
 
 
 def test_lr_scaling_rule_for_large_batches(synthetic_store, vectors_file, tmp_path):

@@ -428,3 +428,32 @@ def test_class_names_with_a_repeat_or_none_are_one_line_errors(eval_run, eval_st
 def test_a_vocabulary_of_one_class_scores_every_clip_of_it_right(eval_run, eval_store):
     metrics = run_zeroshot(_config(eval_run, eval_store, class_names=(UNSEEN[0],), splits=("unseen",))).metrics
     assert metrics["num_labelled_clips"] == 4 and metrics["top1"] == metrics["topk"] == 100.0
+@pytest.mark.parametrize("method", ["devise", "ale", "sje"])
+def test_zeroshot_of_a_comparison_head_compares_w_x_with_phi(eval_store, eval_vectors, tmp_path, method):
+    from fusion.config import train_config_from_options
+    from fusion.trainer import train
+
+    run = tmp_path / "run"
+    train(train_config_from_options({
+        "store": eval_store.path, "out": run, "embeddings": f"word2vec:{eval_vectors}", "method": method,
+        "train_splits": ("seen",), "val_splits": ("val",), "epochs": 3, "batch_size": 16, "n_batches": 5,
+        "progress": False}))
+    result = run_zeroshot(_config(run, eval_store, out=tmp_path / "rep", calibrated_stacking=True, val_split="val",
+                                  plots=PlotConfig(tsne_max_points=20, tsne_iterations=250)))
+    assert result.metrics["rule"] == "plain" and result.metrics["calibrated_beta"] is not None
+    assert {p.name for p in result.paths} >= {"metrics.json", "predictions.csv", "tsne.png"}
+    # by hand: theta(x) = W [v; a] with v the view mean of the video CLS token, a the mean of the first two audio
+    # tokens (the extracted-store rule), the nearest unseen phi(c) in Euclidean distance
+    model, info = load_run(run)
+    weight = model.projection.weight.detach().numpy().astype(np.float64)  # (E, Dv + Da)
+    with (tmp_path / "rep" / "predictions.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "unseen"]
+    index = [list(eval_store.clip_ids).index(r["clip_id"]) for r in rows]
+    tokens = eval_store.read(np.array(index), ["video_tokens", "audio_tokens"])
+    video = tokens["video_tokens"].astype(np.float64)[:, :, 0].mean(axis=1)  # (N, V, Nv, Dv) -> (N, Dv)
+    audio = tokens["audio_tokens"].astype(np.float64)[:, :2].mean(axis=1)  # (N, Na, Da) -> (N, Da)
+    theta = np.concatenate([video, audio], axis=1) @ weight.T  # (N, E)
+    names = sorted(UNSEEN)
+    phi = ClassEmbedder(info)(names).astype(np.float64)
+    nearest = np.linalg.norm(theta[:, None] - phi[None], axis=2).argmin(axis=1)
+    assert [names[k] for k in nearest] == [r["pred_zsl"] for r in rows]

@@ -1,0 +1,123 @@
+"""The interface every comparison head implements, and what the trainer and evaluation ask of it.
+
+A comparison head (the AVCA-GZSL family) does not regress the class embedding phi(c) as MZST does: it embeds a
+clip, theta(x), and a class, theta_w(phi(c)), into one learned space and recognises the class nearest in the
+Euclidean distance (AVCA-GZSL's `torch.cdist`). So a head gives evaluation two embeddings, never a score of its
+own: `embed_clips` (through `forward_views`, the AV pass `fusion.predict` runs) and `embed_classes`, and every
+distance is `eval.metrics`' "plain" rule between them. The trainer asks the head for its losses
+(`training_losses`) and its optimiser (`optimizer`); the batches and the schedule are `fusion.heads.training`'s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fusion.heads.inputs import clip_vectors
+from fusion.model import AVOutput, ModelDims
+
+__all__ = ["ClipBatch", "HeadLosses", "ComparisonHead", "config_values"]
+
+
+@dataclass
+class ClipBatch:
+    """Per-clip vectors of a batch and their class ids (rows of the training classes' embeddings).
+
+    Shapes:
+        video (B, Dv), audio (B, Da), labels (B,) int64
+    """
+
+    video: torch.Tensor
+    audio: torch.Tensor
+    labels: torch.Tensor
+
+
+@dataclass
+class HeadLosses:
+    """One step's losses: `total` is what the optimiser minimises, `parts` its named terms (unweighted, logged)."""
+
+    total: torch.Tensor
+    parts: dict[str, torch.Tensor]
+
+
+class ComparisonHead(nn.Module):
+    """A head that compares clips and classes in a learned space (subclasses: one module per method).
+
+    Attributes:
+        method: the registry name (`fusion.heads.create_head`).
+        config: the method's frozen config dataclass.
+        dims: the sizes the data fixes (the store's token layout, the classes, the embedding dimension E).
+        extracted: the store's tokens are extracted ones (CLS first), not imported time segments
+            (`fusion.heads.inputs`).
+    """
+
+    method: str
+
+    def __init__(self, config: Any, dims: ModelDims, extracted: bool) -> None:
+        super().__init__()
+        self.config = config
+        self.dims = dims
+        self.extracted = extracted
+
+    def embed_clips(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """theta(x), the clip in the comparison space. Shapes: video (B, Dv), audio (B, Da) -> (B, D)."""
+        raise NotImplementedError
+
+    def embed_classes(self, class_embeddings: torch.Tensor) -> torch.Tensor:
+        """theta_w(phi(c)), the classes in the comparison space. Shapes: (C, E) -> (C, D)."""
+        raise NotImplementedError
+
+    def training_losses(self, batch: ClipBatch, negatives: ClipBatch, class_embeddings: torch.Tensor) -> HeadLosses:
+        """The method's losses on one batch.
+
+        Args:
+            batch: the clips; their labels index `class_embeddings`.
+            negatives: per clip a clip of another class (for triplets; methods without them ignore it).
+            class_embeddings: phi of the training classes (C, E).
+        """
+        raise NotImplementedError
+
+    def optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+        """The peers' optimiser: Adam over every parameter (AVCA-GZSL `main.py`)."""
+        return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)
+
+    def forward_views(self, video_tokens: torch.Tensor, audio_tokens: torch.Tensor,
+                      has_audio: torch.Tensor) -> AVOutput:
+        """The AV pass evaluation runs (`fusion.predict.predict_embeddings`): theta(x), and no TASK logits.
+
+        Shapes:
+            video_tokens (B, V, Nv, Dv), audio_tokens (B, Na, Da), has_audio (B,) -> embedding (B, D),
+            task_logits (B, 0)
+        """
+        video, audio = clip_vectors(video_tokens, audio_tokens, has_audio, self.extracted)
+        embedding = self.embed_clips(video, audio)
+        return AVOutput(embedding=embedding, task_logits=embedding.new_zeros((embedding.shape[0], 0)))
+
+    @torch.inference_mode()
+    def class_space(self, class_embeddings: np.ndarray) -> np.ndarray:
+        """`embed_classes` of numpy class embeddings in eval mode, what `eval.scoring.ClipScores` compares with.
+
+        Shapes:
+            (C, E) -> (C, D)
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            device = next(self.parameters()).device
+            classes = torch.from_numpy(np.ascontiguousarray(class_embeddings, dtype=np.float32)).to(device)
+            return self.embed_classes(classes).float().cpu().numpy()
+        finally:
+            self.train(was_training)
+
+    def record(self) -> dict[str, Any]:
+        """What a checkpoint holds to rebuild the head (`fusion.heads.head_from_record`)."""
+        return {"method": self.method, "config": config_values(self.config), "extracted": self.extracted}
+
+
+def config_values(config: Any) -> dict[str, Any]:
+    """A head config as JSON-able values (tuples as lists, as they are read back)."""
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(config).items()}
