@@ -30,6 +30,7 @@ __all__ = [
     "LABELS",
     "DECISIONS",
     "ClassRow",
+    "class_and_group",
     "read_class_table",
     "read_index",
     "read_decisions",
@@ -61,6 +62,20 @@ class ClassRow:
     nearest_seen_dataset: str = ""
 
 
+def class_and_group(row: dict[str, str], path: Path, line: int) -> tuple[str, str]:
+    """A row's class name in its one spelling and its difficulty group, lower-cased (class tables, groups files).
+
+    Raises:
+        InputError: an empty class name, or a group other than easy / medium / hard.
+    """
+    name, group = canonical_name(row["class_name"]), row["group"].lower()
+    if not name:
+        raise InputError(f"{path} line {line}: empty class_name")
+    if group not in DIFFICULTY_GROUPS:
+        raise InputError(f"{path} line {line}: group {row['group']!r} of {name!r} is not one of {DIFFICULTY_GROUPS}")
+    return name, group
+
+
 def read_class_table(path: str | Path) -> list[ClassRow]:
     """The class table: CSV with columns class_name,sr,group (and optionally the nearest seen class / dataset).
 
@@ -76,12 +91,7 @@ def read_class_table(path: str | Path) -> list[ClassRow]:
     rows = read_csv(path, ("class_name", "sr", "group"), "class table")
     table: dict[str, ClassRow] = {}
     for line, row in enumerate(rows, start=2):
-        name, group = canonical_name(row["class_name"]), row["group"].lower()
-        if not name:
-            raise InputError(f"{path} line {line}: empty class_name")
-        if group not in DIFFICULTY_GROUPS:
-            raise InputError(f"{path} line {line}: group {row['group']!r} of {name!r} is not one of "
-                             f"{DIFFICULTY_GROUPS}")
+        name, group = class_and_group(row, path, line)
         try:
             sr = float(row["sr"])
         except ValueError as error:

@@ -42,10 +42,10 @@ import numpy as np
 
 from common.errors import InputError
 from common.files import json_text, read_csv, write_texts
-from common.names import canonical_name
 from common.settings import result_values
 from curate import splits
 from curate.relatedness import DIFFICULTY_GROUPS
+from curate.tables import class_and_group
 from eval import report
 from eval.gzsl import ValidationSplit, evaluate_gzsl, gzsl_metrics, gzsl_rows
 from eval.metrics import EvalResult
@@ -119,12 +119,7 @@ def read_groups(path: Path) -> dict[str, str]:
     """
     groups: dict[str, str] = {}
     for line, row in enumerate(read_csv(path, ("class_name", "group"), "groups file"), start=2):
-        name, group = canonical_name(row["class_name"]), row["group"].lower()
-        if not name:
-            raise InputError(f"{path} line {line}: empty class_name")
-        if group not in DIFFICULTY_GROUPS:
-            raise InputError(f"{path} line {line}: group {row['group']!r} of {name!r} is not one of "
-                             f"{DIFFICULTY_GROUPS}")
+        name, group = class_and_group(row, path, line)
         if groups.setdefault(name, group) != group:
             raise InputError(f"{path} line {line}: class {name!r} is in groups {groups[name]!r} and {group!r}")
     if not groups:

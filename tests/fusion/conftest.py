@@ -106,3 +106,22 @@ def kit() -> SimpleNamespace:
 @pytest.fixture(scope="session")
 def synthetic_store(tmp_path_factory, vectors_file) -> TokenStore:
     return make_store(tmp_path_factory.mktemp("stores") / "synthetic.zarr", vectors_file)
+
+
+@pytest.fixture
+def crash_in_epoch(monkeypatch):
+    """`crash_in_epoch(epoch)`: checkpoints of that epoch raise "power cut" (after the epoch's log line, before its
+    checkpoints: the worst moment for a resume); `crash_in_epoch(None)` writes them again."""
+    from fusion import run_dir
+
+    save = run_dir.save_checkpoint
+
+    def set_crash(epoch: int | None) -> None:
+        def crash(path, payload):
+            if payload["epoch"] == epoch:
+                raise RuntimeError("power cut")
+            save(path, payload)
+
+        monkeypatch.setattr(run_dir, "save_checkpoint", save if epoch is None else crash)
+
+    return set_crash

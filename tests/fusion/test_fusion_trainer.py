@@ -102,19 +102,12 @@ def test_zero_shot_beats_chance_on_the_learnable_store(synthetic_store, vectors_
 
 
 @pytest.mark.slow
-def test_resume_equals_uninterrupted(synthetic_store, vectors_file, tmp_path, monkeypatch):
+def test_resume_equals_uninterrupted(synthetic_store, vectors_file, tmp_path, crash_in_epoch):
     train(_config(synthetic_store, tmp_path / "whole", vectors_file))
-    save = run_dir.save_checkpoint
-
-    def crash_in_epoch_3(path, payload):
-        if payload["epoch"] == 3:  # after epoch 3's log line, before its checkpoints
-            raise RuntimeError("power cut")
-        save(path, payload)
-
-    monkeypatch.setattr(run_dir, "save_checkpoint", crash_in_epoch_3)
+    crash_in_epoch(3)
     with pytest.raises(RuntimeError, match="power cut"):
         train(_config(synthetic_store, tmp_path / "cut", vectors_file))
-    monkeypatch.setattr(run_dir, "save_checkpoint", save)
+    crash_in_epoch(None)
     assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["epoch"] == 2
     train(_config(synthetic_store, tmp_path / "cut", vectors_file, resume=True))
 

@@ -17,7 +17,6 @@ import cli
 from common.errors import InputError
 from eval import metrics
 from eval.scoring import ClassEmbedder
-from fusion import run_dir
 from fusion.config import TrainConfig, train_config_from_options
 from fusion.heads import create_head, list_heads, resolve_head_settings
 from fusion.heads.cjme import GatedTripletLoss, gate_targets
@@ -179,21 +178,15 @@ def test_each_method_trains_and_beats_chance(method, vectors_file, tmp_path, req
     assert model.method == method and info.decision_rule == "plain"
 
 
-def test_a_killed_run_resumes_and_equals_an_uninterrupted_one(synthetic_store, vectors_file, tmp_path, monkeypatch):
+def test_a_killed_run_resumes_and_equals_an_uninterrupted_one(synthetic_store, vectors_file, tmp_path,
+                                                               crash_in_epoch):
     # patience 0: the plateau schedule drops the lr during the run, so its state must resume too
     options = dict(plateau_patience=0, epochs=6, n_batches=5, select_by="zsl")
     train(_options(synthetic_store, tmp_path / "whole", vectors_file, "sje", **options))
-    save = run_dir.save_checkpoint
-
-    def crash_in_epoch_3(path, payload):
-        if payload["epoch"] == 3:  # after epoch 3's log line, before its checkpoints
-            raise RuntimeError("power cut")
-        save(path, payload)
-
-    monkeypatch.setattr(run_dir, "save_checkpoint", crash_in_epoch_3)
+    crash_in_epoch(3)
     with pytest.raises(RuntimeError, match="power cut"):
         train(_options(synthetic_store, tmp_path / "cut", vectors_file, "sje", **options))
-    monkeypatch.setattr(run_dir, "save_checkpoint", save)
+    crash_in_epoch(None)
     train(_options(synthetic_store, tmp_path / "cut", vectors_file, "sje", resume=True, **options))
     whole = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)
     cut = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)

@@ -158,28 +158,22 @@ def test_group_averages_of_the_papers_table_3():
     assert round(scores["mzsl_avg_class_weighted"], 2) == 25.66
 
 
-def test_read_groups_errors(tmp_path):
+@pytest.mark.parametrize("text, expected", [
+    ("a,Easy\nb,medium\n", {"a": "easy", "b": "medium"}),
+    ("a ,easy\na,easy\n  b  c ,hard\n", {"a": "easy", "b c": "hard"}),  # "a " and "a" are one class
+    ("a,easy\na,hard\n", "class 'a' is in groups 'easy' and 'hard'"),
+    ("a ,easy\na,hard\n", "class 'a' is in groups 'easy' and 'hard'"),
+    ("a,trivial\n", "not one of"),
+    ("  ,easy\n", "line 2: empty class_name"),
+])
+def test_read_groups(tmp_path, text, expected):
     path = tmp_path / "g.csv"
-    path.write_text("class_name,group\na,Easy\nb,medium\n")
-    assert protocols.read_groups(path) == {"a": "easy", "b": "medium"}
-    path.write_text("class_name,group\na,easy\na,hard\n")
-    with pytest.raises(ValueError, match="in groups 'easy' and 'hard'"):
-        protocols.read_groups(path)
-    path.write_text("class_name,group\na,trivial\n")
-    with pytest.raises(ValueError, match="not one of"):
-        protocols.read_groups(path)
-
-
-def test_groups_files_read_class_names_in_one_spelling(tmp_path):
-    path = tmp_path / "g.csv"
-    path.write_text("class_name,group\na ,easy\na,easy\n  b  c ,hard\n", encoding="utf-8")
-    assert protocols.read_groups(path) == {"a": "easy", "b c": "hard"}  # "a " and "a" are one class
-    path.write_text("class_name,group\na ,easy\na,hard\n")
-    with pytest.raises(ValueError, match="class 'a' is in groups 'easy' and 'hard'"):
-        protocols.read_groups(path)
-    path.write_text("class_name,group\n  ,easy\n")
-    with pytest.raises(ValueError, match="line 2: empty class_name"):
-        protocols.read_groups(path)
+    path.write_text("class_name,group\n" + text, encoding="utf-8")
+    if isinstance(expected, dict):
+        assert protocols.read_groups(path) == expected
+    else:
+        with pytest.raises(ValueError, match=expected):
+            protocols.read_groups(path)
 
 
 @pytest.fixture(scope="module")
