@@ -343,7 +343,8 @@ def _check_leaks(config: MZSLProtocolConfig, options: dict, eval_store, eval_ind
                          "must be unseen")
     spec = _train_config(config, options, config.seeds[0], Path(config.out), {"store": config.train_store}
                          ).embedding_spec
-    source = load_embedding_source(spec.text, name_map=spec.name_map, normalise=spec.normalise, missing=spec.missing)
+    source = load_embedding_source(spec.text, name_map=spec.name_map, normalise=spec.normalise, missing=spec.missing,
+                                   peer_text_order=spec.peer_text_order)
     files = [{str(store.clip_ids[i]): str(store.paths[i]) for i in indices}
              for store, indices in ((eval_store, eval_indices), (train_store, train_indices))]
     overlaps = leaks.find_overlaps(eval_classes, train_classes, files[0], files[1], source, config.near_duplicates)
