@@ -463,7 +463,7 @@ def peer_text_rows(table: AVCATable, names: Sequence[str]) -> np.ndarray:
     originals = sorted(read_class_file(table.class_list))
     manual_of = {original.casefold(): manual for original, manual in read_name_map(table.name_map).items()}
     manual_by_id = [manual_of.get(original.casefold()) for original in originals]
-    if sorted(name for name in manual_by_id if name is not None) != sorted(names):
+    if None in manual_by_id or sorted(manual_by_id) != sorted(names):
         raise InputError(f"{table.class_list}, {table.name_map} and {table.path} do not name the same classes one to "
                          "one; restore data/avgzsl")
     row_of = {name: row for row, name in enumerate(names)}

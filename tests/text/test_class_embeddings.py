@@ -275,6 +275,19 @@ def test_avca_tables_give_vectors_by_name_and_the_peer_order_moves_the_documente
     assert peer.provenance()["peer_text_order"] is True and "AVCA-GZSL's order" in peer.provenance()["composition"]
 
 
+def test_peer_rows_follow_both_sorted_orders_and_refuse_files_that_disagree(tmp_path):
+    # originals sort b < c < x, manual names A < B < C: b -> "C" gets row of "A", c -> "A" gets "B", x -> "B" gets "C"
+    class_list = tmp_path / "all_class.txt"
+    class_list.write_text("x\nb\nc\n")
+    table = ce.AVCATable(path=tmp_path / "t.npz", class_list=class_list,
+                         name_map=_write_map(tmp_path / "map.csv", [("b", "C"), ("c", "A"), ("x", "B")]))
+    names = ["A", "B", "C"]
+    assert ce.peer_text_rows(table, names).tolist() == [1, 2, 0]
+    class_list.write_text("x\nb\nc\nd\n")
+    with pytest.raises(InputError, match="all_class.txt, .*map.csv and .*t.npz do not name the same classes"):
+        ce.peer_text_rows(table, names)
+
+
 def test_a_name_map_whose_sorted_orders_differ_gives_each_class_its_own_manual_name(text_vectors, tmp_path):
     # originals sort a < b < c, their manual names the other way round: an index into either sorted list would
     # give a class another's vector
