@@ -361,7 +361,7 @@ _training_options = _options(
     _field_options(TrainConfig, "val_store", "val_splits", "val_unseen_fraction", "val_seen_fraction", keep_base=True),
     _field_options(TrainConfig, "select_by", keep_base=True),
     _field_options(TrainConfig, "test_seen_fraction", "shuffle_class_embeddings", "train_splits", "classes_file",
-                   "embeddings", "name_map", "missing", keep_base=True),
+                   "embeddings", "name_map", "missing", "peer_text_order", keep_base=True),
     _field_options(FusionConfig, "se_target", "view_mode", "conse_top_t", keep_base=True),
     _field_options(TrainConfig, "epochs", "batch_size", "lr", "weight_decay", "lr_schedule", "warmup_epochs",
                    "grad_clip_norm", "device", "progress", "require_complete", keep_base=True),
@@ -434,6 +434,7 @@ _protocol_training_options = _options(
     click.option("--train-batch-size", type=int, default=None, help="Training batch size."),
     click.option("--embeddings", default=None,
                  help="Class-name embedding source spec (avca: default AVCA's table; mzsl: glove-6b-50d)."),
+    _field_options(TrainConfig, "peer_text_order", keep_base=True),
     click.option("--preset", default=None, help="Head size preset of train-fusion (e.g. default, demo)."),
     click.option("--ablation", "ablations", multiple=True, help="Ablation of train-fusion; repeatable."),
     click.option("--method", default=None,
@@ -447,13 +448,13 @@ _protocol_training_options = _options(
 )
 
 
-def _protocol_settings(epochs, lr, train_batch_size, embeddings, preset, ablations, method, recipe, extra,
-                       calibrated_stacking, seeds, batch_size, device, no_plots, **fields) -> dict:
+def _protocol_settings(epochs, lr, train_batch_size, embeddings, peer_text_order, preset, ablations, method, recipe,
+                       extra, calibrated_stacking, seeds, batch_size, device, no_plots, **fields) -> dict:
     """The protocol config fields: the command's own (`fields`) and those the shared options give."""
     from eval.config import PlotConfig
 
-    train = {**_given(epochs=epochs, lr=lr, batch_size=train_batch_size, embeddings=embeddings, method=method,
-                      recipe=recipe), **dict(extra)}
+    train = {**_given(epochs=epochs, lr=lr, batch_size=train_batch_size, embeddings=embeddings,
+                      peer_text_order=peer_text_order, method=method, recipe=recipe), **dict(extra)}
     return dict(fields, train=train, preset=preset, ablations=tuple(ablations), calibrated_stacking=calibrated_stacking,
                 seeds=seeds, device=device, batch_size=batch_size,
                 plots=PlotConfig(tsne=not no_plots, per_class_bars=not no_plots))

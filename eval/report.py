@@ -5,7 +5,8 @@ of `COLUMNS`, plus `label` (the row name), `group` (runs that differ only in the
 ZSL / GZSL values are read through `eval.metrics.EvalResult` (their one writer and reader); the MZSL groups and an
 open vocabulary's top-k are written by the protocols and `zeroshot` under their own keys. Tables print two
 decimals; a row that pools several seeds prints `mean ± std` (sample standard deviation, ddof = 1) and the number
-of seeds.
+of seeds. A row whose runs gave class vectors in AVCA-GZSL's order (`peer_text_order` in metrics.json) says so in a
+column "Class vectors", shown when some row did.
 """
 
 from __future__ import annotations
@@ -73,12 +74,14 @@ class ComparisonRow:
         runs: the folders pooled into this row.
         seeds: their seeds (None where a run records none).
         values: column key -> the runs' values (percent, or beta), NaN where a run lacks the key.
+        peer_text_order: the runs' class vectors were given in AVCA-GZSL's order, not by name.
     """
 
     label: str
     runs: tuple[str, ...]
     seeds: tuple[int | None, ...]
     values: dict[str, tuple[float, ...]]
+    peer_text_order: bool = False
 
     def mean_std(self, key: str) -> tuple[float, float | None]:
         """Mean and sample std (None for one run) of a column over the runs that report it."""
@@ -138,6 +141,7 @@ def comparison_rows(entries: Sequence[tuple[str, dict]], group_seeds: bool = Tru
             runs=tuple(f for f, _ in members),
             seeds=tuple(m.get("seed") for _, m in members),
             values=values,
+            peer_text_order=any(bool(m.get("peer_text_order")) for _, m in members),
         ))
     return rows
 
@@ -145,10 +149,13 @@ def comparison_rows(entries: Sequence[tuple[str, dict]], group_seeds: bool = Tru
 def comparison_markdown(rows: Sequence[ComparisonRow]) -> str:
     """A Markdown table: one row per configuration, columns that some row reports, `mean ± std` over seeds."""
     columns = [c for c in COLUMNS if any(not math.isnan(v) for row in rows for v in row.values.get(c[0], ()))]
-    header = ["Run", "Seeds", *(title for _, title, _ in columns)]
+    orders = any(row.peer_text_order for row in rows)  # which vector each class got moves every number
+    header = ["Run", "Seeds", *(["Class vectors"] if orders else []), *(title for _, title, _ in columns)]
     lines = [_md_row(header), _md_row(["---"] * len(header))]
     for row in rows:
         cells = [row.label, str(len(row.runs))]
+        if orders:
+            cells.append("AVCA-GZSL order" if row.peer_text_order else "by name")
         for key, _, _ in columns:
             mean, std = row.mean_std(key)
             cells.append(format_mean_std(mean, std))
@@ -170,7 +177,8 @@ def comparison_json(rows: Sequence[ComparisonRow]) -> dict:
                 "std": None if std is None else round(std, 2),
                 "values": [None if math.isnan(v) else round(v, 2) for v in row.values[key]],
             }
-        out.append({"label": row.label, "runs": list(row.runs), "seeds": list(row.seeds), "metrics": columns})
+        out.append({"label": row.label, "runs": list(row.runs), "seeds": list(row.seeds),
+                    "peer_text_order": row.peer_text_order, "metrics": columns})
     return {"columns": {key: title for key, title, _ in COLUMNS}, "unit": "percent (beta: distance units)",
             "rows": out}
 

@@ -131,7 +131,8 @@ class ClassEmbedder:
             name_map = (provenance.get("name_map") or {}).get("path") or info.train.get("name_map")
             source = load_embedding_source(info.embedding_spec, name_map=name_map,
                                            normalise=info.embedding_normalised,
-                                           missing=self._missing or provenance.get("missing", "error"))
+                                           missing=self._missing or provenance.get("missing", "error"),
+                                           peer_text_order=provenance.get("peer_text_order", False))
             again = np.tile(source.embed(list(info.class_names)), (1, self._repeats))
             if not np.allclose(again, info.class_embeddings, rtol=1e-4, atol=1e-5):
                 raise InputError(f"embedding source {info.embedding_spec!r} no longer gives the class embeddings "

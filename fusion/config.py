@@ -214,6 +214,11 @@ class TrainConfig:
     name_map: Path | None = setting(None, help="CSV original,manual: class names rewritten before embedding.")
     missing: str = setting("error", choices=("error", "skip"),
                            help="Words the vectors lack: error lists them all, skip drops them from their names.")
+    peer_text_order: bool = setting(False,
+                                    help="AVCA tables only: give class vectors as AVCA-GZSL's code does (class id i of "
+                                         "the sorted original names gets the i-th vector sorted by manual name; "
+                                         "another class's vector for most classes) to reproduce the peers' numbers; "
+                                         "by name otherwise.")
     classes_file: Path | None = setting(None, flag="--classes",
                                         help="Training class list, one per line, class id = line order (default: "
                                              "sorted training labels).")
@@ -359,7 +364,8 @@ class TrainConfig:
     def embedding_spec(self) -> EmbeddingSpec:
         """The class-name embedding source of the run (`embeddings`, `name_map`, `fusion.normalise_embeddings`)."""
         return EmbeddingSpec.parse(self.embeddings, name_map=self.name_map,
-                                   normalise=self.fusion.normalise_embeddings, missing=self.missing)
+                                   normalise=self.fusion.normalise_embeddings, missing=self.missing,
+                                   peer_text_order=self.peer_text_order)
 
     @property
     def has_validation(self) -> bool:

@@ -119,7 +119,7 @@ def plan_training(config: TrainConfig) -> TrainingPlan:
 def _plan_classes(config: TrainConfig, clips: ClipPlan, stores: Sequence[TokenStore]) -> ClassPlan:
     fusion = config.fusion
     source = load_embedding_source(config.embeddings, name_map=config.name_map, normalise=fusion.normalise_embeddings,
-                                   missing=config.missing)
+                                   missing=config.missing, peer_text_order=config.peer_text_order)
     kinetics_names = kinetics = None
     if fusion.se_target == "kinetics+class":
         for store in stores:

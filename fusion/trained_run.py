@@ -71,6 +71,12 @@ class RunInfo:
     train_store_identity: str | None = None
     embedding_repeats: int = 1
 
+    @property
+    def peer_text_order(self) -> bool:
+        """Whether the run's AVCA table gave class vectors in AVCA-GZSL's order instead of by name (runs recorded
+        before the option: by name)."""
+        return bool((self.embedding_provenance or {}).get("peer_text_order", False))
+
 
 def load_run(run_dir: str | Path, checkpoint: str = "best",
              device: str = "cpu") -> tuple[FusionModel | ComparisonHead, RunInfo]:

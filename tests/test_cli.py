@@ -136,6 +136,20 @@ def test_user_errors_name_the_commands_flags(tmp_path):
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
 
 
+def test_peer_text_order_on_a_source_that_is_not_an_avca_table_is_one_line(tmp_path):
+    store = tmp_path / "store.zarr"
+    store.mkdir()
+    result = CliRunner().invoke(cli.cli, ["train-fusion", "--store", str(store), "--out", str(tmp_path / "run"),
+                                          "--embeddings", "glove-6b-50d", "--peer-text-order"])
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert result.output.startswith("Error: --peer-text-order reproduces how AVCA-GZSL reads its own tables")
+    for protocol in ("avca", "mzsl"):  # the protocols hand it to every stage's training
+        assert "--peer-text-order" in CliRunner().invoke(cli.cli, ["protocol", protocol, "--help"]).output
+    settings = cli._protocol_settings(None, None, None, None, True, None, (), None, None, (), False, (0,), 64, "cpu",
+                                      True)
+    assert settings["train"] == {"peer_text_order": True}
+
+
 def test_backticked_fields_become_options():
     command = cli.cli.commands["train-fusion"]
     message = "run: exists; set `resume=True` to continue, or choose another `out`; or `se_target='class'`"

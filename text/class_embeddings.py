@@ -14,7 +14,11 @@ Sources (the `spec` string names one; it is recorded with every run):
   sentence: no word averaging, no spelling map, no missing words.
 - `avca:ucf|activitynet|vggsound`: the 300-d tables shipped in `data/avgzsl/class_embeddings` (`AVCA_TABLES`;
   fastText wiki.en phrase vectors). The dataset's `*_w2v_class_names.csv` (original -> manual name) applies
-  automatically, so names of `all_class.txt` and of the split files resolve.
+  automatically, so names of `all_class.txt` and of the split files resolve. Each class gets the row of its own
+  manual name. `peer_text_order` instead gives the vectors as AVCA-GZSL's `src/dataset.py` does (copied by
+  TCAF-GZSL and ClipClap-GZSL): the class with id i (the i-th of the sorted original names of `all_class.txt`)
+  gets the i-th vector of the table sorted by manual name, which is another class's vector for most classes
+  (docs/eval.md, "The peers' text-vector order"); it reproduces their published numbers.
 
 What a table can and cannot give is `EmbeddingSpec.is_table` and its two consequences, stated here once: AVCA
 stored its tables L2-normalised (raw vectors do not exist, so a table is always normalised), and a table holds
@@ -37,7 +41,7 @@ import numpy as np
 from common.errors import InputError
 from common.files import sha256_file
 from text import word_vectors
-from text.class_names import class_name_sentence, read_name_map, tokenize_class_name
+from text.class_names import class_name_sentence, read_class_file, read_name_map, tokenize_class_name
 
 __all__ = [
     "DEFAULT_SPEC",
@@ -50,6 +54,7 @@ __all__ = [
     "UnknownNameError",
     "kinetics400_embeddings",
     "load_embedding_source",
+    "peer_text_rows",
 ]
 
 logger = logging.getLogger(__name__)
@@ -70,11 +75,13 @@ class AVCATable:
 
     path: Path  # the .npz file
     name_map: Path  # the dataset's original -> manual names, as AVCA embedded them
+    class_list: Path  # all_class.txt: the original names, whose sorted order gives AVCA-GZSL's class ids
 
 
 def _avca_table(folder: str, stem: str) -> AVCATable:
     return AVCATable(path=_DATA_DIR / "avgzsl" / "class_embeddings" / f"{stem}_fasttext300_l2.npz",
-                     name_map=_DATA_DIR / "avgzsl" / folder / "class-split" / f"{stem}_w2v_class_names.csv")
+                     name_map=_DATA_DIR / "avgzsl" / folder / "class-split" / f"{stem}_w2v_class_names.csv",
+                     class_list=_DATA_DIR / "avgzsl" / folder / "class-split" / "all_class.txt")
 
 
 AVCA_TABLES: dict[str, AVCATable] = {
@@ -127,6 +134,7 @@ class EmbeddingSpec:
     normalise: bool = False  # L2-normalise each name's vector (after averaging); the paper uses raw vectors;
     # a table opens only with True (see `is_table`)
     missing: str = "error"  # words missing from the vocabulary: "error" (list them all) or "skip" (drop them)
+    peer_text_order: bool = False  # (avca tables only) give the vectors in AVCA-GZSL's order, not by name
 
     def __post_init__(self) -> None:
         kinds = ("glove-6b-50d", "minilm", *_KINDS_WITH_PATH, "avca")
@@ -143,10 +151,14 @@ class EmbeddingSpec:
                 raise InputError("the avca tables embed whole names, there are no words to skip: use `missing='error'`")
         if self.missing not in _MISSING_MODES:
             raise InputError(f"missing must be one of {_MISSING_MODES}, got {self.missing!r}")
+        if self.peer_text_order and not self.is_table:
+            raise InputError(f"`peer_text_order=True` reproduces how AVCA-GZSL reads its own tables; {self.text} is "
+                             "not one (use avca:ucf|activitynet|vggsound)")
 
     @classmethod
     def parse(
-        cls, spec: str, name_map: str | Path | None = None, normalise: bool = False, missing: str = "error"
+        cls, spec: str, name_map: str | Path | None = None, normalise: bool = False, missing: str = "error",
+        peer_text_order: bool = False,
     ) -> EmbeddingSpec:
         """Build a spec from its string form; see the class docstring for the accepted forms."""
         kind, _, argument = spec.strip().partition(":")
@@ -156,6 +168,7 @@ class EmbeddingSpec:
             name_map=None if name_map is None else Path(name_map),
             normalise=normalise,
             missing=missing,
+            peer_text_order=peer_text_order,
         )
 
     @property
@@ -396,7 +409,8 @@ class _TableSource(EmbeddingSource):
         # names match case-insensitively (as in every name map) so that both resolve.
         super().__init__(config, vectors.shape[1], True, table.name_map)
         self._rows = {name.casefold(): row for row, name in enumerate(names)}
-        self._vectors = vectors
+        # The peers' order moves whole rows: the name lookup stays, each name then finds the vector AVCA-GZSL gave it.
+        self._vectors = vectors[peer_text_rows(table, names)] if config.peer_text_order else vectors
 
     def _resolve(self, name: str) -> int | None:
         return self._rows.get(self.mapped_name(name).strip().casefold())
@@ -411,6 +425,9 @@ class _TableSource(EmbeddingSource):
             raise UnknownNameError(self.spec, unknown)
         return self._vectors[np.asarray(rows, dtype=np.int64)].reshape(len(rows), self.dim)  # (C, 300)
 
+    def provenance(self) -> dict:
+        return {**super().provenance(), "peer_text_order": self.config.peer_text_order}
+
     def _source_record(self) -> dict:
         return {
             "path": str(self._table_path),
@@ -419,11 +436,47 @@ class _TableSource(EmbeddingSource):
         }
 
     def _composition(self) -> str:
+        if self.config.peer_text_order:
+            return ("table lookup in AVCA-GZSL's order (class id i of the sorted original names gets the i-th vector "
+                    "sorted by manual name), not by name")
         return "table lookup (fastText wiki.en vector of the manual name, L2-normalised by AVCA)"
 
 
+def peer_text_rows(table: AVCATable, names: Sequence[str]) -> np.ndarray:
+    """Which table row AVCA-GZSL gives each row's class (`src/dataset.py`, UCF, ActivityNet and VGGSound alike).
+
+    AVCA-GZSL's class id is the index of the original name in the sorted `all_class.txt`; its text vectors are the
+    table's values sorted by manual name (`dict(sorted(data_raw.items()))`), and the vector of class id i is the
+    i-th of those (`self.data["text"]["data"][sorted(self.classes)]`, indexed by class id). The class whose manual
+    name is `names[r]` therefore gets the row of the manual name that sorts where its original name sorts.
+
+    Args:
+        table: the shipped table: its name map and class list.
+        names: the table's manual names, in row order.
+
+    Returns:
+        int64 (C,): row r's class receives the vector of row `result[r]` (r itself where the two orders agree).
+
+    Raises:
+        InputError: the class list, name map and table do not name the same classes one to one.
+    """
+    originals = sorted(read_class_file(table.class_list))
+    manual_of = {original.casefold(): manual for original, manual in read_name_map(table.name_map).items()}
+    manual_by_id = [manual_of.get(original.casefold()) for original in originals]
+    if None in manual_by_id or sorted(manual_by_id) != sorted(names):
+        raise InputError(f"{table.class_list}, {table.name_map} and {table.path} do not name the same classes one to "
+                         "one; restore data/avgzsl")
+    row_of = {name: row for row, name in enumerate(names)}
+    peer_manual = sorted(names)  # AVCA-GZSL's text vectors, sorted by manual name; position = class id
+    result = np.empty(len(names), dtype=np.int64)
+    for class_id, manual in enumerate(manual_by_id):
+        result[row_of[manual]] = row_of[peer_manual[class_id]]
+    return result
+
+
 def load_embedding_source(
-    spec: str = DEFAULT_SPEC, name_map: str | Path | None = None, normalise: bool = False, missing: str = "error"
+    spec: str = DEFAULT_SPEC, name_map: str | Path | None = None, normalise: bool = False, missing: str = "error",
+    peer_text_order: bool = False,
 ) -> EmbeddingSource:
     """Open an embedding source (word vectors are loaded once per process and reused).
 
@@ -434,12 +487,15 @@ def load_embedding_source(
         normalise: L2-normalise each name's vector. Must be True for the avca tables (stored normalised).
         missing: "error" raises `MissingWordsError` listing every missing word; "skip" embeds a name from its
             known words (a name with none still raises). fastText embeds any word from its subwords.
+        peer_text_order: (avca tables only) give each class the vector AVCA-GZSL's code gives it
+            (`peer_text_rows`), to reproduce the peers' published numbers; by name otherwise.
 
     Raises:
         InputError: a malformed spec or option.
         FileNotFoundError: a vector file, name map or the GloVe package is missing.
     """
-    config = EmbeddingSpec.parse(spec, name_map=name_map, normalise=normalise, missing=missing)
+    config = EmbeddingSpec.parse(spec, name_map=name_map, normalise=normalise, missing=missing,
+                                 peer_text_order=peer_text_order)
     if config.name_map is not None and not config.name_map.is_file():
         raise FileNotFoundError(f"name map {config.name_map} does not exist (expected a CSV original,manual)")
     if config.kind == "avca":

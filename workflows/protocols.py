@@ -343,7 +343,8 @@ def _check_leaks(config: MZSLProtocolConfig, options: dict, eval_store, eval_ind
                          "must be unseen")
     spec = _train_config(config, options, config.seeds[0], Path(config.out), {"store": config.train_store}
                          ).embedding_spec
-    source = load_embedding_source(spec.text, name_map=spec.name_map, normalise=spec.normalise, missing=spec.missing)
+    source = load_embedding_source(spec.text, name_map=spec.name_map, normalise=spec.normalise, missing=spec.missing,
+                                   peer_text_order=spec.peer_text_order)
     files = [{str(store.clip_ids[i]): str(store.paths[i]) for i in indices}
              for store, indices in ((eval_store, eval_indices), (train_store, train_indices))]
     overlaps = leaks.find_overlaps(eval_classes, train_classes, files[0], files[1], source, config.near_duplicates)
@@ -481,6 +482,7 @@ def _finish_seed(config, seed: int, folder: Path, best_epoch: int, metrics: dict
         "rule": info.decision_rule,
         "checkpoint": "last (stage 2)",
         "stage2_epochs": best_epoch,
+        "peer_text_order": info.peer_text_order,
         "stage1_selection": None if selected is None else {
             "epoch": best_epoch, "metric": selected["selection"],
             "score": EvalResult.from_json(selected).percent(selected["selection"]),
@@ -503,6 +505,7 @@ def _finish(config, title: str, seeds: list[SeedResult], clips: dict[str, dict[s
                               "group": _group_key(config), "seeds": [s.seed for s in seeds],
                               "stage2_epochs": [s.best_epoch for s in seeds], "betas": [s.beta for s in seeds],
                               "seed_runs": [str(s.folder.relative_to(out) / "test") for s in seeds], "std": {},
+                              "peer_text_order": seeds[0].metrics["peer_text_order"],
                               "config": config.to_dict()}
     per_seed = [report.column_values(s.metrics) for s in seeds]
     for key in _HEADLINE:

@@ -41,6 +41,19 @@ def test_report_without_grouping_lists_every_run(tmp_path):
     assert "| a | 1 | 40.00 |" in summary.markdown
 
 
+def test_a_row_whose_class_vectors_took_the_peers_order_says_so(tmp_path):
+    by_name = _write(tmp_path / "ours", label="ours", group="g1", seed=0, zsl=40.0, peer_text_order=False)
+    peer = _write(tmp_path / "peer", label="as published", group="g2", seed=0, zsl=30.0, peer_text_order=True)
+    summary = report.write_report(ReportConfig(runs=(by_name, peer), out=tmp_path / "cmp"))
+    assert "| Run | Seeds | Class vectors | ZSL |" in summary.markdown
+    assert "| ours | 1 | by name | 40.00 |" in summary.markdown
+    assert "| as published | 1 | AVCA-GZSL order | 30.00 |" in summary.markdown
+    saved = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert [row["peer_text_order"] for row in saved["rows"]] == [False, True]
+    # tables of runs that all gave vectors by name (and runs recorded before the option) keep their columns
+    assert "Class vectors" not in report.write_report(ReportConfig(runs=(by_name,))).markdown
+
+
 def test_report_missing_metrics_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="metrics.json not found; evaluate the run first"):
         report.write_report(ReportConfig(runs=(tmp_path,)))

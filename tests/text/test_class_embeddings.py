@@ -12,6 +12,7 @@ import pytest
 from gensim.models import FastText, KeyedVectors
 from gensim.models.fasttext import save_facebook_model
 
+from common.errors import InputError
 from text import class_embeddings as ce
 from text import class_names, word_vectors
 
@@ -246,6 +247,63 @@ def test_avca_tables_resolve_every_class_and_split_name(table, folder):
     }
     assert all(source.can_embed(name) for name in split_names)
     np.testing.assert_array_equal(source.embed(list(rows)[:3]), np.stack(list(rows.values())[:3]))  # manual names
+
+
+# (dataset folder, classes, classes AVCA-GZSL's src/dataset.py gives another class's vector): docs/eval.md
+_PEER_ORDER_COUNTS = [("ucf", "UCF", 101, 79), ("activitynet", "ActivityNet", 200, 8),
+                      ("vggsound", "VGGSound", 309, 205)]
+
+
+@pytest.mark.parametrize(("table", "folder", "classes", "moved"), _PEER_ORDER_COUNTS)
+def test_avca_tables_give_vectors_by_name_and_the_peer_order_moves_the_documented_counts(table, folder, classes,
+                                                                                        moved):
+    class_split = _DATA / "avgzsl" / folder / "class-split"
+    originals = (class_split / "all_class.txt").read_text().splitlines()
+    manual = class_names.read_name_map(class_split / f"{table}_w2v_class_names.csv")
+    with np.load(_DATA / f"avgzsl/class_embeddings/{table}_fasttext300_l2.npz") as shipped:
+        rows = {str(name): vector for name, vector in zip(shipped["names"], shipped["emb"], strict=True)}
+    # The peers' rule written out on the shipped files: class id i = i-th sorted original name, its vector = the
+    # i-th of the table sorted by manual name.
+    peer_manual = dict(zip(sorted(originals), sorted(rows), strict=True))
+    assert len(originals) == classes
+    assert sum(peer_manual[name] != manual[name] for name in originals) == moved
+    by_name = ce.load_embedding_source(f"avca:{table}", normalise=True).embed(originals)
+    peer = ce.load_embedding_source(f"avca:{table}", normalise=True, peer_text_order=True)
+    np.testing.assert_array_equal(by_name, np.stack([rows[manual[name]] for name in originals]))
+    np.testing.assert_array_equal(peer.embed(originals), np.stack([rows[peer_manual[name]] for name in originals]))
+    assert int(np.any(peer.embed(originals) != by_name, axis=1).sum()) == moved
+    assert peer.provenance()["peer_text_order"] is True and "AVCA-GZSL's order" in peer.provenance()["composition"]
+
+
+def test_peer_rows_follow_both_sorted_orders_and_refuse_files_that_disagree(tmp_path):
+    # originals sort b < c < x, manual names A < B < C: b -> "C" gets row of "A", c -> "A" gets "B", x -> "B" gets "C"
+    class_list = tmp_path / "all_class.txt"
+    class_list.write_text("x\nb\nc\n")
+    table = ce.AVCATable(path=tmp_path / "t.npz", class_list=class_list,
+                         name_map=_write_map(tmp_path / "map.csv", [("b", "C"), ("c", "A"), ("x", "B")]))
+    names = ["A", "B", "C"]
+    assert ce.peer_text_rows(table, names).tolist() == [1, 2, 0]
+    class_list.write_text("x\nb\nc\nd\n")
+    with pytest.raises(InputError, match="all_class.txt, .*map.csv and .*t.npz do not name the same classes"):
+        ce.peer_text_rows(table, names)
+
+
+def test_a_name_map_whose_sorted_orders_differ_gives_each_class_its_own_manual_name(text_vectors, tmp_path):
+    # originals sort a < b < c, their manual names the other way round: an index into either sorted list would
+    # give a class another's vector
+    name_map = _write_map(tmp_path / "map.csv", [("a_class", "weight lifting"), ("b_class", "riding horse"),
+                                                 ("c_class", "playing guitar")])
+    source = ce.load_embedding_source(f"word2vec:{text_vectors}", name_map=name_map)
+    manual = ["weight lifting", "riding horse", "playing guitar"]
+    np.testing.assert_array_equal(source.embed(["a_class", "b_class", "c_class"]), source.embed(manual))
+    np.testing.assert_array_equal(source.embed(["c_class", "a_class"]), source.embed([manual[2], manual[0]]))
+
+
+def test_the_peer_order_is_refused_for_sources_that_are_not_avca_tables(text_vectors):
+    with pytest.raises(InputError, match="peer_text_order=True.*not one") as caught:
+        ce.load_embedding_source(f"word2vec:{text_vectors}", peer_text_order=True)
+    assert "\n" not in str(caught.value)
+    assert "peer_text_order" not in ce.load_embedding_source(f"word2vec:{text_vectors}").provenance()
 
 
 def test_avca_ucf_split_spelling_resolves_and_unknown_names_fail():

@@ -113,6 +113,20 @@ def test_avca_outputs_and_report(ucf_stores, tmp_path):
         out / "summary.md").read_text()
 
 
+def test_avca_with_the_peers_text_order_trains_tests_and_reports_with_it(ucf_stores, tmp_path):
+    clean, _ = ucf_stores
+    config = AVCAProtocolConfig(dataset="UCF", store=clean.path, out=tmp_path / "peer", plots=_NO_PLOTS,
+                                train={**_TINY, "peer_text_order": True})
+    result = protocols.run_avca_protocol(config)
+    out = tmp_path / "peer"
+    for stage in ("stage1", "stage2"):
+        classes = json.loads((out / "seed_0" / stage / "classes.json").read_text())
+        assert classes["embedding"]["provenance"]["peer_text_order"] is True
+    assert json.loads((out / "seed_0" / "test" / "metrics.json").read_text())["peer_text_order"] is True
+    assert result.metrics["peer_text_order"] is True
+    assert "| peer | 1 | AVCA-GZSL order |" in (out / "summary.md").read_text()
+
+
 def test_avca_store_split_column_must_match_the_split_files(store_builder, tmp_path):
     plan, ids = _ucf_plan()
     in_order = iter([v for name, stage, n in plan for v in ids[(name, stage)][:n]])

@@ -201,6 +201,47 @@ def test_open_vocabulary_ranks_typed_names(eval_run, eval_store, tmp_path):
                for r in rows)
 
 
+def test_a_run_records_each_class_with_the_vector_of_its_own_manual_name(eval_store, eval_vectors, run_trainer,
+                                                                          tmp_path):
+    # The map sends the seen classes to each other's names reversed, so the originals and the manual names sort
+    # in different orders; the recorded rows must follow the names, not a position in either sorted list.
+    name_map = tmp_path / "map.csv"
+    name_map.write_text("original,manual\n" + "".join(f"{a},{b}\n" for a, b in zip(SEEN, SEEN[::-1], strict=True)))
+    run = run_trainer(eval_store.path, tmp_path / "run", eval_vectors, name_map=name_map, epochs=1)
+    _, info = load_run(run)
+    from text.class_embeddings import load_embedding_source
+
+    plain = load_embedding_source(f"word2vec:{eval_vectors}")
+    with np.load(run / "class_embeddings.npz") as arrays:
+        recorded = arrays["class_embeddings"]
+    manual = dict(zip(SEEN, SEEN[::-1], strict=True))
+    np.testing.assert_allclose(recorded, plain.embed([manual[name] for name in info.class_names]), rtol=1e-6)
+    np.testing.assert_allclose(ClassEmbedder(info)(SEEN[:2]), plain.embed([SEEN[-1], SEEN[-2]]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("peer_text_order", [False, True])
+def test_a_run_on_an_avca_table_embeds_new_names_in_the_order_it_trained_with(store_builder, run_trainer, tmp_path,
+                                                                              peer_text_order):
+    from text.class_embeddings import AVCA_TABLES, load_embedding_source
+
+    table = load_embedding_source("avca:ucf", normalise=True)
+    peer = load_embedding_source("avca:ucf", normalise=True, peer_text_order=True)
+    ucf = AVCA_TABLES["ucf"].class_list.read_text().splitlines()
+    moved = [name for name in ucf if not np.array_equal(table.embed([name]), peer.embed([name]))]
+    trained, held_out = moved[:4], moved[4:6]
+    plan = [(n, "seen", 4) for n in trained] + [(n, "val", 2) for n in trained + held_out]
+    layout = {"V": 1, "Nv": 1, "Dv": 16, "Na": 1, "Da": 12, "kinetics_classes": 0}
+    store = store_builder(tmp_path / "ucf.zarr", None, plan, layout=layout, phi=lambda n: table.embed([n])[0])
+    run = run_trainer(store.path, tmp_path / "run", None, embeddings="avca:ucf", peer_text_order=peer_text_order,
+                      epochs=1, fusion={"normalise_embeddings": True, "se_target": "class"})
+    _, info = load_run(run)
+    expected = peer if peer_text_order else table
+    assert info.embedding_provenance["peer_text_order"] is peer_text_order
+    np.testing.assert_array_equal(info.class_embeddings, expected.embed(list(info.class_names)))
+    # zeroshot / the protocols' test embed names the run did not train on as the run did
+    np.testing.assert_array_equal(ClassEmbedder(info)(held_out), expected.embed(held_out))
+
+
 def test_kinetics_rule_needs_kinetics_logits(eval_run, eval_vectors, store_builder, tmp_path):
     layout = {"V": 2, "Nv": 3, "Dv": 12, "Na": 2, "Da": 8, "kinetics_classes": 0}
     store = store_builder(tmp_path / "nok.zarr", eval_vectors, [(n, "unseen", 2) for n in UNSEEN], layout=layout)
