@@ -18,6 +18,7 @@ ImageFolder convention of UCF-101 and most action datasets).
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import stat
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +29,8 @@ from common.errors import InputError
 from common.files import media_files, write_csv
 from common.media import Segment
 from common.names import canonical_name
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["ManifestRow", "VIDEO_SUFFIXES", "read_clip_list", "read_manifest", "write_manifest",
            "parse_descriptive_columns", "relative_path", "segment_text"]
@@ -161,13 +164,27 @@ def read_clip_list(videos: str | Path, split_required: bool = True) -> list[Mani
     if not videos.exists():
         raise FileNotFoundError(f"{videos}: no such manifest, folder or media file")
     if videos.is_dir():
-        return _scan_folder(videos)
+        return _warn_case_twins(_scan_folder(videos), videos)
     if videos.suffix.lower() == ".csv":
-        return read_manifest(videos, split_required)
+        return _warn_case_twins(read_manifest(videos, split_required), videos)
     if videos.suffix.lower() in VIDEO_SUFFIXES:
         return [ManifestRow(clip_id=videos.stem, path=videos.resolve())]
     raise InputError(f"{videos}: not a manifest (.csv), a folder, or a media file "
                      f"({', '.join(sorted(VIDEO_SUFFIXES))})")
+
+
+def _warn_case_twins(rows: list[ManifestRow], source: Path) -> list[ManifestRow]:
+    """Warn about class names that differ only in case: they stay two classes (AVCA's lists have such pairs that
+    are meant apart), but in a user's own data they are more often one class spelled twice."""
+    spellings: dict[str, set[str]] = {}
+    for row in rows:
+        if row.class_name:
+            spellings.setdefault(row.class_name.casefold(), set()).add(row.class_name)
+    twins = sorted(sorted(names) for names in spellings.values() if len(names) > 1)
+    if twins:
+        logger.warning("%s: %d class name(s) differ only in case and stay separate classes: %s", source, len(twins),
+                       "; ".join(" / ".join(repr(name) for name in names) for names in twins[:5]))
+    return rows
 
 
 def _scan_folder(root: Path) -> list[ManifestRow]:

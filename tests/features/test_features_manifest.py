@@ -184,3 +184,18 @@ def test_class_and_split_names_that_are_one_after_normalisation_are_one_class(tm
     (tmp_path / "videos" / nfd).mkdir(parents=True)  # a class folder named in NFD (as macOS writes names)
     _touch(tmp_path / "videos" / nfd / "clip.mp4")
     assert [c.class_name for c in read_clip_list(tmp_path / "videos")] == [nfc]
+
+
+def test_class_names_that_differ_only_in_case_stay_apart_with_a_warning(tmp_path, caplog):
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("clip_id,path,class_name,split\na,a.mp4,Archery,seen\nb,b.mp4,archery,seen\n"
+                        "c,c.mp4,Bowling,seen\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="features.manifest"):
+        rows = read_clip_list(manifest)
+    assert [r.class_name for r in rows] == ["Archery", "archery", "Bowling"]
+    assert "1 class name(s) differ only in case and stay separate classes: 'Archery' / 'archery'" in caplog.text
+    caplog.clear()
+    manifest.write_text("clip_id,path,class_name,split\na,a.mp4,Archery,seen\nc,c.mp4,Bowling,seen\n")
+    with caplog.at_level("WARNING", logger="features.manifest"):
+        read_clip_list(manifest)
+    assert "differ only in case" not in caplog.text
