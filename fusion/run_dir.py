@@ -58,6 +58,8 @@ __all__ = [
     "holds_run_lease",
     "claim_run_folder",
     "read_checkpoint",
+    "save_checkpoint",
+    "write_npz",
 ]
 
 logger = logging.getLogger(__name__)
@@ -129,7 +131,7 @@ def start_run(config: TrainConfig, plan: TrainingPlan) -> dict[str, Any] | None:
     if classes.kinetics_embeddings is not None:
         arrays.update(kinetics_labels=np.asarray(classes.kinetics_names),
                       kinetics_embeddings=classes.kinetics_embeddings)
-    atomic_write(out / "class_embeddings.npz", functools.partial(_write_npz, arrays=arrays))
+    atomic_write(out / "class_embeddings.npz", functools.partial(write_npz, arrays=arrays))
     return None
 
 
@@ -234,7 +236,7 @@ class _WriteErrorKeeper:
         self.handle.flush()
 
 
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with path.open("wb") as handle:  # a file handle: np.savez would append ".npz" to the temporary name
         np.savez(handle, **arrays)
 

@@ -217,7 +217,7 @@ def test_cli_trains_a_head_with_a_recipe_and_options(synthetic_store, vectors_fi
     recorded = json.loads((out / "config.json").read_text())["train"]
     assert recorded["method"] == "ale" and recorded["recipe"] == "vggsound"
     assert recorded["head"] == {"n_batches": 3, "plateau_patience": 3, "plateau_factor": 0.1, "dropout": 0.0,
-                                "margin": 0.1}
+                                "margin": 0.1, "normalise_inputs": False}
     assert recorded["lr"] == 1e-3 and recorded["epochs"] == 2 and recorded["batch_size"] == 16
     # resume from the recorded config rebuilds the same head (and a finished run is left as it is)
     again = CliRunner().invoke(cli.cli, ["train-fusion", "--config", str(out / "config.json"), "--resume",
