@@ -26,6 +26,7 @@ from fusion.heads.ranking import RankingLoss
 from fusion.heads.training import balanced_batches
 from fusion.model import ModelDims
 from fusion.predict import score_clips
+from fusion.run_dir import changed_settings
 from fusion.trained_run import load_run
 from fusion.trainer import train
 
@@ -205,6 +206,14 @@ def test_resume_refuses_another_method_or_head_setting(synthetic_store, vectors_
         with pytest.raises(InputError, match="cannot resume with other settings"):
             train(_options(synthetic_store, tmp_path / "run", vectors_file, method, epochs=1, n_batches=2,
                            resume=True, **extra))
+
+
+def test_a_head_setting_a_recorded_run_lacks_counts_as_its_default():
+    config = train_config_from_options({"store": "s", "out": "o", "method": "devise", "recipe": "ucf"})
+    recorded = json.loads(json.dumps(config.to_dict()))
+    recorded["head"].pop("normalise_inputs")  # a run recorded before the setting existed
+    assert changed_settings(recorded, train_config_from_options({}, base=recorded)) == []
+    assert changed_settings(recorded, train_config_from_options({"normalise_inputs": True}, base=recorded)) == ["head"]
 
 
 def test_cli_trains_a_head_with_a_recipe_and_options(synthetic_store, vectors_file, tmp_path):
