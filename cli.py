@@ -34,7 +34,7 @@ from curate.config import (
 from eval.config import ReportConfig
 from extract.config import ExtractConfig
 from features.config import RunnerConfig, StoreConfig
-from fusion.config import RECIPE_DATASETS, FusionConfig, TrainConfig
+from fusion.config import RECIPE_DATASETS, FusionConfig, PeerImportConfig, TrainConfig
 from workflows.config import AblateConfig, AVCAProtocolConfig, MZSLProtocolConfig, ZeroShotConfig
 from workflows.demo import DemoConfig
 
@@ -543,6 +543,19 @@ def import_avca_command(**options) -> None:
     summary = import_avca_features(AVCAImportConfig(**options))
     click.echo(f"imported {summary.clips} clips of {summary.classes} classes ({summary.format}, "
                f"{summary.duplicates} repeated across stages) into {summary.store}")
+
+
+@cli.command("import-peer-model")
+@_field_options(PeerImportConfig, "method", "checkpoint", "dataset", "out", "split", "stage", "embeddings", "name_map",
+                "peer_text_order", types={"checkpoint": EXISTING_FILE, "out": NEW_DIR})
+@_user_errors
+def import_peer_model_command(**options) -> None:
+    """Make a run directory of a checkpoint of AVCA-GZSL's own code (its model.zip), for zeroshot and the protocols."""
+    from fusion.peer_checkpoint import import_peer_model
+
+    run = import_peer_model(PeerImportConfig(**options))
+    click.echo(f"imported {run.method} (epoch {run.epoch}, {run.classes} training classes, video {run.dims.video_dim} "
+               f"+ audio {run.dims.audio_dim} -> {run.dims.embedding_dim}) into {run.run_dir}")
 
 
 # --- curate: manifests of dataset downloads -----------------------------------------------------------------

@@ -183,6 +183,15 @@ def comparison_json(rows: Sequence[ComparisonRow]) -> dict:
             "rows": out}
 
 
+def _imported_note(imported: dict | None) -> str | None:
+    """Where a run made from a peer's checkpoint came from (`fusion.peer_checkpoint`), or None."""
+    if not imported:
+        return None
+    return (f"{imported['code']} {imported['method']} checkpoint {imported['checkpoint']} (sha256 "
+            f"{imported['sha256'][:12]}..., {imported['dataset']} {imported['split']}, stage {imported['stage']}, "
+            f"epoch {imported['epoch']})")
+
+
 def run_markdown(metrics: dict) -> str:
     """One evaluated run as Markdown: headline table, per-class accuracy, worst classes and their confusions."""
     title = metrics.get("label") or "zero-shot evaluation"
@@ -192,6 +201,7 @@ def run_markdown(metrics: dict) -> str:
         ("protocol", metrics.get("protocol")),
         ("decision rule", metrics.get("rule")),
         ("checkpoint", metrics.get("checkpoint")),
+        ("imported from the peers' code", _imported_note(metrics.get("imported"))),
         ("clips", result.num_clips),
         ("seen / unseen classes", _pair(result.num_seen_classes, result.num_unseen_classes)),
         ("chance (uniform guessing)", _chance_note(metrics, result)),

@@ -39,6 +39,7 @@ __all__ = [
     "train_config_from_options",
     "RECIPE_DATASETS",
     "HEAD_FUSION_SETTINGS",
+    "PeerImportConfig",
 ]
 
 FUSION_MODES = ("bottleneck", "concat")
@@ -528,3 +529,35 @@ def _head_options(method: str, options: Mapping[str, Any], base: dict[str, Any],
                                                {**recorded, **{k: v for k, v in options.items() if k in own}})
     left = {k: v for k, v in options.items() if k not in own}
     return left, {"head": head, "method": method}, recipe_train if recipe is not None or not same_method else {}
+
+
+@dataclass(frozen=True)
+class PeerImportConfig:
+    """`cli.py import-peer-model`: a checkpoint of AVCA-GZSL's own code -> a run directory
+    (`fusion.peer_checkpoint`)."""
+
+    method: str = setting(help="The checkpoint's method: devise, ale, sje or cjme (AVCA-GZSL's DeviseModel serves "
+                               "the first three).")
+    checkpoint: Path = setting(help="AVCA-GZSL checkpoint (.pt, {'epoch', 'model', 'optimizer'}), e.g. "
+                                    "runs/cjme_ucf_all_main/checkpoints/CJME_score_ckpt_<epoch>.pt of its model.zip.")
+    dataset: str = setting(choices=RECIPE_DATASETS, help="The benchmark the checkpoint was trained on.")
+    out: Path = setting(affects_result=False, help="The run directory to create.")
+    split: str = setting("main_split", choices=("main_split", "cls_split"),
+                         help="The benchmark split it was trained on (main_split: SeLaVi features; cls_split: C3D / "
+                              "VGGish).")
+    stage: int = setting(2, help="The protocol stage it was trained in: 2 (model.zip's `all` runs, trained on "
+                                 "stage_2_train classes) or 1 (the `val` runs, stage_1_train classes).")
+    embeddings: str | None = setting(None, help="Class-name embeddings as train-fusion takes them (default: the "
+                                                "dataset's AVCA table, avca:<dataset>).")
+    name_map: Path | None = setting(None, help="CSV original,manual: class names rewritten before embedding.")
+    peer_text_order: bool = setting(False, help="AVCA tables only: give class vectors as AVCA-GZSL's code does, to "
+                                                "reproduce its published numbers; by name otherwise.")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.stage not in (1, 2):
+            raise InputError(f"stage must be 1 or 2, got {self.stage}")
+
+    @property
+    def embedding_spec(self) -> str:
+        return self.embeddings or f"avca:{self.dataset}"

@@ -39,7 +39,8 @@ from common.settings import result_values
 from extract.weights import load_failure
 from features.lease import Lease
 from fusion.config import ARCHITECTURE_FIELDS, TrainConfig
-from fusion.heads.head import ComparisonHead
+from fusion.heads import head_config
+from fusion.heads.head import ComparisonHead, config_values
 from fusion.model import FusionModel
 from fusion.plan import TrainingPlan, embedding_permutation
 
@@ -58,6 +59,8 @@ __all__ = [
     "holds_run_lease",
     "claim_run_folder",
     "read_checkpoint",
+    "save_checkpoint",
+    "write_npz",
 ]
 
 logger = logging.getLogger(__name__)
@@ -129,7 +132,7 @@ def start_run(config: TrainConfig, plan: TrainingPlan) -> dict[str, Any] | None:
     if classes.kinetics_embeddings is not None:
         arrays.update(kinetics_labels=np.asarray(classes.kinetics_names),
                       kinetics_embeddings=classes.kinetics_embeddings)
-    atomic_write(out / "class_embeddings.npz", functools.partial(_write_npz, arrays=arrays))
+    atomic_write(out / "class_embeddings.npz", functools.partial(write_npz, arrays=arrays))
     return None
 
 
@@ -234,7 +237,7 @@ class _WriteErrorKeeper:
         self.handle.flush()
 
 
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with path.open("wb") as handle:  # a file handle: np.savez would append ".npz" to the temporary name
         np.savez(handle, **arrays)
 
@@ -343,9 +346,12 @@ def changed_settings(recorded: dict[str, Any], config: TrainConfig) -> list[str]
     How a run runs (progress, device, prefetching, logging, evaluation batch size, resident store, compilation)
     and where its folder now is (a copied or moved run resumes) do not count: the fields declared
     `affects_result=False`. The same run resumes, or is reused, whatever they are. A field the record lacks (a run
-    recorded before the field existed) counts as its default, which is what that run did.
+    recorded before the field existed) counts as its default, which is what that run did; so does a setting of a
+    comparison head's config (`head`).
     """
     old = json.loads(json.dumps(TrainConfig.from_dict(recorded).to_dict()))  # tuples -> lists, defaults filled
+    if old["method"] != "mzst":
+        old["head"] = json.loads(json.dumps(config_values(head_config(old["method"], old["head"]))))
     old, new = result_values(TrainConfig, old), result_values(TrainConfig, json.loads(json.dumps(config.to_dict())))
     old_fusion, new_fusion = old.pop("fusion"), new.pop("fusion")
     changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]

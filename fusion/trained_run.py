@@ -50,6 +50,8 @@ class RunInfo:
             store those ids are clips of, wherever it is now.
         embedding_repeats: how many heads' f(x) stand side by side (`load_concatenated_runs`); the class
             embeddings (recorded and new) are repeated as often.
+        imported: for a run made from a peer's checkpoint (`fusion.peer_checkpoint`), where from: method,
+            checkpoint file and SHA-256, dataset, split, stage, epoch; None for a run trained here.
     """
 
     run_dir: Path
@@ -70,6 +72,7 @@ class RunInfo:
     train_clip_ids: tuple[str, ...] | None = None
     train_store_identity: str | None = None
     embedding_repeats: int = 1
+    imported: dict[str, Any] | None = None
 
     @property
     def peer_text_order(self) -> bool:
@@ -151,6 +154,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best",
         validation=classes.get("validation") or {},
         train_clip_ids=tuple(classes["train_clip_ids"]) if classes.get("train_clip_ids") is not None else None,
         train_store_identity=classes.get("train_store_identity"),
+        imported=config_json.get("imported"),
     )
     return model, info
 

@@ -141,6 +141,7 @@ def run_zeroshot(config: ZeroShotConfig) -> ZeroShotResult:
         "protocol": "zeroshot",
         "includes_training_clips": config.include_training_clips,
         "peer_text_order": info.peer_text_order,
+        "imported": info.imported,
         "config": config.to_dict(),
         "run": {"run_dir": str(info.run_dir), "embedding": info.embedding_spec, "classes": list(info.class_names)},
         "store": {"path": str(store.path), "provenance": store.provenance},

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from common.errors import InputError
 from fusion.heads.head import ComparisonHead, HeadLosses, config_values
 from fusion.model import ModelDims
@@ -35,6 +37,9 @@ class HeadEntry:
     build: Callable[[Any, ModelDims, bool], ComparisonHead]
     config_class: type
     recipes: Mapping[str, Mapping[str, Any]]
+    # Reads a checkpoint of the peers' own code (`fusion.peer_checkpoint`): their state_dict -> (the method's config
+    # values inferred from the shapes, with the data's sizes under "dims"; the head's state_dict). None: not offered.
+    peer_weights: Callable[[Mapping[str, torch.Tensor]], tuple[dict, dict[str, torch.Tensor]]] | None = None
 
 
 _REGISTRY: dict[str, HeadEntry] = {}
@@ -48,13 +53,17 @@ def _import_methods() -> None:
         importlib.import_module(module)
 
 
-def register_head(name: str, *, config: type, recipes: Mapping[str, Mapping[str, Any]]):
-    """Register a builder `build(config, dims, extracted) -> ComparisonHead` under `name`."""
+def register_head(name: str, *, config: type, recipes: Mapping[str, Mapping[str, Any]],
+                  peer_weights: Callable[[Mapping[str, torch.Tensor]], tuple[dict, dict[str, torch.Tensor]]]
+                  | None = None):
+    """Register a builder `build(config, dims, extracted) -> ComparisonHead` under `name`, and optionally the
+    reader of the peers' checkpoints of the method (`HeadEntry.peer_weights`)."""
 
     def register(build: Callable[[Any, ModelDims, bool], ComparisonHead]):
         if name in _REGISTRY:
             raise ValueError(f"head {name!r} is registered twice")
-        _REGISTRY[name] = HeadEntry(name=name, build=build, config_class=config, recipes=recipes)
+        _REGISTRY[name] = HeadEntry(name=name, build=build, config_class=config, recipes=recipes,
+                                    peer_weights=peer_weights)
         return build
 
     return register

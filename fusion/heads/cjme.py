@@ -22,6 +22,7 @@ means; its gate then learns one preference per batch, not per clip as the paper'
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -31,11 +32,11 @@ from torch import nn
 from common.errors import InputError
 from common.settings import setting
 from fusion.heads import register_head
-from fusion.heads.head import ClipBatch, ComparisonHead, HeadLosses
+from fusion.heads.head import ClipBatch, ComparisonHead, HeadLosses, from_peer_names, peer_tensor
 from fusion.heads.training import PEER_TRAINING, HeadTrainingConfig
 from fusion.model import ModelDims
 
-__all__ = ["CJMEConfig", "GatedTripletLoss", "gate_targets", "CJME", "RECIPES", "cjme"]
+__all__ = ["CJMEConfig", "GatedTripletLoss", "gate_targets", "CJME", "RECIPES", "peer_weights", "cjme"]
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,32 @@ class CJME(ComparisonHead):
         return HeadLosses(total=triplet + agreement + gate, parts={"triplet": triplet, "av": agreement, "gate": gate})
 
 
-@register_head("cjme", config=CJMEConfig, recipes=RECIPES)
+# AVCA-GZSL's CJME names: its TripletNet's three `EmbeddingNetCJME` (audio, video, text; each an `fc` Sequential laid
+# out as our encoders when trained with `--embedding_use_bn`, as all its CJME runs were) and the gate
+# `attention_model`.
+_PEER_NAMES = {"audio_encoder.": "triplet_net.embedding_net1.fc.", "video_encoder.": "triplet_net.embedding_net2.fc.",
+               "text_encoder.": "triplet_net.embedding_net3.fc.", "gate.": "attention_model."}
+
+
+def peer_weights(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict, dict[str, torch.Tensor]]:
+    """An AVCA-GZSL CJME state_dict as this head's: the sizes from its encoders' first and last layers.
+
+    Raises:
+        InputError: another method's keys (or encoders without BatchNorm), missing or unexpected keys, or shapes
+            that disagree with each other.
+    """
+    hidden_dim, audio_dim = peer_tensor(state_dict, _PEER_NAMES["audio_encoder."] + "0.weight", 2).shape
+    video_dim = peer_tensor(state_dict, _PEER_NAMES["video_encoder."] + "0.weight", 2).shape[1]
+    embedding_dim = peer_tensor(state_dict, _PEER_NAMES["text_encoder."] + "0.weight", 2).shape[1]
+    output_dim = peer_tensor(state_dict, _PEER_NAMES["audio_encoder."] + "4.weight", 2).shape[0]
+    values = {"hidden_dim": int(hidden_dim), "output_dim": int(output_dim)}
+    dims = {"video_dim": int(video_dim), "audio_dim": int(audio_dim), "embedding_dim": int(embedding_dim)}
+    head = CJME(CJMEConfig(**values), ModelDims(1, dims["video_dim"], 1, dims["audio_dim"], 1, dims["embedding_dim"]),
+                False)
+    return {**values, "dims": dims}, from_peer_names(state_dict, head, _PEER_NAMES, "CJME")
+
+
+@register_head("cjme", config=CJMEConfig, recipes=RECIPES, peer_weights=peer_weights)
 def cjme(config: CJMEConfig, dims: ModelDims, extracted: bool) -> CJME:
     """CJME with AVCA-GZSL's sizes."""
     return CJME(config, dims, extracted)

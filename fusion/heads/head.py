@@ -10,6 +10,7 @@ distance is `eval.metrics`' "plain" rule between them. The trainer asks the head
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,10 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.errors import InputError
 from fusion.heads.inputs import clip_vectors
 from fusion.model import AVOutput, ModelDims
 
-__all__ = ["ClipBatch", "HeadLosses", "ComparisonHead", "config_values"]
+__all__ = ["ClipBatch", "HeadLosses", "ComparisonHead", "config_values", "peer_tensor", "from_peer_names"]
 
 
 @dataclass
@@ -121,3 +123,47 @@ class ComparisonHead(nn.Module):
 def config_values(config: Any) -> dict[str, Any]:
     """A head config as JSON-able values (tuples as lists, as they are read back)."""
     return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(config).items()}
+
+
+def peer_tensor(state_dict: Mapping[str, Any], key: str, dims: int) -> torch.Tensor:
+    """`state_dict[key]` of a peer's checkpoint, checked to be a tensor of `dims` dimensions (what sizes are read
+    from before the whole state is checked by `from_peer_names`).
+
+    Raises:
+        InputError: the key is missing, or holds something else.
+    """
+    value = state_dict.get(key)
+    if not isinstance(value, torch.Tensor) or value.dim() != dims:
+        shape = tuple(getattr(value, "shape", ()))
+        found = "missing" if value is None else f"a {type(value).__name__} of shape {shape}"
+        raise InputError(f"no {dims}-d tensor {key!r} (it is {found}); {len(state_dict)} keys, e.g. "
+                         f"{sorted(state_dict)[:3]}")
+    return value
+
+
+def from_peer_names(state_dict: Mapping[str, Any], head: ComparisonHead, renames: Mapping[str, str],
+                    peer_model: str) -> dict[str, torch.Tensor]:
+    """A peer's state_dict under `head`'s parameter names, checked against `head` key by key and shape by shape.
+
+    Args:
+        state_dict: the peer's parameters (AVCA-GZSL's names).
+        head: a head built with the sizes the peer's shapes give.
+        renames: our name prefix -> the peer's (the longest matching prefix applies; "" keeps a name).
+        peer_model: the peer's model class, for the message.
+
+    Raises:
+        InputError: one line naming the peer's keys that are missing, unexpected or of another shape.
+    """
+    def peer_name(name: str) -> str:
+        ours = max((prefix for prefix in renames if name.startswith(prefix)), key=len, default=None)
+        return name if ours is None else renames[ours] + name[len(ours):]
+
+    own = {peer_name(name): (name, tensor.shape) for name, tensor in head.state_dict().items()}
+    missing, unexpected = sorted(set(own) - set(state_dict)), sorted(set(state_dict) - set(own))
+    wrong = sorted(f"{key} {tuple(getattr(state_dict[key], 'shape', ()))} (expected {tuple(shape)})"
+                   for key, (_, shape) in own.items()
+                   if key in state_dict and getattr(state_dict[key], "shape", None) != shape)
+    if missing or unexpected or wrong:
+        raise InputError(f"not the weights of a {peer_model}: {len(missing)} missing {missing[:4]}, "
+                         f"{len(unexpected)} unexpected {unexpected[:4]}, {len(wrong)} of another shape {wrong[:4]}")
+    return {name: state_dict[key] for key, (name, _) in own.items()}

@@ -6,7 +6,8 @@ Classification" (SJE). As AVCA-GZSL runs them (`src/model.py` DeviseModel, `src/
 `main.py`; ExplainableML/AVCA-GZSL, MIT licence), written anew here:
 
 - the model: theta(x) = W [v; a], a bias-free linear map of the concatenated video and audio vectors to E (300 for
-  word2vec), with dropout on its input; a class is phi(c) itself (theta_w is the identity);
+  word2vec), with dropout on its input (and, with `normalise_inputs`, the concatenation L2-normalised first, as
+  AVCA-GZSL's `--norm_inputs`); a class is phi(c) itself (theta_w is the identity);
 - the training score of clip x and seen class c is the dot product theta(x) . phi(c), both under dropout;
 - the loss is a hinge on the ranking of the true class against every other seen class, margin 0.1: DeViSE sums the
   violations, ALE weights them by its rank weight (the harmonic number of the true class's rank over that rank),
@@ -18,19 +19,22 @@ Classification" (SJE). As AVCA-GZSL runs them (`src/model.py` DeviseModel, `src/
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from common.errors import InputError
 from common.settings import setting
 from fusion.heads import register_head
-from fusion.heads.head import ClipBatch, ComparisonHead, HeadLosses
+from fusion.heads.head import ClipBatch, ComparisonHead, HeadLosses, from_peer_names, peer_tensor
 from fusion.heads.training import PEER_TRAINING, HeadTrainingConfig
 from fusion.model import ModelDims
 
-__all__ = ["RankingConfig", "RankingLoss", "LinearCompatibility", "RECIPES", "devise", "ale", "sje"]
+__all__ = ["RankingConfig", "RankingLoss", "LinearCompatibility", "RECIPES", "PEER_FEATURE_WIDTHS", "peer_weights",
+           "devise", "ale", "sje"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,9 @@ class RankingConfig(HeadTrainingConfig):
     dropout: float = setting(0.2, help="Dropout on the clip vector and on the class embeddings in training "
                                        "(AVCA-GZSL's `dropout_baselines`).")
     margin: float = setting(0.1, help="Margin of the ranking hinge.")
+    normalise_inputs: bool = setting(False, help="L2-normalise the concatenated clip vector before the map "
+                                                 "(AVCA-GZSL's `--norm_inputs`, set in its runs on the C3D / VGGish "
+                                                 "features of cls_split).")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -106,6 +113,8 @@ class LinearCompatibility(ComparisonHead):
 
     def embed_clips(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         features = torch.cat([video, audio], dim=1)  # (B, Dv) + (B, Da) -> (B, Dv+Da), AVCA-GZSL's order
+        if self.config.normalise_inputs:
+            features = F.normalize(features, dim=1)
         return self.projection(self.dropout(features))  # (B, E)
 
     def embed_classes(self, class_embeddings: torch.Tensor) -> torch.Tensor:
@@ -117,19 +126,44 @@ class LinearCompatibility(ComparisonHead):
         return HeadLosses(total=loss, parts={"rank": loss})
 
 
-@register_head("devise", config=RankingConfig, recipes=RECIPES)
+# AVCA-GZSL's feature widths (video, audio): its DeviseModel maps their concatenation, so its weight gives only the
+# sum; SeLaVi's on main_split, C3D's and VGGish's on cls_split.
+PEER_FEATURE_WIDTHS: dict[int, tuple[int, int]] = {512 + 512: (512, 512), 4096 + 128: (4096, 128)}
+
+
+def peer_weights(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict, dict[str, torch.Tensor]]:
+    """An AVCA-GZSL DeviseModel state_dict (DeViSE, ALE and SJE alike: only their losses differ) as this head's.
+
+    Its one parameter `bilinear.weight` (E, Dv + Da) is `projection.weight`; the video and audio widths come from
+    `PEER_FEATURE_WIDTHS` (the weight gives only their sum).
+
+    Raises:
+        InputError: another method's keys, missing or unexpected keys, or a width of no AVCA-GZSL feature set.
+    """
+    embedding_dim, width = peer_tensor(state_dict, "bilinear.weight", 2).shape
+    if width not in PEER_FEATURE_WIDTHS:
+        raise InputError(f"bilinear.weight maps {width} features; AVCA-GZSL's are "
+                         f"{' or '.join(f'{v} + {a}' for v, a in PEER_FEATURE_WIDTHS.values())} (video + audio), so "
+                         "which of them are video cannot be told")
+    video_dim, audio_dim = PEER_FEATURE_WIDTHS[width]
+    dims = {"video_dim": video_dim, "audio_dim": audio_dim, "embedding_dim": int(embedding_dim)}
+    head = devise(RankingConfig(), ModelDims(1, video_dim, 1, audio_dim, 1, int(embedding_dim)), False)
+    return {"dims": dims}, from_peer_names(state_dict, head, {"projection.": "bilinear."}, "DeviseModel")
+
+
+@register_head("devise", config=RankingConfig, recipes=RECIPES, peer_weights=peer_weights)
 def devise(config: RankingConfig, dims: ModelDims, extracted: bool) -> LinearCompatibility:
     """DeViSE: every violating class counts."""
     return LinearCompatibility(config, dims, extracted, "devise", "sum")
 
 
-@register_head("ale", config=RankingConfig, recipes=RECIPES)
+@register_head("ale", config=RankingConfig, recipes=RECIPES, peer_weights=peer_weights)
 def ale(config: RankingConfig, dims: ModelDims, extracted: bool) -> LinearCompatibility:
     """ALE: violations weighted by the rank of the true class."""
     return LinearCompatibility(config, dims, extracted, "ale", "rank_weighted")
 
 
-@register_head("sje", config=RankingConfig, recipes=RECIPES)
+@register_head("sje", config=RankingConfig, recipes=RECIPES, peer_weights=peer_weights)
 def sje(config: RankingConfig, dims: ModelDims, extracted: bool) -> LinearCompatibility:
     """SJE: only the most violating class counts."""
     return LinearCompatibility(config, dims, extracted, "sje", "max")

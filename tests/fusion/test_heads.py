@@ -26,6 +26,7 @@ from fusion.heads.ranking import RankingLoss
 from fusion.heads.training import balanced_batches
 from fusion.model import ModelDims
 from fusion.predict import score_clips
+from fusion.run_dir import changed_settings
 from fusion.trained_run import load_run
 from fusion.trainer import train
 
@@ -207,6 +208,14 @@ def test_resume_refuses_another_method_or_head_setting(synthetic_store, vectors_
                            resume=True, **extra))
 
 
+def test_a_head_setting_a_recorded_run_lacks_counts_as_its_default():
+    config = train_config_from_options({"store": "s", "out": "o", "method": "devise", "recipe": "ucf"})
+    recorded = json.loads(json.dumps(config.to_dict()))
+    recorded["head"].pop("normalise_inputs")  # a run recorded before the setting existed
+    assert changed_settings(recorded, train_config_from_options({}, base=recorded)) == []
+    assert changed_settings(recorded, train_config_from_options({"normalise_inputs": True}, base=recorded)) == ["head"]
+
+
 def test_cli_trains_a_head_with_a_recipe_and_options(synthetic_store, vectors_file, tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(cli.cli, [
@@ -217,7 +226,7 @@ def test_cli_trains_a_head_with_a_recipe_and_options(synthetic_store, vectors_fi
     recorded = json.loads((out / "config.json").read_text())["train"]
     assert recorded["method"] == "ale" and recorded["recipe"] == "vggsound"
     assert recorded["head"] == {"n_batches": 3, "plateau_patience": 3, "plateau_factor": 0.1, "dropout": 0.0,
-                                "margin": 0.1}
+                                "margin": 0.1, "normalise_inputs": False}
     assert recorded["lr"] == 1e-3 and recorded["epochs"] == 2 and recorded["batch_size"] == 16
     # resume from the recorded config rebuilds the same head (and a finished run is left as it is)
     again = CliRunner().invoke(cli.cli, ["train-fusion", "--config", str(out / "config.json"), "--resume",
