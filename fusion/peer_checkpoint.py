@@ -13,8 +13,8 @@ sizes; the head is built with them and its weights written as a fusion checkpoin
 same file: the peer chose the epoch). What the run is imported from (method, checkpoint file and its SHA-256,
 dataset, split, stage, epoch) is recorded as `imported` in config.json, classes.json and the checkpoint, and
 zeroshot's reports name it. The run's training classes are the stage's training classes of the dataset's split
-(what the peer trained on); it records no training clips, so zeroshot scores every clip of the classes it is given
-(evaluate the test stages: `--splits stage_2_test_seen,stage_2_test_unseen`). Class vectors are the dataset's AVCA
+(what the peer trained on); it records no training clips, so zeroshot scores only a store's test splits (and a
+first-stage model's `stage_1_val_*`) unless told `include_training_clips`. Class vectors are the dataset's AVCA
 table by default, given to classes by name (`peer_text_order` gives them as the peers' code did), always
 L2-normalised as the peers trained on them. Its `store` names the checkpoint: the peer's features are no store here.
 """

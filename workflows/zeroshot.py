@@ -96,6 +96,37 @@ def run_clip_indices(info, store) -> np.ndarray:
     return np.unique(np.concatenate(used)) if used else np.zeros(0, np.int64)
 
 
+def _imported_run_splits(info, store, splits: list[str] | None) -> list[str]:
+    """The splits a peer's imported checkpoint may be scored on: test splits, and a first-stage model's own
+    validation splits (`stage_1_val_*`, which AVCA's first stage is evaluated on).
+
+    Which clips the peer trained on is not recorded in its checkpoint, so the clips of a store's other splits may
+    be its training clips (a second-stage model trains on the first stage's validation clips too), and scoring
+    them would inflate S without a word.
+
+    Raises:
+        InputError: a named split that is not a test split, or a store without one.
+    """
+    stage = info.imported.get("stage")
+
+    def scorable(split: str) -> bool:
+        role = split_role(split)
+        return role is SplitRole.TEST or (role is SplitRole.VALIDATION and stage == 1 and split.startswith("stage_1_"))
+
+    if splits is None:
+        splits = sorted(s for s in set(store.splits.tolist()) if s and scorable(s))
+        if not splits:
+            raise InputError(f"{store.path} has no test split for the imported run {info.run_dir} (its training clips "
+                             "are not recorded); name the splits to score with `splits`")
+        logger.info("imported run: scoring the splits %s of %s", splits, store.path)
+        return splits
+    other = [s for s in splits if not scorable(s)]
+    if other:
+        raise InputError(f"{info.run_dir} is a peer's imported checkpoint whose training clips are not recorded: score "
+                         f"test splits only, not {other} (or pass include_training_clips to score them anyway)")
+    return splits
+
+
 def _is_run_store(info, identity: str | None, recorded_path: str | None, store, role: str) -> bool:
     """Whether `store` is the run's `role` store: by identity; for a run recorded without one, by resolved path."""
     if identity is not None:
@@ -126,7 +157,10 @@ def run_zeroshot(config: ZeroShotConfig) -> ZeroShotResult:
     rule = config.rule or info.decision_rule
     store = TokenStore.open(config.store)
     embed = ClassEmbedder(info, config.missing)
-    candidates = store.indices(DONE, list(config.splits) or None)
+    splits = list(config.splits) or None
+    if info.imported is not None and not config.include_training_clips:
+        splits = _imported_run_splits(info, store, splits)
+    candidates = store.indices(DONE, splits)
     if not config.include_training_clips:
         used = np.intersect1d(candidates, run_clip_indices(info, store))
         if used.size:

@@ -261,3 +261,33 @@ def test_features_of_other_sizes_than_the_checkpoint_are_refused_at_zeroshot(pee
     with pytest.raises(InputError, match=r"token layout audio_dim=512 \(model: 128\)") as error:
         run_zeroshot(ZeroShotConfig(run_dir=tmp_path / "run", store=store, seen=seen, unseen=unseen))
     assert "\n" not in str(error.value) and str(store) in str(error.value)
+
+
+def test_an_imported_run_scores_test_splits_only(peer_store, tmp_path):
+    """The peer's training clips are not recorded: a store that also holds a training stage is scored on its test
+    stages only, and naming the training stage is refused (its clips would inflate S)."""
+    _, seen, unseen, _ = peer_store
+    root = tmp_path / "features"
+    for modality, dim in (("video", DV), ("audio", DA)):
+        for stage, names in (("stage_2_train", SEEN), ("stage_2_test_seen", SEEN), ("stage_2_test_unseen", UNSEEN)):
+            folder = root / modality / stage
+            folder.mkdir(parents=True, exist_ok=True)
+            for name in names:
+                ids = [f"v_{name}_g{'1' if stage == 'stage_2_train' else '0'}{i + 1}_c01" for i in range(2)]
+                with h5py.File(folder / f"{name}.h5", "w") as f:
+                    f["data"] = np.stack([_features(c, modality, dim) for c in ids])
+                    f["video_urls"] = np.array([f"{c}.avi".encode() for c in ids])
+    store = tmp_path / "store.zarr"
+    import_avca_features(AVCAImportConfig(features=root, dataset="ucf", out=store))
+    _peer_checkpoint("devise", tmp_path / "peer.pt")
+    import_peer_model(PeerImportConfig(method="devise", checkpoint=tmp_path / "peer.pt", dataset="ucf",
+                                       out=tmp_path / "run"))
+    result = run_zeroshot(ZeroShotConfig(run_dir=tmp_path / "run", store=store, seen=seen, unseen=unseen))
+    assert result.metrics["num_clips"] == 2 * len(SEEN + UNSEEN)  # the 6 training clips are not scored
+    with pytest.raises(InputError, match=r"not \['stage_2_train'\]") as error:
+        run_zeroshot(ZeroShotConfig(run_dir=tmp_path / "run", store=store, seen=seen, unseen=unseen,
+                                    splits=("stage_2_train", "stage_2_test_seen")))
+    assert "\n" not in str(error.value)
+    everything = run_zeroshot(ZeroShotConfig(run_dir=tmp_path / "run", store=store, seen=seen, unseen=unseen,
+                                             include_training_clips=True))
+    assert everything.metrics["num_clips"] == 4 * len(SEEN) + 2 * len(UNSEEN)
