@@ -115,6 +115,21 @@ def eval_store(tmp_path_factory, eval_vectors) -> TokenStore:
     return build_store(tmp_path_factory.mktemp("stores") / "eval.zarr", eval_vectors, default_plan())
 
 
+@pytest.fixture(scope="module")
+def mzsl_stores(tmp_path_factory, eval_vectors):
+    """An MZSL setting: a benchmark store (the seen classes' "train" and "test" clips), an evaluation store (the
+    unseen and validation-unseen classes' "mzsl" clips) and its groups file (1 easy, 2 medium, 2 hard classes)."""
+    root = tmp_path_factory.mktemp("mzsl")
+    bench = build_store(root / "bench.zarr", eval_vectors,
+                        [(n, "train", 8) for n in SEEN] + [(n, "test", 3) for n in SEEN])
+    evaluation = build_store(root / "mzsl.zarr", eval_vectors, [(n, "mzsl", 4) for n in UNSEEN + VAL_UNSEEN], seed=1)
+    groups = root / "groups.csv"
+    assigned = ["easy", "medium", "medium", "hard", "hard"]
+    groups.write_text("class_name,group\n" + "".join(f"{n},{g}\n" for n, g in zip(UNSEEN + VAL_UNSEEN, assigned,
+                                                                                  strict=True)))
+    return bench, evaluation, groups
+
+
 def train_run(store_path: Path, out: Path, vectors: Path, **overrides):
     """Train a tiny head on a store (a few epochs, seconds on CPU) and return the run directory."""
     from fusion.config import FusionConfig, TrainConfig

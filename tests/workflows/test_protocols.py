@@ -190,20 +190,6 @@ def test_read_groups(tmp_path, text, expected):
             protocols.read_groups(path)
 
 
-@pytest.fixture(scope="module")
-def mzsl_stores(tmp_path_factory, store_builder, eval_vectors, classes):
-    root = tmp_path_factory.mktemp("mzsl")
-    bench = store_builder(root / "bench.zarr", eval_vectors,
-                          [(n, "train", 8) for n in classes.seen] + [(n, "test", 3) for n in classes.seen])
-    evaluation = store_builder(root / "mzsl.zarr", eval_vectors,
-                               [(n, "mzsl", 4) for n in classes.unseen + classes.val_unseen], seed=1)
-    groups = root / "groups.csv"
-    names = classes.unseen + classes.val_unseen
-    assigned = ["easy", "medium", "medium", "hard", "hard"]
-    groups.write_text("class_name,group\n" + "".join(f"{n},{g}\n" for n, g in zip(names, assigned, strict=True)))
-    return bench, evaluation, groups
-
-
 @pytest.mark.slow
 def test_mzsl_protocol(mzsl_stores, eval_vectors, tmp_path):
     bench, evaluation, groups = mzsl_stores
