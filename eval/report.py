@@ -6,7 +6,10 @@ ZSL / GZSL values are read through `eval.metrics.EvalResult` (their one writer a
 open vocabulary's top-k are written by the protocols and `zeroshot` under their own keys. Tables print two
 decimals; a row that pools several seeds prints `mean ± std` (sample standard deviation, ddof = 1) and the number
 of seeds. A row whose runs gave class vectors in AVCA-GZSL's order (`peer_text_order` in metrics.json) says so in a
-column "Class vectors", shown when some row did.
+column "Class vectors", shown when some row did (always in the benchmark's and the ablation's tables:
+`class_vectors_cell` writes it for all of them). Chance per column (`chance_values`) and the caveat of tables on
+random-init backbones or synthetic data (`data_caveats`, `caveat_lines`) live here too, so every table says them
+alike.
 """
 
 from __future__ import annotations
