@@ -150,10 +150,12 @@ def _check_options(config: BenchmarkConfig, methods: list[str]) -> None:
     options only some methods take.
 
     Raises:
-        InputError: an option no method takes.
+        InputError: an option no method takes, a preset or ablations without mzst.
     """
     from fusion.config import method_options
 
+    if "mzst" not in methods and (config.settings.preset is not None or config.settings.ablations):
+        raise InputError(f"a preset and ablations are the MZST head's, and mzst is not among the methods {methods}")
     takers = {key: [m for m in methods if key in method_options(m)] for key in config.settings.train}
     unused = sorted(key for key, who in takers.items() if not who)
     if unused:

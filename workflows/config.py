@@ -344,7 +344,7 @@ class BenchmarkConfig:
         None where not given; `test_split` "none" for none.
 
         Raises:
-            InputError: a setting of the other protocol.
+            InputError: a setting of the other protocol, or one this protocol needs left out.
         """
         kind = AVCAProtocolConfig if protocol == "avca" else MZSLProtocolConfig
         own = {f.name for f in dataclasses.fields(kind)}
@@ -354,6 +354,10 @@ class BenchmarkConfig:
         given = {name: value for name, value in settings.items() if name in own and value is not None}
         if str(given.get("test_split", "")).lower() == "none":
             given["test_split"] = None
+        needed = [f.name for f in dataclasses.fields(kind) if f.default is dataclasses.MISSING
+                  and f.default_factory is dataclasses.MISSING and f.name not in given and f.name != "out"]
+        if needed:
+            raise InputError(f"the {protocol} protocol needs {', '.join(f'`{name}`' for name in needed)}")
         return cls(protocol=protocol, settings=kind(out=fields["out"], **given), **fields)
 
     def to_dict(self) -> dict:

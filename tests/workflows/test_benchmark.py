@@ -80,6 +80,11 @@ def test_a_bad_method_or_a_setting_of_the_other_protocol_is_one_line(mzsl_stores
     unused = CliRunner().invoke(cli, _args(mzsl_stores, eval_vectors, out) + ["--option", "widht=3"])
     assert unused.exit_code == 1 and "['widht'] are taken by none of the methods ['mzst', 'devise']" in unused.output
     assert not out.exists()
+    heads_only = _args(mzsl_stores, eval_vectors, out, methods="devise")[:-2 * len(_TINY)]  # no MZST options
+    preset = CliRunner().invoke(cli, heads_only + ["--preset", "demo"])
+    assert preset.exit_code == 1 and "mzst is not among the methods ['devise']" in preset.output
+    avca = CliRunner().invoke(cli, ["benchmark", "--protocol", "avca", "--out", str(out), "--seeds", "0"])
+    assert avca.exit_code == 1 and avca.output == "Error: the avca protocol needs --dataset, --store\n"
     settings = MZSLProtocolConfig(train_store="a", eval_store="b", groups="g", out="o", train={"method": "ale"})
     with pytest.raises(ValueError, match="set per row by the benchmark"):
         BenchmarkConfig(protocol="mzsl", settings=settings, out=tmp_path)
