@@ -183,12 +183,20 @@ def _markdown(config: BenchmarkConfig, title: str, rows: list[ComparisonRow], co
              *report.caveat_lines(caveats, "the methods"),
              f"{first.num_seen_classes} seen and {first.num_unseen_classes} unseen candidate classes, "
              f"{first.num_clips} test clips; seeds {', '.join(map(str, seeds))}; percent, {spread}. Every method ran "
-             f"the same protocol (`<out>/<method>`): the epoch (and beta) chosen on stage-1 validation, stage 2 "
-             f"retrained, tested once. MZST with its own settings, {heads}. Chance: uniform guessing among the "
-             "candidates.", "",
+             f"the same protocol (`<out>/<method>`): {_stages(config)}, tested once. MZST with its own settings, "
+             f"{heads}. Chance: uniform guessing among the candidates.", "",
              report.comparison_markdown(rows, columns, first_column="Method", class_vectors=True, chance=chance),
              "## Reading", "", *_reading(rows, columns, chance, config.protocol, len(seeds)), ""]
     return "\n".join(lines)
+
+
+def _stages(config: BenchmarkConfig) -> str:
+    """How the protocol chose what it tested, as its settings say."""
+    settings = config.settings
+    if config.protocol == "mzsl" and not settings.val_unseen_fraction:
+        return "no stage 1 (the training options' epochs), trained on every training clip"
+    chosen = "the epoch and the calibrated-stacking beta" if settings.calibrated_stacking else "the epoch"
+    return f"{chosen} chosen on stage-1 validation, stage 2 retrained on training and validation clips"
 
 
 def _reading(rows: list[ComparisonRow], columns: tuple[str, ...], chance: dict[str, float], protocol: str,
