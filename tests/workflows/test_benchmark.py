@@ -1,5 +1,6 @@
-"""workflows.benchmark: two methods x two seeds through the MZSL protocol; the table holds the runs' numbers, a
-rerun trains nothing, bad input is one line."""
+"""workflows.benchmark: two methods x two seeds through the MZSL protocol (the table holds the runs' numbers, a
+rerun trains nothing), one head through the AVCA protocol with the peers' class-vector order, bad input in one
+line."""
 
 import json
 
@@ -8,8 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from cli import cli
+from eval.config import PlotConfig
 from eval.report import format_mean_std, load_metrics
-from workflows.config import BenchmarkConfig, MZSLProtocolConfig
+from workflows.benchmark import run_benchmark
+from workflows.config import AVCAProtocolConfig, BenchmarkConfig, MZSLProtocolConfig
 
 # Options every method takes, the MZST head's size (mzst only) and the comparison heads' batches per epoch (theirs)
 _TINY = {"width": 32, "num_blocks": 1, "num_heads": 2, "warmup_epochs": 0.0, "n_batches": 3, "progress": False,
@@ -91,3 +94,24 @@ def test_a_bad_method_or_a_setting_of_the_other_protocol_is_one_line(mzsl_stores
     with pytest.raises(ValueError, match="with its settings"):
         BenchmarkConfig(protocol="avca", settings=MZSLProtocolConfig(train_store="a", eval_store="b", groups="g",
                                                                      out="o"), out=tmp_path)
+
+
+def test_avca_benchmark_writes_tables_5_6_columns_and_the_peers_assignment(ucf_stores, tmp_path):
+    clean, _ = ucf_stores
+    settings = AVCAProtocolConfig(dataset="UCF", store=clean.path, out=tmp_path, calibrated_stacking=True,
+                                  train={"epochs": 2, "batch_size": 16, "n_batches": 3, "progress": False,
+                                         "peer_text_order": True},
+                                  plots=PlotConfig(tsne=False, per_class_bars=False))
+    result = run_benchmark(BenchmarkConfig(protocol="avca", settings=settings, out=tmp_path / "B", methods=("sje",),
+                                           recipe="ucf"))
+    assert result.columns == ("zsl", "gzsl_s", "gzsl_u", "gzsl_hm", "calibrated_gzsl_hm")
+    seed = load_metrics(tmp_path / "B" / "sje" / "seed_0" / "test")
+    assert seed["peer_text_order"] is True and seed["config"]["train"]["recipe"] == "ucf"
+    cells = " | ".join(format_mean_std(seed[key], None) for key in result.columns)
+    assert f"| sje | 1 | AVCA-GZSL order | {cells} |" in result.markdown
+    # the candidates are UCF-GZSL's classes of the test stages (42 seen, 9 unseen), whatever the store holds
+    assert (seed["num_seen_classes"], seed["num_unseen_classes"]) == (42, 9)
+    assert "| Chance |  |  | 11.11 | 1.96 | 1.96 | 1.96 | 1.96 |" in result.markdown
+    assert "one seed, so no spread" in result.markdown and "by more than one std" not in result.markdown
+    table = json.loads((tmp_path / "B" / "table.json").read_text())
+    assert table["rows"][0]["class_vectors"] == "AVCA-GZSL order" and table["seen_classes"] == 42
