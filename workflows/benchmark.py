@@ -74,8 +74,8 @@ def run_benchmark(config: BenchmarkConfig) -> BenchmarkResult:
 
     Raises:
         FileNotFoundError: a missing store, split or groups file.
-        InputError: an unknown method, a training option no method takes, or what the protocol refuses (checked
-            for every method before anything trains).
+        InputError: an unknown method or a training option no method takes (before anything trains), what the
+            protocol refuses (when the method's turn comes), or methods tested on different clips or classes.
     """
     from workflows.protocols import run_avca_protocol, run_mzsl_protocol
 
@@ -99,7 +99,14 @@ def run_benchmark(config: BenchmarkConfig) -> BenchmarkResult:
         if len(pooled) != 1:
             raise InputError(f"{plans[method].out}: its seeds ran with different settings; rerun into a new `out`")
         rows.append(dataclasses.replace(pooled[0], label=method))
-    first = EvalResult.from_json(entries[methods[0]][0][1])  # every method is tested on the same clips and classes
+    first = EvalResult.from_json(entries[methods[0]][0][1])
+    tested = {m: [(r.num_clips, r.num_seen_classes, r.num_unseen_classes)
+                  for r in (EvalResult.from_json(metrics) for _, metrics in entries[m])] for m in methods}
+    differ = [m for m in methods if set(tested[m]) != {(first.num_clips, first.num_seen_classes,
+                                                         first.num_unseen_classes)}]
+    if differ:  # one chance row and one comparison need the same test for every row
+        raise InputError(f"{config.out}: {differ} were tested on other clips or classes than {methods[0]} "
+                         f"(clips, seen, unseen: {tested}); rerun into a new `out`")
     chance = report.chance_values(first)
     columns = tuple(key for key in TABLE_COLUMNS[config.protocol]
                     if any(not math.isnan(v) for row in rows for v in row.values[key]))
