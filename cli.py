@@ -35,7 +35,7 @@ from eval.config import ReportConfig
 from extract.config import ExtractConfig
 from features.config import RunnerConfig, StoreConfig
 from fusion.config import RECIPE_DATASETS, FusionConfig, PeerImportConfig, TrainConfig
-from workflows.config import AblateConfig, AVCAProtocolConfig, MZSLProtocolConfig, ZeroShotConfig
+from workflows.config import AblateConfig, AVCAProtocolConfig, BenchmarkConfig, MZSLProtocolConfig, ZeroShotConfig
 from workflows.demo import DemoConfig
 
 # A config field named in a library message: `resume`, `resume=True`, `se_target='class'` (common.errors).
@@ -61,7 +61,8 @@ def _user_errors(command):
                 raise
             raise click.ClickException(_as_options(str(error), click.get_current_context().command)) from error
 
-    return interruptible(wrapper, {"extract": "", "train-fusion": "--resume", "protocol": "", "demo": "", "ablate": ""})
+    return interruptible(wrapper, {"extract": "", "train-fusion": "--resume", "protocol": "", "demo": "", "ablate": "",
+                                   "benchmark": ""})
 
 
 def _as_options(message: str, command: click.Command) -> str:
@@ -437,14 +438,19 @@ _protocol_training_options = _options(
     _field_options(TrainConfig, "peer_text_order", keep_base=True),
     click.option("--preset", default=None, help="Head size preset of train-fusion (e.g. default, demo)."),
     click.option("--ablation", "ablations", multiple=True, help="Ablation of train-fusion; repeatable."),
-    click.option("--method", default=None,
-                 help="The head: mzst (default) or a comparison head (devise, ale, sje, cjme)."),
-    click.option("--recipe", type=click.Choice(RECIPE_DATASETS), default=None,
-                 help="A comparison head's training as AVCA-GZSL ran it on this dataset."),
     _extra_option,
     # the same fields, with the same defaults, in both protocols' configs
     _field_options(AVCAProtocolConfig, "calibrated_stacking", "seeds", "batch_size", "device"),
     click.option("--no-plots", is_flag=True, help="Skip the t-SNE and per-class accuracy figures."),
+)
+
+
+# The head a protocol trains (a benchmark sets it per row).
+_method_options = _options(
+    click.option("--method", default=None,
+                 help="The head: mzst (default) or a comparison head (devise, ale, sje, cjme)."),
+    click.option("--recipe", type=click.Choice(RECIPE_DATASETS), default=None,
+                 help="A comparison head's training as AVCA-GZSL ran it on this dataset."),
 )
 
 
@@ -470,6 +476,7 @@ def protocol_group() -> None:
               help="Benchmark whose shipped split files define the stages.")
 @_field_options(AVCAProtocolConfig, "store", "out", "split", types={"store": EXISTING_DIR, "out": NEW_DIR})
 @_protocol_training_options
+@_method_options
 @_user_errors
 def protocol_avca_command(dataset: str, store: Path, out: Path, split: str, **training) -> None:
     """AVCA two-stage protocol: select epoch (and beta) on stage-1 validation, retrain on train + val, test once."""
@@ -485,6 +492,7 @@ def protocol_avca_command(dataset: str, store: Path, out: Path, split: str, **tr
                                                                             "eval_store": EXISTING_DIR,
                                                                             "groups": EXISTING_FILE, "out": NEW_DIR})
 @_protocol_training_options
+@_method_options
 @_user_errors
 def protocol_mzsl_command(out: Path, test_split: str, **options) -> None:
     """MZSL-50 protocol: train on a benchmark, ZSL by easy / medium / hard group and GZSL on the evaluation set."""
@@ -508,6 +516,27 @@ def ablate_command(store: Path, out: Path, rows, seeds, preset, ablations, devic
     result = run_ablation(config)
     click.echo(result.markdown)
     click.echo(f"{result.summary()}; wrote {result.json_path} and {result.markdown_path}")
+
+
+@cli.command("benchmark")
+@_field_options(BenchmarkConfig, "protocol", "methods", "recipe", "out", types={"out": NEW_DIR})
+@click.option("--dataset", type=click.Choice(["UCF", "ActivityNet", "VGGSound"], case_sensitive=False), default=None,
+              help="avca: the benchmark whose shipped split files define the stages.")
+@_field_options(AVCAProtocolConfig, "store", "split", keep_base=True, types={"store": EXISTING_DIR})
+@_field_options(MZSLProtocolConfig, "train_store", "eval_store", "groups", "allow_overlap", "train_splits",
+                "test_split", "val_unseen_fraction", keep_base=True,
+                types={"train_store": EXISTING_DIR, "eval_store": EXISTING_DIR, "groups": EXISTING_FILE})
+@_protocol_training_options
+@_user_errors
+def benchmark_command(protocol: str, methods, recipe, out: Path, **options) -> None:
+    """Every method (mzst and the comparison heads) through one protocol and every seed: the paper's table."""
+    from workflows.benchmark import run_benchmark
+
+    settings = _protocol_settings(method=None, recipe=None, **options)  # the benchmark sets them per row
+    config = BenchmarkConfig.of(protocol, settings, out=out, methods=methods, recipe=recipe)
+    result = run_benchmark(config)
+    click.echo(result.markdown)
+    click.echo(f"{result.summary()}; wrote {', '.join(str(p) for p in result.paths)}")
 
 
 # --- eval: report -------------------------------------------------------------------------------------

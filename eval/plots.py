@@ -1,4 +1,5 @@
-"""Figures of an evaluation: t-SNE of predicted and class embeddings (the paper's Fig. 6-7), per-class accuracy.
+"""Figures of an evaluation: t-SNE of predicted and class embeddings (the paper's Fig. 6-7), per-class accuracy,
+methods side by side.
 
 Figures are drawn with matplotlib's object API on an Agg canvas, so nothing here touches pyplot's global state
 or needs a display. Each figure has a `*_figure` builder (what tests read back: axes, legend entries, label
@@ -8,6 +9,7 @@ boxes) and a `plot_*` function that saves it.
 from __future__ import annotations
 
 import logging
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -17,7 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-__all__ = ["tsne_embedding", "tsne_figure", "plot_tsne", "per_class_figure", "plot_per_class_accuracy"]
+__all__ = ["tsne_embedding", "tsne_figure", "plot_tsne", "per_class_figure", "plot_per_class_accuracy",
+           "comparison_figure", "plot_comparison"]
 
 logger = logging.getLogger(__name__)
 
@@ -228,6 +231,69 @@ def per_class_figure(
 def plot_per_class_accuracy(path: Path, *args, **kwargs) -> Path:
     """Write `per_class_figure(*args, **kwargs)` as a PNG."""
     return _save(per_class_figure(*args, **kwargs), path)
+
+
+def comparison_figure(
+    values: Mapping[str, Mapping[str, Sequence[float]]],
+    chance: Mapping[str, float],
+    title: str,
+) -> Figure:
+    """Grouped bars: one group per metric, one bar per method (its mean over seeds), the seeds as dots on it, a
+    whisker of ± one sample std, the value above it; a dashed line across each group at chance.
+
+    Args:
+        values: method -> metric title -> the seeds' values (percent; NaN where a seed has none).
+        chance: metric title -> uniform guessing's value (percent); metrics without one get no line.
+    """
+    methods = list(values)
+    metrics = list(dict.fromkeys(title for per_metric in values.values() for title in per_metric))
+    if not methods or not metrics:
+        raise ValueError("no values to plot")
+    width = 0.8 / len(methods)
+    figure = Figure(figsize=(max(6.5, 1.1 + len(metrics) * (0.35 + 0.42 * len(methods))), 4.8), dpi=110,
+                    layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    from matplotlib import colormaps
+
+    colours = [colormaps["tab10"](m % 10) for m in range(len(methods))]
+    top = 0.0
+    for m, method in enumerate(methods):
+        for g, metric in enumerate(metrics):
+            seeds = np.asarray(values[method].get(metric, ()), dtype=np.float64)
+            seeds = seeds[~np.isnan(seeds)]
+            if not seeds.size:
+                continue
+            x, mean = g - 0.4 + width * (m + 0.5), float(seeds.mean())
+            std = float(seeds.std(ddof=1)) if seeds.size > 1 else 0.0
+            whisker = [[min(std, mean)], [min(std, 100.0 - mean)]]  # inside the 0-100 an accuracy can take
+            axes.bar(x, mean, width * 0.92, color=colours[m], label=method if g == 0 else None,
+                     yerr=whisker if std else None, capsize=3, error_kw={"linewidth": 0.9})
+            axes.scatter(np.full(seeds.size, x), seeds, s=9, color="black", zorder=3, linewidths=0)
+            axes.text(x, max(mean + whisker[1][0], float(seeds.max())) + 1.5, f"{mean:.1f}", ha="center",
+                      va="bottom", fontsize=7, rotation=90,
+                      bbox={"boxstyle": "square,pad=0.05", "facecolor": "white", "alpha": 0.8, "linewidth": 0})
+            top = max(top, mean + whisker[1][0], float(seeds.max()))
+    for g, metric in enumerate(metrics):
+        if metric in chance:
+            axes.hlines(chance[metric], g - 0.45, g + 0.45, colors="#C44E52", linestyles="--", linewidth=1.2,
+                        label="chance" if not g or all(t not in chance for t in metrics[:g]) else None, zorder=4)
+    axes.set_xticks(range(len(metrics)), [textwrap.fill(metric, 12) for metric in metrics])
+    axes.set_xlim(-0.55, len(metrics) - 0.45)
+    axes.set_ylim(0, min(100.0, max(top, *chance.values(), 1.0)) + 12)  # room for the values above the whiskers
+    axes.set_yticks([tick for tick in axes.get_yticks() if tick <= 100])
+    axes.set_ylabel("accuracy (%)")
+    axes.grid(axis="y", linewidth=0.4, alpha=0.5)
+    axes.set_axisbelow(True)
+    figure.legend(*axes.get_legend_handles_labels(), loc="outside right upper", fontsize=8,
+                  title="bar: mean over seeds\ndots: seeds; whisker: ± std", title_fontsize=7)
+    axes.set_title(title, fontsize=10)
+    return figure
+
+
+def plot_comparison(path: Path, *args, **kwargs) -> Path:
+    """Write `comparison_figure(*args, **kwargs)` as a PNG."""
+    return _save(comparison_figure(*args, **kwargs), path)
 
 
 def _class_colours(n: int) -> np.ndarray:

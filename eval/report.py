@@ -6,7 +6,10 @@ ZSL / GZSL values are read through `eval.metrics.EvalResult` (their one writer a
 open vocabulary's top-k are written by the protocols and `zeroshot` under their own keys. Tables print two
 decimals; a row that pools several seeds prints `mean ± std` (sample standard deviation, ddof = 1) and the number
 of seeds. A row whose runs gave class vectors in AVCA-GZSL's order (`peer_text_order` in metrics.json) says so in a
-column "Class vectors", shown when some row did.
+column "Class vectors", shown when some row did (always in the benchmark's and the ablation's tables:
+`class_vectors_cell` writes it for all of them). Chance per column (`chance_values`) and the caveat of tables on
+random-init backbones or synthetic data (`data_caveats`, `caveat_lines`) live here too, so every table says them
+alike.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +39,10 @@ __all__ = [
     "comparison_rows",
     "comparison_markdown",
     "comparison_json",
+    "class_vectors_cell",
+    "chance_values",
+    "data_caveats",
+    "caveat_lines",
     "format_mean_std",
     "run_markdown",
     "group_key",
@@ -146,21 +153,86 @@ def comparison_rows(entries: Sequence[tuple[str, dict]], group_seeds: bool = Tru
     return rows
 
 
-def comparison_markdown(rows: Sequence[ComparisonRow]) -> str:
-    """A Markdown table: one row per configuration, columns that some row reports, `mean ± std` over seeds."""
-    columns = [c for c in COLUMNS if any(not math.isnan(v) for row in rows for v in row.values.get(c[0], ()))]
-    orders = any(row.peer_text_order for row in rows)  # which vector each class got moves every number
-    header = ["Run", "Seeds", *(["Class vectors"] if orders else []), *(title for _, title, _ in columns)]
+def comparison_markdown(rows: Sequence[ComparisonRow], columns: Sequence[str] | None = None,
+                        first_column: str = "Run", class_vectors: bool | None = None,
+                        chance: Mapping[str, float] | None = None) -> str:
+    """A Markdown table: one row per configuration, `mean ± std` over seeds.
+
+    Args:
+        columns: the `COLUMNS` keys to show, in this order (default: every column some row reports).
+        first_column: the title of the row names' column.
+        class_vectors: show the column "Class vectors" always (True), or only when some row gave class vectors in
+            AVCA-GZSL's order (None).
+        chance: uniform guessing's value per column key (`chance_values`), written as a last row "Chance".
+    """
+    titles = {key: title for key, title, _ in COLUMNS}
+    if columns is None:
+        columns = [key for key, _, _ in COLUMNS
+                   if any(not math.isnan(v) for row in rows for v in row.values.get(key, ()))]
+    orders = class_vectors or any(row.peer_text_order for row in rows)  # which vector each class got moves every number
+    header = [first_column, "Seeds", *(["Class vectors"] if orders else []), *(titles[key] for key in columns)]
     lines = [_md_row(header), _md_row(["---"] * len(header))]
     for row in rows:
         cells = [row.label, str(len(row.runs))]
         if orders:
-            cells.append("AVCA-GZSL order" if row.peer_text_order else "by name")
-        for key, _, _ in columns:
-            mean, std = row.mean_std(key)
-            cells.append(format_mean_std(mean, std))
+            cells.append(class_vectors_cell(row.peer_text_order))
+        cells += [format_mean_std(*row.mean_std(key)) for key in columns]
         lines.append(_md_row(cells))
+    if chance is not None:
+        lines.append(_md_row(["Chance", "", *([""] if orders else []),
+                              *(format_mean_std(chance.get(key), None) for key in columns)]))
     return "\n".join(lines) + "\n"
+
+
+def class_vectors_cell(peer_text_order: bool) -> str:
+    """Which class vector each class got, as tables write it: by name, or AVCA-GZSL's order (`peer_text_order`)."""
+    return "AVCA-GZSL order" if peer_text_order else "by name"
+
+
+def chance_values(result: EvalResult) -> dict[str, float]:
+    """Uniform guessing's value (percent) of the columns an evaluation with these candidates has.
+
+    ZSL, and the MZSL groups and averages (per-class ZSL accuracy among the same candidates): 1 / unseen classes.
+    S, U and HM, raw or calibrated: 1 / (seen + unseen classes), every candidate alike (HM of two equal values is
+    that value). Columns whose candidates the evaluation lacks are left out.
+    """
+    seen, unseen = result.num_seen_classes or 0, result.num_unseen_classes or 0
+    chance: dict[str, float] = {}
+    if unseen:
+        chance.update({key: 100.0 / unseen for key in ("zsl", "mzsl_easy", "mzsl_medium", "mzsl_hard",
+                                                       "mzsl_avg_unweighted", "mzsl_avg_class_weighted")})
+    if seen and unseen:
+        chance.update({key: 100.0 / (seen + unseen) for key in ("gzsl_s", "gzsl_u", "gzsl_hm", "calibrated_gzsl_s",
+                                                                "calibrated_gzsl_u", "calibrated_gzsl_hm")})
+    return chance
+
+
+def data_caveats(provenances: Sequence[Mapping]) -> dict[str, bool]:
+    """Whether numbers stand on random-init backbones or on the built-in synthetic benchmark: the token stores'
+    provenance records (`TokenStore.provenance`) of every store an evaluation read."""
+    def synthetic(provenance: Mapping) -> bool:
+        source = provenance.get("source")
+        return source is not None and (Path(source).parent / "benchmark.json").is_file()
+
+    return {"random_init": any(bool(p.get("random_init")) for p in provenances),
+            "synthetic_data": any(synthetic(p) for p in provenances)}
+
+
+def caveat_lines(caveats: Mapping[str, bool], compared: str) -> list[str]:
+    """The bold warning a table on random-init backbones or synthetic data opens with (no lines otherwise).
+
+    Args:
+        caveats: `data_caveats`.
+        compared: what the numbers do compare, e.g. "the variants".
+    """
+    flags = (("random_init", "the backbones are RANDOM-INIT"),
+             ("synthetic_data", "the data is the built-in SYNTHETIC benchmark"))
+    said = [text for flag, text in flags if caveats[flag]]
+    if not said:
+        return []
+    caveat = " and ".join(said)
+    return [f"**{caveat[0].upper()}{caveat[1:]}: these numbers compare {compared} on this data; they say nothing "
+            "about accuracy on real videos.**", ""]
 
 
 def comparison_json(rows: Sequence[ComparisonRow]) -> dict:
@@ -178,7 +250,8 @@ def comparison_json(rows: Sequence[ComparisonRow]) -> dict:
                 "values": [None if math.isnan(v) else round(v, 2) for v in row.values[key]],
             }
         out.append({"label": row.label, "runs": list(row.runs), "seeds": list(row.seeds),
-                    "peer_text_order": row.peer_text_order, "metrics": columns})
+                    "peer_text_order": row.peer_text_order, "class_vectors": class_vectors_cell(row.peer_text_order),
+                    "metrics": columns})
     return {"columns": {key: title for key, title, _ in COLUMNS}, "unit": "percent (beta: distance units)",
             "rows": out}
 

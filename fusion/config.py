@@ -37,6 +37,7 @@ __all__ = [
     "apply_ablations",
     "embedding_settings",
     "train_config_from_options",
+    "method_options",
     "RECIPE_DATASETS",
     "HEAD_FUSION_SETTINGS",
     "PeerImportConfig",
@@ -506,6 +507,23 @@ def train_config_from_options(
     if missing:
         raise InputError(f"missing {sorted(missing)}: give `store` and `out` (or a recorded config that has them)")
     return TrainConfig.from_dict({**merged, "fusion": fusion.to_dict()})
+
+
+def method_options(method: str) -> frozenset[str]:
+    """The option names (keys of `train_config_from_options`'s `options`) a run of `method` takes: for MZST every
+    training and head field; for a comparison head the training fields but the MZST head's optimiser and schedule,
+    its own config's fields and the class-embedding normalisation (its runs fix the other head fields).
+
+    Raises:
+        InputError: an unknown method.
+    """
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"fusion"}
+    if method == "mzst":
+        return frozenset(train_fields | {f.name for f in dataclasses.fields(FusionConfig)})
+    from fusion.heads import head_entry
+
+    own = {f.name for f in dataclasses.fields(head_entry(method).config_class)}
+    return frozenset((train_fields - set(_MZST_TRAINING) - {"head"}) | own | {"normalise_embeddings"})
 
 
 def _head_options(method: str, options: Mapping[str, Any], base: dict[str, Any], train_fields: set[str],

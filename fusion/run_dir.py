@@ -398,10 +398,13 @@ def claim_run_folder(config: TrainConfig) -> str:
 
 
 def _truncate_log(path: Path, epoch: int) -> None:
-    """Keep the log lines of epochs up to `epoch` (a crash may have logged an epoch without its checkpoint)."""
+    """Keep the log lines of epochs up to `epoch` (a crash may have logged an epoch without its checkpoint, or half
+    a line); a log with nothing to cut (a finished run reopened) is left as it is."""
     if not path.is_file():
         return
-    write_text(path, "".join(f"{json.dumps(line)}\n" for line in read_log(path) if line["epoch"] <= epoch))
+    kept = "".join(f"{json.dumps(line)}\n" for line in read_log(path) if line["epoch"] <= epoch)
+    if kept != path.read_text(encoding="utf-8"):
+        write_text(path, kept)
 
 
 def read_run_config(run_dir: Path, training_config: bool = True) -> dict[str, Any]:

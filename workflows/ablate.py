@@ -23,6 +23,7 @@ from typing import Any
 
 from common.errors import InputError
 from common.files import json_text, write_texts
+from eval import report
 from eval.config import PlotConfig
 from eval.metrics import EvalResult
 from eval.report import format_mean_std
@@ -99,6 +100,7 @@ class AblationRow:
     metrics: dict[str, MetricSummary]
     same_as: str | None  # the row whose runs it shares (equal settings), if any
     runs: tuple[str, ...]  # run folders (a concatenation: its parts' folders, per seed)
+    peer_text_order: bool  # its runs gave class vectors in AVCA-GZSL's order, not by name
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,7 @@ def run_ablation(config: AblateConfig) -> AblationResult:
     rows, evaluated = [], []
     for position, name in enumerate(config.rows, start=1):
         spec = ROWS[name]
-        states, metrics_per_seed, runs = [], [], []
+        states, metrics_per_seed, runs, orders = [], [], [], []
         for seed in config.seeds:
             parts = spec.parts or (name,)
             run_dirs = []
@@ -153,13 +155,14 @@ def run_ablation(config: AblateConfig) -> AblationResult:
                 part_config = plans[(same_as.get(part, part), seed)]
                 states.append(_train_or_reuse(part_config))
                 run_dirs.append(part_config.out)
-            metrics_per_seed.append(_evaluate(config, store.path, run_dirs, out / "report" / f"{name}-seed{seed}",
-                                              name))
+            evaluation = _evaluate(config, store.path, run_dirs, out / "report" / f"{name}-seed{seed}", name)
+            metrics_per_seed.append(evaluation.result)
+            orders.append(bool(evaluation.metrics["peer_text_order"]))
             evaluated.append(metrics_per_seed[-1])
             runs += [str(r) for r in run_dirs]
         summaries = {key: MetricSummary.of([m.percent(key) for m in metrics_per_seed]) for key, _ in METRICS}
         rows.append(AblationRow(name=name, label=spec.label, metrics=summaries, same_as=same_as.get(name),
-                                runs=tuple(runs)))
+                                runs=tuple(runs), peer_text_order=any(orders)))
         logger.info("[%d/%d] %s: %s over %d seed(s) (runs %s); ZSL %s, HM (cal.) %s", position, len(config.rows),
                     name, spec.label, len(config.seeds), _count(states), summaries["zsl"].cell(),
                     summaries["calibrated_gzsl_hm"].cell())
@@ -167,11 +170,12 @@ def run_ablation(config: AblateConfig) -> AblationResult:
     chance = {"zsl": round(100.0 / first.num_unseen_classes, 2),
               # uniform guessing over all GZSL candidates, for S, for U and so for HM
               "gzsl": round(100.0 / (first.num_seen_classes + first.num_unseen_classes), 2)}
-    honesty = _honesty(store)
+    honesty = report.data_caveats([store.provenance])
     markdown = _markdown(config, rows, chance, first, honesty)
     payload = {"rows": {row.name: {key: vars(summary) for key, summary in row.metrics.items()} for row in rows},
                "labels": {row.name: row.label for row in rows},
                "same_runs_as": {row.name: row.same_as for row in rows if row.same_as},
+               "class_vectors": {row.name: report.class_vectors_cell(row.peer_text_order) for row in rows},
                "chance": chance, "seeds": list(config.seeds), "unit": "percent",
                "seen_classes": first.num_seen_classes, "unseen_classes": first.num_unseen_classes,
                "test_clips": first.num_clips, **honesty, "config": config.to_dict()}
@@ -218,14 +222,14 @@ def _train_or_reuse(train_config) -> str:
     return train_or_reuse(train_config)
 
 
-def _evaluate(config: AblateConfig, store: Path, run_dirs: list[Path], out: Path, label: str) -> EvalResult:
+def _evaluate(config: AblateConfig, store: Path, run_dirs: list[Path], out: Path, label: str):
     from workflows.zeroshot import RUN_VALIDATION, run_zeroshot
 
     result = run_zeroshot(ZeroShotConfig(
         run_dir=run_dirs[0], concat_runs=tuple(run_dirs[1:]), store=store, calibrated_stacking=True,
         val_split=RUN_VALIDATION, out=out, label=label, batch_size=config.batch_size, device=config.device,
         plots=PlotConfig(tsne=False, per_class_bars=False)))
-    return result.result
+    return result
 
 
 def _count(states: list[str]) -> str:
@@ -233,33 +237,20 @@ def _count(states: list[str]) -> str:
     return ", ".join(f"{n} {state}" for state, n in counts.items())
 
 
-def _honesty(store) -> dict[str, Any]:
-    """Whether the numbers stand on random-init backbones or on the built-in synthetic benchmark."""
-    source = store.provenance.get("source")
-    synthetic = source is not None and (Path(source).parent / "benchmark.json").is_file()
-    return {"random_init": bool(store.provenance.get("random_init")), "synthetic_data": synthetic}
-
-
 def _markdown(config: AblateConfig, rows: list[AblationRow], chance: dict[str, float], first: EvalResult,
               honesty: dict[str, Any]) -> str:
     seeds = len(config.seeds)
     spread = "mean ± sample std over the seeds" if seeds > 1 else "one seed, so no spread"
-    lines = [f"# Ablations (the paper's Table 7), {seeds} seed(s)", ""]
-    caveats = [text for flag, text in (("random_init", "the backbones are RANDOM-INIT"),
-                                       ("synthetic_data", "the data is the built-in SYNTHETIC benchmark"))
-               if honesty[flag]]
-    if caveats:
-        caveat = " and ".join(caveats)
-        lines += [f"**{caveat[0].upper()}{caveat[1:]}: these numbers compare the variants on this data; they say "
-                  "nothing about accuracy on real videos.**", ""]
+    lines = [f"# Ablations (the paper's Table 7), {seeds} seed(s)", "", *report.caveat_lines(honesty, "the variants")]
     lines += [f"Store `{config.store}`: {first.num_seen_classes} seen and {first.num_unseen_classes} unseen "
               f"candidate classes, {first.num_clips} test clips; seeds {', '.join(map(str, config.seeds))}; "
               f"percent, {spread}. Epoch and calibrated-stacking beta of every run come from its validation clips.",
-              "", "| Model | Row | " + " | ".join(title for _, title in METRICS) + " |",
-              "| --- | --- | " + " | ".join("---" for _ in METRICS) + " |"]
+              "", "| Model | Row | Class vectors | " + " | ".join(title for _, title in METRICS) + " |",
+              "| --- | --- | --- | " + " | ".join("---" for _ in METRICS) + " |"]
     for row in rows:
-        lines.append(f"| {row.label} | `{row.name}` | " + " | ".join(row.metrics[k].cell() for k, _ in METRICS) + " |")
-    lines.append("| Chance | | " + " | ".join(f"{chance['zsl' if k == 'zsl' else 'gzsl']:.2f}" for k, _ in METRICS)
+        lines.append(f"| {row.label} | `{row.name}` | {report.class_vectors_cell(row.peer_text_order)} | "
+                     + " | ".join(row.metrics[k].cell() for k, _ in METRICS) + " |")
+    lines.append("| Chance | | | " + " | ".join(f"{chance['zsl' if k == 'zsl' else 'gzsl']:.2f}" for k, _ in METRICS)
                  + " |")
     lines.append("")
     for row in rows:

@@ -1,8 +1,9 @@
-"""Configuration of the workflows: zero-shot evaluation of a run, the AVCA and MZSL-50 protocols, the ablation table
-(defaults live here; the demo's are `workflows.demo.DemoConfig`)."""
+"""Configuration of the workflows: zero-shot evaluation of a run, the AVCA and MZSL-50 protocols, the ablation table,
+the benchmark of methods (defaults live here; the demo's are `workflows.demo.DemoConfig`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from common.names import canonical_names
 from common.settings import Seed, check_fields, config_dict, setting
 from eval import metrics
 from eval.config import PlotConfig
+from fusion.config import RECIPE_DATASETS
 
 __all__ = [
     "DEFAULT_BETAS",
@@ -20,6 +22,8 @@ __all__ = [
     "ZeroShotConfig",
     "AVCAProtocolConfig",
     "MZSLProtocolConfig",
+    "BENCHMARK_PROTOCOLS",
+    "BenchmarkConfig",
 ]
 
 DEFAULT_BETAS: tuple[float, ...] = tuple(float(b) for b in metrics.DEFAULT_BETAS)  # 0, 0.2, ..., 3.0
@@ -289,3 +293,72 @@ class AblateConfig:
 
     def to_dict(self) -> dict:
         return config_dict(self)
+
+
+BENCHMARK_PROTOCOLS = ("avca", "mzsl")
+# Training options the benchmark sets per method (its rows).
+_BENCHMARK_OWNED = ("method", "recipe")
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """`cli.py benchmark`: every method through one protocol, every seed, one table in the paper's layout.
+
+    Each method runs `protocol` with `settings` into `<out>/<method>` (`workflows.protocols`: a rerun reuses
+    finished runs). The training options of `settings.train` go to the methods that take them
+    (`fusion.config.method_options`: the MZST head's size to mzst, `n_batches` to the comparison heads, epochs and
+    learning rate to all); `settings.preset` and `settings.ablations` to mzst only; `recipe` to the comparison heads
+    only (MZST keeps its own defaults).
+    """
+
+    protocol: str = setting(choices=BENCHMARK_PROTOCOLS,
+                            help="avca: the AVCA two-stage protocol (the paper's Tables 5 / 6: ZSL, S, U, HM); mzsl: "
+                                 "the MZSL-50 protocol (Table 3: E, M, H and their averages).")
+    settings: AVCAProtocolConfig | MZSLProtocolConfig = setting()  # the protocol's settings, shared by every method
+    # (its `out` is replaced by `<out>/<method>`)
+    out: Path = setting(affects_result=False,
+                        help="Folder for <method>/ (each method's protocol run), table.md, table.json and table.png; a "
+                             "rerun reuses every finished run.")
+    methods: tuple[str, ...] = setting((), help="Methods, comma-separated: mzst and the registered comparison heads "
+                                                "(default: all of them).")
+    recipe: str | None = setting(None, choices=RECIPE_DATASETS,
+                                 help="The comparison heads' training as AVCA-GZSL ran it on this dataset (default: "
+                                      "the peers' shared training); MZST keeps its own.")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        expected = AVCAProtocolConfig if self.protocol == "avca" else MZSLProtocolConfig
+        if self.protocol not in BENCHMARK_PROTOCOLS or not isinstance(self.settings, expected):
+            raise InputError(f"protocol must be one of {BENCHMARK_PROTOCOLS} with its settings, got {self.protocol!r} "
+                             f"with {type(self.settings).__name__}")
+        if len(set(self.methods)) != len(self.methods) or any(not m.strip() for m in self.methods):
+            raise InputError(f"give distinct method names, got {self.methods}")
+        owned = sorted(set(self.settings.train) & set(_BENCHMARK_OWNED))
+        if owned:
+            raise InputError(f"training options {owned} are set per row by the benchmark (`methods`, `recipe`); leave "
+                             "them out")
+
+    @classmethod
+    def of(cls, protocol: str, settings: dict, **fields) -> BenchmarkConfig:
+        """The config from the protocol's settings as the command line gives them: the fields of either protocol,
+        None where not given; `test_split` "none" for none.
+
+        Raises:
+            InputError: a setting of the other protocol, or one this protocol needs left out.
+        """
+        kind = AVCAProtocolConfig if protocol == "avca" else MZSLProtocolConfig
+        own = {f.name for f in dataclasses.fields(kind)}
+        stray = sorted(name for name, value in settings.items() if name not in own and value not in (None, False))
+        if stray:
+            raise InputError(f"{', '.join(f'`{name}`' for name in stray)}: not a setting of the {protocol} protocol")
+        given = {name: value for name, value in settings.items() if name in own and value is not None}
+        if str(given.get("test_split", "")).lower() == "none":
+            given["test_split"] = None
+        needed = [f.name for f in dataclasses.fields(kind) if f.default is dataclasses.MISSING
+                  and f.default_factory is dataclasses.MISSING and f.name not in given and f.name != "out"]
+        if needed:
+            raise InputError(f"the {protocol} protocol needs {', '.join(f'`{name}`' for name in needed)}")
+        return cls(protocol=protocol, settings=kind(out=fields["out"], **given), **fields)
+
+    def to_dict(self) -> dict:
+        return {**config_dict(self), "settings": self.settings.to_dict()}

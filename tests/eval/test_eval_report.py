@@ -54,6 +54,24 @@ def test_a_row_whose_class_vectors_took_the_peers_order_says_so(tmp_path):
     assert "Class vectors" not in report.write_report(ReportConfig(runs=(by_name,))).markdown
 
 
+def test_a_benchmark_table_shows_chosen_columns_the_assignment_and_chance(tmp_path):
+    from eval.metrics import EvalResult
+
+    runs = [(str(tmp_path / f"s{s}"), {"label": "devise", "group": "g", "seed": s, "zsl": z, "gzsl_s": 60.0,
+                                       "gzsl_u": 5.0, "gzsl_hm": 9.23, "peer_text_order": True})
+            for s, z in ((0, 40.0), (1, 44.0))]
+    chance = report.chance_values(EvalResult(num_seen_classes=6, num_unseen_classes=3))
+    assert chance["zsl"] == pytest.approx(100 / 3) and chance["mzsl_hard"] == pytest.approx(100 / 3)
+    assert chance["gzsl_hm"] == pytest.approx(100 / 9) and chance["calibrated_gzsl_u"] == pytest.approx(100 / 9)
+    assert report.chance_values(EvalResult(num_unseen_classes=3)).keys() == {
+        "zsl", "mzsl_easy", "mzsl_medium", "mzsl_hard", "mzsl_avg_unweighted", "mzsl_avg_class_weighted"}
+    markdown = report.comparison_markdown(report.comparison_rows(runs), ["zsl", "gzsl_hm"], first_column="Method",
+                                          class_vectors=True, chance=chance)
+    assert markdown.splitlines() == ["| Method | Seeds | Class vectors | ZSL | HM |", "| --- | --- | --- | --- | --- |",
+                                     "| devise | 2 | AVCA-GZSL order | 42.00 ± 2.83 | 9.23 ± 0.00 |",
+                                     "| Chance |  |  | 33.33 | 11.11 |"]
+
+
 def test_report_missing_metrics_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="metrics.json not found; evaluate the run first"):
         report.write_report(ReportConfig(runs=(tmp_path,)))
@@ -186,3 +204,21 @@ def test_a_difficulty_group_without_classes_shows_a_dash():
                                                {"band marching": "easy", "baseball pitch": "hard"})}
     text = report.run_markdown(metrics)
     assert "| easy | 1 | 50.00 |" in text and "| medium | 0 | – |" in text and "| hard | 1 | 25.00 |" in text
+
+
+def test_comparison_figure_draws_a_bar_per_method_and_metric_and_chance_lines(tmp_path):
+    from matplotlib.collections import LineCollection
+
+    values = {"mzst (by name)": {"ZSL": [90.0, 100.0, 50.0], "HM": [10.0, 12.0, 14.0]},
+              "devise (by name)": {"ZSL": [30.0, 30.0, 30.0], "HM": [float("nan")] * 3}}
+    figure = plots.comparison_figure(values, {"ZSL": 33.3, "HM": 11.1}, "t")
+    axes = figure.axes[0]
+    heights = sorted(round(p.get_height(), 2) for p in axes.patches)
+    assert heights == [12.0, 30.0, 80.0]  # devise has no HM: no bar
+    assert [t.get_text() for t in axes.get_xticklabels()] == ["ZSL", "HM"]
+    assert max(axes.get_yticks()) <= 100  # the axis reads as accuracy
+    segments = [s for c in axes.collections if isinstance(c, LineCollection) for s in c.get_segments()]
+    whiskers = [s for s in segments if s[0, 0] == s[1, 0]]
+    assert whiskers and max(s[:, 1].max() for s in whiskers) <= 100  # mean 80 ± 26.5 stops at 100
+    assert sorted(round(s[0, 1], 1) for s in segments if s[0, 1] == s[1, 1]) == [11.1, 33.3]  # the chance lines
+    assert plots.plot_comparison(tmp_path / "c.png", values, {"ZSL": 33.3}, "t").read_bytes()[:4] == b"\x89PNG"

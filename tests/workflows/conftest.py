@@ -14,9 +14,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from curate import splits
 from extract.outputs import TokenLayout
 from features.manifest import ManifestRow
 from features.store import TokenStore
+from text.class_embeddings import load_embedding_source
 from text.class_names import tokenize_class_name
 
 SEEN = ["playing guitar", "dog barking", "riding bike", "cooking pasta", "opera singing", "chopping wood"]
@@ -113,6 +115,64 @@ def run_trainer():
 @pytest.fixture(scope="session")
 def eval_store(tmp_path_factory, eval_vectors) -> TokenStore:
     return build_store(tmp_path_factory.mktemp("stores") / "eval.zarr", eval_vectors, default_plan())
+
+
+@pytest.fixture(scope="module")
+def mzsl_stores(tmp_path_factory, eval_vectors):
+    """An MZSL setting: a benchmark store (the seen classes' "train" and "test" clips), an evaluation store (the
+    unseen and validation-unseen classes' "mzsl" clips) and its groups file (1 easy, 2 medium, 2 hard classes)."""
+    root = tmp_path_factory.mktemp("mzsl")
+    bench = build_store(root / "bench.zarr", eval_vectors,
+                        [(n, "train", 8) for n in SEEN] + [(n, "test", 3) for n in SEEN])
+    evaluation = build_store(root / "mzsl.zarr", eval_vectors, [(n, "mzsl", 4) for n in UNSEEN + VAL_UNSEEN], seed=1)
+    groups = root / "groups.csv"
+    assigned = ["easy", "medium", "medium", "hard", "hard"]
+    groups.write_text("class_name,group\n" + "".join(f"{n},{g}\n" for n, g in zip(UNSEEN + VAL_UNSEEN, assigned,
+                                                                                  strict=True)))
+    return bench, evaluation, groups
+
+
+# clips taken per class from each stage's CSV
+_PER_STAGE = {"stage_1_train": 4, "stage_1_val_seen": 2, "stage_1_val_unseen": 4, "stage_2_test_seen": 2,
+              "stage_2_test_unseen": 3}
+
+
+@pytest.fixture(scope="session")
+def ucf_plan() -> tuple[list[tuple[str, str, int]], dict]:
+    """A subset of UCF-GZSL main_split: 6 train classes, 3 val-unseen, 3 test-unseen; real video ids and stages.
+
+    Returns (the plan of `build_store`, the video ids per (class, stage))."""
+    ucf = splits.load_class_split("UCF")
+    train, val_unseen, test_unseen = (list(ucf.stages[s])[:n] for s, n in
+                                      (("stage_1_train", 6), ("stage_1_val_unseen", 3), ("stage_2_test_unseen", 3)))
+    wanted = {"stage_1_train": train, "stage_1_val_seen": train, "stage_1_val_unseen": val_unseen,
+              "stage_2_test_seen": train + val_unseen, "stage_2_test_unseen": test_unseen}
+    ids, plan = {}, []
+    for stage, names in wanted.items():
+        videos = splits.load_stage_videos(ucf, stage)
+        for name in names:
+            mine = [v for v, label in zip(videos.video_ids, videos.labels, strict=True) if label == name]
+            ids[(name, stage)] = mine[: _PER_STAGE[stage]]
+            plan.append((name, stage, len(ids[(name, stage)])))
+    return plan, ids
+
+
+@pytest.fixture(scope="module")
+def ucf_stores(tmp_path_factory, ucf_plan):
+    """Two stores of `ucf_plan` whose tokens map AVCA's UCF vectors: clean, and one whose test clips are noise."""
+    table = load_embedding_source("avca:ucf", normalise=True)
+    plan, ids = ucf_plan
+
+    def phi(name):
+        return table.embed([name])[0]
+
+    root = tmp_path_factory.mktemp("ucf")
+    layout = {"V": 1, "Nv": 1, "Dv": 16, "Na": 1, "Da": 12, "kinetics_classes": 0}
+    common = {"layout": layout, "phi": phi, "clip_id": lambda name, stage, k: ids[(name, stage)][k], "noise": 0.05}
+    clean = build_store(root / "clean.zarr", None, plan, **common)
+    noisy = build_store(root / "noisy.zarr", None, plan, scramble=("stage_2_test_seen", "stage_2_test_unseen"),
+                        **common)
+    return clean, noisy
 
 
 def train_run(store_path: Path, out: Path, vectors: Path, **overrides):

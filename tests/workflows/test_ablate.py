@@ -77,6 +77,10 @@ def test_rows_with_equal_settings_share_their_runs_and_the_reading_judges_the_sp
     assert normalised.same_as == "full" and not (out / "runs" / "normalised-seed0").exists()
     markdown = (out / "ablation.md").read_text()
     assert "`normalised` trains with exactly the settings of `full`" in markdown
+    # which class vector each class got, as the benchmark table says it (`eval.report.class_vectors_cell`)
+    assert "| Model | Row | Class vectors | ZSL |" in markdown and markdown.count(" | by name | ") == 3
+    saved = json.loads((out / "ablation.json").read_text())
+    assert saved["class_vectors"] == {"full": "by name", "normalised": "by name", "no-text": "by name"}
     full, no_text = (next(r for r in result.rows if r.name == n).metrics["zsl"] for n in ("full", "no-text"))
     bound = full.std + no_text.std
     verdict = "exceeds" if abs(no_text.mean - full.mean) > bound else "within"

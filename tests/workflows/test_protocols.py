@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 
-from curate import splits
 from eval.config import PlotConfig, ReportConfig
 from eval.metrics import EvalResult
 from eval.report import write_report
@@ -21,45 +20,6 @@ from workflows.config import AVCAProtocolConfig, MZSLProtocolConfig
 _TINY = {"epochs": 3, "batch_size": 16, "lr": 3e-3, "warmup_epochs": 0.0, "progress": False, "prefetch_batches": 0,
          "width": 32, "num_blocks": 1, "num_heads": 2, "dropout": 0.0}
 _NO_PLOTS = PlotConfig(tsne=False, per_class_bars=False)
-# clips taken per class from each stage's CSV
-_PER_STAGE = {"stage_1_train": 4, "stage_1_val_seen": 2, "stage_1_val_unseen": 4, "stage_2_test_seen": 2,
-              "stage_2_test_unseen": 3}
-
-
-def _ucf_plan():
-    """A subset of UCF-GZSL main_split: 6 train classes, 3 val-unseen, 3 test-unseen; real video ids and stages."""
-    ucf = splits.load_class_split("UCF")
-    train, val_unseen, test_unseen = (list(ucf.stages[s])[:n] for s, n in
-                                      (("stage_1_train", 6), ("stage_1_val_unseen", 3), ("stage_2_test_unseen", 3)))
-    wanted = {"stage_1_train": train, "stage_1_val_seen": train, "stage_1_val_unseen": val_unseen,
-              "stage_2_test_seen": train + val_unseen, "stage_2_test_unseen": test_unseen}
-    ids, plan = {}, []
-    for stage, names in wanted.items():
-        videos = splits.load_stage_videos(ucf, stage)
-        for name in names:
-            mine = [v for v, label in zip(videos.video_ids, videos.labels, strict=True) if label == name]
-            ids[(name, stage)] = mine[: _PER_STAGE[stage]]
-            plan.append((name, stage, len(ids[(name, stage)])))
-    return plan, ids
-
-
-@pytest.fixture(scope="module")
-def ucf_stores(tmp_path_factory, store_builder):
-    table = load_embedding_source("avca:ucf", normalise=True)
-    plan, ids = _ucf_plan()
-
-    def phi(name):
-        return table.embed([name])[0]
-
-    root = tmp_path_factory.mktemp("ucf")
-    layout = {"V": 1, "Nv": 1, "Dv": 16, "Na": 1, "Da": 12, "kinetics_classes": 0}
-    common = {"layout": layout, "phi": phi, "clip_id": lambda name, stage, k: ids[(name, stage)][k], "noise": 0.05}
-    clean = store_builder(root / "clean.zarr", None, plan, **common)
-    noisy = store_builder(root / "noisy.zarr", None, plan, scramble=("stage_2_test_seen", "stage_2_test_unseen"),
-                          **common)
-    return clean, noisy
-
-
 def _avca(store, out, **kw):
     return AVCAProtocolConfig(dataset="UCF", store=store.path, out=out, train=dict(_TINY), plots=_NO_PLOTS, **kw)
 
@@ -127,8 +87,8 @@ def test_avca_with_the_peers_text_order_trains_tests_and_reports_with_it(ucf_sto
     assert "| peer | 1 | AVCA-GZSL order |" in (out / "summary.md").read_text()
 
 
-def test_avca_store_split_column_must_match_the_split_files(store_builder, tmp_path):
-    plan, ids = _ucf_plan()
+def test_avca_store_split_column_must_match_the_split_files(store_builder, ucf_plan, tmp_path):
+    plan, ids = ucf_plan
     in_order = iter([v for name, stage, n in plan for v in ids[(name, stage)][:n]])
     # the stage-1 validation-seen clips claim to be training clips
     wrong = [(name, "stage_1_train" if stage == "stage_1_val_seen" else stage, n) for name, stage, n in plan]
@@ -188,20 +148,6 @@ def test_read_groups(tmp_path, text, expected):
     else:
         with pytest.raises(ValueError, match=expected):
             protocols.read_groups(path)
-
-
-@pytest.fixture(scope="module")
-def mzsl_stores(tmp_path_factory, store_builder, eval_vectors, classes):
-    root = tmp_path_factory.mktemp("mzsl")
-    bench = store_builder(root / "bench.zarr", eval_vectors,
-                          [(n, "train", 8) for n in classes.seen] + [(n, "test", 3) for n in classes.seen])
-    evaluation = store_builder(root / "mzsl.zarr", eval_vectors,
-                               [(n, "mzsl", 4) for n in classes.unseen + classes.val_unseen], seed=1)
-    groups = root / "groups.csv"
-    names = classes.unseen + classes.val_unseen
-    assigned = ["easy", "medium", "medium", "hard", "hard"]
-    groups.write_text("class_name,group\n" + "".join(f"{n},{g}\n" for n, g in zip(names, assigned, strict=True)))
-    return bench, evaluation, groups
 
 
 @pytest.mark.slow
@@ -268,14 +214,14 @@ def test_cli_protocol_avca(ucf_stores, tmp_path):
 
 
 @pytest.mark.slow
-def test_imported_avca_features_run_the_avca_protocol(tmp_path):
+def test_imported_avca_features_run_the_avca_protocol(ucf_plan, tmp_path):
     """The "MZST (VGG+)" route: AVCA feature files -> import-avca -> protocol avca."""
     import h5py
 
     from curate.config import AVCAImportConfig
     from curate.importers import import_avca_features
 
-    plan, ids = _ucf_plan()
+    plan, ids = ucf_plan
     table = load_embedding_source("avca:ucf", normalise=True)
     rng = np.random.default_rng(0)
     maps = {"audio": rng.normal(size=(6, 300)), "video": rng.normal(size=(10, 300))}
