@@ -97,6 +97,13 @@ class ComparisonRow:
             return math.nan, None
         return float(values.mean()), (float(values.std(ddof=1)) if values.size > 1 else None)
 
+    def cell(self, key: str) -> str:
+        """The table cell of a column: mean ± std, and "(k of n runs)" where only some runs report it, so that a
+        mean over fewer runs than the row's "Seeds" never reads as one over all of them."""
+        reported = sum(not math.isnan(v) for v in self.values.get(key, ()))
+        text = format_mean_std(*self.mean_std(key))
+        return text if reported in (0, len(self.runs)) else f"{text} ({reported} of {len(self.runs)} runs)"
+
 
 @dataclass(frozen=True)
 class ReportSummary:
@@ -176,7 +183,7 @@ def comparison_markdown(rows: Sequence[ComparisonRow], columns: Sequence[str] | 
         cells = [row.label, str(len(row.runs))]
         if orders:
             cells.append(class_vectors_cell(row.peer_text_order))
-        cells += [format_mean_std(*row.mean_std(key)) for key in columns]
+        cells += [row.cell(key) for key in columns]
         lines.append(_md_row(cells))
     if chance is not None:
         lines.append(_md_row(["Chance", "", *([""] if orders else []),

@@ -58,7 +58,7 @@ class BenchmarkResult:
     def summary(self) -> str:
         """One line for the CLI."""
         key = next(k for k in (*HEADLINE[self.protocol], *self.columns) if k in self.columns and k in self.chance)
-        cells = [f"{row.label} {report.format_mean_std(*row.mean_std(key))}" for row in self.rows]
+        cells = [f"{row.label} {row.cell(key)}" for row in self.rows]
         return f"{_TITLES[key]} (chance {self.chance[key]:.2f}): " + "; ".join(cells)
 
 

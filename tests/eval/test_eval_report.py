@@ -72,6 +72,15 @@ def test_a_benchmark_table_shows_chosen_columns_the_assignment_and_chance(tmp_pa
                                      "| Chance |  |  | 33.33 | 11.11 |"]
 
 
+def test_a_mean_over_fewer_runs_than_the_row_pools_says_how_many(tmp_path):
+    a = _write(tmp_path / "s0", label="m", group="g", seed=0, zsl=40.0, calibrated_beta=0.5,
+               calibrated_gzsl_hm=30.0)
+    b = _write(tmp_path / "s1", label="m", group="g", seed=1, zsl=44.0)
+    markdown = report.write_report(ReportConfig(runs=(a, b))).markdown
+    assert "| m | 2 | 42.00 ± 2.83 |" in markdown
+    assert "| 30.00 (1 of 2 runs) |" in markdown
+
+
 def test_report_missing_metrics_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="metrics.json not found; evaluate the run first"):
         report.write_report(ReportConfig(runs=(tmp_path,)))
