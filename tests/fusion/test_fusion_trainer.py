@@ -223,8 +223,8 @@ def test_one_training_per_run_folder_and_a_killed_holders_lease_is_taken_over(sy
             assert refused.exit_code == 1 and refused.output.count("\n") == 1, refused.output
             assert refused.output.startswith(f"Error: {config.out.resolve()}: another training is running on this "
                                              f"run folder (host {socket.gethostname()}, pid {holder.pid}, since ")
-            assert refused.output.endswith("let it finish, or train into another --out (a holder that died is taken "
-                                           "over 60 s after its last heartbeat)\n")
+            assert refused.output.endswith("let it finish, or train into another --out (its process runs on this "
+                                           "host: if it dies, the lease is taken over at once)\n")
         with pytest.raises(LeaseHeldError):  # the workflows' way in (demo, ablate) neither judges nor deletes
             trainer.train_or_reuse(config)
     finally:
