@@ -713,7 +713,7 @@ def curate_select_command(reference: str, **options) -> None:
 @_field_options(FilmstripLayout, "rows", "columns", "seconds_per_frame", "max_pages", "cell_width_px", "cell_height_px",
                 "image_format", "jpeg_quality")
 @_field_options(FilmstripConfig, "workers")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress.")
 @_user_errors
 def curate_filmstrips_command(videos: Path, out_dir: Path, classes: Path | None, workers: int, progress: bool,
                               **layout_options) -> None:

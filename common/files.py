@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import InputError
+from common.processes import process_exists
 
 __all__ = ["atomic_write", "sibling_temporary", "write_text", "write_json", "json_text", "write_texts", "write_folder",
            "write_csv", "read_csv", "sha256_file", "media_files"]
@@ -181,18 +182,8 @@ def _remove_abandoned(path: Path) -> None:
         if not sibling.name.startswith(prefix):
             continue
         kind, _, pid = sibling.name[len(prefix):].partition("-")
-        if kind in ("tmp", "old") and pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+        if kind in ("tmp", "old") and pid.isdigit() and int(pid) != os.getpid() and not process_exists(int(pid)):
             shutil.rmtree(sibling, ignore_errors=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> Path:

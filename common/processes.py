@@ -17,13 +17,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.context import BaseContext
 
-__all__ = ["become_worker", "dask_setup", "worker_pool"]
+__all__ = ["become_worker", "dask_setup", "worker_pool", "process_exists"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,3 +65,14 @@ def worker_pool(workers: int, context: BaseContext) -> Iterator[ProcessPoolExecu
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+
+
+def process_exists(pid: int) -> bool:
+    """Whether a process `pid` exists in this process's pid namespace (POSIX; an ended, unreaped one too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

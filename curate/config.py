@@ -278,7 +278,7 @@ class FilmstripConfig:
     classes: Path | None = setting(None)  # a class table (curate select's classes.csv): only videos of its classes
     layout: FilmstripLayout = setting(factory=FilmstripLayout)
     workers: int = setting(2, affects_result=False, help="Processes decoding videos in parallel (1: in this process).")
-    progress: bool = setting(False, affects_result=False)  # tqdm bar on stderr
+    progress: bool = setting(False, affects_result=False)  # on stderr (`common.progress`)
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -25,11 +25,10 @@ from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from common.errors import InputError
 from common.files import write_csv, write_json, write_text
 from common.processes import worker_pool
+from common.progress import track
 from curate import filmstrip
 from curate.config import FilmstripConfig
 from curate.tables import INDEX_COLUMNS, format_float, read_class_table, read_index, relative_path, resolve_path
@@ -84,15 +83,15 @@ def _filmstrip_path(root: Path, clip_id: str, image_format: str) -> Path:
 
 def _run_jobs(jobs: list[filmstrip.FilmstripJob], workers: int, progress: bool) -> Iterator[filmstrip.FilmstripResult]:
     """The jobs' results as each video finishes (any order with several workers)."""
-    bar = dict(total=len(jobs), desc="filmstrips", unit="video", disable=not progress, dynamic_ncols=True)
+    bar = dict(total=len(jobs), description="filmstrips", unit="videos", enabled=progress)
     if workers == 1 or len(jobs) <= 1:
-        yield from tqdm(map(filmstrip.render_job, jobs), **bar)
+        yield from track(map(filmstrip.render_job, jobs), **bar)
         return
     # Spawned workers import curate.filmstrip (PyAV, numpy, Pillow; no torch) and inherit no threads or locks. One
     # future per video: its row is written when it finishes, not when a chunk of videos does.
     with worker_pool(min(workers, len(jobs)), multiprocessing.get_context("spawn")) as pool:  # ends with the command
         futures = [pool.submit(filmstrip.render_job, job) for job in jobs]
-        yield from tqdm((future.result() for future in as_completed(futures)), **bar)
+        yield from track((future.result() for future in as_completed(futures)), **bar)
 
 
 def _row(clip: ManifestRow, result: filmstrip.FilmstripResult, out_dir: Path) -> list:

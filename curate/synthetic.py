@@ -32,12 +32,12 @@ from pathlib import Path
 
 import av
 import numpy as np
-from tqdm import tqdm
 
 from common.errors import InputError
 from common.files import sha256_file, write_csv, write_json, write_text
 from common.names import canonical_names
 from common.processes import worker_pool
+from common.progress import track
 from curate import encode
 from curate.config import SyntheticConfig, round_half_up
 from features.manifest import ManifestRow, write_manifest
@@ -330,14 +330,14 @@ def _special_counts(fraction: float, n: int) -> int:
 
 
 def _run_jobs(jobs: list[_ClipJob], workers: int, progress: bool) -> Iterator[Path]:
-    bar = dict(total=len(jobs), desc="make-synthetic", unit="clip", disable=not progress)
+    bar = dict(total=len(jobs), description="make-synthetic", unit="clips", enabled=progress)
     if workers == 1:
-        yield from tqdm(map(_render_clip, jobs), **bar)
+        yield from track(map(_render_clip, jobs), **bar)
         return
     # Spawned workers: no inherited state (threads, locks) from the parent; results are deterministic
     # because every clip carries its own seed. They end with the command (Ctrl-C, SIGTERM, a kill): worker_pool.
     with worker_pool(workers, multiprocessing.get_context("spawn")) as pool:
-        yield from tqdm(pool.map(_render_clip, jobs, chunksize=4), **bar)
+        yield from track(pool.map(_render_clip, jobs, chunksize=4), **bar)
 
 
 def _readme(config: SyntheticConfig, n_seen: int, n_unseen: int, n_clips: int, short_clip_id: str) -> str:
@@ -393,7 +393,7 @@ def make_synthetic(config: SyntheticConfig, progress: bool = False) -> Synthetic
 
     Args:
         config: what to generate.
-        progress: show a tqdm progress bar on stderr.
+        progress: show the progress on stderr (`common.progress`).
 
     Returns:
         A summary of what was written.

@@ -71,7 +71,7 @@ class RunnerConfig:
     retry_failed: bool = setting(False,
                                  help="Also retry clips that failed in an earlier run (pending clips are always "
                                       "retried).")
-    progress: bool = setting(True, affects_result=False, help="Show a progress bar.")
+    progress: bool = setting(True, affects_result=False, help="Show progress: a bar, or log lines off a terminal.")
     wait: bool = setting(False, affects_result=False,
                          help="If another extract holds the store, wait for it instead of stopping.")
     lease_timeout_s: float = setting(60.0, affects_result=False)  # a store lease without a heartbeat for this long is

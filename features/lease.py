@@ -3,17 +3,25 @@
 `Lease` guards any folder; `StoreLease` is the token store's (one `extract` per store), and the trainer's run
 folder has its own (`fusion.run_dir.RunLease`: one training per run folder). Each differs only in its words.
 
-`<STORE>.lease` (next to the store, like its failures CSV) is a JSON `LeaseHolder`: host, pid, the process's
-start time, when the lease was taken, its last heartbeat and a random token. It appears complete or not at all:
-written to a temporary file, then hard-linked into place, which fails when the name exists (atomic on local
-disks and on NFS). The holder renews the heartbeat every quarter of the timeout from a thread and deletes the
-file when it ends. Another `extract` of the store finds the file and stops with one line naming the holder, or,
-with `wait`, polls until the lease is free.
+`<STORE>.lease` (next to the store, like its failures CSV) is a JSON `LeaseHolder`: host, pid, when the lease was
+taken, its last heartbeat, a random token and, on Linux, which process the pid named (`ProcessIdentity`). It
+appears complete or not at all: written to a temporary file, then hard-linked into place, which fails when the
+name exists (atomic on local disks and on NFS). The holder renews the heartbeat every quarter of the timeout from
+a thread and deletes the file when it ends. Another `extract` of the store finds the file and stops with one line
+naming the holder and why it is not taken over, or, with `wait`, polls until the lease is free.
 
-A lease is stale, and is taken over, when its heartbeat is older than the timeout (the holder died on any host,
-or lost the file system), or at once when its host is this host and its process is gone (no such pid, or a pid
-reused by a later process: psutil's process start time differs). The Dask workers of a run hold no lease: they
-write the blocks that the lease holder hands them.
+A lease is stale, and is taken over (`judge` decides, and its reason is logged), in two cases:
+- its heartbeat is older than the timeout: the holder died on any host, or lost the file system;
+- at once, when the holder ran on this host, under this boot and in this pid namespace, and its process is gone:
+  no such pid, a pid that ended and waits for its parent, or a pid reused by a later process. The process is
+  named by its start time in clock ticks after boot (/proc/<pid>/stat, field 22): exact, unlike a start time in
+  seconds, and a pid reused within the same second still differs. The boot id and the pid namespace say that the
+  ticks and the pid mean the same here as for the holder: after a reboot, in another container or on another
+  machine of the same name they would not.
+Everything else keeps the heartbeat rule: another host, a process this one cannot read (another user's, with
+/proc hidden), a platform without /proc, and a lease written before the identity was recorded.
+
+The Dask workers of a run hold no lease: they write the blocks that the lease holder hands them.
 
 A hand-made lease instead of `filelock`: a lock held by a kernel (flock / fcntl) says nothing about its holder,
 is not reliable across machines on network file systems, and cannot be taken over by a stale-heartbeat rule.
@@ -29,21 +37,32 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-
-import psutil
 
 from common.errors import InputError
 from common.files import sibling_temporary, write_json
+from common.processes import process_exists
 
-__all__ = ["LeaseHeldError", "LeaseHolder", "Lease", "StoreLease", "lease_path"]
+__all__ = ["LeaseHeldError", "LeaseHolder", "ProcessIdentity", "Verdict", "judge", "Lease", "StoreLease", "lease_path"]
 
 logger = logging.getLogger(__name__)
+
+_PROC = Path("/proc")
 
 
 class LeaseHeldError(InputError):
     """Another process holds the lease (the message names it)."""
+
+
+@dataclass(frozen=True)
+class ProcessIdentity:
+    """Which process a pid names on Linux: a pid and its start time mean one process within one boot and one pid
+    namespace."""
+
+    boot_id: str  # /proc/sys/kernel/random/boot_id: new at every boot, different on every machine
+    pid_namespace: str  # the link /proc/self/ns/pid: a container has its own pids
+    start_ticks: int  # /proc/<pid>/stat field 22: when the process started, in clock ticks after boot
 
 
 @dataclass(frozen=True)
@@ -52,14 +71,60 @@ class LeaseHolder:
 
     host: str
     pid: int
-    process_started: float  # the holder process's start time (tells a reused pid from the holder)
     started: float  # when the lease was taken
     heartbeat: float  # last renewal
     token: str  # random, tells this lease from a later one of the same process
+    # Which process `pid` named (None: no /proc where it ran, or written before this was recorded).
+    boot_id: str | None = None
+    pid_namespace: str | None = None
+    start_ticks: int | None = None
+
+    @property
+    def process(self) -> ProcessIdentity | None:
+        if self.boot_id is None or self.pid_namespace is None or self.start_ticks is None:
+            return None
+        return ProcessIdentity(self.boot_id, self.pid_namespace, self.start_ticks)
 
     def describe(self, now: float) -> str:
         started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.started))
         return f"host {self.host}, pid {self.pid}, since {started}, last heartbeat {now - self.heartbeat:.0f} s ago"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a lease is stale, and why (logged on a takeover, ending the refusal otherwise)."""
+
+    stale: bool
+    reason: str
+
+
+def judge(holder: LeaseHolder, timeout_s: float, now: float) -> Verdict:
+    """Whether `holder`'s lease may be taken over now (the module docstring gives the rules)."""
+    silent_s = now - holder.heartbeat
+    if silent_s > timeout_s:
+        return Verdict(True, f"no heartbeat for {silent_s:.0f} s, over the {timeout_s:.0f} s timeout")
+    heartbeat_rule = f"a holder that died is taken over {timeout_s:.0f} s after its last heartbeat"
+    if holder.host != socket.gethostname():
+        return Verdict(False, f"it runs on another host: {heartbeat_rule}")
+    recorded = holder.process
+    if recorded is None:
+        return Verdict(False, f"the lease does not say which process holds it: {heartbeat_rule}")
+    here = _this_process()
+    if here is None:
+        return Verdict(False, f"this system has no /proc to check its process: {heartbeat_rule}")
+    if (recorded.boot_id, recorded.pid_namespace) != (here.boot_id, here.pid_namespace):
+        return Verdict(False, f"it runs under another boot or pid namespace of this host name: {heartbeat_rule}")
+    stat = _process_stat(holder.pid)
+    if stat is None and process_exists(holder.pid):
+        return Verdict(False, f"its process on this host cannot be read from here: {heartbeat_rule}")
+    if stat is None:
+        return Verdict(True, "its process on this host is gone")
+    state, start_ticks = stat
+    if start_ticks != recorded.start_ticks:
+        return Verdict(True, "its process on this host is gone (its pid now names a later process)")
+    if state in ("Z", "X"):
+        return Verdict(True, "its process on this host has ended (it waits for its parent to collect it)")
+    return Verdict(False, "its process runs on this host: if it dies, the lease is taken over at once")
 
 
 def lease_path(guarded: str | Path) -> Path:
@@ -108,10 +173,10 @@ class Lease:
             self.path.unlink(missing_ok=True)
 
     def _acquire(self) -> LeaseHolder | None:
-        me = psutil.Process()
         now = time.time()
-        mine = LeaseHolder(host=socket.gethostname(), pid=os.getpid(), process_started=me.create_time(),
-                           started=now, heartbeat=now, token=uuid.uuid4().hex)
+        process = _this_process()
+        mine = LeaseHolder(host=socket.gethostname(), pid=os.getpid(), started=now, heartbeat=now,
+                           token=uuid.uuid4().hex, **(asdict(process) if process is not None else {}))
         announced = False
         while True:
             try:
@@ -125,29 +190,21 @@ class Lease:
             holder = self._read()
             if holder is None:  # released in between
                 continue
-            if self._is_stale(holder):
-                logger.warning("%s: taking over the stale lease of %s", self.path, holder.describe(time.time()))
+            now = time.time()
+            verdict = judge(holder, self.timeout_s, now)
+            if verdict.stale:
+                logger.warning("%s: taking over the lease of %s: %s", self.path, holder.describe(now), verdict.reason)
                 _take_over(self.path, holder.token)
                 continue
             if not self.wait:
                 raise LeaseHeldError(f"{self.path.with_suffix('')}: another {self.writer} is running on this "
-                                     f"{self.kind} ({holder.describe(time.time())}); let it finish, or "
-                                     f"{self.alternative} (a holder that died is taken over {self.timeout_s:.0f} s "
-                                     "after its last heartbeat)")
+                                     f"{self.kind} ({holder.describe(now)}); let it finish, or "
+                                     f"{self.alternative} ({verdict.reason})")
             if not announced:
-                logger.info("%s: waiting for the lease held by %s", self.path, holder.describe(time.time()))
+                logger.info("%s: waiting for the lease held by %s (%s)", self.path, holder.describe(now),
+                            verdict.reason)
                 announced = True
             time.sleep(self.poll_s)
-
-    def _is_stale(self, holder: LeaseHolder) -> bool:
-        if time.time() - holder.heartbeat > self.timeout_s:
-            return True
-        if holder.host != socket.gethostname():
-            return False
-        try:
-            return abs(psutil.Process(holder.pid).create_time() - holder.process_started) > 1.0
-        except psutil.NoSuchProcess:
-            return True
 
     def _renew(self) -> None:
         while not self._stop.wait(self.timeout_s / 4):
@@ -178,6 +235,29 @@ class StoreLease(Lease):
     writer = "extract"
 
 
+def _this_process() -> ProcessIdentity | None:
+    """This process's identity; None without /proc (not Linux)."""
+    try:
+        boot_id = (_PROC / "sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+        pid_namespace = os.readlink(_PROC / "self/ns/pid")
+    except OSError:
+        return None
+    stat = _process_stat(os.getpid())
+    return None if stat is None else ProcessIdentity(boot_id, pid_namespace, stat[1])
+
+
+def _process_stat(pid: int) -> tuple[str, int] | None:
+    """The state and start time (clock ticks after boot) of process `pid`; None when /proc cannot show it (no such
+    process, another user's under a /proc mounted with hidepid, no /proc)."""
+    try:
+        stat = (_PROC / str(pid) / "stat").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    # The fields after the process name, which is in parentheses and may hold spaces and parentheses itself.
+    after_name = stat[stat.rindex(")") + 2:].split()
+    return after_name[0], int(after_name[19])  # fields 3 (state) and 22 (starttime) of proc(5)
+
+
 def _create(path: Path, holder: LeaseHolder) -> bool:
     """Make the lease file, complete, unless one exists: write a temporary file, hard-link it into place."""
     if not path.parent.is_dir():  # the guarded folder is made after its lease: this comes first
@@ -196,9 +276,15 @@ def _create(path: Path, holder: LeaseHolder) -> bool:
 def _read(path: Path) -> LeaseHolder | None:
     """The holder a lease file names, or None when there is none (ValueError, TypeError: not a lease)."""
     try:
-        return LeaseHolder(**json.loads(path.read_text(encoding="utf-8")))
+        record = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
+    if not isinstance(record, dict):
+        raise TypeError(f"a JSON {type(record).__name__}, not an object")
+    # Fields this version does not know are left out: an older version's process start time in seconds, too
+    # coarse to tell a reused pid, is not trusted (its lease keeps the heartbeat rule).
+    known = {field.name for field in fields(LeaseHolder)}
+    return LeaseHolder(**{name: value for name, value in record.items() if name in known})
 
 
 def _take_over(path: Path, stale_token: str) -> None:

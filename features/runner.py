@@ -25,11 +25,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from common.errors import InputError
 from common.files import read_csv, write_csv
 from common.media import MediaError
+from common.progress import Progress, progress_bar
 from common.settings import result_values
 from common.threads import requested_threads, set_requested_threads
 from extract.config import PROFILES, ExtractConfig
@@ -157,7 +157,7 @@ def _run_holding_the_lease(config: RunnerConfig, clips: Sequence[ManifestRow], s
 
     block_errors: list[str] = []
     dashboard = None
-    with tqdm(total=total, unit="clip", desc="extract", disable=not config.progress, dynamic_ncols=True) as bar:
+    with progress_bar(total, "extract", "clips", enabled=config.progress) as bar:
         if _uses_dask(config):
             del extractor  # the workers build their own
             dashboard = _run_on_dask(config, store, blocks, bar, block_errors)
@@ -318,7 +318,7 @@ def _uses_dask(config: RunnerConfig) -> bool:
     return config.scheduler is not None or config.gpus > 1 or config.workers > 1
 
 
-def _run_on_dask(config: RunnerConfig, store: TokenStore, blocks, bar: tqdm, block_errors: list[str]) -> str | None:
+def _run_on_dask(config: RunnerConfig, store: TokenStore, blocks, bar: Progress, block_errors: list[str]) -> str | None:
     import dask
     from distributed import Client, as_completed
 

@@ -285,7 +285,7 @@ class TrainConfig:
     # `batch_size`: "sqrt" (x sqrt(batch / reference), the rule for Adam-type optimisers), "linear" (x batch /
     # reference), "none"
     lr_reference_batch: int = setting(64)  # the batch size `lr` is given for
-    progress: bool = setting(True, affects_result=False, help="Show a progress bar.")
+    progress: bool = setting(True, affects_result=False, help="Show progress: a bar, or log lines off a terminal.")
     log_every_steps: int = setting(50, affects_result=False)  # a log line every this many steps
     require_complete: bool = setting(False, affects_result=False,
                                      help="Refuse a store that extract is still filling (pending clips); without it, "

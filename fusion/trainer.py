@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from common.errors import InputError
+from common.progress import progress_bar
 from common.threads import apply_thread_plan, plan_threads
 from eval import metrics
 from features.reader import BatchReader, free_bytes, resident_bytes, resident_fits
@@ -330,7 +330,7 @@ def train_one_epoch(
     clips = steps = 0
     data_time = 0.0
     timer = StepTimer(device)
-    bar = tqdm(total=len(reader), desc=description, disable=not progress, leave=False, dynamic_ncols=True)
+    bar = progress_bar(len(reader), description, "batches", enabled=progress, leave=False)
     iterator = iter(reader)
     try:
         while True:

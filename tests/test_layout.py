@@ -10,12 +10,14 @@ import tomllib
 from pathlib import Path
 
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # The rooms in import order (docs/ARCHITECTURE.md): each imports only rooms before it.
 ROOMS = ("common", "extract", "features", "text", "curate", "eval", "fusion", "workflows")
-LAYOUT = ("cli.py", *ROOMS, "tests", "environment.yml", "pyproject.toml",
+LAYOUT = ("cli.py", *ROOMS, "tests", "environment.yml", "pyproject.toml", "requirements.lock",
           "Makefile", "README.md", ".ci/run", ".gitignore", "BENCHMARKS.md")
 # The house's size limits (docs/ARCHITECTURE.md): a module that grows past them is split by what it does.
 MODULE_LINES = 600
@@ -45,6 +47,27 @@ def test_pins_agree():
     environment = sorted(_normalised(r) for r in _pins_environment())
     assert pyproject, "pyproject.toml declares no dependencies"
     assert pyproject == environment
+
+
+def test_the_lock_pins_every_range_within_it():
+    """`make setup` installs requirements.lock: it must hold every dependency of pyproject.toml (and its test
+    extra) at a version within its range, so that a range changed without `make lock` fails here, not on a
+    researcher's machine; and say in its header what it is for and how it was made."""
+    text = (ROOT / "requirements.lock").read_text(encoding="utf-8")
+    header = [line for line in text.splitlines() if line.startswith("#")]
+    assert "CPython 3.11 on linux x86_64" in header[0] and "Made by `make lock`" in header[1]
+    pins = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version and " " not in line, f"requirements.lock: not an exact pin: {line!r}"
+            pins[canonicalize_name(name)] = version
+    outside = []
+    for requirement in map(Requirement, _pins_pyproject()):
+        version = pins.get(canonicalize_name(requirement.name))
+        if version is None or not requirement.specifier.contains(version, prereleases=True):
+            outside.append(f"{requirement} (locked: {version})")
+    assert outside == [], "run `make lock` after changing pyproject.toml's dependencies"
 
 
 def test_layout_present():

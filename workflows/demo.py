@@ -63,7 +63,7 @@ class DemoConfig:
     synthetic_workers: int = setting(2, affects_result=False)  # processes rendering clips (the output does not depend
     # on it)
     extract_workers: int = setting(1, affects_result=False)  # extraction processes (1: in this process)
-    progress: bool = setting(True, affects_result=False, help="Show progress bars.")
+    progress: bool = setting(True, affects_result=False, help="Show progress: bars, or log lines off a terminal.")
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from common.errors import InputError
+from common.progress import progress_bar
 from common.settings import check_fields, setting
 from features.reader import BatchReader
 from features.store import TokenStore
@@ -157,7 +157,7 @@ class HeadTraining:
         recent: dict[int, torch.Tensor] = {}
         timer = StepTimer(device)
         clips = 0
-        bar = tqdm(total=len(batches), desc=description, disable=not progress, leave=False, dynamic_ncols=True)
+        bar = progress_bar(len(batches), description, "batches", enabled=progress, leave=False)
         try:
             for step, (rows, negative_rows) in enumerate(batches, start=1):
                 timer.start()

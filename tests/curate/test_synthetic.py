@@ -6,7 +6,10 @@ import csv
 import dataclasses
 import hashlib
 import json
+import re
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -19,7 +22,7 @@ import cli
 from curate import synthetic
 from curate.config import SyntheticConfig
 from features.manifest import read_manifest
-from tests.processes import start_command, stop_and_collect, wait_for_workers
+from tests.processes import REPO, start_command, stop_and_collect, wait_for_workers
 from text.class_embeddings import AVCA_TABLES
 
 # Small enough for seconds: 4 classes (3 seen / 1 unseen) x 2 clips of about 1 s.
@@ -219,6 +222,20 @@ def test_cli_end_to_end(tmp_path):
     assert {r["embedding_source"] for r in _read_csv(out / "classes.csv")} == {"avca:activitynet"}
     again = CliRunner().invoke(cli.cli, args)
     assert again.exit_code == 1 and "Error:" in again.output and str(out) in again.output
+
+
+def test_progress_in_a_log_file_is_lines_not_bars(tmp_path):
+    """Standard error to a file, as under a batch scheduler: progress is a line (here only the last, the interval
+    being the default 30 s), never a bar redrawn with carriage returns."""
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr:
+        done = subprocess.run([sys.executable, str(REPO / "cli.py"), "make-synthetic", str(tmp_path / "out"),
+                               "--classes", "4", "--clips-per-class", "2", "--seconds", "1", "--workers", "2"],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=120)
+    assert done.returncode == 0, log.read_text()
+    text = log.read_text()
+    assert "\r" not in text and "%|" not in text and "it/s" not in text
+    assert re.search(r"INFO common.progress: make-synthetic: 8 / 8 clips in 0:00:\d\d \([0-9.]+ clips/s\)\n", text)
 
 
 def test_cli_defaults_match_config():

@@ -158,8 +158,13 @@ def test_sigkill_at_several_points_then_resume_equals_an_uninterrupted_run(clip_
             time.sleep(0.01)
         process.wait()
     assert kills_mid_run >= 2, "the runs finished before they could be killed; the test needs slower clips"
-    resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
+    pending = TokenStore.open(target).counts()["pending"]
+    log = tmp_path / "stderr.log"  # the resume's progress, in a file as under a batch scheduler: lines, not bars
+    with log.open("w") as stderr:
+        resumed = subprocess.run([part for part in command if part != "--no-progress"], cwd=REPO, text=True,
+                                 stdout=subprocess.PIPE, stderr=stderr)
+    assert resumed.returncode == 0, log.read_text()
+    assert "\r" not in log.read_text() and f"extract: {pending} / {pending} clips in " in log.read_text()
     _assert_same_store(tmp_path / "reference.zarr", target)
     assert (TokenStore.open(target).status == FAILED).sum() == 2
 

@@ -24,7 +24,7 @@ from eval.metrics import EvalResult
 from features.lease import LeaseHeldError, lease_path
 from features.store import TokenStore
 from fusion import run_dir, trainer
-from fusion.config import ABLATIONS, FusionConfig, TrainConfig, apply_ablations
+from fusion.config import ABLATIONS, FusionConfig, TrainConfig, apply_ablations, train_config_from_options
 from fusion.curves import training_curves_figure
 from fusion.epoch import check_finite
 from fusion.plan import plan_training
@@ -223,8 +223,8 @@ def test_one_training_per_run_folder_and_a_killed_holders_lease_is_taken_over(sy
             assert refused.exit_code == 1 and refused.output.count("\n") == 1, refused.output
             assert refused.output.startswith(f"Error: {config.out.resolve()}: another training is running on this "
                                              f"run folder (host {socket.gethostname()}, pid {holder.pid}, since ")
-            assert refused.output.endswith("let it finish, or train into another --out (a holder that died is taken "
-                                           "over 60 s after its last heartbeat)\n")
+            assert refused.output.endswith("let it finish, or train into another --out (its process runs on this "
+                                           "host: if it dies, the lease is taken over at once)\n")
         with pytest.raises(LeaseHeldError):  # the workflows' way in (demo, ablate) neither judges nor deletes
             trainer.train_or_reuse(config)
     finally:
@@ -233,6 +233,34 @@ def test_one_training_per_run_folder_and_a_killed_holders_lease_is_taken_over(sy
     assert lease_path(config.out.resolve()).exists() and not config.out.exists()
     assert train(config).epochs == 1  # a dead holder's lease on this host is taken over at once
     assert not lease_path(config.out.resolve()).exists() and (config.out / "last.pt").is_file()
+
+
+def test_training_progress_in_a_log_file_is_lines_not_bars(synthetic_store, vectors_file, tmp_path, monkeypatch,
+                                                             caplog):
+    """Standard error to a file, as under a batch scheduler: each epoch's progress is "done / total" lines (an
+    interval of 0 s: a line per batch), never bar fragments; the same for a comparison head's epochs."""
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr:
+        done = subprocess.run(
+            [sys.executable, str(REPO / "cli.py"), "train-fusion", "--store", str(synthetic_store.path), "--out",
+             str(tmp_path / "mzst"), "--preset", "demo", "--embeddings", f"word2vec:{vectors_file}", "--epochs", "2",
+             "--batch-size", "16", "--val-unseen-fraction", "0"],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=300,
+            env=os.environ | {"MZST_PROGRESS_INTERVAL_S": "0"})
+    text = log.read_text()
+    assert done.returncode == 0, text
+    assert "\r" not in text and "%|" not in text and "it/s" not in text
+
+    def counts(epoch, found):
+        return [(int(a), int(b)) for a, b in re.findall(rf"epoch {epoch}/2: (\d+) / (\d+) batches", found)]
+
+    assert counts(1, text) == counts(2, text) == [(1, 4), (2, 4), (3, 4), (4, 4)], text  # 60 clips, 16 a batch
+    monkeypatch.setenv("MZST_PROGRESS_INTERVAL_S", "0")  # stderr is captured here, so not a terminal either
+    caplog.set_level("INFO", logger="common.progress")
+    train(train_config_from_options(dict(store=synthetic_store.path, out=tmp_path / "ale", method="ale", epochs=2,
+                                         embeddings=f"word2vec:{vectors_file}", n_batches=3, progress=True,
+                                         val_unseen_fraction=0.0)))
+    assert counts(1, caplog.text) == counts(2, caplog.text) == [(1, 3), (2, 3), (3, 3)], caplog.text
 
 
 def test_store_and_class_list_must_agree(synthetic_store, vectors_file, tmp_path, kit):
