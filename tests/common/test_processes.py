@@ -51,7 +51,6 @@ def _children_running(marker: str) -> list[int]:
 
 
 def test_a_worker_pool_left_by_an_exception_ends_its_workers_at_once():
-    started = time.monotonic()
     with pytest.raises(RuntimeError, match="stop"):
         with worker_pool(2, multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(time.sleep, 30) for _ in range(6)]  # three rounds of 30 s for two workers
@@ -59,5 +58,7 @@ def test_a_worker_pool_left_by_an_exception_ends_its_workers_at_once():
                 time.sleep(0.05)
             assert len(_children_running("spawn_main")) == 2
             raise RuntimeError("stop")  # as Ctrl-C or SIGTERM would, through `common.errors.interruptible`
-    assert time.monotonic() - started < 20 and _children_running("spawn_main") == []
+    assert _children_running("spawn_main") == []
+    # the running sleeps were cut short, not waited for (a wait would have let them return None)
+    assert not any(future.done() and not future.cancelled() and future.exception() is None for future in futures)
     assert futures[-1].cancelled()  # queued work is dropped, not run
