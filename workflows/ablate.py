@@ -167,9 +167,7 @@ def run_ablation(config: AblateConfig) -> AblationResult:
                     name, spec.label, len(config.seeds), _count(states), summaries["zsl"].cell(),
                     summaries["calibrated_gzsl_hm"].cell())
     first = evaluated[0]  # every row is evaluated on the same clips and candidate classes
-    chance = {"zsl": round(100.0 / first.num_unseen_classes, 2),
-              # uniform guessing over all GZSL candidates, for S, for U and so for HM
-              "gzsl": round(100.0 / (first.num_seen_classes + first.num_unseen_classes), 2)}
+    chance = {key: round(value, 2) for key, value in report.chance_values(first).items() if key in dict(METRICS)}
     honesty = report.data_caveats([store.provenance])
     markdown = _markdown(config, rows, chance, first, honesty)
     payload = {"rows": {row.name: {key: vars(summary) for key, summary in row.metrics.items()} for row in rows},
@@ -250,7 +248,7 @@ def _markdown(config: AblateConfig, rows: list[AblationRow], chance: dict[str, f
     for row in rows:
         lines.append(f"| {row.label} | `{row.name}` | {report.class_vectors_cell(row.peer_text_order)} | "
                      + " | ".join(row.metrics[k].cell() for k, _ in METRICS) + " |")
-    lines.append("| Chance | | | " + " | ".join(f"{chance['zsl' if k == 'zsl' else 'gzsl']:.2f}" for k, _ in METRICS)
+    lines.append("| Chance | | | " + " | ".join(f"{chance[k]:.2f}" for k, _ in METRICS)
                  + " |")
     lines.append("")
     for row in rows:
