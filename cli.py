@@ -407,9 +407,9 @@ def train_fusion_command(config_file: Path | None, preset: str | None, ablations
 
 @cli.command("zeroshot")
 @_field_options(ZeroShotConfig, "run_dir", "store", "checkpoint", "classes", "class_names", "seen", "unseen", "rule",
-                "calibrated_stacking", "val_split", "val_store", "splits", "include_training_clips", "out", "label",
-                "top_k", "missing", types={"run_dir": EXISTING_DIR, "store": EXISTING_DIR, "classes": EXISTING_FILE,
-                                           "class_names": CLASS_NAMES,
+                "calibrated_stacking", "beta_rule", "val_split", "val_store", "splits", "include_training_clips", "out",
+                "label", "top_k", "missing", types={"run_dir": EXISTING_DIR, "store": EXISTING_DIR,
+                                           "classes": EXISTING_FILE, "class_names": CLASS_NAMES,
                                            "seen": EXISTING_FILE, "unseen": EXISTING_FILE, "val_store": EXISTING_DIR,
                                            "out": NEW_DIR})
 @click.option("--no-plots", is_flag=True, help="Skip the t-SNE and per-class accuracy figures.")
@@ -438,25 +438,25 @@ _protocol_training_options = _options(
     click.option("--preset", default=None, help="Head size preset of train-fusion (e.g. default, demo)."),
     click.option("--ablation", "ablations", multiple=True, help="Ablation of train-fusion; repeatable."),
     click.option("--method", default=None,
-                 help="The head: mzst (default) or a comparison head (devise, ale, sje, cjme)."),
+                 help="The head: mzst (default) or a comparison head (devise, ale, sje, cjme, avgzslnet, avca)."),
     click.option("--recipe", type=click.Choice(RECIPE_DATASETS), default=None,
                  help="A comparison head's training as AVCA-GZSL ran it on this dataset."),
     _extra_option,
     # the same fields, with the same defaults, in both protocols' configs
-    _field_options(AVCAProtocolConfig, "calibrated_stacking", "seeds", "batch_size", "device"),
+    _field_options(AVCAProtocolConfig, "calibrated_stacking", "beta_rule", "seeds", "batch_size", "device"),
     click.option("--no-plots", is_flag=True, help="Skip the t-SNE and per-class accuracy figures."),
 )
 
 
 def _protocol_settings(epochs, lr, train_batch_size, embeddings, peer_text_order, preset, ablations, method, recipe,
-                       extra, calibrated_stacking, seeds, batch_size, device, no_plots, **fields) -> dict:
+                       extra, calibrated_stacking, beta_rule, seeds, batch_size, device, no_plots, **fields) -> dict:
     """The protocol config fields: the command's own (`fields`) and those the shared options give."""
     from eval.config import PlotConfig
 
     train = {**_given(epochs=epochs, lr=lr, batch_size=train_batch_size, embeddings=embeddings,
                       peer_text_order=peer_text_order, method=method, recipe=recipe), **dict(extra)}
     return dict(fields, train=train, preset=preset, ablations=tuple(ablations), calibrated_stacking=calibrated_stacking,
-                seeds=seeds, device=device, batch_size=batch_size,
+                beta_rule=beta_rule, seeds=seeds, device=device, batch_size=batch_size,
                 plots=PlotConfig(tsne=not no_plots, per_class_bars=not no_plots))
 
 

@@ -219,7 +219,8 @@ def score_clips(model, info, store, indices: np.ndarray, rule: str, batch_size: 
         embeddings=predictions.embeddings,
         offsets=offsets,
         rule=rule,
-        class_space=model.class_space if isinstance(model, ComparisonHead) else None,
+        **({"class_space": model.class_space, "branches": model.branches, "decision": model.decision,
+            "beta_modes": model.beta_modes} if isinstance(model, ComparisonHead) else {}),
     )
 
 

@@ -29,18 +29,22 @@ class HeadEntry:
 
     A recipe maps a dataset name ("ucf", "activitynet", "vggsound") to values of `fusion.config.TrainConfig`
     fields (epochs, lr, batch_size, weight_decay, grad_clip_norm) and of the method's config fields.
+    `peer_weights(state_dict) -> (values, our state_dict)` reads a state_dict of the peers' own model of the method
+    (AVCA-GZSL's parameter names): the method's config values its tensor shapes fix, with the data's sizes under
+    "dims" (`video_dim`, `audio_dim`, `embedding_dim`); None where the method has no such reader.
     """
 
     name: str
     build: Callable[[Any, ModelDims, bool], ComparisonHead]
     config_class: type
     recipes: Mapping[str, Mapping[str, Any]]
+    peer_weights: Callable[[Mapping[str, Any]], tuple[dict, dict[str, Any]]] | None = None
 
 
 _REGISTRY: dict[str, HeadEntry] = {}
 # The modules whose methods register themselves when imported; imported on the first lookup, so that evaluation
 # (`fusion.predict`) can import the interface without the methods' training code, which imports evaluation.
-_METHOD_MODULES = ("fusion.heads.ranking", "fusion.heads.cjme")
+_METHOD_MODULES = ("fusion.heads.ranking", "fusion.heads.cjme", "fusion.heads.avgzslnet", "fusion.heads.avca")
 
 
 def _import_methods() -> None:
@@ -48,13 +52,16 @@ def _import_methods() -> None:
         importlib.import_module(module)
 
 
-def register_head(name: str, *, config: type, recipes: Mapping[str, Mapping[str, Any]]):
-    """Register a builder `build(config, dims, extracted) -> ComparisonHead` under `name`."""
+def register_head(name: str, *, config: type, recipes: Mapping[str, Mapping[str, Any]],
+                  peer_weights: Callable[[Mapping[str, Any]], tuple[dict, dict[str, Any]]] | None = None):
+    """Register a builder `build(config, dims, extracted) -> ComparisonHead` under `name` (`HeadEntry` says what
+    `recipes` and `peer_weights` are)."""
 
     def register(build: Callable[[Any, ModelDims, bool], ComparisonHead]):
         if name in _REGISTRY:
             raise ValueError(f"head {name!r} is registered twice")
-        _REGISTRY[name] = HeadEntry(name=name, build=build, config_class=config, recipes=recipes)
+        _REGISTRY[name] = HeadEntry(name=name, build=build, config_class=config, recipes=recipes,
+                                    peer_weights=peer_weights)
         return build
 
     return register

@@ -4,12 +4,16 @@ A comparison head (the AVCA-GZSL family) does not regress the class embedding ph
 clip, theta(x), and a class, theta_w(phi(c)), into one learned space and recognises the class nearest in the
 Euclidean distance (AVCA-GZSL's `torch.cdist`). So a head gives evaluation two embeddings, never a score of its
 own: `embed_clips` (through `forward_views`, the AV pass `fusion.predict` runs) and `embed_classes`, and every
-distance is `eval.metrics`' "plain" rule between them. The trainer asks the head for its losses
-(`training_losses`) and its optimiser (`optimizer`); the batches and the schedule are `fusion.heads.training`'s.
+distance is `eval.metrics`' "plain" rule between them. A head that scores several branches (AVGZSLNet sums the
+distances of its audio and of its video embedding) gives them side by side in `embed_clips` and names them in
+`branches`; `decision` says which distances its test-time rule sums (`eval.scoring.branch_distances`).
+The trainer asks the head for its losses (`training_losses`) and its optimiser (`optimizer`); the batches and the
+schedule are `fusion.heads.training`'s.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,10 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.errors import InputError
 from fusion.heads.inputs import clip_vectors
 from fusion.model import AVOutput, ModelDims
 
-__all__ = ["ClipBatch", "HeadLosses", "ComparisonHead", "config_values"]
+__all__ = ["ClipBatch", "HeadLosses", "ComparisonHead", "config_values", "renamed_peer_weights"]
 
 
 @dataclass
@@ -53,9 +58,17 @@ class ComparisonHead(nn.Module):
         dims: the sizes the data fixes (the store's token layout, the classes, the embedding dimension E).
         extracted: the store's tokens are extracted ones (CLS first), not imported time segments
             (`fusion.heads.inputs`).
+        branches: the per-clip embeddings `embed_clips` gives side by side, each of width D; empty: one theta(x).
+        decision: the branches whose distances to a class the test-time rule sums.
+        beta_modes: for the peers' beta rule (`eval.gzsl`), the branch sets whose best betas on validation the peers
+            average ("audio", "video" and "both" in AVCA-GZSL's `get_evaluation.py`); empty: the head cannot take
+            that rule.
     """
 
     method: str
+    branches: tuple[str, ...] = ()
+    decision: tuple[str, ...] = ()
+    beta_modes: tuple[tuple[str, ...], ...] = ()
 
     def __init__(self, config: Any, dims: ModelDims, extracted: bool) -> None:
         super().__init__()
@@ -64,7 +77,11 @@ class ComparisonHead(nn.Module):
         self.extracted = extracted
 
     def embed_clips(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        """theta(x), the clip in the comparison space. Shapes: video (B, Dv), audio (B, Da) -> (B, D)."""
+        """theta(x), the clip in the comparison space (a head with `branches`: theirs side by side).
+
+        Shapes:
+            video (B, Dv), audio (B, Da) -> (B, D), or (B, len(branches) * D)
+        """
         raise NotImplementedError
 
     def embed_classes(self, class_embeddings: torch.Tensor) -> torch.Tensor:
@@ -121,3 +138,42 @@ class ComparisonHead(nn.Module):
 def config_values(config: Any) -> dict[str, Any]:
     """A head config as JSON-able values (tuples as lists, as they are read back)."""
     return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(config).items()}
+
+
+def renamed_peer_weights(state_dict: Mapping[str, Any], renames: Mapping[str, str],
+                         head: ComparisonHead) -> dict[str, torch.Tensor]:
+    """A peer model's state_dict under our parameter names, checked against `head`'s own.
+
+    Args:
+        state_dict: the peer's tensors by its names.
+        renames: peer key prefix -> our prefix; every peer key must start with one of them.
+        head: a head built with the sizes inferred from `state_dict`.
+
+    Raises:
+        InputError: peer keys no prefix maps, keys our head has and the peer's lacks (or the reverse), or shapes
+            that disagree (each named, up to five).
+    """
+    renamed, unmapped = {}, []
+    for key, tensor in state_dict.items():
+        prefix = next((p for p in renames if key.startswith(p)), None)
+        if prefix is None or not isinstance(tensor, torch.Tensor):
+            unmapped.append(key)
+        else:
+            renamed[renames[prefix] + key[len(prefix):]] = tensor
+    ours = head.state_dict()
+    inverse = {ours_prefix: peer for peer, ours_prefix in renames.items()}
+
+    def peer_name(key: str) -> str:
+        prefix = next((p for p in inverse if key.startswith(p)), "")
+        return inverse.get(prefix, "") + key[len(prefix):]
+
+    missing = [peer_name(k) for k in ours if k not in renamed]
+    unexpected = unmapped + [peer_name(k) for k in renamed if k not in ours]
+    shapes = [f"{peer_name(k)} {tuple(renamed[k].shape)} (expected {tuple(v.shape)})" for k, v in ours.items()
+              if k in renamed and renamed[k].shape != v.shape]
+    problems = [f"{what}: {', '.join(keys[:5])}" + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+                for what, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                                   ("shapes that disagree", shapes)) if keys]
+    if problems:
+        raise InputError(f"not a {head.method} state_dict of AVCA-GZSL: " + "; ".join(problems))
+    return {k: renamed[k].detach().clone().to(v.dtype) for k, v in ours.items()}
