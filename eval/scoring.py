@@ -84,12 +84,13 @@ class ClipScores:
         return class_embeddings if self.class_space is None else self.class_space(class_embeddings)
 
     def aligned_embeddings(self) -> np.ndarray:
-        """f(x) - phi(s_v(x)) where the rule subtracts it: the points that sit near phi(c) (with branches: the
-        decision's branch embeddings side by side). Shapes: (N, E)."""
+        """f(x) - phi(s_v(x)) where the rule subtracts it: the points that sit near phi(c). With branches, the mean
+        of the decision's branch embeddings: one point per clip in the classes' space for figures (the distance
+        evaluation uses is still the sum of the branches' distances). Shapes: (N, E)."""
         if self.branches:
             width = self.embeddings.shape[1] // len(self.branches)
             starts = [self.branches.index(b) * width for b in self.decision]
-            return np.concatenate([self.embeddings[:, start:start + width] for start in starts], axis=1)
+            return np.mean([self.embeddings[:, start:start + width] for start in starts], axis=0)
         return self.embeddings if self.offsets is None or self.rule == "plain" else self.embeddings - self.offsets
 
     def concat(self, other: ClipScores) -> ClipScores:

@@ -45,6 +45,7 @@ from torch import nn
 from common.errors import InputError
 from common.settings import setting
 from fusion.heads import register_head
+from fusion.heads.avgzslnet import cross_modal_triplets
 from fusion.heads.head import ClipBatch, ComparisonHead, HeadLosses, renamed_peer_weights
 from fusion.heads.training import PEER_TRAINING, HeadTrainingConfig
 from fusion.model import ModelDims
@@ -212,9 +213,9 @@ class AVCA(ComparisonHead):
         rho_a, rho_a_negative = self.text_decoder(theta_a), self.text_decoder(theta_a_negative)
         rho_v, rho_v_negative = self.text_decoder(theta_v), self.text_decoder(theta_v_negative)
         trip = self.triplet
-        triplets = (trip(theta_w, theta_v, theta_v_negative) + trip(theta_w, theta_a, theta_a_negative)
-                    + trip(theta_a, theta_w, theta_w_negative) + trip(theta_v, theta_w, theta_w_negative)
-                    + trip(theta_a, theta_w, theta_a_negative) + trip(theta_v, theta_w, theta_v_negative)
+        triplets = (cross_modal_triplets(trip, theta_w, theta_a, theta_v, theta_w_negative, theta_a_negative,
+                                         theta_v_negative)
+                    + trip(theta_a, theta_w, theta_a_negative) + trip(theta_v, theta_w, theta_v_negative)  # additional
                     + trip(theta_w, theta_a, theta_w_negative) + trip(theta_w, theta_v, theta_w_negative))
         decoder = (F.mse_loss(rho_v, w) + F.mse_loss(rho_a, w) + F.mse_loss(rho_w, w)
                    + trip(rho_w, rho_a, rho_a_negative) + trip(rho_w, rho_v, rho_v_negative))
@@ -254,13 +255,13 @@ def peer_weights(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict, dict[str
               "cross_attention.layers.0.1.fn.net.0.weight"]
     absent = [key for key in needed if key not in state_dict]
     if absent:
-        raise InputError(f"not an avca state_dict of AVCA-GZSL: missing keys: {', '.join(absent)}")
+        raise InputError(f"not an AVCA-GZSL avca state_dict: missing keys: {', '.join(absent)}")
     shape = {key: tuple(state_dict[key].shape) for key in needed}
     depth = len({key.split(".")[2] for key in state_dict if key.startswith("cross_attention.layers.")})
     heads = 3
     qkv_width = shape["cross_attention.layers.0.0.fn.to_qkv.weight"][0]
     if qkv_width % (3 * heads):
-        raise InputError(f"not an avca state_dict of AVCA-GZSL: to_qkv has {qkv_width} rows, not 3 x {heads} heads")
+        raise InputError(f"not an AVCA-GZSL avca state_dict: to_qkv has {qkv_width} rows, not 3 x {heads} heads")
     dims = {"audio_dim": shape["A_enc.fc.0.weight"][1], "video_dim": shape["V_enc.fc.0.weight"][1],
             "embedding_dim": shape["W_proj.fc.0.weight"][1]}
     values = {"encoder_hidden_dim": shape["A_enc.fc.0.weight"][0], "feature_dim": shape["A_enc.fc.4.weight"][0],

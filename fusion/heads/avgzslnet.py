@@ -35,7 +35,7 @@ from fusion.heads.head import ClipBatch, ComparisonHead, HeadLosses, renamed_pee
 from fusion.heads.training import PEER_TRAINING, HeadTrainingConfig
 from fusion.model import ModelDims
 
-__all__ = ["AVGZSLNetConfig", "AVGZSLNet", "RECIPES", "PEER_NAMES", "avgzslnet", "peer_weights"]
+__all__ = ["AVGZSLNetConfig", "AVGZSLNet", "RECIPES", "PEER_NAMES", "cross_modal_triplets", "avgzslnet", "peer_weights"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,20 @@ def _mlp(inputs: int, hidden: int, outputs: int, dropout: float, momentum: float
                          nn.Dropout(dropout), nn.Linear(hidden, outputs))
 
 
+def cross_modal_triplets(triplet: nn.TripletMarginLoss, text: torch.Tensor, audio: torch.Tensor, video: torch.Tensor,
+                         text_negative: torch.Tensor, audio_negative: torch.Tensor,
+                         video_negative: torch.Tensor) -> torch.Tensor:
+    """trip(t, a, a-) + trip(a, t, t-) + trip(t, v, v-) + trip(v, t, t-): each modality pulled to its class and
+    pushed from another clip's, the class pulled to the clip and pushed from another class (AVGZSLNet's composite
+    triplet; AVCA's triplets in its joint space).
+
+    Shapes:
+        every input (B, D) -> ()
+    """
+    return (triplet(text, audio, audio_negative) + triplet(audio, text, text_negative)
+            + triplet(text, video, video_negative) + triplet(video, text, text_negative))
+
+
 class AVGZSLNet(ComparisonHead):
     """Audio, video and text encoders into an `output_dim` space, and a decoder from it back to the class space.
 
@@ -122,7 +136,7 @@ class AVGZSLNet(ComparisonHead):
         a_negative, v_negative = self.audio_encoder(negatives.audio), self.video_encoder(negatives.video)
         t_negative = self.text_encoder(w_negative)
         trip = self.triplet
-        composite = trip(t, a, a_negative) + trip(a, t, t_negative) + trip(t, v, v_negative) + trip(v, t, t_negative)
+        composite = cross_modal_triplets(trip, t, a, v, t_negative, a_negative, v_negative)
         decoded_a, decoded_v, decoded_t = self.decode(a), self.decode(v), self.decode(t)  # (B, E) each
         decoded_a_negative, decoded_v_negative = self.decode(a_negative), self.decode(v_negative)
         reconstruction = sum((decoded - w).norm(dim=1).mean() for decoded in (decoded_t, decoded_a, decoded_v))
@@ -148,7 +162,7 @@ def peer_weights(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict, dict[str
               "decoder_net.embedding_net.fc.0.weight"]
     absent = [key for key in needed if key not in state_dict]
     if absent:
-        raise InputError(f"not an avgzslnet state_dict of AVCA-GZSL: missing keys: {', '.join(absent)}")
+        raise InputError(f"not an AVCA-GZSL avgzslnet state_dict: missing keys: {', '.join(absent)}")
     audio_first = state_dict["triplet_net.embedding_net1.fc.0.weight"]  # (hidden, Da)
     dims = {"audio_dim": int(audio_first.shape[1]),
             "video_dim": int(state_dict["triplet_net.embedding_net2.fc.0.weight"].shape[1]),

@@ -175,5 +175,5 @@ def renamed_peer_weights(state_dict: Mapping[str, Any], renames: Mapping[str, st
                 for what, keys in (("missing keys", missing), ("unexpected keys", unexpected),
                                    ("shapes that disagree", shapes)) if keys]
     if problems:
-        raise InputError(f"not a {head.method} state_dict of AVCA-GZSL: " + "; ".join(problems))
+        raise InputError(f"not an AVCA-GZSL {head.method} state_dict: " + "; ".join(problems))
     return {k: renamed[k].detach().clone().to(v.dtype) for k, v in ours.items()}

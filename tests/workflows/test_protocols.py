@@ -507,14 +507,17 @@ def test_a_protocol_refuses_values_that_do_not_fit_in_one_line_before_training(u
     lines = result.output.strip().splitlines()
     assert result.exit_code == 1 and len(lines) == 1 and message in lines[0], result.output
     assert not list((tmp_path / "p").rglob("*.pt"))
-@pytest.mark.parametrize("method", ["devise", "ale", "sje", "cjme"])
-def test_avca_protocol_runs_a_comparison_head(ucf_stores, tmp_path, method):
+@pytest.mark.parametrize("method, beta_rule", [("devise", "ours"), ("ale", "ours"), ("sje", "ours"), ("cjme", "ours"),
+                                               ("avgzslnet", "peers"), ("avca", "peers")])
+def test_avca_protocol_runs_a_comparison_head(ucf_stores, tmp_path, method, beta_rule):
     clean, _ = ucf_stores
     train = {"method": method, "epochs": 3, "batch_size": 16, "n_batches": 4, "progress": False}
     result = protocols.run_avca_protocol(AVCAProtocolConfig(dataset="UCF", store=clean.path, out=tmp_path / "p",
-                                                            train=train, plots=_NO_PLOTS, calibrated_stacking=True))
+                                                            train=train, plots=_NO_PLOTS, calibrated_stacking=True,
+                                                            beta_rule=beta_rule))
     m = result.seeds[0].metrics
     assert m["num_clips"] == 9 * 2 + 3 * 3 and m["rule"] == "plain" and m["calibrated_beta"] is not None
+    assert m["calibrated_beta_rule"] == beta_rule
     stage2 = json.loads((tmp_path / "p" / "seed_0" / "stage2" / "config.json").read_text())["train"]
     assert stage2["method"] == method and stage2["epochs"] == result.seeds[0].best_epoch
     assert stage2["head"]["n_batches"] == 4 and stage2["lr"] == 1e-3  # the peers' training, our override
