@@ -99,7 +99,8 @@ class ValidationSplit:
             return metrics.select_beta(self.scores.distances(classes), y, seen, unseen, betas)
         if not self.scores.beta_modes:
             raise InputError("beta_rule 'peers' (the mean of the audio, video and both betas) needs a head that "
-                             "scores audio, video and both (avgzslnet, avca); this run's head does not: use 'ours'")
+                             "scores audio, video and both (cjme, avgzslnet, avca); this run's head does not: use "
+                             "'ours'")
         # AVCA-GZSL adds 1e-10 to a mean of 0 so that its `if best_beta` does not read it as "no beta" (and sweep the
         # test clips); a beta of 1e-10 only breaks exact ties, so 0 is applied as 0 here.
         chosen = [metrics.select_beta(self.scores.distances(classes, mode), y, seen, unseen, betas)[0]

@@ -32,7 +32,8 @@ def _beta_rule() -> str:
     """The `beta_rule` field of every config whose calibrated stacking chooses beta (one declaration for all)."""
     return setting("ours", choices=BETA_RULES,
                    help="How calibrated stacking chooses beta on validation: ours (the best HM of the head's "
-                        "decision) or peers (AVCA-GZSL: the mean of the audio, video and both betas; avgzslnet, avca).")
+                        "decision) or peers (AVCA-GZSL: the mean of the audio, video and both betas; cjme, "
+                        "avgzslnet, avca).")
 
 
 def _check_betas(betas: tuple[float, ...], beta_rule: str) -> None:

@@ -59,7 +59,7 @@ def test_forward_shapes(method):
     head = create_head(method, {}, DIMS, extracted=True)
     space = 64 if method in ("cjme", "avgzslnet", "avca") else DIMS.embedding_dim  # D: the joint space; E: linear maps
     out = head.forward_views(torch.randn(3, 2, 5, 24), torch.randn(3, 4, 16), torch.tensor([True, False, True]))
-    branches = {"avgzslnet": 2, "avca": 2}.get(method, 1)  # audio and video side by side
+    branches = {"cjme": 3, "avgzslnet": 2, "avca": 2}.get(method, 1)  # audio, video (and CJME's gated) side by side
     assert out.embedding.shape == (3, branches * space) and out.task_logits.shape == (3, 0)
     assert head.embed_classes(torch.randn(7, 16)).shape == (7, space)
     assert head.class_space(np.zeros((7, 16), np.float32)).shape == (7, space)

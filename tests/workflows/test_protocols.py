@@ -507,7 +507,7 @@ def test_a_protocol_refuses_values_that_do_not_fit_in_one_line_before_training(u
     lines = result.output.strip().splitlines()
     assert result.exit_code == 1 and len(lines) == 1 and message in lines[0], result.output
     assert not list((tmp_path / "p").rglob("*.pt"))
-@pytest.mark.parametrize("method, beta_rule", [("devise", "ours"), ("ale", "ours"), ("sje", "ours"), ("cjme", "ours"),
+@pytest.mark.parametrize("method, beta_rule", [("devise", "ours"), ("ale", "ours"), ("sje", "ours"), ("cjme", "peers"),
                                                ("avgzslnet", "peers"), ("avca", "peers")])
 def test_avca_protocol_runs_a_comparison_head(ucf_stores, tmp_path, method, beta_rule):
     clean, _ = ucf_stores
