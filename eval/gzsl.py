@@ -21,12 +21,15 @@ from eval.metrics import percent
 from eval.scoring import ClipScores, ClipSet
 from features.splits import ROLES_BY_NAME, SplitRoles
 
-__all__ = ["BETA_RULES", "ValidationSplit", "GZSLEvaluation", "evaluate_gzsl", "gzsl_metrics", "gzsl_rows"]
+__all__ = ["BETA_RULES", "PEER_BETA_RULE_NEEDS", "ValidationSplit", "GZSLEvaluation", "evaluate_gzsl", "gzsl_metrics",
+           "gzsl_rows"]
 
 logger = logging.getLogger(__name__)
 
 _BUILD_TOKEN = object()  # only ValidationSplit.build holds it
 BETA_RULES = ("ours", "peers")  # how calibrated stacking chooses beta (`ValidationSplit.select_beta`)
+PEER_BETA_RULE_NEEDS = ("beta_rule 'peers' (the mean of the audio, video and both betas) needs a head that scores "
+                        "audio, video and both (cjme, avgzslnet, avca)")
 
 
 class ValidationSplit:
@@ -98,9 +101,7 @@ class ValidationSplit:
         if rule == "ours":
             return metrics.select_beta(self.scores.distances(classes), y, seen, unseen, betas)
         if not self.scores.beta_modes:
-            raise InputError("beta_rule 'peers' (the mean of the audio, video and both betas) needs a head that "
-                             "scores audio, video and both (cjme, avgzslnet, avca); this run's head does not: use "
-                             "'ours'")
+            raise InputError(f"{PEER_BETA_RULE_NEEDS}; this run's head does not: use 'ours'")
         # AVCA-GZSL adds 1e-10 to a mean of 0 so that its `if best_beta` does not read it as "no beta" (and sweep the
         # test clips); a beta of 1e-10 only breaks exact ties, so 0 is applied as 0 here.
         chosen = [metrics.select_beta(self.scores.distances(classes, mode), y, seen, unseen, betas)[0]

@@ -11,7 +11,7 @@ from common.names import canonical_names
 from common.settings import Seed, check_fields, config_dict, setting
 from eval import metrics
 from eval.config import PlotConfig
-from eval.gzsl import BETA_RULES
+from eval.gzsl import BETA_RULES, PEER_BETA_RULE_NEEDS
 
 __all__ = [
     "DEFAULT_BETAS",
@@ -153,6 +153,12 @@ def _check_protocol_settings(seeds: tuple[int, ...], train: dict, betas: tuple[f
     if owned:
         raise InputError(f"training options {owned} are set by the protocol; leave them out")
     _check_betas(betas, beta_rule)
+    method = train.get("method", "mzst")
+    if beta_rule == "peers" and isinstance(method, str):
+        from fusion.heads import takes_peer_beta_rule  # torch: only where the rule is asked for
+
+        if not takes_peer_beta_rule(method):
+            raise InputError(f"{PEER_BETA_RULE_NEEDS}, not {method!r}: use 'ours'")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from fusion.heads.head import ComparisonHead, HeadLosses, config_values
 from fusion.model import ModelDims
 
 __all__ = ["HeadEntry", "ComparisonHead", "HeadLosses", "register_head", "list_heads", "head_entry", "create_head",
-           "head_config", "head_from_record", "resolve_head_settings"]
+           "head_config", "head_from_record", "resolve_head_settings", "takes_peer_beta_rule"]
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,14 @@ def create_head(name: str, values: Mapping[str, Any], dims: ModelDims, extracted
         extracted: the store holds extracted tokens (True) or imported time segments (`fusion.heads.inputs`).
     """
     return head_entry(name).build(head_config(name, values), dims, extracted)
+
+
+def takes_peer_beta_rule(name: str) -> bool:
+    """Whether method `name` scores audio, video and both, as the peers' beta rule needs (`beta_modes`; MZST, not a
+    registered head, does not). A head of size 1 is built to read it, as the modes are the built head's."""
+    if name == "mzst":
+        return False
+    return bool(create_head(name, {}, ModelDims(1, 1, 1, 1, 1, 1), extracted=False).beta_modes)
 
 
 def head_from_record(record: Mapping[str, Any], dims: ModelDims) -> ComparisonHead:

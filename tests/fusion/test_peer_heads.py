@@ -317,6 +317,16 @@ def test_the_peers_beta_rule_averages_the_audio_video_and_both_betas():
         single.select_beta(embed, (0.0, 1.0), "peers")
 
 
+@pytest.mark.parametrize("train", [{}, {"method": "sje"}])
+def test_a_protocol_refuses_the_peers_beta_rule_for_a_head_of_one_embedding_before_training(train):
+    from workflows.config import AVCAProtocolConfig
+
+    AVCAProtocolConfig(dataset="UCF", store="s", out="o", train={"method": "avca"}, beta_rule="peers")
+    with pytest.raises(InputError, match=r"beta_rule 'peers' .* needs a head that scores audio, video and both") as e:
+        AVCAProtocolConfig(dataset="UCF", store="s", out="o", train=train, beta_rule="peers")
+    assert "\n" not in str(e.value) and repr(train.get("method", "mzst")) in str(e.value)
+
+
 @pytest.mark.parametrize("method", ["avgzslnet", "avca"])
 def test_zeroshot_of_a_branch_head_sums_its_decision_branches(method, synthetic_store, vectors_file, tmp_path):
     from eval.config import PlotConfig
