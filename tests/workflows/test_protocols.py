@@ -232,6 +232,20 @@ def test_mzsl_protocol(mzsl_stores, eval_vectors, tmp_path):
     assert "run with allow_overlap; 1 overlap(s)" in summary and "kinetics400: 'playing piano'" in summary
 
 
+def test_mzsl_protocol_pools_the_stores_of_a_branch_head(mzsl_stores, eval_vectors, tmp_path):
+    """AVGZSLNet sums two branch distances: the seen test clips and the evaluation set's, scored apart, pool into one
+    evaluation, and the peers' beta rule chooses beta on the stage-1 hold-out."""
+    bench, evaluation, groups = mzsl_stores
+    train = {"method": "avgzslnet", "epochs": 2, "batch_size": 16, "n_batches": 3, "progress": False,
+             "embeddings": f"word2vec:{eval_vectors}"}
+    config = MZSLProtocolConfig(train_store=bench.path, eval_store=evaluation.path, groups=groups, out=tmp_path / "m",
+                                train=train, calibrated_stacking=True, beta_rule="peers", plots=_NO_PLOTS,
+                                allow_overlap=True)
+    m = protocols.run_mzsl_protocol(config).seeds[0].metrics
+    assert m["num_clips"] == 6 * 3 + 5 * 4 and m["num_seen_classes"] == 6
+    assert m["calibrated_beta_rule"] == "peers" and m["calibrated_val_split"] == "stage_1_holdout"
+
+
 @pytest.mark.slow
 def test_mzsl_refuses_evaluation_classes_the_head_trained_on(mzsl_stores, store_builder, eval_vectors, classes,
                                                                tmp_path):
