@@ -449,14 +449,14 @@ _protocol_training_options = _options(
 
 
 def _protocol_settings(epochs, lr, train_batch_size, embeddings, peer_text_order, preset, ablations, method, recipe,
-                       extra, calibrated_stacking, beta_rule, seeds, batch_size, device, no_plots, **fields) -> dict:
+                       extra, calibrated_stacking, seeds, batch_size, device, no_plots, **fields) -> dict:
     """The protocol config fields: the command's own (`fields`) and those the shared options give."""
     from eval.config import PlotConfig
 
     train = {**_given(epochs=epochs, lr=lr, batch_size=train_batch_size, embeddings=embeddings,
                       peer_text_order=peer_text_order, method=method, recipe=recipe), **dict(extra)}
     return dict(fields, train=train, preset=preset, ablations=tuple(ablations), calibrated_stacking=calibrated_stacking,
-                beta_rule=beta_rule, seeds=seeds, device=device, batch_size=batch_size,
+                seeds=seeds, device=device, batch_size=batch_size,
                 plots=PlotConfig(tsne=not no_plots, per_class_bars=not no_plots))
 
 

@@ -327,6 +327,22 @@ def test_a_protocol_refuses_the_peers_beta_rule_for_a_head_of_one_embedding_befo
     assert "\n" not in str(e.value) and repr(train.get("method", "mzst")) in str(e.value)
 
 
+def test_the_command_line_hands_the_beta_rule_to_the_protocols(tmp_path):
+    from click.testing import CliRunner
+
+    import cli
+
+    (tmp_path / "store").mkdir()
+    for protocol, given in (("avca", ["--dataset", "UCF", "--store", str(tmp_path / "store")]),
+                            ("mzsl", ["--train-store", str(tmp_path / "store"), "--eval-store", str(tmp_path / "store"),
+                                      "--groups", str(tmp_path / "g.csv")])):
+        (tmp_path / "g.csv").write_text("class_name,group\n")
+        result = CliRunner().invoke(cli.cli, ["protocol", protocol, *given, "--out", str(tmp_path / protocol),
+                                              "--method", "sje", "--calibrated-stacking", "--beta-rule", "peers"])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 1 and len(lines) == 1 and "needs a head that scores audio, video" in lines[0]
+
+
 @pytest.mark.parametrize("method", ["avgzslnet", "avca"])
 def test_zeroshot_of_a_branch_head_sums_its_decision_branches(method, synthetic_store, vectors_file, tmp_path):
     from eval.config import PlotConfig
