@@ -198,9 +198,13 @@ def score_clips(model, info, store, indices: np.ndarray, rule: str, batch_size: 
     head, its map of class embeddings into the space it compares in).
 
     Raises:
-        ValueError: rule "kinetics" on a run trained without phi(s_v) or a store without Kinetics logits.
+        ValueError: rule "kinetics" on a run trained without phi(s_v) or a store without Kinetics logits, or a rule
+            other than "plain" for a head that sums branch distances.
     """
     indices = np.asarray(indices, dtype=np.int64)
+    if isinstance(model, ComparisonHead) and model.branches and rule != "plain":
+        raise InputError(f"method {model.method!r} sums the Euclidean distances of its branches {model.decision}: its "
+                         f"rule is 'plain', not {rule!r}")
     if rule == "kinetics":
         if info.kinetics_embeddings is None:
             raise InputError(f"{info.run_dir} was trained without the phi(s_v) term (se_target 'class'): its rule "

@@ -376,3 +376,5 @@ def test_zeroshot_of_a_branch_head_sums_its_decision_branches(method, synthetic_
     distances = sum(np.linalg.norm(branches[:, None, k * width:(k + 1) * width] - points[None], axis=2)
                     for k, branch in enumerate(model.branches) if branch in model.decision)
     assert [names[k] for k in distances.argmin(axis=1)] == [r["pred_zsl"] for r in rows]
+    with pytest.raises(InputError, match=f"method '{method}' sums the Euclidean distances of its branches"):
+        run_zeroshot(ZeroShotConfig(run_dir=run, store=synthetic_store.path, rule="cosine"))
