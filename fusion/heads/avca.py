@@ -27,10 +27,11 @@ Language". As AVCA-GZSL runs it (`src/model_improvements.py` AVCA, `main.py`, `s
   as "audio", "video" and "both"): the head gives theta_a and theta_v as branches and decides on "video"; the peers'
   beta rule is then the video branch's best beta.
 
-Where we differ, on purpose: AVCA-GZSL also passes the reconstructions A_rec(theta_a), V_rec(theta_v) through the
-projections (outputs unused) and, after each step, runs `get_embeddings` once more in training mode; both only move
-BatchNorm running statistics, by batches no loss sees, so we leave them out. The per-clip vectors are
-`fusion.heads.inputs`' (AVCA-GZSL's per-clip average of its features).
+Two passes whose outputs nothing uses are kept, because they move the BatchNorm running statistics the test
+normalises with: AVCA-GZSL passes the reconstructions A_rec(theta_a), V_rec(theta_v) through the projections in each
+step, and after each optimiser step runs `get_embeddings` on the batch once more in training mode (`after_step`;
+with momentum 0.99 that pass alone sets the statistics). The per-clip vectors are `fusion.heads.inputs`' (AVCA-GZSL's
+per-clip average of its features).
 """
 
 from __future__ import annotations
@@ -210,6 +211,9 @@ class AVCA(ComparisonHead):
         theta_a_negative = self.audio_projection(audio_negative_attended)
         phi_v_reconstructed = self.video_reconstruction(theta_v)  # (B, F)
         phi_a_reconstructed = self.audio_reconstruction(theta_a)
+        with torch.no_grad():  # unused outputs; the calls move the projections' BatchNorm statistics, as the peers'
+            self.audio_projection(phi_a_reconstructed)
+            self.video_projection(phi_v_reconstructed)
         rho_a, rho_a_negative = self.text_decoder(theta_a), self.text_decoder(theta_a_negative)
         rho_v, rho_v_negative = self.text_decoder(theta_v), self.text_decoder(theta_v_negative)
         trip = self.triplet
@@ -223,6 +227,13 @@ class AVCA(ComparisonHead):
                       + F.mse_loss(theta_v, theta_w) + F.mse_loss(theta_a, theta_w))
         return HeadLosses(total=triplets + decoder + regression,
                           parts={"triplet": triplets, "decoder": decoder, "regression": regression})
+
+
+    @torch.no_grad()
+    def after_step(self, batch: ClipBatch, class_embeddings: torch.Tensor) -> None:
+        """AVCA-GZSL's `get_embeddings` of the batch in training mode after each step (its outputs unused)."""
+        self.embed_clips(batch.video, batch.audio)
+        self.text_projection(class_embeddings[batch.labels])
 
 
 def _peer_names(depth: int) -> dict[str, str]:

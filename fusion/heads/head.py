@@ -98,6 +98,10 @@ class ComparisonHead(nn.Module):
         """
         raise NotImplementedError
 
+    def after_step(self, batch: ClipBatch, class_embeddings: torch.Tensor) -> None:
+        """What the method's training does after each optimiser step besides the step (nothing unless a method
+        says so: AVCA's extra training-mode pass, which moves its BatchNorm statistics)."""
+
     def optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer:
         """The peers' optimiser: Adam over every parameter (AVCA-GZSL `main.py`)."""
         return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)

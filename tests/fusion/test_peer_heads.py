@@ -131,6 +131,7 @@ class _PeerAVCA(nn.Module):
         theta_v, theta_v_neg = self.V_proj(phi_v + attn[:, 1]), self.V_proj(phi_v_neg + attn_neg[:, 1])
         theta_a, theta_a_neg = self.A_proj(phi_a + attn[:, 0]), self.A_proj(phi_a_neg + attn_neg[:, 0])
         phi_v_rec, phi_a_rec = self.V_rec(theta_v), self.A_rec(theta_a)
+        self.A_proj(phi_a_rec), self.V_proj(phi_v_rec)  # `se_em_hat1`, `se_em_hat2`: unused, but BN statistics move
         rho_a, rho_a_neg, rho_v, rho_v_neg = self.D(theta_a), self.D(theta_a_neg), self.D(theta_v), self.D(theta_v_neg)
         l_t = (trip(theta_a, theta_w, theta_a_neg) + trip(theta_v, theta_w, theta_v_neg)
                + trip(theta_w, theta_a, theta_w_neg) + trip(theta_w, theta_v, theta_w_neg))
@@ -248,6 +249,38 @@ def test_the_training_loss_is_the_peers_loss(method):
                                   classes)
     assert losses.total.item() == pytest.approx(expected.item(), rel=1e-5)
     assert losses.total.item() == pytest.approx(sum(part.item() for part in losses.parts.values()), rel=1e-6)
+
+
+def test_one_avca_step_moves_weights_and_batchnorm_statistics_as_the_peers_step():
+    """`optimize_params(optimize=True)` (its optimiser holds every module, not `pos_emb1D`), then `get_embeddings` in
+    training mode, as AVCA-GZSL's `train_step` runs them. SGD stands in for both Adams: Adam turns the rounding noise
+    of the ~0 gradients of biases before a BatchNorm into steps of the full lr."""
+    peer = _peer("avca").train()
+    head = _ours("avca", peer).train()
+    generator = torch.Generator().manual_seed(3)
+    audio, video = torch.randn(2, 8, AUDIO, generator=generator), torch.randn(2, 8, VIDEO, generator=generator)
+    classes = torch.randn(5, WORDS, generator=generator)
+    labels = torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2], [1, 2, 3, 4, 0, 2, 3, 4]])
+    modules = [p for name, p in peer.named_parameters() if name != "pos_emb1D"]
+    peer_optimizer = torch.optim.SGD(modules, lr=1e-2, weight_decay=1e-5)
+    peer_optimizer.zero_grad()
+    peer.loss(audio[0], video[0], classes[labels[0]], audio[1], video[1], classes[labels[1]]).backward()
+    peer_optimizer.step()
+    peer.get_embeddings(audio[0], video[0], classes[labels[0]])
+    trained = head.optimizer(1e-2, 1e-5).param_groups[0]["params"]
+    assert len(trained) == len(modules) and all(p is not head.positions for p in trained)
+    optimizer = torch.optim.SGD(trained, lr=1e-2, weight_decay=1e-5)
+    batch = ClipBatch(video[0], audio[0], labels[0])
+    optimizer.zero_grad()
+    head.training_losses(batch, ClipBatch(video[1], audio[1], labels[1]), classes).total.backward()
+    optimizer.step()
+    head.after_step(batch, classes)
+    _, expected = head_entry("avca").peer_weights(peer.state_dict())
+    moved = {key for key, value in _ours("avca", _peer("avca")).state_dict().items()
+             if not torch.equal(value, expected[key])}
+    assert "positions" not in moved and {"video_projection.5.running_mean", "text_projection.0.weight"} <= moved
+    assert all(torch.allclose(value.double(), expected[key].double(), rtol=1e-4, atol=1e-6)
+               for key, value in head.state_dict().items())
 
 
 def test_cross_modal_triplets_by_hand():
