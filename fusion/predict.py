@@ -57,6 +57,10 @@ class ConcatenatedHeads(torch.nn.Module):
 
     def __init__(self, heads: Sequence[FusionModel]) -> None:
         super().__init__()
+        methods = sorted({h.method for h in heads if isinstance(h, ComparisonHead)})
+        if methods:  # each compares in its own learned space, with its own class map
+            raise InputError(f"concatenated heads are MZST heads; the comparison head(s) {methods} cannot be "
+                             "concatenated")
         if any(h.config.zero_shot_embedding != "se" for h in heads):
             raise InputError("concatenated heads need SE embeddings (a ConSE head has none to concatenate)")
         self.heads = torch.nn.ModuleList(heads)

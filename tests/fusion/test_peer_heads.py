@@ -283,6 +283,15 @@ def test_one_avca_step_moves_weights_and_batchnorm_statistics_as_the_peers_step(
                for key, value in head.state_dict().items())
 
 
+def test_comparison_heads_are_not_concatenated_in_silence():
+    from fusion.predict import ConcatenatedHeads
+
+    dims = ModelDims(video_tokens=1, video_dim=VIDEO, audio_tokens=1, audio_dim=AUDIO, num_classes=3,
+                     embedding_dim=WORDS)
+    with pytest.raises(InputError, match=r"comparison head\(s\) \['avca', 'sje'\] cannot be concatenated"):
+        ConcatenatedHeads([create_head("avca", {}, dims, True), create_head("sje", {}, dims, True)])
+
+
 def test_cross_modal_triplets_by_hand():
     # 1-d points, margin 1: trip(t, a, a-) = max(0, 0.5 - 3 + 1) = 0; trip(a, t, t-) = 0.5 - 0.5 + 1 = 1;
     # trip(t, v, v-) = 2 - 2.5 + 1 = 0.5; trip(v, t, t-) = 2 - 1 + 1 = 2
