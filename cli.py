@@ -408,9 +408,9 @@ def train_fusion_command(config_file: Path | None, preset: str | None, ablations
 
 @cli.command("zeroshot")
 @_field_options(ZeroShotConfig, "run_dir", "store", "checkpoint", "classes", "class_names", "seen", "unseen", "rule",
-                "calibrated_stacking", "val_split", "val_store", "splits", "include_training_clips", "out", "label",
-                "top_k", "missing", types={"run_dir": EXISTING_DIR, "store": EXISTING_DIR, "classes": EXISTING_FILE,
-                                           "class_names": CLASS_NAMES,
+                "calibrated_stacking", "beta_rule", "val_split", "val_store", "splits", "include_training_clips", "out",
+                "label", "top_k", "missing", types={"run_dir": EXISTING_DIR, "store": EXISTING_DIR,
+                                           "classes": EXISTING_FILE, "class_names": CLASS_NAMES,
                                            "seen": EXISTING_FILE, "unseen": EXISTING_FILE, "val_store": EXISTING_DIR,
                                            "out": NEW_DIR})
 @click.option("--no-plots", is_flag=True, help="Skip the t-SNE and per-class accuracy figures.")
@@ -440,7 +440,7 @@ _protocol_training_options = _options(
     click.option("--ablation", "ablations", multiple=True, help="Ablation of train-fusion; repeatable."),
     _extra_option,
     # the same fields, with the same defaults, in both protocols' configs
-    _field_options(AVCAProtocolConfig, "calibrated_stacking", "seeds", "batch_size", "device"),
+    _field_options(AVCAProtocolConfig, "calibrated_stacking", "beta_rule", "seeds", "batch_size", "device"),
     click.option("--no-plots", is_flag=True, help="Skip the t-SNE and per-class accuracy figures."),
 )
 

@@ -21,11 +21,15 @@ from eval.metrics import percent
 from eval.scoring import ClipScores, ClipSet
 from features.splits import ROLES_BY_NAME, SplitRoles
 
-__all__ = ["ValidationSplit", "GZSLEvaluation", "evaluate_gzsl", "gzsl_metrics", "gzsl_rows"]
+__all__ = ["BETA_RULES", "PEER_BETA_RULE_NEEDS", "ValidationSplit", "GZSLEvaluation", "evaluate_gzsl", "gzsl_metrics",
+           "gzsl_rows"]
 
 logger = logging.getLogger(__name__)
 
 _BUILD_TOKEN = object()  # only ValidationSplit.build holds it
+BETA_RULES = ("ours", "peers")  # how calibrated stacking chooses beta (`ValidationSplit.select_beta`)
+PEER_BETA_RULE_NEEDS = ("beta_rule 'peers' (the mean of the audio, video and both betas) needs a head that scores "
+                        "audio, video and both (cjme, avgzslnet, avca)")
 
 
 class ValidationSplit:
@@ -73,16 +77,37 @@ class ValidationSplit:
         seen, unseen = tuple(sorted(trained)), tuple(sorted(labels - trained))
         return cls(scores, name, seen, unseen, token=_BUILD_TOKEN)
 
-    def select_beta(self, embed: Callable[[Sequence[str]], np.ndarray],
-                    betas: Sequence[float]) -> tuple[float, float]:
-        """(beta, validation HM): the sweep of `eval.metrics.select_beta` on these clips."""
+    def select_beta(self, embed: Callable[[Sequence[str]], np.ndarray], betas: Sequence[float],
+                    rule: str = "ours") -> tuple[float, float]:
+        """(beta, validation HM at that beta): the sweep of `eval.metrics.select_beta` on these clips.
+
+        Args:
+            rule: "ours": the beta with the best HM of the head's decision; "peers": AVCA-GZSL's
+                `get_evaluation.py`, the mean of the best betas of the head's `beta_modes` (its audio, video and both
+                distances), for a head that has them.
+
+        Raises:
+            InputError: rule "peers" for clips scored by a head without audio, video and both distances.
+        """
+        if rule not in BETA_RULES:
+            raise InputError(f"beta_rule must be one of {BETA_RULES}, got {rule!r}")
         names = tuple(sorted(self.seen_names + self.unseen_names))
         ids = {n: i for i, n in enumerate(names)}
-        distances = self.scores.distances(embed(names))  # (N, C_val)
+        classes = embed(names)
         y = np.array([ids[n] for n in self.scores.labels.tolist()], dtype=np.int64)
         seen = np.array([ids[n] for n in self.seen_names], dtype=np.int64)
         unseen = np.array([ids[n] for n in self.unseen_names], dtype=np.int64)
-        return metrics.select_beta(distances, y, seen, unseen, np.asarray(betas, dtype=np.float64))
+        betas = np.asarray(betas, dtype=np.float64)
+        if rule == "ours":
+            return metrics.select_beta(self.scores.distances(classes), y, seen, unseen, betas)
+        if not self.scores.beta_modes:
+            raise InputError(f"{PEER_BETA_RULE_NEEDS}; this run's head does not: use 'ours'")
+        # AVCA-GZSL adds 1e-10 to a mean of 0 so that its `if best_beta` does not read it as "no beta" (and sweep the
+        # test clips); a beta of 1e-10 only breaks exact ties, so 0 is applied as 0 here.
+        chosen = [metrics.select_beta(self.scores.distances(classes, mode), y, seen, unseen, betas)[0]
+                  for mode in self.scores.beta_modes]
+        beta = float(np.mean(chosen))
+        return beta, metrics.gzsl(self.scores.distances(classes), y, seen, unseen, beta=beta).hm
 
 
 @dataclass(frozen=True)
@@ -106,6 +131,7 @@ class GZSLEvaluation:
     calibrated_pred: np.ndarray | None = None
     validation_name: str | None = None
     validation_hm: float | None = None
+    beta_rule: str | None = None
 
     def result(self) -> metrics.EvalResult:
         """The headline values (fractions); an undefined one (e.g. calibrated S without seen clips) is None."""
@@ -127,8 +153,10 @@ def evaluate_gzsl(
     embed: Callable[[Sequence[str]], np.ndarray],
     validation: ValidationSplit | None = None,
     betas: Sequence[float] = tuple(metrics.DEFAULT_BETAS),
+    beta_rule: str = "ours",
 ) -> GZSLEvaluation:
-    """ZSL and GZSL (raw, and calibrated with a beta chosen on `validation`) of clips of seen / unseen classes.
+    """ZSL and GZSL (raw, and calibrated with a beta chosen on `validation` by `beta_rule`,
+    `ValidationSplit.select_beta`) of clips of seen / unseen classes.
 
     ZSL needs clips of unseen classes, GZSL clips of both; a missing part gives None (logged).
 
@@ -171,23 +199,27 @@ def evaluate_gzsl(
                              "must be chosen without the test-unseen classes")
         if validation.scores.rule != scores.rule:
             raise InputError(f"validation scored with rule {validation.scores.rule!r}, test with {scores.rule!r}")
-        beta, beta_hm = validation.select_beta(embed, betas)
+        beta, beta_hm = validation.select_beta(embed, betas, beta_rule)
         calibrated_pred = metrics.gzsl_predictions(distances, y, seen, unseen, beta=beta)
         if gzsl is not None:
             calibrated = metrics.gzsl(distances, y, seen, unseen, beta=beta)
         else:
             calibrated = metrics.GZSLResult(s=float("nan"), u=float("nan"), hm=float("nan"), beta=beta)
-        logger.info("calibrated stacking: beta %.2f chosen on %r (validation HM %.4f)", beta, validation.name, beta_hm)
+        logger.info("calibrated stacking: beta %.2f chosen on %r by rule %r (validation HM %.4f)", beta,
+                    validation.name, beta_rule, beta_hm)
     return GZSLEvaluation(scores=scores, class_names=names, seen_ids=seen, unseen_ids=unseen, y=y,
                           gzsl_pred=gzsl_pred, zsl_pred=zsl_pred, zsl=zsl, gzsl=gzsl, calibrated=calibrated,
                           calibrated_pred=calibrated_pred,
-                          validation_name=None if validation is None else validation.name, validation_hm=beta_hm)
+                          validation_name=None if validation is None else validation.name, validation_hm=beta_hm,
+                          beta_rule=None if validation is None else beta_rule)
 
 
 def gzsl_metrics(evaluation: GZSLEvaluation, worst_classes: int = 5) -> dict[str, Any]:
     """The metrics.json entries of an evaluation: headline values in percent, per-class accuracy, worst classes."""
     e = evaluation
     out: dict[str, Any] = e.result().to_json()
+    if e.beta_rule is not None:
+        out["calibrated_beta_rule"] = e.beta_rule
     all_ids = np.arange(len(e.class_names))
     gzsl_acc = metrics.per_class_accuracy(e.y, e.gzsl_pred, all_ids)
     zsl_acc = metrics.per_class_accuracy(e.y[e.zsl_pred >= 0], e.zsl_pred[e.zsl_pred >= 0], all_ids)

@@ -17,7 +17,7 @@ import numpy as np
 from common.errors import InputError
 from eval import metrics
 
-__all__ = ["ClipSet", "ClipScores", "ClassEmbedder"]
+__all__ = ["ClipSet", "ClipScores", "ClassEmbedder", "branch_distances"]
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,14 @@ class ClipScores:
     """What the head predicts for a set of clips, ready for class distances.
 
     A head that compares clips and classes in a learned space (`fusion.heads`) gives its clip embeddings theta(x)
-    and `class_space`, its map of phi(c) into that space; every distance goes through it.
+    and `class_space`, its map of phi(c) into that space; every distance goes through it. A head that scores
+    several branches gives their embeddings side by side, named in `branches`; a clip's distance to a class is then
+    the sum of the distances of the `decision` branches (`branch_distances`), and `beta_modes` are the branch sets
+    whose betas the peers' beta rule averages (`eval.gzsl`).
 
     Shapes:
-        clip_ids (N,), labels (N,) class names, embeddings (N, E) f(x) (or (N, D) theta(x)), offsets (N, E)
-        phi(s_v(x)) or None; class_space: (C, E) -> (C, D).
+        clip_ids (N,), labels (N,) class names, embeddings (N, E) f(x) (or (N, D) theta(x), or
+        (N, len(branches) * D) branch embeddings), offsets (N, E) phi(s_v(x)) or None; class_space: (C, E) -> (C, D).
     """
 
     clips: ClipSet
@@ -61,9 +64,18 @@ class ClipScores:
     offsets: np.ndarray | None
     rule: str
     class_space: Callable[[np.ndarray], np.ndarray] | None = None
+    branches: tuple[str, ...] = ()
+    decision: tuple[str, ...] = ()
+    beta_modes: tuple[tuple[str, ...], ...] = ()
 
-    def distances(self, class_embeddings: np.ndarray) -> np.ndarray:
-        """Distances to the given class embeddings under the rule. Shapes: (C, E) -> (N, C)."""
+    def distances(self, class_embeddings: np.ndarray, summed: Sequence[str] | None = None) -> np.ndarray:
+        """Distances to the given class embeddings under the rule; with branches, the sum over the `summed`
+        branches (default: the head's decision). Shapes: (C, E) -> (N, C)."""
+        if self.branches:
+            return branch_distances(self.embeddings, self.class_points(class_embeddings), self.branches,
+                                    self.decision if summed is None else tuple(summed))
+        if summed is not None:
+            raise ValueError("these clips were scored by a head without branches")
         offsets = self.offsets if self.rule != "plain" else None
         return metrics.class_distances(self.embeddings, self.class_points(class_embeddings), self.rule, offsets)
 
@@ -72,7 +84,13 @@ class ClipScores:
         return class_embeddings if self.class_space is None else self.class_space(class_embeddings)
 
     def aligned_embeddings(self) -> np.ndarray:
-        """f(x) - phi(s_v(x)) where the rule subtracts it: the points that sit near phi(c). Shapes: (N, E)."""
+        """f(x) - phi(s_v(x)) where the rule subtracts it: the points that sit near phi(c). With branches, the mean
+        of the decision's branch embeddings: one point per clip in the classes' space for figures (the distance
+        evaluation uses is still the sum of the branches' distances). Shapes: (N, E)."""
+        if self.branches:
+            width = self.embeddings.shape[1] // len(self.branches)
+            starts = [self.branches.index(b) * width for b in self.decision]
+            return np.mean([self.embeddings[:, start:start + width] for start in starts], axis=0)
         return self.embeddings if self.offsets is None or self.rule == "plain" else self.embeddings - self.offsets
 
     def concat(self, other: ClipScores) -> ClipScores:
@@ -81,6 +99,9 @@ class ClipScores:
             raise InputError(f"cannot pool clips scored with rules {self.rule!r} and {other.rule!r}")
         if other.class_space != self.class_space:  # bound methods of one head compare equal
             raise InputError("cannot pool clips scored by heads that compare in different spaces")
+        if (other.branches, other.decision) != (self.branches, self.decision):
+            raise InputError(f"cannot pool clips scored with branches {self.branches} summing {self.decision} and "
+                             f"with {other.branches} summing {other.decision}")
         if (self.offsets is None) != (other.offsets is None) and self.rule != "plain":
             raise InputError(f"rule {self.rule!r}: one store has Kinetics logits and the other not")
         offsets = None if self.offsets is None or other.offsets is None else np.concatenate([self.offsets,
@@ -94,7 +115,33 @@ class ClipScores:
             offsets=offsets,
             rule=self.rule,
             class_space=self.class_space,
+            branches=self.branches,
+            decision=self.decision,
+            beta_modes=self.beta_modes,
         )
+
+
+def branch_distances(embeddings: np.ndarray, class_points: np.ndarray, branches: Sequence[str],
+                     summed: Sequence[str]) -> np.ndarray:
+    """The sum over the `summed` branches of each branch embedding's Euclidean distance to every class point.
+
+    AVGZSLNet's test-time rule d(a, t) + d(v, t) (AVCA-GZSL `get_best_evaluation`, mode "both"): a sum of two
+    Euclidean distances, which is no single Euclidean distance of the embeddings side by side.
+
+    Shapes:
+        embeddings (N, len(branches) * D) in `branches` order, class_points (C, D) -> (N, C) float64
+    """
+    unknown = sorted(set(summed) - set(branches))
+    if unknown or not summed:
+        raise ValueError(f"summed branches {list(summed)} must be some of {list(branches)}")
+    if embeddings.shape[1] % len(branches):
+        raise ValueError(f"{embeddings.shape[1]} columns do not split into {len(branches)} branches")
+    width = embeddings.shape[1] // len(branches)
+    total = np.zeros((embeddings.shape[0], class_points.shape[0]), dtype=np.float64)
+    for name in summed:
+        start = branches.index(name) * width
+        total += metrics.class_distances(embeddings[:, start:start + width], class_points, "plain")
+    return total
 
 
 class ClassEmbedder:

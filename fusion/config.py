@@ -292,7 +292,7 @@ class TrainConfig:
                                           "training warns with their count.")
     method: str = setting("mzst",
                           help="The head: mzst (the fusion head), or a comparison head of the AVCA-GZSL family: "
-                               "devise, ale, sje, cjme (docs/fusion.md, Comparison heads).")
+                               "devise, ale, sje, cjme, avgzslnet, avca (docs/fusion.md, Comparison heads).")
     recipe: str | None = setting(None, choices=RECIPE_DATASETS,
                                  help="A comparison head's training as AVCA-GZSL's run scripts give it for a dataset "
                                       "(epochs, lr, batch size, n_batches, dropouts); options given override it.")

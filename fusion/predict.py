@@ -57,6 +57,10 @@ class ConcatenatedHeads(torch.nn.Module):
 
     def __init__(self, heads: Sequence[FusionModel]) -> None:
         super().__init__()
+        methods = sorted({h.method for h in heads if isinstance(h, ComparisonHead)})
+        if methods:  # each compares in its own learned space, with its own class map
+            raise InputError(f"concatenated heads are MZST heads; the comparison head(s) {methods} cannot be "
+                             "concatenated")
         if any(h.config.zero_shot_embedding != "se" for h in heads):
             raise InputError("concatenated heads need SE embeddings (a ConSE head has none to concatenate)")
         self.heads = torch.nn.ModuleList(heads)
@@ -198,9 +202,13 @@ def score_clips(model, info, store, indices: np.ndarray, rule: str, batch_size: 
     head, its map of class embeddings into the space it compares in).
 
     Raises:
-        ValueError: rule "kinetics" on a run trained without phi(s_v) or a store without Kinetics logits.
+        ValueError: rule "kinetics" on a run trained without phi(s_v) or a store without Kinetics logits, or a rule
+            other than "plain" for a head that sums branch distances.
     """
     indices = np.asarray(indices, dtype=np.int64)
+    if isinstance(model, ComparisonHead) and model.branches and rule != "plain":
+        raise InputError(f"method {model.method!r} sums the Euclidean distances of its branches {model.decision}: its "
+                         f"rule is 'plain', not {rule!r}")
     if rule == "kinetics":
         if info.kinetics_embeddings is None:
             raise InputError(f"{info.run_dir} was trained without the phi(s_v) term (se_target 'class'): its rule "
@@ -219,7 +227,8 @@ def score_clips(model, info, store, indices: np.ndarray, rule: str, batch_size: 
         embeddings=predictions.embeddings,
         offsets=offsets,
         rule=rule,
-        class_space=model.class_space if isinstance(model, ComparisonHead) else None,
+        **({"class_space": model.class_space, "branches": model.branches, "decision": model.decision,
+            "beta_modes": model.beta_modes} if isinstance(model, ComparisonHead) else {}),
     )
 
 

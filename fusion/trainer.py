@@ -28,6 +28,7 @@ from common.errors import InputError
 from common.progress import progress_bar
 from common.threads import apply_thread_plan, plan_threads
 from eval import metrics
+from eval.scoring import branch_distances
 from features.reader import BatchReader, free_bytes, resident_bytes, resident_fits
 from fusion.config import TrainConfig
 from fusion.curves import TrainingCurves
@@ -427,5 +428,8 @@ def evaluate(
     offsets = None
     if rule == "kinetics":
         offsets = kinetics_embeddings[predictions.kinetics_pred]  # (400, E) -> (N, E)
-    distances = metrics.class_distances(predictions.embeddings, class_embeddings, rule, offsets)  # (N, C_val)
+    if isinstance(model, ComparisonHead) and model.branches:  # the sum of its decision branches' distances
+        distances = branch_distances(predictions.embeddings, class_embeddings, model.branches, model.decision)
+    else:
+        distances = metrics.class_distances(predictions.embeddings, class_embeddings, rule, offsets)  # (N, C_val)
     return metrics.validation_result(distances, validation.labels, validation.seen_ids, validation.unseen_ids)

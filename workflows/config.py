@@ -12,6 +12,7 @@ from common.names import canonical_names
 from common.settings import Seed, check_fields, config_dict, setting
 from eval import metrics
 from eval.config import PlotConfig
+from eval.gzsl import BETA_RULES, PEER_BETA_RULE_NEEDS
 from fusion.config import RECIPE_DATASETS
 
 __all__ = [
@@ -31,7 +32,17 @@ _RULES = metrics.RULES
 _CHECKPOINTS = ("best", "last")
 
 
-def _check_betas(betas: tuple[float, ...]) -> None:
+def _beta_rule() -> str:
+    """The `beta_rule` field of every config whose calibrated stacking chooses beta (one declaration for all)."""
+    return setting("ours", choices=BETA_RULES,
+                   help="How calibrated stacking chooses beta on validation: ours (the best HM of the head's "
+                        "decision) or peers (AVCA-GZSL: the mean of the audio, video and both betas; cjme, "
+                        "avgzslnet, avca).")
+
+
+def _check_betas(betas: tuple[float, ...], beta_rule: str) -> None:
+    if beta_rule not in BETA_RULES:
+        raise InputError(f"beta_rule must be one of {BETA_RULES}, got {beta_rule!r}")
     if not betas:
         raise InputError("betas must hold at least one value")
     if any(b < 0 for b in betas):
@@ -77,6 +88,7 @@ class ZeroShotConfig:
                                      help="A separate store holding the validation split (with 'run': where the run's "
                                           "validation clips are).")
     betas: tuple[float, ...] = setting(DEFAULT_BETAS)  # calibrated-stacking sweep
+    beta_rule: str = _beta_rule()
     splits: tuple[str, ...] = setting((), help="Score only clips of these store splits (empty: all done clips).")
     include_training_clips: bool = setting(False,
                                            help="Also score clips the run trained or validated on (S is then biased; "
@@ -125,7 +137,7 @@ class ZeroShotConfig:
             raise InputError("`calibrated_stacking` applies to GZSL (seen / unseen classes), not to a class list")
         if self.val_split is not None and self.val_split in self.splits and self.val_store is None:
             raise InputError(f"split {self.val_split!r} cannot be both validation and evaluated")
-        _check_betas(self.betas)
+        _check_betas(self.betas, self.beta_rule)
         if self.top_k < 1 or self.worst_classes < 0 or self.batch_size < 1:
             raise InputError("top_k and batch_size must be >= 1, worst_classes >= 0")
 
@@ -138,13 +150,19 @@ _PROTOCOL_OWNED = ("store", "out", "train_splits", "val_store", "val_splits", "v
                    "device", "schedule_epochs")
 
 
-def _check_protocol_settings(seeds: tuple[int, ...], train: dict, betas: tuple[float, ...]) -> None:
+def _check_protocol_settings(seeds: tuple[int, ...], train: dict, betas: tuple[float, ...], beta_rule: str) -> None:
     if not seeds:  # repeated ones: `check_fields`
         raise InputError("give at least one seed")
     owned = sorted(set(train) & set(_PROTOCOL_OWNED))
     if owned:
         raise InputError(f"training options {owned} are set by the protocol; leave them out")
-    _check_betas(betas)
+    _check_betas(betas, beta_rule)
+    method = train.get("method", "mzst")
+    if beta_rule == "peers" and isinstance(method, str):
+        from fusion.heads import takes_peer_beta_rule  # torch: only where the rule is asked for
+
+        if not takes_peer_beta_rule(method):
+            raise InputError(f"{PEER_BETA_RULE_NEEDS}, not {method!r}: use 'ours'")
 
 
 @dataclass(frozen=True)
@@ -171,6 +189,7 @@ class AVCAProtocolConfig:
     calibrated_stacking: bool = setting(False, help="Also report GZSL with beta chosen on the stage-1 validation "
                                                     "clips and applied to the test.")
     betas: tuple[float, ...] = setting(DEFAULT_BETAS)
+    beta_rule: str = _beta_rule()
     seeds: tuple[Seed, ...] = setting((0,), help="Seeds; each runs every stage (reports give mean +- std).")
     device: str = setting("cpu", affects_result=False, choices=("cpu", "cuda"),
                           help="Where training and inference run.")
@@ -185,7 +204,7 @@ class AVCAProtocolConfig:
         splits.dataset_folder(self.dataset)  # raises ValueError for an unknown dataset
         if self.split not in splits.SPLITS:
             raise InputError(f"split must be one of {splits.SPLITS}, got {self.split!r}")
-        _check_protocol_settings(self.seeds, self.train, self.betas)
+        _check_protocol_settings(self.seeds, self.train, self.betas, self.beta_rule)
 
     def to_dict(self) -> dict:
         return {**config_dict(self), "plots": asdict(self.plots)}
@@ -219,6 +238,7 @@ class MZSLProtocolConfig:
     ablations: tuple[str, ...] = setting(())
     calibrated_stacking: bool = setting(False)  # also choose beta on the stage-1 hold-out and apply it to the GZSL test
     betas: tuple[float, ...] = setting(DEFAULT_BETAS)
+    beta_rule: str = _beta_rule()
     seeds: tuple[Seed, ...] = setting((0,))
     device: str = setting("cpu", affects_result=False)
     batch_size: int = setting(64, affects_result=False)
@@ -239,7 +259,7 @@ class MZSLProtocolConfig:
             raise InputError("calibrated stacking chooses beta on the stage-1 hold-out: set val_unseen_fraction > 0")
         if self.calibrated_stacking and self.test_split is None:
             raise InputError("calibrated stacking is a GZSL option: give a test split (the seen part)")
-        _check_protocol_settings(self.seeds, self.train, self.betas)
+        _check_protocol_settings(self.seeds, self.train, self.betas, self.beta_rule)
 
     def to_dict(self) -> dict:
         return {**config_dict(self), "plots": asdict(self.plots)}

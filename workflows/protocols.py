@@ -248,7 +248,8 @@ def run_avca_protocol(config: AVCAProtocolConfig) -> ProtocolResult:
         seen_names = class_split.stages["stage_2_test_seen"]
         unseen_names = class_split.stages["stage_2_test_unseen"]
         _warn_untrained(seen_names, info)
-        evaluation = evaluate_gzsl(scores, seen_names, unseen_names, ClassEmbedder(info), validation, config.betas)
+        evaluation = evaluate_gzsl(scores, seen_names, unseen_names, ClassEmbedder(info), validation, config.betas,
+                                   config.beta_rule)
         metrics = {"protocol": "avca", "dataset": class_split.dataset, "split": class_split.split,
                    **gzsl_metrics(evaluation)}
         seeds.append(_finish_seed(config, seed, folder, best_epoch, metrics, evaluation, info, stage1))
@@ -317,7 +318,7 @@ def run_mzsl_protocol(config: MZSLProtocolConfig) -> ProtocolResult:
             held = _holdout_indices(stage1, train_store)
             validation = _validation(stage1, train_store, held, "stage_1_holdout", evaluated, config)
         evaluation = evaluate_gzsl(scores, info.class_names, eval_classes, ClassEmbedder(info), validation,
-                                   config.betas)
+                                   config.betas, config.beta_rule)
         metrics = {"protocol": "mzsl", **gzsl_metrics(evaluation)}
         per_class = {r["class"]: r["zsl_acc"] for r in metrics["per_class"] if r["split"] == "unseen" and r["clips"]}
         metrics.update(group_scores(per_class, groups))

@@ -242,7 +242,7 @@ def _gzsl_run(model, info, store, candidates, rule, embed, config):
     validation = None
     if config.calibrated_stacking:
         validation = _validation_split(model, info, store, scores.clips, rule, config)
-    evaluation = evaluate_gzsl(scores, seen_names, unseen_names, embed, validation, config.betas)
+    evaluation = evaluate_gzsl(scores, seen_names, unseen_names, embed, validation, config.betas, config.beta_rule)
     metrics_json = {"mode": "gzsl", "classes_from": source, "classes": {"seen": list(seen_names),
                                                                          "unseen": list(unseen_names)},
                     **gzsl_metrics(evaluation, config.worst_classes)}

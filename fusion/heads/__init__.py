@@ -22,7 +22,7 @@ from fusion.heads.head import ComparisonHead, HeadLosses, config_values
 from fusion.model import ModelDims
 
 __all__ = ["HeadEntry", "ComparisonHead", "HeadLosses", "register_head", "list_heads", "head_entry", "create_head",
-           "head_config", "head_from_record", "resolve_head_settings"]
+           "head_config", "head_from_record", "resolve_head_settings", "takes_peer_beta_rule"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,9 @@ class HeadEntry:
 
     A recipe maps a dataset name ("ucf", "activitynet", "vggsound") to values of `fusion.config.TrainConfig`
     fields (epochs, lr, batch_size, weight_decay, grad_clip_norm) and of the method's config fields.
+    `peer_weights(state_dict) -> (values, our state_dict)` reads a state_dict of the peers' own model of the method
+    (AVCA-GZSL's parameter names): the method's config values its tensor shapes fix, with the data's sizes under
+    "dims" (`video_dim`, `audio_dim`, `embedding_dim`); None where the method has no such reader.
     """
 
     name: str
@@ -45,7 +48,7 @@ class HeadEntry:
 _REGISTRY: dict[str, HeadEntry] = {}
 # The modules whose methods register themselves when imported; imported on the first lookup, so that evaluation
 # (`fusion.predict`) can import the interface without the methods' training code, which imports evaluation.
-_METHOD_MODULES = ("fusion.heads.ranking", "fusion.heads.cjme")
+_METHOD_MODULES = ("fusion.heads.ranking", "fusion.heads.cjme", "fusion.heads.avgzslnet", "fusion.heads.avca")
 
 
 def _import_methods() -> None:
@@ -111,6 +114,14 @@ def create_head(name: str, values: Mapping[str, Any], dims: ModelDims, extracted
         extracted: the store holds extracted tokens (True) or imported time segments (`fusion.heads.inputs`).
     """
     return head_entry(name).build(head_config(name, values), dims, extracted)
+
+
+def takes_peer_beta_rule(name: str) -> bool:
+    """Whether method `name` scores audio, video and both, as the peers' beta rule needs (`beta_modes`; MZST, not a
+    registered head, does not). A head of size 1 is built to read it, as the modes are the built head's."""
+    if name == "mzst":
+        return False
+    return bool(create_head(name, {}, ModelDims(1, 1, 1, 1, 1, 1), extracted=False).beta_modes)
 
 
 def head_from_record(record: Mapping[str, Any], dims: ModelDims) -> ComparisonHead:

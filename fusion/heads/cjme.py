@@ -13,7 +13,9 @@ CompositeCJMETripletLoss, `src/utils.py` evaluation; ExplainableML/AVCA-GZSL, MI
   0.1, 0 (audio) when the video branch's has, 0.5 otherwise; the posteriors are softmaxes of dot products with the
   encoded training classes, without gradient;
 - test time: alpha rounded to 0 or 1 picks one branch per clip, and the distance is (1 - alpha) ||a - t|| +
-  alpha ||v - t||, which is the distance of theta(x) = the picked branch's embedding, so it is the "plain" rule.
+  alpha ||v - t||, which is the distance of the picked branch's embedding: the head gives a, v and the picked one
+  ("gated") as branches and decides on "gated"; the peers' beta rule averages the best betas of a, v and gated (their
+  audio, video and both evaluations).
 
 Where we differ, on purpose: the gated triplet weights each clip's triplets by that clip's alpha. AVCA-GZSL
 multiplies the (B, 1) gate by the (B,) triplet losses, which broadcasts to (B, B) and weights every clip by the batch
@@ -107,11 +109,14 @@ class CJME(ComparisonHead):
     """Audio, video and text encoders into a `output_dim` space and a gate between the branches.
 
     Shapes:
-        video (B, Dv), audio (B, Da) -> theta(x) (B, output_dim): the gated branch's embedding; class embeddings
-        (C, E) -> (C, output_dim)
+        video (B, Dv), audio (B, Da) -> branch embeddings [a, v, gated] (B, 3 * output_dim), gated the branch the
+        rounded gate picks; class embeddings (C, E) -> (C, output_dim)
     """
 
     method = "cjme"
+    branches = ("audio", "video", "gated")
+    decision = ("gated",)
+    beta_modes = (("audio",), ("video",), ("gated",))
 
     def __init__(self, config: CJMEConfig, dims: ModelDims, extracted: bool) -> None:
         super().__init__(config, dims, extracted)
@@ -129,7 +134,8 @@ class CJME(ComparisonHead):
 
     def embed_clips(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         picked = (self.video_weight(video, audio) >= 0.5).to(video.dtype)  # (B, 1): 1 video, 0 audio
-        return picked * self.video_encoder(video) + (1 - picked) * self.audio_encoder(audio)  # (B, D)
+        a, v = self.audio_encoder(audio), self.video_encoder(video)  # (B, D) each
+        return torch.cat([a, v, picked * v + (1 - picked) * a], dim=1)  # (B, 3D)
 
     def embed_classes(self, class_embeddings: torch.Tensor) -> torch.Tensor:
         return self.text_encoder(class_embeddings)

@@ -4,8 +4,11 @@ A comparison head (the AVCA-GZSL family) does not regress the class embedding ph
 clip, theta(x), and a class, theta_w(phi(c)), into one learned space and recognises the class nearest in the
 Euclidean distance (AVCA-GZSL's `torch.cdist`). So a head gives evaluation two embeddings, never a score of its
 own: `embed_clips` (through `forward_views`, the AV pass `fusion.predict` runs) and `embed_classes`, and every
-distance is `eval.metrics`' "plain" rule between them. The trainer asks the head for its losses
-(`training_losses`) and its optimiser (`optimizer`); the batches and the schedule are `fusion.heads.training`'s.
+distance is `eval.metrics`' "plain" rule between them. A head that scores several branches (AVGZSLNet sums the
+distances of its audio and of its video embedding) gives them side by side in `embed_clips` and names them in
+`branches`; `decision` says which distances its test-time rule sums (`eval.scoring.branch_distances`).
+The trainer asks the head for its losses (`training_losses`) and its optimiser (`optimizer`); the batches and the
+schedule are `fusion.heads.training`'s.
 """
 
 from __future__ import annotations
@@ -55,9 +58,17 @@ class ComparisonHead(nn.Module):
         dims: the sizes the data fixes (the store's token layout, the classes, the embedding dimension E).
         extracted: the store's tokens are extracted ones (CLS first), not imported time segments
             (`fusion.heads.inputs`).
+        branches: the per-clip embeddings `embed_clips` gives side by side, each of width D; empty: one theta(x).
+        decision: the branches whose distances to a class the test-time rule sums.
+        beta_modes: for the peers' beta rule (`eval.gzsl`), the branch sets whose best betas on validation the peers
+            average ("audio", "video" and "both" in AVCA-GZSL's `get_evaluation.py`); empty: the head cannot take
+            that rule.
     """
 
     method: str
+    branches: tuple[str, ...] = ()
+    decision: tuple[str, ...] = ()
+    beta_modes: tuple[tuple[str, ...], ...] = ()
 
     def __init__(self, config: Any, dims: ModelDims, extracted: bool) -> None:
         super().__init__()
@@ -66,7 +77,11 @@ class ComparisonHead(nn.Module):
         self.extracted = extracted
 
     def embed_clips(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        """theta(x), the clip in the comparison space. Shapes: video (B, Dv), audio (B, Da) -> (B, D)."""
+        """theta(x), the clip in the comparison space (a head with `branches`: theirs side by side).
+
+        Shapes:
+            video (B, Dv), audio (B, Da) -> (B, D), or (B, len(branches) * D)
+        """
         raise NotImplementedError
 
     def embed_classes(self, class_embeddings: torch.Tensor) -> torch.Tensor:
@@ -82,6 +97,10 @@ class ComparisonHead(nn.Module):
             class_embeddings: phi of the training classes (C, E).
         """
         raise NotImplementedError
+
+    def after_step(self, batch: ClipBatch, class_embeddings: torch.Tensor) -> None:
+        """What the method's training does after each optimiser step besides the step (nothing unless a method
+        says so: AVCA's extra training-mode pass, which moves its BatchNorm statistics)."""
 
     def optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer:
         """The peers' optimiser: Adam over every parameter (AVCA-GZSL `main.py`)."""
@@ -164,6 +183,6 @@ def from_peer_names(state_dict: Mapping[str, Any], head: ComparisonHead, renames
                    for key, (_, shape) in own.items()
                    if key in state_dict and getattr(state_dict[key], "shape", None) != shape)
     if missing or unexpected or wrong:
-        raise InputError(f"not the weights of a {peer_model}: {len(missing)} missing {missing[:4]}, "
+        raise InputError(f"not the weights of AVCA-GZSL's {peer_model}: {len(missing)} missing {missing[:4]}, "
                          f"{len(unexpected)} unexpected {unexpected[:4]}, {len(wrong)} of another shape {wrong[:4]}")
     return {name: state_dict[key] for key, (name, _) in own.items()}

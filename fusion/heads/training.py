@@ -161,7 +161,8 @@ class HeadTraining:
         try:
             for step, (rows, negative_rows) in enumerate(batches, start=1):
                 timer.start()
-                losses = head.training_losses(self._batch(rows), self._batch(negative_rows), class_embeddings)
+                batch = self._batch(rows)
+                losses = head.training_losses(batch, self._batch(negative_rows), class_embeddings)
                 recent[step] = torch.from_numpy(self.indices[rows])
                 first_bad = torch.where((first_bad < 0) & ~torch.isfinite(losses.total.detach()), step, first_bad)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -169,6 +170,7 @@ class HeadTraining:
                 if grad_clip_norm > 0:
                     torch.nn.utils.clip_grad_norm_(head.parameters(), grad_clip_norm)
                 self.optimizer.step()
+                head.after_step(batch, class_embeddings)
                 timer.stop()
                 clips += rows.size
                 for name, value in {"loss": losses.total, **losses.parts}.items():

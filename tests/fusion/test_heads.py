@@ -33,8 +33,9 @@ from fusion.trainer import train
 KINETICS400 = Path(__file__).resolve().parents[2] / "data" / "classlists" / "kinetics400.txt"
 DIMS = ModelDims(video_tokens=5, video_dim=24, audio_tokens=4, audio_dim=16, num_classes=10, embedding_dim=16)
 RANKING = ("devise", "ale", "sje")
-METHODS = RANKING + ("cjme",)
-PARTS = {"devise": {"rank"}, "ale": {"rank"}, "sje": {"rank"}, "cjme": {"triplet", "av", "gate"}}
+METHODS = RANKING + ("cjme", "avgzslnet", "avca")
+PARTS = {"devise": {"rank"}, "ale": {"rank"}, "sje": {"rank"}, "cjme": {"triplet", "av", "gate"},
+         "avgzslnet": {"triplet", "reconstruction", "decoder_triplet"}, "avca": {"triplet", "decoder", "regression"}}
 
 
 def _options(store, out, vectors_file, method, **overrides):
@@ -57,9 +58,10 @@ def test_the_registry_names_every_method():
 @pytest.mark.parametrize("method", METHODS)
 def test_forward_shapes(method):
     head = create_head(method, {}, DIMS, extracted=True)
-    space = {"cjme": 64}.get(method, DIMS.embedding_dim)  # D: CJME's joint space, E for the linear maps
+    space = 64 if method in ("cjme", "avgzslnet", "avca") else DIMS.embedding_dim  # D: the joint space; E: linear maps
     out = head.forward_views(torch.randn(3, 2, 5, 24), torch.randn(3, 4, 16), torch.tensor([True, False, True]))
-    assert out.embedding.shape == (3, space) and out.task_logits.shape == (3, 0)
+    branches = {"cjme": 3, "avgzslnet": 2, "avca": 2}.get(method, 1)  # audio, video (and CJME's gated) side by side
+    assert out.embedding.shape == (3, branches * space) and out.task_logits.shape == (3, 0)
     assert head.embed_classes(torch.randn(7, 16)).shape == (7, space)
     assert head.class_space(np.zeros((7, 16), np.float32)).shape == (7, space)
     batch = ClipBatch(torch.randn(4, 24), torch.randn(4, 16), torch.tensor([0, 1, 2, 1]))
@@ -157,8 +159,11 @@ def wide_store(tmp_path_factory, vectors_file, kit):
 # The world each method is tested in. CJME learns its class side (an MLP of phi(c)): from the 7 or 8 training
 # classes of the fixtures' store (10 seen, less the validation hold-out) it does not generalise to unseen names and
 # stays at chance (mean ZSL over 3 seeds 0.21 after 6 epochs, 0.17 after 20; chance 0.25); with 40 it does.
-# DeViSE / ALE / SJE compare with phi(c) itself and need no such generalisation.
-WORLD = {"devise": "synthetic_store", "ale": "synthetic_store", "sje": "synthetic_store", "cjme": "wide_store"}
+# DeViSE / ALE / SJE compare with phi(c) itself and need no such generalisation. AVGZSLNet and AVCA also learn their
+# class side but decode it back to phi(c), and they do beat chance in the small world (measured): mean ZSL 0.69
+# (AVGZSLNet) and 0.43 (AVCA) over 3 seeds after 10 epochs, chance 0.25.
+WORLD = {"devise": "synthetic_store", "ale": "synthetic_store", "sje": "synthetic_store", "cjme": "wide_store",
+         "avgzslnet": "synthetic_store", "avca": "synthetic_store"}
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -174,21 +179,22 @@ def test_each_method_trains_and_beats_chance(method, vectors_file, tmp_path, req
         assert log[-1]["loss"] == pytest.approx(sum(log[-1][f"loss_{part}"] for part in PARTS[method]))
         assert log[0]["weight_se"] is None and log[0]["loss_task"] is None
         zsl.append(_unseen_zsl(run, store))
-    assert np.mean(zsl) > 1.5 * chance, zsl  # measured: 0.51-0.60 on the 4 unseen classes, CJME 0.33 on the 8
+    assert np.mean(zsl) > 1.5 * chance, zsl  # measured: 0.43-0.69 on the 4 unseen classes, CJME 0.33 on the 8
     model, info = load_run(tmp_path / "run0")
     assert model.method == method and info.decision_rule == "plain"
 
 
-def test_a_killed_run_resumes_and_equals_an_uninterrupted_one(synthetic_store, vectors_file, tmp_path,
+@pytest.mark.parametrize("method", ["sje", "avgzslnet", "avca"])
+def test_a_killed_run_resumes_and_equals_an_uninterrupted_one(method, synthetic_store, vectors_file, tmp_path,
                                                                crash_in_epoch):
     # patience 0: the plateau schedule drops the lr during the run, so its state must resume too
     options = dict(plateau_patience=0, epochs=6, n_batches=5, select_by="zsl")
-    train(_options(synthetic_store, tmp_path / "whole", vectors_file, "sje", **options))
+    train(_options(synthetic_store, tmp_path / "whole", vectors_file, method, **options))
     crash_in_epoch(3)
     with pytest.raises(RuntimeError, match="power cut"):
-        train(_options(synthetic_store, tmp_path / "cut", vectors_file, "sje", **options))
+        train(_options(synthetic_store, tmp_path / "cut", vectors_file, method, **options))
     crash_in_epoch(None)
-    train(_options(synthetic_store, tmp_path / "cut", vectors_file, "sje", resume=True, **options))
+    train(_options(synthetic_store, tmp_path / "cut", vectors_file, method, resume=True, **options))
     whole = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)
     cut = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
     assert whole["epoch"] == cut["epoch"] == 6 and whole["best"] == cut["best"]

@@ -178,6 +178,20 @@ def test_mzsl_protocol(mzsl_stores, eval_vectors, tmp_path):
     assert "run with allow_overlap; 1 overlap(s)" in summary and "kinetics400: 'playing piano'" in summary
 
 
+def test_mzsl_protocol_pools_the_stores_of_a_branch_head(mzsl_stores, eval_vectors, tmp_path):
+    """AVGZSLNet sums two branch distances: the seen test clips and the evaluation set's, scored apart, pool into one
+    evaluation, and the peers' beta rule chooses beta on the stage-1 hold-out."""
+    bench, evaluation, groups = mzsl_stores
+    train = {"method": "avgzslnet", "epochs": 2, "batch_size": 16, "n_batches": 3, "progress": False,
+             "embeddings": f"word2vec:{eval_vectors}"}
+    config = MZSLProtocolConfig(train_store=bench.path, eval_store=evaluation.path, groups=groups, out=tmp_path / "m",
+                                train=train, calibrated_stacking=True, beta_rule="peers", plots=_NO_PLOTS,
+                                allow_overlap=True)
+    m = protocols.run_mzsl_protocol(config).seeds[0].metrics
+    assert m["num_clips"] == 6 * 3 + 5 * 4 and m["num_seen_classes"] == 6
+    assert m["calibrated_beta_rule"] == "peers" and m["calibrated_val_split"] == "stage_1_holdout"
+
+
 @pytest.mark.slow
 def test_mzsl_refuses_evaluation_classes_the_head_trained_on(mzsl_stores, store_builder, eval_vectors, classes,
                                                                tmp_path):
@@ -453,14 +467,17 @@ def test_a_protocol_refuses_values_that_do_not_fit_in_one_line_before_training(u
     lines = result.output.strip().splitlines()
     assert result.exit_code == 1 and len(lines) == 1 and message in lines[0], result.output
     assert not list((tmp_path / "p").rglob("*.pt"))
-@pytest.mark.parametrize("method", ["devise", "ale", "sje", "cjme"])
-def test_avca_protocol_runs_a_comparison_head(ucf_stores, tmp_path, method):
+@pytest.mark.parametrize("method, beta_rule", [("devise", "ours"), ("ale", "ours"), ("sje", "ours"), ("cjme", "peers"),
+                                               ("avgzslnet", "peers"), ("avca", "peers")])
+def test_avca_protocol_runs_a_comparison_head(ucf_stores, tmp_path, method, beta_rule):
     clean, _ = ucf_stores
     train = {"method": method, "epochs": 3, "batch_size": 16, "n_batches": 4, "progress": False}
     result = protocols.run_avca_protocol(AVCAProtocolConfig(dataset="UCF", store=clean.path, out=tmp_path / "p",
-                                                            train=train, plots=_NO_PLOTS, calibrated_stacking=True))
+                                                            train=train, plots=_NO_PLOTS, calibrated_stacking=True,
+                                                            beta_rule=beta_rule))
     m = result.seeds[0].metrics
     assert m["num_clips"] == 9 * 2 + 3 * 3 and m["rule"] == "plain" and m["calibrated_beta"] is not None
+    assert m["calibrated_beta_rule"] == beta_rule
     stage2 = json.loads((tmp_path / "p" / "seed_0" / "stage2" / "config.json").read_text())["train"]
     assert stage2["method"] == method and stage2["epochs"] == result.seeds[0].best_epoch
     assert stage2["head"]["n_batches"] == 4 and stage2["lr"] == 1e-3  # the peers' training, our override
