@@ -149,7 +149,16 @@ def _protocol_config(config: BenchmarkConfig, method: str):
         train["recipe"] = config.recipe
     mzst = method == "mzst"  # a preset and ablations are the MZST head's
     return dataclasses.replace(settings, out=Path(config.out) / method, train=train,
-                               preset=settings.preset if mzst else None, ablations=settings.ablations if mzst else ())
+                               preset=settings.preset if mzst else None, ablations=settings.ablations if mzst else (),
+                               beta_rule=_beta_rule(config.beta_rule, method))
+
+
+def _beta_rule(asked: str, method: str) -> str:
+    """The beta rule of a method's row: the peers' rule where asked and the method scores audio, video and both;
+    ours otherwise (the table's text says which rows used which)."""
+    from fusion.heads import takes_peer_beta_rule
+
+    return "peers" if asked == "peers" and takes_peer_beta_rule(method) else "ours"
 
 
 def _check_options(config: BenchmarkConfig, methods: list[str]) -> None:
@@ -192,9 +201,22 @@ def _markdown(config: BenchmarkConfig, title: str, rows: list[ComparisonRow], co
              f"{first.num_clips} test clips; seeds {', '.join(map(str, seeds))}; percent, {spread}. Every method ran "
              f"the same protocol (`<out>/<method>`): {_stages(config)}, tested once. MZST with its own settings, "
              f"{heads}. Chance: uniform guessing among the candidates.", "",
+             *_beta_rule_lines(config, [row.label for row in rows], columns),
              report.comparison_markdown(rows, columns, first_column="Method", class_vectors=True, chance=chance),
              "## Reading", "", *_reading(rows, columns, chance, config.protocol, len(seeds)), ""]
     return "\n".join(lines)
+
+
+def _beta_rule_lines(config: BenchmarkConfig, methods: list[str], columns: tuple[str, ...]) -> list[str]:
+    """Which beta rule the calibrated columns of each row used, when the peers' rule was asked for."""
+    if config.beta_rule != "peers" or not any(key.startswith("calibrated_") for key in columns):
+        return []
+    peers = [m for m in methods if _beta_rule("peers", m) == "peers"]
+    ours = [m for m in methods if m not in peers]
+    line = (f"Calibrated stacking's beta: the peers' rule (the mean of the best audio, video and both betas on "
+            f"validation) for {', '.join(peers) or 'no method'}")
+    return [line + (f"; ours (the best HM of the head's decision) for {', '.join(ours)}, which score one way only."
+                    if ours else "."), ""]
 
 
 def _stages(config: BenchmarkConfig) -> str:

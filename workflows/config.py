@@ -344,9 +344,14 @@ class BenchmarkConfig:
     recipe: str | None = setting(None, choices=RECIPE_DATASETS,
                                  help="The comparison heads' training as AVCA-GZSL ran it on this dataset (default: "
                                       "the peers' shared training); MZST keeps its own.")
+    beta_rule: str = _beta_rule()  # "peers": for the methods that score audio, video and both; ours for the others
 
     def __post_init__(self) -> None:
         check_fields(self)
+        _check_betas(self.settings.betas, self.beta_rule)
+        if self.settings.beta_rule != "ours":
+            raise InputError("the benchmark sets the beta rule per method: give `beta_rule` to the benchmark, not to "
+                             "its protocol settings")
         expected = AVCAProtocolConfig if self.protocol == "avca" else MZSLProtocolConfig
         if self.protocol not in BENCHMARK_PROTOCOLS or not isinstance(self.settings, expected):
             raise InputError(f"protocol must be one of {BENCHMARK_PROTOCOLS} with its settings, got {self.protocol!r} "
@@ -378,7 +383,8 @@ class BenchmarkConfig:
                   and f.default_factory is dataclasses.MISSING and f.name not in given and f.name != "out"]
         if needed:
             raise InputError(f"the {protocol} protocol needs {', '.join(f'`{name}`' for name in needed)}")
-        return cls(protocol=protocol, settings=kind(out=fields["out"], **given), **fields)
+        beta_rule = given.pop("beta_rule", "ours")  # set per method by the benchmark
+        return cls(protocol=protocol, settings=kind(out=fields["out"], **given), beta_rule=beta_rule, **fields)
 
     def to_dict(self) -> dict:
         return {**config_dict(self), "settings": self.settings.to_dict()}

@@ -102,8 +102,8 @@ def test_avca_benchmark_writes_tables_5_6_columns_and_the_peers_assignment(ucf_s
                                   train={"epochs": 2, "batch_size": 16, "n_batches": 3, "progress": False,
                                          "peer_text_order": True},
                                   plots=PlotConfig(tsne=False, per_class_bars=False))
-    result = run_benchmark(BenchmarkConfig(protocol="avca", settings=settings, out=tmp_path / "B", methods=("sje",),
-                                           recipe="ucf"))
+    result = run_benchmark(BenchmarkConfig(protocol="avca", settings=settings, out=tmp_path / "B",
+                                           methods=("sje", "cjme"), recipe="ucf", beta_rule="peers"))
     assert result.columns == ("zsl", "gzsl_s", "gzsl_u", "gzsl_hm", "calibrated_gzsl_hm")
     seed = load_metrics(tmp_path / "B" / "sje" / "seed_0" / "test")
     assert seed["peer_text_order"] is True and seed["config"]["train"]["recipe"] == "ucf"
@@ -115,3 +115,8 @@ def test_avca_benchmark_writes_tables_5_6_columns_and_the_peers_assignment(ucf_s
     assert "one seed, so no spread" in result.markdown and "by more than one std" not in result.markdown
     table = json.loads((tmp_path / "B" / "table.json").read_text())
     assert table["rows"][0]["class_vectors"] == "AVCA-GZSL order" and table["seen_classes"] == 42
+    # the peers' beta rule where a method scores audio, video and both (cjme); ours for sje, and the text says so
+    assert seed["calibrated_beta_rule"] == "ours"
+    assert load_metrics(tmp_path / "B" / "cjme" / "seed_0" / "test")["calibrated_beta_rule"] == "peers"
+    assert "the peers' rule (the mean of the best audio, video and both betas on validation) for cjme; ours" in (
+        result.markdown)
