@@ -55,6 +55,7 @@ __all__ = [
     "clap_audio_config",
     "clap_features",
     "tower_state",
+    "frozen_tower",
     "hf_cache_weights",
     "build_clip_image",
     "build_clap_audio",
@@ -194,7 +195,8 @@ def tower_state(path: Path, keep: tuple[str, ...], drop: tuple[str, ...], what: 
     return kept
 
 
-def _frozen(model: nn.Module, state: dict[str, torch.Tensor] | None, path: Path | None) -> nn.Module:
+def frozen_tower(model: nn.Module, state: dict[str, torch.Tensor] | None, path: Path | None) -> nn.Module:
+    """`model` with `state` loaded strictly (None: as built), in eval mode without gradients."""
     if state is not None:  # files written by transformers 4 hold `position_ids` buffers that 5 no longer keeps
         own = set(model.state_dict())
         weight_files.load_strict(model, {k: v for k, v in state.items() if k in own or not k.endswith("position_ids")},
@@ -252,7 +254,7 @@ def build_clip_image(config: VideoConfig, weights: Path | None, random_init: boo
         torch.manual_seed(seed)
         model = CLIPVisionModelWithProjection(clip_vision_config(config))
     state = None if weights is None else tower_state(weights, _CLIP_KEEP, _CLIP_DROP, "CLIP image")
-    backbone = CLIPImageBackbone(_frozen(model, state, weights))
+    backbone = CLIPImageBackbone(frozen_tower(model, state, weights))
     if weights is not None:
         logger.info("video backbone %s: hf-clip weights %s", config.architecture, weights)
     return backbone, _provenance(config.architecture, weights, "hf-clip", seed, backbone)
@@ -273,7 +275,7 @@ def build_clap_audio(config: AudioConfig, weights: Path | None, random_init: boo
         torch.manual_seed(seed)
         model = ClapAudioModelWithProjection(clap_audio_config(config))
     state = None if weights is None else tower_state(weights, _CLAP_KEEP, _CLAP_DROP, "CLAP audio")
-    backbone = CLAPAudioBackbone(_frozen(model, state, weights))
+    backbone = CLAPAudioBackbone(frozen_tower(model, state, weights))
     if weights is not None:
         logger.info("audio backbone %s: hf-clap weights %s", config.architecture, weights)
     return backbone, _provenance(config.architecture, weights, "hf-clap", seed, backbone)
