@@ -416,41 +416,6 @@ class _SentenceSource(EmbeddingSource):
         return f"sentence encoder ({self._encoder.pooling} pooling) over the name's words as one sentence"
 
 
-class _PromptSource(EmbeddingSource):
-    """CLIP / CLAP text towers over ClipClap's prompt templates (`text.prompt_towers`), concatenated for clipclap."""
-
-    def __init__(self, config: EmbeddingSpec, towers: list, templates: str):
-        super().__init__(config, sum(tower.dim for tower in towers), config.normalise)
-        self._towers = towers
-        self._templates = templates
-
-    def sentence(self, name: str) -> str:
-        return class_name_sentence(self.mapped_name(name))
-
-    def _vectors(self, names: Sequence[str]) -> np.ndarray:
-        from text.prompt_towers import TEMPLATES
-
-        sentences = [self.sentence(name) for name in names]
-        return np.concatenate([tower.ensemble(sentences, TEMPLATES[self._templates][tower.kind])
-                               for tower in self._towers], axis=1)  # (C, D_clip [+ D_clap])
-
-    def _compose(self, name: str) -> tuple[np.ndarray | None, list[str]]:
-        return self._vectors([name])[0], []
-
-    def embed(self, names: Sequence[str]) -> np.ndarray:
-        if names:
-            self._vectors(names)  # one batched pass per tower fills its prompt cache
-        return super().embed(names)
-
-    def _source_record(self) -> dict:
-        return {"towers": [tower.provenance() for tower in self._towers], "templates": self._templates}
-
-    def _composition(self) -> str:
-        joined = " then ".join(tower.kind.upper() for tower in self._towers)
-        return (f"ClipClap-GZSL's {self._templates!r} prompt ensemble: mean of the unit prompt vectors, renormalised, "
-                f"per tower ({joined}" + (", concatenated)" if len(self._towers) > 1 else ")"))
-
-
 class _TableSource(EmbeddingSource):
     """Rows of a shipped AVCA table, looked up by name through the dataset's original -> manual map."""
 
@@ -560,10 +525,10 @@ def load_embedding_source(
     if config.kind == "avca":
         return _TableSource(config)
     if config.prompt_towers:
-        from text.prompt_towers import text_tower
+        from text.prompt_towers import PromptSource, text_tower
 
         towers = [text_tower(kind, folder) for kind, folder in config.prompt_towers]
-        return _PromptSource(config, towers, "vggsound" if config.kind.endswith("-vggsound") else "person")
+        return PromptSource(config, towers, "vggsound" if config.kind.endswith("-vggsound") else "person")
     if config.kind in ("minilm", "sentence"):
         from text import sentence_encoder
 

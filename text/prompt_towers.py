@@ -35,8 +35,10 @@ from common.errors import InputError
 from common.files import sha256_file
 from extract import weights as weight_files
 from extract.clip_clap import frozen_tower, tower_state
+from text.class_embeddings import EmbeddingSource, EmbeddingSpec
+from text.class_names import class_name_sentence
 
-__all__ = ["TOWER_KINDS", "TEMPLATES", "TextTower", "text_tower"]
+__all__ = ["TOWER_KINDS", "TEMPLATES", "TextTower", "text_tower", "PromptSource"]
 
 logger = logging.getLogger(__name__)
 
@@ -141,3 +143,36 @@ class TextTower:
 def text_tower(kind: str, folder: str) -> TextTower:
     """The text tower of a model folder, loaded once per process."""
     return TextTower(kind, Path(folder).expanduser())
+
+
+class PromptSource(EmbeddingSource):
+    """CLIP / CLAP text towers over ClipClap's prompt templates (`text.prompt_towers`), concatenated for clipclap."""
+
+    def __init__(self, config: EmbeddingSpec, towers: list[TextTower], templates: str):
+        super().__init__(config, sum(tower.dim for tower in towers), config.normalise)
+        self._towers = towers
+        self._templates = templates
+
+    def sentence(self, name: str) -> str:
+        return class_name_sentence(self.mapped_name(name))
+
+    def _vectors(self, names: Sequence[str]) -> np.ndarray:
+        sentences = [self.sentence(name) for name in names]
+        return np.concatenate([tower.ensemble(sentences, TEMPLATES[self._templates][tower.kind])
+                               for tower in self._towers], axis=1)  # (C, D_clip [+ D_clap])
+
+    def _compose(self, name: str) -> tuple[np.ndarray | None, list[str]]:
+        return self._vectors([name])[0], []
+
+    def embed(self, names: Sequence[str]) -> np.ndarray:
+        if names:
+            self._vectors(names)  # one batched pass per tower fills its prompt cache
+        return super().embed(names)
+
+    def _source_record(self) -> dict:
+        return {"towers": [tower.provenance() for tower in self._towers], "templates": self._templates}
+
+    def _composition(self) -> str:
+        joined = " then ".join(tower.kind.upper() for tower in self._towers)
+        return (f"ClipClap-GZSL's {self._templates!r} prompt ensemble: mean of the unit prompt vectors, renormalised, "
+                f"per tower ({joined}" + (", concatenated)" if len(self._towers) > 1 else ")"))
