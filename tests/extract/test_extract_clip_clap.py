@@ -10,7 +10,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from transformers import ClapConfig, ClapModel, ClapTextConfig, CLIPConfig, CLIPModel, CLIPTextConfig
+from transformers import (
+    ClapConfig,
+    ClapFeatureExtractor,
+    ClapModel,
+    ClapTextConfig,
+    CLIPConfig,
+    CLIPModel,
+    CLIPTextConfig,
+)
 
 from common.errors import InputError
 from extract import clip_clap, views
@@ -127,7 +135,14 @@ def test_clipclap_profile_takes_the_middle_frame_at_clip_size():
     assert (video.views, video.frames_per_view, video.resize_short_side_px, video.crop_size_px) == (1, 1, 224, 224)
     for frames in (30, 31, 164):  # ClipClap: frame_count // 2 (ours: the middle of the 30 fps grid)
         assert abs(int(views.view_grid_indices(frames, video)[0, 0]) - frames // 2) <= 1
-    assert PROFILES["clipclap"].audio.window_samples == 480000  # CLAP's 10 s at 48 kHz
+    audio = PROFILES["clipclap"].audio
+    assert audio.window_samples == 480000  # CLAP's 10 s at 48 kHz: a longer window would be cut at random
+    waveform = torch.sin(torch.arange(audio.window_samples) * 0.01) * 0.3
+    features, valid = clip_clap.clap_features(waveform, audio)
+    laion = ClapFeatureExtractor()(waveform.numpy(), sampling_rate=48000, truncation="rand_trunc", padding="pad",
+                                   return_tensors="pt").input_features  # LAION CLAP's feature defaults
+    assert features.shape == (1001, 64) and valid == 1001
+    torch.testing.assert_close(features, laion[0, 0].float())
     with pytest.raises(InputError, match="any number of frames of 224 px"):
         replace(video, crop_size_px=192)
     with pytest.raises(InputError, match="sample_rate_hz must be 48000"):
