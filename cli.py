@@ -288,14 +288,16 @@ def demo_command(**options) -> None:
 
 @cli.command("extract")
 @_field_options(RunnerConfig, "videos", "out", "gpus", "workers", "scheduler")
-@click.option("--profile", type=click.Choice(["paper", "mvit-1x5", "cpu-small"]), default="paper", show_default=True,
-              help="Extraction preset (docs/extract.md): paper = 3 crops x 4 views, MViT-v2-S + AST ViT-B.")
+@click.option("--profile", type=click.Choice(["paper", "mvit-1x5", "cpu-small", "clipclap", "clipclap-cpu-small"]),
+              default="paper", show_default=True, help="Extraction preset (docs/extract.md): paper = 3 crops x 4 "
+              "views, MViT-v2-S + AST ViT-B; clipclap = CLIP ViT-B/32 middle frame + CLAP audio, as ClipClap-GZSL.")
 @click.option("--crops", type=click.Choice(["1", "3"]), default=None, help="Crops per temporal view (profile's).")
 @click.option("--temporal-views", type=int, default=None,
               help="Temporal views per clip (profile's); a clip has crops x temporal views views in all.")
 @click.option("--batch-views", type=int, default=None, help="Video views per backbone forward (profile's).")
 @_field_options(RunnerConfig, "video_weights", "audio_weights", "retry_failed", "progress", "wait",
-                types={"video_weights": EXISTING_FILE, "audio_weights": click.Path(exists=True, path_type=Path)})
+                types={"video_weights": click.Path(exists=True, path_type=Path),
+                       "audio_weights": click.Path(exists=True, path_type=Path)})
 @_field_options(ExtractConfig, "random_init", "full_tokens", "compile", "strict_media")
 @_field_options(StoreConfig, "clips_per_block", "shard_blocks")
 @_extra_option_for("extraction (extract/config.py; video.X for a view setting)", "precision=fp32")

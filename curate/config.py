@@ -144,7 +144,8 @@ class RelatednessConfig:
     embeddings: str = setting(DEFAULT_SPEC,
                               help="Word vectors: glove-6b-50d, word2vec:PATH (binary or text), fasttext:PATH (.bin, "
                                    "mean of word vectors) or fasttext-phrase:PATH (vector of the whole name, as "
-                                   "AVCA-GZSL); a table embeds only its own names.")
+                                   "AVCA-GZSL), minilm, clip:PATH / clap:PATH / clipclap:CLIP_PATH,CLAP_PATH "
+                                   "(ClipClap's prompt ensembles); a table embeds only its own names.")
     name_map: Path | None = setting(None, help="CSV with columns original,manual: names rewritten before embedding "
                                                "(e.g. AVCA-GZSL's *_w2v_class_names.csv).")
     missing: str = setting("error", choices=("error", "skip"),

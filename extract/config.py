@@ -5,6 +5,9 @@ Profiles (docs/extract.md explains each):
 - `paper`: the MZST paper's setting: 3 crops x 4 temporal views of 16 frames, torchvision `mvit_v2_s`, AST ViT-B
   on 1024 fbank frames, pooled tokens, bf16 on a CUDA device.
 - `mvit-1x5`: the published MViT-v2-S Kinetics-400 protocol (1 crop x 5 views); otherwise as `paper`.
+- `clipclap`: ClipClap-GZSL's setting (extract/clip_clap.py): CLIP ViT-B/32's image embedding of the clip's middle
+  frame and CLAP's (LAION HTSAT, unfused) audio embedding of the centred 10 s, one vector each, fp32.
+- `clipclap-cpu-small`: the same on tiny random-init towers, for tests and demos on a CPU.
 - `cpu-small`: tests and the demo on a laptop CPU: 1 crop x 2 views at 112 px and small random-init backbones
   built with the same classes (torchvision `MViT`, timm `VisionTransformerDistilled`) on 512 fbank frames.
 """
@@ -21,6 +24,8 @@ from common.settings import Seed, check_fields, setting
 __all__ = [
     "VIDEO_ARCHITECTURES",
     "AUDIO_ARCHITECTURES",
+    "CLIP_ARCHITECTURES",
+    "CLAP_ARCHITECTURES",
     "ATTENTION_KERNELS",
     "COMPILE_MODES",
     "VideoConfig",
@@ -31,11 +36,16 @@ __all__ = [
 ]
 
 # Architectures with published weights take a fixed input; the small ones exist only with random weights.
-VIDEO_ARCHITECTURES = ("mvit_v2_s", "mvit_tiny")
-AUDIO_ARCHITECTURES = ("ast_vit_b", "ast_tiny")
+CLIP_ARCHITECTURES = ("clip_vit_b32", "clip_tiny")  # image towers, one vector per frame (extract/clip_clap.py)
+CLAP_ARCHITECTURES = ("clap_htsat_unfused", "clap_tiny")  # audio towers, one vector per clip
+VIDEO_ARCHITECTURES = ("mvit_v2_s", "mvit_tiny", *CLIP_ARCHITECTURES)
+AUDIO_ARCHITECTURES = ("ast_vit_b", "ast_tiny", *CLAP_ARCHITECTURES)
 _DECODE_IN = ("processes", "threads")
-_PRETRAINED_VIDEO_INPUT = {"mvit_v2_s": (16, 224)}  # (frames per view, crop size px): the weights' meta
-_PRETRAINED_AUDIO_INPUT = {"ast_vit_b": (128, 1024)}  # (mel bins, fbank frames): AST's AudioSet checkpoints
+# (frames per view, crop size px): the weights' meta; CLIP (None) takes any number of frames
+_PRETRAINED_VIDEO_INPUT = {"mvit_v2_s": (16, 224), "clip_vit_b32": (None, 224)}
+_PRETRAINED_AUDIO_INPUT = {"ast_vit_b": (128, 1024), "clap_htsat_unfused": (64, 1000)}  # (mel bins, 10 ms frames):
+# AST's AudioSet checkpoints; LAION CLAP's 10 s window
+_SAMPLE_RATES_HZ = {"clap_htsat_unfused": 48000, "clap_tiny": 48000}  # CLAP's feature extractor; AST's 16 kHz else
 _PRECISIONS = ("fp32", "bf16", "bf16-pure")
 _FRAME_SCALINGS = ("reference", "worker", "decoder")
 # torchvision's own attention forward, or a fused kernel of extract/mvit_attention.py (docs/extract.md compares them)
@@ -59,7 +69,7 @@ class VideoConfig:
     architecture: str = setting("mvit_v2_s")  # one of VIDEO_ARCHITECTURES
     crops: int = setting(3)  # spatial crops per temporal view: 1 (centre) or 3
     temporal_views: int = setting(4)  # temporal views per clip
-    frames_per_view: int = setting(16)  # frames fed to the backbone per view (mvit_v2_s: 16)
+    frames_per_view: int = setting(16)  # frames fed to the backbone per view (mvit_v2_s: 16; CLIP: any, averaged)
     frame_stride: int = setting(4)  # a view takes every `frame_stride`-th frame of the `sampling_fps` grid
     sampling_fps: float = setting(30.0)  # the time grid the views are sampled on (K400 "16x4" at 30 fps = 7.5 fps)
     crop_size_px: int = setting(224)  # side of the square crop fed to the backbone (mvit_v2_s: 224)
@@ -72,7 +82,10 @@ class VideoConfig:
             raise InputError(f"crops must be 1 or 3 (SlowFast test-time crops), got {self.crops}")
         if self.temporal_views < 1:
             raise InputError(f"temporal_views must be >= 1, got {self.temporal_views}")
-        if self.frames_per_view < 2 or self.frames_per_view % 2:
+        if self.architecture in CLIP_ARCHITECTURES:
+            if self.frames_per_view < 1:
+                raise InputError(f"frames_per_view must be >= 1, got {self.frames_per_view}")
+        elif self.frames_per_view < 2 or self.frames_per_view % 2:
             raise InputError(f"frames_per_view must be even and >= 2 (MViT's temporal patch stride is 2), "
                              f"got {self.frames_per_view}")
         if self.frame_stride < 1:
@@ -83,9 +96,11 @@ class VideoConfig:
             raise InputError(f"crop_size_px must be a positive multiple of {_CROP_MULTIPLE_PX}, "
                              f"got {self.crop_size_px}")
         fixed = _PRETRAINED_VIDEO_INPUT.get(self.architecture)
-        if fixed is not None and (self.frames_per_view, self.crop_size_px) != fixed:
-            raise InputError(f"{self.architecture} takes exactly {fixed[0]} frames of {fixed[1]} px, got "
-                             f"frames_per_view={self.frames_per_view}, crop_size_px={self.crop_size_px}")
+        if fixed is not None and (fixed[0] or self.frames_per_view, fixed[1]) != (self.frames_per_view,
+                                                                                self.crop_size_px):
+            raise InputError(f"{self.architecture} takes exactly {fixed[0] or 'any number of'} frames of "
+                             f"{fixed[1]} px, got frames_per_view={self.frames_per_view}, "
+                             f"crop_size_px={self.crop_size_px}")
 
     @property
     def views(self) -> int:
@@ -94,8 +109,11 @@ class VideoConfig:
 
     @property
     def resize_short_side_px(self) -> int:
-        """Short side after resizing: the crop size for 3 crops, 256/224 of it for 1 crop (SlowFast / torchvision)."""
-        return self.crop_size_px if self.crops == 3 else round(self.crop_size_px * 256 / 224)
+        """Short side after resizing: the crop size for 3 crops or CLIP (its preprocessing), 256/224 of it for 1 crop
+        (SlowFast / torchvision)."""
+        if self.crops == 3 or self.architecture in CLIP_ARCHITECTURES:
+            return self.crop_size_px
+        return round(self.crop_size_px * 256 / 224)
 
     @property
     def view_span_s(self) -> float:
@@ -105,7 +123,8 @@ class VideoConfig:
 
 @dataclass(frozen=True)
 class AudioConfig:
-    """Audio: mono (mean of channels) at `sample_rate_hz`, Kaldi fbank with AST's arguments, `target_frames` frames.
+    """Audio: mono (mean of channels) at `sample_rate_hz`, Kaldi fbank with AST's arguments, `target_frames` frames
+    (CLAP: 48 kHz, CLAP's own log-mel of a `target_frames` x 10 ms window, extract/clip_clap.py).
 
     A clip longer than the fbank window (`target_frames` frames of 10 ms, 10.24 s for 1024) is cut to the window
     centred on the middle of the span the video views cover; shorter clips are padded with zeros in the log-mel
@@ -113,7 +132,7 @@ class AudioConfig:
     """
 
     architecture: str = setting("ast_vit_b")  # one of AUDIO_ARCHITECTURES
-    sample_rate_hz: int = setting(16000)  # AST's rate; audio is resampled to it
+    sample_rate_hz: int = setting(16000)  # AST's rate (CLAP's: 48000); audio is resampled to it
     num_mel_bins: int = setting(128)  # F: mel bins of the fbank
     target_frames: int = setting(1024)  # fbank frames fed to the backbone (pad or cut); 10 ms each
 
@@ -121,8 +140,9 @@ class AudioConfig:
         check_fields(self)
         if self.architecture not in AUDIO_ARCHITECTURES:
             raise InputError(f"audio architecture must be one of {AUDIO_ARCHITECTURES}, got {self.architecture!r}")
-        if self.sample_rate_hz != 16000:
-            raise InputError(f"sample_rate_hz must be 16000 (AST's fbank arguments assume it), got "
+        rate = _SAMPLE_RATES_HZ.get(self.architecture, 16000)
+        if self.sample_rate_hz != rate:
+            raise InputError(f"sample_rate_hz must be {rate} for {self.architecture} (its input assumes it), got "
                              f"{self.sample_rate_hz}")
         if self.num_mel_bins < 16 or self.target_frames < 16:
             raise InputError(f"num_mel_bins and target_frames must be >= 16 (one 16 x 16 patch), got "
@@ -134,7 +154,10 @@ class AudioConfig:
 
     @property
     def window_samples(self) -> int:
-        """Samples that give exactly `target_frames` fbank frames (25 ms window, 10 ms shift)."""
+        """Samples that give exactly `target_frames` fbank frames (25 ms window, 10 ms shift); for CLAP,
+        `target_frames` x 10 ms (its feature extractor's `max_length_s`: a longer window would be cut at random)."""
+        if self.architecture in CLAP_ARCHITECTURES:
+            return self.target_frames * self.sample_rate_hz // 100
         return (self.target_frames - 1) * self.sample_rate_hz // 100 + self.sample_rate_hz * 25 // 1000
 
 
@@ -268,6 +291,19 @@ PROFILES: dict[str, ExtractConfig] = {
     "paper": ExtractConfig(profile="paper", frame_scaling="worker"),
     "mvit-1x5": ExtractConfig(profile="mvit-1x5", video=VideoConfig(crops=1, temporal_views=5), batch_views=80,
                               frame_scaling="worker"),
+    "clipclap": ExtractConfig(
+        profile="clipclap",
+        video=VideoConfig(architecture="clip_vit_b32", crops=1, temporal_views=1, frames_per_view=1, frame_stride=1),
+        audio=AudioConfig(architecture="clap_htsat_unfused", sample_rate_hz=48000, num_mel_bins=64, target_frames=1000),
+        precision="fp32", batch_views=256, frame_scaling="worker",
+    ),
+    "clipclap-cpu-small": ExtractConfig(
+        profile="clipclap-cpu-small",
+        video=VideoConfig(architecture="clip_tiny", crops=1, temporal_views=2, frames_per_view=2, frame_stride=4,
+                          crop_size_px=32),
+        audio=AudioConfig(architecture="clap_tiny", sample_rate_hz=48000, num_mel_bins=16, target_frames=200),
+        random_init=True, precision="fp32", device="cpu", batch_views=16, decode_threads=2,
+    ),
     "cpu-small": ExtractConfig(
         profile="cpu-small",
         video=VideoConfig(architecture="mvit_tiny", crops=1, temporal_views=2, crop_size_px=112),

@@ -1,11 +1,12 @@
-"""Decode one clip with PyAV: the frames its video views need (by presentation time) and its mono 16 kHz audio.
+"""Decode one clip with PyAV: the frames its video views need (by presentation time) and its mono audio (16 kHz;
+48 kHz for CLAP).
 
 One demux pass reads every packet: audio is decoded on the way, video packets are kept compressed. The video
 packets' presentation times give the clip's duration, hence the view sample times (extract.views); the video is
 then decoded in order and only the frames shown at a sample time are converted to RGB, which is where most of
-the decode time would otherwise go (BENCHMARKS.md, decode). Audio is resampled to 16 kHz by FFmpeg's swresample (as
-`ffmpeg -ar 16000` would), averaged over channels, and cut to the fbank window centred on the middle of the
-views' span.
+the decode time would otherwise go (BENCHMARKS.md, decode). Audio is resampled to `AudioConfig.sample_rate_hz` by
+FFmpeg's swresample (as `ffmpeg -ar 16000` would), averaged over channels, and cut to the fbank (or CLAP) window
+centred on the middle of the views' span.
 
 A clip can be a segment of its file (`common.media.Segment`): the demuxer seeks to the key frame before the
 segment and stops soon after its end, and views and audio are sampled inside the segment only, with times counted
@@ -62,7 +63,7 @@ class DecodedClip:
         frame_times_s: presentation time of each row of `frames`, seconds from the first frame (from the segment's
             start for a segment; the frame shown at its start may begin before it).
         duration_s: first frame's time to the end of the last frame (the segment's length, cut at the file's end).
-        audio: mono waveform at 16 kHz in [-1, 1] (the fbank window at most), float32; None without audio.
+        audio: mono waveform at the config's rate in [-1, 1] (the audio window at most), float32; None without audio.
         audio_start_s: time of `audio[0]`, seconds from the first video frame (or the segment's start); None
             without audio.
         partial: the video broke part-way (a truncated or damaged file): the clip is the part before the break,

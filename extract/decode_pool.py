@@ -33,7 +33,7 @@ import torch
 
 from common.media import MediaError, Segment
 from common.processes import become_worker
-from extract import mvit, spectrogram, views
+from extract import backbones, views
 from extract.config import ExtractConfig
 from extract.decode import decode_clip
 
@@ -78,12 +78,11 @@ def prepare_clip(path: Path, segment: Segment | None, config: ExtractConfig, mak
     frame_index = torch.from_numpy(clip.frame_index)
     made = None
     if make_views:
-        made = views.make_views(frames, frame_index, config.video, mvit.VIDEO_MEAN, mvit.VIDEO_STD)
+        made = views.make_views(frames, frame_index, config.video, *backbones.pixel_statistics(config.video))
         frames = None
     fbank, valid = None, 0
     if clip.has_audio:
-        fbank, valid = spectrogram.log_mel(torch.from_numpy(clip.audio), config.audio.sample_rate_hz,
-                                           config.audio.num_mel_bins, config.audio.target_frames)
+        fbank, valid = backbones.audio_input(torch.from_numpy(clip.audio), config.audio)
     return PreparedClip(path, made, frames, frame_index, fbank, valid, clip.duration_s if clip.partial else None)
 
 

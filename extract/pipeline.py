@@ -1,4 +1,5 @@
-"""Clips to tokens: decode (PyAV), views and fbank, frozen MViT-v2-S and AST forwards, pooled tokens.
+"""Clips to tokens: decode (PyAV), views and fbank, frozen MViT-v2-S and AST forwards, pooled tokens (or, with the
+clipclap profiles, CLIP image and CLAP audio vectors: extract/backbones.py picks the towers).
 
 `ClipExtractor` builds both frozen backbones once; `extract_many` decodes the next clips in worker processes
 (extract/decode_pool.py) while the backbones run on the current ones, batches the views of several clips into one
@@ -25,7 +26,7 @@ import torch
 from common.errors import InputError
 from common.media import MediaError, Segment
 from common.threads import apply_thread_plan, plan_threads
-from extract import ast_audio, mvit, tokens, views
+from extract import backbones, mvit, tokens, views
 from extract.config import ExtractConfig
 from extract.decode_pool import DecodePool, PreparedClip, prepare_clip
 from extract.outputs import ClipTokens, TokenLayout
@@ -49,14 +50,14 @@ class _Launched:
 
 
 class ClipExtractor:
-    """Frozen MViT-v2-S and AST turning media files into `ClipTokens`.
+    """Frozen MViT-v2-S and AST (or CLIP and CLAP) turning media files into `ClipTokens`.
 
     Args:
         config: extraction settings (a profile of extract.config.PROFILES, possibly overridden).
-        video_weights: torchvision-format mvit_v2_s weights; None: the torch hub cache file. Must be None with
-            `config.random_init`.
-        audio_weights: AST weights (AST original, HF transformers, or timm DeiT); required unless
-            `config.random_init`.
+        video_weights: torchvision-format mvit_v2_s weights (None: the torch hub cache file), or HF CLIP weights
+            (required). Must be None with `config.random_init`.
+        audio_weights: AST weights (AST original, HF transformers, or timm DeiT) or HF CLAP weights; required
+            unless `config.random_init`.
         thread_share: processes sharing this machine's cores (Dask workers); sets this one's threads
             (`common.threads.plan_threads`).
 
@@ -73,17 +74,16 @@ class ClipExtractor:
         self.threads = plan_threads(config.decode_threads, share=thread_share,
                                     torch_on_device=self.device.type == "cuda")
         apply_thread_plan(self.threads)
-        video, self._video_provenance = mvit.build_mvit(config.video, video_weights, config.random_init, config.seed,
-                                                        config.attention)
-        audio, self._audio_provenance = ast_audio.build_ast(config.audio, audio_weights, config.random_init,
-                                                            config.seed + 1)
+        video, self._video_provenance = backbones.build_video(config, video_weights)
+        audio, self._audio_provenance = backbones.build_audio(config, audio_weights)
         # bf16-pure: weights (and, in `_run`, inputs) in bfloat16; fp32 and bf16 autocast keep float32 weights.
         self._dtype = torch.bfloat16 if config.precision == "bf16-pure" else torch.float32
         self.video_backbone = video.to(self.device, self._dtype)
         self.audio_backbone = audio.to(self.device, self._dtype)
-        if not config.full_tokens:  # fails here rather than on the first clip
+        if not config.full_tokens and video.grid is not None:  # fails here rather than on the first clip
             tokens.pool_video_tokens(torch.zeros(1, 1 + math.prod(video.grid), 1), video.grid,
                                      config.tokens.video_pooled_grid)
+        if not config.full_tokens and audio.grid is not None:
             tokens.pool_audio_tokens(torch.zeros(1, 2 + math.prod(audio.grid), 1), audio.grid,
                                      config.tokens.audio_pooled_time)
         self._clips_per_batch = max(1, config.batch_views // config.video.views)
@@ -175,7 +175,14 @@ class ClipExtractor:
     def token_layout(self) -> TokenLayout:
         """Shapes of `ClipTokens` and the grids behind them (recorded in the store)."""
         cfg = self.config
-        video_grid, audio_grid = tuple(self.video_backbone.grid), tuple(self.audio_backbone.grid)
+        video_grid, audio_grid = self.video_backbone.grid, self.audio_backbone.grid
+        if video_grid is None:  # CLIP / CLAP: one vector per view and per clip, no grid, no classifier
+            return TokenLayout(
+                views=cfg.video.views, video_tokens=1, video_dim=self.video_backbone.width, audio_tokens=1,
+                audio_dim=self.audio_backbone.width, kinetics_classes=0, crops=cfg.video.crops,
+                temporal_views=cfg.video.temporal_views, full_tokens=cfg.full_tokens,
+            )
+        video_grid, audio_grid = tuple(video_grid), tuple(audio_grid)
         video_kept = video_grid if cfg.full_tokens else tuple(cfg.tokens.video_pooled_grid)
         audio_kept = audio_grid if cfg.full_tokens else (audio_grid[0], cfg.tokens.audio_pooled_time)
         return TokenLayout(
@@ -262,7 +269,8 @@ class ClipExtractor:
         """A clip's views from its pixels on the device: made already (CPU decode worker), or from its frames."""
         if clip.views is not None:
             return pixels
-        return views.make_views(pixels, clip.frame_index, self.config.video, mvit.VIDEO_MEAN, mvit.VIDEO_STD)
+        return views.make_views(pixels, clip.frame_index, self.config.video,
+                                *backbones.pixel_statistics(self.config.video))
 
     def _run(self, forward: Callable, batch: torch.Tensor, size: int):
         """Run one backbone (under autocast when bf16, on a bfloat16 batch when bf16-pure); with torch.compile, pad
@@ -277,7 +285,7 @@ class ClipExtractor:
     def _keep_video(self, video_tokens: torch.Tensor) -> torch.Tensor:
         """Shapes: (B, 1 + T*H*W, D) -> (B, Nv, D) float16, still on the device."""
         video_tokens = video_tokens.float()
-        if not self.config.full_tokens:
+        if not self.config.full_tokens and self.video_backbone.grid is not None:
             video_tokens = tokens.pool_video_tokens(video_tokens, self.video_backbone.grid,
                                                     self.config.tokens.video_pooled_grid)
         return video_tokens.half()
@@ -285,7 +293,7 @@ class ClipExtractor:
     def _keep_audio(self, audio_tokens: torch.Tensor) -> torch.Tensor:
         """Shapes: (B, 2 + F*T, D) -> (B, Na, D) float16, still on the device."""
         audio_tokens = audio_tokens.float()
-        if not self.config.full_tokens:
+        if not self.config.full_tokens and self.audio_backbone.grid is not None:
             audio_tokens = tokens.pool_audio_tokens(audio_tokens, self.audio_backbone.grid,
                                                     self.config.tokens.audio_pooled_time)
         return audio_tokens.half()

@@ -16,9 +16,9 @@ from torch import nn
 
 from common.errors import InputError
 
-__all__ = ["read_state_dict", "sha256_file", "load_strict", "weights_file", "load_failure"]
+__all__ = ["HF_FILES", "read_state_dict", "sha256_file", "load_strict", "weights_file", "load_failure"]
 
-_HF_FILES = ("model.safetensors", "pytorch_model.bin")
+HF_FILES = ("model.safetensors", "pytorch_model.bin")
 _WRAPPER_KEYS = ("model", "state_dict", "model_state")
 
 
@@ -30,10 +30,10 @@ def weights_file(path: Path) -> Path:
     """
     path = Path(path)
     if path.is_dir():
-        for name in _HF_FILES:
+        for name in HF_FILES:
             if (path / name).is_file():
                 return path / name
-        raise FileNotFoundError(f"{path}: folder without {' or '.join(_HF_FILES)}")
+        raise FileNotFoundError(f"{path}: folder without {' or '.join(HF_FILES)}")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weights file not found")
     return path

@@ -64,10 +64,11 @@ class RunnerConfig:
     scheduler: str | None = setting(None, affects_result=False,
                                     help="Address of an existing Dask scheduler to run on (multi-node).")
     video_weights: Path | None = setting(None,
-                                         help="MViT-v2-S weights in torchvision format (default: the torch hub cache).")
+                                         help="MViT-v2-S weights in torchvision format (default: the torch hub "
+                                              "cache), or for the clipclap profile an HF CLIP model folder or file.")
     audio_weights: Path | None = setting(None,
                                          help="AST weights (file or HF model folder): original AST, HF transformers, "
-                                              "or timm DeiT-base-384.")
+                                              "or timm DeiT-base-384; for the clipclap profile HF CLAP weights.")
     retry_failed: bool = setting(False,
                                  help="Also retry clips that failed in an earlier run (pending clips are always "
                                       "retried).")

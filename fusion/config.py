@@ -211,8 +211,8 @@ class TrainConfig:
                              "folder.")
     fusion: FusionConfig = setting(factory=FusionConfig)
     embeddings: str = setting("glove-6b-50d",
-                              help="Class-name embeddings: glove-6b-50d, word2vec:PATH, fasttext:PATH, avca:ucf|... "
-                                   "(text.class_embeddings).")
+                              help="Class-name embeddings: glove-6b-50d, word2vec:PATH, fasttext:PATH, avca:ucf|..., "
+                                   "clip:PATH, clap:PATH, clipclap:CLIP_PATH,CLAP_PATH (text.class_embeddings).")
     name_map: Path | None = setting(None, help="CSV original,manual: class names rewritten before embedding.")
     missing: str = setting("error", choices=("error", "skip"),
                            help="Words the vectors lack: error lists them all, skip drops them from their names.")

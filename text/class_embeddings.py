@@ -12,6 +12,12 @@ Sources (the `spec` string names one; it is recorded with every run):
   `sentence:PATH`: any local sentence-transformers model folder (`text.sentence_encoder`). The whole name
   (after the name map; `class_name_sentence`: "ApplyEyeMakeup" -> "Apply Eye Makeup") is encoded as one
   sentence: no word averaging, no spelling map, no missing words.
+- `clip:PATH`, `clap:PATH`, `clipclap:CLIP_PATH,CLAP_PATH` (and `clip-vggsound:`, `clap-vggsound:`,
+  `clipclap-vggsound:`): the text towers of CLIP and CLAP (transformers; model folders with their tokenizer) over
+  ClipClap-GZSL's prompt templates and ensembling (`text.prompt_towers`: "person" templates for UCF101 and
+  ActivityNet, the `-vggsound` set for VGGSound); `clipclap` concatenates the two unit vectors, CLIP first, as
+  ClipClap-GZSL does (norm sqrt(2): `normalise` rescales the whole). The name is written as a sentence
+  (`class_name_sentence`) into each template.
 - `avca:ucf|activitynet|vggsound`: the 300-d tables shipped in `data/avgzsl/class_embeddings` (`AVCA_TABLES`;
   fastText wiki.en phrase vectors). The dataset's `*_w2v_class_names.csv` (original -> manual name) applies
   automatically, so names of `all_class.txt` and of the split files resolve. Each class gets the row of its own
@@ -65,7 +71,8 @@ _DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 # are not in GloVe 6B. The glove-6b-50d source applies it after the user's name map.
 GLOVE_SPELLING_MAP = _DATA_DIR / "name_maps" / "glove6b_spelling.csv"
 _KINETICS400_LABELS = _DATA_DIR / "classlists" / "kinetics400.txt"  # read here: imports never flow back to curate
-_KINDS_WITH_PATH = ("word2vec", "fasttext", "fasttext-phrase", "sentence")
+_PROMPT_KINDS = ("clip", "clap", "clipclap", "clip-vggsound", "clap-vggsound", "clipclap-vggsound")
+_KINDS_WITH_PATH = ("word2vec", "fasttext", "fasttext-phrase", "sentence", *_PROMPT_KINDS)
 _MISSING_MODES = ("error", "skip")
 
 
@@ -125,10 +132,12 @@ class EmbeddingSpec:
     """Which embedding source, and how names become vectors.
 
     `parse` builds one from the spec string (`glove-6b-50d`, `word2vec:PATH`, `fasttext:PATH`,
-    `fasttext-phrase:PATH`, `minilm`, `sentence:PATH`, `avca:ucf|activitynet|vggsound`).
+    `fasttext-phrase:PATH`, `minilm`, `sentence:PATH`, `clip:PATH`, `clap:PATH`, `clipclap:CLIP_PATH,CLAP_PATH`
+    (each also with `-vggsound`), `avca:ucf|activitynet|vggsound`).
     """
 
-    kind: str  # "glove-6b-50d", "word2vec", "fasttext", "fasttext-phrase", "minilm", "sentence" or "avca"
+    kind: str  # "glove-6b-50d", "word2vec", "fasttext", "fasttext-phrase", "minilm", "sentence", "clip", "clap",
+    # "clipclap" (or one of those three with "-vggsound": ClipClap's VGGSound templates) or "avca"
     argument: str = ""  # the file or folder (word2vec / fasttext / sentence), the table (avca); "" otherwise
     name_map: Path | None = None  # CSV `original,manual[,...]` applied to every name before embedding
     normalise: bool = False  # L2-normalise each name's vector (after averaging); the paper uses raw vectors;
@@ -144,6 +153,9 @@ class EmbeddingSpec:
             raise InputError(f"embedding source {self.kind!r} takes no argument, got {self.argument!r}")
         if self.kind in _KINDS_WITH_PATH and not self.argument:
             raise InputError(f"embedding source {self.kind!r} needs a file: write {self.kind}:PATH")
+        if self.kind.startswith("clipclap") and len(self.prompt_towers) != 2:
+            raise InputError(f"embedding source {self.kind!r} needs two model folders: write "
+                             f"{self.kind}:CLIP_PATH,CLAP_PATH, got {self.argument!r}")
         if self.kind == "avca":
             if self.argument not in AVCA_TABLES:
                 raise InputError(f"unknown AVCA table {self.argument!r}; expected avca:{'|'.join(AVCA_TABLES)}")
@@ -185,6 +197,16 @@ class EmbeddingSpec:
     def embeds_any_name(self) -> bool:
         """Whether any class name can be embedded (word vectors), or only the names of one table."""
         return not self.is_table
+
+    @property
+    def prompt_towers(self) -> list[tuple[str, str]]:
+        """(tower kind, model folder) of a CLIP / CLAP source, CLIP first; [] for the other sources."""
+        if self.kind not in _PROMPT_KINDS:
+            return []
+        tower = self.kind.removesuffix("-vggsound")
+        kinds = ("clip", "clap") if tower == "clipclap" else (tower,)
+        folders = [part.strip() for part in self.argument.split(",")] if tower == "clipclap" else [self.argument]
+        return list(zip(kinds, folders, strict=False)) if len(folders) == len(kinds) else []
 
     @property
     def text(self) -> str:
@@ -482,7 +504,9 @@ def load_embedding_source(
 
     Args:
         spec: `glove-6b-50d` (default), `word2vec:PATH`, `fasttext:PATH`, `fasttext-phrase:PATH`, `minilm`,
-            `sentence:PATH` (a sentence-transformers model folder) or `avca:ucf|activitynet|vggsound`.
+            `sentence:PATH` (a sentence-transformers model folder), `clip:PATH`, `clap:PATH`,
+            `clipclap:CLIP_PATH,CLAP_PATH` (HF model folders; `-vggsound` for ClipClap's VGGSound templates) or
+            `avca:ucf|activitynet|vggsound`.
         name_map: CSV `original,manual` applied (case-insensitively) to every name before it is embedded.
         normalise: L2-normalise each name's vector. Must be True for the avca tables (stored normalised).
         missing: "error" raises `MissingWordsError` listing every missing word; "skip" embeds a name from its
@@ -500,6 +524,11 @@ def load_embedding_source(
         raise FileNotFoundError(f"name map {config.name_map} does not exist (expected a CSV original,manual)")
     if config.kind == "avca":
         return _TableSource(config)
+    if config.prompt_towers:
+        from text.prompt_towers import PromptSource, text_tower
+
+        towers = [text_tower(kind, folder) for kind, folder in config.prompt_towers]
+        return PromptSource(config, towers, "vggsound" if config.kind.endswith("-vggsound") else "person")
     if config.kind in ("minilm", "sentence"):
         from text import sentence_encoder
 
