@@ -320,19 +320,21 @@ def extract_command(videos: Path, out: Path, crops: str | None, clips_per_block:
 @cli.command("inspect")
 @click.argument("store", type=ANY_PATH)
 @click.option("--json", "as_json", is_flag=True, help="Print the full summary as JSON (for scripts).")
+@click.option("--disk-usage", is_flag=True, help="Also add up the size of every file of the store (slow when large).")
 @_user_errors
-def inspect_command(store: Path, as_json: bool) -> None:
+def inspect_command(store: Path, as_json: bool, disk_usage: bool) -> None:
     """Summarise a token store: clip counts by status and split, layout, config and provenance."""
     from features.store import TokenStore
 
-    summary = TokenStore.open(store).summary()
+    summary = TokenStore.open(store).summary(disk_usage)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
     layout = summary["token_layout"]
     click.echo(f"{summary['store']}: {summary['clips']} clips: {summary['done']} done, {summary['failed']} failed, "
                f"{summary['pending']} pending; {summary['classes']} classes; "
-               f"{summary['bytes_on_disk'] / max(summary['done'], 1) / 2**10:.0f} KiB per done clip")
+               f"{summary['token_bytes'] / max(summary['done'], 1) / 2**10:.0f} KiB of tokens per done clip"
+               + (f", {summary['bytes_on_disk'] / 2**30:.2f} GiB on disk" if disk_usage else ""))
     click.echo(f"video tokens (V, Nv, Dv) = ({layout['V']}, {layout['Nv']}, {layout['Dv']}), audio tokens "
                f"(Na, Da) = ({layout['Na']}, {layout['Da']}); profile {summary['extract_config'].get('profile')}")
     for split, counts in summary["splits"].items():

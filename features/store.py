@@ -10,6 +10,7 @@ Layout (n = clips; V, Nv, Dv, Na, Da, K from the group's `token_layout` attribut
 | `failure_reason` | string | (n,) | one block |
 | `has_audio` | bool | (n,) | one block |
 | `audio_frames` | int32 | (n,) | one block |
+| `kinetics_class` (s_v, -1 until done; absent when K = 0 and in stores made before it) | int16 | (n,) | one block |
 | `video_tokens` | float16 | (n, V, Nv, Dv) | one clip (one block per shard with `shard_blocks`) |
 | `audio_tokens` | float16 | (n, Na, Da) | one clip (idem) |
 | `kinetics_logits` (absent when K = 0) | float32 | (n, V, K) | one clip (idem) |
@@ -33,16 +34,13 @@ clip and the array, never zeros; `extract` makes such clips pending and extracts
 
 from __future__ import annotations
 
-import datetime
 import functools
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
 import re
 import shutil
-import subprocess
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,10 +54,11 @@ from common.errors import InputError
 from common.files import sibling_temporary
 from common.media import Segment
 from common.names import canonical_name, canonical_name_array
-from extract.outputs import ClipTokens, TokenLayout
+from extract.outputs import ClipTokens, TokenLayout, kinetics_class
 from features.chunks import ClipChunks, is_raw_per_clip, write_raw_chunks
 from features.config import StoreConfig
 from features.manifest import ManifestRow
+from features.provenance import code_version, now_utc, package_versions
 
 __all__ = [
     "PENDING",
@@ -86,6 +85,9 @@ _META_ARRAYS = ("clip_id", "path", "label", "split")
 _SEGMENT_ARRAYS = ("segment_start_s", "segment_end_s")  # absent in stores of whole files made before segments
 # Seconds decoded of a partial clip (NaN: the whole clip); absent in stores made before partial clips were kept.
 _DECODED_ARRAY = "decoded_s"
+# s_v per clip (`extract.outputs.kinetics_class`), written with the clip's logits: training reads one array instead of
+# every clip's logits.
+_KINETICS_CLASS_ARRAY = "kinetics_class"
 
 
 class StoreError(InputError):
@@ -124,6 +126,7 @@ class TokenStore:
         self.segment_bounds = (np.stack([np.asarray(group[name][:]) for name in _SEGMENT_ARRAYS], axis=1)
                                if _SEGMENT_ARRAYS[0] in group else np.full((self.num_clips, 2), np.nan))  # (n, 2)
         self.fields = tuple(_token_arrays(self.token_layout)) + tuple(_SMALL_ARRAYS)
+        self.scalar_fields = tuple(_SMALL_ARRAYS)  # one value per clip: a reader reads them once, not per batch
         token_arrays = {name: group[name] for name in _token_arrays(self.token_layout)}
         self._raw_chunk_dirs = {name: path / name / "c" for name, array in token_arrays.items()
                                 if is_raw_per_clip(array)}
@@ -131,6 +134,7 @@ class TokenStore:
         # Array handles, opened once: opening one reads its zarr.json, which cost more than a batch's write of it.
         self._arrays: dict[str, zarr.Array] = {}
         self._has_decoded = _DECODED_ARRAY in group
+        self._has_kinetics_class = _KINETICS_CLASS_ARRAY in group
 
     # --- creation and opening ---------------------------------------------------------------------------
 
@@ -180,6 +184,8 @@ class TokenStore:
         group.create_array("failure_reason", shape=(n,), dtype=str, chunks=(block,), fill_value="")
         for name, (dtype, _) in _SMALL_ARRAYS.items():
             group.create_array(name, shape=(n,), dtype=dtype, chunks=(block,), fill_value=0)
+        if token_layout.kinetics_classes:
+            group.create_array(_KINETICS_CLASS_ARRAY, shape=(n,), dtype="int16", chunks=(block,), fill_value=-1)
         compressors = (zarr.codecs.ZstdCodec(level=store_config.compression_level),
                        ) if store_config.compressor == "zstd" else None
         for name, (dtype, clip_shape) in _token_arrays(token_layout).items():
@@ -249,6 +255,14 @@ class TokenStore:
             return np.full(self.num_clips, np.nan)
         return np.asarray(self._group[_DECODED_ARRAY][:])
 
+    def kinetics_classes(self, indices: Sequence[int] | np.ndarray) -> np.ndarray | None:
+        """s_v of clips (`extract.outputs.kinetics_class` of their logits, recorded at extraction; -1: not done):
+        (len(indices),) int64. None for a store without it (no Kinetics logits, or made before it was recorded)."""
+        if not self._has_kinetics_class:
+            return None
+        index = np.asarray(indices, dtype=np.int64)
+        return np.asarray(self._group[_KINETICS_CLASS_ARRAY][:])[index].astype(np.int64)
+
     def segments(self, indices: Sequence[int] | np.ndarray) -> list[Segment | None]:
         """The segment of the file that each clip is (None: the whole file)."""
         return [None if np.isnan(start) else Segment(float(start), float(end))
@@ -307,6 +321,9 @@ class TokenStore:
             raise StoreError(f"{self.path}: made before partial clips were kept, it cannot record one; extract "
                              "into a new store, or set `strict_media=True` to fail such files")
         self._set("audio_frames", index, np.array([int(t.audio_frames) for t in tokens], dtype=np.int32))
+        if self._has_kinetics_class:
+            self._set(_KINETICS_CLASS_ARRAY, index,
+                      kinetics_class(np.stack([t.kinetics_logits for t in tokens])).astype(np.int16))
         # Status last: a clip is done only once its data is on disk. Only a clip that failed before has a reason
         # to clear (a string array's read-modify-write is the dearest of these writes).
         status = self._array("status")
@@ -457,8 +474,13 @@ class TokenStore:
             must &= np.asarray(self._array("has_audio").get_orthogonal_selection((index,)))
         return must
 
-    def summary(self) -> dict:
-        """A JSON-able summary for people and scripts (`cli.py inspect`)."""
+    def summary(self, disk_usage: bool = False) -> dict:
+        """A JSON-able summary for people and scripts (`cli.py inspect`).
+
+        Sizes come from the metadata (`token_bytes`: the done clips' tokens as stored uncompressed); `disk_usage`
+        also walks every file of the store for `bytes_on_disk` (None without it), which at 175k clips in one
+        file per clip took most of a minute.
+        """
         counts = self.counts()
         status = self.status
         splits = {}
@@ -492,7 +514,9 @@ class TokenStore:
                                 "reason": str(reasons[i])} for i in failed[:_FIRST_FAILURES]],
             "classes": len(set(self.labels.tolist()) - {""}),
             "splits": splits,
-            "bytes_on_disk": _folder_bytes(self.path),
+            "token_bytes": int(done.size) * sum(int(np.prod(shape)) * np.dtype(dtype).itemsize
+                                                for dtype, shape in _token_arrays(self.token_layout).values()),
+            "bytes_on_disk": _folder_bytes(self.path) if disk_usage else None,
             "token_layout": self.token_layout.to_dict(),
             "extract_config": self.extract_config,
             "store_config": self.store_config.to_dict(),
@@ -573,28 +597,3 @@ def open_dask_arrays(path: str | Path) -> dict[str, Any]:
 
     store = TokenStore.open(path)
     return {name: da.from_zarr(store._group[name]) for name in (*_META_ARRAYS, "status", *store.fields)}
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of the packages that shape the tokens (recorded in every store's provenance)."""
-    versions = {}
-    for name in ("torch", "torchvision", "torchaudio", "timm", "av", "zarr", "numpy"):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
-def code_version() -> str:
-    """`git describe` of this checkout ("unknown" outside git), recorded in provenance."""
-    try:
-        result = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=Path(__file__).parent,
-                                capture_output=True, text=True, timeout=10, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return result.stdout.strip() or "unknown"
-
-
-def now_utc() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

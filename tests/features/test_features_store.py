@@ -11,7 +11,7 @@ import zarr
 from click.testing import CliRunner
 
 from cli import cli
-from extract.outputs import TokenLayout
+from extract.outputs import TokenLayout, kinetics_class
 from features.chunks import DamagedClipError
 from features.config import StoreConfig
 from features.lease import StoreLease, lease_path
@@ -123,7 +123,9 @@ def test_summary_is_json(tmp_path):
     assert (summary["clips"], summary["done"], summary["pending"], summary["failed"]) == (4, 1, 3, 0)
     assert summary["splits"]["unseen"]["done"] == 1
     assert summary["extract_config"] == {"profile": "p"} and summary["provenance"] == {"video": "random-init"}
-    assert summary["bytes_on_disk"] > 0
+    assert summary["token_bytes"] == sum(np.asarray(v).nbytes for k, v in vars(_tokens(0)).items()
+                                         if k.endswith(("_tokens", "_logits")))
+    assert summary["bytes_on_disk"] is None and store.summary(disk_usage=True)["bytes_on_disk"] > 0
 
 
 def test_partial_clips_are_recorded_and_older_stores_say_they_cannot(tmp_path):
@@ -291,3 +293,16 @@ def test_a_store_name_as_long_as_the_file_system_allows(tmp_path):
         assert json.loads(lease_path(path).read_text())["heartbeat"] > lease.holder.heartbeat
     assert TokenStore.open(path).counts()["done"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no lease, staging or temporary file left
+
+
+def test_kinetics_class_is_recorded_with_the_logits(tmp_path):
+    store = TokenStore.create(tmp_path / "s.zarr", _clips(4), LAYOUT, {}, {})
+    tokens = [_tokens(seed) for seed in (5, 6)]
+    store.write_clips([3, 1], tokens)
+    expected = kinetics_class(np.stack([t.kinetics_logits for t in tokens]))
+    assert TokenStore.open(tmp_path / "s.zarr").kinetics_classes([3, 1, 0]).tolist() == [*expected.tolist(), -1]
+    del zarr.open_group(str(tmp_path / "s.zarr"), mode="r+")["kinetics_class"]  # as made before it was recorded
+    assert TokenStore.open(tmp_path / "s.zarr").kinetics_classes([3]) is None
+    no_logits = TokenStore.create(tmp_path / "k0.zarr", _clips(2), dataclasses.replace(LAYOUT, kinetics_classes=0),
+                                  {}, {})
+    assert no_logits.kinetics_classes([0]) is None
