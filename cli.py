@@ -336,7 +336,8 @@ def inspect_command(store: Path, as_json: bool, disk_usage: bool) -> None:
                f"{summary['token_bytes'] / max(summary['done'], 1) / 2**10:.0f} KiB of tokens per done clip"
                + (f", {summary['bytes_on_disk'] / 2**30:.2f} GiB on disk" if disk_usage else ""))
     click.echo(f"video tokens (V, Nv, Dv) = ({layout['V']}, {layout['Nv']}, {layout['Dv']}), audio tokens "
-               f"(Na, Da) = ({layout['Na']}, {layout['Da']}); profile {summary['extract_config'].get('profile')}")
+               f"(Na, Da) = ({layout['Na']}, {layout['Da']}); profile {summary['extract_config'].get('profile')}; "
+               f"layout: {summary['layout']}")
     for split, counts in summary["splits"].items():
         click.echo(f"  split {split}: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
     click.echo(f"{summary['partial']} partial, {summary['no_audio']} without audio; failed: " + (", ".join(

@@ -11,14 +11,20 @@ Layout (n = clips; V, Nv, Dv, Na, Da, K from the group's `token_layout` attribut
 | `has_audio` | bool | (n,) | one block |
 | `audio_frames` | int32 | (n,) | one block |
 | `kinetics_class` (s_v, -1 until done; absent when K = 0 and in stores made before it) | int16 | (n,) | one block |
-| `video_tokens` | float16 | (n, V, Nv, Dv) | one clip (one block per shard with `shard_blocks`) |
-| `audio_tokens` | float16 | (n, Na, Da) | one clip (idem) |
-| `kinetics_logits` (absent when K = 0) | float32 | (n, V, K) | one clip (idem) |
+| `video_tokens` | float16 | (n, V, Nv, Dv) | one clip, in one shard file per block (`shard_blocks`) |
+| `audio_tokens` | float16 | (n, Na, Da) | idem |
+| `kinetics_logits` (absent when K = 0) | float32 | (n, V, K) | idem |
+
+Files: with `shard_blocks` (the default) a store holds about 9 files per block of `clips_per_block` clips, named
+`<array>/c.<block>...` (no folder per chunk). Stores made before it hold one file per clip and token array
+(`<array>/c/<clip>/0/0...`, `shard_blocks=False`): they are read and resumed as they are (`layout` names which).
 
 Safety: every per-clip array is chunked so that a block of `clips_per_block` clips never shares a chunk or
 shard with another block, and the runner gives each block to exactly one writer (two writers on one shard
-lose data). Zarr's local store writes each chunk to a temporary file and renames it, so a killed writer
-leaves either the old or the new chunk. A clip's status becomes "done" only after its tokens are written.
+lose data). A shard is written whole, renamed into place (`features.shards`): its clips wait in a temporary file
+beside it until their block is finished (`stage_clips`, `commit_staged`), so a killed writer leaves the old shard
+and redoes the unfinished block's clips. Zarr's local store, and `features.chunks` for one-clip chunk files, write
+each chunk to a temporary file and rename it. A clip's status becomes "done" only after its tokens are in place.
 The store itself is created in a temporary folder and renamed into place, so a half-created store never
 exists.
 
@@ -39,7 +45,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Sequence
@@ -55,10 +60,11 @@ from common.files import sibling_temporary
 from common.media import Segment
 from common.names import canonical_name, canonical_name_array
 from extract.outputs import ClipTokens, TokenLayout, kinetics_class
-from features.chunks import ClipChunks, is_raw_per_clip, write_raw_chunks
+from features.chunks import ClipChunks, is_indexed_shard, is_raw_per_clip, write_raw_chunks
 from features.config import StoreConfig
 from features.manifest import ManifestRow
 from features.provenance import code_version, now_utc, package_versions
+from features.shards import StagedShard, remove_staging
 
 __all__ = [
     "PENDING",
@@ -77,8 +83,6 @@ logger = logging.getLogger(__name__)
 
 PENDING, DONE, FAILED = 0, 1, 2
 STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
-# Failed, partial and damaged clips `summary` lists one by one (the rest are counted).
-_FIRST_FAILURES = 5
 STORE_FORMAT = "mzst-token-store"
 STORE_FORMAT_VERSION = 1
 _META_ARRAYS = ("clip_id", "path", "label", "split")
@@ -128,9 +132,14 @@ class TokenStore:
         self.fields = tuple(_token_arrays(self.token_layout)) + tuple(_SMALL_ARRAYS)
         self.scalar_fields = tuple(_SMALL_ARRAYS)  # one value per clip: a reader reads them once, not per batch
         token_arrays = {name: group[name] for name in _token_arrays(self.token_layout)}
-        self._raw_chunk_dirs = {name: path / name / "c" for name, array in token_arrays.items()
-                                if is_raw_per_clip(array)}
-        self._chunks = ClipChunks(path, self.clip_ids, token_arrays, set(self._raw_chunk_dirs), self._must_have_chunk)
+        self._raw = {name for name, array in token_arrays.items() if is_raw_per_clip(array)}  # read as plain bytes
+        self._shards = {name: array.shards[0] for name, array in token_arrays.items() if is_indexed_shard(array)}
+        self.clips_per_shard = next(iter(self._shards.values()), None)  # None: one file per clip (older stores)
+        self._chunks = ClipChunks(path, self.clip_ids, token_arrays, self._raw, self._must_have_chunk)
+        # Staged, not yet committed: (array, block start) -> its shard's temporary file; and per staged batch the
+        # clip indices with their one-value-per-clip fields.
+        self._staged_shards: dict[tuple[str, int], StagedShard] = {}
+        self._staged_values: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
         # Array handles, opened once: opening one reads its zarr.json, which cost more than a batch's write of it.
         self._arrays: dict[str, zarr.Array] = {}
         self._has_decoded = _DECODED_ARRAY in group
@@ -164,6 +173,8 @@ class TokenStore:
         _remove_stale_staging(path)
         staging = sibling_temporary(path, f"creating-{os.getpid()}")
         n, block = len(clips), store_config.clips_per_block
+        # Chunk files named c.<i>... in the array's folder: no folder per chunk (inodes are scarce on clusters).
+        keys = {"chunk_key_encoding": {"name": "default", "separator": "."}} if store_config.shard_blocks else {}
         group = zarr.open_group(str(staging), mode="w-", zarr_format=3, attributes={
             "format": STORE_FORMAT,
             "format_version": STORE_FORMAT_VERSION,
@@ -179,20 +190,21 @@ class TokenStore:
             column[:] = values
         for name, values in zip(_SEGMENT_ARRAYS, _segment_columns(clips), strict=True):
             group.create_array(name, shape=(n,), dtype="float64", chunks=(n,), fill_value=np.nan)[:] = values
-        group.create_array(_DECODED_ARRAY, shape=(n,), dtype="float64", chunks=(block,), fill_value=np.nan)
-        group.create_array("status", shape=(n,), dtype="uint8", chunks=(block,), fill_value=PENDING)
-        group.create_array("failure_reason", shape=(n,), dtype=str, chunks=(block,), fill_value="")
+        group.create_array(_DECODED_ARRAY, shape=(n,), dtype="float64", chunks=(block,), fill_value=np.nan, **keys)
+        group.create_array("status", shape=(n,), dtype="uint8", chunks=(block,), fill_value=PENDING, **keys)
+        group.create_array("failure_reason", shape=(n,), dtype=str, chunks=(block,), fill_value="", **keys)
         for name, (dtype, _) in _SMALL_ARRAYS.items():
-            group.create_array(name, shape=(n,), dtype=dtype, chunks=(block,), fill_value=0)
+            group.create_array(name, shape=(n,), dtype=dtype, chunks=(block,), fill_value=0, **keys)
         if token_layout.kinetics_classes:
-            group.create_array(_KINETICS_CLASS_ARRAY, shape=(n,), dtype="int16", chunks=(block,), fill_value=-1)
+            group.create_array(_KINETICS_CLASS_ARRAY, shape=(n,), dtype="int16", chunks=(block,), fill_value=-1,
+                               **keys)
         compressors = (zarr.codecs.ZstdCodec(level=store_config.compression_level),
                        ) if store_config.compressor == "zstd" else None
         for name, (dtype, clip_shape) in _token_arrays(token_layout).items():
             group.create_array(
                 name, shape=(n, *clip_shape), dtype=dtype, chunks=(1, *clip_shape), fill_value=0,
                 shards=(block, *clip_shape) if store_config.shard_blocks else None, compressors=compressors,
-                dimension_names=("clip", *_DIMENSION_NAMES[name]),
+                dimension_names=("clip", *_DIMENSION_NAMES[name]), **keys,
             )
         os.replace(staging, path)
         logger.info("created store %s: %d clips, layout %s", path, n, token_layout)
@@ -290,7 +302,7 @@ class TokenStore:
     # --- writes (runner only) ---------------------------------------------------------------------------
 
     def write_clips(self, indices: Sequence[int], clip_tokens: Sequence[ClipTokens]) -> None:
-        """Write the tokens of clips, then mark them done.
+        """Write the tokens of clips, then mark them done (`stage_clips` then `commit_staged`).
 
         Args:
             indices: clip indices, all inside one block (the caller's block).
@@ -299,37 +311,81 @@ class TokenStore:
         Raises:
             ValueError: a shape or dtype that does not match the store's token layout.
         """
+        self.stage_clips(indices, clip_tokens)
+        self.commit_staged()
+
+    @property
+    def stages_blocks(self) -> bool:
+        """Whether written clips wait for `commit_staged` to rewrite their shards: commit once per block, not per
+        batch (each commit rewrites the shard whole)."""
+        return bool(self._shards)
+
+    def stage_clips(self, indices: Sequence[int], clip_tokens: Sequence[ClipTokens]) -> None:
+        """Write the tokens of clips (of one block), done only at `commit_staged`: in a sharded store they wait in
+        their shards' temporary files, so that a killed writer never leaves a shard half-written."""
         self._check_writable()
         if len(indices) != len(clip_tokens):
             raise ValueError(f"{len(indices)} indices for {len(clip_tokens)} clips")
-        if not indices:
+        if not len(indices):
             return
         order = np.argsort(indices)
         index = np.asarray(indices, dtype=np.int64)[order]
         tokens = [clip_tokens[i] for i in order]
-        for name, (dtype, clip_shape) in _token_arrays(self.token_layout).items():
-            values = [_checked(getattr(t, name), dtype, clip_shape, name, self.path) for t in tokens]
-            if name in self._raw_chunk_dirs:
-                write_raw_chunks(self._raw_chunk_dirs[name], index, values)
-            else:
-                self._set(name, index, np.stack(values))  # (k, *clip_shape)
-        self._set("has_audio", index, np.array([bool(t.has_audio) for t in tokens]))
         decoded = np.array([np.nan if getattr(t, "decoded_s", None) is None else t.decoded_s for t in tokens])
-        if self._has_decoded:
-            self._set(_DECODED_ARRAY, index, decoded)
-        elif not np.isnan(decoded).all():
+        if not self._has_decoded and not np.isnan(decoded).all():
             raise StoreError(f"{self.path}: made before partial clips were kept, it cannot record one; extract "
                              "into a new store, or set `strict_media=True` to fail such files")
-        self._set("audio_frames", index, np.array([int(t.audio_frames) for t in tokens], dtype=np.int32))
-        if self._has_kinetics_class:
-            self._set(_KINETICS_CLASS_ARRAY, index,
-                      kinetics_class(np.stack([t.kinetics_logits for t in tokens])).astype(np.int16))
-        # Status last: a clip is done only once its data is on disk. Only a clip that failed before has a reason
-        # to clear (a string array's read-modify-write is the dearest of these writes).
-        status = self._array("status")
-        if (np.asarray(status.get_orthogonal_selection((index,))) == FAILED).any():
-            self._set("failure_reason", index, np.array([""] * len(index), dtype=object))
-        self._set("status", index, np.full(len(index), DONE, dtype=np.uint8))
+        values = {"has_audio": np.array([bool(t.has_audio) for t in tokens]),
+                  "audio_frames": np.array([int(t.audio_frames) for t in tokens], dtype=np.int32)}
+        if self._has_decoded:
+            values[_DECODED_ARRAY] = decoded
+        for name, (dtype, clip_shape) in _token_arrays(self.token_layout).items():
+            arrays = [_checked(getattr(t, name), dtype, clip_shape, name, self.path) for t in tokens]
+            if name == "kinetics_logits" and self._has_kinetics_class:
+                values[_KINETICS_CLASS_ARRAY] = kinetics_class(np.stack(arrays)).astype(np.int16)
+            if name in self._shards:
+                self._stage_in_shard(name, index, arrays)
+            elif name in self._raw:
+                write_raw_chunks(str(self.path / name / "c"), index, arrays)
+            else:
+                self._set(name, index, np.stack(arrays))  # (k, *clip_shape)
+        self._staged_values.append((index, values))
+
+    def _stage_in_shard(self, name: str, index: np.ndarray, arrays: list[np.ndarray]) -> None:
+        per_shard = self._shards[name]
+        codecs = self._group[name].metadata.codecs[0].codecs  # the sharding codec's chunk codecs
+        level = next((codec.level for codec in codecs if isinstance(codec, zarr.codecs.ZstdCodec)), None)
+        for clip, values in zip(index.tolist(), arrays, strict=True):
+            block = clip // per_shard * per_shard
+            if (name, block) not in self._staged_shards:
+                self._staged_shards[name, block] = StagedShard(self._chunks.file(name, clip), per_shard, level)
+            self._staged_shards[name, block].add(clip - block, values)
+
+    def commit_staged(self) -> None:
+        """Put the staged clips' shards in place whole, then record the clips' values and mark them done."""
+        for shard in self._staged_shards.values():
+            shard.commit()
+        self._staged_shards.clear()
+        staged, self._staged_values = self._staged_values, []
+        for index, values in staged:
+            for name, column in values.items():
+                self._set(name, index, column)
+            # Status last: a clip is done only once its data is on disk. Only a clip that failed before has a
+            # reason to clear (a string array's read-modify-write is the dearest of these writes).
+            if (np.asarray(self._array("status").get_orthogonal_selection((index,))) == FAILED).any():
+                self._set("failure_reason", index, np.array([""] * len(index), dtype=object))
+            self._set("status", index, np.full(len(index), DONE, dtype=np.uint8))
+
+    def abandon_staged(self) -> None:
+        """Drop the staged clips (they stay as they were: pending, or done with their earlier data)."""
+        for shard in self._staged_shards.values():
+            shard.abandon()
+        self._staged_shards.clear()
+        self._staged_values = []
+
+    def remove_staging(self) -> int:
+        """Delete shards' temporary files left by killed writers; only while no writer runs (under the lease)."""
+        return remove_staging([self.path / name for name in self._shards])
 
     def relocate(self, paths: Sequence[Path], source: str) -> int:
         """Point the clips at the files' new places (the same clips, moved with their data folder).
@@ -417,7 +473,7 @@ class TokenStore:
         out = {}
         for name in fields:
             array = self._group[name]
-            if name in self._raw_chunk_dirs:
+            if name in self._raw:
                 values = self._chunks.read_raw(name, unique, array.shape[1:], np.dtype(array.dtype).newbyteorder("<"))
             elif name in self._chunks.expected_bytes:
                 values = self._chunks.read_decoded(name, array, unique)
@@ -443,7 +499,7 @@ class TokenStore:
         if index.size and (index.min() < 0 or index.max() >= self.num_clips or view.min() < 0
                            or view.max() >= array.shape[1]):
             raise ValueError(f"{self.path}: clip index or view out of range for {name} {array.shape}")
-        if name not in self._raw_chunk_dirs:
+        if name not in self._raw:
             return self.read(index, [name])[name][np.arange(index.size), view]  # (B, V, ...) -> (B, ...)
         return self._chunks.read_raw_views(name, index, view, array.shape[2:], np.dtype(array.dtype).newbyteorder("<"))
 
@@ -475,66 +531,14 @@ class TokenStore:
         return must
 
     def summary(self, disk_usage: bool = False) -> dict:
-        """A JSON-able summary for people and scripts (`cli.py inspect`).
+        """A JSON-able summary for people and scripts (`cli.py inspect`, `features.summary`)."""
+        from features.summary import store_summary
 
-        Sizes come from the metadata (`token_bytes`: the done clips' tokens as stored uncompressed); `disk_usage`
-        also walks every file of the store for `bytes_on_disk` (None without it), which at 175k clips in one
-        file per clip took most of a minute.
-        """
-        counts = self.counts()
-        status = self.status
-        splits = {}
-        for split in sorted(set(self.splits.tolist())):
-            mask = self.splits == split
-            splits[split or "(none)"] = {name: int(((status == code) & mask).sum())
-                                         for code, name in STATUS_NAMES.items()}
-        done = np.flatnonzero(status == DONE)
-        failed = np.flatnonzero(status == FAILED)
-        reasons = self.failure_reasons
-        by_reason: dict[str, int] = {}
-        for i in failed:
-            kind = _reason_kind(str(reasons[i]))
-            by_reason[kind] = by_reason.get(kind, 0) + 1
-        decoded_s = self.decoded_s
-        partial = np.flatnonzero((status == DONE) & ~np.isnan(decoded_s))
-        damaged = self.damaged_clips(done)
-        return {
-            "store": str(self.path),
-            "clips": self.num_clips,
-            **counts,
-            "partial": int(partial.size),
-            "first_partial": [{"clip_id": str(self.clip_ids[i]), "path": str(self.paths[i]),
-                               "decoded_s": round(float(decoded_s[i]), 3)} for i in partial[:_FIRST_FAILURES]],
-            "damaged": len(damaged),
-            "first_damaged": [{"clip_id": str(self.clip_ids[i]), "path": str(self.paths[i]), "problem": problem}
-                              for i, problem in list(damaged.items())[:_FIRST_FAILURES]],
-            "no_audio": int((~self.read(done, ["has_audio"])["has_audio"]).sum()) if done.size else 0,
-            "failed_by_reason": dict(sorted(by_reason.items(), key=lambda item: (-item[1], item[0]))),
-            "first_failures": [{"clip_id": str(self.clip_ids[i]), "path": str(self.paths[i]),
-                                "reason": str(reasons[i])} for i in failed[:_FIRST_FAILURES]],
-            "classes": len(set(self.labels.tolist()) - {""}),
-            "splits": splits,
-            "token_bytes": int(done.size) * sum(int(np.prod(shape)) * np.dtype(dtype).itemsize
-                                                for dtype, shape in _token_arrays(self.token_layout).values()),
-            "bytes_on_disk": _folder_bytes(self.path) if disk_usage else None,
-            "token_layout": self.token_layout.to_dict(),
-            "extract_config": self.extract_config,
-            "store_config": self.store_config.to_dict(),
-            "provenance": self.provenance,
-        }
+        return store_summary(self, disk_usage)
 
 
-_DIMENSION_NAMES = {
-    "video_tokens": ("view", "video_token", "video_dim"),
-    "audio_tokens": ("audio_token", "audio_dim"),
-    "kinetics_logits": ("view", "kinetics_class"),
-}
-
-
-def _reason_kind(reason: str) -> str:
-    """A failure reason without its particulars (numbers, the decoder's words in parentheses): what `inspect`
-    counts by, e.g. "video decoding failed after N frames, corrupt or truncated"."""
-    return re.sub(r"\d+(\.\d+)?", "N", re.sub(r"\s*\(.*\)\s*$", "", reason)).strip() or "(no reason recorded)"
+_DIMENSION_NAMES = {"video_tokens": ("view", "video_token", "video_dim"), "audio_tokens": ("audio_token", "audio_dim"),
+                    "kinetics_logits": ("view", "kinetics_class")}
 
 
 def _remove_stale_staging(path: Path) -> None:
@@ -561,8 +565,8 @@ def _process_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # alive, another user's
+        pass
     return True
 
 
@@ -585,10 +589,6 @@ def _checked(values: Any, dtype: str, shape: tuple[int, ...], name: str, path: P
     if array.dtype != np.dtype(dtype):
         raise InputError(f"{path}: {name} has dtype {array.dtype}, the store holds {dtype}")
     return array
-
-
-def _folder_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def open_dask_arrays(path: str | Path) -> dict[str, Any]:
