@@ -371,6 +371,24 @@ _training_options = _options(
 )
 
 
+@cli.group("store")
+def store_group() -> None:
+    """Token store maintenance."""
+
+
+@store_group.command("convert")
+@click.argument("source", type=EXISTING_DIR)
+@click.argument("out", type=NEW_DIR)
+@_field_options(StoreConfig, "clips_per_block")
+@_user_errors
+def store_convert_command(source: Path, out: Path, clips_per_block: int) -> None:
+    """Copy a store made in one file per clip into shards (same clips, values and identity; far fewer files)."""
+    from features.convert import convert_store
+
+    store = convert_store(source, out, clips_per_block)
+    click.echo(f"{out}: {store.num_clips} clips, layout {store.clips_per_shard} clips per shard; {source} is unchanged")
+
+
 @cli.command("train-fusion")
 @_field_options(TrainConfig, "store", "out", keep_base=True)
 @click.option("--config", "config_file", type=EXISTING_FILE, default=None,

@@ -375,3 +375,29 @@ def test_a_store_in_one_file_per_clip_stays_readable_and_inspect_names_its_layou
                                       [_tokens(3).video_tokens, _tokens(1).video_tokens])
         assert reopened.summary()["layout"].startswith(layout)
         assert f"layout: {layout}" in CliRunner().invoke(cli, ["inspect", str(tmp_path / name)]).output
+
+
+def test_convert_copies_an_old_store_into_shards_with_its_identity(tmp_path):
+    old = TokenStore.create(tmp_path / "old.zarr", _clips(7), LAYOUT, {"profile": "p"}, {"created": "t"},
+                            StoreConfig(clips_per_block=2, shard_blocks=False))
+    silent = SimpleNamespace(**{**vars(_tokens(5, has_audio=False)), "audio_tokens": np.zeros((5, 6), np.float16)})
+    old.write_clips([0, 1], [SimpleNamespace(**vars(_tokens(0)), decoded_s=1.5), _tokens(1)])
+    old.write_clips([5], [silent])
+    old.mark_failed([3], ["truncated"])
+    del zarr.open_group(str(tmp_path / "old.zarr"), mode="r+")["kinetics_class"]  # as made before it was recorded
+    result = CliRunner().invoke(cli, ["store", "convert", str(tmp_path / "old.zarr"), str(tmp_path / "new.zarr"),
+                                      "--clips-per-block", "4"])
+    assert result.exit_code == 0, result.output
+    before, after = TokenStore.open(tmp_path / "old.zarr"), TokenStore.open(tmp_path / "new.zarr")
+    assert after.clips_per_shard == 4 and before.clips_per_shard is None and after.identity == before.identity
+    assert after.status.tolist() == before.status.tolist() and after.failure_reasons.tolist()[3] == "truncated"
+    np.testing.assert_array_equal(after.decoded_s, before.decoded_s)
+    done = before.indices()
+    for name, values in before.read(done).items():
+        np.testing.assert_array_equal(after.read(done)[name], values)
+    expected = kinetics_class(np.stack([_tokens(i).kinetics_logits for i in (0, 1, 5)]))
+    assert after.kinetics_classes(done).tolist() == expected.tolist() and after.damaged_clips() == {}
+    assert sorted(p.name for p in (tmp_path / "new.zarr" / "video_tokens").iterdir()) == [
+        "c.0.0.0.0", "c.1.0.0.0", "zarr.json"]
+    again = CliRunner().invoke(cli, ["store", "convert", str(tmp_path / "old.zarr"), str(tmp_path / "new.zarr")])
+    assert again.exit_code != 0 and "already exists" in again.output
