@@ -94,8 +94,9 @@ class ClipChunks:
         one read of each shard's index."""
         problems: dict[int, str] = {}
         per_file, expected = self._keys[name][1], self.expected_bytes[name]
-        for block in np.unique(clips // per_file).tolist():
-            members = clips[clips // per_file == block].tolist()
+        clips = np.sort(clips)
+        for members in np.split(clips, np.flatnonzero(np.diff(clips // per_file)) + 1) if clips.size else ():
+            members = members.tolist()
             path = self.file(name, members[0])
             try:
                 entries = self._read_index(name, path)

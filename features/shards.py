@@ -128,7 +128,7 @@ def remove_staging(folders: list[Path]) -> int:
     """
     removed = 0
     for folder in folders:
-        for leftover in folder.glob(f".*{_STAGING_SUFFIX}") if folder.is_dir() else ():
+        for leftover in folder.rglob(f".*{_STAGING_SUFFIX}") if folder.is_dir() else ():
             leftover.unlink(missing_ok=True)
             removed += 1
     return removed
