@@ -58,8 +58,10 @@ class ClipChunks:
         # The exact byte size of a clip's chunk (None: compressed, no fixed size).
         self.expected_bytes = {name: int(np.prod(array.shape[1:])) * np.dtype(array.dtype).itemsize
                                if name in raw else None for name, array in arrays.items()}
-        # Shard file -> ((inode, size, mtime), its index): a shard replaced since (renamed over) is read again.
-        self._indexes: dict[str, tuple[tuple[int, int, int], np.ndarray]] = {}
+        # Shard file -> ((size, the index's checksum), its index): a shard rewritten since is read again. Not the
+        # inode and mtime: a rewritten shard can reuse a freed inode within one coarse mtime tick, and a stale index
+        # would read another clip's bytes.
+        self._indexes: dict[str, tuple[tuple[int, bytes], np.ndarray]] = {}
 
     def file(self, name: str, clip: int) -> str:
         """The file holding clip `clip` of array `name`: its chunk, or the shard of its block."""
@@ -115,7 +117,7 @@ class ClipChunks:
         return problems
 
     def _read_index(self, name: str, path: str, fd: int | None = None) -> np.ndarray:
-        """A shard's index, from the cache while the file is the one it was read from.
+        """A shard's index, from the cache while the file's size and index checksum are those it was read with.
 
         Raises:
             FileNotFoundError: no such shard. ShardIndexError: its index is damaged.
@@ -124,11 +126,11 @@ class ClipChunks:
         if own:
             fd = os.open(path, os.O_RDONLY)
         try:
-            stat = os.fstat(fd)
-            key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+            size = os.fstat(fd).st_size
+            key = (size, os.pread(fd, 4, size - 4) if size >= 4 else b"")
             cached = self._indexes.get(path)
             if cached is None or cached[0] != key:
-                cached = (key, read_index(fd, stat.st_size, self._keys[name][1]))
+                cached = (key, read_index(fd, size, self._keys[name][1]))
                 self._indexes[path] = cached
             return cached[1]
         finally:

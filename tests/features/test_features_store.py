@@ -342,11 +342,15 @@ def test_a_shard_is_rewritten_whole_and_keeps_its_other_clips(tmp_path):
     store.write_clips([0, 2], [_tokens(0), _tokens(2)])
     shard = tmp_path / "s.zarr" / "video_tokens" / "c.0.0.0.0"
     before = shard.stat().st_ino
-    store.stage_clips([1, 3], [_tokens(1), _tokens(3)])
+    reader = TokenStore.open(tmp_path / "s.zarr")  # opened before the rewrite: its cached shard index goes stale
+    np.testing.assert_array_equal(reader.read([2])["video_tokens"][0], _tokens(2).video_tokens)
+    store.stage_clips([3, 1], [_tokens(3), _tokens(1)])
     assert shard.stat().st_ino == before and store.status.tolist()[:4] == [DONE, PENDING, DONE, PENDING]
     assert TokenStore.open(tmp_path / "s.zarr").read([1])["video_tokens"].sum() == 0  # staged: not there yet
     store.commit_staged()
     assert shard.stat().st_ino != before  # a new file renamed over the old one
+    np.testing.assert_array_equal(reader.read([2, 3])["video_tokens"], [_tokens(2).video_tokens,
+                                                                        _tokens(3).video_tokens])
     assert not list((tmp_path / "s.zarr").rglob(".*writing"))
     reopened = TokenStore.open(tmp_path / "s.zarr")
     group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")  # Zarr reads the shards written here
