@@ -1,7 +1,8 @@
 """Stream batches of cached tokens from a store to the trainer, by clip index, with read-ahead.
 
-By default nothing is loaded whole: each batch reads its clips' chunks (Zarr fetches them concurrently) in a
-background thread while the trainer works on the previous batch. A step reads only what it uses: with
+By default nothing is loaded whole: each batch reads its clips' token bytes (from their shards, by byte range) in a
+background thread while the trainer works on the previous batch; the one-value-per-clip fields (`has_audio`,
+`audio_frames`) are read once per reader. A step reads only what it uses: with
 `set_epoch(epoch, views=...)` one view per clip instead of all V, and with `float16=True` the tokens stay fp16
 until the consumer's device converts them (`pin_memory` for non_blocking copies to a GPU). With `resident` the
 clips' tokens are read once onto a device and every batch is gathered there (`resident_fits` says when they fit).
