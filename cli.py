@@ -323,27 +323,15 @@ def extract_command(videos: Path, out: Path, crops: str | None, clips_per_block:
 @cli.command("inspect")
 @click.argument("store", type=ANY_PATH)
 @click.option("--json", "as_json", is_flag=True, help="Print the full summary as JSON (for scripts).")
+@click.option("--disk-usage", is_flag=True, help="Also add up the size of every file of the store (slow when large).")
 @_user_errors
-def inspect_command(store: Path, as_json: bool) -> None:
+def inspect_command(store: Path, as_json: bool, disk_usage: bool) -> None:
     """Summarise a token store: clip counts by status and split, layout, config and provenance."""
     from features.store import TokenStore
+    from features.summary import summary_text
 
-    summary = TokenStore.open(store).summary()
-    if as_json:
-        click.echo(json.dumps(summary, indent=2))
-        return
-    layout = summary["token_layout"]
-    click.echo(f"{summary['store']}: {summary['clips']} clips: {summary['done']} done, {summary['failed']} failed, "
-               f"{summary['pending']} pending; {summary['classes']} classes; "
-               f"{summary['bytes_on_disk'] / max(summary['done'], 1) / 2**10:.0f} KiB per done clip")
-    click.echo(f"video tokens (V, Nv, Dv) = ({layout['V']}, {layout['Nv']}, {layout['Dv']}), audio tokens "
-               f"(Na, Da) = ({layout['Na']}, {layout['Da']}); profile {summary['extract_config'].get('profile')}")
-    for split, counts in summary["splits"].items():
-        click.echo(f"  split {split}: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
-    click.echo(f"{summary['partial']} partial, {summary['no_audio']} without audio; failed: " + (", ".join(
-        f"{n} {kind}" for kind, n in summary["failed_by_reason"].items()) or "none") + f"; {summary['damaged']} damaged"
-        + "".join(f"\n  failed {row['clip_id']}: {row['reason']}" for row in summary["first_failures"])
-        + "".join(f"\n  damaged {row['clip_id']}: {row['problem']}" for row in summary["first_damaged"]))
+    summary = TokenStore.open(store).summary(disk_usage)
+    click.echo(json.dumps(summary, indent=2) if as_json else summary_text(summary))
 
 
 # --- fusion: train-fusion -----------------------------------------------------------------------------
@@ -369,6 +357,24 @@ _training_options = _options(
     _field_options(TrainConfig, "epochs", "batch_size", "lr", "weight_decay", "lr_schedule", "warmup_epochs",
                    "grad_clip_norm", "device", "progress", "require_complete", keep_base=True),
 )
+
+
+@cli.group("store")
+def store_group() -> None:
+    """Token store maintenance."""
+
+
+@store_group.command("convert")
+@click.argument("source", type=EXISTING_DIR)
+@click.argument("out", type=NEW_DIR)
+@_field_options(StoreConfig, "clips_per_block")
+@_user_errors
+def store_convert_command(source: Path, out: Path, clips_per_block: int) -> None:
+    """Copy a store made in one file per clip into shards (same clips, values and identity; far fewer files)."""
+    from features.convert import convert_store
+
+    store = convert_store(source, out, clips_per_block)
+    click.echo(f"{out}: {store.num_clips} clips, layout {store.clips_per_shard} clips per shard; {source} is unchanged")
 
 
 @cli.command("train-fusion")

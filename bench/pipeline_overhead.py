@@ -144,10 +144,11 @@ def write_ms_per_clip(folder: Path, clips: int, repeats: int) -> dict:
     for _ in range(repeats):
         for how in times:
             shutil.rmtree(folder / "w.zarr", ignore_errors=True)
-            store = TokenStore.create(folder / "w.zarr", records, layout, {}, {})
+            # One file per clip (the layout this was measured in): a shard is written once per block, not per batch.
+            store = TokenStore.create(folder / "w.zarr", records, layout, {}, {}, StoreConfig(shard_blocks=False))
             batch = per_batch
             if how == "one_by_one_zarr":
-                store._raw_chunk_dirs = {}  # one Zarr call per array and clip, as before writes were batched
+                store._raw = set()  # one Zarr call per array and clip, as before writes were batched
                 batch = 1
             started = time.process_time()
             for start in range(0, clips, batch):

@@ -84,7 +84,8 @@ def main() -> None:
 
     compression = {}
     for name, store_config in {
-        "none": StoreConfig(compressor="none"),
+        "none": StoreConfig(compressor="none"),  # shards of a block, the default
+        "none-one-file-per-clip": StoreConfig(compressor="none", shard_blocks=False),
         "zstd-1": StoreConfig(compressor="zstd", compression_level=1),
         "zstd-3": StoreConfig(compressor="zstd", compression_level=3),
         "zstd-1-sharded": StoreConfig(compressor="zstd", compression_level=1, shard_blocks=True),

@@ -19,7 +19,7 @@ import numpy as np
 
 from common.errors import InputError
 
-__all__ = ["ClipTokens", "TokenLayout"]
+__all__ = ["ClipTokens", "TokenLayout", "kinetics_class"]
 
 # field name -> key in the store's `token_layout` attribute
 _STORED_KEYS = {"views": "V", "video_tokens": "Nv", "video_dim": "Dv", "audio_tokens": "Na", "audio_dim": "Da"}
@@ -124,3 +124,19 @@ class ClipTokens:
     has_audio: bool
     audio_frames: int
     decoded_s: float | None = None
+
+
+def kinetics_class(kinetics_logits: np.ndarray) -> np.ndarray:
+    """s_v: the Kinetics class the video backbone predicts for each clip (argmax of the view-averaged softmax).
+
+    Defined once here, in numpy, so that the store records it at extraction and the trainer's and inference's
+    per-batch values are the same numbers.
+
+    Shapes:
+        kinetics_logits (B, V, K) -> (B,) int64
+    """
+    logits = np.asarray(kinetics_logits, dtype=np.float32)
+    if logits.ndim != 3:
+        raise ValueError(f"kinetics_logits must be (B, V, K), got shape {logits.shape}")
+    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))  # (B, V, K), shifted: no overflow
+    return (exp / exp.sum(axis=-1, keepdims=True)).mean(axis=1).argmax(axis=-1).astype(np.int64)  # (B, K) -> (B,)

@@ -18,18 +18,21 @@ _COMPRESSORS = ("zstd", "none")
 class StoreConfig:
     """How the Zarr v3 token store is laid out on disk.
 
-    The defaults were chosen by measurement (bench/store_io.py, BENCHMARKS.md): fp16 tokens compress only
-    about 1.09x with zstd, while decompression made batch reads about 4x slower, so token arrays are stored
-    uncompressed by default; one clip per chunk keeps random access by clip index to one file per array.
+    The defaults were chosen by measurement (bench/store_io.py, bench/store_scale.py, BENCHMARKS.md): fp16 tokens
+    compress only about 1.09x with zstd, while decompression made batch reads about 4x slower, so token arrays are
+    stored uncompressed by default; one clip per chunk keeps random access by clip index to one byte range, and one
+    shard file per block of 512 clips keeps a 175k-clip store near 3,000 files (one file per clip made 541k, too
+    many for a cluster's file system). A killed extract redoes at most the clips of the blocks it was writing.
     """
 
-    clips_per_block: int = setting(32, affects_result=False,
-                                   help="Clips per unit of work of one writer and per status chunk (fixed when the "
-                                        "store is created).")
+    clips_per_block: int = setting(512, affects_result=False,
+                                   help="Clips per unit of work of one writer, per shard file and per status chunk "
+                                        "(fixed when the store is created).")
     compressor: str = setting("none", affects_result=False)  # "none" or "zstd" for the token arrays
     compression_level: int = setting(1, affects_result=False)  # zstd level (1-22)
-    shard_blocks: bool = setting(False, affects_result=False, flag="--shard",
-                                 help="Bundle each block's chunks into one Zarr shard file (fewer files).")
+    shard_blocks: bool = setting(True, affects_result=False, flag="--shard",
+                                 help="One Zarr shard file per block and token array (fewer files); --no-shard: one "
+                                      "file per clip and array, as stores made before.")
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -1,7 +1,8 @@
 """Stream batches of cached tokens from a store to the trainer, by clip index, with read-ahead.
 
-By default nothing is loaded whole: each batch reads its clips' chunks (Zarr fetches them concurrently) in a
-background thread while the trainer works on the previous batch. A step reads only what it uses: with
+By default nothing is loaded whole: each batch reads its clips' token bytes (from their shards, by byte range) in a
+background thread while the trainer works on the previous batch; the one-value-per-clip fields (`has_audio`,
+`audio_frames`) are read once per reader. A step reads only what it uses: with
 `set_epoch(epoch, views=...)` one view per clip instead of all V, and with `float16=True` the tokens stay fp16
 until the consumer's device converts them (`pin_memory` for non_blocking copies to a GPU). With `resident` the
 clips' tokens are read once onto a device and every batch is gathered there (`resident_fits` says when they fit).
@@ -95,6 +96,9 @@ class BatchReader:
         self._views: list[np.ndarray] | None = None
         self._resident: dict[str, torch.Tensor] | None = None
         self._row_of_clip: torch.Tensor | None = None
+        # One-value-per-clip fields, read once for all the reader's clips at the first iteration: per batch, their
+        # Zarr reads cost about as much as the batch's tokens. Indexed by clip index; None: not read yet.
+        self._scalars: dict[str, np.ndarray] | None = None
         if resident is not None:
             self._resident = _read_onto(store, self.indices, self.fields, resident)
             row_of_clip = torch.full((store.num_clips,), -1, dtype=torch.int64)
@@ -133,13 +137,23 @@ class BatchReader:
         work = list(zip(batches, views, strict=True))
         if self._resident is not None:
             yield from (self._gather(index, view) for index, view in work)
-        elif self.prefetch <= 0:
+            return
+        if self._scalars is None:
+            names = [name for name in self.fields if name in self.store.scalar_fields]
+            columns = {}
+            for name, values in (self.store.read(self.indices, names) if names else {}).items():
+                columns[name] = np.zeros(self.store.num_clips, dtype=values.dtype)
+                columns[name][self.indices] = values
+            self._scalars = columns
+        if self.prefetch <= 0:
             yield from (self._read(index, view) for index, view in work)
         else:
             yield from _read_ahead(lambda item: self._read(*item), work, self.prefetch)
 
     def _read(self, index: np.ndarray, views: np.ndarray | None) -> TokenBatch:
-        values = self.store.read(index, [f for f in self.fields if views is None or f != "video_tokens"])
+        values = self.store.read(index, [f for f in self.fields if f not in self._scalars
+                                         and (views is None or f != "video_tokens")])
+        values.update((name, column[index]) for name, column in self._scalars.items())
         if views is not None and "video_tokens" in self.fields:
             values["video_tokens"] = self.store.read_views(index, views)
         tensors = {}

@@ -139,6 +139,8 @@ def _run_holding_the_lease(config: RunnerConfig, clips: Sequence[ManifestRow], s
 
     extractor = ClipExtractor(config.extract, video_weights=config.video_weights, audio_weights=config.audio_weights)
     store = _open_or_create(config, clips, extractor)
+    if store.remove_staging():  # no writer runs yet: what is there was left by killed ones
+        logger.info("%s: removed the unfinished shards of an interrupted run", store.path)
     damaged = store.damaged_clips()
     if damaged:  # a chunk file deleted, cut short or extended since: the clip's tokens are made again
         first = next(iter(damaged))
@@ -254,10 +256,11 @@ class _StoreWriter:
     """Writes extracted clips into the store from a thread of its own, in batches: what has arrived, per block.
 
     Batches cut the store's per-call cost (13.8 ms per clip written one by one; BENCHMARKS.md); a block never shares a
-    chunk with another, so a batch inside one block is one writer's. Within a batch the tokens are written before
-    the status marks them done (features.store), so a kill at any point leaves every clip done with its tokens or
-    pending. A write error ends the writing (the clips after it stay pending) and is raised by the next `put`
-    or at the end of the `with`.
+    chunk with another, so a batch inside one block is one writer's. The tokens are in place before the status
+    marks them done (features.store), so a kill at any point leaves every clip done with its tokens or pending. In
+    a sharded store the clips of a block are staged and committed (their shards rewritten whole) when the next
+    block's first clip arrives or the writing ends: once per block, not per batch. A write error ends the writing
+    (the clips after it stay pending) and is raised by the next `put` or at the end of the `with`.
     """
 
     def __init__(self, store: TokenStore) -> None:
@@ -266,6 +269,7 @@ class _StoreWriter:
         self._error: BaseException | None = None
         self.failed_block: int | None = None  # start of the block whose write raised
         self.written: set[int] = set()  # clips written (done or failed); read once the `with` has ended
+        self._staged: list[int] = []  # clips staged in the store, not yet committed
         self._thread = threading.Thread(target=self._write_all, name="mzst-store-writer", daemon=True)
 
     def __enter__(self) -> _StoreWriter:
@@ -286,6 +290,7 @@ class _StoreWriter:
     def _write_all(self) -> None:
         block = self._store.store_config.clips_per_block
         finished = False
+        staged_block = None
         while not finished:
             batch = [self._queue.get()]
             while batch[-1] is not None and not self._queue.empty():
@@ -297,19 +302,37 @@ class _StoreWriter:
             for start in sorted({clip // block * block for clip, _ in items}):
                 in_block = [item for item in items if item[0] // block * block == start]
                 try:
+                    if staged_block not in (None, start):
+                        self._commit()  # the staged block is finished
+                    staged_block = start
                     self._write(in_block)
                 except BaseException as error:  # noqa: BLE001 - handed to the pipeline's thread
-                    self._error, self.failed_block = error, start
+                    self._error, self.failed_block = error, staged_block
+                    self._store.abandon_staged()
                     break
-                self.written.update(clip for clip, _ in in_block)
+        if self._error is None:
+            try:
+                self._commit()
+            except BaseException as error:  # noqa: BLE001 - raised at the end of the `with`
+                self._error, self.failed_block = error, staged_block
+                self._store.abandon_staged()
+
+    def _commit(self) -> None:
+        self._store.commit_staged()
+        self.written.update(self._staged)
+        self._staged = []
 
     def _write(self, items: list[tuple[int, ClipTokens | MediaError]]) -> None:
         failed = [(clip, result) for clip, result in items if isinstance(result, MediaError)]
         for _, error in failed:
             logger.warning("failed: %s", error)
         done = [(clip, result) for clip, result in items if not isinstance(result, MediaError)]
-        self._store.write_clips([clip for clip, _ in done], [tokens for _, tokens in done])
+        self._store.stage_clips([clip for clip, _ in done], [tokens for _, tokens in done])
+        self._staged += [clip for clip, _ in done]
         self._store.mark_failed([clip for clip, _ in failed], [error.reason for _, error in failed])
+        self.written.update(clip for clip, _ in failed)
+        if not self._store.stages_blocks:
+            self._commit()
 
 
 # --- Dask -----------------------------------------------------------------------------------------------

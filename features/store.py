@@ -10,14 +10,21 @@ Layout (n = clips; V, Nv, Dv, Na, Da, K from the group's `token_layout` attribut
 | `failure_reason` | string | (n,) | one block |
 | `has_audio` | bool | (n,) | one block |
 | `audio_frames` | int32 | (n,) | one block |
-| `video_tokens` | float16 | (n, V, Nv, Dv) | one clip (one block per shard with `shard_blocks`) |
-| `audio_tokens` | float16 | (n, Na, Da) | one clip (idem) |
-| `kinetics_logits` (absent when K = 0) | float32 | (n, V, K) | one clip (idem) |
+| `kinetics_class` (s_v, -1 until done; absent when K = 0 and in stores made before it) | int16 | (n,) | one block |
+| `video_tokens` | float16 | (n, V, Nv, Dv) | one clip, in one shard file per block (`shard_blocks`) |
+| `audio_tokens` | float16 | (n, Na, Da) | idem |
+| `kinetics_logits` (absent when K = 0) | float32 | (n, V, K) | idem |
+
+Files: with `shard_blocks` (the default) a store holds about 9 files per block of `clips_per_block` clips, named
+`<array>/c.<block>...` (no folder per chunk). Stores made before it hold one file per clip and token array
+(`<array>/c/<clip>/0/0...`, `shard_blocks=False`): they are read and resumed as they are (`layout` names which).
 
 Safety: every per-clip array is chunked so that a block of `clips_per_block` clips never shares a chunk or
 shard with another block, and the runner gives each block to exactly one writer (two writers on one shard
-lose data). Zarr's local store writes each chunk to a temporary file and renames it, so a killed writer
-leaves either the old or the new chunk. A clip's status becomes "done" only after its tokens are written.
+lose data). A shard is written whole, renamed into place (`features.shards`): its clips wait in a temporary file
+beside it until their block is finished (`stage_clips`, `commit_staged`), so a killed writer leaves the old shard
+and redoes the unfinished block's clips. Zarr's local store, and `features.chunks` for one-clip chunk files, write
+each chunk to a temporary file and rename it. A clip's status becomes "done" only after its tokens are in place.
 The store itself is created in a temporary folder and renamed into place, so a half-created store never
 exists.
 
@@ -33,16 +40,12 @@ clip and the array, never zeros; `extract` makes such clips pending and extracts
 
 from __future__ import annotations
 
-import datetime
 import functools
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
-import re
 import shutil
-import subprocess
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,10 +59,12 @@ from common.errors import InputError
 from common.files import sibling_temporary
 from common.media import Segment
 from common.names import canonical_name, canonical_name_array
-from extract.outputs import ClipTokens, TokenLayout
-from features.chunks import ClipChunks, is_raw_per_clip, write_raw_chunks
+from extract.outputs import ClipTokens, TokenLayout, kinetics_class
+from features.chunks import ClipChunks, is_indexed_shard, is_raw_per_clip, write_raw_chunks
 from features.config import StoreConfig
 from features.manifest import ManifestRow
+from features.provenance import code_version, now_utc, package_versions
+from features.shards import StagedShard, remove_staging
 
 __all__ = [
     "PENDING",
@@ -78,14 +83,15 @@ logger = logging.getLogger(__name__)
 
 PENDING, DONE, FAILED = 0, 1, 2
 STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
-# Failed, partial and damaged clips `summary` lists one by one (the rest are counted).
-_FIRST_FAILURES = 5
 STORE_FORMAT = "mzst-token-store"
 STORE_FORMAT_VERSION = 1
 _META_ARRAYS = ("clip_id", "path", "label", "split")
 _SEGMENT_ARRAYS = ("segment_start_s", "segment_end_s")  # absent in stores of whole files made before segments
 # Seconds decoded of a partial clip (NaN: the whole clip); absent in stores made before partial clips were kept.
 _DECODED_ARRAY = "decoded_s"
+# s_v per clip (`extract.outputs.kinetics_class`), written with the clip's logits: training reads one array instead of
+# every clip's logits.
+_KINETICS_CLASS_ARRAY = "kinetics_class"
 
 
 class StoreError(InputError):
@@ -124,13 +130,20 @@ class TokenStore:
         self.segment_bounds = (np.stack([np.asarray(group[name][:]) for name in _SEGMENT_ARRAYS], axis=1)
                                if _SEGMENT_ARRAYS[0] in group else np.full((self.num_clips, 2), np.nan))  # (n, 2)
         self.fields = tuple(_token_arrays(self.token_layout)) + tuple(_SMALL_ARRAYS)
+        self.scalar_fields = tuple(_SMALL_ARRAYS)  # one value per clip: a reader reads them once, not per batch
         token_arrays = {name: group[name] for name in _token_arrays(self.token_layout)}
-        self._raw_chunk_dirs = {name: path / name / "c" for name, array in token_arrays.items()
-                                if is_raw_per_clip(array)}
-        self._chunks = ClipChunks(path, self.clip_ids, token_arrays, set(self._raw_chunk_dirs), self._must_have_chunk)
+        self._raw = {name for name, array in token_arrays.items() if is_raw_per_clip(array)}  # read as plain bytes
+        self._shards = {name: array.shards[0] for name, array in token_arrays.items() if is_indexed_shard(array)}
+        self.clips_per_shard = next(iter(self._shards.values()), None)  # None: one file per clip (older stores)
+        self._chunks = ClipChunks(path, self.clip_ids, token_arrays, self._raw, self._must_have_chunk)
+        # Staged, not yet committed: (array, block start) -> its shard's temporary file; and per staged batch the
+        # clip indices with their one-value-per-clip fields.
+        self._staged_shards: dict[tuple[str, int], StagedShard] = {}
+        self._staged_values: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
         # Array handles, opened once: opening one reads its zarr.json, which cost more than a batch's write of it.
         self._arrays: dict[str, zarr.Array] = {}
         self._has_decoded = _DECODED_ARRAY in group
+        self._has_kinetics_class = _KINETICS_CLASS_ARRAY in group
 
     # --- creation and opening ---------------------------------------------------------------------------
 
@@ -160,6 +173,8 @@ class TokenStore:
         _remove_stale_staging(path)
         staging = sibling_temporary(path, f"creating-{os.getpid()}")
         n, block = len(clips), store_config.clips_per_block
+        # Chunk files named c.<i>... in the array's folder: no folder per chunk (inodes are scarce on clusters).
+        keys = {"chunk_key_encoding": {"name": "default", "separator": "."}} if store_config.shard_blocks else {}
         group = zarr.open_group(str(staging), mode="w-", zarr_format=3, attributes={
             "format": STORE_FORMAT,
             "format_version": STORE_FORMAT_VERSION,
@@ -175,18 +190,21 @@ class TokenStore:
             column[:] = values
         for name, values in zip(_SEGMENT_ARRAYS, _segment_columns(clips), strict=True):
             group.create_array(name, shape=(n,), dtype="float64", chunks=(n,), fill_value=np.nan)[:] = values
-        group.create_array(_DECODED_ARRAY, shape=(n,), dtype="float64", chunks=(block,), fill_value=np.nan)
-        group.create_array("status", shape=(n,), dtype="uint8", chunks=(block,), fill_value=PENDING)
-        group.create_array("failure_reason", shape=(n,), dtype=str, chunks=(block,), fill_value="")
+        group.create_array(_DECODED_ARRAY, shape=(n,), dtype="float64", chunks=(block,), fill_value=np.nan, **keys)
+        group.create_array("status", shape=(n,), dtype="uint8", chunks=(block,), fill_value=PENDING, **keys)
+        group.create_array("failure_reason", shape=(n,), dtype=str, chunks=(block,), fill_value="", **keys)
         for name, (dtype, _) in _SMALL_ARRAYS.items():
-            group.create_array(name, shape=(n,), dtype=dtype, chunks=(block,), fill_value=0)
+            group.create_array(name, shape=(n,), dtype=dtype, chunks=(block,), fill_value=0, **keys)
+        if token_layout.kinetics_classes:
+            group.create_array(_KINETICS_CLASS_ARRAY, shape=(n,), dtype="int16", chunks=(block,), fill_value=-1,
+                               **keys)
         compressors = (zarr.codecs.ZstdCodec(level=store_config.compression_level),
                        ) if store_config.compressor == "zstd" else None
         for name, (dtype, clip_shape) in _token_arrays(token_layout).items():
             group.create_array(
                 name, shape=(n, *clip_shape), dtype=dtype, chunks=(1, *clip_shape), fill_value=0,
                 shards=(block, *clip_shape) if store_config.shard_blocks else None, compressors=compressors,
-                dimension_names=("clip", *_DIMENSION_NAMES[name]),
+                dimension_names=("clip", *_DIMENSION_NAMES[name]), **keys,
             )
         os.replace(staging, path)
         logger.info("created store %s: %d clips, layout %s", path, n, token_layout)
@@ -249,6 +267,14 @@ class TokenStore:
             return np.full(self.num_clips, np.nan)
         return np.asarray(self._group[_DECODED_ARRAY][:])
 
+    def kinetics_classes(self, indices: Sequence[int] | np.ndarray) -> np.ndarray | None:
+        """s_v of clips (`extract.outputs.kinetics_class` of their logits, recorded at extraction; -1: not done):
+        (len(indices),) int64. None for a store without it (no Kinetics logits, or made before it was recorded)."""
+        if not self._has_kinetics_class:
+            return None
+        index = np.asarray(indices, dtype=np.int64)
+        return np.asarray(self._group[_KINETICS_CLASS_ARRAY][:])[index].astype(np.int64)
+
     def segments(self, indices: Sequence[int] | np.ndarray) -> list[Segment | None]:
         """The segment of the file that each clip is (None: the whole file)."""
         return [None if np.isnan(start) else Segment(float(start), float(end))
@@ -276,7 +302,7 @@ class TokenStore:
     # --- writes (runner only) ---------------------------------------------------------------------------
 
     def write_clips(self, indices: Sequence[int], clip_tokens: Sequence[ClipTokens]) -> None:
-        """Write the tokens of clips, then mark them done.
+        """Write the tokens of clips, then mark them done (`stage_clips` then `commit_staged`).
 
         Args:
             indices: clip indices, all inside one block (the caller's block).
@@ -285,34 +311,81 @@ class TokenStore:
         Raises:
             ValueError: a shape or dtype that does not match the store's token layout.
         """
+        self.stage_clips(indices, clip_tokens)
+        self.commit_staged()
+
+    @property
+    def stages_blocks(self) -> bool:
+        """Whether written clips wait for `commit_staged` to rewrite their shards: commit once per block, not per
+        batch (each commit rewrites the shard whole)."""
+        return bool(self._shards)
+
+    def stage_clips(self, indices: Sequence[int], clip_tokens: Sequence[ClipTokens]) -> None:
+        """Write the tokens of clips (of one block), done only at `commit_staged`: in a sharded store they wait in
+        their shards' temporary files, so that a killed writer never leaves a shard half-written."""
         self._check_writable()
         if len(indices) != len(clip_tokens):
             raise ValueError(f"{len(indices)} indices for {len(clip_tokens)} clips")
-        if not indices:
+        if not len(indices):
             return
         order = np.argsort(indices)
         index = np.asarray(indices, dtype=np.int64)[order]
         tokens = [clip_tokens[i] for i in order]
-        for name, (dtype, clip_shape) in _token_arrays(self.token_layout).items():
-            values = [_checked(getattr(t, name), dtype, clip_shape, name, self.path) for t in tokens]
-            if name in self._raw_chunk_dirs:
-                write_raw_chunks(self._raw_chunk_dirs[name], index, values)
-            else:
-                self._set(name, index, np.stack(values))  # (k, *clip_shape)
-        self._set("has_audio", index, np.array([bool(t.has_audio) for t in tokens]))
         decoded = np.array([np.nan if getattr(t, "decoded_s", None) is None else t.decoded_s for t in tokens])
-        if self._has_decoded:
-            self._set(_DECODED_ARRAY, index, decoded)
-        elif not np.isnan(decoded).all():
+        if not self._has_decoded and not np.isnan(decoded).all():
             raise StoreError(f"{self.path}: made before partial clips were kept, it cannot record one; extract "
                              "into a new store, or set `strict_media=True` to fail such files")
-        self._set("audio_frames", index, np.array([int(t.audio_frames) for t in tokens], dtype=np.int32))
-        # Status last: a clip is done only once its data is on disk. Only a clip that failed before has a reason
-        # to clear (a string array's read-modify-write is the dearest of these writes).
-        status = self._array("status")
-        if (np.asarray(status.get_orthogonal_selection((index,))) == FAILED).any():
-            self._set("failure_reason", index, np.array([""] * len(index), dtype=object))
-        self._set("status", index, np.full(len(index), DONE, dtype=np.uint8))
+        values = {"has_audio": np.array([bool(t.has_audio) for t in tokens]),
+                  "audio_frames": np.array([int(t.audio_frames) for t in tokens], dtype=np.int32)}
+        if self._has_decoded:
+            values[_DECODED_ARRAY] = decoded
+        for name, (dtype, clip_shape) in _token_arrays(self.token_layout).items():
+            arrays = [_checked(getattr(t, name), dtype, clip_shape, name, self.path) for t in tokens]
+            if name == "kinetics_logits" and self._has_kinetics_class:
+                values[_KINETICS_CLASS_ARRAY] = kinetics_class(np.stack(arrays)).astype(np.int16)
+            if name in self._shards:
+                self._stage_in_shard(name, index, arrays)
+            elif name in self._raw:
+                write_raw_chunks(str(self.path / name / "c"), index, arrays)
+            else:
+                self._set(name, index, np.stack(arrays))  # (k, *clip_shape)
+        self._staged_values.append((index, values))
+
+    def _stage_in_shard(self, name: str, index: np.ndarray, arrays: list[np.ndarray]) -> None:
+        per_shard = self._shards[name]
+        codecs = self._group[name].metadata.codecs[0].codecs  # the sharding codec's chunk codecs
+        level = next((codec.level for codec in codecs if isinstance(codec, zarr.codecs.ZstdCodec)), None)
+        for clip, values in zip(index.tolist(), arrays, strict=True):
+            block = clip // per_shard * per_shard
+            if (name, block) not in self._staged_shards:
+                self._staged_shards[name, block] = StagedShard(self._chunks.file(name, clip), per_shard, level)
+            self._staged_shards[name, block].add(clip - block, values)
+
+    def commit_staged(self) -> None:
+        """Put the staged clips' shards in place whole, then record the clips' values and mark them done."""
+        for shard in self._staged_shards.values():
+            shard.commit()
+        self._staged_shards.clear()
+        staged, self._staged_values = self._staged_values, []
+        for index, values in staged:
+            for name, column in values.items():
+                self._set(name, index, column)
+            # Status last: a clip is done only once its data is on disk. Only a clip that failed before has a
+            # reason to clear (a string array's read-modify-write is the dearest of these writes).
+            if (np.asarray(self._array("status").get_orthogonal_selection((index,))) == FAILED).any():
+                self._set("failure_reason", index, np.array([""] * len(index), dtype=object))
+            self._set("status", index, np.full(len(index), DONE, dtype=np.uint8))
+
+    def abandon_staged(self) -> None:
+        """Drop the staged clips (they stay as they were: pending, or done with their earlier data)."""
+        for shard in self._staged_shards.values():
+            shard.abandon()
+        self._staged_shards.clear()
+        self._staged_values = []
+
+    def remove_staging(self) -> int:
+        """Delete shards' temporary files left by killed writers; only while no writer runs (under the lease)."""
+        return remove_staging([self.path / name for name in self._shards])
 
     def relocate(self, paths: Sequence[Path], source: str) -> int:
         """Point the clips at the files' new places (the same clips, moved with their data folder).
@@ -400,7 +473,7 @@ class TokenStore:
         out = {}
         for name in fields:
             array = self._group[name]
-            if name in self._raw_chunk_dirs:
+            if name in self._raw:
                 values = self._chunks.read_raw(name, unique, array.shape[1:], np.dtype(array.dtype).newbyteorder("<"))
             elif name in self._chunks.expected_bytes:
                 values = self._chunks.read_decoded(name, array, unique)
@@ -426,7 +499,7 @@ class TokenStore:
         if index.size and (index.min() < 0 or index.max() >= self.num_clips or view.min() < 0
                            or view.max() >= array.shape[1]):
             raise ValueError(f"{self.path}: clip index or view out of range for {name} {array.shape}")
-        if name not in self._raw_chunk_dirs:
+        if name not in self._raw:
             return self.read(index, [name])[name][np.arange(index.size), view]  # (B, V, ...) -> (B, ...)
         return self._chunks.read_raw_views(name, index, view, array.shape[2:], np.dtype(array.dtype).newbyteorder("<"))
 
@@ -457,60 +530,15 @@ class TokenStore:
             must &= np.asarray(self._array("has_audio").get_orthogonal_selection((index,)))
         return must
 
-    def summary(self) -> dict:
-        """A JSON-able summary for people and scripts (`cli.py inspect`)."""
-        counts = self.counts()
-        status = self.status
-        splits = {}
-        for split in sorted(set(self.splits.tolist())):
-            mask = self.splits == split
-            splits[split or "(none)"] = {name: int(((status == code) & mask).sum())
-                                         for code, name in STATUS_NAMES.items()}
-        done = np.flatnonzero(status == DONE)
-        failed = np.flatnonzero(status == FAILED)
-        reasons = self.failure_reasons
-        by_reason: dict[str, int] = {}
-        for i in failed:
-            kind = _reason_kind(str(reasons[i]))
-            by_reason[kind] = by_reason.get(kind, 0) + 1
-        decoded_s = self.decoded_s
-        partial = np.flatnonzero((status == DONE) & ~np.isnan(decoded_s))
-        damaged = self.damaged_clips(done)
-        return {
-            "store": str(self.path),
-            "clips": self.num_clips,
-            **counts,
-            "partial": int(partial.size),
-            "first_partial": [{"clip_id": str(self.clip_ids[i]), "path": str(self.paths[i]),
-                               "decoded_s": round(float(decoded_s[i]), 3)} for i in partial[:_FIRST_FAILURES]],
-            "damaged": len(damaged),
-            "first_damaged": [{"clip_id": str(self.clip_ids[i]), "path": str(self.paths[i]), "problem": problem}
-                              for i, problem in list(damaged.items())[:_FIRST_FAILURES]],
-            "no_audio": int((~self.read(done, ["has_audio"])["has_audio"]).sum()) if done.size else 0,
-            "failed_by_reason": dict(sorted(by_reason.items(), key=lambda item: (-item[1], item[0]))),
-            "first_failures": [{"clip_id": str(self.clip_ids[i]), "path": str(self.paths[i]),
-                                "reason": str(reasons[i])} for i in failed[:_FIRST_FAILURES]],
-            "classes": len(set(self.labels.tolist()) - {""}),
-            "splits": splits,
-            "bytes_on_disk": _folder_bytes(self.path),
-            "token_layout": self.token_layout.to_dict(),
-            "extract_config": self.extract_config,
-            "store_config": self.store_config.to_dict(),
-            "provenance": self.provenance,
-        }
+    def summary(self, disk_usage: bool = False) -> dict:
+        """A JSON-able summary for people and scripts (`cli.py inspect`, `features.summary`)."""
+        from features.summary import store_summary
+
+        return store_summary(self, disk_usage)
 
 
-_DIMENSION_NAMES = {
-    "video_tokens": ("view", "video_token", "video_dim"),
-    "audio_tokens": ("audio_token", "audio_dim"),
-    "kinetics_logits": ("view", "kinetics_class"),
-}
-
-
-def _reason_kind(reason: str) -> str:
-    """A failure reason without its particulars (numbers, the decoder's words in parentheses): what `inspect`
-    counts by, e.g. "video decoding failed after N frames, corrupt or truncated"."""
-    return re.sub(r"\d+(\.\d+)?", "N", re.sub(r"\s*\(.*\)\s*$", "", reason)).strip() or "(no reason recorded)"
+_DIMENSION_NAMES = {"video_tokens": ("view", "video_token", "video_dim"), "audio_tokens": ("audio_token", "audio_dim"),
+                    "kinetics_logits": ("view", "kinetics_class")}
 
 
 def _remove_stale_staging(path: Path) -> None:
@@ -537,8 +565,8 @@ def _process_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # alive, another user's
+        pass
     return True
 
 
@@ -563,38 +591,9 @@ def _checked(values: Any, dtype: str, shape: tuple[int, ...], name: str, path: P
     return array
 
 
-def _folder_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def open_dask_arrays(path: str | Path) -> dict[str, Any]:
     """Open every array of a store lazily as dask arrays (nothing is read until computed)."""
     import dask.array as da
 
     store = TokenStore.open(path)
     return {name: da.from_zarr(store._group[name]) for name in (*_META_ARRAYS, "status", *store.fields)}
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of the packages that shape the tokens (recorded in every store's provenance)."""
-    versions = {}
-    for name in ("torch", "torchvision", "torchaudio", "timm", "av", "zarr", "numpy"):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
-def code_version() -> str:
-    """`git describe` of this checkout ("unknown" outside git), recorded in provenance."""
-    try:
-        result = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=Path(__file__).parent,
-                                capture_output=True, text=True, timeout=10, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return result.stdout.strip() or "unknown"
-
-
-def now_utc() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

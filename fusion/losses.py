@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from extract.outputs import kinetics_class as predicted_kinetics_class
 from fusion.config import FusionConfig
 from fusion.model import FusionOutput
 from text.vocabulary import IGNORE_INDEX
@@ -68,14 +69,15 @@ def loss_weights(config: FusionConfig, epoch: int) -> LossWeights:
 
 
 def kinetics_class(kinetics_logits: torch.Tensor) -> torch.Tensor:
-    """s_v: the Kinetics class the video backbone predicts for each clip (argmax of the view-averaged softmax).
+    """s_v as a tensor on the logits' device (`extract.outputs.kinetics_class`, the one definition).
 
     Shapes:
         kinetics_logits (B, V, K) -> (B,) int64
     """
     if kinetics_logits.ndim != 3:
         raise ValueError(f"kinetics_logits must be (B, V, K), got shape {tuple(kinetics_logits.shape)}")
-    return kinetics_logits.float().softmax(dim=-1).mean(dim=1).argmax(dim=-1)  # (B, V, K) -> (B, K) -> (B,)
+    classes = predicted_kinetics_class(kinetics_logits.detach().float().cpu().numpy())
+    return torch.from_numpy(classes).to(kinetics_logits.device)
 
 
 def se_targets(

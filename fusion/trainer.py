@@ -72,8 +72,9 @@ class ClassTargets:
         label_of_clip (n,) int64: class id per clip index of the store, -1 for other clips. class_embeddings
         (C, E) on the device: the SE targets (permuted among the classes in the control run).
         kinetics_embeddings (400, E) on the device. class_text_ids (C, L) [CLS_T, words, PAD...].
-        kinetics_of_clip (n,) int64: s_v per clip index (-1 for other clips), computed once from the store's
-        Kinetics logits so that no step reads them (None without the Kinetics SE target).
+        kinetics_of_clip (n,) int64: s_v per clip index (-1 for other clips), as the store recorded it at
+        extraction (or computed once from its Kinetics logits) so that no step reads them (None without the Kinetics
+        SE target).
     """
 
     label_of_clip: torch.Tensor
@@ -92,10 +93,14 @@ class ClassTargets:
         kinetics_of_clip = None
         if kinetics is not None:
             kinetics_of_clip = torch.full((plan.store.num_clips,), -1, dtype=torch.int64)
-            for start in range(0, plan.clips.train_indices.size, 4096):  # a slice at a time: bounded host memory
-                index = plan.clips.train_indices[start:start + 4096]
-                logits = torch.from_numpy(plan.store.read(index, ["kinetics_logits"])["kinetics_logits"])
-                kinetics_of_clip[torch.from_numpy(index)] = kinetics_class(logits)
+            recorded = plan.store.kinetics_classes(plan.clips.train_indices)  # one array, not a file per clip
+            if recorded is not None:
+                kinetics_of_clip[torch.from_numpy(plan.clips.train_indices)] = torch.from_numpy(recorded)
+            else:  # a store made before s_v was recorded at extraction: from every clip's logits
+                for start in range(0, plan.clips.train_indices.size, 4096):  # a slice at a time: bounded memory
+                    index = plan.clips.train_indices[start:start + 4096]
+                    logits = torch.from_numpy(plan.store.read(index, ["kinetics_logits"])["kinetics_logits"])
+                    kinetics_of_clip[torch.from_numpy(index)] = kinetics_class(logits)
         return cls(label_of_clip=label_of_clip, class_embeddings=torch.from_numpy(class_embeddings).to(device),
                    kinetics_embeddings=torch.from_numpy(kinetics).to(device) if kinetics is not None else None,
                    class_text_ids=plan.classes.class_text_ids, kinetics_of_clip=kinetics_of_clip)

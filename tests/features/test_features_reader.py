@@ -125,3 +125,15 @@ def test_resident_store_choice_and_size(views_store):
     # VGGSound's pooled store (~77 GB fp16) on an H200 with 139 GB free, at a stated share of 60%
     assert resident_fits(77 * 10**9, 139 * 10**9, 0.6) and not resident_fits(77 * 10**9, 139 * 10**9, 0.5)
     assert free_bytes(torch.device("cpu")) > 0
+
+
+def test_one_value_per_clip_fields_are_read_once_per_reader(store):
+    asked = []
+    read = store.read
+    store.read = lambda index, fields=None: asked.append(list(fields)) or read(index, fields)
+    reader = BatchReader(store, [9, 4, 3, 10, 0], batch_size=2, prefetch=0)
+    batches = list(reader) + list(reader)
+    assert asked[0] == ["has_audio", "audio_frames"] and all("has_audio" not in f for f in asked[1:])
+    assert len(asked) == 1 + 2 * len(reader)
+    assert torch.cat([b.has_audio for b in batches[:3]]).tolist() == [False, True, False, True, True]
+    assert torch.cat([b.audio_frames for b in batches[:3]]).tolist() == [9, 4, 3, 10, 0]

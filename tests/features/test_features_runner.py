@@ -84,13 +84,15 @@ def test_run_records_failures_and_a_rerun_skips_everything(clip_folder, tmp_path
     assert not (tmp_path / "new.zarr").exists()
 
 
-def test_one_pipeline_over_all_blocks_and_a_failed_write_spares_the_other_blocks(clip_folder, tmp_path, caplog):
+@pytest.mark.parametrize("shard_blocks", [True, False], ids=["shards", "one-file-per-clip"])
+def test_one_pipeline_over_all_blocks_and_a_failed_write_spares_the_other_blocks(clip_folder, tmp_path, caplog,
+                                                                                  shard_blocks):
     from extract.pipeline import ClipExtractor
     from features.manifest import read_clip_list
 
     _, manifest = clip_folder
     _run(manifest, tmp_path / "reference.zarr")
-    one_clip_blocks = StoreConfig(clips_per_block=1)
+    one_clip_blocks = StoreConfig(clips_per_block=1, shard_blocks=shard_blocks)
     with caplog.at_level(logging.DEBUG, logger="extract.pipeline"):
         _run(manifest, tmp_path / "small_blocks.zarr", store=one_clip_blocks)
     forwards = [r for r in caplog.records if "from queueing to tokens" in r.getMessage()]
@@ -102,8 +104,11 @@ def test_one_pipeline_over_all_blocks_and_a_failed_write_spares_the_other_blocks
     layout = ClipExtractor(CPU_SMALL).token_layout()
     store = TokenStore.create(target, read_clip_list(manifest), layout, CPU_SMALL.to_dict(), {}, one_clip_blocks)
     blocked = int(np.flatnonzero(store.clip_ids == "barking/clip1")[0])
-    (target / "video_tokens" / "c").mkdir(parents=True)
-    (target / "video_tokens" / "c" / str(blocked)).write_text("a file where the clip's chunk folder goes")
+    if shard_blocks:
+        (target / "video_tokens" / f"c.{blocked}.0.0.0").mkdir()  # a folder where the block's shard goes
+    else:
+        (target / "video_tokens" / "c").mkdir(parents=True)
+        (target / "video_tokens" / "c" / str(blocked)).write_text("a file where the clip's chunk folder goes")
     with caplog.at_level(logging.INFO, logger="extract.pipeline"):
         summary = _run(manifest, target, store=one_clip_blocks)
     assert len(summary.block_errors) == 1 and summary.block_errors[0].startswith(f"block {blocked}: ")
@@ -111,7 +116,10 @@ def test_one_pipeline_over_all_blocks_and_a_failed_write_spares_the_other_blocks
     assert TokenStore.open(target).status[blocked] == PENDING
     pools = [r for r in caplog.records if r.getMessage().startswith("decoding in")]
     assert len(pools) == 1  # the pipeline restarted after the error reuses the decode processes
-    (target / "video_tokens" / "c" / str(blocked)).unlink()
+    if shard_blocks:
+        (target / "video_tokens" / f"c.{blocked}.0.0.0").rmdir()
+    else:
+        (target / "video_tokens" / "c" / str(blocked)).unlink()
     assert _run(manifest, target, store=one_clip_blocks).extracted == 1
     _assert_same_store(tmp_path / "reference.zarr", target)
 
@@ -136,13 +144,14 @@ def test_one_and_three_workers_make_the_same_store(clip_folder, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigkill_at_several_points_then_resume_equals_an_uninterrupted_run(clip_folder, tmp_path):
+@pytest.mark.parametrize("layout", [["--clips-per-block", "2"], ["--no-shard"]], ids=["shards", "one-file-per-clip"])
+def test_sigkill_at_several_points_then_resume_equals_an_uninterrupted_run(clip_folder, tmp_path, layout):
     _, manifest = clip_folder
     _run(manifest, tmp_path / "reference.zarr")
     target = tmp_path / "killed.zarr"
     # One clip per forward (2 views), so that clips reach the writer, and the disk, one at a time to be killed between.
     command = [sys.executable, str(REPO / "cli.py"), "extract", "--videos", str(manifest), "--out", str(target),
-               "--profile", "cpu-small", "--no-progress", "--batch-views", "2"]
+               "--profile", "cpu-small", "--no-progress", "--batch-views", "2", *layout]
     kills_mid_run = 0
     for kill_after_done in (1, 2, 4):
         process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -153,18 +162,24 @@ def test_sigkill_at_several_points_then_resume_equals_an_uninterrupted_run(clip_
                 if (status == DONE).sum() >= kill_after_done:
                     os.kill(process.pid, signal.SIGKILL)
                     process.wait()
-                    kills_mid_run += TokenStore.open(target).counts()["pending"] > 0
+                    killed = TokenStore.open(target)
+                    kills_mid_run += killed.counts()["pending"] > 0
+                    assert killed.damaged_clips() == {}  # every done clip has whole data: no shard half-written
                     break
             time.sleep(0.01)
         process.wait()
     assert kills_mid_run >= 2, "the runs finished before they could be killed; the test needs slower clips"
-    pending = TokenStore.open(target).counts()["pending"]
+    counts = TokenStore.open(target).counts()
     log = tmp_path / "stderr.log"  # the resume's progress, in a file as under a batch scheduler: lines, not bars
     with log.open("w") as stderr:
         resumed = subprocess.run([part for part in command if part != "--no-progress"], cwd=REPO, text=True,
                                  stdout=subprocess.PIPE, stderr=stderr)
     assert resumed.returncode == 0, log.read_text()
-    assert "\r" not in log.read_text() and f"extract: {pending} / {pending} clips in " in log.read_text()
+    assert "\r" not in log.read_text() and f"extract: {counts['pending']} / {counts['pending']} clips in " in (
+        log.read_text())
+    # Only the clips not done at the kill are redone (of them, those not failing).
+    assert f": {counts['pending'] - (2 - counts['failed'])} extracted," in resumed.stdout
+    assert not list(target.rglob(".*writing*"))  # the killed writers' unfinished shards were removed
     _assert_same_store(tmp_path / "reference.zarr", target)
     assert (TokenStore.open(target).status == FAILED).sum() == 2
 
@@ -474,7 +489,7 @@ def test_damaged_chunks_are_inspected_refused_on_read_and_extracted_again(clip_f
 
     _, manifest = clip_folder
     store_path = tmp_path / "store.zarr"
-    _run(manifest, store_path)
+    _run(manifest, store_path, store=StoreConfig(shard_blocks=False))
     shutil.copytree(store_path, tmp_path / "clean.zarr")
     store = TokenStore.open(store_path)
     index = {clip_id: i for i, clip_id in enumerate(store.clip_ids.tolist())}
@@ -500,5 +515,31 @@ def test_damaged_chunks_are_inspected_refused_on_read_and_extracted_again(clip_f
         again = _run(manifest, store_path)
     assert "3 done clips have damaged token data" in caplog.text
     assert (again.extracted, again.done, again.failed, again.pending) == (3, 6, 2, 0)
+    assert TokenStore.open(store_path).damaged_clips() == {}
+    _assert_same_store(store_path, tmp_path / "clean.zarr")
+
+
+def test_damaged_shards_are_inspected_refused_on_read_and_extracted_again(clip_folder, tmp_path, caplog):
+    import shutil
+
+    _, manifest = clip_folder
+    store_path = tmp_path / "store.zarr"
+    _run(manifest, store_path, store=StoreConfig(clips_per_block=3))  # shards of clips 0-2, 3-5, 6-7
+    shutil.copytree(store_path, tmp_path / "clean.zarr")
+    store = TokenStore.open(store_path)
+    (store_path / "video_tokens" / "c.0.0.0.0").unlink()
+    audio = store_path / "audio_tokens" / "c.2.0.0"
+    audio.write_bytes(audio.read_bytes()[:-2])
+    done = set(store.indices().tolist())
+    damaged = sorted(done & {0, 1, 2, 6, 7})
+    summary = json.loads(CliRunner().invoke(cli, ["inspect", str(store_path), "--json"]).output)
+    assert summary["damaged"] == len(damaged) > 0 and summary["layout"].startswith("shards")
+    for clip in damaged:
+        with pytest.raises(DamagedClipError, match=f"clip '{store.clip_ids[clip]}' .* data is damaged"):
+            TokenStore.open(store_path).read([clip])
+    with caplog.at_level(logging.WARNING, logger="features.runner"):
+        again = _run(manifest, store_path)
+    assert f"{len(damaged)} done clips have damaged token data" in caplog.text
+    assert (again.extracted, again.done, again.failed, again.pending) == (len(damaged), 6, 2, 0)
     assert TokenStore.open(store_path).damaged_clips() == {}
     _assert_same_store(store_path, tmp_path / "clean.zarr")

@@ -11,7 +11,7 @@ import zarr
 from click.testing import CliRunner
 
 from cli import cli
-from extract.outputs import TokenLayout
+from extract.outputs import TokenLayout, kinetics_class
 from features.chunks import DamagedClipError
 from features.config import StoreConfig
 from features.lease import StoreLease, lease_path
@@ -123,7 +123,9 @@ def test_summary_is_json(tmp_path):
     assert (summary["clips"], summary["done"], summary["pending"], summary["failed"]) == (4, 1, 3, 0)
     assert summary["splits"]["unseen"]["done"] == 1
     assert summary["extract_config"] == {"profile": "p"} and summary["provenance"] == {"video": "random-init"}
-    assert summary["bytes_on_disk"] > 0
+    assert summary["token_bytes"] == sum(np.asarray(v).nbytes for k, v in vars(_tokens(0)).items()
+                                         if k.endswith(("_tokens", "_logits")))
+    assert summary["bytes_on_disk"] is None and store.summary(disk_usage=True)["bytes_on_disk"] > 0
 
 
 def test_partial_clips_are_recorded_and_older_stores_say_they_cannot(tmp_path):
@@ -140,8 +142,10 @@ def test_partial_clips_are_recorded_and_older_stores_say_they_cannot(tmp_path):
         older.write_clips([3], [SimpleNamespace(**vars(_tokens(3)), decoded_s=1.0)])
 
 
-@pytest.mark.parametrize("store_config", [StoreConfig(compressor="none"), StoreConfig(compressor="zstd"),
-                                          StoreConfig(compressor="none", shard_blocks=True)])
+@pytest.mark.parametrize("store_config", [StoreConfig(compressor="none", shard_blocks=False),
+                                          StoreConfig(compressor="zstd", shard_blocks=False),
+                                          StoreConfig(compressor="none", shard_blocks=True),
+                                          StoreConfig(compressor="zstd", shard_blocks=True, clips_per_block=4)])
 def test_fast_raw_reads_equal_zarr_reads(tmp_path, store_config):
     store = TokenStore.create(tmp_path / "s.zarr", _clips(6), LAYOUT, {}, {}, store_config)
     store.write_clips([0, 1, 4], [_tokens(0), _tokens(1), _tokens(4)])
@@ -152,11 +156,12 @@ def test_fast_raw_reads_equal_zarr_reads(tmp_path, store_config):
     for name in ("video_tokens", "audio_tokens", "kinetics_logits"):
         np.testing.assert_array_equal(ours[name], group[name][:][index])
         assert ours[name].dtype == group[name].dtype
-    assert bool(reopened._raw_chunk_dirs) == (store_config.compressor == "none" and not store_config.shard_blocks)
+    assert bool(reopened._raw) == (store_config.compressor == "none")  # read straight from the files
 
 
 def test_a_failed_clip_written_later_is_done_without_its_reason(tmp_path):
-    store = TokenStore.create(tmp_path / "s.zarr", _clips(6), LAYOUT, {}, {}, StoreConfig(clips_per_block=4))
+    store = TokenStore.create(tmp_path / "s.zarr", _clips(6), LAYOUT, {}, {},
+                              StoreConfig(clips_per_block=4, shard_blocks=False))
     store.mark_failed([1, 4], ["truncated", "empty file"])
     store.write_clips([0, 1, 2], [_tokens(0), _tokens(1), _tokens(2)])  # a retry of clip 1 among new clips
     store.write_clips([5], [_tokens(5)])  # clip 4's reason stays: only a written clip's is cleared
@@ -207,7 +212,8 @@ def _corrupt(chunk: Path, how: str) -> None:
 @pytest.mark.parametrize("array", ["video_tokens", "audio_tokens", "kinetics_logits"])
 @pytest.mark.parametrize("how", ["deleted", "truncated", "extended"])
 def test_a_damaged_chunk_is_reported_and_never_read_as_zeros(tmp_path, how, array):
-    store = TokenStore.create(tmp_path / "s.zarr", _clips(6), LAYOUT, {}, {}, StoreConfig(clips_per_block=4))
+    store = TokenStore.create(tmp_path / "s.zarr", _clips(6), LAYOUT, {}, {},
+                              StoreConfig(clips_per_block=4, shard_blocks=False))
     store.write_clips([0, 1, 2, 3], [_tokens(i) for i in range(4)])
     store.write_clips([4], [_tokens(4)])
     chunk = tmp_path / "s.zarr" / array / "c" / "2" / "0" / "0"
@@ -235,8 +241,9 @@ def test_a_damaged_chunk_is_reported_and_never_read_as_zeros(tmp_path, how, arra
     np.testing.assert_array_equal(writable.read([2])[array][0], getattr(_tokens(2), array))
 
 
-@pytest.mark.parametrize("store_config", [StoreConfig(compressor="zstd", clips_per_block=4),
-                                          StoreConfig(shard_blocks=True, clips_per_block=4)])
+@pytest.mark.parametrize("store_config", [StoreConfig(compressor="zstd", clips_per_block=4, shard_blocks=False),
+                                          StoreConfig(shard_blocks=True, clips_per_block=4),
+                                          StoreConfig(compressor="zstd", shard_blocks=True, clips_per_block=4)])
 @pytest.mark.parametrize("how", ["deleted", "truncated", "extended"])
 def test_compressed_or_sharded_chunks_are_checked_by_presence_then_when_decoded(tmp_path, store_config, how):
     store = TokenStore.create(tmp_path / "s.zarr", _clips(6), LAYOUT, {}, {}, store_config)
@@ -244,11 +251,11 @@ def test_compressed_or_sharded_chunks_are_checked_by_presence_then_when_decoded(
     store.write_clips([0, 1, 2, 3], [_tokens(0), silent, _tokens(2), _tokens(3)])
     assert TokenStore.open(tmp_path / "s.zarr").damaged_clips() == {}  # zero audio of a silent clip is no damage
     # One clip per chunk file, or the shard file of clips 0-3.
-    _corrupt(tmp_path / "s.zarr" / "video_tokens" / "c" / ("0" if store_config.shard_blocks else "2") / "0" / "0" / "0",
-             how)
+    video = tmp_path / "s.zarr" / "video_tokens"
+    _corrupt(video / "c.0.0.0.0" if store_config.shard_blocks else video / "c" / "2" / "0" / "0" / "0", how)
     reopened = TokenStore.open(tmp_path / "s.zarr")
     first = 0 if store_config.shard_blocks else 2
-    if how == "deleted":  # found without reading token data
+    if how == "deleted" or store_config.shard_blocks:  # found without reading token data (a shard by its index)
         assert list(reopened.damaged_clips()) == ([0, 1, 2, 3] if store_config.shard_blocks else [2])
     with pytest.raises(DamagedClipError,
                        match=f"clip 'c{first}' \\(index {first}\\) is done but its video_tokens data is damaged"):
@@ -291,3 +298,110 @@ def test_a_store_name_as_long_as_the_file_system_allows(tmp_path):
         assert json.loads(lease_path(path).read_text())["heartbeat"] > lease.holder.heartbeat
     assert TokenStore.open(path).counts()["done"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no lease, staging or temporary file left
+
+
+def test_kinetics_class_is_recorded_with_the_logits(tmp_path):
+    store = TokenStore.create(tmp_path / "s.zarr", _clips(4), LAYOUT, {}, {})
+    tokens = [_tokens(seed) for seed in (5, 6)]
+    store.write_clips([3, 1], tokens)
+    expected = kinetics_class(np.stack([t.kinetics_logits for t in tokens]))
+    assert TokenStore.open(tmp_path / "s.zarr").kinetics_classes([3, 1, 0]).tolist() == [*expected.tolist(), -1]
+    del zarr.open_group(str(tmp_path / "s.zarr"), mode="r+")["kinetics_class"]  # as made before it was recorded
+    assert TokenStore.open(tmp_path / "s.zarr").kinetics_classes([3]) is None
+    no_logits = TokenStore.create(tmp_path / "k0.zarr", _clips(2), dataclasses.replace(LAYOUT, kinetics_classes=0),
+                                  {}, {})
+    assert no_logits.kinetics_classes([0]) is None
+
+
+@pytest.mark.parametrize("how", ["deleted", "truncated", "extended"])
+def test_a_damaged_shard_is_reported_and_never_read_as_zeros(tmp_path, how):
+    store = TokenStore.create(tmp_path / "s.zarr", _clips(10), LAYOUT, {}, {}, StoreConfig(clips_per_block=4))
+    store.write_clips([4, 5, 7], [_tokens(i) for i in (4, 5, 7)])
+    store.write_clips([0, 1], [_tokens(0), _tokens(1)])
+    assert sorted(p.name for p in (tmp_path / "s.zarr" / "audio_tokens").iterdir()) == [
+        "c.0.0.0", "c.1.0.0", "zarr.json"]  # one file per block: no folder per clip
+    _corrupt(tmp_path / "s.zarr" / "audio_tokens" / "c.1.0.0", how)
+    reopened = TokenStore.open(tmp_path / "s.zarr")
+    damaged = reopened.damaged_clips()
+    assert list(damaged) == [4, 5, 7] and all(p.startswith("audio_tokens: shard file ") for p in damaged.values())
+    assert ("missing" in damaged[4]) == (how == "deleted")
+    assert reopened.summary()["damaged"] == 3
+    with pytest.raises(DamagedClipError, match="clip 'c4' \\(index 4\\) is done but its audio_tokens data is damaged"):
+        reopened.read([0, 4])
+    np.testing.assert_array_equal(reopened.read([1])["audio_tokens"][0], _tokens(1).audio_tokens)  # another shard
+    writable = TokenStore.open(tmp_path / "s.zarr", mode="r+")
+    writable.mark_pending([4, 5, 7])
+    assert writable.damaged_clips() == {} and not writable.read([6])["audio_tokens"].any()  # pending: zeros
+    writable.write_clips([4, 5, 7], [_tokens(i) for i in (4, 5, 7)])
+    np.testing.assert_array_equal(writable.read([7, 5])["audio_tokens"], [_tokens(7).audio_tokens,
+                                                                          _tokens(5).audio_tokens])
+
+
+def test_a_shard_is_rewritten_whole_and_keeps_its_other_clips(tmp_path):
+    store = TokenStore.create(tmp_path / "s.zarr", _clips(6), LAYOUT, {}, {}, StoreConfig(clips_per_block=4))
+    store.write_clips([0, 2], [_tokens(0), _tokens(2)])
+    shard = tmp_path / "s.zarr" / "video_tokens" / "c.0.0.0.0"
+    before = shard.stat().st_ino
+    reader = TokenStore.open(tmp_path / "s.zarr")  # opened before the rewrite: its cached shard index goes stale
+    np.testing.assert_array_equal(reader.read([2])["video_tokens"][0], _tokens(2).video_tokens)
+    store.stage_clips([3, 1], [_tokens(3), _tokens(1)])
+    assert shard.stat().st_ino == before and store.status.tolist()[:4] == [DONE, PENDING, DONE, PENDING]
+    assert TokenStore.open(tmp_path / "s.zarr").read([1])["video_tokens"].sum() == 0  # staged: not there yet
+    store.commit_staged()
+    assert shard.stat().st_ino != before  # a new file renamed over the old one
+    np.testing.assert_array_equal(reader.read([2, 3])["video_tokens"], [_tokens(2).video_tokens,
+                                                                        _tokens(3).video_tokens])
+    assert not list((tmp_path / "s.zarr").rglob(".*writing"))
+    reopened = TokenStore.open(tmp_path / "s.zarr")
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")  # Zarr reads the shards written here
+    for name in ("video_tokens", "audio_tokens", "kinetics_logits"):
+        expected = np.stack([getattr(_tokens(i), name) for i in range(4)])
+        np.testing.assert_array_equal(reopened.read(range(4))[name], expected)
+        np.testing.assert_array_equal(group[name][:4], expected)
+    views = reopened.read_views([3, 0, 3], [1, 0, 0])
+    np.testing.assert_array_equal(views, [_tokens(3).video_tokens[1], _tokens(0).video_tokens[0],
+                                          _tokens(3).video_tokens[0]])
+    store.stage_clips([5], [_tokens(5)])
+    store.abandon_staged()  # as a killed writer: the shard stays, the clip pending, no staging file
+    assert store.status[5] == PENDING and not list((tmp_path / "s.zarr").rglob(".*writing"))
+
+
+def test_a_store_in_one_file_per_clip_stays_readable_and_inspect_names_its_layout(tmp_path):
+    old = TokenStore.create(tmp_path / "old.zarr", _clips(6), LAYOUT, {}, {}, StoreConfig(shard_blocks=False))
+    new = TokenStore.create(tmp_path / "new.zarr", _clips(6), LAYOUT, {}, {})
+    for store in (old, new):
+        store.write_clips([1, 3], [_tokens(1), _tokens(3)])
+    assert (tmp_path / "old.zarr" / "video_tokens" / "c" / "3" / "0" / "0" / "0").is_file()
+    assert new.clips_per_shard == 512 and old.clips_per_shard is None
+    for name, layout in (("old.zarr", "one file per clip"), ("new.zarr", "shards: one file per token array")):
+        reopened = TokenStore.open(tmp_path / name)
+        np.testing.assert_array_equal(reopened.read([3, 1])["video_tokens"],
+                                      [_tokens(3).video_tokens, _tokens(1).video_tokens])
+        assert reopened.summary()["layout"].startswith(layout)
+        assert f"layout: {layout}" in CliRunner().invoke(cli, ["inspect", str(tmp_path / name)]).output
+
+
+def test_convert_copies_an_old_store_into_shards_with_its_identity(tmp_path):
+    old = TokenStore.create(tmp_path / "old.zarr", _clips(7), LAYOUT, {"profile": "p"}, {"created": "t"},
+                            StoreConfig(clips_per_block=2, shard_blocks=False))
+    silent = SimpleNamespace(**{**vars(_tokens(5, has_audio=False)), "audio_tokens": np.zeros((5, 6), np.float16)})
+    old.write_clips([0, 1], [SimpleNamespace(**vars(_tokens(0)), decoded_s=1.5), _tokens(1)])
+    old.write_clips([5], [silent])
+    old.mark_failed([3], ["truncated"])
+    del zarr.open_group(str(tmp_path / "old.zarr"), mode="r+")["kinetics_class"]  # as made before it was recorded
+    result = CliRunner().invoke(cli, ["store", "convert", str(tmp_path / "old.zarr"), str(tmp_path / "new.zarr"),
+                                      "--clips-per-block", "4"])
+    assert result.exit_code == 0, result.output
+    before, after = TokenStore.open(tmp_path / "old.zarr"), TokenStore.open(tmp_path / "new.zarr")
+    assert after.clips_per_shard == 4 and before.clips_per_shard is None and after.identity == before.identity
+    assert after.status.tolist() == before.status.tolist() and after.failure_reasons.tolist()[3] == "truncated"
+    np.testing.assert_array_equal(after.decoded_s, before.decoded_s)
+    done = before.indices()
+    for name, values in before.read(done).items():
+        np.testing.assert_array_equal(after.read(done)[name], values)
+    expected = kinetics_class(np.stack([_tokens(i).kinetics_logits for i in (0, 1, 5)]))
+    assert after.kinetics_classes(done).tolist() == expected.tolist() and after.damaged_clips() == {}
+    assert sorted(p.name for p in (tmp_path / "new.zarr" / "video_tokens").iterdir()) == [
+        "c.0.0.0.0", "c.1.0.0.0", "zarr.json"]
+    again = CliRunner().invoke(cli, ["store", "convert", str(tmp_path / "old.zarr"), str(tmp_path / "new.zarr")])
+    assert again.exit_code != 0 and "already exists" in again.output
