@@ -579,7 +579,7 @@ def import_avca_command(**options) -> None:
                 "peer_text_order", types={"checkpoint": EXISTING_FILE, "out": NEW_DIR})
 @_user_errors
 def import_peer_model_command(**options) -> None:
-    """Make a run directory of a checkpoint of AVCA-GZSL's own code (its model.zip), for zeroshot and the protocols."""
+    """Make a run directory of a checkpoint of AVCA-GZSL's, TCAF-GZSL's or ClipClap-GZSL's own code, for zeroshot."""
     from fusion.peer_checkpoint import import_peer_model
 
     run = import_peer_model(PeerImportConfig(**options))
