@@ -24,7 +24,8 @@ TCaF (`fusion.heads.tcaf`) takes time steps instead (`clip_steps`), one sequence
   spatial crops (a view sees 16 frames of one stretch of the clip, as a C3D or SeLaVi step sees a stretch: the CLS
   token is what the backbone summarises it to); the audio steps are the columns of AST's pooled token grid, each
   averaged over its frequency bands (a column is one stretch of the clip's time; AST's CLS and DIST tokens summarise
-  the whole clip, so they are no step). The crops per view and the grid's bands are the store's (`store_steps`).
+  the whole clip, so they are no step; a store that kept no grid has one audio step, the CLS and DIST mean). The
+  crops per view and the grid's bands are the store's (`store_steps`).
 
 A clip without audio: zero audio steps, as above.
 """
@@ -97,12 +98,15 @@ def clip_steps(video_tokens: torch.Tensor, audio_tokens: torch.Tensor, has_audio
         video_tokens = video_tokens.unsqueeze(1)  # (B, Nv, Dv) -> (B, 1, Nv, Dv)
     if extracted:
         b, views, _, dv = video_tokens.shape
-        grid = audio_tokens.shape[1] - 2
-        if views % crops or grid < 1 or grid % audio_bands:
+        grid = max(audio_tokens.shape[1] - 2, 0)
+        if views % crops or grid % audio_bands:
             raise InputError(f"{views} views are not whole temporal views of {crops} crops, or {grid} audio grid "
                              f"tokens not {audio_bands} bands")
         video = video_tokens[:, :, 0].reshape(b, views // crops, crops, dv).mean(dim=2)  # (B, V, Dv) -> (B, Tv, Dv)
-        audio = audio_tokens[:, 2:].unflatten(1, (audio_bands, -1)).mean(dim=1)  # (B, F, Ta, Da) -> (B, Ta, Da)
+        if grid:
+            audio = audio_tokens[:, 2:].unflatten(1, (audio_bands, -1)).mean(dim=1)  # (B, F, Ta, Da) -> (B, Ta, Da)
+        else:  # a store that kept no grid: one step, the clip's summary tokens (as `clip_vectors` reads them)
+            audio = audio_tokens[:, :2].mean(dim=1, keepdim=True)  # (B, 1, Da)
     else:
         video = video_tokens.flatten(1, 2)  # (B, 1, Nv, Dv): the segments -> (B, Nv, Dv)
         audio = audio_tokens

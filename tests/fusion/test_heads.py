@@ -98,6 +98,8 @@ def test_clip_steps_rule():
     assert v.shape == (2, 2, 5) and torch.allclose(v[:, 1], video[:, 3:6, 0].mean(dim=1))  # view 1's crops' CLS
     assert a.shape == (2, 3, 3) and torch.allclose(a[0, 2], audio[0, [4, 7]].mean(dim=0))  # column 2 of both bands
     assert torch.equal(a[1], torch.zeros(3, 3))  # no audio: zeros
+    _, summary = clip_steps(video, audio[:, :2], has_audio, True, crops=3, audio_bands=1)  # a store without a grid
+    assert summary.shape == (2, 1, 3) and torch.allclose(summary[0, 0], audio[0, :2].mean(dim=0))
     with pytest.raises(InputError, match="not whole temporal views of 4 crops"):
         clip_steps(video, audio, has_audio, True, crops=4, audio_bands=2)
     imported = dataclasses.replace(layout, views=1, crops=1, temporal_views=1, audio_token_grid=None, source="tcaf-pkl")
