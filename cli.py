@@ -448,7 +448,7 @@ _protocol_training_options = _options(
 # The head a protocol trains (a benchmark sets it per row).
 _method_options = _options(
     click.option("--method", default=None,
-                 help="The head: mzst (default) or a comparison head (devise, ale, sje, cjme)."),
+                 help="The head: mzst (default) or a comparison head (fusion.heads: devise ... avca, tcaf, clipclap)."),
     click.option("--recipe", type=click.Choice(RECIPE_DATASETS), default=None,
                  help="A comparison head's training as AVCA-GZSL ran it on this dataset."),
 )

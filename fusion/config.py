@@ -291,8 +291,8 @@ class TrainConfig:
                                      help="Refuse a store that extract is still filling (pending clips); without it, "
                                           "training warns with their count.")
     method: str = setting("mzst",
-                          help="The head: mzst (the fusion head), or a comparison head of the AVCA-GZSL family: "
-                               "devise, ale, sje, cjme, avgzslnet, avca (docs/fusion.md, Comparison heads).")
+                          help="The head: mzst (the fusion head), or a comparison head: devise, ale, sje, cjme, "
+                               "avgzslnet, avca, tcaf, clipclap (docs/fusion.md, Comparison heads).")
     recipe: str | None = setting(None, choices=RECIPE_DATASETS,
                                  help="A comparison head's training as AVCA-GZSL's run scripts give it for a dataset "
                                       "(epochs, lr, batch size, n_batches, dropouts); options given override it.")

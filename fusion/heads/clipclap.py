@@ -121,7 +121,7 @@ def peer_weights(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict, dict[str
                                   peer_tensor(state_dict, "O_proj.fc.4.weight", 2).shape[0])
     if input_dim <= 512:
         raise InputError(f"O_enc takes {input_dim} values, not CLIP's 512 and an audio embedding (a model of one "
-                         "modality, `--modality audio` or `video`, is not offered)")
+                         "modality, its `modality` audio or video, is not offered)")
     values = {"encoder_dim": int(encoder_dim), "decoder_hidden_dim": int(decoder_hidden),
               "output_dim": int(output_dim)}
     dims = {"video_dim": 512, "audio_dim": int(input_dim) - 512, "embedding_dim": int(embedding_dim)}

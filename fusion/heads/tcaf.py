@@ -15,8 +15,9 @@ ExplainableML/TCAF-GZSL, MIT licence), written anew here:
   decoders D_o: 64 -> 512 -> E, D_w: 64 -> E;
 - losses: cross-entropy over the training classes of the scores theta_o . W_proj(w_c), MSE(theta_o, theta_w),
   MSE(w, D_o(theta_o)) + MSE(w, D_w(theta_w)); Adam with weight decay 1e-5;
-- test time: the Euclidean distance of theta_o to theta_w (one embedding; the peers' three betas are all theta_o's,
-  so the peers' beta rule is not offered: calibrated stacking on validation is the same sweep).
+- test time: the Euclidean distance of theta_o to theta_w (one embedding; the peers' audio, video and both betas are
+  all theta_o's, so their mean is theta_o's best validation beta, which calibrated stacking's own rule picks: the
+  peers' beta rule is not offered).
 
 The time steps are `fusion.heads.inputs.clip_steps`'. A step's time t is in seconds: step i of an imported store at
 i * `video_step_s` (`audio_step_s`), TCAF-GZSL's rule (SeLaVi one step a second, the defaults; C3D 0.64, VGGish
