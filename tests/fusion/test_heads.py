@@ -108,6 +108,19 @@ def test_clip_steps_rule():
     assert torch.equal(v, video[:, 0]) and torch.equal(a[0], audio[0])
 
 
+def test_tcaf_takes_its_steps_from_the_store(kit, vectors_file, tmp_path):
+    # 2 temporal views x 2 crops, AST's grid of 1 band x 2 columns: the trainer gives the head the store's crops and
+    # bands whatever its settings say, and zeroshot's rebuilt head reads the steps alike
+    layout = {**kit.LAYOUT, "V": 4, "crops": 2, "temporal_views": 2, "audio_token_grid": [1, 2]}
+    store = kit.make_store(tmp_path / "crops.zarr", vectors_file, clips_per_class=3, layout=layout)
+    train(_options(store, tmp_path / "run", vectors_file, "tcaf", epochs=1, n_batches=2, depth=1, crops=3))
+    model, info = load_run(tmp_path / "run")
+    assert (model.config.crops, model.config.audio_bands) == (2, 1)
+    assert model.clip_inputs(torch.zeros(1, 4, 5, 24), torch.zeros(1, 4, 16), torch.ones(1, dtype=torch.bool))[
+        0].shape == (1, 2, 24)
+    assert 0 <= _unseen_zsl(tmp_path / "run", store) <= 1  # zeroshot's path: 3 crops would refuse the 4 views
+
+
 def test_ranking_losses_by_hand():
     scores = torch.tensor([[1.0, 0.95, 0.5, 1.2]])  # true class 0; margin 0.1
     labels = torch.tensor([0])
