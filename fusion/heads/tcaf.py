@@ -61,7 +61,8 @@ class TCaFConfig(HeadTrainingConfig):
     """TCaF's sizes, dropouts and time steps (the UCF main-split configuration by default)."""
 
     encoder_hidden_dim: int = setting(256, help="Hidden width of the step encoders (`embeddings_hidden_size`).")
-    width: int = setting(300, help="Width of the transformer's tokens (`transformer_dim`).")
+    # not `width`: that is the MZST head's, and a benchmark hands a shared option to every method that has it
+    token_dim: int = setting(300, help="Width of the transformer's tokens (`transformer_dim`).")
     depth: int = setting(5, help="Transformer layers (`transformer_depth`).")
     attention_heads: int = setting(8, help="Attention heads (`transformer_heads`).")
     attention_head_dim: int = setting(64, help="Width of each attention head (`transformer_dim_head`).")
@@ -86,7 +87,7 @@ class TCaFConfig(HeadTrainingConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        sizes = (self.encoder_hidden_dim, self.width, self.depth, self.attention_heads, self.attention_head_dim,
+        sizes = (self.encoder_hidden_dim, self.token_dim, self.depth, self.attention_heads, self.attention_head_dim,
                  self.mlp_dim, self.decoder_hidden_dim, self.output_dim, self.crops, self.audio_bands)
         if min(sizes) < 1 or self.time_dim < 2 or self.time_dim % 2:
             raise InputError(f"TCaF's sizes must be >= 1 and time_dim even, got {sizes}, {self.time_dim}")
@@ -168,7 +169,7 @@ class TCaF(ComparisonHead):
 
     def __init__(self, config: TCaFConfig, dims: ModelDims, extracted: bool) -> None:
         super().__init__(config, dims, extracted)
-        c, width, e = config, config.width, dims.embedding_dim
+        c, width, e = config, config.token_dim, dims.embedding_dim
         self.audio_encoder = _mlp(dims.audio_dim, c.encoder_hidden_dim, width, c.embedding_dropout, 0.1)
         self.video_encoder = _mlp(dims.video_dim, c.encoder_hidden_dim, width, c.embedding_dropout, 0.1)
         self.modality_embedding = nn.Embedding(2, c.time_dim)  # audio, video
@@ -287,7 +288,7 @@ def peer_weights(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict, dict[str
     if heads is None:
         raise InputError(f"attention of width {inner} is none of TCAF-GZSL's configurations (8 x 64, 3 x 128, "
                          "6 x 128): its head count is not in the weights")
-    values = {"encoder_hidden_dim": int(hidden_dim), "width": int(width), "depth": depth, "attention_heads": heads,
+    values = {"encoder_hidden_dim": int(hidden_dim), "token_dim": int(width), "depth": depth, "attention_heads": heads,
               "attention_head_dim": int(inner) // heads, "mlp_dim": int(mlp_dim), "time_dim": int(time_dim),
               "decoder_hidden_dim": int(decoder_hidden), "output_dim": int(output_dim), "peer_input_scaling": True}
     dims = {"video_dim": int(video_dim), "audio_dim": int(audio_dim), "embedding_dim": int(embedding_dim)}
