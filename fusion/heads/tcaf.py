@@ -22,7 +22,9 @@ ExplainableML/TCAF-GZSL, MIT licence), written anew here:
 The time steps are `fusion.heads.inputs.clip_steps`'. A step's time t is in seconds: step i of an imported store at
 i * `video_step_s` (`audio_step_s`), TCAF-GZSL's rule (SeLaVi one step a second, the defaults; C3D 0.64, VGGish
 0.96); on an extracted store the centre of the step's stretch of a clip of `clip_s` seconds, as the temporal views
-and AST's grid columns split the clip evenly.
+and AST's grid columns split the clip evenly. `import-avca` keeps `sequence_tokens` segment means of a clip's steps:
+the times are the source's only when that count is the features' step count (otherwise a segment spans several
+steps and the times shrink by that factor: set the step lengths to the segments').
 
 Where this differs from TCAF-GZSL's code on purpose:
 - its `F.normalize(v)` of (B, T, D) features normalises each feature over time, and it divides audio by 255 even
