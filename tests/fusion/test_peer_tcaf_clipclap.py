@@ -1,6 +1,7 @@
 """import-peer-model for TCAF-GZSL and ClipClap-GZSL: checkpoints in their format and parameter names, written by the
 test, become runs whose zeroshot predictions equal those of an independent re-implementation of the peers' own test
-forward (`get_embeddings`); bad checkpoints are refused in one line naming the file."""
+forward (`get_embeddings`) and training losses equal their `compute_loss`; bad checkpoints are refused in one line
+naming the file."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ from common.errors import InputError
 from curate import splits
 from curate.config import AVCAImportConfig
 from curate.importers import import_avca_features
+from fusion import heads
 from fusion.config import PeerImportConfig
+from fusion.heads.head import ClipBatch
+from fusion.model import ModelDims
 from fusion.peer_checkpoint import import_peer_model
 from text.class_embeddings import load_embedding_source
 from text.class_names import tokenize_class_name
@@ -303,3 +307,44 @@ def test_bad_checkpoints_are_one_line_naming_the_file(tmp_path):
     # ClipClap's own class vectors are not the default AVCA table
     assert "give them with `embeddings`" in _refusal(tmp_path, tmp_path / "clipclap.pt", "clipclap")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("method", ["tcaf", "clipclap"])
+def test_the_training_loss_is_the_peers_loss(method, tmp_path):
+    """compute_loss of the peers' forward on one batch (evaluation mode, so that BatchNorm and dropout are fixed):
+    cross-entropy over the classes, MSE(theta_o, theta_w), and the two reconstructions of w (ClipClap's W_enc(w))."""
+    state = _peer_checkpoint(method, tmp_path / "peer.pt")
+    values, ours = heads.head_entry(method).peer_weights(state)
+    dims = values.pop("dims")
+    head = heads.create_head(method, values, ModelDims(video_tokens=1, audio_tokens=1, num_classes=1, **dims), False)
+    head.load_state_dict(ours)
+    head.eval()
+    rng = np.random.default_rng(1)
+    steps = (STEPS,) if method == "tcaf" else ()
+    video = rng.normal(size=(5, *steps, dims["video_dim"]))
+    audio = rng.normal(size=(5, *steps, dims["audio_dim"])) * (100 if method == "tcaf" else 1)
+    classes = rng.normal(size=(4, dims["embedding_dim"]))
+    classes /= np.linalg.norm(classes, axis=1, keepdims=True)
+    labels = np.array([0, 3, 1, 1, 2])
+    batch = ClipBatch(torch.tensor(video, dtype=torch.float32), torch.tensor(audio, dtype=torch.float32),
+                      torch.tensor(labels))
+    with torch.no_grad():
+        losses = head.training_losses(batch, batch, torch.tensor(classes, dtype=torch.float32))
+
+    s = {k: v.double().numpy() for k, v in state.items()}
+    if method == "tcaf":
+        theta_o, w, all_w = _tcaf_theta_o(s, audio, video, heads=8), classes[labels], classes
+    else:
+        theta_o = _clipclap_theta_o(s, audio, video)
+        w, all_w = (_embedding_net(x, s, "W_enc", False) for x in (classes[labels], classes))
+    theta_w = _embedding_net(w, s, "W_proj", False)
+    scores = theta_o @ _embedding_net(all_w, s, "W_proj", False).T
+    scores = scores - scores.max(1, keepdims=True)
+    cross_entropy = -np.mean(scores[np.arange(5), labels] - np.log(np.exp(scores).sum(1)))
+    rho_o = _embedding_net(theta_o, s, "D_o", True)
+    rho_w = _embedding_net(theta_w, s, "D_w", False)
+    expected = {"cross_entropy": cross_entropy, "regression": np.mean((theta_o - theta_w) ** 2),
+                "reconstruction": np.mean((w - rho_o) ** 2) + np.mean((w - rho_w) ** 2)}
+    for name, value in expected.items():
+        assert losses.parts[name].item() == pytest.approx(value, rel=1e-4), name
+    assert min(expected.values()) > 1e-3  # every term is non-trivial
