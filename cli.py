@@ -456,7 +456,7 @@ _protocol_training_options = _options(
 # The head a protocol trains (a benchmark sets it per row).
 _method_options = _options(
     click.option("--method", default=None,
-                 help="The head: mzst (default) or a comparison head (devise, ale, sje, cjme)."),
+                 help="The head: mzst (default) or a comparison head (fusion.heads: devise ... avca, tcaf, clipclap)."),
     click.option("--recipe", type=click.Choice(RECIPE_DATASETS), default=None,
                  help="A comparison head's training as AVCA-GZSL ran it on this dataset."),
 )
@@ -587,7 +587,7 @@ def import_avca_command(**options) -> None:
                 "peer_text_order", types={"checkpoint": EXISTING_FILE, "out": NEW_DIR})
 @_user_errors
 def import_peer_model_command(**options) -> None:
-    """Make a run directory of a checkpoint of AVCA-GZSL's own code (its model.zip), for zeroshot and the protocols."""
+    """Make a run directory of a checkpoint of AVCA-GZSL's, TCAF-GZSL's or ClipClap-GZSL's own code, for zeroshot."""
     from fusion.peer_checkpoint import import_peer_model
 
     run = import_peer_model(PeerImportConfig(**options))

@@ -5,7 +5,8 @@ embeddings apply), then trains every method on each with `fusion.trainer.train` 
 validation; the first epoch is warm-up, the others are timed from `log.jsonl`:
 
 - "paper": the extracted tokens of the default profile (`bench/fusion_step.py`'s LAYOUTS["paper"]: 12 views of
-  17 x 768 video tokens, 98 x 768 audio tokens, Kinetics logits);
+  17 x 768 video tokens, 98 x 768 audio tokens, Kinetics logits; 4 temporal views x 3 crops and AST's 12 x 8 grid,
+  which TCaF's time steps read);
 - "avca": AVCA-GZSL's 512-d per-clip features as `import-avca` stores them (one view, one 512-d token per
   modality, no Kinetics logits, `source` "avca-h5"), the input of the peers' published numbers.
 
@@ -50,7 +51,8 @@ from fusion.trainer import train  # noqa: E402
 # The token layouts: "paper" as bench/fusion_step.py LAYOUTS["paper"] (V, Nv, Dv, Na, Da); "avca" as import-avca writes.
 LAYOUTS = {
     "paper": TokenLayout(views=12, video_tokens=17, video_dim=768, audio_tokens=98, audio_dim=768,
-                         kinetics_classes=400),
+                         kinetics_classes=400, crops=3, temporal_views=4, video_token_grid=(4, 2, 2),
+                         audio_token_grid=(12, 8)),  # the default extraction's grids (TCaF's time steps read them)
     "avca": TokenLayout(views=1, video_tokens=1, video_dim=512, audio_tokens=1, audio_dim=512, kinetics_classes=0,
                         source="avca-h5"),
 }

@@ -291,8 +291,8 @@ class TrainConfig:
                                      help="Refuse a store that extract is still filling (pending clips); without it, "
                                           "training warns with their count.")
     method: str = setting("mzst",
-                          help="The head: mzst (the fusion head), or a comparison head of the AVCA-GZSL family: "
-                               "devise, ale, sje, cjme, avgzslnet, avca (docs/fusion.md, Comparison heads).")
+                          help="The head: mzst (the fusion head), or a comparison head: devise, ale, sje, cjme, "
+                               "avgzslnet, avca, tcaf, clipclap (docs/fusion.md, Comparison heads).")
     recipe: str | None = setting(None, choices=RECIPE_DATASETS,
                                  help="A comparison head's training as AVCA-GZSL's run scripts give it for a dataset "
                                       "(epochs, lr, batch size, n_batches, dropouts); options given override it.")
@@ -551,12 +551,12 @@ def _head_options(method: str, options: Mapping[str, Any], base: dict[str, Any],
 
 @dataclass(frozen=True)
 class PeerImportConfig:
-    """`cli.py import-peer-model`: a checkpoint of AVCA-GZSL's own code -> a run directory
-    (`fusion.peer_checkpoint`)."""
+    """`cli.py import-peer-model`: a checkpoint of AVCA-GZSL's, TCAF-GZSL's or ClipClap-GZSL's own code -> a run
+    directory (`fusion.peer_checkpoint`)."""
 
-    method: str = setting(help="The checkpoint's method: devise, ale, sje or cjme (AVCA-GZSL's DeviseModel serves "
-                               "the first three).")
-    checkpoint: Path = setting(help="AVCA-GZSL checkpoint (.pt, {'epoch', 'model', 'optimizer'}), e.g. "
+    method: str = setting(help="The checkpoint's method: devise, ale, sje, cjme, avgzslnet, avca (AVCA-GZSL; its "
+                               "DeviseModel serves the first three), tcaf (TCAF-GZSL) or clipclap (ClipClap-GZSL).")
+    checkpoint: Path = setting(help="The peer's checkpoint (.pt, {'epoch', 'model', 'optimizer'}), e.g. "
                                     "runs/cjme_ucf_all_main/checkpoints/CJME_score_ckpt_<epoch>.pt of its model.zip.")
     dataset: str = setting(choices=RECIPE_DATASETS, help="The benchmark the checkpoint was trained on.")
     out: Path = setting(affects_result=False, help="The run directory to create.")

@@ -1,10 +1,13 @@
-"""The peers' released checkpoints as run directories: a checkpoint of AVCA-GZSL's own code becomes a run that
-`zeroshot` and the protocols' test step evaluate like a run trained here (`fusion.trained_run.load_run`).
+"""The peers' released checkpoints as run directories: a checkpoint of AVCA-GZSL's, TCAF-GZSL's or ClipClap-GZSL's
+own code becomes a run that `zeroshot` and the protocols' test step evaluate like a run trained here
+(`fusion.trained_run.load_run`).
 
 AVCA-GZSL saves `{"epoch": e + 1, "model": state_dict, "optimizer": ..., "metric": ...}` (`src/utils.py`,
 `save_best_model`); its released `model.zip` holds such files per method, dataset and split: the first stage's best
 epoch (`runs/<method>_<dataset>_val_<split>/<Model>_score.pt`) and every epoch of the second stage
-(`runs/<method>_<dataset>_all_<split>/checkpoints/<Model>_score_ckpt_<epoch>.pt`). The file is read with
+(`runs/<method>_<dataset>_all_<split>/checkpoints/<Model>_score_ckpt_<epoch>.pt`). TCAF-GZSL and ClipClap-GZSL
+keep that `save_best_model` and its dict (TCaF's model is `Multimodal_Sequence_Transformer`, ClipClap's
+`ClipClap_model`). The file is read with
 `torch.load(weights_only=True)`, which builds tensors and plain containers and runs no code from the file; a file
 that needs code (an object of a class) is refused, with no opt-in: the peers' checkpoints need none.
 
@@ -15,8 +18,10 @@ dataset, split, stage, epoch) is recorded as `imported` in config.json, classes.
 zeroshot's reports name it. The run's training classes are the stage's training classes of the dataset's split
 (what the peer trained on); it records no training clips, so zeroshot scores only a store's test splits (and a
 first-stage model's `stage_1_val_*`) unless told `include_training_clips`. Class vectors are the dataset's AVCA
-table by default, given to classes by name (`peer_text_order` gives them as the peers' code did), always
-L2-normalised as the peers trained on them. Its `store` names the checkpoint: the peer's features are no store here.
+table by default, given to classes by name (`peer_text_order` gives them as the peers' code did), L2-normalised as
+the peers trained on them, except ClipClap's: its class vector is its CLIP and its CLAP text embedding, each of unit
+norm, concatenated and never normalised again, so the vectors are taken as given (give that concatenation). Its
+`store` names the checkpoint: the peer's features are no store here.
 """
 
 from __future__ import annotations
@@ -44,6 +49,10 @@ from text.class_embeddings import load_embedding_source
 
 __all__ = ["ImportedRun", "read_peer_state", "import_peer_model"]
 
+# The repository whose code saved a method's checkpoints (AVCA-GZSL for the others), as the run records it.
+_PEER_CODE = {"tcaf": "TCAF-GZSL", "clipclap": "ClipClap-GZSL"}
+# Methods whose peers take the class vectors as given (ClipClap's concatenation of two unit-norm vectors).
+_VECTORS_AS_GIVEN = {"clipclap"}
 # The files of an imported run (a re-import into the folder replaces them; a trained run has a log.jsonl).
 _RUN_FILES = ("config.json", "classes.json", "class_embeddings.npz", "best.pt", "last.pt")
 
@@ -61,7 +70,8 @@ class ImportedRun:
 
 
 def read_peer_state(path: Path) -> tuple[dict[str, torch.Tensor], int | None]:
-    """The state_dict and epoch of a checkpoint that AVCA-GZSL saved, read without running code from the file.
+    """The state_dict and epoch of a checkpoint that AVCA-GZSL (or TCAF-GZSL, ClipClap-GZSL: the same save code)
+    saved, read without running code from the file.
 
     Raises:
         InputError: a file torch cannot read, one that needs code to load, or not AVCA-GZSL's dict format.
@@ -75,8 +85,8 @@ def read_peer_state(path: Path) -> tuple[dict[str, torch.Tensor], int | None]:
     model = payload.get("model") if isinstance(payload, dict) else None
     if not isinstance(model, dict) or not all(isinstance(key, str) for key in model):
         found = sorted(map(str, payload))[:5] if isinstance(payload, dict) else type(payload).__name__
-        raise InputError(f"{path}: not a checkpoint of AVCA-GZSL (a dict with the state_dict under 'model', as its "
-                         f"save_best_model writes); found {found}")
+        raise InputError(f"{path}: not a checkpoint of AVCA-GZSL, TCAF-GZSL or ClipClap-GZSL (a dict with the "
+                         f"state_dict under 'model', as their save_best_model writes); found {found}")
     epoch = payload.get("epoch")
     return model, int(epoch) if isinstance(epoch, int) else None
 
@@ -108,7 +118,11 @@ def import_peer_model(config: PeerImportConfig) -> ImportedRun:
 
     class_split = splits.load_class_split(config.dataset, config.split)
     classes = sorted(class_split.stages[f"stage_{config.stage}_train"], key=class_split.class_id)  # AVCA's id order
-    source = load_embedding_source(config.embedding_spec, name_map=config.name_map, normalise=True,
+    normalise = config.method not in _VECTORS_AS_GIVEN
+    if not normalise and config.embeddings is None:
+        raise InputError(f"{path}: {config.method} compares with its own class vectors (CLIP and CLAP text embeddings, "
+                         "concatenated), not the dataset's AVCA table: give them with `embeddings`")
+    source = load_embedding_source(config.embedding_spec, name_map=config.name_map, normalise=normalise,
                                    peer_text_order=config.peer_text_order)
     if source.dim != sizes["embedding_dim"]:
         raise InputError(f"{path}: the checkpoint compares with {sizes['embedding_dim']}-d class vectors, "
@@ -121,11 +135,11 @@ def import_peer_model(config: PeerImportConfig) -> ImportedRun:
     sha256 = sha256_file(path)
     imported = {"method": config.method, "checkpoint": str(path.resolve()), "sha256": sha256,
                 "dataset": config.dataset, "split": config.split, "stage": config.stage, "epoch": epoch,
-                "code": "AVCA-GZSL"}
+                "code": _PEER_CODE.get(config.method, "AVCA-GZSL")}
     train = train_config_from_options({
         "store": path.resolve(), "out": config.out, "method": config.method, "recipe": config.dataset,
         "embeddings": config.embedding_spec, "name_map": config.name_map, "peer_text_order": config.peer_text_order,
-        "normalise_embeddings": True, **values})
+        "normalise_embeddings": normalise, **values})
     train_record = json.loads(json.dumps(train.to_dict()))  # tuples -> lists, as read back
     payload = {"head": head.record(), "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
                "model": head.state_dict(), "epoch": epoch or 0, "config": train_record, "dims": dims.to_dict(),
@@ -133,7 +147,8 @@ def import_peer_model(config: PeerImportConfig) -> ImportedRun:
     config_record = {"train": train_record, "dims": dims.to_dict(), "decision_rule": "plain", "imported": imported}
     classes_record: dict[str, Any] = {
         "classes": classes,
-        "embedding": {"spec": source.spec, "normalised": True, "dim": source.dim, "provenance": source.provenance()},
+        "embedding": {"spec": source.spec, "normalised": normalise, "dim": source.dim,
+                      "provenance": source.provenance()},
         "kinetics_labels": None, "mlm_vocabulary": None, "train_clips": 0, "train_clip_ids": [],
         # no store of ours holds the peer's training clips: an identity no store has
         "train_store_identity": f"peer checkpoint {sha256}", "test_seen_clip_ids": [],

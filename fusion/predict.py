@@ -95,11 +95,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def check_layout(store: TokenStore, dims: ModelDims) -> None:
-    """Raise InputError when the store's token layout does not fit a model built with `dims`."""
+def check_layout(store: TokenStore, dims: ModelDims, segments: bool = False) -> None:
+    """Raise InputError when the store's token layout does not fit a model built with `dims`.
+
+    `segments`: the model is a comparison head that reads imported time segments (a head imported from the peers'
+    code records no segment count): any count of them fits, but only on a store of imported features.
+    """
     layout = store.token_layout
-    expected = {"video_tokens": dims.video_tokens, "video_dim": dims.video_dim, "audio_tokens": dims.audio_tokens,
-                "audio_dim": dims.audio_dim}
+    if segments and layout.source == "extracted":
+        raise InputError(f"{store.path}: an extracted store, but this head reads the time segments of imported "
+                         "features (import-avca); use a store of those features")
+    expected = {"video_dim": dims.video_dim, "audio_dim": dims.audio_dim}
+    if not segments:
+        expected |= {"video_tokens": dims.video_tokens, "audio_tokens": dims.audio_tokens}
     wrong = {name: (getattr(layout, name), value) for name, value in expected.items() if getattr(layout, name) != value}
     if wrong:
         listed = ", ".join(f"{name}={got} (model: {want})" for name, (got, want) in wrong.items())
@@ -153,7 +161,7 @@ def predict_embeddings(
         indices (N,) -> Predictions: embeddings (N, E), kinetics_pred (N,), task_logits (N, C), index (N,)
     """
     indices = np.asarray(indices, dtype=np.int64)
-    check_layout(store, model.dims)
+    check_layout(store, model.dims, segments=isinstance(model, ComparisonHead) and not model.extracted)
     not_done = indices[store.status[indices] != DONE] if indices.size else indices
     if not_done.size:
         raise InputError(f"{store.path}: {not_done.size} clip(s) asked for are not done (e.g. clip "

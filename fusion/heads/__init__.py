@@ -48,7 +48,8 @@ class HeadEntry:
 _REGISTRY: dict[str, HeadEntry] = {}
 # The modules whose methods register themselves when imported; imported on the first lookup, so that evaluation
 # (`fusion.predict`) can import the interface without the methods' training code, which imports evaluation.
-_METHOD_MODULES = ("fusion.heads.ranking", "fusion.heads.cjme", "fusion.heads.avgzslnet", "fusion.heads.avca")
+_METHOD_MODULES = ("fusion.heads.ranking", "fusion.heads.cjme", "fusion.heads.avgzslnet", "fusion.heads.avca",
+                  "fusion.heads.tcaf", "fusion.heads.clipclap")
 
 
 def _import_methods() -> None:

@@ -30,10 +30,11 @@ __all__ = ["ClipBatch", "HeadLosses", "ComparisonHead", "config_values", "peer_t
 
 @dataclass
 class ClipBatch:
-    """Per-clip vectors of a batch and their class ids (rows of the training classes' embeddings).
+    """Per-clip inputs of a batch and their class ids (rows of the training classes' embeddings): the head's
+    `clip_inputs`, vectors for most heads, time steps for a temporal one (TCaF).
 
     Shapes:
-        video (B, Dv), audio (B, Da), labels (B,) int64
+        video (B, Dv) or (B, Tv, Dv), audio (B, Da) or (B, Ta, Da), labels (B,) int64
     """
 
     video: torch.Tensor
@@ -76,11 +77,22 @@ class ComparisonHead(nn.Module):
         self.dims = dims
         self.extracted = extracted
 
+    def clip_inputs(self, video_tokens: torch.Tensor, audio_tokens: torch.Tensor,
+                    has_audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the head takes of a clip's tokens: the per-clip vectors (`fusion.heads.inputs.clip_vectors`); a
+        temporal head overrides it with time steps.
+
+        Shapes:
+            video_tokens (B, V, Nv, Dv) or (B, Nv, Dv), audio_tokens (B, Na, Da), has_audio (B,) -> video (B, Dv),
+            audio (B, Da)
+        """
+        return clip_vectors(video_tokens, audio_tokens, has_audio, self.extracted)
+
     def embed_clips(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """theta(x), the clip in the comparison space (a head with `branches`: theirs side by side).
 
         Shapes:
-            video (B, Dv), audio (B, Da) -> (B, D), or (B, len(branches) * D)
+            video (B, Dv), audio (B, Da) (`clip_inputs`) -> (B, D), or (B, len(branches) * D)
         """
         raise NotImplementedError
 
@@ -114,7 +126,7 @@ class ComparisonHead(nn.Module):
             video_tokens (B, V, Nv, Dv), audio_tokens (B, Na, Da), has_audio (B,) -> embedding (B, D),
             task_logits (B, 0)
         """
-        video, audio = clip_vectors(video_tokens, audio_tokens, has_audio, self.extracted)
+        video, audio = self.clip_inputs(video_tokens, audio_tokens, has_audio)
         embedding = self.embed_clips(video, audio)
         return AVOutput(embedding=embedding, task_logits=embedding.new_zeros((embedding.shape[0], 0)))
 
@@ -161,7 +173,7 @@ def peer_tensor(state_dict: Mapping[str, Any], key: str, dims: int) -> torch.Ten
 
 
 def from_peer_names(state_dict: Mapping[str, Any], head: ComparisonHead, renames: Mapping[str, str],
-                    peer_model: str) -> dict[str, torch.Tensor]:
+                    peer_model: str, code: str = "AVCA-GZSL") -> dict[str, torch.Tensor]:
     """A peer's state_dict under `head`'s parameter names, checked against `head` key by key and shape by shape.
 
     Args:
@@ -169,6 +181,7 @@ def from_peer_names(state_dict: Mapping[str, Any], head: ComparisonHead, renames
         head: a head built with the sizes the peer's shapes give.
         renames: our name prefix -> the peer's (the longest matching prefix applies; "" keeps a name).
         peer_model: the peer's model class, for the message.
+        code: the peer's repository, for the message.
 
     Raises:
         InputError: one line naming the peer's keys that are missing, unexpected or of another shape.
@@ -183,6 +196,6 @@ def from_peer_names(state_dict: Mapping[str, Any], head: ComparisonHead, renames
                    for key, (_, shape) in own.items()
                    if key in state_dict and getattr(state_dict[key], "shape", None) != shape)
     if missing or unexpected or wrong:
-        raise InputError(f"not the weights of AVCA-GZSL's {peer_model}: {len(missing)} missing {missing[:4]}, "
+        raise InputError(f"not the weights of {code}'s {peer_model}: {len(missing)} missing {missing[:4]}, "
                          f"{len(unexpected)} unexpected {unexpected[:4]}, {len(wrong)} of another shape {wrong[:4]}")
     return {name: state_dict[key] for key, (name, _) in own.items()}

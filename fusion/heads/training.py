@@ -6,8 +6,9 @@ this module for what differs from MZST's training: `HeadTraining.start` builds t
 schedule and the training clips' vectors; `HeadTraining.train_epoch` runs one epoch; `HeadTraining.after_validation`
 steps the schedule.
 
-- Per-clip vectors: the tokens of every training clip are reduced once (`fusion.heads.inputs.clip_vectors`) and kept
-  on the device, as AVCA-GZSL keeps its per-clip features; a step gathers its batch from them.
+- Per-clip inputs: the tokens of every training clip are reduced once (the head's `clip_inputs`: the per-clip vectors
+  of `fusion.heads.inputs`, or a temporal head's time steps) and kept on the device, as AVCA-GZSL keeps its
+  per-clip features; a step gathers its batch from them.
 - Class-balanced batches (AVCA-GZSL `src/sampler.py`, alpha 1, "random"): each clip of a batch is drawn with
   replacement with probability 1 / (C n_c), so every class is equally likely whatever its size; an epoch is
   `n_batches` such batches, not a pass over the clips. Each clip comes with a negative, a clip of another class
@@ -36,7 +37,7 @@ from fusion.config import TrainConfig
 from fusion.epoch import EpochStats, StepTimer, check_finite, epoch_seeds
 from fusion.heads import create_head
 from fusion.heads.head import ClipBatch, ComparisonHead
-from fusion.heads.inputs import clip_vectors
+from fusion.heads.inputs import store_steps
 from fusion.plan import TrainingPlan
 from fusion.predict import to_device
 
@@ -104,8 +105,8 @@ class HeadTraining:
     """A comparison head's training state: the head, its optimiser and schedule, the training clips' vectors.
 
     Shapes:
-        video (n, Dv), audio (n, Da): the per-clip vectors of the n training clips, on the device; labels (n,) int64
-        class ids; indices (n,) their clip indices in the store.
+        video (n, Dv), audio (n, Da): the per-clip inputs of the n training clips (a temporal head's (n, T, D)), on
+        the device; labels (n,) int64 class ids; indices (n,) their clip indices in the store.
     """
 
     head: ComparisonHead
@@ -120,13 +121,16 @@ class HeadTraining:
     def start(cls, config: TrainConfig, plan: TrainingPlan, device: torch.device) -> HeadTraining:
         """Build the head of `config.method` (seed torch first), its optimiser and schedule, and the vectors of the
         planned training clips."""
-        extracted = plan.store.token_layout.source == "extracted"
-        head = create_head(config.method, config.head, plan.dims, extracted).to(device)
+        layout = plan.store.token_layout
+        extracted = layout.source == "extracted"
+        # settings the store fixes (a temporal head's crops and audio bands) are the store's, whatever was given
+        fixed = {key: value for key, value in store_steps(layout).items() if key in config.head}
+        head = create_head(config.method, {**config.head, **fixed}, plan.dims, extracted).to(device)
         optimizer = head.optimizer(config.lr, config.weight_decay)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=head.config.plateau_factor,
                                                                patience=head.config.plateau_patience)
         indices = plan.clips.train_indices
-        video, audio = _clip_vectors(plan.store, indices, extracted, config.eval_batch_size, device)
+        video, audio = _clip_inputs(plan.store, indices, head, config.eval_batch_size, device)
         labels = torch.from_numpy(plan.clips.train_labels).to(device)
         return cls(head=head, optimizer=optimizer, scheduler=scheduler, video=video, audio=audio, labels=labels,
                    indices=indices)
@@ -196,9 +200,13 @@ class HeadTraining:
         return ClipBatch(video=self.video[on_device], audio=self.audio[on_device], labels=self.labels[on_device])
 
 
-def _clip_vectors(store: TokenStore, indices: np.ndarray, extracted: bool, batch_size: int,
-                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The per-clip vectors of `indices`, read a batch at a time. Shapes: (n,) -> video (n, Dv), audio (n, Da)."""
+def _clip_inputs(store: TokenStore, indices: np.ndarray, head: ComparisonHead, batch_size: int,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The head's per-clip inputs (`clip_inputs`) of `indices`, read a batch at a time.
+
+    Shapes:
+        (n,) -> video (n, Dv), audio (n, Da); a temporal head's (n, Tv, Dv), (n, Ta, Da)
+    """
     if not indices.size:
         raise InputError(f"{store.path}: no training clips")
     reader = BatchReader(store, indices, batch_size, fields=("video_tokens", "audio_tokens", "has_audio"),
@@ -206,9 +214,9 @@ def _clip_vectors(store: TokenStore, indices: np.ndarray, extracted: bool, batch
     started = time.perf_counter()
     video, audio = [], []
     for batch in reader:
-        v, a = clip_vectors(to_device(batch.video_tokens, device), to_device(batch.audio_tokens, device),
-                            to_device(batch.has_audio, device), extracted)
+        v, a = head.clip_inputs(to_device(batch.video_tokens, device), to_device(batch.audio_tokens, device),
+                                to_device(batch.has_audio, device))
         video.append(v)
         audio.append(a)
-    logger.info("per-clip vectors of %d training clips in %.1f s", indices.size, time.perf_counter() - started)
+    logger.info("per-clip inputs of %d training clips in %.1f s", indices.size, time.perf_counter() - started)
     return torch.cat(video), torch.cat(audio)

@@ -468,10 +468,12 @@ def test_a_protocol_refuses_values_that_do_not_fit_in_one_line_before_training(u
     assert result.exit_code == 1 and len(lines) == 1 and message in lines[0], result.output
     assert not list((tmp_path / "p").rglob("*.pt"))
 @pytest.mark.parametrize("method, beta_rule", [("devise", "ours"), ("ale", "ours"), ("sje", "ours"), ("cjme", "peers"),
-                                               ("avgzslnet", "peers"), ("avca", "peers")])
+                                               ("avgzslnet", "peers"), ("avca", "peers"), ("tcaf", "ours"),
+                                               ("clipclap", "ours")])
 def test_avca_protocol_runs_a_comparison_head(ucf_stores, tmp_path, method, beta_rule):
     clean, _ = ucf_stores
-    train = {"method": method, "epochs": 3, "batch_size": 16, "n_batches": 4, "progress": False}
+    train = {"method": method, "epochs": 3, "batch_size": 16, "n_batches": 4, "progress": False,
+             **({"depth": 1} if method == "tcaf" else {})}
     result = protocols.run_avca_protocol(AVCAProtocolConfig(dataset="UCF", store=clean.path, out=tmp_path / "p",
                                                             train=train, plots=_NO_PLOTS, calibrated_stacking=True,
                                                             beta_rule=beta_rule))
