@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -42,6 +43,12 @@ def become_worker() -> None:
         if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
             logger.debug("prctl(PR_SET_PDEATHSIG) failed (errno %d): this worker outlives a killed parent",
                          ctypes.get_errno())
+        # A parent killed while this worker was still starting (imports take seconds on a loaded machine) died
+        # before the request above existed: the worker was re-parented and would run on, holding the command's
+        # output pipes open. Linux sends no signal for that past death, so look.
+        parent = multiprocessing.parent_process()
+        if parent is not None and os.getppid() != parent.pid:
+            os._exit(1)
 
 
 def dask_setup(worker: object) -> None:

@@ -3,6 +3,7 @@
 import multiprocessing
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -62,3 +63,33 @@ def test_a_worker_pool_left_by_an_exception_ends_its_workers_at_once():
     # the running sleeps were cut short, not waited for (a wait would have let them return None)
     assert not any(future.done() and not future.cancelled() and future.exception() is None for future in futures)
     assert futures[-1].cancelled()  # queued work is dropped, not run
+
+
+
+_ORPHAN_SCRIPT = """
+import multiprocessing, os, pathlib, sys, time
+from common.processes import become_worker
+
+def late_worker(folder):
+    time.sleep(1.0)  # still starting when the parent dies
+    pathlib.Path(folder, "started").touch()
+    become_worker()
+    pathlib.Path(folder, "survived").touch()  # reached only by a worker that outlived its parent
+
+if __name__ == "__main__":
+    multiprocessing.get_context("spawn").Process(target=late_worker, args=(sys.argv[1],)).start()
+    time.sleep(0.2)
+    os._exit(0)  # as SIGKILL would: no clean-up, and the starting child is re-parented
+"""
+
+
+def test_a_worker_whose_parent_died_while_it_started_ends_itself(tmp_path):
+    (tmp_path / "orphan.py").write_text(_ORPHAN_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    subprocess.run([sys.executable, str(tmp_path / "orphan.py"), str(tmp_path)], env=env, check=True, timeout=60)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (tmp_path / "started").exists(), "the orphaned worker never started"
+    time.sleep(2.0)  # become_worker takes milliseconds; a surviving worker has touched its file by now
+    assert not (tmp_path / "survived").exists()
