@@ -249,15 +249,9 @@ def build_clip_image(config: VideoConfig, weights: Path | None, random_init: boo
     """
     if config.architecture not in CLIP_ARCHITECTURES:
         raise InputError(f"{config.architecture} is not a CLIP image tower ({CLIP_ARCHITECTURES})")
-    weights = _weights(weights, random_init, "CLIP image", CLIP_REPO)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = CLIPVisionModelWithProjection(clip_vision_config(config))
-    state = None if weights is None else tower_state(weights, _CLIP_KEEP, _CLIP_DROP, "CLIP image")
-    backbone = CLIPImageBackbone(frozen_tower(model, state, weights))
-    if weights is not None:
-        logger.info("video backbone %s: hf-clip weights %s", config.architecture, weights)
-    return backbone, _provenance(config.architecture, weights, "hf-clip", seed, backbone)
+    return _build_tower(lambda: CLIPVisionModelWithProjection(clip_vision_config(config)), CLIPImageBackbone,
+                        config.architecture, weights, random_init, seed, "CLIP image", CLIP_REPO, "hf-clip",
+                        _CLIP_KEEP, _CLIP_DROP, "video")
 
 
 def build_clap_audio(config: AudioConfig, weights: Path | None, random_init: bool, seed: int
@@ -270,12 +264,21 @@ def build_clap_audio(config: AudioConfig, weights: Path | None, random_init: boo
     """
     if config.architecture not in CLAP_ARCHITECTURES:
         raise InputError(f"{config.architecture} is not a CLAP audio tower ({CLAP_ARCHITECTURES})")
-    weights = _weights(weights, random_init, "CLAP audio", CLAP_REPO)
+    return _build_tower(lambda: ClapAudioModelWithProjection(clap_audio_config(config)), CLAPAudioBackbone,
+                        config.architecture, weights, random_init, seed, "CLAP audio", CLAP_REPO, "hf-clap",
+                        _CLAP_KEEP, _CLAP_DROP, "audio")
+
+
+def _build_tower(make_model, wrapper, architecture: str, weights: Path | None, random_init: bool, seed: int,
+                 what: str, repo: str, weight_format: str, keep: tuple[str, ...], drop: tuple[str, ...],
+                 modality: str):
+    """A tower built from its config (seeded), given its weights strictly, frozen and wrapped; and its provenance."""
+    weights = _weights(weights, random_init, what, repo)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = ClapAudioModelWithProjection(clap_audio_config(config))
-    state = None if weights is None else tower_state(weights, _CLAP_KEEP, _CLAP_DROP, "CLAP audio")
-    backbone = CLAPAudioBackbone(frozen_tower(model, state, weights))
+        model = make_model()
+    state = None if weights is None else tower_state(weights, keep, drop, what)
+    backbone = wrapper(frozen_tower(model, state, weights))
     if weights is not None:
-        logger.info("audio backbone %s: hf-clap weights %s", config.architecture, weights)
-    return backbone, _provenance(config.architecture, weights, "hf-clap", seed, backbone)
+        logger.info("%s backbone %s: %s weights %s", modality, architecture, weight_format, weights)
+    return backbone, _provenance(architecture, weights, weight_format, seed, backbone)
