@@ -59,6 +59,7 @@ class ClipExtractor:
             `config.random_init`.
         thread_share: processes sharing this machine's cores (Dask workers); sets this one's threads
             (`common.threads.plan_threads`).
+        kinetics_head: a Kinetics head fitted on the random-init video backbone (`extract.mvit.build_mvit`).
 
     Raises:
         FileNotFoundError: missing weights without `config.random_init` (names the file and how to get it).
@@ -66,7 +67,8 @@ class ClipExtractor:
     """
 
     def __init__(self, config: ExtractConfig, video_weights: Path | None = None,
-                 audio_weights: Path | None = None, thread_share: int = 1) -> None:
+                 audio_weights: Path | None = None, thread_share: int = 1,
+                 kinetics_head: Path | None = None) -> None:
         self.config = config
         self.device = _device(config.device)
         # At most `decode_threads` decode workers beside torch's threads, never more in all than usable cores.
@@ -74,7 +76,7 @@ class ClipExtractor:
                                     torch_on_device=self.device.type == "cuda")
         apply_thread_plan(self.threads)
         video, self._video_provenance = mvit.build_mvit(config.video, video_weights, config.random_init, config.seed,
-                                                        config.attention)
+                                                        config.attention, kinetics_head)
         audio, self._audio_provenance = ast_audio.build_ast(config.audio, audio_weights, config.random_init,
                                                             config.seed + 1)
         # bf16-pure: weights (and, in `_run`, inputs) in bfloat16; fp32 and bf16 autocast keep float32 weights.

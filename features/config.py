@@ -65,6 +65,8 @@ class RunnerConfig:
                                     help="Address of an existing Dask scheduler to run on (multi-node).")
     video_weights: Path | None = setting(None,
                                          help="MViT-v2-S weights in torchvision format (default: the torch hub cache).")
+    kinetics_head: Path | None = setting(None, help="A Kinetics head fitted on the random-init video backbone "
+                                         "(curate.pretrain's kinetics_head.safetensors).")
     audio_weights: Path | None = setting(None,
                                          help="AST weights (file or HF model folder): original AST, HF transformers, "
                                               "or timm DeiT-base-384.")
