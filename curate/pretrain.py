@@ -161,14 +161,18 @@ def fit_kinetics_head(manifest: Path, extract: ExtractConfig, out_dir: Path, see
 
     Raises:
         InputError: a backbone with weights (this head is for random-init ones), a class name that is not a
-            Kinetics-400 label, or a clip that cannot be extracted.
+            Kinetics-400 label, a class with fewer than 2 clips, or a clip that cannot be extracted.
     """
     if not extract.random_init:
         raise InputError("a Kinetics head fitted on synthetic pretraining clips is for random-init backbones only; "
                          "a backbone with weights has its own")
     started = time.perf_counter()
     features, labels, numbers = _cls_features(Path(manifest), extract, progress)
-    held_out = held_out_accuracy(features, labels, numbers, seed) if numbers.max() > 0 else float("nan")
+    fewest = min(int(numbers[labels == label].max()) + 1 for label in np.unique(labels))
+    if fewest < 2:
+        raise InputError(f"{manifest}: a pretraining class with {fewest} clip; the head's held-out accuracy needs "
+                         "at least 2 clips per class")
+    held_out = held_out_accuracy(features, labels, numbers, seed)
     weight, bias = _fit(features, labels, seed)
     train = _accuracy(weight, bias, features, labels)
     out_dir = Path(out_dir)
