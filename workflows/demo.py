@@ -70,7 +70,7 @@ class DemoConfig:
     pretraining_clips_per_class: int = setting(6)
     se_target: str = setting("class", choices=SE_TARGETS,
                              help="SE target: class (what works on this synthetic data) or kinetics+class (the "
-                                  "paper's, with its Kinetics decision rule; docs/synthetic.md says why it fails "
+                                  "paper's, with its Kinetics decision rule; docs/synthetic.md says why it falls short "
                                   "here).")
     seeds: tuple[Seed, ...] = setting((0, 1, 2), help="Training seeds: results are reported as mean +- std over them.")
     epochs: int = setting(40, help="Training epochs per run.")
