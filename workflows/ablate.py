@@ -57,9 +57,9 @@ ROWS: dict[str, RowSpec] = {
     "video-only": RowSpec("MZST on video only", ("video-only",)),
     "normalised": RowSpec("MZST, L2-normalised class embeddings (Table 8)", ("normalised",)),
     "control": RowSpec("Control: MZST with the class embeddings shuffled among the seen classes", control=True),
-    "class-target": RowSpec("MZST, SE target phi(class) only, plain rule ||f(x) - phi(c)||", ("no-se",)),
-    "plain-rule": RowSpec("MZST (target phi(s_v) + phi(class)) evaluated with the plain rule ||f(x) - phi(c)||",
-                          rule="plain"),
+    # Labels stand in Markdown tables: no "|" in them.
+    "class-target": RowSpec("MZST, SE target phi(class) only (so the plain rule)", ("no-se",)),
+    "plain-rule": RowSpec("MZST (target phi(s_v) + phi(class)) evaluated with the plain rule", rule="plain"),
     "sequential": RowSpec("MZST, eq. 2's fusion order (text reads the AV-updated fusion tokens)", ("sequential",)),
     "eq5": RowSpec("MZST, eq. 5's loss weights (SE weight 1)", ("eq5",)),
     "sentence": RowSpec("MZST, sentence-encoder class embeddings (MiniLM; Table 8's S2V analogue)",
