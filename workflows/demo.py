@@ -1,15 +1,15 @@
 """The main job end to end on the built-in data (`make demo`): generate, extract, train, recognise, report.
 
 1. `make-synthetic`: the built-in benchmark (24 VGGSound class names, 18 seen / 6 unseen, 8 clips each),
-   rendered from raw GloVe vectors, and video-only clips of 40 "pretraining" classes named after Kinetics-400
+   rendered from raw GloVe vectors, and video-only clips of 8 "pretraining" classes named after Kinetics-400
    labels, rendered by the same rule.
 2. The "pretrained" video classifier: the random-init video backbone's Kinetics head fitted on the pretraining
    clips (`curate.pretrain`), so that s_v, the Kinetics class it predicts, says something about a clip.
 3. `extract`: the cpu-small profile, random-init backbones (no weights can be downloaded here) with that head.
 4. `train-fusion`: the demo head with the paper's SE target phi(s_v) + phi(s_t) and L2-normalised class-name
    vectors (raw ones, the paper's, stay below the demo's 3x mark here: docs/eval.md), on the seen classes, once
-   per seed; 20% of the seen classes are held out as validation-unseen
-   (best.pt by calibrated HM), 25% of every seen class's clips as test-seen.
+   per seed; 20% of the seen classes are held out as validation-unseen (best.pt by calibrated HM), 25% of every
+   seen class's clips as test-seen.
 5. `zeroshot`: ZSL on the 6 unseen classes, GZSL on seen + unseen, with the paper's Kinetics decision rule
    ||f(x) - phi(s_v(x)) - phi(c)||, calibrated stacking with beta chosen on the run's validation clips.
 6. The control: the same training with the class embeddings shuffled among the seen classes; its zero-shot
@@ -45,8 +45,8 @@ __all__ = ["DemoConfig", "DemoResult", "run_demo", "demo_findings", "objective_t
 logger = logging.getLogger(__name__)
 
 _EMBEDDING_TABLE = "vggsound"  # the shipped table whose class names the benchmark draws
-# Raw word vectors embed the benchmark's names and the Kinetics-400 labels alike (a table embeds only its own
-# names, normalised): the benchmark is rendered from them and the head learns them.
+# Word vectors embed the benchmark's names and the Kinetics-400 labels alike (a table embeds only its own names):
+# the benchmark is rendered from the raw vectors and the head learns them (`normalise_embeddings`).
 _VECTORS = "glove-6b-50d"
 
 _HONESTY = ("Backbones are RANDOM-INIT (no pretrained weights can be downloaded here) and the data is SYNTHETIC "
