@@ -244,7 +244,7 @@ def cli(verbose: bool, threads: int | None) -> None:
 @cli.command("make-synthetic")
 @click.argument("out_dir", type=NEW_DIR)
 @_field_options(SyntheticConfig, "classes", "clips_per_class", "seconds", "unseen_fraction", "seed", "embedding_table",
-                "workers")
+                "vectors", "pretraining_classes", "workers")
 @_user_errors
 def make_synthetic(out_dir: Path, **options) -> None:
     """Render the built-in synthetic audio-visual benchmark into OUT_DIR.
@@ -265,7 +265,7 @@ def make_synthetic(out_dir: Path, **options) -> None:
 
 
 @cli.command("demo")
-@_field_options(DemoConfig, "out", "seeds", "epochs", "progress", types={"out": NEW_DIR})
+@_field_options(DemoConfig, "out", "seeds", "epochs", "se_target", "progress", types={"out": NEW_DIR})
 @_user_errors
 def demo_command(**options) -> None:
     """Run the whole pipeline on the built-in synthetic benchmark and print the ZSL / GZSL table.
@@ -273,11 +273,11 @@ def demo_command(**options) -> None:
     make-synthetic -> extract (cpu-small, random-init backbones) -> train-fusion (one run per seed, plus a control
     with shuffled class embeddings) -> zeroshot -> OUT/demo_results.json and OUT/report/.
     """
-    from workflows.demo import run_demo
+    from workflows.demo import objective_text, run_demo
 
     result = run_demo(DemoConfig(**options))
     r = result.results
-    click.echo(f"\n{r['note']}\n\n{result.table}\n")
+    click.echo(f"\n{r['note']}\n\n{objective_text(r)}\n\n{result.table}\n")
     click.echo(f"ZSL {r['zsl']:.2f}% = {r['zsl_over_chance']:.1f}x chance ({r['chance_zsl']:.2f}%); control "
                f"{r['control_zsl']:.2f}% = {r['control_zsl_over_chance']:.1f}x chance. {r['seconds']:.0f} s. "
                f"Results: {result.results_path}; report: {result.report_dir / 'README.md'}")
@@ -295,8 +295,8 @@ def demo_command(**options) -> None:
 @click.option("--temporal-views", type=int, default=None,
               help="Temporal views per clip (profile's); a clip has crops x temporal views views in all.")
 @click.option("--batch-views", type=int, default=None, help="Video views per backbone forward (profile's).")
-@_field_options(RunnerConfig, "video_weights", "audio_weights", "retry_failed", "progress", "wait",
-                types={"video_weights": click.Path(exists=True, path_type=Path),
+@_field_options(RunnerConfig, "video_weights", "kinetics_head", "audio_weights", "retry_failed", "progress", "wait",
+                types={"video_weights": click.Path(exists=True, path_type=Path), "kinetics_head": EXISTING_FILE,
                        "audio_weights": click.Path(exists=True, path_type=Path)})
 @_field_options(ExtractConfig, "random_init", "full_tokens", "compile", "strict_media")
 @_field_options(StoreConfig, "clips_per_block", "shard_blocks")
@@ -307,8 +307,9 @@ def extract_command(videos: Path, out: Path, crops: str | None, clips_per_block:
     """Run the frozen backbones over every clip into a Zarr token store (resumable; bad clips are recorded)."""
     from features.runner import build_extract_config, run_extraction
 
-    run = {name: options.pop(name) for name in ("workers", "scheduler", "video_weights", "audio_weights",
-                                                "retry_failed", "progress", "wait")} | {"gpus": options["gpus"]}
+    run = {name: options.pop(name) for name in ("workers", "scheduler", "video_weights", "kinetics_head",
+                                                "audio_weights", "retry_failed", "progress", "wait")}
+    run["gpus"] = options["gpus"]
     extract = build_extract_config(crops=int(crops) if crops else None, options=dict(extra), **options)
     store = StoreConfig(clips_per_block=clips_per_block, shard_blocks=shard_blocks)
     summary = run_extraction(RunnerConfig(videos=videos, out=out, extract=extract, store=store, **run))

@@ -59,8 +59,15 @@ class SyntheticConfig:
         unseen_fraction: share of the classes held out as unseen (rounded half up; at least one seen and one
             unseen).
         seed: seeds the class draw, the seen / unseen split, the special clips and every clip's randomness.
-        embedding_table: which shipped AVCA table the class names and embeddings come from
-            (`text.class_embeddings.AVCA_TABLES`).
+        embedding_table: which shipped AVCA table the class names (and, with `vectors` "table", the
+            embeddings) come from (`text.class_embeddings.AVCA_TABLES`).
+        vectors: the class-name vectors the content follows: "table" (the table's 300-d fastText vectors,
+            stored L2-normalised, which embed only its own names) or a word-vector source such as
+            `glove-6b-50d` (raw vectors that also embed Kinetics-400 labels).
+        pretraining_classes: Kinetics-400 labels rendered as video-only "pretraining" classes by the same rule
+            (`curate.pretrain` fits the random-init video backbone's Kinetics head on them); 0: none. Needs
+            word `vectors`.
+        pretraining_clips_per_class: clips rendered per pretraining class.
         frame_width_px: width of landscape clips; portrait clips swap width and height.
         frame_height_px: height of landscape clips.
         fps: video frame rate.
@@ -81,6 +88,11 @@ class SyntheticConfig:
     seed: Seed = setting(0, help="Seed of the class draw, the split and every clip; same seed, same bytes.")
     embedding_table: str = setting("vggsound", choices=tuple(AVCA_TABLES),
                                    help="Shipped 300-d class-name embeddings the classes come from.")
+    vectors: str = setting("table", help="Class-name vectors the content follows: 'table' (the table's, "
+                           "L2-normalised) or a word-vector source such as glove-6b-50d (raw; embeds Kinetics labels).")
+    pretraining_classes: int = setting(0, help="Kinetics-400 labels rendered as video-only pretraining classes "
+                                       "(for fitting the video backbone's Kinetics head); 0: none.")
+    pretraining_clips_per_class: int = setting(6)  # clips per pretraining class
     frame_width_px: int = setting(160)
     frame_height_px: int = setting(120)
     fps: float = setting(25.0)
@@ -110,6 +122,17 @@ class SyntheticConfig:
         if self.embedding_table not in AVCA_TABLES:
             raise InputError(f"embedding_table must be one of {sorted(AVCA_TABLES)}, got "
                              f"{self.embedding_table!r}")
+        if self.vectors != "table":
+            spec = EmbeddingSpec.parse(self.vectors)
+            if not spec.embeds_any_name:
+                raise InputError(f"vectors must be 'table' or a word-vector source that embeds any name, got "
+                                 f"{self.vectors!r}")
+        if self.pretraining_classes < 0 or self.pretraining_clips_per_class < 1:
+            raise InputError(f"pretraining_classes must be >= 0 and pretraining_clips_per_class >= 1, got "
+                             f"{self.pretraining_classes} and {self.pretraining_clips_per_class}")
+        if self.pretraining_classes and self.vectors == "table":
+            raise InputError("pretraining classes are named after Kinetics-400 labels, which a table cannot embed: "
+                             "set `vectors` to a word-vector source such as glove-6b-50d")
         if not 0.5 <= self.seconds <= 60.0:
             raise InputError(f"seconds must be in [0.5, 60], got {self.seconds}")
         for name in ("frame_width_px", "frame_height_px"):

@@ -12,9 +12,16 @@ a noise band). PCs 1, 3, 5, 7 reach the video only, PCs 2, 4, 6, 8 the audio onl
 fusion matters. Motion, shape, positions, phases and noise are per-clip nuisances. `_PARAMETERS` is the exact
 mapping; docs/synthetic.md and the README.md written beside the clips describe it.
 
+With `vectors` a word-vector source (raw GloVe vectors, say) instead of the table's, the same rule can render
+"pretraining" classes named after Kinetics-400 labels: their vectors are scored on the benchmark classes'
+principal components (the same centring and scale), so a pretraining class looks and sounds like the benchmark
+classes whose names are near its name. `curate.pretrain` fits the random-init video backbone's Kinetics head on
+them, which makes s_v, the Kinetics class the backbone predicts, mean something on the benchmark.
+
 Output (byte-for-byte deterministic for a config): `clips/<class>/<class>_<k>.mp4`, `manifest.csv`
 (`clip_id,path,class_name,split,has_audio,duration_s,...`), `classes.csv` (one row per class with its embedding
-source, table index, principal-component scores and rendering parameters), `benchmark.json` and `README.md`.
+source, table index, principal-component scores and rendering parameters), `benchmark.json` and `README.md`;
+with pretraining classes also `pretraining/` (`clips/`, `manifest.csv` with split `pretraining`, `classes.csv`).
 """
 
 from __future__ import annotations
@@ -41,9 +48,9 @@ from common.progress import track
 from curate import encode
 from curate.config import SyntheticConfig, round_half_up
 from features.manifest import ManifestRow, write_manifest
-from text.class_embeddings import AVCA_TABLES
+from text.class_embeddings import AVCA_TABLES, kinetics400_embeddings, load_embedding_source
 
-__all__ = ["SyntheticSummary", "make_synthetic", "class_parameters"]
+__all__ = ["PRETRAINING_SPLIT", "SyntheticSummary", "make_synthetic", "class_parameters"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +59,7 @@ RENDER_VERSION = 1
 _COMPONENTS = 10  # principal components that drive the rendering
 _ROUND_DECIMALS = 6  # PC scores are rounded before rendering: classes.csv holds exactly what was rendered
 _FLOAT_TOLERANCE = 1e-9
+PRETRAINING_SPLIT = "pretraining"  # the split column of pretraining/manifest.csv
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,7 @@ class SyntheticSummary:
         n_portrait: portrait clips.
         short_clip_id: the clip shorter than one 16-frame view.
         elapsed_s: wall time of the generation.
+        pretraining_manifest_path: `out_dir / "pretraining" / "manifest.csv"`, None without pretraining classes.
     """
 
     out_dir: Path
@@ -79,6 +88,7 @@ class SyntheticSummary:
     n_portrait: int
     short_clip_id: str
     elapsed_s: float
+    pretraining_manifest_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +132,7 @@ _SHAPES = ("disk", "square", "diamond")
 _OTHER_AUDIO_FORMATS = ((44100, 2), (22050, 1))  # (sample rate, channels), alternating over the chosen clips
 # Seed-sequence stream ids: each kind of draw has its own stream, so changing one never shifts another.
 _STREAM_CLASSES, _STREAM_SPLIT, _STREAM_SPECIAL, _STREAM_CLIP = 0, 1, 2, 3
+_STREAM_PRETRAINING_CLASSES, _STREAM_PRETRAINING_CLIP = 4, 5
 
 
 @dataclass(frozen=True)
@@ -153,30 +164,46 @@ def _load_table(path: Path) -> tuple[list[str], np.ndarray]:
     return names, emb
 
 
-def _principal_scores(emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Standardised scores of the chosen classes on the top principal components of their embeddings.
+@dataclass(frozen=True)
+class _Components:
+    """The chosen classes' top principal components: what scores any vector by the same rule.
 
-    Components beyond the data's rank (fewer than `_COMPONENTS` + 1 classes) score 0, the middle of every
-    parameter range. The sign of each component is fixed so that its largest-magnitude loading is positive.
+    Shapes: mean (E,), axes (k, E) (signed), scale (k,): each component's score std over the chosen classes.
+    """
 
-    Returns:
-        (scores, explained variance ratio of the components used).
+    mean: np.ndarray
+    axes: np.ndarray
+    scale: np.ndarray
+    explained: np.ndarray  # explained variance ratio of the components used
+
+    def scores(self, emb: np.ndarray) -> np.ndarray:
+        """Standardised, rounded scores; components beyond the data's rank score 0. Shapes: (N, E) -> (N, 10)."""
+        k = self.axes.shape[0]
+        padded = np.zeros((emb.shape[0], _COMPONENTS))
+        scores = (emb - self.mean) @ self.axes.T / self.scale  # (N, E) -> (N, k)
+        padded[:, :k] = np.round(scores, _ROUND_DECIMALS) + 0.0  # + 0.0 turns -0.0 into 0.0
+        return padded
+
+
+def _principal_components(emb: np.ndarray) -> _Components:
+    """The top principal components of the chosen classes' embeddings, scaled to unit score std over them.
+
+    Components beyond the data's rank (fewer than `_COMPONENTS` + 1 classes) are left out (they score 0, the
+    middle of every parameter range). The sign of each component is fixed so that its largest-magnitude loading
+    is positive.
 
     Shapes:
-        emb: (C, E) -> scores (C, _COMPONENTS).
+        emb: (C, E).
     """
-    centred = emb - emb.mean(axis=0, keepdims=True)  # (C, E)
+    mean = emb.mean(axis=0)  # (E,)
+    centred = emb - mean  # (C, E)
     _, singular, vt = np.linalg.svd(centred, full_matrices=False)  # vt: (min(C, E), E)
     rank = int(np.sum(singular > 1e-8 * max(singular[0], _FLOAT_TOLERANCE)))
     k = min(_COMPONENTS, rank)
     vt = vt[:k]  # (k, E)
-    flip = np.sign(vt[np.arange(k), np.argmax(np.abs(vt), axis=1)])
-    scores = centred @ (vt * flip[:, None]).T  # (C, k)
-    scores = scores / scores.std(axis=0, keepdims=True)
-    padded = np.zeros((emb.shape[0], _COMPONENTS))
-    padded[:, :k] = np.round(scores, _ROUND_DECIMALS) + 0.0  # + 0.0 turns -0.0 into 0.0
-    explained = singular[:k] ** 2 / np.sum(singular**2)
-    return padded, explained
+    axes = vt * np.sign(vt[np.arange(k), np.argmax(np.abs(vt), axis=1)])[:, None]
+    scale = (centred @ axes.T).std(axis=0)  # (k,)
+    return _Components(mean, axes, scale, singular[:k] ** 2 / np.sum(singular**2))
 
 
 def class_parameters(scores: np.ndarray) -> list[dict[str, float]]:
@@ -408,19 +435,25 @@ def make_synthetic(config: SyntheticConfig, progress: bool = False) -> Synthetic
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FileExistsError(f"{out_dir}: exists and is not an empty folder; choose a new output folder")
     table = AVCA_TABLES[config.embedding_table].path
-    names, emb = _load_table(table)
-    if config.classes > len(names):
-        raise InputError(f"{table}: {len(names)} classes, fewer than the "
+    names, table_emb = _load_table(table)
+    source = None if config.vectors == "table" else load_embedding_source(config.vectors)
+    candidates = [i for i, name in enumerate(names) if source is None or source.can_embed(name)]
+    if config.classes > len(candidates):
+        raise InputError(f"{table}: {len(candidates)} classes {config.vectors} can embed, fewer than the "
                          f"{config.classes} asked for; ask for fewer classes")
 
     # Deterministic draws, each from its own seed stream.
-    chosen = np.random.default_rng([config.seed, _STREAM_CLASSES]).choice(len(names), config.classes, replace=False)
-    chosen = sorted(chosen.tolist(), key=lambda i: names[i])  # class order = name order, as in all_class.txt
+    drawn = np.random.default_rng([config.seed, _STREAM_CLASSES]).choice(len(candidates), config.classes,
+                                                                         replace=False)
+    chosen = sorted((candidates[j] for j in drawn.tolist()), key=lambda i: names[i])  # name order, as all_class.txt
     n_unseen = round_half_up(config.unseen_fraction * config.classes)
     unseen_pos = set(np.random.default_rng([config.seed, _STREAM_SPLIT]).choice(config.classes, n_unseen,
                                                                                  replace=False).tolist())
-    scores, explained = _principal_scores(emb[chosen])
+    emb = table_emb[chosen] if source is None else source.embed([names[i] for i in chosen]).astype(np.float64)
+    components = _principal_components(emb)
+    scores, explained = components.scores(emb), components.explained
     params = class_parameters(scores)
+    embedding_source = f"avca:{config.embedding_table}" if source is None else config.vectors
 
     # Clips in (class, k) order; special roles from independent permutations.
     n_clips = config.classes * config.clips_per_class
@@ -440,7 +473,7 @@ def make_synthetic(config: SyntheticConfig, progress: bool = False) -> Synthetic
     for c, table_index in enumerate(chosen):
         name, slug = names[table_index], _slug(names[table_index])
         split = "unseen" if c in unseen_pos else "seen"
-        classes_rows.append([name, split, f"avca:{config.embedding_table}", table_index]
+        classes_rows.append([name, split, embedding_source, table_index]
                             + [f"{s:.6f}" for s in scores[c]] + [f"{params[c][p.name]:.6f}" for p in _PARAMETERS])
         for k in range(config.clips_per_class):
             i = c * config.clips_per_class + k
@@ -456,14 +489,20 @@ def make_synthetic(config: SyntheticConfig, progress: bool = False) -> Synthetic
                                         duration_s=n_frames / config.fps, width_px=width, height_px=height,
                                         fps=float(config.fps), sample_rate_hz=rate, audio_channels=channels))
 
-    for job in jobs:
+    pretraining = _pretraining(config, source, components, {names[i].casefold() for i in chosen}, out_dir)
+    for job in jobs + pretraining.jobs:
         job.path.parent.mkdir(parents=True, exist_ok=True)
-    for _ in _run_jobs(jobs, config.workers, progress):
+    for _ in _run_jobs(jobs + pretraining.jobs, config.workers, progress):
         pass
 
     header = ["name", "split", "embedding_source", "embedding_index"]
     header += [f"pc{j + 1}" for j in range(_COMPONENTS)] + [p.name for p in _PARAMETERS]
     write_csv(out_dir / "classes.csv", header, classes_rows)
+    pretraining_manifest = None
+    if pretraining.jobs:
+        write_csv(out_dir / "pretraining" / "classes.csv", header, pretraining.classes_rows)
+        pretraining_manifest = write_manifest(out_dir / "pretraining" / "manifest.csv", pretraining.manifest,
+                                              whole_files=True)
     seen = tuple(row[0] for row in classes_rows if row[1] == "seen")
     unseen = tuple(row[0] for row in classes_rows if row[1] == "unseen")
     short_clip_id = manifest[short_clip].clip_id
@@ -474,6 +513,8 @@ def make_synthetic(config: SyntheticConfig, progress: bool = False) -> Synthetic
         "embedding_table": {"source": f"avca:{config.embedding_table}",
                             "file": f"data/avgzsl/class_embeddings/{table.name}",
                             "sha256": sha256_file(table)},
+        **({} if source is None else {"vectors": source.provenance()}),
+        **({"pretraining_classes": [row[0] for row in pretraining.classes_rows]} if pretraining.jobs else {}),
         "explained_variance_ratio": [round(float(v), 6) for v in explained],
         "parameters": [dataclasses.asdict(p) for p in _PARAMETERS],
         "seen_classes": list(seen),
@@ -486,7 +527,56 @@ def make_synthetic(config: SyntheticConfig, progress: bool = False) -> Synthetic
     # The manifest is written last: its presence means the benchmark is complete.
     write_manifest(out_dir / "manifest.csv", sorted(manifest, key=lambda row: row.clip_id), whole_files=True)
     summary = SyntheticSummary(out_dir, out_dir / "manifest.csv", tuple(sorted(seen)), tuple(sorted(unseen)),
-                               n_clips, len(no_audio), len(portrait), short_clip_id, time.perf_counter() - start)
-    logger.info("wrote %d clips (%d seen / %d unseen classes) to %s in %.1f s", n_clips, len(seen), len(unseen),
-                out_dir, summary.elapsed_s)
+                               n_clips, len(no_audio), len(portrait), short_clip_id, time.perf_counter() - start,
+                               pretraining_manifest)
+    logger.info("wrote %d clips (%d seen / %d unseen classes) and %d pretraining clips to %s in %.1f s", n_clips,
+                len(seen), len(unseen), len(pretraining.jobs), out_dir, summary.elapsed_s)
     return summary
+
+
+@dataclass(frozen=True)
+class _Pretraining:
+    """The pretraining classes' clips to render, their manifest rows and classes.csv rows."""
+
+    jobs: list[_ClipJob]
+    manifest: list[ManifestRow]
+    classes_rows: list[list]
+
+
+def _pretraining(config: SyntheticConfig, source, components: _Components, benchmark_names: set[str],
+                 out_dir: Path) -> _Pretraining:
+    """Video-only clips of Kinetics-400 labels, scored on the benchmark classes' components (the same rule).
+
+    A label spelled like a benchmark class is left out: the backbone would otherwise have seen that class.
+    """
+    if not config.pretraining_classes:
+        return _Pretraining([], [], [])
+    labels, label_emb = kinetics400_embeddings(source)
+    candidates = [k for k, label in enumerate(labels) if label.casefold() not in benchmark_names]
+    if config.pretraining_classes > len(candidates):
+        raise InputError(f"pretraining_classes {config.pretraining_classes}: only {len(candidates)} Kinetics-400 "
+                         "labels differ from the benchmark's names; ask for fewer")
+    drawn = np.random.default_rng([config.seed, _STREAM_PRETRAINING_CLASSES]).choice(
+        len(candidates), config.pretraining_classes, replace=False)
+    kinetics_indices = sorted(candidates[j] for j in drawn.tolist())
+    scores = components.scores(label_emb[kinetics_indices].astype(np.float64))
+    params = class_parameters(scores)
+    durations = np.random.default_rng([config.seed, _STREAM_PRETRAINING_CLIP]).uniform(
+        0.75, 1.25, size=(len(kinetics_indices), config.pretraining_clips_per_class)) * config.seconds
+    jobs, manifest, classes_rows = [], [], []
+    for c, kinetics_index in enumerate(kinetics_indices):
+        name, slug = labels[kinetics_index], _slug(labels[kinetics_index])
+        classes_rows.append([name, PRETRAINING_SPLIT, config.vectors, kinetics_index]
+                            + [f"{v:.6f}" for v in scores[c]] + [f"{params[c][p.name]:.6f}" for p in _PARAMETERS])
+        for k in range(config.pretraining_clips_per_class):
+            rel = f"clips/{slug}/{slug}_{k:03d}.mp4"
+            path = out_dir / "pretraining" / rel
+            n_frames = max(2, round(durations[c, k] * config.fps))
+            jobs.append(_ClipJob(path, tuple(params[c].items()),
+                                 (config.seed, _STREAM_PRETRAINING_CLIP, kinetics_index, k), n_frames,
+                                 config.frame_height_px, config.frame_width_px, config.fps, 0, 0))
+            manifest.append(ManifestRow(rel[:-len(".mp4")], path, name, PRETRAINING_SPLIT, has_audio=False,
+                                        duration_s=n_frames / config.fps, width_px=config.frame_width_px,
+                                        height_px=config.frame_height_px, fps=float(config.fps), sample_rate_hz=0,
+                                        audio_channels=0))
+    return _Pretraining(jobs, sorted(manifest, key=lambda row: row.clip_id), classes_rows)

@@ -8,17 +8,22 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from common.errors import InputError
 from extract import ast_audio, clip_clap, mvit, spectrogram
 from extract.config import CLAP_ARCHITECTURES, CLIP_ARCHITECTURES, AudioConfig, ExtractConfig, VideoConfig
 
 __all__ = ["build_video", "build_audio", "pixel_statistics", "audio_input"]
 
 
-def build_video(config: ExtractConfig, weights: Path | None) -> tuple[nn.Module, dict]:
-    """The frozen video tower of `config` (random-init with `config.seed`) and its provenance."""
+def build_video(config: ExtractConfig, weights: Path | None,
+                kinetics_head: Path | None = None) -> tuple[nn.Module, dict]:
+    """The frozen video tower of `config` (random-init with `config.seed`) and its provenance; `kinetics_head`:
+    MViT's fitted Kinetics head (`extract.mvit.build_mvit`), which a CLIP tower, having no classifier, refuses."""
     if config.video.architecture in CLIP_ARCHITECTURES:
+        if kinetics_head is not None:
+            raise InputError(f"{kinetics_head}: a Kinetics head is MViT's; the CLIP image tower has no classifier")
         return clip_clap.build_clip_image(config.video, weights, config.random_init, config.seed)
-    return mvit.build_mvit(config.video, weights, config.random_init, config.seed, config.attention)
+    return mvit.build_mvit(config.video, weights, config.random_init, config.seed, config.attention, kinetics_head)
 
 
 def build_audio(config: ExtractConfig, weights: Path | None) -> tuple[nn.Module, dict]:

@@ -138,7 +138,7 @@ def hub_cache_path() -> Path:
 
 
 def build_mvit(config: VideoConfig, weights: Path | None, random_init: bool, seed: int,
-               attention: str = "torchvision") -> tuple[MViTBackbone, dict]:
+               attention: str = "torchvision", kinetics_head: Path | None = None) -> tuple[MViTBackbone, dict]:
     """Build the frozen video backbone of `config` and describe where its weights came from.
 
     Args:
@@ -148,6 +148,9 @@ def build_mvit(config: VideoConfig, weights: Path | None, random_init: bool, see
         random_init: use seeded random weights instead (recorded as "random-init").
         seed: seed of the random weights; equal seeds give bit-identical models in any process.
         attention: the attention kernel (`MViTBackbone`); weights load the same for every kernel.
+        kinetics_head: with `random_init`, a state dict of the model's `head` (`1.weight`, `1.bias`) fitted on
+            this random-init backbone (`curate.pretrain`), so that its Kinetics logits mean something; recorded
+            with its SHA-256.
 
     Returns:
         (backbone in eval mode without gradients, provenance dict).
@@ -159,6 +162,9 @@ def build_mvit(config: VideoConfig, weights: Path | None, random_init: bool, see
     """
     if random_init and weights is not None:
         raise InputError(f"both video weights ({weights}) and random init were asked for; choose one")
+    if kinetics_head is not None and not random_init:
+        raise InputError(f"{kinetics_head}: a fitted Kinetics head replaces a random-init backbone's head only; "
+                         "a backbone with weights has its own")
     path = None
     if not random_init:  # checked before anything is built
         path = Path(weights) if weights is not None else hub_cache_path()
@@ -178,6 +184,12 @@ def build_mvit(config: VideoConfig, weights: Path | None, random_init: bool, see
                              f"file is corrupt, fetch {WEIGHTS_URL} again")
         weight_files.load_strict(model, weight_files.read_state_dict(path), path)
         logger.info("video backbone %s: weights %s", config.architecture, path)
+    head = {}
+    if kinetics_head is not None:
+        weight_files.load_strict(model.head, weight_files.read_state_dict(kinetics_head), Path(kinetics_head))
+        head = {"kinetics_head": str(Path(kinetics_head).resolve()),
+                "kinetics_head_sha256": weight_files.sha256_file(weight_files.weights_file(kinetics_head))}
+        logger.info("video backbone %s: Kinetics head %s", config.architecture, kinetics_head)
     backbone = MViTBackbone(model, attention).eval().requires_grad_(False)
     return backbone, {
         "architecture": config.architecture,
@@ -185,4 +197,5 @@ def build_mvit(config: VideoConfig, weights: Path | None, random_init: bool, see
         "sha256": sha256,
         "seed": seed if random_init else None,
         "parameters": sum(p.numel() for p in backbone.parameters()),
+        **head,
     }

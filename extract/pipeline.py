@@ -60,6 +60,7 @@ class ClipExtractor:
             unless `config.random_init`.
         thread_share: processes sharing this machine's cores (Dask workers); sets this one's threads
             (`common.threads.plan_threads`).
+        kinetics_head: a Kinetics head fitted on the random-init video backbone (`extract.mvit.build_mvit`).
 
     Raises:
         FileNotFoundError: missing weights without `config.random_init` (names the file and how to get it).
@@ -67,14 +68,15 @@ class ClipExtractor:
     """
 
     def __init__(self, config: ExtractConfig, video_weights: Path | None = None,
-                 audio_weights: Path | None = None, thread_share: int = 1) -> None:
+                 audio_weights: Path | None = None, thread_share: int = 1,
+                 kinetics_head: Path | None = None) -> None:
         self.config = config
         self.device = _device(config.device)
         # At most `decode_threads` decode workers beside torch's threads, never more in all than usable cores.
         self.threads = plan_threads(config.decode_threads, share=thread_share,
                                     torch_on_device=self.device.type == "cuda")
         apply_thread_plan(self.threads)
-        video, self._video_provenance = backbones.build_video(config, video_weights)
+        video, self._video_provenance = backbones.build_video(config, video_weights, kinetics_head)
         audio, self._audio_provenance = backbones.build_audio(config, audio_weights)
         # bf16-pure: weights (and, in `_run`, inputs) in bfloat16; fp32 and bf16 autocast keep float32 weights.
         self._dtype = torch.bfloat16 if config.precision == "bf16-pure" else torch.float32

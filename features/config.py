@@ -69,6 +69,8 @@ class RunnerConfig:
     video_weights: Path | None = setting(None,
                                          help="MViT-v2-S weights in torchvision format (default: the torch hub "
                                               "cache), or for the clipclap profile an HF CLIP model folder or file.")
+    kinetics_head: Path | None = setting(None, help="A Kinetics head fitted on the random-init video backbone "
+                                         "(curate.pretrain's kinetics_head.safetensors).")
     audio_weights: Path | None = setting(None,
                                          help="AST weights (file or HF model folder): original AST, HF transformers, "
                                               "or timm DeiT-base-384; for the clipclap profile HF CLAP weights.")

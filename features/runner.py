@@ -137,7 +137,8 @@ def run_extraction(config: RunnerConfig) -> ExtractionSummary:
 def _run_holding_the_lease(config: RunnerConfig, clips: Sequence[ManifestRow], started: float) -> ExtractionSummary:
     from extract.pipeline import ClipExtractor
 
-    extractor = ClipExtractor(config.extract, video_weights=config.video_weights, audio_weights=config.audio_weights)
+    extractor = ClipExtractor(config.extract, video_weights=config.video_weights, audio_weights=config.audio_weights,
+                              kinetics_head=config.kinetics_head)
     store = _open_or_create(config, clips, extractor)
     if store.remove_staging():  # no writer runs yet: what is there was left by killed ones
         logger.info("%s: removed the unfinished shards of an interrupted run", store.path)
@@ -204,6 +205,11 @@ def _open_or_create(config: RunnerConfig, clips: Sequence[ManifestRow], extracto
         raise StoreError(f"{config.out}: made with a different extraction config (differs in "
                          f"{', '.join(differences) or 'token layout'}); choose a new `out` or the same settings"
                          + (f" (the store's: {', '.join(settings)})" if settings else ""))
+    head, made_head = (provenance.get("video", {}).get("kinetics_head_sha256")
+                       for provenance in (extractor.provenance(), store.provenance))
+    if head != made_head:  # the Kinetics logits of its done clips came from another head (or the random one)
+        raise StoreError(f"{config.out}: made with {'no' if made_head is None else 'another'} fitted Kinetics head "
+                         f"than {config.kinetics_head or 'none'}; choose a new `out` or the same head")
     same_clips = (store.clip_ids.tolist() == [c.clip_id for c in clips]
                   and store.labels.tolist() == [c.class_name for c in clips]
                   and store.splits.tolist() == [c.split for c in clips]
@@ -363,8 +369,8 @@ def _run_on_dask(config: RunnerConfig, store: TokenStore, blocks, bar: Progress,
             futures = {
                 client.submit(
                     _worker_extract_blocks, str(store.path.resolve()), task, config.extract, config.video_weights,
-                    config.audio_weights, n_workers, requested, key=f"extract-blocks-{task[0][0]}-{os.getpid()}",
-                    pure=False,
+                    config.audio_weights, config.kinetics_head, n_workers, requested,
+                    key=f"extract-blocks-{task[0][0]}-{os.getpid()}", pure=False,
                 ): task
                 for task in tasks
             }
@@ -421,7 +427,8 @@ _WORKER_EXTRACTORS: dict[str, object] = {}
 
 
 def _worker_extract_blocks(store_path: str, blocks: list[tuple[int, np.ndarray]], extract: ExtractConfig,
-                           video_weights, audio_weights, thread_share: int, requested: int | None) -> list[str]:
+                           video_weights, audio_weights, kinetics_head, thread_share: int,
+                           requested: int | None) -> list[str]:
     """Runs on a Dask worker: build (once per process) the extractor, then extract a task's blocks in one pipeline.
 
     Clips already done are skipped: a task re-run after its first worker was killed redoes only what is left.
@@ -430,14 +437,14 @@ def _worker_extract_blocks(store_path: str, blocks: list[tuple[int, np.ndarray]]
 
     from extract.pipeline import ClipExtractor
 
-    key = json.dumps([extract.to_dict(), str(video_weights), str(audio_weights)], sort_keys=True)
+    key = json.dumps([extract.to_dict(), str(video_weights), str(audio_weights), str(kinetics_head)], sort_keys=True)
     if key not in _WORKER_EXTRACTORS:
         set_requested_threads(requested)
         for previous in _WORKER_EXTRACTORS.values():
             previous.close()
         _WORKER_EXTRACTORS.clear()
         _WORKER_EXTRACTORS[key] = ClipExtractor(extract, video_weights=video_weights, audio_weights=audio_weights,
-                                                thread_share=thread_share)
+                                                thread_share=thread_share, kinetics_head=kinetics_head)
     store = TokenStore.open(store_path, mode="r+")
     status = store.status
     left = [(start, index[status[index] != DONE]) for start, index in blocks]

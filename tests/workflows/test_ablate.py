@@ -18,7 +18,7 @@ def _config(store, vectors, out, **kw):
 
 
 def test_rows_are_the_documented_ones():
-    assert tuple(ablate.ROWS) == ABLATION_ROWS and DEFAULT_ABLATION_ROWS == ABLATION_ROWS[:9]
+    assert tuple(ablate.ROWS) == ABLATION_ROWS and DEFAULT_ABLATION_ROWS == ABLATION_ROWS[:11]
     from cli import cli
 
     help_text = " ".join(CliRunner().invoke(cli, ["ablate", "--help"]).output.split())

@@ -66,3 +66,15 @@ def test_sigterm_during_the_demo_ends_it_in_one_line_and_leaves_no_worker(tmp_pa
     assert process.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
     rerun = shlex.join([sys.executable, str(REPO / "cli.py"), "demo", "--out", str(tmp_path / "demo"), "--no-progress"])
     assert err.splitlines()[-1] == f"Interrupted (SIGTERM); rerun the same command to resume: {rerun}"
+
+
+def test_the_objective_line_names_what_the_runs_optimised_and_what_s_v_is_worth():
+    video = {"classes": 8, "held_out_view_accuracy": 87.5, "clips": 192, "s_v_is_nearest_by_vector": 21.88,
+             "chance": 12.5, "distinct_s_v": 8}
+    paper = demo.objective_text({"video_classifier": video, "objective": {
+        "se_target": "kinetics+class", "rule": "kinetics", "class_vectors": "glove-6b-50d", "normalised": False}})
+    assert "SE target phi(s_v) + phi(s_t), the paper's; decision rule ||f(x) - phi(s_v(x)) - phi(c)||" in paper
+    assert "raw `glove-6b-50d`" in paper and "for 21.88% (chance 12.50%), 8 distinct classes" in paper
+    fallback = demo.objective_text({"video_classifier": video, "objective": {
+        "se_target": "class", "rule": "plain", "class_vectors": "glove-6b-50d", "normalised": True}})
+    assert "SE target phi(s_t) only; decision rule ||f(x) - phi(c)||; L2-normalised" in fallback
