@@ -210,6 +210,12 @@ def _open_or_create(config: RunnerConfig, clips: Sequence[ManifestRow], extracto
     if head != made_head:  # the Kinetics logits of its done clips came from another head (or the random one)
         raise StoreError(f"{config.out}: made with {'no' if made_head is None else 'another'} fitted Kinetics head "
                          f"than {config.kinetics_head or 'none'}; choose a new `out` or the same head")
+    for tower, given in (("video", config.video_weights), ("audio", config.audio_weights)):
+        now, made = (provenance.get(tower, {}).get("sha256") for provenance in (extractor.provenance(),
+                                                                                 store.provenance))
+        if made is not None and now != made:  # the done clips' tokens came from other weights: mixing them is silent
+            raise StoreError(f"{config.out}: its {tower} tokens were made with other weights ({made[:12]}) than "
+                             f"{given or 'the default ones'} ({str(now)[:12]}); choose a new `out` or the same weights")
     same_clips = (store.clip_ids.tolist() == [c.clip_id for c in clips]
                   and store.labels.tolist() == [c.class_name for c in clips]
                   and store.splits.tolist() == [c.split for c in clips]

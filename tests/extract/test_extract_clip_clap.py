@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import zarr
 from safetensors.torch import save_file
 from transformers import (
     ClapConfig,
@@ -171,3 +172,26 @@ def test_clipclap_profile_extracts_into_a_store(tmp_path):
     direct = ClipExtractor(SMALL).extract(paths[0])
     np.testing.assert_allclose(data["video_tokens"][0].astype(np.float32), direct.video_tokens.astype(np.float32),
                                atol=2e-3)
+
+
+
+def test_a_store_resumes_only_with_the_weights_it_was_made_with(tmp_path):
+    """Tokens of other weights in one store would mix two feature spaces without a word. (The tiny towers exist only
+    random-init, so the store's record of its weights is edited to another file's digest, as a store made with
+    other weights would hold.)"""
+    folder = tmp_path / "videos"
+    paths = [write_test_clip(folder / "barking" / f"clip{i}.mp4", index=i) for i in range(2)]
+    manifest = folder / "manifest.csv"
+    manifest.write_text("path,class_name,split\n" + "".join(
+        f"{p.relative_to(folder).as_posix()},barking,seen\n" for p in paths))
+    config = RunnerConfig(videos=manifest, out=tmp_path / "store.zarr", progress=False,
+                          extract=replace(SMALL, decode_in="threads"))
+    assert run_extraction(config).extracted == 2
+    assert run_extraction(config).skipped == 2  # the same (random-init) weights resume
+    group = zarr.open_group(tmp_path / "store.zarr", mode="r+")
+    provenance = dict(group.attrs["provenance"])
+    provenance["audio"] = {**provenance["audio"], "sha256": "0123456789abcdef" * 4}
+    group.attrs["provenance"] = provenance
+    with pytest.raises(InputError, match=r"its audio tokens were made with other weights \(0123456789ab\)") as error:
+        run_extraction(config)
+    assert "\n" not in str(error.value) and "store.zarr" in str(error.value)
