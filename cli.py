@@ -528,7 +528,7 @@ def ablate_command(store: Path, out: Path, rows, seeds, preset, ablations, devic
 
 
 @cli.command("benchmark")
-@_field_options(BenchmarkConfig, "protocol", "methods", "recipe", "out", types={"out": NEW_DIR})
+@_field_options(BenchmarkConfig, "protocol", "methods", "recipe", "feature_stores", "out", types={"out": NEW_DIR})
 @click.option("--dataset", type=click.Choice(["UCF", "ActivityNet", "VGGSound"], case_sensitive=False), default=None,
               help="avca: the benchmark whose shipped split files define the stages.")
 @_field_options(AVCAProtocolConfig, "store", "split", keep_base=True, types={"store": EXISTING_DIR})
@@ -537,12 +537,13 @@ def ablate_command(store: Path, out: Path, rows, seeds, preset, ablations, devic
                 types={"train_store": EXISTING_DIR, "eval_store": EXISTING_DIR, "groups": EXISTING_FILE})
 @_protocol_training_options
 @_user_errors
-def benchmark_command(protocol: str, methods, recipe, out: Path, **options) -> None:
+def benchmark_command(protocol: str, methods, recipe, feature_stores, out: Path, **options) -> None:
     """Every method (mzst and the comparison heads) through one protocol and every seed: the paper's table."""
     from workflows.benchmark import run_benchmark
 
     settings = _protocol_settings(method=None, recipe=None, **options)  # the benchmark sets them per row
-    config = BenchmarkConfig.of(protocol, settings, out=out, methods=methods, recipe=recipe)
+    config = BenchmarkConfig.of(protocol, settings, out=out, methods=methods, recipe=recipe,
+                                feature_stores=feature_stores)
     result = run_benchmark(config)
     click.echo(result.markdown)
     click.echo(f"{result.summary()}; wrote {', '.join(str(p) for p in result.paths)}")

@@ -162,7 +162,8 @@ def comparison_rows(entries: Sequence[tuple[str, dict]], group_seeds: bool = Tru
 
 def comparison_markdown(rows: Sequence[ComparisonRow], columns: Sequence[str] | None = None,
                         first_column: str = "Run", class_vectors: bool | None = None,
-                        chance: Mapping[str, float] | None = None) -> str:
+                        chance: Mapping[str, float] | None = None,
+                        extra_columns: Mapping[str, Sequence[str]] | None = None) -> str:
     """A Markdown table: one row per configuration, `mean ± std` over seeds.
 
     Args:
@@ -171,22 +172,24 @@ def comparison_markdown(rows: Sequence[ComparisonRow], columns: Sequence[str] | 
         class_vectors: show the column "Class vectors" always (True), or only when some row gave class vectors in
             AVCA-GZSL's order (None).
         chance: uniform guessing's value per column key (`chance_values`), written as a last row "Chance".
+        extra_columns: title -> one text cell per row, shown after the row names (e.g. each row's features).
     """
     titles = {key: title for key, title, _ in COLUMNS}
     if columns is None:
         columns = [key for key, _, _ in COLUMNS
                    if any(not math.isnan(v) for row in rows for v in row.values.get(key, ()))]
     orders = class_vectors or any(row.peer_text_order for row in rows)  # which vector each class got moves every number
-    header = [first_column, "Seeds", *(["Class vectors"] if orders else []), *(titles[key] for key in columns)]
+    extra = dict(extra_columns or {})
+    header = [first_column, *extra, "Seeds", *(["Class vectors"] if orders else []), *(titles[key] for key in columns)]
     lines = [_md_row(header), _md_row(["---"] * len(header))]
-    for row in rows:
-        cells = [row.label, str(len(row.runs))]
+    for r, row in enumerate(rows):
+        cells = [row.label, *(cells_of[r] for cells_of in extra.values()), str(len(row.runs))]
         if orders:
             cells.append(class_vectors_cell(row.peer_text_order))
         cells += [row.cell(key) for key in columns]
         lines.append(_md_row(cells))
     if chance is not None:
-        lines.append(_md_row(["Chance", "", *([""] if orders else []),
+        lines.append(_md_row(["Chance", *([""] * len(extra)), "", *([""] if orders else []),
                               *(format_mean_std(chance.get(key), None) for key in columns)]))
     return "\n".join(lines) + "\n"
 

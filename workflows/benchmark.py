@@ -5,7 +5,9 @@ of them, so a head registered later joins without a change here. Each method run
 (`workflows.protocols`) into `<out>/<method>`: its seeds, stages, test evaluations, `metrics.json` and
 `summary.md`, as `protocol avca` / `protocol mzsl` write them; a rerun reuses every finished stage and redoes
 only the (cheap) evaluations and the table. The methods' names and the training options are checked before
-anything trains.
+anything trains. With `feature_stores` (AVCA protocol) the rows compare feature settings too: every method runs on
+every named store into `<out>/<name>/<method>`, one row per (feature setting, method), and the stores must hold
+the same test clips (checked before anything trains).
 
 The table reads each seed's test `metrics.json` back (`eval.report.comparison_rows`, through
 `eval.metrics.EvalResult`) and writes the paper's layout: for the AVCA protocol its Tables 5 / 6 (ZSL, S, U, HM,
@@ -24,10 +26,11 @@ from pathlib import Path
 
 from common.errors import InputError
 from common.files import json_text, write_texts
+from curate import splits
 from eval import report
 from eval.metrics import EvalResult
 from eval.report import COLUMNS, ComparisonRow
-from workflows.config import BenchmarkConfig
+from workflows.config import BenchmarkConfig, named_stores
 
 __all__ = ["TABLE_COLUMNS", "HEADLINE", "BenchmarkResult", "available_methods", "run_benchmark"]
 
@@ -81,40 +84,51 @@ def run_benchmark(config: BenchmarkConfig) -> BenchmarkResult:
 
     methods = _methods(config.methods)
     _check_options(config, methods)
-    plans = {method: _protocol_config(config, method) for method in methods}
+    stores = named_stores(config.feature_stores)
+    features = _check_same_test_clips(config, stores) if stores else {}
+    # one row per (feature setting, method); without `feature_stores` one unnamed setting, the protocol's store
+    plans = {_Row(method, feature): _protocol_config(config, method, feature, store)
+             for feature, store in (stores.items() if stores else [(None, None)]) for method in methods}
     run = run_avca_protocol if config.protocol == "avca" else run_mzsl_protocol
-    entries: dict[str, list[tuple[str, dict]]] = {}
+    entries: dict[_Row, list[tuple[str, dict]]] = {}
     title = ""
-    for position, method in enumerate(methods, start=1):
-        logger.info("[%d/%d] %s: %s protocol, seeds %s -> %s", position, len(methods), method, config.protocol,
-                    ",".join(map(str, config.settings.seeds)), plans[method].out)
-        result = run(plans[method])
+    for position, (key, plan) in enumerate(plans.items(), start=1):
+        logger.info("[%d/%d] %s: %s protocol, seeds %s -> %s", position, len(plans), key.label, config.protocol,
+                    ",".join(map(str, config.settings.seeds)), plan.out)
+        result = run(plan)
         title = result.metrics["title"]
         # read back what the protocol wrote: the table holds the numbers of the runs' metrics.json, not copies
-        entries[method] = [(str(result.out / sub), report.load_metrics(result.out / sub))
-                           for sub in result.metrics["seed_runs"]]
+        entries[key] = [(str(result.out / sub), report.load_metrics(result.out / sub))
+                        for sub in result.metrics["seed_runs"]]
     rows = []
-    for method in methods:
-        pooled = report.comparison_rows(entries[method])
+    for key, plan in plans.items():
+        pooled = report.comparison_rows(entries[key])
         if len(pooled) != 1:
-            raise InputError(f"{plans[method].out}: its seeds ran with different settings; rerun into a new `out`")
-        rows.append(dataclasses.replace(pooled[0], label=method))
-    first = EvalResult.from_json(entries[methods[0]][0][1])
-    tested = {m: [(r.num_clips, r.num_seen_classes, r.num_unseen_classes)
-                  for r in (EvalResult.from_json(metrics) for _, metrics in entries[m])] for m in methods}
-    differ = [m for m in methods if set(tested[m]) != {(first.num_clips, first.num_seen_classes,
-                                                         first.num_unseen_classes)}]
+            raise InputError(f"{plan.out}: its seeds ran with different settings; rerun into a new `out`")
+        rows.append(dataclasses.replace(pooled[0], label=key.label))
+    keys = list(plans)
+    first = EvalResult.from_json(entries[keys[0]][0][1])
+    tested = {k.label: [(r.num_clips, r.num_seen_classes, r.num_unseen_classes)
+                        for r in (EvalResult.from_json(metrics) for _, metrics in entries[k])] for k in keys}
+    differ = [label for label, seen in tested.items() if set(seen) != {(first.num_clips, first.num_seen_classes,
+                                                                        first.num_unseen_classes)}]
     if differ:  # one chance row and one comparison need the same test for every row
-        raise InputError(f"{config.out}: {differ} were tested on other clips or classes than {methods[0]} "
+        raise InputError(f"{config.out}: {differ} were tested on other clips or classes than {keys[0].label} "
                          f"(clips, seen, unseen: {tested}); rerun into a new `out`")
     chance = report.chance_values(first)
     columns = tuple(key for key in TABLE_COLUMNS[config.protocol]
                     if any(not math.isnan(v) for row in rows for v in row.values[key]))
-    caveats = report.data_caveats(_store_provenances(config))
-    markdown = _markdown(config, title, rows, columns, chance, first, caveats)
+    caveats = report.data_caveats(_store_provenances(config, stores))
+    markdown = _markdown(config, title, rows, columns, chance, first, caveats,
+                         [features[key.feature]["cell"] for key in keys] if features else None)
     out = Path(config.out)
+    compared = report.comparison_json(rows)
+    for row, key in zip(compared["rows"], keys, strict=True):
+        if key.feature is not None:  # which store each row stands on
+            row.update(features=key.feature, method=key.method,
+                       store={k: v for k, v in features[key.feature].items() if k != "cell"})
     record = {"protocol": config.protocol, "title": title, "methods": methods, "table_columns": list(columns),
-              **report.comparison_json(rows),
+              **compared,
               "chance": {key: round(value, 2) for key, value in chance.items() if key in columns},
               "seeds": list(config.settings.seeds), "seen_classes": first.num_seen_classes,
               "unseen_classes": first.num_unseen_classes, "test_clips": first.num_clips, **caveats,
@@ -137,8 +151,57 @@ def _methods(asked: tuple[str, ...]) -> list[str]:
     return list(asked) or known
 
 
-def _protocol_config(config: BenchmarkConfig, method: str):
-    """The protocol config of one method's row: the training options it takes, its recipe, its folder."""
+@dataclass(frozen=True)
+class _Row:
+    """A row of the table: a method, on a named feature setting (`feature_stores`) or on the protocol's store."""
+
+    method: str
+    feature: str | None
+
+    @property
+    def label(self) -> str:
+        return self.method if self.feature is None else f"{self.method} · {self.feature}"
+
+
+def _check_same_test_clips(config: BenchmarkConfig, stores: dict[str, Path]) -> dict[str, dict]:
+    """Refuse feature stores whose AVCA test stages hold other clips than the first's (before anything trains):
+    rows of one table compare feature settings only on the same clips. Returns per name what the table records
+    of its store: path, profile, backbone architectures, and its "Features" cell.
+
+    Raises:
+        FileNotFoundError: a missing store or split file.
+        InputError: a store's test clips differ from the first store's, or what `avca_stage_indices` refuses.
+    """
+    from features.store import TokenStore
+    from workflows.protocols import AVCA_STAGES, avca_stage_indices
+
+    settings = config.settings
+    root = Path(settings.splits_root) if settings.splits_root is not None else splits.DATA_ROOT
+    class_split = splits.load_class_split(settings.dataset, settings.split, root)
+    tested, described = {}, {}
+    for name, path in stores.items():
+        store = TokenStore.open(path)
+        indices = avca_stage_indices(store, class_split, root)
+        tested[name] = {str(c) for stage in AVCA_STAGES if stage.startswith("stage_2_test")
+                        for c in store.clip_ids[indices[stage]]}
+        extract = store.extract_config
+        video, audio = (extract.get(part, {}).get("architecture") for part in ("video", "audio"))
+        profile = extract.get("profile")
+        described[name] = {"path": str(path), "profile": profile, "video": video, "audio": audio,
+                           "random_init": bool(store.provenance.get("random_init")),
+                           "cell": f"{profile or 'no profile'}" + (f": {video} + {audio}" if video and audio else "")}
+    first = next(iter(stores))
+    for name, clips in tested.items():
+        if clips != tested[first]:
+            other = sorted(clips ^ tested[first])
+            raise InputError(f"{stores[name]}: its test clips differ from {stores[first]}'s in {len(other)} clip(s), "
+                             f"e.g. {other[0]!r}; `feature_stores` compares feature settings of the same clips")
+    return described
+
+
+def _protocol_config(config: BenchmarkConfig, method: str, feature: str | None = None, store: Path | None = None):
+    """The protocol config of one row: the training options its method takes, its recipe, its store, its folder
+    (`<out>/<method>`, or `<out>/<feature>/<method>` for a named feature setting)."""
     from fusion.config import method_options
 
     settings = config.settings
@@ -148,7 +211,9 @@ def _protocol_config(config: BenchmarkConfig, method: str):
     if method != "mzst" and config.recipe is not None:
         train["recipe"] = config.recipe
     mzst = method == "mzst"  # a preset and ablations are the MZST head's
-    return dataclasses.replace(settings, out=Path(config.out) / method, train=train,
+    folder = Path(config.out) / method if feature is None else Path(config.out) / feature / method
+    stores = {} if store is None else {"store": store}
+    return dataclasses.replace(settings, out=folder, train=train, **stores,
                                preset=settings.preset if mzst else None, ablations=settings.ablations if mzst else (),
                                beta_rule=_beta_rule(config.beta_rule, method))
 
@@ -181,28 +246,36 @@ def _check_options(config: BenchmarkConfig, methods: list[str]) -> None:
             logger.info("training option %s applies to %s only", key, ", ".join(who))
 
 
-def _store_provenances(config: BenchmarkConfig) -> list[dict]:
+def _store_provenances(config: BenchmarkConfig, named: dict[str, Path]) -> list[dict]:
     from features.store import TokenStore
 
     settings = config.settings
-    stores = [settings.store] if config.protocol == "avca" else [settings.train_store, settings.eval_store]
+    stores = list(named.values()) or (
+        [settings.store] if config.protocol == "avca" else [settings.train_store, settings.eval_store])
     return [TokenStore.open(store).provenance for store in stores]
 
 
 def _markdown(config: BenchmarkConfig, title: str, rows: list[ComparisonRow], columns: tuple[str, ...],
-              chance: dict[str, float], first: EvalResult, caveats: dict[str, bool]) -> str:
+              chance: dict[str, float], first: EvalResult, caveats: dict[str, bool],
+              features: list[str] | None) -> str:
     seeds = config.settings.seeds
     spread = "mean ± sample std over the seeds" if len(seeds) > 1 else "one seed, so no spread"
     heads = (f"the comparison heads with AVCA-GZSL's {config.recipe} recipe" if config.recipe is not None
              else "the comparison heads with the peers' shared training")
-    lines = [f"# Benchmark: {title}, {len(rows)} method(s), {len(seeds)} seed(s)", "",
+    compared = (f"{len(rows)} rows ({len(config.feature_stores)} feature settings x methods)" if features
+                else f"{len(rows)} method(s)")
+    lines = [f"# Benchmark: {title}, {compared}, {len(seeds)} seed(s)", "",
              *report.caveat_lines(caveats, "the methods"),
              f"{first.num_seen_classes} seen and {first.num_unseen_classes} unseen candidate classes, "
              f"{first.num_clips} test clips; seeds {', '.join(map(str, seeds))}; percent, {spread}. Every method ran "
-             f"the same protocol (`<out>/<method>`): {_stages(config)}, tested once. MZST with its own settings, "
-             f"{heads}. Chance: uniform guessing among the candidates.", "",
+             f"the same protocol (`<out>/{'<feature>/' if features else ''}<method>`): {_stages(config)}, tested "
+             f"once. MZST with its own settings, {heads}. Chance: uniform guessing among the candidates.", "",
+             *([f"Features: each row's token store (`feature_stores`), the same test clips in each: "
+                f"{'; '.join(f'{name} = {path}' for name, path in named_stores(config.feature_stores).items())}.",
+                ""] if features else []),
              *_beta_rule_lines(config, [row.label for row in rows], columns),
-             report.comparison_markdown(rows, columns, first_column="Method", class_vectors=True, chance=chance),
+             report.comparison_markdown(rows, columns, first_column="Method", class_vectors=True, chance=chance,
+                                        extra_columns={"Features": features} if features else None),
              "## Reading", "", *_reading(rows, columns, chance, config.protocol, len(seeds)), ""]
     return "\n".join(lines)
 

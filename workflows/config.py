@@ -4,6 +4,7 @@ the benchmark of methods (defaults live here; the demo's are `workflows.demo.Dem
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ __all__ = [
     "MZSLProtocolConfig",
     "BENCHMARK_PROTOCOLS",
     "BenchmarkConfig",
+    "named_stores",
 ]
 
 DEFAULT_BETAS: tuple[float, ...] = tuple(float(b) for b in metrics.DEFAULT_BETAS)  # 0, 0.2, ..., 3.0
@@ -345,9 +347,17 @@ class BenchmarkConfig:
                                  help="The comparison heads' training as AVCA-GZSL ran it on this dataset (default: "
                                       "the peers' shared training); MZST keeps its own.")
     beta_rule: str = _beta_rule()  # "peers": for the methods that score audio, video and both; ours for the others
+    feature_stores: tuple[str, ...] = setting(
+        (), help="avca: compare feature settings: NAME=STORE pairs, comma-separated (e.g. "
+                 "mvit-ast=paper.zarr,clipclap=clipclap.zarr); every method runs on every store into "
+                 "<out>/<NAME>/<method>, one row per store and method. The stores must hold the same test clips.")
 
     def __post_init__(self) -> None:
         check_fields(self)
+        named_stores(self.feature_stores)  # well-formed pairs
+        if self.feature_stores and self.protocol != "avca":
+            raise InputError("`feature_stores` compares stores under the avca protocol only: the mzsl protocol reads "
+                             "two stores per run; run one benchmark per pair of stores")
         _check_betas(self.settings.betas, self.beta_rule)
         if self.settings.beta_rule != "ours":
             raise InputError("the benchmark sets the beta rule per method: give `beta_rule` to the benchmark, not to "
@@ -379,6 +389,10 @@ class BenchmarkConfig:
         given = {name: value for name, value in settings.items() if name in own and value is not None}
         if str(given.get("test_split", "")).lower() == "none":
             given["test_split"] = None
+        if fields.get("feature_stores") and protocol == "avca":  # each row's store comes from `feature_stores`
+            if "store" in given:
+                raise InputError("give the stores in `feature_stores` only, not `store` besides")
+            given["store"] = next(iter(named_stores(fields["feature_stores"]).values()))
         needed = [f.name for f in dataclasses.fields(kind) if f.default is dataclasses.MISSING
                   and f.default_factory is dataclasses.MISSING and f.name not in given and f.name != "out"]
         if needed:
@@ -388,3 +402,20 @@ class BenchmarkConfig:
 
     def to_dict(self) -> dict:
         return {**config_dict(self), "settings": self.settings.to_dict()}
+
+
+def named_stores(pairs: tuple[str, ...]) -> dict[str, Path]:
+    """`feature_stores`' NAME=STORE pairs as name -> store, in the given order.
+
+    Raises:
+        InputError: a pair without "=", an empty name or path, a name that is not a folder name, a repeated name.
+    """
+    stores: dict[str, Path] = {}
+    for pair in pairs:
+        name, _, path = pair.partition("=")
+        name, path = name.strip(), path.strip()
+        if not name or not path or not re.fullmatch(r"[\w+-][\w.+-]*", name) or name in stores:
+            raise InputError(f"feature_stores: {pair!r} is not NAME=STORE with a distinct NAME of letters, digits, "
+                             "'.', '+', '-' or '_' (it names the rows' folder)")
+        stores[name] = Path(path)
+    return stores

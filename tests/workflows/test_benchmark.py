@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from cli import cli
 from eval.config import PlotConfig
 from eval.report import format_mean_std, load_metrics
+from text.class_embeddings import load_embedding_source
 from workflows.benchmark import run_benchmark
 from workflows.config import AVCAProtocolConfig, BenchmarkConfig, MZSLProtocolConfig
 
@@ -120,3 +121,73 @@ def test_avca_benchmark_writes_tables_5_6_columns_and_the_peers_assignment(ucf_s
     assert load_metrics(tmp_path / "B" / "cjme" / "seed_0" / "test")["calibrated_beta_rule"] == "peers"
     assert "the peers' rule (the mean of the best audio, video and both betas on validation) for cjme; ours" in (
         result.markdown)
+
+
+def _ucf_store(store_builder, ucf_plan, path, plan=None, **layout):
+    """A store of `ucf_plan`'s clips built as the `ucf_stores` fixture builds its clean store, with its own layout
+    and token maps (another feature setting of the same videos)."""
+    table = load_embedding_source("avca:ucf", normalise=True)
+    full, ids = ucf_plan
+    return store_builder(path, None, plan or full, layout={"V": 1, "Nv": 1, "Dv": 16, "Na": 1, "Da": 12,
+                                                           "kinetics_classes": 0, **layout},
+                         phi=lambda name: table.embed([name])[0], clip_id=lambda name, stage, k: ids[(name, stage)][k],
+                         noise=0.05, seed=7)
+
+
+def _feature_args(stores, out, methods="sje,clipclap"):
+    return ["benchmark", "--protocol", "avca", "--dataset", "UCF", "--methods", methods, "--feature-stores",
+            ",".join(f"{name}={path}" for name, path in stores.items()), "--seeds", "0", "--epochs", "2",
+            "--train-batch-size", "16", "--option", "n_batches=3", "--option", "progress=false", "--no-plots",
+            "--out", str(out)]
+
+
+def test_feature_stores_give_a_row_per_setting_and_method_on_the_same_clips(ucf_stores, ucf_plan, store_builder,
+                                                                            tmp_path):
+    clean, _ = ucf_stores
+    other = _ucf_store(store_builder, ucf_plan, tmp_path / "wide.zarr", Dv=24, Da=20)
+    stores = {"mvit-ast": clean.path, "wide": other.path}
+    out = tmp_path / "B"
+    result = CliRunner().invoke(cli, _feature_args(stores, out))
+    assert result.exit_code == 0, result.output
+    table = json.loads((out / "table.json").read_text())
+    markdown = (out / "table.md").read_text()
+    labels = ["sje · mvit-ast", "clipclap · mvit-ast", "sje · wide", "clipclap · wide"]
+    assert [row["label"] for row in table["rows"]] == labels
+    columns = table["table_columns"]
+    for row in table["rows"]:
+        folder = out / row["features"] / row["method"]
+        seed = load_metrics(folder / "seed_0" / "test")
+        assert seed["config"]["train"]["method"] == row["method"]
+        assert seed["config"]["store"] == str(stores[row["features"]])  # the row's run read the row's store
+        assert row["store"]["path"] == str(stores[row["features"]]) and row["store"]["profile"] == "eval-test"
+        assert {key: row["metrics"][key]["values"] for key in columns} == {
+            key: [round(seed[key], 2) for _ in (0,)] for key in columns}
+        cells = " | ".join(format_mean_std(seed[key], None) for key in columns)
+        assert f"| {row['label']} | eval-test | 1 | by name | {cells} |" in markdown  # the fixture's profile
+    assert "| Method | Features | Seeds | Class vectors |" in markdown and table["test_clips"] == 9 + 18
+    assert f"mvit-ast = {clean.path}; wide = {other.path}." in markdown
+    assert (out / "table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    trained = _trained_files(out)
+    assert len([p for p in trained if p.name == "last.pt"]) == 2 * 2 * 2  # stores x methods x stages
+    again = CliRunner().invoke(cli, _feature_args(stores, out))
+    assert again.exit_code == 0, again.output
+    assert _trained_files(out) == trained
+    assert json.loads((out / "table.json").read_text())["rows"] == table["rows"]
+
+    # a store missing one test clip: refused in one line before anything trains
+    plan, _ = ucf_plan
+    fewer = [(n, s, k - 1 if (s == "stage_2_test_unseen" and i == len(plan) - 1) else k)
+             for i, (n, s, k) in enumerate(plan)]
+    short = _ucf_store(store_builder, ucf_plan, tmp_path / "short.zarr", plan=fewer)
+    refused = CliRunner().invoke(cli, _feature_args({"mvit-ast": clean.path, "short": short.path}, tmp_path / "C"))
+    lines = refused.output.strip().splitlines()
+    assert refused.exit_code == 1 and len(lines) == 1, refused.output
+    assert f"{short.path}: its test clips differ from {clean.path}'s in 1 clip(s)" in lines[0]
+    assert not (tmp_path / "C").exists()
+    mzsl = BenchmarkConfig.of  # MZSL runs read two stores each: refused in one line
+    with pytest.raises(ValueError, match="avca protocol only"):
+        mzsl("mzsl", {"train_store": "a", "eval_store": "b", "groups": "g"}, out=tmp_path / "D",
+             feature_stores=("a=x",))
+    with pytest.raises(ValueError, match="not NAME=STORE"):
+        BenchmarkConfig.of("avca", {"dataset": "UCF"}, out=tmp_path / "D", feature_stores=("a=x", "a=y"))
