@@ -45,9 +45,10 @@ def become_worker() -> None:
                          ctypes.get_errno())
         # A parent killed while this worker was still starting (imports take seconds on a loaded machine) died
         # before the request above existed: the worker was re-parented and would run on, holding the command's
-        # output pipes open. Linux sends no signal for that past death, so look.
+        # output pipes open. Linux sends no signal for that past death, so look. (The parent's pipe, not
+        # `os.getppid()`: a forkserver's workers are children of the fork server, not of the command.)
         parent = multiprocessing.parent_process()
-        if parent is not None and os.getppid() != parent.pid:
+        if parent is not None and not parent.is_alive():
             os._exit(1)
 
 
