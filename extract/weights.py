@@ -7,7 +7,6 @@ the state dict under one of `_WRAPPER_KEYS` (DeiT's and many training scripts' `
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -15,8 +14,10 @@ from safetensors.torch import load_file
 from torch import nn
 
 from common.errors import InputError
+from common.files import sha256_file
 
-__all__ = ["HF_FILES", "read_state_dict", "sha256_file", "load_strict", "weights_file", "load_failure"]
+__all__ = ["HF_FILES", "read_state_dict", "read_torch_file", "sha256_file", "load_strict", "weights_file",
+           "load_failure"]
 
 HF_FILES = ("model.safetensors", "pytorch_model.bin")
 _WRAPPER_KEYS = ("model", "state_dict", "model_state")
@@ -48,12 +49,11 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """
     file = weights_file(path)
     if file.suffix == ".safetensors":
-        return load_file(str(file), device="cpu")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means the same thing here
-        raise InputError(f"{file}: not a PyTorch checkpoint readable without running code "
-                         f"({load_failure(error)})") from error
+        try:
+            return load_file(str(file), device="cpu")
+        except Exception as error:  # noqa: BLE001 - safetensors' errors have no common base; all mean the same
+            raise InputError(f"{file}: not a readable safetensors file ({load_failure(error)})") from error
+    state = read_torch_file(file)
     if isinstance(state, dict):
         for key in _WRAPPER_KEYS:
             if isinstance(state.get(key), dict):
@@ -62,6 +62,20 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(f"{file}: not a state dict (name -> tensor)")
     return state
+
+
+def read_torch_file(file: Path):
+    """What `torch.load(file, weights_only=True)` gives, on the CPU: no code from the file runs.
+
+    Raises:
+        InputError: one line naming the file, for any file torch cannot read that way (corrupt, not a checkpoint,
+            or one that needs code to load).
+    """
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means the same thing here
+        raise InputError(f"{file}: not a PyTorch checkpoint readable without running code "
+                         f"({load_failure(error)})") from error
 
 
 def load_failure(error: Exception) -> str:
@@ -75,15 +89,6 @@ def load_failure(error: Exception) -> str:
         text = text.split("WeightsUnpickler error:", 1)[1].strip().split("\n\n", 1)[0]
     gist = " ".join(text.split()) if "\n" not in text.strip() else text.strip().splitlines()[0]
     return f"{type(error).__name__}: {gist[:200]}"
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file (hex), read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ import torch
 from common.errors import InputError
 from common.files import atomic_write, sha256_file, write_folder, write_json
 from curate import splits
-from extract.weights import load_failure
+from extract.weights import load_failure, read_torch_file
 from fusion.config import PeerImportConfig, train_config_from_options
 from fusion.heads import create_head, head_entry, list_heads
 from fusion.model import ModelDims
@@ -77,11 +76,11 @@ def read_peer_state(path: Path) -> tuple[dict[str, torch.Tensor], int | None]:
         InputError: a file torch cannot read, one that needs code to load, or not AVCA-GZSL's dict format.
     """
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as error:  # corrupt, foreign, or needs code
-        raise InputError(f"{path}: cannot read as a checkpoint ({load_failure(error)}); it is read with "
+        payload = read_torch_file(path)
+    except InputError as error:  # corrupt, foreign, or needs code
+        raise InputError(f"{path}: cannot read as a checkpoint ({load_failure(error.__cause__)}); it is read with "
                          "torch.load(weights_only=True), which runs no code from the file, and there is no option "
-                         "to load one that needs code") from error
+                         "to load one that needs code") from error.__cause__
     model = payload.get("model") if isinstance(payload, dict) else None
     if not isinstance(model, dict) or not all(isinstance(key, str) for key in model):
         found = sorted(map(str, payload))[:5] if isinstance(payload, dict) else type(payload).__name__

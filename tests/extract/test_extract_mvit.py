@@ -106,6 +106,10 @@ def test_bad_weights_files_are_rejected(tmp_path):
     result = CliRunner().invoke(cli, ["extract", "--videos", str(tmp_path / "clip.mp4"), "--out",
                                       str(tmp_path / "s.zarr"), "--profile", "paper", "--video-weights", str(text)])
     assert result.exit_code == 1 and result.output == f"Error: {info.value}\n"
+    junk = tmp_path / "junk.safetensors"
+    junk.write_text("junk\n")
+    with pytest.raises(ValueError, match=r"junk.safetensors: not a readable safetensors file \(SafetensorError: "):
+        mvit.build_mvit(TINY, junk, random_init=False, seed=0)
 
 
 class _Opaque:

@@ -233,6 +233,8 @@ def test_bad_checkpoints_are_one_line_naming_the_file(tmp_path, monkeypatch):
         tmp_path, _write(tmp_path / "w.pt", {"bilinear.weight": torch.zeros(300, 1000)}))
     (tmp_path / "notes.pt").write_text("not a checkpoint\n")
     assert "cannot read as a checkpoint" in _refusal(tmp_path, tmp_path / "notes.pt")
+    (tmp_path / "short.pt").write_text("junk\n")  # torch.load fails with a KeyError on this one
+    assert "cannot read as a checkpoint" in _refusal(tmp_path, tmp_path / "short.pt")
     torch.save({"bilinear.weight": torch.zeros(300, 1024)}, tmp_path / "bare.pt")  # a state_dict, not their format
     assert "not a checkpoint of AVCA-GZSL" in _refusal(tmp_path, tmp_path / "bare.pt")
     # a pickle that needs code to load (argparse.Namespace, as training scripts save their arguments)
