@@ -27,7 +27,7 @@ from fusion.losses import kinetics_class
 from fusion.model import AVOutput, FusionModel, ModelDims
 
 __all__ = ["Predictions", "ConcatenatedHeads", "resolve_device", "to_device", "check_layout", "conse_embeddings",
-           "predict_embeddings", "score_clips", "non_finite_clips"]
+           "predict_embeddings", "score_clips", "clip_scores", "non_finite_clips"]
 
 logger = logging.getLogger(__name__)
 
@@ -224,9 +224,20 @@ def score_clips(model, info, store, indices: np.ndarray, rule: str, batch_size: 
         if not store.token_layout.kinetics_classes:
             raise InputError(f"{store.path} has no Kinetics logits, which rule 'kinetics' needs; use `rule='plain'`")
     predictions = predict_embeddings(model, store, indices, batch_size, device, class_embeddings=info.class_embeddings)
+    return clip_scores(model, predictions, store, indices, rule, info.kinetics_embeddings)
+
+
+def clip_scores(model, predictions: Predictions, store: TokenStore, indices: np.ndarray, rule: str,
+                kinetics_embeddings: np.ndarray | None) -> ClipScores:
+    """The `ClipScores` of predicted clips: what every distance of evaluation (the trainer's validation included)
+    is taken through, with the head's class space and branches.
+
+    Shapes:
+        kinetics_embeddings (400, E) phi of the Kinetics labels, or None (a run without the phi(s_v) term)
+    """
     offsets = None
-    if predictions.kinetics_pred is not None and info.kinetics_embeddings is not None:
-        offsets = info.kinetics_embeddings[predictions.kinetics_pred]  # (400, E) -> (N, E)
+    if predictions.kinetics_pred is not None and kinetics_embeddings is not None:
+        offsets = kinetics_embeddings[predictions.kinetics_pred]  # (400, E) -> (N, E)
     return ClipScores(
         clips=ClipSet.of(store.identity, indices),
         clip_ids=store.clip_ids[predictions.index],

@@ -28,7 +28,6 @@ from common.errors import InputError
 from common.progress import progress_bar
 from common.threads import apply_thread_plan, plan_threads
 from eval import metrics
-from eval.scoring import branch_distances
 from features.reader import BatchReader, free_bytes, resident_bytes, resident_fits
 from fusion.config import TrainConfig
 from fusion.curves import TrainingCurves
@@ -38,7 +37,7 @@ from fusion.heads.training import HeadTraining
 from fusion.losses import FusionLoss, LossWeights, kinetics_class, loss_weights, se_targets
 from fusion.model import FusionModel, build_model, count_parameters
 from fusion.plan import TrainingPlan, ValidationSet, embedding_permutation, plan_training
-from fusion.predict import predict_embeddings, resolve_device, to_device
+from fusion.predict import clip_scores, predict_embeddings, resolve_device, to_device
 from fusion.run_dir import checkpoint_payload, claim_run_folder, holds_run_lease, save_epoch, start_run
 from text.vocabulary import mask_words
 
@@ -428,13 +427,8 @@ def evaluate(
     # validation candidates start with the training classes in TASK-logit order (fusion.plan): ConSE's classes
     predictions = predict_embeddings(model, validation.store, validation.indices, batch_size, device,
                                      class_embeddings=class_embeddings[validation.seen_ids])
-    if isinstance(model, ComparisonHead):  # it compares theta(x) with theta_w(phi(c)), not with phi(c)
-        class_embeddings = model.class_space(class_embeddings)  # (C_val, E) -> (C_val, D)
-    offsets = None
-    if rule == "kinetics":
-        offsets = kinetics_embeddings[predictions.kinetics_pred]  # (400, E) -> (N, E)
-    if isinstance(model, ComparisonHead) and model.branches:  # the sum of its decision branches' distances
-        distances = branch_distances(predictions.embeddings, class_embeddings, model.branches, model.decision)
-    else:
-        distances = metrics.class_distances(predictions.embeddings, class_embeddings, rule, offsets)  # (N, C_val)
+    # the distances evaluation takes (a comparison head's class space and branches), not a copy of them
+    scores = clip_scores(model, predictions, validation.store, validation.indices, rule,
+                         kinetics_embeddings if rule == "kinetics" else None)
+    distances = scores.distances(class_embeddings)  # (N, C_val)
     return metrics.validation_result(distances, validation.labels, validation.seen_ids, validation.unseen_ids)
